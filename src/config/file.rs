@@ -1,0 +1,256 @@
+//! The configuration file as the operator writes it. Lenient only where the
+//! defaults of PRIVACY.md apply; unknown keys are errors so a typo never
+//! silently weakens a privacy setting.
+
+use serde::Deserialize;
+
+use crate::privacy::geo::GeoLevel;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub clickhouse: ClickHouseConfig,
+    #[serde(default)]
+    pub geoip: GeoIpConfig,
+    #[serde(default, rename = "site")]
+    pub sites: Vec<SiteConfig>,
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_trusted_proxies")]
+    pub trusted_proxies: Vec<String>,
+    /// Hits waiting for the aggregator; when full, ingest answers 503.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Origins allowed to read API answers from a browser (`*` for all).
+    #[serde(default = "default_cors_origin")]
+    pub cors_allow_origin: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            trusted_proxies: default_trusted_proxies(),
+            queue_capacity: default_queue_capacity(),
+            cors_allow_origin: default_cors_origin(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    #[serde(default = "default_clickhouse_url")]
+    pub url: String,
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default = "default_user")]
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    /// A batch is written when it holds this many rows…
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// …or when its oldest hit is this old.
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: default_clickhouse_url(),
+            database: default_database(),
+            user: default_user(),
+            password: String::new(),
+            batch_rows: default_batch_rows(),
+            flush_interval_ms: default_flush_ms(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoIpConfig {
+    pub path: Option<String>,
+    pub path_v6: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsentMode {
+    /// Audience measurement exempt from consent (CNIL style): hits without a
+    /// consent state get a daily visitor key.
+    NotRequired,
+    /// Hits without `granted` are treated as denied.
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDenied {
+    /// Count the pageview, without visitor key or session.
+    Anonymous,
+    /// Drop the hit (counted as dropped with reason `consent_denied`).
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnOptOut {
+    /// Drop before any processing; only the dropped counter moves.
+    Drop,
+    /// Count anonymously, like a denied consent.
+    Anonymous,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub id: String,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_retention")]
+    pub retention_months: u32,
+    #[serde(default = "default_v4_prefix")]
+    pub ipv4_prefix: u8,
+    #[serde(default = "default_v6_prefix")]
+    pub ipv6_prefix: u8,
+    #[serde(default = "default_geo_level")]
+    pub geo_level: GeoLevel,
+    #[serde(default = "default_consent_mode")]
+    pub consent_mode: ConsentMode,
+    #[serde(default = "default_on_denied")]
+    pub on_denied: OnDenied,
+    #[serde(default = "default_on_opt_out")]
+    pub on_opt_out: OnOptOut,
+    #[serde(default = "yes")]
+    pub honour_gpc: bool,
+    #[serde(default = "yes")]
+    pub honour_dnt: bool,
+    #[serde(default)]
+    pub query_params: Vec<String>,
+    #[serde(default)]
+    pub collect_campaigns: bool,
+    #[serde(default)]
+    pub hash_routing: bool,
+    #[serde(default)]
+    pub event_names: Vec<String>,
+    #[serde(default)]
+    pub prop_keys: Vec<String>,
+    #[serde(default = "default_k")]
+    pub k_threshold: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub secret_sha256: String,
+    #[serde(default)]
+    pub sites: Vec<String>,
+}
+
+impl Config {
+    /// Environment variables win over the file, so one file serves every
+    /// machine. `lookup` is `std::env::var` outside tests.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = lookup("TAMIS_LISTEN") {
+            self.server.listen = v;
+        }
+        if let Some(v) = lookup("TAMIS_CLICKHOUSE_URL") {
+            self.clickhouse.url = v;
+        }
+        if let Some(v) = lookup("TAMIS_CLICKHOUSE_DATABASE") {
+            self.clickhouse.database = v;
+        }
+        if let Some(v) = lookup("TAMIS_CLICKHOUSE_USER") {
+            self.clickhouse.user = v;
+        }
+        if let Some(v) = lookup("TAMIS_CLICKHOUSE_PASSWORD") {
+            self.clickhouse.password = v;
+        }
+        if let Some(v) = lookup("TAMIS_GEOIP_PATH") {
+            self.geoip.path = (!v.is_empty()).then_some(v);
+        }
+        if let Some(v) = lookup("TAMIS_GEOIP_PATH_V6") {
+            self.geoip.path_v6 = (!v.is_empty()).then_some(v);
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_trusted_proxies() -> Vec<String> {
+    vec!["127.0.0.1/32".into(), "::1/128".into()]
+}
+fn default_queue_capacity() -> usize {
+    65_536
+}
+fn default_cors_origin() -> String {
+    "*".into()
+}
+fn default_clickhouse_url() -> String {
+    "http://127.0.0.1:8123".into()
+}
+fn default_database() -> String {
+    "tamis".into()
+}
+fn default_user() -> String {
+    "default".into()
+}
+fn default_batch_rows() -> usize {
+    50_000
+}
+fn default_flush_ms() -> u64 {
+    1_000
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+fn default_timezone() -> String {
+    "America/Toronto".into()
+}
+fn default_retention() -> u32 {
+    25
+}
+fn default_v4_prefix() -> u8 {
+    24
+}
+fn default_v6_prefix() -> u8 {
+    48
+}
+fn default_geo_level() -> GeoLevel {
+    GeoLevel::Region
+}
+fn default_consent_mode() -> ConsentMode {
+    ConsentMode::NotRequired
+}
+fn default_on_denied() -> OnDenied {
+    OnDenied::Anonymous
+}
+fn default_on_opt_out() -> OnOptOut {
+    OnOptOut::Drop
+}
+fn default_k() -> u32 {
+    5
+}
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,396 @@
+//! Validated settings: what the rest of tamis receives. Every check that can
+//! fail happens here, at start-up, with a message naming the key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use ipnet::IpNet;
+
+use super::file::{ClickHouseConfig, Config, ConsentMode, OnDenied, OnOptOut, SiteConfig};
+use crate::privacy::geo::{GeoDb, GeoLevel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path} is not valid: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Longest prefixes PRIVACY.md allows: a longer one would keep more of the
+/// address than Google's own anonymization does.
+pub const MAX_V4_PREFIX: u8 = 24;
+pub const MAX_V6_PREFIX: u8 = 48;
+
+#[derive(Debug)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub clickhouse: ClickHouseSettings,
+    pub geo: GeoSettings,
+    pub sites: Vec<Arc<SiteSettings>>,
+    pub tokens: Vec<TokenSettings>,
+}
+
+#[derive(Debug)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+    pub queue_capacity: usize,
+    pub cors_allow_origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClickHouseSettings {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub batch_rows: usize,
+    pub flush_interval: Duration,
+    pub timeout: Duration,
+}
+
+pub struct GeoSettings {
+    pub path: Option<PathBuf>,
+    pub path_v6: Option<PathBuf>,
+    pub db: Arc<GeoDb>,
+}
+
+impl std::fmt::Debug for GeoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoSettings")
+            .field("path", &self.path)
+            .field("path_v6", &self.path_v6)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteSettings {
+    pub id: String,
+    pub hostnames: Vec<String>,
+    pub timezone: Tz,
+    pub retention_months: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub geo_level: GeoLevel,
+    pub consent_mode: ConsentMode,
+    pub on_denied: OnDenied,
+    pub on_opt_out: OnOptOut,
+    pub honour_gpc: bool,
+    pub honour_dnt: bool,
+    pub query_params: Vec<String>,
+    pub collect_campaigns: bool,
+    pub hash_routing: bool,
+    pub event_names: HashSet<String>,
+    pub prop_keys: HashSet<String>,
+    pub k_threshold: u32,
+}
+
+pub struct TokenSettings {
+    pub name: String,
+    pub secret_sha256: [u8; 32],
+    pub sites: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("name", &self.name)
+            .field("secret_sha256", &"<redacted>")
+            .field("sites", &self.sites)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Relative file paths are resolved against the working directory first,
+    /// then against `base` (the config file's folder).
+    pub fn from_config(config: Config, base: &Path) -> Result<Settings, ConfigError> {
+        let server = ServerSettings {
+            listen: config
+                .server
+                .listen
+                .parse()
+                .map_err(|_| invalid("server.listen", format!("`{}` is not an address:port", config.server.listen)))?,
+            trusted_proxies: config
+                .server
+                .trusted_proxies
+                .iter()
+                .enumerate()
+                .map(|(i, net)| parse_net(net).ok_or_else(|| invalid(format!("server.trusted_proxies[{i}]"), format!("`{net}` is not an IP network such as 10.0.0.0/8"))))
+                .collect::<Result<_, _>>()?,
+            queue_capacity: positive("server.queue_capacity", config.server.queue_capacity)?,
+            cors_allow_origin: config.server.cors_allow_origin,
+        };
+        let clickhouse = clickhouse_settings(config.clickhouse)?;
+        let path = config.geoip.path.map(|p| resolve(&p, base));
+        let path_v6 = config.geoip.path_v6.map(|p| resolve(&p, base));
+        let db = GeoDb::open(path.as_deref(), path_v6.as_deref())
+            .map_err(|e| invalid("geoip.path", e.to_string()))?;
+        let geo = GeoSettings {
+            path,
+            path_v6,
+            db: Arc::new(db),
+        };
+
+        if config.sites.is_empty() {
+            return Err(invalid("site", "at least one [[site]] is required"));
+        }
+        let mut sites = Vec::with_capacity(config.sites.len());
+        for (i, site) in config.sites.into_iter().enumerate() {
+            let site = site_settings(i, site)?;
+            if sites.iter().any(|s: &Arc<SiteSettings>| s.id == site.id) {
+                return Err(invalid(format!("site[{i}].id"), format!("`{}` is configured twice", site.id)));
+            }
+            sites.push(Arc::new(site));
+        }
+        let mut tokens = Vec::with_capacity(config.tokens.len());
+        for (i, token) in config.tokens.into_iter().enumerate() {
+            let key = |field: &str| format!("token[{i}].{field}");
+            if token.name.trim().is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            let secret_sha256 = parse_sha256(&token.secret_sha256)
+                .ok_or_else(|| invalid(key("secret_sha256"), "must be 64 hexadecimal characters (the SHA-256 of the token)"))?;
+            for site in &token.sites {
+                if !sites.iter().any(|s| &s.id == site) {
+                    return Err(invalid(key("sites"), format!("`{site}` is not a configured site id")));
+                }
+            }
+            tokens.push(TokenSettings {
+                name: token.name,
+                secret_sha256,
+                sites: token.sites,
+            });
+        }
+        Ok(Settings {
+            server,
+            clickhouse,
+            geo,
+            sites,
+            tokens,
+        })
+    }
+
+    pub fn site(&self, id: &str) -> Option<&Arc<SiteSettings>> {
+        self.sites.iter().find(|s| s.id == id)
+    }
+}
+
+fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, ConfigError> {
+    let url = c.url.trim_end_matches('/').to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid("clickhouse.url", format!("`{url}` must start with http:// or https://")));
+    }
+    if !is_identifier(&c.database) {
+        return Err(invalid("clickhouse.database", format!("`{}` must be letters, digits and underscores, not starting with a digit", c.database)));
+    }
+    if !(10..=60_000).contains(&c.flush_interval_ms) {
+        return Err(invalid("clickhouse.flush_interval_ms", "must be between 10 and 60000"));
+    }
+    Ok(ClickHouseSettings {
+        url,
+        database: c.database,
+        user: c.user,
+        password: c.password,
+        batch_rows: positive("clickhouse.batch_rows", c.batch_rows)?,
+        flush_interval: Duration::from_millis(c.flush_interval_ms),
+        timeout: Duration::from_millis(positive("clickhouse.timeout_ms", c.timeout_ms as usize)? as u64),
+    })
+}
+
+fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
+    let key = |field: &str| format!("site[{i}].{field}");
+    let id = s.id.trim().to_ascii_lowercase();
+    if id.is_empty() || id.len() > 253 || id.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(invalid(key("id"), format!("`{}` must be a domain-like name such as example.org", s.id)));
+    }
+    let timezone: Tz = s
+        .timezone
+        .parse()
+        .map_err(|_| invalid(key("timezone"), format!("`{}` is not an IANA time zone such as America/Toronto", s.timezone)))?;
+    if s.ipv4_prefix > MAX_V4_PREFIX {
+        return Err(invalid(key("ipv4_prefix"), format!("{} keeps too much of the address: at most /{MAX_V4_PREFIX}", s.ipv4_prefix)));
+    }
+    if s.ipv6_prefix > MAX_V6_PREFIX {
+        return Err(invalid(key("ipv6_prefix"), format!("{} keeps too much of the address: at most /{MAX_V6_PREFIX}", s.ipv6_prefix)));
+    }
+    if s.retention_months == 0 {
+        return Err(invalid(key("retention_months"), "must be at least 1"));
+    }
+    if s.k_threshold == 0 {
+        return Err(invalid(key("k_threshold"), "must be at least 1"));
+    }
+    let mut hostnames: Vec<String> = s.hostnames.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    if hostnames.is_empty() {
+        hostnames.push(id.clone());
+    }
+    if let Some(bad) = hostnames.iter().find(|h| h.is_empty() || h.contains('/') || h.contains(':')) {
+        return Err(invalid(key("hostnames"), format!("`{bad}` is not a bare host name")));
+    }
+    let names = |field: &str, list: Vec<String>| -> Result<HashSet<String>, ConfigError> {
+        list.into_iter()
+            .map(|n| {
+                if n.is_empty() || n.len() > 64 {
+                    Err(invalid(key(field), format!("`{n}` must be 1 to 64 characters")))
+                } else {
+                    Ok(n)
+                }
+            })
+            .collect()
+    };
+    Ok(SiteSettings {
+        hostnames,
+        timezone,
+        retention_months: s.retention_months,
+        ipv4_prefix: s.ipv4_prefix,
+        ipv6_prefix: s.ipv6_prefix,
+        geo_level: s.geo_level,
+        consent_mode: s.consent_mode,
+        on_denied: s.on_denied,
+        on_opt_out: s.on_opt_out,
+        honour_gpc: s.honour_gpc,
+        honour_dnt: s.honour_dnt,
+        query_params: names("query_params", s.query_params)?.into_iter().collect(),
+        collect_campaigns: s.collect_campaigns,
+        hash_routing: s.hash_routing,
+        event_names: names("event_names", s.event_names)?,
+        prop_keys: names("prop_keys", s.prop_keys)?,
+        k_threshold: s.k_threshold,
+        id,
+    })
+}
+
+fn positive(key: &str, n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(n)
+    }
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 64
+}
+
+fn resolve(p: &str, base: &Path) -> PathBuf {
+    let path = PathBuf::from(p);
+    if path.is_absolute() || path.exists() {
+        path
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[site]]
+        id = "example.org"
+    "#;
+
+    fn check(toml_text: &str, expected_error: Option<&str>) {
+        let config: Config = toml::from_str(toml_text).expect("parses");
+        match (Settings::from_config(config, Path::new(".")), expected_error) {
+            (Ok(_), None) => {}
+            (Err(e), Some(want)) => assert!(e.to_string().contains(want), "{e} does not mention {want}"),
+            (Ok(_), Some(want)) => panic!("accepted, expected error about {want}"),
+            (Err(e), None) => panic!("rejected: {e}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        check(MINIMAL, None);
+        check("[[site]]\nid='a.org'\nipv4_prefix=32", Some("site[0].ipv4_prefix"));
+        check("[[site]]\nid='a.org'\nipv6_prefix=64", Some("site[0].ipv6_prefix"));
+        check("[[site]]\nid='a.org'\nipv4_prefix=16\nipv6_prefix=32", None);
+        check("[[site]]\nid='a.org'\ntimezone='Mars/Olympus'", Some("site[0].timezone"));
+        check("[server]\nlisten='nowhere'\n[[site]]\nid='a.org'", Some("server.listen"));
+        check("[server]\ntrusted_proxies=['10.0.0.0/33']\n[[site]]\nid='a.org'", Some("server.trusted_proxies[0]"));
+        check("[clickhouse]\ndatabase='x; DROP'\n[[site]]\nid='a.org'", Some("clickhouse.database"));
+        check("[[site]]\nid='a.org'\n[[site]]\nid='a.org'", Some("site[1].id"));
+        check("[[site]]\nid='a.org'\n[[token]]\nname='t'\nsecret_sha256='abc'\nsites=['a.org']", Some("token[0].secret_sha256"));
+        check(
+            &format!("[[site]]\nid='a.org'\n[[token]]\nname='t'\nsecret_sha256='{}'\nsites=['b.org']", "0".repeat(64)),
+            Some("token[0].sites"),
+        );
+        check("", Some("at least one [[site]]"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("[[site]]\nid='a.org'\nipv4_prefx=16").unwrap_err();
+        assert!(err.to_string().contains("ipv4_prefx"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut config: Config = toml::from_str(MINIMAL).unwrap();
+        config.apply_env(|name| match name {
+            "TAMIS_LISTEN" => Some("127.0.0.1:9999".into()),
+            "TAMIS_CLICKHOUSE_URL" => Some("http://10.1.2.3:8123".into()),
+            "TAMIS_CLICKHOUSE_DATABASE" => Some("other".into()),
+            "TAMIS_GEOIP_PATH" => Some("".into()),
+            _ => None,
+        });
+        let settings = Settings::from_config(config, Path::new(".")).unwrap();
+        assert_eq!(settings.server.listen.port(), 9999);
+        assert_eq!(settings.clickhouse.url, "http://10.1.2.3:8123");
+        assert_eq!(settings.clickhouse.database, "other");
+        assert!(settings.geo.path.is_none());
+    }
+
+    #[test]
+    fn privacy_defaults_follow_privacy_md() {
+        let config: Config = toml::from_str(MINIMAL).unwrap();
+        let settings = Settings::from_config(config, Path::new(".")).unwrap();
+        let site = &settings.sites[0];
+        assert_eq!((site.ipv4_prefix, site.ipv6_prefix), (24, 48));
+        assert_eq!(site.geo_level, GeoLevel::Region);
+        assert_eq!(site.consent_mode, ConsentMode::NotRequired);
+        assert_eq!(site.on_denied, OnDenied::Anonymous);
+        assert_eq!(site.on_opt_out, OnOptOut::Drop);
+        assert!(!site.collect_campaigns && site.query_params.is_empty() && site.prop_keys.is_empty());
+        assert_eq!((site.k_threshold, site.retention_months), (5, 25));
+        assert_eq!(site.timezone, chrono_tz::America::Toronto);
+        assert_eq!(site.hostnames, vec!["example.org".to_string()]);
+    }
+}

@@ -1,0 +1,216 @@
+//! `POST /api/event`: read at most 8 KiB, parse, run the privacy pipeline
+//! for each site the hit names, queue the result. Answers 202 once the hit
+//! is queued for aggregation, 202 with `X-Tamis-Dropped` when policy drops
+//! it, 4xx for bad input and 503 with Retry-After when the queue is full.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+
+use super::client_ip::client_ip;
+use super::error::IngestError;
+use super::event::{self, IncomingEvent, MAX_BODY};
+use crate::aggregate::Message;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::privacy::pipeline::{DropReason, Dropped, Privacy, RawHit};
+
+pub struct Ingest {
+    pub privacy: Privacy,
+    pub queue: mpsc::Sender<Message>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// How the hit ended, for the response.
+enum Outcome {
+    Accepted,
+    Dropped(DropReason),
+}
+
+impl Ingest {
+    pub async fn handle(&self, request: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
+        if request.method() == Method::OPTIONS {
+            return preflight();
+        }
+        self.metrics.hits_received.fetch_add(1, Ordering::Relaxed);
+        let result = match request.method() {
+            &Method::POST => self.accept(request, peer).await,
+            _ => Err(IngestError::Method),
+        };
+        let mut response = match result {
+            Ok(Outcome::Accepted) => {
+                self.metrics.hits_accepted.fetch_add(1, Ordering::Relaxed);
+                plain(StatusCode::ACCEPTED, "ok")
+            }
+            Ok(Outcome::Dropped(reason)) => {
+                let mut r = plain(StatusCode::ACCEPTED, "ok");
+                r.headers_mut().insert("x-tamis-dropped", HeaderValue::from_static(reason.as_str()));
+                r
+            }
+            Err(error) => {
+                match &error {
+                    IngestError::Overloaded => {
+                        self.metrics.hits_overloaded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => self.count_invalid(),
+                }
+                error_response(&error)
+            }
+        };
+        cors(response.headers_mut());
+        response
+    }
+
+    async fn accept(&self, request: Request<Incoming>, peer: IpAddr) -> Result<Outcome, IngestError> {
+        let declared = request
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY) {
+            return Err(IngestError::TooLarge { limit: MAX_BODY });
+        }
+        let (parts, body) = request.into_parts();
+        let body = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                IngestError::TooLarge { limit: MAX_BODY }
+            } else {
+                IngestError::Body
+            }
+        })?;
+        let incoming = event::parse(&body.to_bytes())?;
+        let messages = self.process(&incoming, &parts.headers, peer);
+        self.enqueue(messages)
+    }
+
+    /// Runs the pipeline for each site the hit names.
+    fn process(&self, incoming: &IncomingEvent, headers: &HeaderMap, peer: IpAddr) -> Vec<Message> {
+        let at = self.clock.now();
+        let sites = self.privacy.sites_for(&incoming.domain);
+        if sites.is_empty() {
+            let dropped = Dropped {
+                reason: DropReason::UnknownSite,
+                site: None,
+            };
+            return vec![Message::Dropped(dropped, at)];
+        }
+        let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let forwarded: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let hit = RawHit {
+            name: &incoming.name,
+            url: &incoming.url,
+            domain: &incoming.domain,
+            referrer: incoming.referrer.as_deref(),
+            props: &incoming.props,
+            consent: incoming.consent.as_deref(),
+            opt_out: incoming.opt_out,
+            engagement_ms: incoming.engagement_ms,
+            client_ip: client_ip(peer, &forwarded, &self.trusted_proxies),
+            user_agent: text("user-agent").unwrap_or_default(),
+            sec_gpc: header("sec-gpc"),
+            dnt: header("dnt"),
+            sec_purpose: text("sec-purpose"),
+            purpose: text("purpose").or_else(|| text("x-purpose")),
+            accept_language: text("accept-language"),
+            at,
+        };
+        sites
+            .into_iter()
+            .map(|site| match self.privacy.process(site, &hit) {
+                Ok(event) => Message::Event(event),
+                Err(dropped) => Message::Dropped(dropped, at),
+            })
+            .collect()
+    }
+
+    /// Queues all of a hit's messages, or none: a hit is accepted whole.
+    fn enqueue(&self, messages: Vec<Message>) -> Result<Outcome, IngestError> {
+        let permits = self
+            .queue
+            .try_reserve_many(messages.len())
+            .map_err(|_| IngestError::Overloaded)?;
+        let mut outcome = None;
+        for (permit, message) in permits.zip(messages) {
+            match &message {
+                Message::Event(_) => outcome = Some(Outcome::Accepted),
+                Message::Dropped(d, _) => {
+                    self.metrics.dropped(d.reason);
+                    if outcome.is_none() {
+                        outcome = Some(Outcome::Dropped(d.reason));
+                    }
+                }
+            }
+            permit.send(message);
+        }
+        Ok(outcome.unwrap_or(Outcome::Dropped(DropReason::Invalid)))
+    }
+
+    /// Bad input is counted as dropped (`invalid`) in metrics and, when the
+    /// queue has room, in ClickHouse; it is never worth a 503.
+    fn count_invalid(&self) {
+        self.metrics.dropped(DropReason::Invalid);
+        let dropped = Dropped {
+            reason: DropReason::Invalid,
+            site: None,
+        };
+        let _ = self.queue.try_send(Message::Dropped(dropped, self.clock.now()));
+    }
+}
+
+fn preflight() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    cors(h);
+    h.insert("access-control-allow-methods", HeaderValue::from_static("POST, OPTIONS"));
+    h.insert("access-control-allow-headers", HeaderValue::from_static("Content-Type"));
+    h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    r
+}
+
+/// Beacons post from every page of every configured site; the answer holds
+/// nothing, so any origin may send.
+fn cors(h: &mut HeaderMap) {
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+}
+
+pub fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+pub fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
+    let mut r = json_error(error.status(), &error.to_string());
+    if matches!(error, IngestError::Overloaded) {
+        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+    }
+    if matches!(error, IngestError::Method) {
+        r.headers_mut().insert("allow", HeaderValue::from_static("POST, OPTIONS"));
+    }
+    r
+}

@@ -1,0 +1,110 @@
+//! Counters and gauges for `GET /metrics`, in Prometheus text format.
+//! Labels are fixed words (drop reasons); nothing a client sends, and no
+//! address, ever becomes a label or a value here.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::privacy::pipeline::DropReason;
+
+const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub hits_received: AtomicU64,
+    pub hits_accepted: AtomicU64,
+    hits_dropped: [AtomicU64; DropReason::ALL.len()],
+    pub hits_overloaded: AtomicU64,
+    pub hits_written: AtomicU64,
+    pub batches_written: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub rows_rejected: AtomicU64,
+    pub insert_failures: AtomicU64,
+    insert_latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    insert_latency_sum_us: AtomicU64,
+    insert_latency_count: AtomicU64,
+    pub queue_depth: AtomicU64,
+    pub batches_pending: AtomicU64,
+    pub sessions_open: AtomicU64,
+    pub clickhouse_up: AtomicU64,
+    pub api_queries: AtomicU64,
+}
+
+impl Metrics {
+    pub fn dropped(&self, reason: DropReason) {
+        self.hits_dropped[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.hits_dropped[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn observe_insert(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bucket, le) in self.insert_latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= le {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.insert_latency_sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.insert_latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+        };
+        counter("tamis_hits_received_total", "Hits received on ingestion endpoints.", get(&self.hits_received));
+        counter("tamis_hits_accepted_total", "Hits accepted (answered 202) and counted.", get(&self.hits_accepted));
+        counter("tamis_hits_overloaded_total", "Hits refused with 503 because the queue was full.", get(&self.hits_overloaded));
+        counter("tamis_hits_written_total", "Hits whose aggregates were written to ClickHouse.", get(&self.hits_written));
+        counter("tamis_batches_written_total", "Inserts that ClickHouse confirmed.", get(&self.batches_written));
+        counter("tamis_rows_written_total", "Aggregate input rows ClickHouse confirmed.", get(&self.rows_written));
+        counter("tamis_rows_rejected_total", "Rows ClickHouse refused as bad data (not retried).", get(&self.rows_rejected));
+        counter("tamis_insert_failures_total", "Failed insert attempts (retried).", get(&self.insert_failures));
+        counter("tamis_api_queries_total", "Stats API queries answered.", get(&self.api_queries));
+
+        out.push_str("# HELP tamis_hits_dropped_total Hits not counted, by reason.\n# TYPE tamis_hits_dropped_total counter\n");
+        for reason in DropReason::ALL {
+            let _ = writeln!(out, "tamis_hits_dropped_total{{reason=\"{}\"}} {}", reason.as_str(), self.dropped_count(reason));
+        }
+
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+        };
+        gauge("tamis_queue_depth", "Hits waiting for the aggregator.", get(&self.queue_depth));
+        gauge("tamis_batches_pending", "Batches waiting to be written.", get(&self.batches_pending));
+        gauge("tamis_sessions_open", "Visits held in memory.", get(&self.sessions_open));
+        gauge("tamis_clickhouse_up", "1 when the last ClickHouse call succeeded.", get(&self.clickhouse_up));
+
+        out.push_str("# HELP tamis_insert_duration_seconds ClickHouse insert latency.\n# TYPE tamis_insert_duration_seconds histogram\n");
+        for (bucket, le) in self.insert_latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            let _ = writeln!(out, "tamis_insert_duration_seconds_bucket{{le=\"{le}\"}} {}", get(bucket));
+        }
+        let count = get(&self.insert_latency_count);
+        let _ = writeln!(out, "tamis_insert_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "tamis_insert_duration_seconds_sum {}", get(&self.insert_latency_sum_us) as f64 / 1e6);
+        let _ = writeln!(out, "tamis_insert_duration_seconds_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_reason_and_the_histogram() {
+        let m = Metrics::default();
+        m.dropped(DropReason::Bot);
+        m.observe_insert(Duration::from_millis(20));
+        let text = m.render();
+        assert!(text.contains("tamis_hits_dropped_total{reason=\"bot\"} 1"));
+        assert!(text.contains("tamis_hits_dropped_total{reason=\"opt_out\"} 0"));
+        assert!(text.contains("tamis_insert_duration_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(text.contains("tamis_insert_duration_seconds_bucket{le=\"0.01\"} 0"));
+    }
+}

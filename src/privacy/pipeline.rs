@@ -1,0 +1,362 @@
+//! The privacy pipeline: one hit in, one [`Event`] (the domain type, with no
+//! field that can hold a full IP, a user agent or a URL) or a
+//! [`DropReason`] out. Each step is a function of its own module; this file
+//! only puts them in order.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::config::SiteSettings;
+use crate::privacy::agent::{is_prefetch, Agent, AgentClassifier};
+use crate::privacy::consent::{self, ConsentState, Decision};
+use crate::privacy::geo::{GeoDb, Location};
+use crate::privacy::ip;
+use crate::privacy::optout::{self, Signals};
+use crate::privacy::referrer::{Referrer, ReferrerClassifier};
+use crate::privacy::salt::SaltStore;
+use crate::privacy::url::{self, Campaign};
+use crate::privacy::visitor::{self, VisitorKey};
+
+/// Why a hit was not counted. Each reason is a label of
+/// `tamis_hits_dropped_total` and a row of the `dropped_hourly` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    OptOut,
+    Bot,
+    Prefetch,
+    UnknownSite,
+    HostnameNotAllowed,
+    ConsentDenied,
+    EventNotAllowed,
+    Invalid,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::OptOut,
+        DropReason::Bot,
+        DropReason::Prefetch,
+        DropReason::UnknownSite,
+        DropReason::HostnameNotAllowed,
+        DropReason::ConsentDenied,
+        DropReason::EventNotAllowed,
+        DropReason::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::OptOut => "opt_out",
+            DropReason::Bot => "bot",
+            DropReason::Prefetch => "prefetch",
+            DropReason::UnknownSite => "unknown_site",
+            DropReason::HostnameNotAllowed => "hostname_not_allowed",
+            DropReason::ConsentDenied => "consent_denied",
+            DropReason::EventNotAllowed => "event_not_allowed",
+            DropReason::Invalid => "invalid",
+        }
+    }
+}
+
+/// A dropped hit: the reason, and the site when it is known (for the
+/// per-site dropped counts of the consent report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub reason: DropReason,
+    pub site: Option<usize>,
+}
+
+/// A hit as received, borrowed from the request. This is the last place the
+/// full client IP and the raw headers exist.
+pub struct RawHit<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub domain: &'a str,
+    pub referrer: Option<&'a str>,
+    pub props: &'a [(String, String)],
+    pub consent: Option<&'a str>,
+    pub opt_out: bool,
+    pub engagement_ms: Option<u64>,
+    pub client_ip: IpAddr,
+    pub user_agent: &'a str,
+    pub sec_gpc: Option<&'a [u8]>,
+    pub dnt: Option<&'a [u8]>,
+    pub sec_purpose: Option<&'a str>,
+    pub purpose: Option<&'a str>,
+    pub accept_language: Option<&'a str>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Pageview,
+    /// Plausible's engagement event: extends the visit, counts nothing.
+    Engagement,
+    Custom(String),
+}
+
+/// What tamis keeps of a hit.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub site: usize,
+    pub at: DateTime<Utc>,
+    pub kind: EventKind,
+    pub path: String,
+    pub referrer: Referrer,
+    pub campaign: Campaign,
+    pub location: Location,
+    pub agent: Arc<Agent>,
+    pub language: String,
+    pub consent: &'static str,
+    pub visitor: Option<VisitorKey>,
+    pub props: Vec<(String, String)>,
+}
+
+pub struct Privacy {
+    sites: Vec<Arc<SiteSettings>>,
+    by_domain: HashMap<String, usize>,
+    agents: AgentClassifier,
+    referrers: ReferrerClassifier,
+    geo: Arc<GeoDb>,
+    salts: Arc<SaltStore>,
+}
+
+impl Privacy {
+    pub fn new(
+        sites: Vec<Arc<SiteSettings>>,
+        geo: Arc<GeoDb>,
+        salts: Arc<SaltStore>,
+    ) -> anyhow::Result<Privacy> {
+        let by_domain = sites.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        Ok(Privacy {
+            sites,
+            by_domain,
+            agents: AgentClassifier::new()?,
+            referrers: ReferrerClassifier::new()?,
+            geo,
+            salts,
+        })
+    }
+
+    pub fn sites(&self) -> &[Arc<SiteSettings>] {
+        &self.sites
+    }
+
+    /// The configured sites a hit's `domain` names. Plausible's script may
+    /// send several comma-separated domains to count one page in several
+    /// sites.
+    pub fn sites_for(&self, domain: &str) -> Vec<usize> {
+        domain
+            .split(',')
+            .filter_map(|d| self.by_domain.get(d.trim().to_ascii_lowercase().as_str()).copied())
+            .collect()
+    }
+
+    /// Runs the pipeline for one site of the hit.
+    pub fn process(&self, site_index: usize, hit: &RawHit<'_>) -> Result<Event, Dropped> {
+        let site = &self.sites[site_index];
+        let dropped = |reason| Dropped {
+            reason,
+            site: Some(site_index),
+        };
+
+        // 1. Opt-out signals, before anything else is read.
+        let signals = Signals {
+            sec_gpc: hit.sec_gpc,
+            dnt: hit.dnt,
+            payload_opt_out: hit.opt_out,
+        };
+        let opt_out = optout::signal(&signals, site);
+        let state = ConsentState::parse(hit.consent);
+        let decision = consent::decide(state, opt_out, site);
+        if decision == Decision::Drop && opt_out.is_some() {
+            return Err(dropped(DropReason::OptOut));
+        }
+
+        // 2. Truncate the address; the full one is not used past this line.
+        let truncated = ip::truncate(hit.client_ip, site.ipv4_prefix, site.ipv6_prefix);
+
+        // 3. Bots and prefetches.
+        if is_prefetch(hit.sec_purpose, hit.purpose) {
+            return Err(dropped(DropReason::Prefetch));
+        }
+        let agent = self.agents.classify(hit.user_agent);
+        if agent.bot {
+            return Err(dropped(DropReason::Bot));
+        }
+
+        let kind = match hit.name {
+            "pageview" => EventKind::Pageview,
+            "engagement" => EventKind::Engagement,
+            name if site.event_names.contains(name) => EventKind::Custom(name.to_string()),
+            _ => return Err(dropped(DropReason::EventNotAllowed)),
+        };
+
+        // 4. Region from the truncated address.
+        let location = self.geo.lookup(&truncated, site.geo_level);
+
+        // 5-7. Referrer, URL.
+        let page = url::reduce(hit.url, site).map_err(|_| dropped(DropReason::Invalid))?;
+        if !site.hostnames.iter().any(|h| *h == page.hostname) {
+            return Err(dropped(DropReason::HostnameNotAllowed));
+        }
+        let referrer = self.referrers.classify(hit.referrer, &site.hostnames);
+
+        // 8. Consent.
+        if decision == Decision::Drop {
+            return Err(dropped(DropReason::ConsentDenied));
+        }
+
+        // 9. Daily visitor key, only for identified hits.
+        let visitor = (decision == Decision::Identified).then(|| {
+            let salt = self.salts.get_or_create(site_index, local_day(site, hit.at));
+            visitor::key(&salt, &site.id, &truncated, &agent.reduced)
+        });
+
+        let props = match &kind {
+            EventKind::Custom(_) => hit
+                .props
+                .iter()
+                .filter(|(k, _)| site.prop_keys.contains(k))
+                .map(|(k, v)| (k.clone(), url::redact(v).chars().take(200).collect()))
+                .collect(),
+            _ => Vec::new(),
+        };
+
+        Ok(Event {
+            site: site_index,
+            at: hit.at,
+            kind,
+            path: page.path,
+            referrer,
+            campaign: page.campaign,
+            location,
+            agent,
+            language: language(hit.accept_language),
+            consent: consent::label(state, opt_out),
+            visitor,
+            props,
+        })
+    }
+}
+
+/// The site's local calendar day at `at`: salts rotate at local midnight.
+pub fn local_day(site: &SiteSettings, at: DateTime<Utc>) -> NaiveDate {
+    at.with_timezone(&site.timezone).date_naive()
+}
+
+/// The primary language subtag of the first Accept-Language entry (`fr`
+/// of `fr-CA,fr;q=0.9`), or "" when there is none worth keeping.
+pub fn language(accept_language: Option<&str>) -> String {
+    let first = accept_language
+        .and_then(|h| h.split(',').next())
+        .and_then(|tag| tag.split(';').next())
+        .and_then(|tag| tag.trim().split(['-', '_']).next())
+        .unwrap_or_default();
+    if (2..=3).contains(&first.len()) && first.bytes().all(|b| b.is_ascii_alphabetic()) {
+        first.to_ascii_lowercase()
+    } else {
+        String::new()
+    }
+}
+
+/// A site with PRIVACY.md's defaults, for tests of the steps.
+#[cfg(test)]
+pub(crate) fn test_site(id: &str) -> SiteSettings {
+    let config: crate::config::Config = toml::from_str(&format!("[[site]]\nid = '{id}'")).expect("parses");
+    let settings = crate::config::Settings::from_config(config, std::path::Path::new(".")).expect("valid");
+    (*settings.sites[0]).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_language(header: Option<&str>, expected: &str) {
+        assert_eq!(language(header), expected, "{header:?}");
+    }
+
+    #[test]
+    fn language_is_the_primary_subtag() {
+        check_language(Some("fr-CA,fr;q=0.9,en;q=0.8"), "fr");
+        check_language(Some("EN_us"), "en");
+        check_language(Some("*"), "");
+        check_language(Some("x-klingon"), "");
+        check_language(None, "");
+    }
+
+    fn privacy() -> Privacy {
+        let sites = vec![Arc::new(test_site("example.org"))];
+        Privacy::new(sites, Arc::new(GeoDb::open(None, None).unwrap()), Arc::new(SaltStore::new())).unwrap()
+    }
+
+    const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+    fn hit(ua: &'static str) -> RawHit<'static> {
+        RawHit {
+            name: "pageview",
+            url: "https://example.org/a?x=1",
+            domain: "example.org",
+            referrer: None,
+            props: &[],
+            consent: None,
+            opt_out: false,
+            engagement_ms: None,
+            client_ip: "198.51.100.77".parse().unwrap(),
+            user_agent: ua,
+            sec_gpc: None,
+            dnt: None,
+            sec_purpose: None,
+            purpose: None,
+            accept_language: Some("fr-CA"),
+            at: Utc::now(),
+        }
+    }
+
+    fn reason(hit: &RawHit<'_>) -> Option<&'static str> {
+        privacy().process(0, hit).err().map(|d| d.reason.as_str())
+    }
+
+    #[test]
+    fn steps_in_order() {
+        assert_eq!(reason(&hit(FIREFOX)), None);
+        let mut h = hit("Googlebot/2.1 (+http://www.google.com/bot.html)");
+        h.sec_gpc = Some(b"1");
+        assert_eq!(reason(&h), Some("opt_out"), "opt-out is read before the bot check");
+        assert_eq!(reason(&hit("curl/8.5.0")), Some("bot"));
+        let mut h = hit(FIREFOX);
+        h.sec_purpose = Some("prefetch");
+        assert_eq!(reason(&h), Some("prefetch"));
+        let mut h = hit(FIREFOX);
+        h.url = "https://evil.example/";
+        assert_eq!(reason(&h), Some("hostname_not_allowed"));
+        let mut h = hit(FIREFOX);
+        h.name = "signup";
+        assert_eq!(reason(&h), Some("event_not_allowed"));
+        let mut h = hit(FIREFOX);
+        h.url = "not a url";
+        assert_eq!(reason(&h), Some("invalid"));
+    }
+
+    #[test]
+    fn denied_consent_is_counted_without_a_visitor_key() {
+        let p = privacy();
+        let mut h = hit(FIREFOX);
+        assert!(p.process(0, &h).unwrap().visitor.is_some());
+        h.consent = Some("denied");
+        let event = p.process(0, &h).unwrap();
+        assert!(event.visitor.is_none());
+        assert_eq!(event.consent, "denied");
+        assert_eq!(event.path, "/a");
+        assert_eq!(event.language, "fr");
+    }
+
+    #[test]
+    fn several_domains_fan_out() {
+        let p = privacy();
+        assert_eq!(p.sites_for("Example.org, unknown.org"), vec![0]);
+        assert!(p.sites_for("unknown.org").is_empty());
+    }
+}

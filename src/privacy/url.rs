@@ -1,0 +1,207 @@
+//! URL reduction: the page becomes a host and a path. Query strings and
+//! fragments go, except allow-listed parameters (and the fragment when a site
+//! declares hash routing); e-mail addresses, long digit runs, UUIDs and
+//! token-like strings in what remains are replaced by placeholders.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use percent_encoding::percent_decode_str;
+use regex::Regex;
+
+use crate::config::SiteSettings;
+
+/// Longest path kept, in bytes; longer ones are cut at a character boundary.
+pub const MAX_PATH: usize = 1024;
+/// Longest campaign value kept.
+pub const MAX_CAMPAIGN: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Campaign {
+    pub source: String,
+    pub medium: String,
+    pub campaign: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageUrl {
+    /// Lower-cased host, for the site's host-name allow-list.
+    pub hostname: String,
+    /// Redacted path, with allow-listed parameters (and the hash route) kept.
+    pub path: String,
+    /// Empty unless the site collects campaigns.
+    pub campaign: Campaign,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("`url` is not an absolute http(s) URL")]
+    NotHttp,
+}
+
+static EMAIL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}").expect("static regex"));
+static UUID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").expect("static regex")
+});
+static DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[0-9]{6,}").expect("static regex"));
+/// Candidates for tokens: long runs of letters and digits, or long
+/// base64url-like runs. Whether a candidate is a token is decided by
+/// [`looks_like_token`], so slugs such as `rapport-annuel-2024` survive.
+static TOKEN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[A-Za-z0-9_\-]{24,}|[A-Za-z0-9]{16,}").expect("static regex"));
+
+pub fn reduce(raw: &str, site: &SiteSettings) -> Result<PageUrl, UrlError> {
+    let parsed = url::Url::parse(raw.trim()).map_err(|_| UrlError::NotHttp)?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(UrlError::NotHttp);
+    }
+    let hostname = parsed.host_str().ok_or(UrlError::NotHttp)?.to_ascii_lowercase();
+
+    let mut path = redact(&decode(parsed.path()));
+    if path.is_empty() {
+        path.push('/');
+    }
+
+    let mut campaign = Campaign::default();
+    let mut kept = Vec::new();
+    for (name, value) in parsed.query_pairs() {
+        if site.collect_campaigns {
+            let slot = match name.as_ref() {
+                "utm_source" => Some(&mut campaign.source),
+                "utm_medium" => Some(&mut campaign.medium),
+                "utm_campaign" => Some(&mut campaign.campaign),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                *slot = cut(&redact(value.trim()), MAX_CAMPAIGN).to_string();
+                continue;
+            }
+        }
+        if site.query_params.iter().any(|allowed| allowed == name.as_ref()) {
+            kept.push(format!("{}={}", name, redact(&value)));
+        }
+    }
+    if !kept.is_empty() {
+        path.push('?');
+        path.push_str(&kept.join("&"));
+    }
+    if site.hash_routing {
+        if let Some(fragment) = parsed.fragment().filter(|f| f.starts_with('/') || f.starts_with("!/")) {
+            let route = redact(&decode(fragment));
+            // The route's own query string is dropped like the page's.
+            let route = route.split('?').next().unwrap_or_default();
+            path.push('#');
+            path.push_str(route);
+        }
+    }
+    Ok(PageUrl {
+        hostname,
+        path: cut(&path, MAX_PATH).to_string(),
+        campaign,
+    })
+}
+
+fn decode(s: &str) -> Cow<'_, str> {
+    percent_decode_str(s).decode_utf8_lossy()
+}
+
+/// Replaces personal-looking parts of a path or value by placeholders.
+pub fn redact(s: &str) -> String {
+    let s = EMAIL.replace_all(s, "[email]");
+    let s = UUID.replace_all(&s, "[uuid]");
+    let s = TOKEN.replace_all(&s, |caps: &regex::Captures<'_>| {
+        let candidate = &caps[0];
+        if looks_like_token(candidate) {
+            "[token]".to_string()
+        } else {
+            candidate.to_string()
+        }
+    });
+    DIGITS.replace_all(&s, "[number]").into_owned()
+}
+
+/// A token mixes letters and digits with no word structure: a slug like
+/// `guide-du-citoyen-2025` has short hyphen-separated words, a session id
+/// like `a8f3K29xLq0Zp7Rt` does not.
+fn looks_like_token(s: &str) -> bool {
+    let digits = s.bytes().filter(u8::is_ascii_digit).count();
+    let letters = s.bytes().filter(u8::is_ascii_alphabetic).count();
+    if digits < 2 || letters == 0 {
+        return false;
+    }
+    let longest_word = s.split(['-', '_']).map(str::len).max().unwrap_or(0);
+    longest_word >= 16
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::pipeline::test_site;
+
+    fn check(raw: &str, configure: impl Fn(&mut SiteSettings), expected_path: Option<&str>) {
+        let mut site = test_site("example.org");
+        configure(&mut site);
+        let got = reduce(raw, &site).ok().map(|u| u.path);
+        assert_eq!(got.as_deref(), expected_path, "{raw}");
+    }
+
+    fn defaults(_: &mut SiteSettings) {}
+
+    #[test]
+    fn path_only_by_default() {
+        check("https://example.org/", defaults, Some("/"));
+        check("https://example.org", defaults, Some("/"));
+        check("https://example.org/a/b?x=1#top", defaults, Some("/a/b"));
+        check("https://example.org/users/jean.tremblay@example.com/4501234567?email=a@b.c&utm_source=x#top", defaults, Some("/users/[email]/[number]"));
+        check("https://example.org/users/jean.tremblay%40example.com/", defaults, Some("/users/[email]/"));
+        check("https://example.org/dossier/123e4567-e89b-12d3-a456-426614174000", defaults, Some("/dossier/[uuid]"));
+        check("https://example.org/reset/a8f3K29xLq0Zp7Rt", defaults, Some("/reset/[token]"));
+        check("https://example.org/commande-1234567", defaults, Some("/commande-[number]"));
+        check("https://example.org/guide-du-citoyen-2025/annexe-12", defaults, Some("/guide-du-citoyen-2025/annexe-12"));
+        check("https://example.org/programme/aide-financiere-aux-etudes", defaults, Some("/programme/aide-financiere-aux-etudes"));
+        check("https://example.org/2025/11/nouvelles", defaults, Some("/2025/11/nouvelles"));
+        check("ftp://example.org/", defaults, None);
+        check("/relative", defaults, None);
+        check("javascript:alert(1)", defaults, None);
+    }
+
+    #[test]
+    fn allow_listed_parameters_and_hash_routes() {
+        check("https://example.org/recherche?q=permis&page=2&token=abc", |s| s.query_params = vec!["q".into()], Some("/recherche?q=permis"));
+        check("https://example.org/recherche?q=moi@ici.ca", |s| s.query_params = vec!["q".into()], Some("/recherche?q=[email]"));
+        check("https://example.org/app#/dossiers/4501234567?x=1", |s| s.hash_routing = true, Some("/app#/dossiers/[number]"));
+        check("https://example.org/app#section-2", |s| s.hash_routing = true, Some("/app"));
+    }
+
+    #[test]
+    fn campaigns_only_when_enabled() {
+        let mut site = test_site("example.org");
+        let raw = "https://example.org/?utm_source=infolettre&utm_medium=email&utm_campaign=hiver";
+        assert_eq!(reduce(raw, &site).unwrap().campaign, Campaign::default());
+        site.collect_campaigns = true;
+        let got = reduce(raw, &site).unwrap();
+        assert_eq!(got.campaign.source, "infolettre");
+        assert_eq!(got.campaign.medium, "email");
+        assert_eq!(got.campaign.campaign, "hiver");
+        assert_eq!(got.path, "/");
+    }
+
+    #[test]
+    fn long_paths_are_cut_on_a_char_boundary() {
+        let raw = format!("https://example.org/{}", "é".repeat(2000));
+        let got = reduce(&raw, &test_site("example.org")).unwrap();
+        assert!(got.path.len() <= MAX_PATH);
+    }
+}

@@ -1,0 +1,36 @@
+//! The sink: everything that writes to ClickHouse. Migrations ([`schema`],
+//! [`migrate`]), the batch writer ([`writer`]) and the shared daily salts
+//! ([`salts`]). Only this module and `query` use the `clickhouse` crate.
+
+pub mod migrate;
+pub mod rows;
+pub mod salts;
+pub mod schema;
+pub mod writer;
+
+use crate::config::ClickHouseSettings;
+
+/// A client for the configured server. Validation is off: it needs
+/// `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 does not know.
+pub fn client(settings: &ClickHouseSettings) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(&settings.url)
+        .with_user(&settings.user)
+        .with_password(&settings.password)
+        .with_database(&settings.database)
+        .with_validation(false)
+}
+
+/// Whether an error is about the data (never retried: it would fail again)
+/// rather than the transport. ClickHouse codes 53 (type mismatch) and 117
+/// (incorrect data) are the usual ones.
+pub fn is_data_error(error: &clickhouse::error::Error) -> bool {
+    use clickhouse::error::Error;
+    match error {
+        Error::BadResponse(text) => ["Code: 53", "Code: 117", "Code: 27", "Code: 6.", "Code: 41"]
+            .iter()
+            .any(|code| text.contains(code)),
+        Error::Custom(_) | Error::SequenceMustHaveLength | Error::InvalidUtf8Encoding(_) => true,
+        _ => false,
+    }
+}
