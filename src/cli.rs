@@ -28,6 +28,9 @@ fn load(path: &Path) -> anyhow::Result<Settings> {
 
 pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let settings = load(path)?;
+    for missing in &settings.geo.missing {
+        tracing::warn!(file = %missing, "GeoIP database not found; run deploy/setup.sh to install DB-IP City Lite");
+    }
     if settings.geo.db.is_enabled() {
         tracing::info!(database = %settings.geo.db.describe(), "geolocation on (country and region only)");
     } else {
@@ -86,6 +89,9 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     println!("configuration {}: valid", path.display());
     println!("listen: {}", settings.server.listen);
     println!("trusted proxies: {}", list(settings.server.trusted_proxies.iter().map(|n| n.to_string())));
+    for missing in &settings.geo.missing {
+        println!("geolocation: WARNING {missing} not found");
+    }
     println!(
         "geolocation: {}",
         if settings.geo.db.is_enabled() { settings.geo.db.describe() } else { "off (no GeoIP database configured)".into() }

@@ -66,6 +66,8 @@ pub struct ClickHouseSettings {
 pub struct GeoSettings {
     pub path: Option<PathBuf>,
     pub path_v6: Option<PathBuf>,
+    /// Configured files that were not found.
+    pub missing: Vec<String>,
     pub db: Arc<GeoDb>,
 }
 
@@ -137,13 +139,28 @@ impl Settings {
             cors_allow_origin: config.server.cors_allow_origin,
         };
         let clickhouse = clickhouse_settings(config.clickhouse)?;
-        let path = config.geoip.path.map(|p| resolve(&p, base));
-        let path_v6 = config.geoip.path_v6.map(|p| resolve(&p, base));
+        // A configured file that does not exist turns geolocation off with
+        // a warning (the reference config names files that `deploy/setup.sh`
+        // may not have been able to install); a file that exists but cannot
+        // be read is an error.
+        let mut missing = Vec::new();
+        let mut existing = |key: &str, p: Option<String>| {
+            let path = resolve(&p?, base);
+            if path.exists() {
+                Some(path)
+            } else {
+                missing.push(format!("{key} = {}", path.display()));
+                None
+            }
+        };
+        let path = existing("geoip.path", config.geoip.path);
+        let path_v6 = existing("geoip.path_v6", config.geoip.path_v6);
         let db = GeoDb::open(path.as_deref(), path_v6.as_deref())
             .map_err(|e| invalid("geoip.path", e.to_string()))?;
         let geo = GeoSettings {
             path,
             path_v6,
+            missing,
             db: Arc::new(db),
         };
 

@@ -1,0 +1,328 @@
+//! Shared pieces of the integration tests: a real ClickHouse
+//! ([`clickhouse`]), a DB-IP-schema GeoIP file ([`geodb`]), real tamis
+//! servers (the binary as a child process, or the library in-process with a
+//! manual clock) and a minimal blocking HTTP client.
+
+#![allow(dead_code)]
+
+pub mod clickhouse;
+pub mod geodb;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use clickhouse::ClickHouse;
+
+/// The bearer token every test config accepts (its SHA-256 is configured).
+pub const TOKEN: &str = "test-token-for-tamis";
+/// A second token, for another site only.
+pub const OTHER_TOKEN: &str = "other-site-token";
+
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A scratch folder for one test: config, GeoIP file, logs.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes the DB-IP-schema test database and returns its path.
+    pub fn geodb(&self) -> PathBuf {
+        let path = self.path("dbip-test.mmdb");
+        geodb::write_dbip_test_db(&path).expect("test GeoIP database");
+        path
+    }
+}
+
+/// A config for `database` on `ch`, with `example.org` and `other.org`,
+/// flushing every 200 ms. `site_extra` is appended to example.org's table.
+pub fn config(ch: &ClickHouse, database: &str, geoip: Option<&Path>, site_extra: &str) -> String {
+    let geo = geoip.map(|p| format!("[geoip]\npath = \"{}\"\n", p.display())).unwrap_or_default();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.1/32", "::1/128"]
+
+[clickhouse]
+url = "{url}"
+database = "{database}"
+flush_interval_ms = 200
+
+{geo}
+[[site]]
+id = "example.org"
+hostnames = ["example.org", "www.example.org"]
+timezone = "America/Toronto"
+{site_extra}
+
+[[site]]
+id = "other.org"
+
+[[token]]
+name = "dashboard"
+secret_sha256 = "{token}"
+sites = ["example.org"]
+
+[[token]]
+name = "other"
+secret_sha256 = "{other}"
+sites = ["other.org"]
+"#,
+        url = ch.url,
+        token = sha256_hex(TOKEN),
+        other = sha256_hex(OTHER_TOKEN),
+    )
+}
+
+/// The `tamis` binary, serving in a child process; stderr (its log) goes to
+/// a file so tests can read everything it said.
+pub struct Binary {
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Binary {
+    pub fn serve(scratch: &Scratch, config_text: &str) -> Binary {
+        let config_path = scratch.path("tamis.toml");
+        std::fs::write(&config_path, config_text).expect("write config");
+        let port = free_port();
+        let log = scratch.path("tamis.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tamis"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("TAMIS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TAMIS_LOG", "debug")
+            .current_dir(scratch.dir.path())
+            .stdout(Stdio::from(std::fs::File::create(scratch.path("tamis.stdout")).expect("stdout file")))
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+            .spawn()
+            .expect("start the tamis binary");
+        let mut server = Binary {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+            child,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                panic!("tamis exited with {status}:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            if try_http(self.addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tamis did not become healthy:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    /// SIGTERM, then wait: tamis flushes everything before exiting.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().expect("child status").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tamis as a library, in this process, with a clock the test controls.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    pub clock: tamis::clock::Clock,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    pub fn serve(config_text: &str, clock: tamis::clock::Clock) -> InProcess {
+        let config: tamis::config::Config = toml::from_str(config_text).expect("config parses");
+        let settings = tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let options = tamis::server::Options {
+            clock: clock.clone(),
+            salt_period: Duration::from_millis(100),
+            drain: Duration::from_secs(5),
+            startup_wait: Duration::from_secs(30),
+        };
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                tamis::server::serve(settings, listener, async { let _ = rx.await; }, options).await.expect("serve");
+            });
+        });
+        let server = InProcess {
+            addr,
+            clock,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        };
+        wait_until(Duration::from_secs(60), "in-process tamis healthy", || {
+            try_http(addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+        });
+        server
+    }
+
+    pub fn stop(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().expect("server thread");
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.finish();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    try_http(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn try_http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect::<Vec<_>>();
+    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Sends one hit as the Plausible script would, through a trusted proxy
+/// (the test connects from 127.0.0.1) that forwards `client_ip`.
+pub fn send_hit(addr: SocketAddr, client_ip: &str, user_agent: &str, body: &str, extra: &[(&str, &str)]) -> Response {
+    let mut headers = vec![("Content-Type", "text/plain"), ("User-Agent", user_agent), ("X-Forwarded-For", client_ip)];
+    headers.extend_from_slice(extra);
+    http(addr, "POST", "/api/event", &headers, body.as_bytes())
+}
+
+pub fn pageview(url: &str) -> String {
+    serde_json::json!({"n": "pageview", "u": url, "d": "example.org", "r": null}).to_string()
+}
+
+pub fn stats(addr: SocketAddr, token: &str, query: serde_json::Value) -> Response {
+    let auth = format!("Bearer {token}");
+    http(addr, "POST", "/api/v2/query", &[("Authorization", &auth), ("Content-Type", "application/json")], query.to_string().as_bytes())
+}
+
+pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
+}
+
+pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+pub const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+pub const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+pub const EDGE: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0";
+pub const SAMSUNG: &str = "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36";
+pub const BROWSERS: [&str; 5] = [FIREFOX, CHROME, SAFARI_IPHONE, EDGE, SAMSUNG];
