@@ -208,7 +208,7 @@ fi
 cat <<EOF
 
   tamis is running: $BASE/
-    stats API documentation  $BASE/
+    endpoints (and credits)  $BASE/
     health                   $BASE/healthz
     Prometheus metrics       $BASE/metrics
   ClickHouse: http://127.0.0.1:$CH_PORT (native port $CH_TCP_PORT), data in data/clickhouse/
@@ -217,11 +217,13 @@ cat <<EOF
 
 curl -i -X POST $BASE/api/event -H 'Content-Type: application/json' -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36' -d '{"n":"pageview","u":"https://example.org/","d":"example.org"}'
 
-  Then, after a second or two (tamis writes in batches), see the tables it fills:
+  Within a second or two (tamis writes in batches) it is in the hourly aggregates:
 
-curl -sS http://127.0.0.1:$CH_PORT/ --data-binary "SELECT database, table, sum(rows) AS rows FROM system.parts WHERE database = '$DATABASE' AND active GROUP BY database, table ORDER BY table FORMAT PrettyCompact"
+curl -sS http://127.0.0.1:$CH_PORT/ --data-binary "SELECT page, country, region, browser, sumMerge(pageviews) AS pageviews, uniqIfMerge(visitors) AS visitors FROM $DATABASE.traffic_hourly GROUP BY page, country, region, browser FORMAT PrettyCompact"
 
-  or, with clickhouse-client:  clickhouse-client --port $CH_TCP_PORT --database $DATABASE --query 'SHOW TABLES'
+  and in the stats API (the reference config's local token):
+
+curl -sS $BASE/api/v2/query -H 'Authorization: Bearer tamis-local-dev-token' -d '{"site_id":"example.org","metrics":["visitors","pageviews"],"date_range":"day"}'
 
   Ctrl-C stops tamis and ClickHouse.
 

@@ -39,6 +39,7 @@ impl App {
             "/api/event" => self.ingest.handle(request, peer.ip()).await,
             "/api/v2/query" => self.api.handle(request).await,
             "/metrics" => ops::metrics(&self.metrics),
+            "/" => ops::index(),
             "/healthz" => ops::healthz(),
             "/readyz" => ops::readyz(self).await,
             _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),

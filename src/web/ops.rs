@@ -13,6 +13,23 @@ use super::App;
 use crate::ingest::handler::plain;
 use crate::metrics::Metrics;
 
+/// What this server offers, for a person who opens it in a browser. The
+/// dashboard will live here.
+pub fn index() -> Response<Full<Bytes>> {
+    plain(
+        StatusCode::OK,
+        concat!(
+            "tamis ", env!("CARGO_PKG_VERSION"), ": web analytics with privacy built in\n\n",
+            "POST /api/event     hits, in Plausible's Events API format (answered 202)\n",
+            "POST /api/v2/query  statistics, in Plausible's Stats API v2 format (Authorization: Bearer <token>)\n",
+            "GET  /metrics       Prometheus metrics\n",
+            "GET  /healthz       liveness\n",
+            "GET  /readyz        readiness (ClickHouse reachable)\n\n",
+            "IP geolocation by DB-IP (https://db-ip.com), CC BY 4.0, when the DB-IP City Lite database is configured.\n",
+        ),
+    )
+}
+
 pub fn healthz() -> Response<Full<Bytes>> {
     plain(StatusCode::OK, "ok\n")
 }
