@@ -36,7 +36,6 @@ fn hit(i: usize) -> RawHit<'static> {
         props: &[],
         consent: None,
         opt_out: false,
-        engagement_ms: None,
         client_ip: std::net::IpAddr::from([81, 2, 69, (i % 250) as u8]),
         user_agent: UAS[i % UAS.len()],
         sec_gpc: None,

@@ -382,3 +382,66 @@ fn stats_api_checks_tokens_and_sites() {
     assert_eq!(http(server.addr, "GET", "/readyz", &[], b"").status, 200);
     server.stop();
 }
+
+/// When ClickHouse cannot take writes, the queue fills and ingest answers
+/// 503 with Retry-After; every hit answered 202 is written once ClickHouse
+/// is back.
+#[test]
+fn overload_answers_503_and_loses_no_accepted_hit() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("overload");
+    let scratch = Scratch::new();
+    let text = config(ch, &db, None, "")
+        .replace("flush_interval_ms = 200", "flush_interval_ms = 50\nbatch_rows = 5")
+        .replace("trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]", "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\nqueue_capacity = 20");
+    let server = Binary::serve(&scratch, &text);
+    // Take the input table away: inserts fail and are retried.
+    ch.query_in(&db, "DROP TABLE traffic_mv");
+    ch.query_in(&db, "DROP TABLE traffic_in");
+
+    let (mut accepted, mut refused) = (0u32, 0u32);
+    for i in 0..400 {
+        let ip = format!("100.64.{}.1", i % 200);
+        let r = send_hit(server.addr, &ip, FIREFOX, &pageview("https://example.org/"), &[]);
+        match r.status {
+            202 => accepted += 1,
+            503 => {
+                assert_eq!(r.header("retry-after"), Some("1"));
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert!(refused > 0, "the bounded queue must push back ({accepted} accepted)");
+    assert!(http(server.addr, "GET", "/metrics", &[], b"").body.contains(&format!("tamis_hits_overloaded_total {refused}")));
+
+    // ClickHouse takes writes again: the backlog drains, exactly.
+    for statement in tamis::sink::schema::script(&db) {
+        ch.query(&statement);
+    }
+    wait_until(Duration::from_secs(30), "the backlog written", || {
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == format!("{accepted}\n")
+    });
+    server.stop();
+}
+
+/// A bad configuration stops start-up with a message naming the key.
+#[test]
+fn bad_config_names_the_key() {
+    let scratch = Scratch::new();
+    let path = scratch.path("bad.toml");
+    for (text, key) in [
+        ("[[site]]\nid = 'example.org'\nipv4_prefix = 32\n", "site[0].ipv4_prefix"),
+        ("[[site]]\nid = 'example.org'\ntimezone = 'Mars/Olympus'\n", "site[0].timezone"),
+        ("[server]\nlisten = 'everywhere'\n[[site]]\nid = 'example.org'\n", "server.listen"),
+        ("[[site]]\nid = 'example.org'\ncolour = 'blue'\n", "colour"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        for command in ["serve", "check"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamis")).args([command, "--config"]).arg(&path).output().unwrap();
+            assert!(!out.status.success(), "{command} accepted {text}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(key), "{command}: {stderr} does not name {key}");
+        }
+    }
+}

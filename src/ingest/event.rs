@@ -29,8 +29,6 @@ struct Wire {
     c: Option<String>,
     #[serde(alias = "opt_out")]
     o: Option<Value>,
-    #[serde(alias = "engagement_time")]
-    e: Option<Value>,
 }
 
 /// A parsed hit, before privacy.
@@ -43,7 +41,6 @@ pub struct IncomingEvent {
     pub props: Vec<(String, String)>,
     pub consent: Option<String>,
     pub opt_out: bool,
-    pub engagement_ms: Option<u64>,
 }
 
 pub fn parse(body: &[u8]) -> Result<IncomingEvent, IngestError> {
@@ -84,7 +81,6 @@ pub fn parse(body: &[u8]) -> Result<IncomingEvent, IngestError> {
         props: props(wire.p)?,
         consent: wire.c,
         opt_out: matches!(wire.o, Some(Value::Bool(true))) || matches!(wire.o, Some(Value::Number(ref n)) if n.as_u64() == Some(1)),
-        engagement_ms: wire.e.and_then(|e| e.as_u64()),
     })
 }
 

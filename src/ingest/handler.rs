@@ -119,7 +119,6 @@ impl Ingest {
             props: &incoming.props,
             consent: incoming.consent.as_deref(),
             opt_out: incoming.opt_out,
-            engagement_ms: incoming.engagement_ms,
             client_ip: client_ip(peer, &forwarded, &self.trusted_proxies),
             user_agent: text("user-agent").unwrap_or_default(),
             sec_gpc: header("sec-gpc"),
