@@ -1,1 +1,1570 @@
-fn main(){}
+//! Load test of the whole collector: how many `POST /api/event` hits per
+//! second tamis takes on this machine, at what latency, CPU and memory, next
+//! to a bare hyper server that only reads the body and answers 204.
+//!
+//! ```text
+//! cargo bench --bench load                                   # 32 connections, 3 s warm-up, 15 s measured
+//! cargo bench --bench load -- --seconds 20 --connections 64
+//! cargo bench --bench load -- --connections 8,32,64         # one run per setting
+//! cargo bench --bench load -- --only tamis --perf /tmp/prof  # perf record tamis while measured
+//! ```
+//!
+//! Everything runs on this machine, on loopback only:
+//!
+//! - **baseline**: this same executable re-run as a child process
+//!   (`--serve-baseline`), a default multi-thread tokio runtime (one worker
+//!   per core, like tamis) serving HTTP/1 with hyper, connections set up as
+//!   tamis sets them up (`TCP_NODELAY`, header read timeout). It reads the
+//!   request body and answers `204`. It is what HTTP alone costs here.
+//! - **tamis**: a private ClickHouse (`tests/common/clickhouse.rs`), the test
+//!   GeoIP database (`tests/common/geodb.rs`) and the release binary
+//!   `tamis serve` as a child process, one fresh database `bench_c<N>` per
+//!   connection setting, default batch size and flush interval.
+//! - **load**: a closed loop in this process, on one tokio thread: N
+//!   keep-alive HTTP/1.1 connections, each sending the next request as soon
+//!   as the previous answer is read in full. Requests are pre-generated raw
+//!   bytes (see [`workload`]): thousands of visitors behind `X-Forwarded-For`
+//!   (IPv4 across many /24s, some IPv6), ~50 browser user agents and ~2 %
+//!   bots, a few hundred pages (query strings, e-mails and long numbers to
+//!   redact), referrers, `Accept-Language`, ~5 % `Sec-GPC: 1`, a few custom
+//!   and engagement events.
+//!
+//! For each target and setting it prints requests/s over the measured window,
+//! p50/p99/p99.9/max latency, non-2xx answers (503s apart), I/O errors,
+//! server CPU µs per hit (`/proc/<pid>/stat`), peak RSS (`VmHWM`), and the
+//! CPU the ClickHouse server and the load generator used per hit. It then
+//! checks tamis's counts end to end: every `202` without `X-Tamis-Dropped`
+//! must be in ClickHouse (`sumMerge(pageviews)` for pageviews,
+//! `sumMerge(events)` for custom events) and every dropped hit in
+//! `dropped_hourly`, and exits non-zero when they differ. The issue's
+//! targets (≥ 0.5× baseline throughput, p99 ≤ 10 ms, RSS ≤ 200 MB) are
+//! printed as met or missed, without failing the run.
+
+#[path = "../tests/common/clickhouse.rs"]
+mod clickhouse;
+#[path = "../tests/common/geodb.rs"]
+mod geodb;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use clickhouse::ClickHouse;
+
+const USAGE: &str = "\
+usage: cargo bench --bench load [-- OPTIONS]
+  --seconds N          measured window per run (default 15)
+  --warmup N           warm-up before it, not measured (default 3)
+  --connections LIST   concurrent keep-alive connections, e.g. 32 or 8,32,64 (default 32)
+  --only TARGET        baseline or tamis (default both)
+  --perf DIR           record a perf profile of tamis during each measured window into DIR";
+
+/// Longest any single request may take before the connection is counted as
+/// failed and reopened: keeps the run bounded if a server hangs.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after the load stops tamis is given to flush into ClickHouse
+/// before the counts are compared (its default flush interval is 1 s).
+const SETTLE: Duration = Duration::from_secs(3);
+/// After [`SETTLE`], how long the counts may still take to catch up.
+const SETTLE_MORE: Duration = Duration::from_secs(15);
+
+// Targets from the issue.
+const TARGET_RATIO: f64 = 0.5;
+const TARGET_P99_MS: f64 = 10.0;
+const TARGET_RSS_MB: f64 = 200.0;
+
+fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("load bench: {error}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.serve_baseline {
+        return baseline_server::serve();
+    }
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("load bench: FAILED (see above)");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("load bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Args {
+    seconds: u64,
+    warmup: u64,
+    connections: Vec<usize>,
+    baseline: bool,
+    tamis: bool,
+    perf: Option<PathBuf>,
+    /// Internal: run as the baseline server (the child process).
+    serve_baseline: bool,
+}
+
+impl Args {
+    fn parse(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+        let mut args = Args {
+            seconds: 15,
+            warmup: 3,
+            connections: vec![32],
+            baseline: true,
+            tamis: true,
+            perf: None,
+            serve_baseline: false,
+        };
+        while let Some(arg) = raw.next() {
+            let mut value = |name: &str| raw.next().ok_or_else(|| anyhow!("{name} needs a value"));
+            match arg.as_str() {
+                "--seconds" => args.seconds = parse_positive(&value("--seconds")?, "--seconds")?,
+                "--warmup" => args.warmup = value("--warmup")?.parse().context("--warmup")?,
+                "--connections" => {
+                    args.connections = value("--connections")?
+                        .split(',')
+                        .map(|n| parse_positive(n.trim(), "--connections").map(|n| n as usize))
+                        .collect::<Result<_, _>>()?;
+                }
+                "--only" => match value("--only")?.as_str() {
+                    "baseline" => args.tamis = false,
+                    "tamis" => args.baseline = false,
+                    other => bail!("--only takes baseline or tamis, not {other:?}"),
+                },
+                "--perf" => args.perf = Some(PathBuf::from(value("--perf")?)),
+                "--serve-baseline" => args.serve_baseline = true,
+                // What `cargo bench` adds for every bench target.
+                "--bench" => {}
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument {other:?}"),
+            }
+        }
+        Ok(args)
+    }
+}
+
+fn parse_positive(text: &str, name: &str) -> anyhow::Result<u64> {
+    match text.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("{name} takes a positive whole number, not {text:?}"),
+    }
+}
+
+/// The whole run; `Ok(false)` when tamis's counts do not add up.
+fn run(args: &Args) -> anyhow::Result<bool> {
+    print_machine(args);
+    let pool = Arc::new(workload::generate(0x7a31_5eed));
+    println!("{}", pool.summary());
+    let timing = Timing {
+        warmup: Duration::from_secs(args.warmup),
+        measured: Duration::from_secs(args.seconds),
+    };
+
+    let mut rows = Vec::new();
+    if args.baseline {
+        for &connections in &args.connections {
+            rows.push(run_baseline(&pool, connections, timing)?);
+        }
+    }
+    let mut all_correct = true;
+    if args.tamis {
+        let scratch = tempfile::Builder::new().prefix("tamis-load-").tempdir().context("creating a scratch directory")?;
+        let ch = ClickHouse::try_start().map_err(|message| anyhow!("starting ClickHouse: {message}"))?;
+        let version = ch.try_query("SELECT version()").map_err(|e| anyhow!(e))?;
+        println!("ClickHouse {} on {} (pid {})", version.trim(), ch.url, clickhouse_pid(&ch).map_or("?".into(), |p| p.to_string()));
+        let geoip = scratch.path().join("dbip-test.mmdb");
+        geodb::write_dbip_test_db(&geoip).context("writing the test GeoIP database")?;
+        for &connections in &args.connections {
+            let (row, correct) = run_tamis(&pool, connections, timing, &ch, scratch.path(), &geoip, args.perf.as_deref())?;
+            rows.push(row);
+            all_correct &= correct;
+        }
+    }
+    report::table(&rows);
+    report::targets(&rows);
+    Ok(all_correct)
+}
+
+fn print_machine(args: &Args) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let memory = fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string()));
+    println!("== tamis load bench");
+    println!("command: cargo bench --bench load -- --seconds {} --warmup {} --connections {}{}", args.seconds, args.warmup,
+        args.connections.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
+        match (args.baseline, args.tamis) { (true, false) => " --only baseline", (false, true) => " --only tamis", _ => "" });
+    println!("machine: {cores} cores ({model}), {} MB memory, CLK_TCK {}", memory.and_then(|kb| kb.parse::<u64>().ok()).map_or(0, |kb| kb / 1024), procfs::clock_ticks());
+    println!("load generator: 1 tokio thread in this process; servers: default multi-thread runtime ({cores} workers)");
+}
+
+#[derive(Clone, Copy)]
+struct Timing {
+    warmup: Duration,
+    measured: Duration,
+}
+
+/// One line of the final table.
+struct Row {
+    target: &'static str,
+    connections: usize,
+    load: load::Report,
+    server_cpu: Option<f64>,
+    peak_rss_mb: Option<f64>,
+    clickhouse_cpu: Option<f64>,
+}
+
+fn run_baseline(pool: &Arc<workload::Pool>, connections: usize, timing: Timing) -> anyhow::Result<Row> {
+    println!("\n-- baseline, {connections} connections");
+    let server = baseline_server::Child::start()?;
+    let watched = [server.pid()];
+    let load = load::run(server.addr, pool.clone(), connections, timing, &watched, None)?;
+    let peak_rss_mb = procfs::peak_rss_mb(server.pid()).ok();
+    let row = Row {
+        target: "baseline",
+        connections,
+        server_cpu: load.cpu_us_per_hit(0),
+        peak_rss_mb,
+        clickhouse_cpu: None,
+        load,
+    };
+    report::brief(&row);
+    Ok(row)
+}
+
+fn run_tamis(
+    pool: &Arc<workload::Pool>,
+    connections: usize,
+    timing: Timing,
+    ch: &ClickHouse,
+    scratch: &Path,
+    geoip: &Path,
+    perf: Option<&Path>,
+) -> anyhow::Result<(Row, bool)> {
+    println!("\n-- tamis, {connections} connections");
+    let database = format!("bench_c{connections}");
+    let server = tamis_server::Tamis::start(ch, &database, scratch, geoip)?;
+    let ch_pid = clickhouse_pid(ch);
+    let watched: Vec<u32> = std::iter::once(server.pid()).chain(ch_pid).collect();
+    let perf = perf.map(|dir| (dir.join(format!("tamis-c{connections}.perf.data")), server.pid()));
+    let load = load::run(server.addr, pool.clone(), connections, timing, &watched, perf)?;
+    let peak_rss_mb = procfs::peak_rss_mb(server.pid()).ok();
+
+    std::thread::sleep(SETTLE);
+    let correct = verify::counts(ch, &database, &load)?;
+    let log = server.stop();
+    if !log.trim().is_empty() {
+        let lines: Vec<&str> = log.lines().collect();
+        println!("tamis logged {} warning/error lines; last ones:", lines.len());
+        for line in &lines[lines.len().saturating_sub(5)..] {
+            println!("  {line}");
+        }
+    }
+    let row = Row {
+        target: "tamis",
+        connections,
+        server_cpu: load.cpu_us_per_hit(0),
+        peak_rss_mb,
+        clickhouse_cpu: ch_pid.and_then(|_| load.cpu_us_per_hit(1)),
+        load,
+    };
+    report::brief(&row);
+    Ok((row, correct))
+}
+
+fn clickhouse_pid(ch: &ClickHouse) -> Option<u32> {
+    fs::read_to_string(ch.dir.join("server.pid")).ok()?.trim().parse().ok()
+}
+
+/// The requests the load generator sends: built once, deterministically,
+/// before anything is measured, so sending one is a single `write`.
+mod workload {
+    use std::collections::HashSet;
+    use std::fmt::Write as _;
+
+    use rand::rngs::StdRng;
+    use rand::seq::{IndexedRandom, SliceRandom};
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+
+    /// What a hit is, so the generator can count what ClickHouse must hold.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum Kind {
+        Pageview = 0,
+        Custom = 1,
+        Engagement = 2,
+    }
+    pub const KINDS: usize = 3;
+
+    pub struct Request {
+        pub bytes: Vec<u8>,
+        pub kind: Kind,
+    }
+
+    pub struct Pool {
+        pub requests: Vec<Request>,
+        visitors: usize,
+        addresses: usize,
+        v6: usize,
+        networks: usize,
+        agents: usize,
+        bots: usize,
+        gpc: usize,
+        pages: usize,
+        kinds: [usize; KINDS],
+    }
+
+    impl Pool {
+        pub fn summary(&self) -> String {
+            let bytes: usize = self.requests.iter().map(|r| r.bytes.len()).sum();
+            format!(
+                "workload: {} pre-built requests (avg {} B) from {} visitors: {} client addresses ({} IPv6) in {} networks, \
+                 {} user agents, {} bot visitors, {} with Sec-GPC, {} pages; {} pageviews, {} custom events, {} engagements",
+                self.requests.len(),
+                bytes / self.requests.len().max(1),
+                self.visitors,
+                self.addresses,
+                self.v6,
+                self.networks,
+                self.agents,
+                self.bots,
+                self.gpc,
+                self.pages,
+                self.kinds[0],
+                self.kinds[1],
+                self.kinds[2],
+            )
+        }
+    }
+
+    const VISITORS: usize = 6_000;
+    const BOT_SHARE: f64 = 0.02;
+    const GPC_SHARE: f64 = 0.05;
+    const V6_SHARE: f64 = 0.10;
+    /// Share of visitors from the networks of the test GeoIP database, so
+    /// some lookups find a region.
+    const GEO_SHARE: f64 = 0.20;
+
+    pub fn generate(seed: u64) -> Pool {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let pages = pages(&mut rng);
+        let public_nets: Vec<[u8; 3]> = (0..900).map(|_| public_net(&mut rng)).collect();
+        let mut requests = Vec::new();
+        let mut addresses = HashSet::new();
+        let mut networks = HashSet::new();
+        let mut agents = HashSet::new();
+        let (mut bots, mut gpc, mut v6) = (0, 0, 0);
+        let mut kinds = [0; KINDS];
+        for _ in 0..VISITORS {
+            let bot = rng.random_bool(BOT_SHARE);
+            let agent = if bot { *BOTS.choose(&mut rng).expect("bots") } else { *BROWSERS.choose(&mut rng).expect("browsers") };
+            let ip = client_ip(&mut rng, &public_nets);
+            let visitor = Visitor {
+                agent,
+                ip: ip.clone(),
+                language: (!bot && rng.random_bool(0.95)).then(|| *LANGUAGES.choose(&mut rng).expect("languages")),
+                gpc: !bot && rng.random_bool(GPC_SHARE),
+            };
+            bots += usize::from(bot);
+            gpc += usize::from(visitor.gpc);
+            v6 += usize::from(ip.contains(':'));
+            networks.insert(network_of(&ip));
+            addresses.insert(ip);
+            agents.insert(agent);
+            // 1 to 8 hits, most visits short.
+            let hits = 1 + (rng.random::<f64>().powi(3) * 8.0) as usize;
+            let mut previous: Option<String> = None;
+            for _ in 0..hits {
+                let page = &pages[zipf_index(&mut rng, pages.len())];
+                let host = if rng.random_bool(0.1) { "www.example.org" } else { "example.org" };
+                let url = format!("https://{host}{page}");
+                let referrer = match &previous {
+                    Some(prev) => Some(prev.clone()),
+                    None => external_referrer(&mut rng),
+                };
+                let (kind, body) = event(&mut rng, &url, referrer.as_deref(), previous.is_some());
+                kinds[kind as usize] += 1;
+                requests.push(Request { bytes: visitor.request(&body), kind });
+                if kind == Kind::Pageview {
+                    previous = Some(url);
+                }
+            }
+        }
+        requests.shuffle(&mut rng);
+        Pool {
+            requests,
+            visitors: VISITORS,
+            addresses: addresses.len(),
+            v6,
+            networks: networks.len(),
+            agents: agents.len(),
+            bots,
+            gpc,
+            pages: pages.len(),
+            kinds,
+        }
+    }
+
+    struct Visitor {
+        agent: &'static str,
+        ip: String,
+        language: Option<&'static str>,
+        gpc: bool,
+    }
+
+    impl Visitor {
+        /// The raw HTTP/1.1 request, as a browser behind a proxy sends it.
+        fn request(&self, body: &str) -> Vec<u8> {
+            let mut head = String::with_capacity(512 + body.len());
+            head.push_str("POST /api/event HTTP/1.1\r\nHost: stats.example.org\r\n");
+            let _ = write!(head, "User-Agent: {}\r\n", self.agent);
+            head.push_str("Content-Type: text/plain\r\nAccept: */*\r\nOrigin: https://example.org\r\n");
+            let _ = write!(head, "X-Forwarded-For: {}\r\n", self.ip);
+            if let Some(language) = self.language {
+                let _ = write!(head, "Accept-Language: {language}\r\n");
+            }
+            if self.gpc {
+                head.push_str("Sec-GPC: 1\r\n");
+            }
+            let _ = write!(head, "Content-Length: {}\r\n\r\n{body}", body.len());
+            head.into_bytes()
+        }
+    }
+
+    /// Mostly pageviews; after the first page a few custom events and
+    /// engagement pings, as Plausible's script sends them.
+    fn event(rng: &mut StdRng, url: &str, referrer: Option<&str>, in_visit: bool) -> (Kind, String) {
+        let roll = rng.random::<f64>();
+        let (kind, body) = if in_visit && roll < 0.04 {
+            let (name, props) = if rng.random_bool(0.5) {
+                ("Signup", json!({"plan": *["free", "pro", "team"].choose(rng).expect("plans")}))
+            } else {
+                ("Download", json!({"file": format!("tamis-{}.tar.gz", rng.random_range(1..20))}))
+            };
+            (Kind::Custom, json!({"n": name, "u": url, "d": "example.org", "r": referrer, "p": props}))
+        } else if in_visit && roll < 0.09 {
+            (Kind::Engagement, json!({"n": "engagement", "u": url, "d": "example.org", "r": referrer, "e": rng.random_range(500..120_000)}))
+        } else {
+            (Kind::Pageview, json!({"n": "pageview", "u": url, "d": "example.org", "r": referrer, "w": *[390, 414, 768, 1280, 1440, 1920].choose(rng).expect("widths")}))
+        };
+        (kind, body.to_string())
+    }
+
+    /// Popular pages first: index skewed towards 0.
+    fn zipf_index(rng: &mut StdRng, len: usize) -> usize {
+        ((rng.random::<f64>().powi(3)) * len as f64) as usize % len
+    }
+
+    fn pages(rng: &mut StdRng) -> Vec<String> {
+        let mut pages = vec!["/".to_string(), "/pricing".into(), "/about".into(), "/contact".into(), "/blog/".into(), "/docs/".into()];
+        const WORDS: [&str; 16] = [
+            "privacy", "analytics", "cookies", "gdpr", "consent", "clickhouse", "rust", "self-hosted",
+            "dashboard", "tracking", "metrics", "performance", "release", "migration", "guide", "why",
+        ];
+        for _ in 0..90 {
+            let slug: Vec<&str> = (0..3).map(|_| *WORDS.choose(rng).expect("words")).collect();
+            pages.push(format!("/blog/{}-{}", slug.join("-"), rng.random_range(2019..2026)));
+        }
+        for section in ["install", "configure", "api", "privacy", "deploy", "faq", "upgrade", "sites"] {
+            for page in ["overview", "quickstart", "reference", "examples", "troubleshooting", "limits", "changelog", "options", "security", "tips"] {
+                pages.push(format!("/docs/{section}/{page}"));
+            }
+        }
+        for _ in 0..40 {
+            pages.push(format!("/products/{}", rng.random_range(1000..999_999)));
+        }
+        for term in ["analytics", "cookie banner", "gdpr", "self hosted", "plausible alternative", "rust", "clickhouse", "pricing"] {
+            pages.push(format!("/search?q={}", term.replace(' ', "+")));
+            pages.push(format!("/search?q={}&page={}", term.replace(' ', "+"), rng.random_range(2..6)));
+        }
+        for name in ["jane.doe", "j.tremblay", "marie-claude.roy", "bob", "alice.smith+news", "kim_lee", "pat", "olivier.gagnon", "sam.o", "lea.dubois"] {
+            pages.push(format!("/account/{name}@example.com/settings"));
+            pages.push(format!("/unsubscribe?email={name}%40gmail.com&list=weekly"));
+        }
+        for _ in 0..15 {
+            pages.push(format!("/orders/{}", rng.random_range(100_000_000_000u64..9_999_999_999_999_999)));
+            pages.push(format!("/track?parcel=1Z{}", rng.random_range(10_000_000_000u64..99_999_999_999)));
+        }
+        for (source, medium, campaign) in [
+            ("newsletter", "email", "spring-2025"),
+            ("twitter", "social", "launch"),
+            ("google", "cpc", "brand"),
+            ("facebook", "paid_social", "retargeting"),
+            ("partner-blog", "referral", "guest-post"),
+        ] {
+            pages.push(format!("/?utm_source={source}&utm_medium={medium}&utm_campaign={campaign}"));
+            pages.push(format!("/pricing?utm_source={source}&utm_medium={medium}&utm_campaign={campaign}&utm_content=cta"));
+        }
+        for _ in 0..10 {
+            pages.push(format!("/signup?plan=pro&fbclid=IwAR{:x}{:x}", rng.random::<u64>(), rng.random::<u32>()));
+            pages.push(format!("/reset-password?token={:032x}", rng.random::<u128>()));
+            pages.push(format!("/landing?gclid=Cj0KCQ{:x}&ref=ad", rng.random::<u64>()));
+        }
+        pages
+    }
+
+    fn external_referrer(rng: &mut StdRng) -> Option<String> {
+        let roll = rng.random::<f64>();
+        if roll < 0.40 {
+            return None;
+        }
+        let referrer = if roll < 0.70 {
+            *["https://www.google.com/", "https://www.google.ca/", "https://www.google.fr/", "https://www.bing.com/", "https://duckduckgo.com/", "https://search.brave.com/", "https://www.ecosia.org/"]
+                .choose(rng)
+                .expect("search")
+        } else if roll < 0.82 {
+            *["https://www.facebook.com/", "https://l.facebook.com/l.php?u=https%3A%2F%2Fexample.org%2F", "https://m.facebook.com/", "https://t.co/x7Ab3kPq", "https://www.linkedin.com/", "https://www.reddit.com/r/selfhosted/comments/1abcde/tamis/", "https://lobste.rs/"]
+                .choose(rng)
+                .expect("social")
+        } else {
+            *["https://news.ycombinator.com/item?id=41234567", "https://github.com/", "https://blog.example.net/2024/10/analytics", "https://medium.com/@someone/privacy-analytics-3f2a", "android-app://com.google.android.gm/", "https://mail.google.com/", "https://stackoverflow.com/questions/123456"]
+                .choose(rng)
+                .expect("other")
+        };
+        Some(referrer.to_string())
+    }
+
+    fn public_net(rng: &mut StdRng) -> [u8; 3] {
+        const FIRST: [u8; 28] = [24, 31, 37, 45, 46, 62, 66, 70, 73, 77, 81, 86, 90, 92, 98, 104, 108, 142, 151, 176, 185, 188, 195, 201, 207, 212, 217, 223];
+        [*FIRST.choose(rng).expect("octets"), rng.random(), rng.random()]
+    }
+
+    fn client_ip(rng: &mut StdRng, public_nets: &[[u8; 3]]) -> String {
+        let roll = rng.random::<f64>();
+        if roll < V6_SHARE {
+            if rng.random_bool(0.3) {
+                // Networks of the test GeoIP database.
+                let net = *["2001:db8:1", "2001:db8:2"].choose(rng).expect("v6 nets");
+                return format!("{net}:{:x}::{:x}", rng.random::<u16>(), rng.random::<u16>());
+            }
+            let net = *["2a01:e0a", "2600:1700", "2a02:8428", "2001:56a", "2804:14c", "2409:8a28"].choose(rng).expect("v6");
+            return format!("{net}:{:x}:{:x}:{:x}:{:x}:{:x}:{:x}", rng.random::<u16>(), rng.random::<u16>(), rng.random::<u16>(), rng.random::<u16>(), rng.random::<u16>(), rng.random::<u16>());
+        }
+        if roll < V6_SHARE + GEO_SHARE {
+            let net = *["198.51.100", "203.0.113", "192.0.2", "198.18.0", "198.18.1", "198.19.0", "192.88.99"].choose(rng).expect("geo nets");
+            return format!("{net}.{}", rng.random_range(1..255));
+        }
+        if roll < V6_SHARE + GEO_SHARE + 0.05 {
+            return format!("100.64.{}.{}", rng.random_range(0..256), rng.random_range(1..255));
+        }
+        let [a, b, c] = *public_nets.choose(rng).expect("public nets");
+        format!("{a}.{b}.{c}.{}", rng.random_range(1..255))
+    }
+
+    fn network_of(ip: &str) -> String {
+        match ip.rsplit_once(if ip.contains(':') { ':' } else { '.' }) {
+            Some((net, _)) if !ip.contains(':') => net.to_string(),
+            _ => ip.split(':').take(3).collect::<Vec<_>>().join(":"),
+        }
+    }
+
+    const LANGUAGES: [&str; 14] = [
+        "en-US,en;q=0.9",
+        "en-GB,en;q=0.9",
+        "fr-CA,fr;q=0.9,en-CA;q=0.8,en;q=0.7",
+        "fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7",
+        "de-DE,de;q=0.9,en;q=0.8",
+        "es-ES,es;q=0.9",
+        "es-MX,es-419;q=0.9,es;q=0.8,en;q=0.7",
+        "pt-BR,pt;q=0.9,en-US;q=0.8,en;q=0.7",
+        "it-IT,it;q=0.9,en-US;q=0.8",
+        "nl-NL,nl;q=0.9,en-US;q=0.8,en;q=0.7",
+        "ja,en-US;q=0.9,en;q=0.8",
+        "zh-CN,zh;q=0.9",
+        "pl-PL,pl;q=0.9,en-US;q=0.8",
+        "en",
+    ];
+
+    const BOTS: [&str; 10] = [
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm) Chrome/131.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+        "Mozilla/5.0 (compatible; SemrushBot/7~bl; +http://www.semrush.com/bot.html)",
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+        "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)",
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.6778.85 Safari/537.36",
+        "curl/8.5.0",
+        "python-requests/2.32.3",
+    ];
+
+    const BROWSERS: [&str; 50] = [
+        // Chrome, desktop
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
+        // Chrome, mobile
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.81 Mobile Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.6723.102 Mobile Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 12; moto g(30)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.0.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/131.0.6778.73 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        // Firefox
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Firefox/132.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        "Mozilla/5.0 (Windows NT 6.1; Win64; x64; rv:115.0) Gecko/20100101 Firefox/115.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+        "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
+        "Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) FxiOS/133.0 Mobile/15E148 Safari/605.1.15",
+        // Safari
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Safari/605.1.15",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1.1 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 16_7_10 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (iPad; CPU OS 17_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.7 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 356.0.0.41.107",
+        // Edge
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 Edg/130.0.0.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.0.0 Safari/537.36 Edg/129.0.0.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36 EdgA/131.0.0.0",
+        // Samsung Internet
+        "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 13; SM-A536B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 12; SM-A515F) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/23.0 Chrome/115.0.0.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Safari/537.36",
+        // Others
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 OPR/115.0.0.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Vivaldi/7.0.3495.18",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 YaBrowser/24.12.0.0 Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 14; 23090RA98G) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.81 Mobile Safari/537.36 OPR/86.0.4524.82846",
+        "Mozilla/5.0 (Linux; U; Android 13; zh-CN; V2227A) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/100.0.4896.58 UCBrowser/17.1.5.1350 Mobile Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Brave/131",
+        "Mozilla/5.0 (Linux; Android 14; SM-S928B Build/UP1A.231005.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.81 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/489.0.0.66.81;]",
+    ];
+}
+
+/// The closed-loop load generator: N connections, one request in flight
+/// on each, for `warmup + measured`, on one tokio thread.
+mod load {
+    use super::*;
+    use crate::workload::{Kind, Pool, KINDS};
+
+    /// What one run measured. `measured_*` counts only answers completed in
+    /// the measured window; `all_*` counts every answer, warm-up included
+    /// (that is what ClickHouse must hold).
+    pub struct Report {
+        pub measured: Duration,
+        pub latency: Histogram,
+        pub measured_ok: u64,
+        pub measured_503: u64,
+        pub measured_other: u64,
+        pub measured_io_errors: u64,
+        /// `202` without `X-Tamis-Dropped`, by kind of hit.
+        pub all_accepted: [u64; KINDS],
+        /// `X-Tamis-Dropped` reasons.
+        pub all_dropped: BTreeMap<String, u64>,
+        /// Every status, warm-up included.
+        pub all_statuses: BTreeMap<u16, u64>,
+        /// Requests whose answer never came (I/O error or timeout): the
+        /// server may or may not have counted them.
+        pub all_unknown: u64,
+        /// CPU µs of each watched process over the measured window, then
+        /// this process's own.
+        pub cpu_us: Vec<Option<u64>>,
+        pub generator_cpu_us: Option<u64>,
+    }
+
+    impl Report {
+        /// Answers of any status per second of the measured window.
+        pub fn requests_per_second(&self) -> f64 {
+            self.answered() as f64 / self.measured.as_secs_f64()
+        }
+
+        /// Answers of any status completed in the measured window.
+        fn answered(&self) -> u64 {
+            self.measured_ok + self.measured_503 + self.measured_other
+        }
+
+        /// CPU µs per answered request of watched process `index`.
+        pub fn cpu_us_per_hit(&self, index: usize) -> Option<f64> {
+            let us = (*self.cpu_us.get(index)?)?;
+            let hits = self.answered();
+            (hits > 0).then(|| us as f64 / hits as f64)
+        }
+
+        pub fn generator_cpu_per_hit(&self) -> Option<f64> {
+            let hits = self.answered();
+            self.generator_cpu_us.filter(|_| hits > 0).map(|us| us as f64 / hits as f64)
+        }
+
+        pub fn non_2xx(&self) -> u64 {
+            self.measured_503 + self.measured_other
+        }
+    }
+
+    /// Per-connection tallies, merged at the end (no sharing while running).
+    struct Tally {
+        latency: Histogram,
+        ok: u64,
+        s503: u64,
+        other: u64,
+        io_errors: u64,
+        accepted: [u64; KINDS],
+        dropped: BTreeMap<String, u64>,
+        statuses: BTreeMap<u16, u64>,
+        unknown: u64,
+        first_error: Option<String>,
+    }
+
+    impl Tally {
+        fn new() -> Self {
+            Tally {
+                latency: Histogram::new(),
+                ok: 0,
+                s503: 0,
+                other: 0,
+                io_errors: 0,
+                accepted: [0; KINDS],
+                dropped: BTreeMap::new(),
+                statuses: BTreeMap::new(),
+                unknown: 0,
+                first_error: None,
+            }
+        }
+
+        fn answer(&mut self, kind: Kind, reply: &Reply, latency: Duration, measured: bool) {
+            *self.statuses.entry(reply.status).or_default() += 1;
+            match &reply.dropped {
+                Some(reason) => *self.dropped.entry(reason.clone()).or_default() += 1,
+                None if reply.status == 202 => self.accepted[kind as usize] += 1,
+                None => {}
+            }
+            if measured {
+                self.latency.record(latency.as_micros() as u64);
+                match reply.status {
+                    200..=299 => self.ok += 1,
+                    503 => self.s503 += 1,
+                    _ => self.other += 1,
+                }
+            }
+        }
+
+        fn failure(&mut self, error: &io::Error, measured: bool, in_flight: bool) {
+            self.unknown += u64::from(in_flight);
+            if measured {
+                self.io_errors += 1;
+            }
+            self.first_error.get_or_insert_with(|| error.to_string());
+        }
+    }
+
+    /// Runs the load against `addr`, sampling the CPU time of `watched`
+    /// processes at the start and end of the measured window. With `perf`,
+    /// `perf record`s that process over the window.
+    pub fn run(
+        addr: SocketAddr,
+        pool: Arc<Pool>,
+        connections: usize,
+        timing: Timing,
+        watched: &[u32],
+        perf: Option<(PathBuf, u32)>,
+    ) -> anyhow::Result<Report> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("load generator runtime")?;
+        let watched = watched.to_vec();
+        runtime.block_on(async move {
+            let start = Instant::now();
+            let measure_from = start + timing.warmup;
+            let end = measure_from + timing.measured;
+            let tasks: Vec<_> = (0..connections)
+                .map(|i| tokio::spawn(connection(addr, pool.clone(), i, connections, measure_from, end)))
+                .collect();
+            let cpu = tokio::spawn(sample_cpu(watched, measure_from, end, timing.measured, perf));
+            let mut total = Tally::new();
+            for task in tasks {
+                let tally = task.await.context("a load connection task panicked")?;
+                merge(&mut total, tally);
+            }
+            let (cpu_us, generator_cpu_us) = cpu.await.context("CPU sampler panicked")?;
+            if let Some(error) = &total.first_error {
+                println!("first I/O error: {error}");
+            }
+            Ok(Report {
+                measured: timing.measured,
+                latency: total.latency,
+                measured_ok: total.ok,
+                measured_503: total.s503,
+                measured_other: total.other,
+                measured_io_errors: total.io_errors,
+                all_accepted: total.accepted,
+                all_dropped: total.dropped,
+                all_statuses: total.statuses,
+                all_unknown: total.unknown,
+                cpu_us,
+                generator_cpu_us,
+            })
+        })
+    }
+
+    fn merge(total: &mut Tally, tally: Tally) {
+        total.latency.merge(&tally.latency);
+        total.ok += tally.ok;
+        total.s503 += tally.s503;
+        total.other += tally.other;
+        total.io_errors += tally.io_errors;
+        for (sum, n) in total.accepted.iter_mut().zip(tally.accepted) {
+            *sum += n;
+        }
+        for (reason, n) in tally.dropped {
+            *total.dropped.entry(reason).or_default() += n;
+        }
+        for (status, n) in tally.statuses {
+            *total.statuses.entry(status).or_default() += n;
+        }
+        total.unknown += tally.unknown;
+        if total.first_error.is_none() {
+            total.first_error = tally.first_error;
+        }
+    }
+
+    async fn sample_cpu(
+        watched: Vec<u32>,
+        from: Instant,
+        to: Instant,
+        window: Duration,
+        perf: Option<(PathBuf, u32)>,
+    ) -> (Vec<Option<u64>>, Option<u64>) {
+        let me = std::process::id();
+        tokio::time::sleep_until(from.into()).await;
+        let before: Vec<_> = watched.iter().map(|&pid| procfs::cpu_us(pid).ok()).collect();
+        let me_before = procfs::cpu_us(me).ok();
+        let recorder = perf.and_then(|(output, pid)| profiler::start(&output, pid, window));
+        tokio::time::sleep_until(to.into()).await;
+        let after: Vec<_> = watched.iter().map(|&pid| procfs::cpu_us(pid).ok()).collect();
+        let me_after = procfs::cpu_us(me).ok();
+        if let Some(recorder) = recorder {
+            profiler::finish(recorder).await;
+        }
+        let delta = |b: Option<u64>, a: Option<u64>| Some(a?.saturating_sub(b?));
+        (before.into_iter().zip(after).map(|(b, a)| delta(b, a)).collect(), delta(me_before, me_after))
+    }
+
+    /// One keep-alive connection sending requests `first, first + step, …`
+    /// of the pool until `end`; reconnects after an error.
+    async fn connection(addr: SocketAddr, pool: Arc<Pool>, first: usize, step: usize, measure_from: Instant, end: Instant) -> Tally {
+        let mut tally = Tally::new();
+        let mut index = first % pool.requests.len();
+        let mut conn: Option<Conn> = None;
+        while Instant::now() < end {
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match Conn::open(addr).await {
+                    Ok(c) => conn.insert(c),
+                    Err(error) => {
+                        tally.failure(&error, Instant::now() >= measure_from, false);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let request = &pool.requests[index];
+            let sent = Instant::now();
+            let result = match tokio::time::timeout(REQUEST_TIMEOUT, c.exchange(&request.bytes)).await {
+                Ok(result) => result,
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {REQUEST_TIMEOUT:?}"))),
+            };
+            let done = Instant::now();
+            let measured = done >= measure_from && done < end;
+            match result {
+                Ok(reply) => {
+                    tally.answer(request.kind, &reply, done - sent, measured);
+                    if reply.close {
+                        conn = None;
+                    }
+                }
+                Err(error) => {
+                    tally.failure(&error, measured, true);
+                    conn = None;
+                }
+            }
+            index = (index + step) % pool.requests.len();
+        }
+        tally
+    }
+
+    /// The parts of an answer the generator needs.
+    pub struct Reply {
+        pub status: u16,
+        pub dropped: Option<String>,
+        pub close: bool,
+    }
+
+    /// A connection with its read buffer. Answers are parsed just enough:
+    /// status line, `Content-Length`, `Connection`, `X-Tamis-Dropped`.
+    struct Conn {
+        stream: TcpStream,
+        buf: Vec<u8>,
+        filled: usize,
+    }
+
+    const MAX_RESPONSE: usize = 1 << 20;
+
+    impl Conn {
+        async fn open(addr: SocketAddr) -> io::Result<Conn> {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Conn { stream, buf: vec![0; 4096], filled: 0 })
+        }
+
+        async fn exchange(&mut self, request: &[u8]) -> io::Result<Reply> {
+            self.stream.write_all(request).await?;
+            loop {
+                if let Some(head_len) = find_head_end(&self.buf[..self.filled]) {
+                    let head = parse_head(&self.buf[..head_len])?;
+                    let total = head_len + head.body_len;
+                    while self.filled < total {
+                        self.fill().await?;
+                    }
+                    self.buf.copy_within(total..self.filled, 0);
+                    self.filled -= total;
+                    return Ok(head.reply);
+                }
+                self.fill().await?;
+            }
+        }
+
+        async fn fill(&mut self) -> io::Result<()> {
+            if self.filled == self.buf.len() {
+                if self.buf.len() >= MAX_RESPONSE {
+                    return Err(invalid("response larger than 1 MiB"));
+                }
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = self.stream.read(&mut self.buf[self.filled..]).await?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+            }
+            self.filled += n;
+            Ok(())
+        }
+    }
+
+    struct Head {
+        reply: Reply,
+        body_len: usize,
+    }
+
+    fn invalid(what: &str) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, format!("bad HTTP response: {what}"))
+    }
+
+    /// Length of the head including the blank line, once it is all there.
+    fn find_head_end(data: &[u8]) -> Option<usize> {
+        data.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+    }
+
+    fn parse_head(head: &[u8]) -> io::Result<Head> {
+        let text = std::str::from_utf8(head).map_err(|_| invalid("head is not UTF-8"))?;
+        let mut lines = text.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status: u16 = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| invalid("no HTTP/1.1 status line"))?;
+        let mut reply = Reply { status, dropped: None, close: false };
+        let mut body_len = None;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else { continue };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                body_len = Some(value.parse().map_err(|_| invalid("bad Content-Length"))?);
+            } else if name.eq_ignore_ascii_case("x-tamis-dropped") {
+                reply.dropped = Some(value.to_string());
+            } else if name.eq_ignore_ascii_case("connection") {
+                reply.close = value.eq_ignore_ascii_case("close");
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(invalid("chunked answers are not expected here"));
+            }
+        }
+        let body_len = match (status, body_len) {
+            (100..=199 | 204 | 304, _) => 0,
+            (_, Some(n)) => n,
+            (_, None) => return Err(invalid("no Content-Length")),
+        };
+        Ok(Head { reply, body_len })
+    }
+}
+
+/// Latencies in µs, in log-linear buckets: exact below 64 µs, then 32
+/// buckets per power of two (≤ 3.2 % wide). Percentiles report the upper
+/// edge of their bucket.
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max: u64,
+}
+
+const SUB_BITS: u32 = 5;
+const SUB: u64 = 1 << SUB_BITS;
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram { counts: vec![0; Self::index(u64::MAX) + 1], total: 0, max: 0 }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < 2 * SUB {
+            return v as usize;
+        }
+        let msb = 63 - v.leading_zeros();
+        let shift = msb - SUB_BITS;
+        let top = v >> shift;
+        (2 * SUB + (u64::from(shift) - 1) * SUB + (top - SUB)) as usize
+    }
+
+    fn upper_edge(index: usize) -> u64 {
+        let i = index as u64;
+        if i < 2 * SUB {
+            return i;
+        }
+        let j = i - 2 * SUB;
+        let shift = j / SUB + 1;
+        let top = SUB + j % SUB;
+        ((top + 1) << shift).saturating_sub(1)
+    }
+
+    fn record(&mut self, micros: u64) {
+        self.counts[Self::index(micros)] += 1;
+        self.total += 1;
+        self.max = self.max.max(micros);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
+    /// The `q` quantile in milliseconds, `NaN` when empty.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        if self.total == 0 {
+            return f64::NAN;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::upper_edge(i).min(self.max) as f64 / 1000.0;
+            }
+        }
+        self.max as f64 / 1000.0
+    }
+}
+
+/// CPU time and memory of a process, from `/proc`.
+mod procfs {
+    use super::*;
+    use std::sync::OnceLock;
+
+    /// Clock ticks per second of `/proc/<pid>/stat` times: `getconf CLK_TCK`,
+    /// or 100 (what Linux uses on every common architecture).
+    pub fn clock_ticks() -> u64 {
+        static TICKS: OnceLock<u64> = OnceLock::new();
+        *TICKS.get_or_init(|| {
+            Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .ok()
+                .and_then(|out| String::from_utf8(out.stdout).ok())
+                .and_then(|s| s.trim().parse().ok())
+                .filter(|&t| t > 0)
+                .unwrap_or(100)
+        })
+    }
+
+    /// User + system CPU time of every thread of `pid`, in µs.
+    pub fn cpu_us(pid: u32) -> io::Result<u64> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The command name (field 2) may hold spaces: count from its `)`.
+        let rest = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| io::Error::other("odd /proc stat"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| -> io::Result<u64> {
+            fields.get(n - 3).and_then(|f| f.parse().ok()).ok_or_else(|| io::Error::other(format!("no field {n} in /proc/{pid}/stat")))
+        };
+        let ticks = field(14)? + field(15)?;
+        Ok(ticks * 1_000_000 / clock_ticks())
+    }
+
+    /// `VmHWM`: the most resident memory `pid` ever had, in MB.
+    pub fn peak_rss_mb(pid: u32) -> io::Result<f64> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| io::Error::other(format!("no VmHWM in /proc/{pid}/status")))?;
+        Ok(kb as f64 / 1024.0)
+    }
+}
+
+/// Optional `perf record` of tamis over the measured window.
+mod profiler {
+    use super::*;
+
+    pub fn start(output: &Path, pid: u32, window: Duration) -> Option<Child> {
+        if let Some(dir) = output.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let child = Command::new("perf")
+            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p", &pid.to_string(), "-o"])
+            .arg(output)
+            .args(["--", "sleep", &window.as_secs().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => {
+                println!("perf: recording tamis (pid {pid}) into {}", output.display());
+                Some(child)
+            }
+            Err(error) => {
+                println!("perf: cannot run `perf record` ({error}); no profile");
+                None
+            }
+        }
+    }
+
+    pub async fn finish(mut recorder: Child) {
+        for _ in 0..600 {
+            if !matches!(recorder.try_wait(), Ok(None)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = recorder.kill();
+        let _ = recorder.wait();
+    }
+}
+
+/// The baseline: a bare hyper server that reads the body and answers 204,
+/// run as a child process of this executable so its CPU is its own.
+mod baseline_server {
+    use super::*;
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper::{Request, Response, StatusCode};
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    /// Entry point of the child (`--serve-baseline`): prints its address,
+    /// serves until its standard input closes (the parent is gone).
+    pub fn serve() -> ExitCode {
+        std::thread::spawn(|| {
+            let _ = io::copy(&mut io::stdin(), &mut io::sink());
+            std::process::exit(0);
+        });
+        // The default runtime, as in tamis's main.rs: one worker per core.
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("baseline server: runtime: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(accept_loop()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("baseline server: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn accept_loop() -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind")?;
+        println!("listening {}", listener.local_addr()?);
+        io::stdout().flush()?;
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Set up as tamis sets up its connections (src/web/mod.rs).
+            let _ = stream.set_nodelay(true);
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service_fn(answer));
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    }
+
+    async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let _ = request.into_body().collect().await;
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    /// The running child, killed when dropped.
+    pub struct Child {
+        pub addr: SocketAddr,
+        process: std::process::Child,
+        stdin: Option<ChildStdin>,
+    }
+
+    impl Child {
+        pub fn start() -> anyhow::Result<Child> {
+            let exe = std::env::current_exe().context("locating this executable")?;
+            let mut process = Command::new(exe)
+                .arg("--serve-baseline")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting the baseline server")?;
+            let stdin = process.stdin.take();
+            let mut stdout = process.stdout.take().context("baseline server stdout")?;
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while stdout.read(&mut byte).context("reading the baseline server's address")? == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            let addr = line
+                .strip_prefix("listening ")
+                .and_then(|a| a.trim().parse().ok())
+                .ok_or_else(|| anyhow!("baseline server did not print its address (got {line:?})"))?;
+            Ok(Child { addr, process, stdin })
+        }
+
+        pub fn pid(&self) -> u32 {
+            self.process.id()
+        }
+    }
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            drop(self.stdin.take());
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+}
+
+/// tamis itself: the release binary, as a child process.
+mod tamis_server {
+    use super::*;
+
+    pub struct Tamis {
+        pub addr: SocketAddr,
+        log: PathBuf,
+        child: Child,
+    }
+
+    impl Tamis {
+        pub fn start(ch: &ClickHouse, database: &str, scratch: &Path, geoip: &Path) -> anyhow::Result<Tamis> {
+            let config = scratch.join(format!("{database}.toml"));
+            fs::write(&config, config_text(ch, database, geoip)).with_context(|| format!("writing {}", config.display()))?;
+            let port = free_port()?;
+            let log = scratch.join(format!("{database}.log"));
+            let binary = binary();
+            let child = Command::new(&binary)
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env("TAMIS_LISTEN", format!("127.0.0.1:{port}"))
+                .env("TAMIS_LOG", "warn")
+                .current_dir(scratch)
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(fs::File::create(&log).context("creating the tamis log file")?))
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let mut tamis = Tamis { addr: SocketAddr::from(([127, 0, 0, 1], port)), log, child };
+            tamis.wait_healthy()?;
+            println!("tamis {} (pid {}) on {}, database {database}", binary.display(), tamis.pid(), tamis.addr);
+            Ok(tamis)
+        }
+
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        fn wait_healthy(&mut self) -> anyhow::Result<()> {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Some(status) = self.child.try_wait().context("watching tamis")? {
+                    bail!("tamis exited with {status}:\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+                }
+                if healthz(self.addr) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            bail!("tamis did not answer /healthz within 60 s:\n{}", fs::read_to_string(&self.log).unwrap_or_default())
+        }
+
+        /// SIGTERM (tamis flushes and exits), then its log.
+        pub fn stop(mut self) -> String {
+            let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            fs::read_to_string(&self.log).unwrap_or_default()
+        }
+    }
+
+    impl Drop for Tamis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The binary Cargo built for this bench (the bench profile, i.e.
+    /// release settings): `target/release/tamis`.
+    fn binary() -> PathBuf {
+        PathBuf::from(env!("CARGO_BIN_EXE_tamis"))
+    }
+
+    fn config_text(ch: &ClickHouse, database: &str, geoip: &Path) -> String {
+        format!(
+            r#"[server]
+trusted_proxies = ["127.0.0.1/32", "::1/128"]
+
+[clickhouse]
+url = "{url}"
+database = "{database}"
+
+[geoip]
+path = "{geoip}"
+
+[[site]]
+id = "example.org"
+hostnames = ["example.org", "www.example.org"]
+event_names = ["Signup", "Download"]
+prop_keys = ["plan", "file"]
+"#,
+            url = ch.url,
+            geoip = geoip.display(),
+        )
+    }
+
+    fn free_port() -> anyhow::Result<u16> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        Ok(listener.local_addr()?.port())
+    }
+
+    fn healthz(addr: SocketAddr) -> bool {
+        let attempt = || -> io::Result<bool> {
+            let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer)?;
+            Ok(answer.starts_with(b"HTTP/1.1 200"))
+        };
+        attempt().unwrap_or(false)
+    }
+}
+
+/// End-to-end check: what tamis answered is what ClickHouse holds.
+mod verify {
+    use super::*;
+    use crate::workload::Kind;
+
+    /// Compares ClickHouse's totals with the generator's counts, polling a
+    /// while in case a batch is still on its way. `Ok(false)` on mismatch.
+    pub fn counts(ch: &ClickHouse, database: &str, load: &load::Report) -> anyhow::Result<bool> {
+        let want_pageviews = load.all_accepted[Kind::Pageview as usize];
+        let want_events = load.all_accepted[Kind::Custom as usize];
+        let unknown = load.all_unknown;
+        let within = |got: u64, want: u64| got >= want && got <= want + unknown;
+        let deadline = Instant::now() + SETTLE_MORE;
+        let (mut pageviews, mut events, mut dropped);
+        loop {
+            (pageviews, events) = traffic(ch, database)?;
+            dropped = dropped_by_reason(ch, database)?;
+            let dropped_ok = dropped_matches(&dropped, &load.all_dropped, unknown);
+            if (within(pageviews, want_pageviews) && within(events, want_events) && dropped_ok) || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let statuses: Vec<String> = load.all_statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect();
+        println!("answers (warm-up included): {}; no answer: {unknown}", statuses.join(" "));
+        let pv_ok = within(pageviews, want_pageviews);
+        let ev_ok = within(events, want_events);
+        let dr_ok = dropped_matches(&dropped, &load.all_dropped, unknown);
+        println!(
+            "check pageviews: 202 without X-Tamis-Dropped = {want_pageviews}, ClickHouse sumMerge(pageviews) = {pageviews} {}",
+            verdict(pv_ok)
+        );
+        println!("check events:    202 custom events = {want_events}, ClickHouse sumMerge(events) = {events} {}", verdict(ev_ok));
+        println!(
+            "check dropped:   X-Tamis-Dropped {:?}, ClickHouse dropped_hourly {:?} {}",
+            load.all_dropped,
+            dropped,
+            verdict(dr_ok)
+        );
+        Ok(pv_ok && ev_ok && dr_ok)
+    }
+
+    fn verdict(ok: bool) -> &'static str {
+        if ok { "OK" } else { "MISMATCH" }
+    }
+
+    fn query(ch: &ClickHouse, sql: &str) -> anyhow::Result<String> {
+        ch.try_query(sql).map_err(|message| anyhow!(message))
+    }
+
+    fn traffic(ch: &ClickHouse, database: &str) -> anyhow::Result<(u64, u64)> {
+        let text = query(ch, &format!("SELECT sumMerge(pageviews), sumMerge(events) FROM {database}.traffic_hourly"))?;
+        let mut numbers = text.split_whitespace().map(str::parse::<u64>);
+        match (numbers.next(), numbers.next()) {
+            (Some(Ok(pageviews)), Some(Ok(events))) => Ok((pageviews, events)),
+            _ => bail!("unexpected answer from ClickHouse: {text:?}"),
+        }
+    }
+
+    fn dropped_by_reason(ch: &ClickHouse, database: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+        let text = query(ch, &format!("SELECT reason, sum(hits) FROM {database}.dropped_hourly GROUP BY reason"))?;
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let (reason, hits) = line.split_once('\t').ok_or_else(|| anyhow!("unexpected line from ClickHouse: {line:?}"))?;
+                Ok((reason.to_string(), hits.parse().with_context(|| format!("hits in {line:?}"))?))
+            })
+            .collect()
+    }
+
+    fn dropped_matches(stored: &BTreeMap<String, u64>, answered: &BTreeMap<String, u64>, unknown: u64) -> bool {
+        let stored_total: u64 = stored.values().sum();
+        let answered_total: u64 = answered.values().sum();
+        answered.iter().all(|(reason, &n)| stored.get(reason).is_some_and(|&s| s >= n && s <= n + unknown))
+            && stored_total <= answered_total + unknown
+    }
+}
+
+/// The printed results.
+mod report {
+    use super::*;
+
+    fn ms(v: f64) -> String {
+        if v.is_nan() { "-".into() } else { format!("{v:.2}") }
+    }
+
+    fn opt(v: Option<f64>, digits: usize) -> String {
+        v.map_or("-".into(), |v| format!("{v:.digits$}"))
+    }
+
+    /// One line right after a run.
+    pub fn brief(row: &Row) {
+        let l = &row.load;
+        println!(
+            "{} @{}: {:.0} req/s, p50 {} ms, p99 {} ms, max {} ms, non-2xx {} (503: {}), I/O errors {}, server {} µs CPU/hit, peak RSS {} MB",
+            row.target,
+            row.connections,
+            l.requests_per_second(),
+            ms(l.latency.quantile_ms(0.50)),
+            ms(l.latency.quantile_ms(0.99)),
+            ms(l.latency.max as f64 / 1000.0),
+            l.non_2xx(),
+            l.measured_503,
+            l.measured_io_errors,
+            opt(row.server_cpu, 1),
+            opt(row.peak_rss_mb, 1),
+        );
+    }
+
+    pub fn table(rows: &[Row]) {
+        println!();
+        println!(
+            "{:<9}{:>6}{:>9}{:>9}{:>9}{:>10}{:>9}{:>8}{:>6}{:>8}{:>12}{:>13}{:>11}{:>11}",
+            "target", "conns", "req/s", "p50(ms)", "p99(ms)", "p99.9(ms)", "max(ms)", "non2xx", "503", "io_err", "cpu_us/hit", "peak_rss_MB", "ch_us/hit", "gen_us/hit"
+        );
+        for row in rows {
+            let l = &row.load;
+            println!(
+                "{:<9}{:>6}{:>9.0}{:>9}{:>9}{:>10}{:>9}{:>8}{:>6}{:>8}{:>12}{:>13}{:>11}{:>11}",
+                row.target,
+                row.connections,
+                l.requests_per_second(),
+                ms(l.latency.quantile_ms(0.50)),
+                ms(l.latency.quantile_ms(0.99)),
+                ms(l.latency.quantile_ms(0.999)),
+                ms(l.latency.max as f64 / 1000.0),
+                l.measured_other,
+                l.measured_503,
+                l.measured_io_errors,
+                opt(row.server_cpu, 1),
+                opt(row.peak_rss_mb, 1),
+                opt(row.clickhouse_cpu, 1),
+                opt(l.generator_cpu_per_hit(), 1),
+            );
+        }
+        println!("(non2xx excludes 503s, counted apart; latency buckets ≤ 3.2 % wide, upper edge shown)");
+    }
+
+    /// Ratio to the baseline and the issue's targets, per connection setting.
+    pub fn targets(rows: &[Row]) {
+        for tamis in rows.iter().filter(|r| r.target == "tamis") {
+            let baseline = rows.iter().find(|r| r.target == "baseline" && r.connections == tamis.connections);
+            let p99 = tamis.load.latency.quantile_ms(0.99);
+            let mut checks = Vec::new();
+            if let Some(baseline) = baseline {
+                let ratio = tamis.load.requests_per_second() / baseline.load.requests_per_second();
+                println!("ratio tamis/baseline @{}: {ratio:.2}", tamis.connections);
+                checks.push(format!("throughput ≥ {TARGET_RATIO}× baseline {}", met(ratio >= TARGET_RATIO)));
+            }
+            checks.push(format!("p99 ≤ {TARGET_P99_MS} ms {}", met(p99 <= TARGET_P99_MS)));
+            if let Some(rss) = tamis.peak_rss_mb {
+                checks.push(format!("RSS ≤ {TARGET_RSS_MB} MB {}", met(rss <= TARGET_RSS_MB)));
+            }
+            checks.push(format!("no errors {}", met(tamis.load.non_2xx() == 0 && tamis.load.measured_io_errors == 0)));
+            println!("targets @{}: {}", tamis.connections, checks.join(", "));
+        }
+    }
+
+    fn met(ok: bool) -> &'static str {
+        if ok { "met" } else { "MISSED" }
+    }
+}

@@ -445,3 +445,22 @@ fn bad_config_names_the_key() {
         }
     }
 }
+
+/// SIGTERM: tamis finishes open requests and writes every accepted hit
+/// before exiting, even when its batch was far from due.
+#[test]
+fn sigterm_writes_every_accepted_hit() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("sigterm");
+    let scratch = Scratch::new();
+    let text = config(ch, &db, None, "").replace("flush_interval_ms = 200", "flush_interval_ms = 60000");
+    let server = Binary::serve(&scratch, &text);
+    for i in 0..50 {
+        let r = send_hit(server.addr, &format!("100.64.{i}.1"), CHROME, &pageview("https://example.org/"), &[]);
+        assert_eq!(r.status, 202);
+    }
+    assert_eq!(ch.query_in(&db, "SELECT count() FROM traffic_hourly"), "0\n", "nothing is due yet");
+    let log = server.stop();
+    assert!(log.contains("tamis stopped"), "{log}");
+    assert_eq!(ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly"), "50\n");
+}

@@ -12,6 +12,11 @@ use crate::sink::rows::{TrafficDelta, VisitDims};
 
 pub const IDLE: Duration = Duration::minutes(30);
 
+/// Most visits held at once (a few hundred bytes each). Past it, after a
+/// sweep, a new visit is counted but not remembered: its later pages start
+/// visits of their own. Memory stays bounded whatever the traffic.
+pub const MAX_OPEN: usize = 1_000_000;
+
 struct Session {
     last_seen: DateTime<Utc>,
     last_page: Arc<str>,
@@ -89,6 +94,9 @@ impl Sessions {
             d.bounces = 1;
             d.exits = 1;
             out.push(d);
+            if self.open.len() >= MAX_OPEN && self.sweep(c.at) == 0 {
+                return;
+            }
             self.open.insert(
                 key,
                 Session {
