@@ -82,6 +82,10 @@ const TARGET_RATIO: f64 = 0.5;
 const TARGET_P99_MS: f64 = 10.0;
 const TARGET_RSS_MB: f64 = 200.0;
 
+/// Share of the machine other processes may use during a run before its
+/// numbers are flagged as disturbed.
+const NOISY: f64 = 0.05;
+
 fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
@@ -337,7 +341,7 @@ mod workload {
             let bytes: usize = self.requests.iter().map(|r| r.bytes.len()).sum();
             format!(
                 "workload: {} pre-built requests (avg {} B) from {} visitors: {} client addresses ({} IPv6) in {} networks, \
-                 {} user agents, {} bot visitors, {} with Sec-GPC, {} pages; {} pageviews, {} custom events, {} engagements",
+                 {} user agents (bots included), {} bot visitors, {} with Sec-GPC, {} pages; {} pageviews, {} custom events, {} engagements",
                 self.requests.len(),
                 bytes / self.requests.len().max(1),
                 self.visitors,
@@ -696,6 +700,8 @@ mod load {
         /// this process's own.
         pub cpu_us: Vec<Option<u64>>,
         pub generator_cpu_us: Option<u64>,
+        /// The whole machine's CPU over the measured window.
+        pub host: Option<procfs::HostCpu>,
     }
 
     impl Report {
@@ -719,6 +725,17 @@ mod load {
         pub fn generator_cpu_per_hit(&self) -> Option<f64> {
             let hits = self.answered();
             self.generator_cpu_us.filter(|_| hits > 0).map(|us| us as f64 / hits as f64)
+        }
+
+        /// Shares of the machine (all cores) over the measured window: busy
+        /// in all, interrupts (loopback networking), and processes other
+        /// than the watched ones and this generator (noise: should be ~0).
+        pub fn host_shares(&self) -> Option<(f64, f64, f64)> {
+            let host = self.host.filter(|h| h.total > 0)?;
+            let ours: u64 = self.cpu_us.iter().flatten().sum::<u64>() + self.generator_cpu_us.unwrap_or(0);
+            let others = host.busy.saturating_sub(host.irq).saturating_sub(ours);
+            let share = |us: u64| us as f64 / host.total as f64;
+            Some((share(host.busy), share(host.irq), share(others)))
         }
 
         pub fn non_2xx(&self) -> u64 {
@@ -808,7 +825,7 @@ mod load {
                 let tally = task.await.context("a load connection task panicked")?;
                 merge(&mut total, tally);
             }
-            let (cpu_us, generator_cpu_us) = cpu.await.context("CPU sampler panicked")?;
+            let (cpu_us, generator_cpu_us, host) = cpu.await.context("CPU sampler panicked")?;
             if let Some(error) = &total.first_error {
                 println!("first I/O error: {error}");
             }
@@ -825,6 +842,7 @@ mod load {
                 all_unknown: total.unknown,
                 cpu_us,
                 generator_cpu_us,
+                host,
             })
         })
     }
@@ -856,20 +874,23 @@ mod load {
         to: Instant,
         window: Duration,
         perf: Option<(PathBuf, u32)>,
-    ) -> (Vec<Option<u64>>, Option<u64>) {
+    ) -> (Vec<Option<u64>>, Option<u64>, Option<procfs::HostCpu>) {
         let me = std::process::id();
         tokio::time::sleep_until(from.into()).await;
         let before: Vec<_> = watched.iter().map(|&pid| procfs::cpu_us(pid).ok()).collect();
         let me_before = procfs::cpu_us(me).ok();
+        let host_before = procfs::host_cpu().ok();
         let recorder = perf.and_then(|(output, pid)| profiler::start(&output, pid, window));
         tokio::time::sleep_until(to.into()).await;
         let after: Vec<_> = watched.iter().map(|&pid| procfs::cpu_us(pid).ok()).collect();
         let me_after = procfs::cpu_us(me).ok();
+        let host_after = procfs::host_cpu().ok();
         if let Some(recorder) = recorder {
             profiler::finish(recorder).await;
         }
         let delta = |b: Option<u64>, a: Option<u64>| Some(a?.saturating_sub(b?));
-        (before.into_iter().zip(after).map(|(b, a)| delta(b, a)).collect(), delta(me_before, me_after))
+        let host = host_before.zip(host_after).map(|(b, a)| a.since(b));
+        (before.into_iter().zip(after).map(|(b, a)| delta(b, a)).collect(), delta(me_before, me_after), host)
     }
 
     /// One keep-alive connection sending requests `first, first + step, …`
@@ -1120,6 +1141,42 @@ mod procfs {
         };
         let ticks = field(14)? + field(15)?;
         Ok(ticks * 1_000_000 / clock_ticks())
+    }
+
+    /// CPU time of the whole machine, all cores, in µs (first line of
+    /// `/proc/stat`, in the same clock ticks as per-process times).
+    #[derive(Clone, Copy)]
+    pub struct HostCpu {
+        /// Everything but idle and iowait.
+        pub busy: u64,
+        /// Interrupt and softirq time: loopback networking, mostly, which
+        /// no process is charged for.
+        pub irq: u64,
+        pub total: u64,
+    }
+
+    impl HostCpu {
+        pub fn since(self, before: HostCpu) -> HostCpu {
+            HostCpu {
+                busy: self.busy.saturating_sub(before.busy),
+                irq: self.irq.saturating_sub(before.irq),
+                total: self.total.saturating_sub(before.total),
+            }
+        }
+    }
+
+    pub fn host_cpu() -> io::Result<HostCpu> {
+        let stat = fs::read_to_string("/proc/stat")?;
+        let line = stat
+            .lines()
+            .next()
+            .filter(|l| l.starts_with("cpu "))
+            .ok_or_else(|| io::Error::other("no cpu line in /proc/stat"))?;
+        let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        let tick = |i: usize| ticks.get(i).copied().unwrap_or(0) * 1_000_000 / clock_ticks();
+        // user nice system idle iowait irq softirq steal (guest time is already in user)
+        let total: u64 = (0..8).map(tick).sum();
+        Ok(HostCpu { busy: total - tick(3) - tick(4), irq: tick(5) + tick(6), total })
     }
 
     /// `VmHWM`: the most resident memory `pid` ever had, in MB.
@@ -1518,13 +1575,13 @@ mod report {
     pub fn table(rows: &[Row]) {
         println!();
         println!(
-            "{:<9}{:>6}{:>9}{:>9}{:>9}{:>10}{:>9}{:>8}{:>6}{:>8}{:>12}{:>13}{:>11}{:>11}",
-            "target", "conns", "req/s", "p50(ms)", "p99(ms)", "p99.9(ms)", "max(ms)", "non2xx", "503", "io_err", "cpu_us/hit", "peak_rss_MB", "ch_us/hit", "gen_us/hit"
+            "{:<9}{:>6}{:>9}{:>9}{:>9}{:>10}{:>9}{:>8}{:>6}{:>8}{:>12}{:>13}",
+            "target", "conns", "req/s", "p50(ms)", "p99(ms)", "p99.9(ms)", "max(ms)", "non2xx", "503", "io_err", "cpu_us/hit", "peak_rss_MB"
         );
         for row in rows {
             let l = &row.load;
             println!(
-                "{:<9}{:>6}{:>9.0}{:>9}{:>9}{:>10}{:>9}{:>8}{:>6}{:>8}{:>12}{:>13}{:>11}{:>11}",
+                "{:<9}{:>6}{:>9.0}{:>9}{:>9}{:>10}{:>9}{:>8}{:>6}{:>8}{:>12}{:>13}",
                 row.target,
                 row.connections,
                 l.requests_per_second(),
@@ -1537,11 +1594,39 @@ mod report {
                 l.measured_io_errors,
                 opt(row.server_cpu, 1),
                 opt(row.peak_rss_mb, 1),
-                opt(row.clickhouse_cpu, 1),
-                opt(l.generator_cpu_per_hit(), 1),
             );
         }
         println!("(non2xx excludes 503s, counted apart; latency buckets ≤ 3.2 % wide, upper edge shown)");
+        cpu_table(rows);
+    }
+
+    /// Where the machine's CPU went during each measured window.
+    fn cpu_table(rows: &[Row]) {
+        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.0}%", v * 100.0));
+        println!();
+        println!(
+            "{:<9}{:>6}{:>12}{:>11}{:>11}{:>8}{:>7}{:>8}",
+            "cpu", "conns", "server_us", "ch_us", "gen_us", "busy", "irq", "others"
+        );
+        for row in rows {
+            let shares = row.load.host_shares();
+            println!(
+                "{:<9}{:>6}{:>12}{:>11}{:>11}{:>8}{:>7}{:>8}",
+                row.target,
+                row.connections,
+                opt(row.server_cpu, 1),
+                opt(row.clickhouse_cpu, 1),
+                opt(row.load.generator_cpu_per_hit(), 1),
+                pct(shares.map(|s| s.0)),
+                pct(shares.map(|s| s.1)),
+                pct(shares.map(|s| s.2)),
+            );
+        }
+        println!("(µs of CPU per hit: the server, the ClickHouse server, this load generator; then shares of the");
+        println!(" whole machine: busy, interrupts and softirqs (loopback networking), other processes = noise)");
+        if rows.iter().any(|r| r.load.host_shares().is_some_and(|s| s.2 > NOISY)) {
+            println!("WARNING: other processes used more than {:.0}% of the machine during a run: numbers are not clean", NOISY * 100.0);
+        }
     }
 
     /// Ratio to the baseline and the issue's targets, per connection setting.

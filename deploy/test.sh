@@ -10,9 +10,14 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 ./deploy/setup.sh --no-geoip
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 rc=0
-cargo test --release "$@" || rc=$?
+cargo test --release "$@" 2>&1 | tee "$log" || rc=$?
 
 elapsed=$(($(date +%s) - start))
 echo "test: total time $((elapsed / 60))m$((elapsed % 60))s, cargo test exit code $rc"
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$rc"
