@@ -117,7 +117,7 @@ async fn migrate_when_reachable(settings: &Settings, wait: Duration) -> anyhow::
                 }
                 return Ok(());
             }
-            Err(error) if tokio::time::Instant::now() < deadline && !crate::sink::is_data_error(&error) => {
+            Err(error) if tokio::time::Instant::now() < deadline && crate::sink::is_transport_error(&error) => {
                 tracing::warn!(error = %error, url = %settings.clickhouse.url, "ClickHouse not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

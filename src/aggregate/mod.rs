@@ -29,11 +29,38 @@ pub enum Message {
     Dropped(Dropped, DateTime<Utc>),
 }
 
+/// Deltas with equal keys become one row of the batch. Visit dimensions are
+/// compared by pointer: every delta of a visit shares one `Arc`.
+#[derive(PartialEq, Eq, Hash)]
+struct RowKey {
+    hour: u32,
+    dims: usize,
+    event: Arc<str>,
+    page: Arc<str>,
+    consent: &'static str,
+    visitor: u64,
+}
+
+impl RowKey {
+    fn of(d: &TrafficDelta) -> RowKey {
+        RowKey {
+            hour: d.hour,
+            dims: Arc::as_ptr(&d.dims) as usize,
+            event: d.event.clone(),
+            page: d.page.clone(),
+            consent: d.consent,
+            visitor: d.visitor,
+        }
+    }
+}
+
 pub struct Aggregator {
     sites: Vec<Arc<SiteSettings>>,
     site_ids: Vec<Arc<str>>,
     sessions: Sessions,
     traffic: Vec<TrafficDelta>,
+    rows: HashMap<RowKey, usize>,
+    scratch: Vec<TrafficDelta>,
     dropped: HashMap<(Option<usize>, u32, DropReason), u64>,
     hits: u64,
     oldest: Option<Instant>,
@@ -57,6 +84,8 @@ impl Aggregator {
             sites,
             sessions: Sessions::default(),
             traffic: Vec::new(),
+            rows: HashMap::new(),
+            scratch: Vec::new(),
             dropped: HashMap::new(),
             hits: 0,
             oldest: None,
@@ -144,6 +173,7 @@ impl Aggregator {
             device: agent.device.as_str(),
             language: event.language,
         });
+        let mut deltas = std::mem::take(&mut self.scratch);
         match event.visitor {
             Some(visitor) => self.sessions.record(
                 Contribution {
@@ -158,10 +188,10 @@ impl Aggregator {
                     only_engagement,
                     dims,
                 },
-                &mut self.traffic,
+                &mut deltas,
             ),
             // Counted without visitor key: pageviews and events only.
-            None if !only_engagement => self.traffic.push(TrafficDelta {
+            None if !only_engagement => deltas.push(TrafficDelta {
                 hour,
                 dims,
                 event: name,
@@ -176,6 +206,21 @@ impl Aggregator {
                 exits: 0,
             }),
             None => {}
+        }
+        for delta in deltas.drain(..) {
+            self.add(delta);
+        }
+        self.scratch = deltas;
+    }
+
+    /// Adds a delta to the batch, merged into an equal-keyed row if any.
+    fn add(&mut self, delta: TrafficDelta) {
+        match self.rows.entry(RowKey::of(&delta)) {
+            std::collections::hash_map::Entry::Occupied(slot) => self.traffic[*slot.get()].absorb(&delta),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(self.traffic.len());
+                self.traffic.push(delta);
+            }
         }
     }
 
@@ -192,6 +237,7 @@ impl Aggregator {
             })
             .collect();
         self.oldest = None;
+        self.rows.clear();
         Batch {
             traffic: std::mem::take(&mut self.traffic),
             dropped,
@@ -208,5 +254,59 @@ impl Aggregator {
         if output.send(batch).await.is_err() {
             tracing::error!("writer is gone; aggregated rows cannot be written");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::agent::{Agent, Device, ReducedAgent};
+    use crate::privacy::geo::Location;
+    use crate::privacy::pipeline::test_site;
+    use crate::privacy::referrer::{Medium, Referrer};
+    use crate::privacy::url::Campaign;
+
+    fn event(minute: i64, page: &str, visitor: Option<u64>) -> Event {
+        let start: DateTime<Utc> = "2026-11-23T15:00:00Z".parse().unwrap();
+        Event {
+            site: 0,
+            at: start + chrono::Duration::minutes(minute),
+            kind: EventKind::Pageview,
+            path: page.into(),
+            referrer: Referrer { host: String::new(), source: "Direct / None".into(), medium: Medium::Direct },
+            campaign: Campaign::default(),
+            location: Location::default(),
+            agent: Arc::new(Agent {
+                bot: false,
+                reduced: ReducedAgent { browser: "Firefox".into(), browser_version: "133".into(), os: "Linux".into(), device: Device::Desktop },
+            }),
+            language: "fr".into(),
+            consent: "none",
+            visitor: visitor.map(crate::privacy::visitor::VisitorKey::for_tests),
+            props: Vec::new(),
+        }
+    }
+
+    fn check(events: Vec<Event>, expected_rows: usize, expected: (u64, i64, i64, i64)) {
+        let mut agg = Aggregator::new(vec![Arc::new(test_site("example.org"))], 1000, Duration::from_secs(1), Arc::new(Metrics::default()), Clock::system());
+        for e in events {
+            agg.handle(Message::Event(e));
+        }
+        let batch = agg.take_batch();
+        assert_eq!(batch.traffic.len(), expected_rows);
+        let t = batch.traffic.iter().fold((0, 0, 0, 0), |t, d| (t.0 + d.pageviews, t.1 + d.visits, t.2 + d.bounces, t.3 + d.exits));
+        assert_eq!(t, expected);
+    }
+
+    #[test]
+    fn a_visit_back_and_forth_merges_into_one_row_per_page() {
+        // A → B → A → B: the exit corrections cancel against the pages.
+        let pages = ["/a", "/b", "/a", "/b"];
+        check(pages.iter().enumerate().map(|(i, p)| event(i as i64, p, Some(7))).collect(), 2, (4, 1, 0, 1));
+    }
+
+    #[test]
+    fn anonymous_hits_are_not_visits() {
+        check(vec![event(0, "/", None), event(1, "/", None)], 2, (2, 0, 0, 0));
     }
 }

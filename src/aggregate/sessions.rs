@@ -116,10 +116,11 @@ impl Sessions {
         session.last_seen = session.last_seen.max(c.at);
         let dims = session.dims.clone();
         if c.is_pageview {
-            // The previous page is no longer where the visit ends.
-            let mut correction = delta(&dims, Arc::from(""), session.last_page.clone());
+            // The previous page is no longer where the visit ends. The
+            // correction is keyed like that page's pageview so the two
+            // merge into one row when they share a batch.
+            let mut correction = delta(&dims, c.event.clone(), session.last_page.clone());
             correction.exits = -1;
-            correction.visitor = 0;
             out.push(correction);
 
             let mut d = delta(&dims, c.event, c.page.clone());
@@ -135,9 +136,7 @@ impl Sessions {
         } else {
             let mut d = delta(&dims, c.event, c.page);
             d.duration = elapsed;
-            if c.only_engagement {
-                d.visitor = 0;
-            } else {
+            if !c.only_engagement {
                 d.events = 1;
             }
             if d.duration != 0 || d.events != 0 {

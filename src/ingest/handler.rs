@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT_LANGUAGE, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
@@ -22,6 +22,14 @@ use crate::aggregate::Message;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::privacy::pipeline::{DropReason, Dropped, Privacy, RawHit};
+
+// Header names parsed once: looking up by `&str` parses the name per call.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
+static DNT: HeaderName = HeaderName::from_static("dnt");
+static SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
+static PURPOSE: HeaderName = HeaderName::from_static("purpose");
+static X_PURPOSE: HeaderName = HeaderName::from_static("x-purpose");
 
 pub struct Ingest {
     pub privacy: Privacy,
@@ -104,10 +112,10 @@ impl Ingest {
             };
             return vec![Message::Dropped(dropped, at)];
         }
-        let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let header = |name: &HeaderName| headers.get(name).map(HeaderValue::as_bytes);
+        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         let forwarded: Vec<&str> = headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
@@ -120,12 +128,12 @@ impl Ingest {
             consent: incoming.consent.as_deref(),
             opt_out: incoming.opt_out,
             client_ip: client_ip(peer, &forwarded, &self.trusted_proxies),
-            user_agent: text("user-agent").unwrap_or_default(),
-            sec_gpc: header("sec-gpc"),
-            dnt: header("dnt"),
-            sec_purpose: text("sec-purpose"),
-            purpose: text("purpose").or_else(|| text("x-purpose")),
-            accept_language: text("accept-language"),
+            user_agent: text(&USER_AGENT).unwrap_or_default(),
+            sec_gpc: header(&SEC_GPC),
+            dnt: header(&DNT),
+            sec_purpose: text(&SEC_PURPOSE),
+            purpose: text(&PURPOSE).or_else(|| text(&X_PURPOSE)),
+            accept_language: text(&ACCEPT_LANGUAGE),
             at,
         };
         sites

@@ -108,6 +108,9 @@ fn decode(s: &str) -> Cow<'_, str> {
 
 /// Replaces personal-looking parts of a path or value by placeholders.
 pub fn redact(s: &str) -> String {
+    if !may_need_redaction(s) {
+        return s.to_string();
+    }
     let s = EMAIL.replace_all(s, "[email]");
     let s = UUID.replace_all(&s, "[uuid]");
     let s = TOKEN.replace_all(&s, |caps: &regex::Captures<'_>| {
@@ -119,6 +122,25 @@ pub fn redact(s: &str) -> String {
         }
     });
     DIGITS.replace_all(&s, "[number]").into_owned()
+}
+
+/// A single pass that rules out every pattern at once for the common
+/// path (no `@`, no run of 6 digits, no long run of letters and digits), so
+/// most pages never reach the regular expressions.
+fn may_need_redaction(s: &str) -> bool {
+    let (mut digits, mut alnum, mut word) = (0, 0, 0);
+    for b in s.bytes() {
+        if b == b'@' {
+            return true;
+        }
+        digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
+        alnum = if b.is_ascii_alphanumeric() { alnum + 1 } else { 0 };
+        word = if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { word + 1 } else { 0 };
+        if digits >= 6 || alnum >= 16 || word >= 24 {
+            return true;
+        }
+    }
+    false
 }
 
 /// A token mixes letters and digits with no word structure: a slug like

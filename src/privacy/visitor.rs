@@ -18,6 +18,14 @@ impl VisitorKey {
     }
 }
 
+impl VisitorKey {
+    /// A key with a chosen value, for tests of what consumes keys.
+    #[doc(hidden)]
+    pub fn for_tests(value: u64) -> Self {
+        VisitorKey(u128::from(value))
+    }
+}
+
 impl std::fmt::Debug for VisitorKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("VisitorKey(<redacted>)")

@@ -34,11 +34,14 @@ pub struct TrafficDelta {
     /// Start of the site-local hour, in seconds since the epoch.
     pub hour: u32,
     pub dims: Arc<VisitDims>,
-    /// `pageview`, a custom event name, or "" for a correction.
+    /// `pageview` (also for corrections of a visit), a custom event name,
+    /// or "" for engagement.
     pub event: Arc<str>,
     pub page: Arc<str>,
     pub consent: &'static str,
-    /// 0 for hits counted without a visitor key.
+    /// 0 for hits counted without a visitor key. Corrections carry it so
+    /// they can merge with the same visitor's rows of the batch; it is
+    /// written only for rows that count a pageview or event.
     pub visitor: u64,
     pub pageviews: u64,
     pub events: u64,
@@ -80,6 +83,16 @@ pub struct TrafficRow<'a> {
 }
 
 impl TrafficDelta {
+    /// Adds `other`'s counts, for two deltas with the same row key.
+    pub fn absorb(&mut self, other: &TrafficDelta) {
+        self.pageviews += other.pageviews;
+        self.events += other.events;
+        self.visits += other.visits;
+        self.bounces += other.bounces;
+        self.duration += other.duration;
+        self.exits += other.exits;
+    }
+
     pub fn as_row(&self) -> TrafficRow<'_> {
         let d = &*self.dims;
         TrafficRow {
@@ -101,7 +114,9 @@ impl TrafficDelta {
             device: d.device,
             language: &d.language,
             consent: self.consent,
-            visitor: self.visitor,
+            // A row that counts no pageview or event (a correction) must not
+            // count its visitor for that page.
+            visitor: if self.pageviews + self.events > 0 { self.visitor } else { 0 },
             pageviews: self.pageviews,
             events: self.events,
             visits: self.visits,
