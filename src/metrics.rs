@@ -75,7 +75,7 @@ impl Metrics {
         let mut gauge = |name: &str, help: &str, value: u64| {
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
         };
-        gauge("tamis_queue_depth", "Hits waiting for the aggregator.", get(&self.queue_depth));
+        gauge("tamis_queue_depth", "Hits accepted and not yet written to ClickHouse.", get(&self.queue_depth));
         gauge("tamis_batches_pending", "Batches waiting to be written.", get(&self.batches_pending));
         gauge("tamis_sessions_open", "Visits held in memory.", get(&self.sessions_open));
         gauge("tamis_clickhouse_up", "1 when the last ClickHouse call succeeded.", get(&self.clickhouse_up));

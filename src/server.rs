@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::Intake;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::ingest::handler::Ingest;
@@ -45,9 +45,9 @@ impl Options {
     }
 }
 
-/// Batches in flight between aggregator and writer: enough to absorb a
-/// slow insert, few enough that a ClickHouse outage turns into 503s soon.
-const BATCH_QUEUE: usize = 16;
+/// Batches in flight between the flusher and the writer. Memory is bounded
+/// by `server.queue_capacity` hits in any case (see `aggregate::Intake`).
+const BATCH_QUEUE: usize = 64;
 
 pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Future<Output = ()>, options: Options) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
@@ -60,23 +60,24 @@ pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Fut
     let keeper_task = tokio::spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
 
     let privacy = Privacy::new(settings.sites.clone(), settings.geo.db.clone(), salts)?;
-    let (hits_tx, hits_rx) = mpsc::channel(settings.server.queue_capacity);
     let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
-    let aggregator = Aggregator::new(
+    let intake = Arc::new(Intake::new(
         settings.sites.clone(),
+        settings.server.queue_capacity,
         settings.clickhouse.batch_rows,
         settings.clickhouse.flush_interval,
         metrics.clone(),
         options.clock.clone(),
-    );
-    let aggregator_task = tokio::spawn(aggregator.run(hits_rx, batches_tx));
+    ));
+    let (stop_flusher, flusher_stop) = tokio::sync::watch::channel(false);
+    let flusher_task = tokio::spawn(intake.clone().run(batches_tx, flusher_stop));
     let writer = Writer::new(client.clone(), settings.clickhouse.timeout, metrics.clone());
     let writer_task = tokio::spawn(writer.run(batches_rx));
 
     let app = Arc::new(App {
         ingest: Ingest {
             privacy,
-            queue: hits_tx,
+            intake,
             metrics: metrics.clone(),
             clock: options.clock.clone(),
             trusted_proxies: settings.server.trusted_proxies.clone(),
@@ -95,10 +96,12 @@ pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Fut
     tracing::info!(listen = %listener.local_addr()?, "tamis is serving");
     crate::web::run(app.clone(), listener, shutdown, options.drain).await;
 
-    // Dropping the last sender lets the aggregator flush and finish, then
-    // the writer drains every batch before we return.
+    // No request is running any more: the flusher hands over the last
+    // batch and closes the writer's input; the writer drains every batch
+    // before we return.
     drop(app);
-    aggregator_task.await.context("aggregator stopped abnormally")?;
+    let _ = stop_flusher.send(true);
+    flusher_task.await.context("flusher stopped abnormally")?;
     writer_task.await.context("writer stopped abnormally")?;
     keeper_task.abort();
     tracing::info!("tamis stopped; every accepted hit was handed to ClickHouse");

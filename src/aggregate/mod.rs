@@ -1,8 +1,9 @@
 //! The aggregation stage: privacy-processed events in, hourly aggregate
-//! deltas out. One task owns the in-memory sessions, so they need no lock;
-//! it hands full or old-enough batches to the writer and waits when the
-//! writer is behind, which fills the ingest queue and makes ingest answer
-//! 503: pressure travels upstream instead of memory growing.
+//! deltas out. Request handlers record their hits directly under a short
+//! lock ([`Intake::admit`]) — no hand-off to another task per hit — and a
+//! flusher task hands full or old-enough batches to the writer. Hits not yet
+//! written are bounded: past the capacity, ingest answers 503, so pressure
+//! travels upstream instead of memory growing.
 
 pub mod hour;
 pub mod sessions;
@@ -12,7 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -54,6 +58,109 @@ impl RowKey {
     }
 }
 
+/// Shared entry of the aggregation stage.
+pub struct Intake {
+    state: Mutex<Aggregator>,
+    /// Most hits held between admission and their batch being written.
+    capacity: u64,
+    batch_rows: usize,
+    flush_interval: Duration,
+    due: Notify,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+/// The hit was not admitted: too many are waiting to be written.
+#[derive(Debug)]
+pub struct Overloaded;
+
+impl Intake {
+    pub fn new(sites: Vec<Arc<SiteSettings>>, capacity: usize, batch_rows: usize, flush_interval: Duration, metrics: Arc<Metrics>, clock: Clock) -> Intake {
+        Intake {
+            state: Mutex::new(Aggregator::new(sites)),
+            capacity: capacity as u64,
+            batch_rows,
+            flush_interval,
+            due: Notify::new(),
+            metrics,
+            clock,
+        }
+    }
+
+    /// Records all of a hit's messages, or none of them.
+    pub fn admit(&self, messages: Vec<Message>) -> Result<(), Overloaded> {
+        let n = messages.len() as u64;
+        // `queue_depth` counts hits admitted and not yet written; the writer
+        // takes them off when ClickHouse confirms their batch.
+        let before = self.metrics.queue_depth.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.capacity {
+            self.metrics.queue_depth.fetch_sub(n, Ordering::AcqRel);
+            return Err(Overloaded);
+        }
+        let full = {
+            let mut state = self.lock();
+            for message in messages {
+                state.handle(message);
+            }
+            state.rows() >= self.batch_rows
+        };
+        if full {
+            self.due.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Hands batches to the writer when full or old enough, until
+    /// `shutdown` turns true; then hands over what is left and returns,
+    /// which closes the writer's input.
+    pub async fn run(self: Arc<Self>, output: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
+        let tick = (self.flush_interval / 4).max(Duration::from_millis(5));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sweep = Instant::now();
+        loop {
+            let take = tokio::select! {
+                _ = ticker.tick() => {
+                    if last_sweep.elapsed() >= Duration::from_secs(10) {
+                        self.sweep();
+                        last_sweep = Instant::now();
+                    }
+                    let state = self.lock();
+                    state.oldest.is_some_and(|t| t.elapsed() >= self.flush_interval) || state.rows() >= self.batch_rows
+                }
+                _ = self.due.notified() => true,
+                _ = shutdown.changed() => break,
+            };
+            if take {
+                self.flush(&output).await;
+            }
+        }
+        self.flush(&output).await;
+    }
+
+    async fn flush(&self, output: &mpsc::Sender<Batch>) {
+        let batch = self.lock().take_batch();
+        if batch.hits == 0 {
+            return;
+        }
+        self.metrics.batches_pending.fetch_add(1, Ordering::Relaxed);
+        if output.send(batch).await.is_err() {
+            tracing::error!("writer is gone; aggregated rows cannot be written");
+        }
+    }
+
+    fn sweep(&self) {
+        let mut state = self.lock();
+        let gone = state.sessions.sweep(self.clock.now());
+        self.metrics.sessions_open.store(state.sessions.len() as u64, Ordering::Relaxed);
+        tracing::debug!(closed = gone, open = state.sessions.len(), "swept idle visits");
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Aggregator> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 pub struct Aggregator {
     sites: Vec<Arc<SiteSettings>>,
     site_ids: Vec<Arc<str>>,
@@ -64,21 +171,11 @@ pub struct Aggregator {
     dropped: HashMap<(Option<usize>, u32, DropReason), u64>,
     hits: u64,
     oldest: Option<Instant>,
-    batch_rows: usize,
-    flush_interval: Duration,
-    metrics: Arc<Metrics>,
-    clock: Clock,
     pageview: Arc<str>,
 }
 
 impl Aggregator {
-    pub fn new(
-        sites: Vec<Arc<SiteSettings>>,
-        batch_rows: usize,
-        flush_interval: Duration,
-        metrics: Arc<Metrics>,
-        clock: Clock,
-    ) -> Self {
+    pub fn new(sites: Vec<Arc<SiteSettings>>) -> Self {
         Aggregator {
             site_ids: sites.iter().map(|s| Arc::from(s.id.as_str())).collect(),
             sites,
@@ -89,47 +186,8 @@ impl Aggregator {
             dropped: HashMap::new(),
             hits: 0,
             oldest: None,
-            batch_rows,
-            flush_interval,
-            metrics,
-            clock,
             pageview: Arc::from("pageview"),
         }
-    }
-
-    /// Runs until every sender of `input` is gone, then flushes what is
-    /// left: every message received ends up in a batch.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Message>, output: mpsc::Sender<Batch>) {
-        let tick = (self.flush_interval / 4).max(Duration::from_millis(5));
-        let mut ticker = tokio::time::interval(tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_sweep = Instant::now();
-        loop {
-            tokio::select! {
-                message = input.recv() => match message {
-                    Some(message) => {
-                        self.metrics.queue_depth.store(input.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        self.handle(message);
-                        if self.traffic.len() + self.dropped.len() >= self.batch_rows {
-                            self.flush(&output).await;
-                        }
-                    }
-                    None => break,
-                },
-                _ = ticker.tick() => {
-                    if self.oldest.is_some_and(|t| t.elapsed() >= self.flush_interval) {
-                        self.flush(&output).await;
-                    }
-                    if last_sweep.elapsed() >= Duration::from_secs(10) {
-                        let gone = self.sessions.sweep(self.clock.now());
-                        self.metrics.sessions_open.store(self.sessions.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        tracing::debug!(closed = gone, open = self.sessions.len(), "swept idle visits");
-                        last_sweep = Instant::now();
-                    }
-                }
-            }
-        }
-        self.flush(&output).await;
     }
 
     pub fn handle(&mut self, message: Message) {
@@ -224,6 +282,11 @@ impl Aggregator {
         }
     }
 
+    /// Rows the next batch holds so far.
+    pub fn rows(&self) -> usize {
+        self.traffic.len() + self.dropped.len()
+    }
+
     /// Takes what has accumulated as one batch.
     pub fn take_batch(&mut self) -> Batch {
         let dropped = self
@@ -242,17 +305,6 @@ impl Aggregator {
             traffic: std::mem::take(&mut self.traffic),
             dropped,
             hits: std::mem::take(&mut self.hits),
-        }
-    }
-
-    async fn flush(&mut self, output: &mpsc::Sender<Batch>) {
-        let batch = self.take_batch();
-        if batch.is_empty() && batch.hits == 0 {
-            return;
-        }
-        self.metrics.batches_pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if output.send(batch).await.is_err() {
-            tracing::error!("writer is gone; aggregated rows cannot be written");
         }
     }
 }
@@ -288,7 +340,7 @@ mod tests {
     }
 
     fn check(events: Vec<Event>, expected_rows: usize, expected: (u64, i64, i64, i64)) {
-        let mut agg = Aggregator::new(vec![Arc::new(test_site("example.org"))], 1000, Duration::from_secs(1), Arc::new(Metrics::default()), Clock::system());
+        let mut agg = Aggregator::new(vec![Arc::new(test_site("example.org"))]);
         for e in events {
             agg.handle(Message::Event(e));
         }

@@ -28,7 +28,8 @@ pub struct ServerConfig {
     pub listen: String,
     #[serde(default = "default_trusted_proxies")]
     pub trusted_proxies: Vec<String>,
-    /// Hits waiting for the aggregator; when full, ingest answers 503.
+    /// Hits accepted and not yet written to ClickHouse; when reached,
+    /// ingest answers 503 with Retry-After.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// Origins allowed to read API answers from a browser (`*` for all).
@@ -201,7 +202,7 @@ fn default_trusted_proxies() -> Vec<String> {
     vec!["127.0.0.1/32".into(), "::1/128".into()]
 }
 fn default_queue_capacity() -> usize {
-    65_536
+    250_000
 }
 fn default_cors_origin() -> String {
     "*".into()

@@ -13,12 +13,11 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT_LANGUAGE, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
 use ipnet::IpNet;
-use tokio::sync::mpsc;
 
 use super::client_ip::client_ip;
 use super::error::IngestError;
 use super::event::{self, IncomingEvent, MAX_BODY};
-use crate::aggregate::Message;
+use crate::aggregate::{Intake, Message};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::privacy::pipeline::{DropReason, Dropped, Privacy, RawHit};
@@ -33,7 +32,7 @@ static X_PURPOSE: HeaderName = HeaderName::from_static("x-purpose");
 
 pub struct Ingest {
     pub privacy: Privacy,
-    pub queue: mpsc::Sender<Message>,
+    pub intake: Arc<Intake>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub trusted_proxies: Vec<IpNet>,
@@ -145,24 +144,26 @@ impl Ingest {
             .collect()
     }
 
-    /// Queues all of a hit's messages, or none: a hit is accepted whole.
+    /// Records all of a hit's messages, or none: a hit is accepted whole.
     fn enqueue(&self, messages: Vec<Message>) -> Result<Outcome, IngestError> {
-        let permits = self
-            .queue
-            .try_reserve_many(messages.len())
-            .map_err(|_| IngestError::Overloaded)?;
         let mut outcome = None;
-        for (permit, message) in permits.zip(messages) {
-            match &message {
+        for message in &messages {
+            match message {
                 Message::Event(_) => outcome = Some(Outcome::Accepted),
-                Message::Dropped(d, _) => {
-                    self.metrics.dropped(d.reason);
-                    if outcome.is_none() {
-                        outcome = Some(Outcome::Dropped(d.reason));
-                    }
-                }
+                Message::Dropped(d, _) if outcome.is_none() => outcome = Some(Outcome::Dropped(d.reason)),
+                Message::Dropped(..) => {}
             }
-            permit.send(message);
+        }
+        let reasons: Vec<DropReason> = messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Dropped(d, _) => Some(d.reason),
+                Message::Event(_) => None,
+            })
+            .collect();
+        self.intake.admit(messages).map_err(|_| IngestError::Overloaded)?;
+        for reason in reasons {
+            self.metrics.dropped(reason);
         }
         Ok(outcome.unwrap_or(Outcome::Dropped(DropReason::Invalid)))
     }
@@ -175,7 +176,7 @@ impl Ingest {
             reason: DropReason::Invalid,
             site: None,
         };
-        let _ = self.queue.try_send(Message::Dropped(dropped, self.clock.now()));
+        let _ = self.intake.admit(vec![Message::Dropped(dropped, self.clock.now())]);
     }
 }
 

@@ -42,6 +42,7 @@ impl Writer {
             self.with_retries("dropped_hourly", rows, || self.insert_dropped(&dropped)).await;
         }
         self.metrics.hits_written.fetch_add(hits, Ordering::Relaxed);
+        self.metrics.queue_depth.fetch_sub(hits, Ordering::AcqRel);
     }
 
     async fn with_retries<F, Fut>(&self, table: &'static str, rows: usize, mut attempt: F)
