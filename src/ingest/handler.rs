@@ -1,7 +1,8 @@
 //! `POST /api/event`: read at most 8 KiB, parse, run the privacy pipeline
-//! for each site the hit names, queue the result. Answers 202 once the hit
-//! is queued for aggregation, 202 with `X-Tamis-Dropped` when policy drops
-//! it, 4xx for bad input and 503 with Retry-After when the queue is full.
+//! for each site the hit names, record the result. Answers 202 once the hit
+//! is recorded for aggregation, 202 with `X-Tamis-Dropped` when policy drops
+//! it, 4xx for bad input and 503 with Retry-After when too many hits await
+//! writing.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
