@@ -1,8 +1,11 @@
 //! The stats API, `POST /api/v2/query`, in Plausible's Stats API v2 shape.
-//! It only reads aggregates. Breakdown rows backed by fewer than the site's
-//! k visitors are merged into one `(other)` row before anything is answered.
+//! It only reads aggregates. Before anything is answered, breakdown rows
+//! backed by fewer than the site's k visitors are merged into one `(other)`
+//! row, and filtered numbers that would describe fewer than k visitors are
+//! withheld (see [`suppress`]).
 
 pub mod auth;
+pub mod csv;
 pub mod request;
 pub mod sql;
 
@@ -10,6 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono_tz::Tz;
 use clickhouse::Row;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -23,7 +28,8 @@ use crate::config::{SiteSettings, TokenSettings};
 use crate::ingest::handler::json_error;
 use crate::metrics::Metrics;
 use auth::Access;
-use request::{Dimension, Query};
+use request::{Dimension, Metric, Query, SiteView};
+use sql::Scope;
 
 const MAX_QUERY_BODY: usize = 64 * 1024;
 pub const OTHER: &str = "(other)";
@@ -39,16 +45,85 @@ pub struct Api {
 #[derive(Debug, Row, Deserialize)]
 struct ResultRow {
     dims: Vec<String>,
-    metrics: Vec<f64>,
+    base: Vec<f64>,
 }
 
-/// One answered row; `metrics` are `None` when suppressed.
+/// The aggregates behind one answered row, in [`sql::BASE`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Base {
+    pub visitors: f64,
+    pub visits: f64,
+    pub pageviews: f64,
+    pub events: f64,
+    pub bounces: f64,
+    pub duration: f64,
+    pub exits: f64,
+}
+
+impl Base {
+    fn from_slice(b: &[f64]) -> Option<Base> {
+        match *b {
+            [visitors, visits, pageviews, events, bounces, duration, exits] => Some(Base { visitors, visits, pageviews, events, bounces, duration, exits }),
+            _ => None,
+        }
+    }
+
+    fn add(&mut self, o: &Base) {
+        self.visitors += o.visitors;
+        self.visits += o.visits;
+        self.pageviews += o.pageviews;
+        self.events += o.events;
+        self.bounces += o.bounces;
+        self.duration += o.duration;
+        self.exits += o.exits;
+    }
+
+    /// Too few to show: fewer than `k` visitors or, for traffic counted
+    /// without visitor keys, fewer than `k` pageviews and events.
+    pub fn is_small(&self, k: f64) -> bool {
+        if self.visitors > 0.0 {
+            self.visitors < k
+        } else {
+            self.pageviews + self.events < k
+        }
+    }
+
+    fn value(&self, metric: Metric, exits_as_visits: bool, total_visitors: f64) -> f64 {
+        let visits = if exits_as_visits { self.exits } else { self.visits };
+        let per_visit = |x: f64| if visits > 0.0 { x / visits } else { 0.0 };
+        match metric {
+            Metric::Visitors => self.visitors,
+            Metric::Visits => visits,
+            Metric::Pageviews => self.pageviews,
+            Metric::Events => self.events + self.pageviews,
+            Metric::ViewsPerVisit => (per_visit(self.pageviews) * 100.0).round() / 100.0,
+            Metric::BounceRate => (per_visit(self.bounces) * 100.0).round(),
+            Metric::VisitDuration => per_visit(self.duration).round(),
+            Metric::Percentage => {
+                if total_visitors > 0.0 {
+                    (self.visitors / total_visitors * 1000.0).round() / 10.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// One answered row; `metrics` is `None` when withheld.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub dimensions: Vec<String>,
+    pub base: Base,
     pub metrics: Option<Vec<f64>>,
-    visitors: f64,
-    pageviews: f64,
+}
+
+/// Everything a query answers.
+#[derive(Debug)]
+pub struct Report {
+    pub rows: Vec<Answer>,
+    pub totals: Option<Option<Vec<f64>>>,
+    pub time_labels: Option<Vec<String>>,
 }
 
 impl Api {
@@ -56,12 +131,10 @@ impl Api {
         if request.method() != Method::POST {
             return json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         }
-        let authorization = request
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let allowed = match auth::authorize(authorization.as_deref(), &self.tokens) {
+        let header = |name| request.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
+        let authorization = header(hyper::header::AUTHORIZATION);
+        let wants_csv = header(hyper::header::ACCEPT).is_some_and(|a| a.contains("text/csv"));
+        let (token, allowed) = match auth::authorize(authorization.as_deref(), &self.tokens) {
             Access::Unauthorized => return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token"),
             Access::Granted { token, sites } => (token.to_string(), sites.to_vec()),
         };
@@ -73,19 +146,28 @@ impl Api {
             Ok(id) => id,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
+        // A site the token may not read looks exactly like a missing one.
         let site = match self.sites.iter().find(|s| s.id == site_id) {
-            Some(site) if allowed.1.contains(&site.id) => site.clone(),
+            Some(site) if allowed.contains(&site.id) => site.clone(),
             _ => return json_error(StatusCode::NOT_FOUND, "site not found"),
         };
-        let query = match request::parse(&body, site.timezone, self.clock.now()) {
+        let view = SiteView { timezone: site.timezone, campaigns: site.collect_campaigns };
+        let mut query = match request::parse(&body, &view, self.clock.now()) {
             Ok(q) => q,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
+        query.csv |= wants_csv;
         match self.run(&query, &site).await {
-            Ok(answers) => {
+            Ok(report) => {
                 self.metrics.api_queries.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(token = %allowed.0, site = %site.id, rows = answers.len(), "stats query");
-                let body = respond(&query, &site, answers);
+                tracing::info!(token = %token, site = %site.id, rows = report.rows.len(), csv = query.csv, "stats query");
+                if query.csv {
+                    let mut r = Response::new(Full::new(Bytes::from(csv::render(&query, &report))));
+                    r.headers_mut().insert("content-type", HeaderValue::from_static("text/csv; charset=utf-8"));
+                    r.headers_mut().insert("content-disposition", HeaderValue::from_static("attachment; filename=\"tamis.csv\""));
+                    return r;
+                }
+                let body = respond(&query, &site, report);
                 let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
                 r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
                 r
@@ -97,34 +179,58 @@ impl Api {
         }
     }
 
-    pub async fn run(&self, query: &Query, site: &SiteSettings) -> Result<Vec<Answer>, clickhouse::error::Error> {
-        let (sql, params) = sql::build(query, site.timezone.name());
-        let mut statement = self.client.query(&sql);
-        for p in params {
-            statement = statement.bind(p);
+    async fn fetch(&self, query: &Query, dimensions: &[Dimension], tz: Tz, scope: Scope) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
+        let statement = sql::build(query, dimensions, tz.name(), scope);
+        let mut q = self.client.query(&statement.sql);
+        for p in statement.params {
+            q = q.bind(p);
         }
-        let rows = statement.fetch_all::<ResultRow>().await?;
-        let n = query.metrics.len();
-        let answers = rows
+        Ok(q.fetch_all::<ResultRow>()
+            .await?
             .into_iter()
-            .filter(|r| r.metrics.len() == n + 2)
-            .map(|r| Answer {
-                visitors: r.metrics[n],
-                pageviews: r.metrics[n + 1],
-                metrics: Some(r.metrics[..n].to_vec()),
-                dimensions: r.dims,
-            })
-            .collect();
-        let mut answers = suppress(answers, &query.dimensions, f64::from(site.k_threshold));
+            .filter_map(|r| Base::from_slice(&r.base).map(|b| (r.dims, b)))
+            .collect())
+    }
+
+    pub async fn run(&self, query: &Query, site: &SiteSettings) -> Result<Report, clickhouse::error::Error> {
+        let tz = site.timezone;
+        let k = f64::from(site.k_threshold);
+        let rows = self.fetch(query, &query.dimensions, tz, Scope::Selected).await?;
+        let total = self.fetch(query, &[], tz, Scope::Selected).await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+        // A negative filter could reveal the small group it leaves out, by
+        // difference with the unfiltered numbers: then nothing is shown.
+        let hides_small_group = if query.filters.iter().any(|f| f.excludes()) {
+            let excluded = self.fetch(query, &[], tz, Scope::Excluded).await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+            excluded.visitors + excluded.pageviews + excluded.events > 0.0 && excluded.is_small(k)
+        } else {
+            false
+        };
+        let withhold_small = !query.filters.is_empty();
+        let exits = query.dimensions.contains(&Dimension::ExitPage);
+        let values = |b: &Base| query.metrics.iter().map(|m| b.value(*m, exits, total.visitors)).collect::<Vec<_>>();
+
+        let answers = rows.into_iter().map(|(dimensions, base)| Answer { dimensions, base, metrics: None }).collect();
+        let mut answers = suppress(answers, &query.dimensions, k);
+        for a in answers.iter_mut() {
+            let withheld = a.dimensions.iter().any(|d| d == OTHER) && a.base.is_small(k)
+                || withhold_small && a.base.is_small(k)
+                || hides_small_group;
+            a.metrics = (!withheld).then(|| values(&a.base));
+        }
         order(&mut answers, query);
-        Ok(answers.into_iter().skip(query.offset).take(query.limit).collect())
+        let rows = answers.into_iter().skip(query.offset).take(query.limit).collect();
+        let totals = query.include_totals.then(|| {
+            let withheld = withhold_small && total.is_small(k) || hides_small_group;
+            (!withheld).then(|| values(&total))
+        });
+        let time_labels = query.include_time_labels.then(|| time_labels(query, tz));
+        Ok(Report { rows, totals, time_labels })
     }
 }
 
-/// Merges rows backed by fewer than `k` visitors (or, for traffic counted
-/// without visitor keys, fewer than `k` pageviews) into one `(other)` row
-/// per value of the time dimensions. An `(other)` row that is itself below
-/// `k` keeps its place but not its numbers.
+/// Merges rows backed by too few visitors (see [`Base::is_small`]) into one
+/// `(other)` row per value of the time dimensions. Rows of time dimensions
+/// alone are totals over time and are not merged.
 pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<Answer> {
     if dimensions.iter().all(|d| d.is_time()) {
         return answers;
@@ -132,8 +238,7 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
     let mut kept = Vec::with_capacity(answers.len());
     let mut others: Vec<Answer> = Vec::new();
     for a in answers {
-        let small = if a.visitors > 0.0 { a.visitors < k } else { a.pageviews < k };
-        if !small {
+        if !a.base.is_small(k) {
             kept.push(a);
             continue;
         }
@@ -143,23 +248,11 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
             .map(|(d, v)| if d.is_time() { v.clone() } else { OTHER.to_string() })
             .collect();
         match others.iter_mut().find(|o| o.dimensions == key) {
-            Some(o) => {
-                o.visitors += a.visitors;
-                o.pageviews += a.pageviews;
-                if let (Some(sum), Some(add)) = (o.metrics.as_mut(), a.metrics.as_ref()) {
-                    sum.iter_mut().zip(add).for_each(|(s, x)| *s += x);
-                }
-            }
+            Some(o) => o.base.add(&a.base),
             None => others.push(Answer { dimensions: key, ..a }),
         }
     }
-    for mut o in others {
-        let small = if o.visitors > 0.0 { o.visitors < k } else { o.pageviews < k };
-        if small {
-            o.metrics = None;
-        }
-        kept.push(o);
-    }
+    kept.extend(others);
     kept
 }
 
@@ -201,43 +294,83 @@ fn order(answers: &mut [Answer], query: &Query) {
     });
 }
 
-fn respond(query: &Query, site: &SiteSettings, answers: Vec<Answer>) -> Value {
-    let suppressed = answers.iter().filter(|a| a.metrics.is_none()).count();
-    let results: Vec<Value> = answers
-        .into_iter()
-        .map(|a| {
-            let metrics = match a.metrics {
-                Some(m) => m.into_iter().map(number).collect(),
-                None => vec![Value::Null; query.metrics.len()],
-            };
-            json!({ "metrics": metrics, "dimensions": a.dimensions })
-        })
+/// Every bucket of the query's time dimension over its range, as the
+/// dimension values are written.
+fn time_labels(query: &Query, tz: Tz) -> Vec<String> {
+    let Some(d) = query.dimensions.iter().find(|d| d.is_time()) else {
+        return Vec::new();
+    };
+    let first = query.from.with_timezone(&tz);
+    let last = (query.to - Duration::seconds(1)).with_timezone(&tz);
+    let mut labels = Vec::new();
+    match d {
+        Dimension::Hour => {
+            let start = crate::aggregate::hour::local_hour_start(query.from, tz);
+            let mut t: DateTime<Utc> = DateTime::from_timestamp(i64::from(start), 0).unwrap_or(query.from);
+            while t < query.to && labels.len() < 24 * 31 + 2 {
+                labels.push(t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string());
+                t += Duration::hours(1);
+            }
+        }
+        _ => {
+            let mut day = first.date_naive();
+            while day <= last.date_naive() {
+                let label = match d {
+                    Dimension::Week => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+                    Dimension::Month => day.with_day(1).unwrap_or(day),
+                    _ => day,
+                };
+                let label = label.to_string();
+                if labels.last() != Some(&label) {
+                    labels.push(label);
+                }
+                day += Duration::days(1);
+            }
+        }
+    }
+    labels
+}
+
+fn respond(query: &Query, site: &SiteSettings, report: Report) -> Value {
+    let suppressed = report.rows.iter().filter(|a| a.metrics.is_none()).count();
+    let metric_values = |m: &Option<Vec<f64>>| match m {
+        Some(m) => m.iter().copied().map(number).collect(),
+        None => vec![Value::Null; query.metrics.len()],
+    };
+    let results: Vec<Value> = report
+        .rows
+        .iter()
+        .map(|a| json!({ "metrics": metric_values(&a.metrics), "dimensions": a.dimensions }))
         .collect();
     let tz = site.timezone;
+    let mut meta = json!({ "k_threshold": site.k_threshold, "suppressed_rows": suppressed, "time_zone": tz.name() });
+    if let Some(totals) = &report.totals {
+        meta["totals"] = Value::Array(metric_values(totals));
+    }
+    if let Some(labels) = report.time_labels {
+        meta["time_labels"] = json!(labels);
+    }
     json!({
         "results": results,
-        "meta": { "k_threshold": site.k_threshold, "suppressed_rows": suppressed, "time_zone": tz.name() },
+        "meta": meta,
         "query": {
             "site_id": site.id,
             "metrics": query.metrics.iter().map(|m| m.name()).collect::<Vec<_>>(),
             "date_range": [
                 query.from.with_timezone(&tz).to_rfc3339(),
-                (query.to - chrono::Duration::seconds(1)).with_timezone(&tz).to_rfc3339(),
+                (query.to - Duration::seconds(1)).with_timezone(&tz).to_rfc3339(),
             ],
             "dimensions": query.dimensions.iter().map(|d| d.name()).collect::<Vec<_>>(),
-            "filters": query.filters.iter().map(|f| json!([
-                match f.op { request::FilterOp::Is => "is", request::FilterOp::IsNot => "is_not", request::FilterOp::Contains => "contains" },
-                f.dimension.name(),
-                f.values,
-            ])).collect::<Vec<_>>(),
+            "filters": query.filters.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
             "order_by": query.order_by.iter().map(|(f, asc)| json!([f, if *asc { "asc" } else { "desc" }])).collect::<Vec<_>>(),
+            "include": { "totals": query.include_totals, "time_labels": query.include_time_labels },
             "pagination": { "limit": query.limit, "offset": query.offset },
         }
     })
 }
 
 /// Counts are integers; JSON shows them without a fraction.
-fn number(x: f64) -> Value {
+pub fn number(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 9e15 {
         json!(x as i64)
     } else {
@@ -252,24 +385,36 @@ mod tests {
     fn answer(page: &str, visitors: f64, pageviews: f64) -> Answer {
         Answer {
             dimensions: vec![page.into()],
-            metrics: Some(vec![visitors, pageviews]),
-            visitors,
-            pageviews,
+            base: Base { visitors, pageviews, ..Base::default() },
+            metrics: None,
         }
     }
 
-    fn check(rows: Vec<Answer>, expected: &[(&str, Option<Vec<f64>>)]) {
+    fn check(rows: Vec<Answer>, expected: &[(&str, f64, f64)]) {
         let got = suppress(rows, &[Dimension::Page], 5.0);
-        let got: Vec<(String, Option<Vec<f64>>)> = got.into_iter().map(|a| (a.dimensions[0].clone(), a.metrics)).collect();
-        let want: Vec<(String, Option<Vec<f64>>)> = expected.iter().map(|(p, m)| (p.to_string(), m.clone())).collect();
+        let got: Vec<(String, f64, f64)> = got.into_iter().map(|a| (a.dimensions[0].clone(), a.base.visitors, a.base.pageviews)).collect();
+        let want: Vec<(String, f64, f64)> = expected.iter().map(|(p, v, pv)| (p.to_string(), *v, *pv)).collect();
         assert_eq!(got, want);
     }
 
     #[test]
     fn small_rows_merge_into_other() {
-        check(vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0), answer("/b", 2.0, 4.0)], &[("/", Some(vec![10.0, 20.0])), (OTHER, Some(vec![5.0, 7.0]))]);
-        check(vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0)], &[("/", Some(vec![10.0, 20.0])), (OTHER, None)]);
+        check(vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0), answer("/b", 2.0, 4.0)], &[("/", 10.0, 20.0), (OTHER, 5.0, 7.0)]);
+        check(vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0)], &[("/", 10.0, 20.0), (OTHER, 3.0, 3.0)]);
         // Counted without visitor keys: k pageviews.
-        check(vec![answer("/anon", 0.0, 6.0), answer("/few", 0.0, 2.0)], &[("/anon", Some(vec![0.0, 6.0])), (OTHER, None)]);
+        check(vec![answer("/anon", 0.0, 6.0), answer("/few", 0.0, 2.0)], &[("/anon", 0.0, 6.0), (OTHER, 0.0, 2.0)]);
+    }
+
+    #[test]
+    fn derived_metrics() {
+        let b = Base { visitors: 8.0, visits: 10.0, pageviews: 25.0, events: 5.0, bounces: 4.0, duration: 1234.0, exits: 3.0 };
+        let v = |m| b.value(m, false, 16.0);
+        assert_eq!(v(Metric::ViewsPerVisit), 2.5);
+        assert_eq!(v(Metric::BounceRate), 40.0);
+        assert_eq!(v(Metric::VisitDuration), 123.0);
+        assert_eq!(v(Metric::Events), 30.0);
+        assert_eq!(v(Metric::Percentage), 50.0);
+        assert_eq!(b.value(Metric::Visits, true, 16.0), 3.0);
+        assert_eq!(Base::default().value(Metric::BounceRate, false, 0.0), 0.0);
     }
 }

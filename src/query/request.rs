@@ -1,7 +1,7 @@
 //! The Stats API v2 request, validated: every name checked against an
 //! allow-list and every value bounded before any SQL is built.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::Value;
@@ -11,16 +11,27 @@ pub enum Metric {
     Visitors,
     Visits,
     Pageviews,
+    ViewsPerVisit,
+    BounceRate,
+    VisitDuration,
+    Events,
+    Percentage,
 }
 
 impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::Visitors,
+        Metric::Visits,
+        Metric::Pageviews,
+        Metric::ViewsPerVisit,
+        Metric::BounceRate,
+        Metric::VisitDuration,
+        Metric::Events,
+        Metric::Percentage,
+    ];
+
     fn parse(s: &str) -> Option<Metric> {
-        match s {
-            "visitors" => Some(Metric::Visitors),
-            "visits" => Some(Metric::Visits),
-            "pageviews" => Some(Metric::Pageviews),
-            _ => None,
-        }
+        Metric::ALL.into_iter().find(|m| m.name() == s)
     }
 
     pub fn name(self) -> &'static str {
@@ -28,6 +39,11 @@ impl Metric {
             Metric::Visitors => "visitors",
             Metric::Visits => "visits",
             Metric::Pageviews => "pageviews",
+            Metric::ViewsPerVisit => "views_per_visit",
+            Metric::BounceRate => "bounce_rate",
+            Metric::VisitDuration => "visit_duration",
+            Metric::Events => "events",
+            Metric::Percentage => "percentage",
         }
     }
 }
@@ -35,45 +51,90 @@ impl Metric {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dimension {
     Page,
+    Name,
+    EntryPage,
+    ExitPage,
+    Source,
+    Referrer,
+    UtmSource,
+    UtmMedium,
+    UtmCampaign,
     Country,
     Region,
     Browser,
+    BrowserVersion,
     Os,
     Device,
-    Source,
+    Language,
+    Consent,
+    Hour,
     Day,
+    Week,
+    Month,
 }
 
 impl Dimension {
+    pub const ALL: [Dimension; 21] = [
+        Dimension::Page,
+        Dimension::Name,
+        Dimension::EntryPage,
+        Dimension::ExitPage,
+        Dimension::Source,
+        Dimension::Referrer,
+        Dimension::UtmSource,
+        Dimension::UtmMedium,
+        Dimension::UtmCampaign,
+        Dimension::Country,
+        Dimension::Region,
+        Dimension::Browser,
+        Dimension::BrowserVersion,
+        Dimension::Os,
+        Dimension::Device,
+        Dimension::Language,
+        Dimension::Consent,
+        Dimension::Hour,
+        Dimension::Day,
+        Dimension::Week,
+        Dimension::Month,
+    ];
+
     fn parse(s: &str) -> Option<Dimension> {
-        Some(match s {
-            "event:page" => Dimension::Page,
-            "visit:country" => Dimension::Country,
-            "visit:region" => Dimension::Region,
-            "visit:browser" => Dimension::Browser,
-            "visit:os" => Dimension::Os,
-            "visit:device" => Dimension::Device,
-            "visit:source" => Dimension::Source,
-            "time:day" | "time" => Dimension::Day,
-            _ => return None,
-        })
+        Dimension::ALL.into_iter().find(|d| d.name() == s)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Dimension::Page => "event:page",
+            Dimension::Name => "event:name",
+            Dimension::EntryPage => "visit:entry_page",
+            Dimension::ExitPage => "visit:exit_page",
+            Dimension::Source => "visit:source",
+            Dimension::Referrer => "visit:referrer",
+            Dimension::UtmSource => "visit:utm_source",
+            Dimension::UtmMedium => "visit:utm_medium",
+            Dimension::UtmCampaign => "visit:utm_campaign",
             Dimension::Country => "visit:country",
             Dimension::Region => "visit:region",
             Dimension::Browser => "visit:browser",
+            Dimension::BrowserVersion => "visit:browser_version",
             Dimension::Os => "visit:os",
             Dimension::Device => "visit:device",
-            Dimension::Source => "visit:source",
+            Dimension::Language => "visit:language",
+            Dimension::Consent => "visit:consent",
+            Dimension::Hour => "time:hour",
             Dimension::Day => "time:day",
+            Dimension::Week => "time:week",
+            Dimension::Month => "time:month",
         }
     }
 
     pub fn is_time(self) -> bool {
-        self == Dimension::Day
+        matches!(self, Dimension::Hour | Dimension::Day | Dimension::Week | Dimension::Month)
+    }
+
+    /// Campaign dimensions exist only for sites that collect campaigns.
+    pub fn is_campaign(self) -> bool {
+        matches!(self, Dimension::UtmSource | Dimension::UtmMedium | Dimension::UtmCampaign)
     }
 }
 
@@ -82,13 +143,64 @@ pub enum FilterOp {
     Is,
     IsNot,
     Contains,
+    ContainsNot,
+    Matches,
+    MatchesNot,
 }
 
+impl FilterOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterOp::Is => "is",
+            FilterOp::IsNot => "is_not",
+            FilterOp::Contains => "contains",
+            FilterOp::ContainsNot => "contains_not",
+            FilterOp::Matches => "matches",
+            FilterOp::MatchesNot => "matches_not",
+        }
+    }
+
+    fn parse(s: &str) -> Option<FilterOp> {
+        [FilterOp::Is, FilterOp::IsNot, FilterOp::Contains, FilterOp::ContainsNot, FilterOp::Matches, FilterOp::MatchesNot]
+            .into_iter()
+            .find(|op| op.name() == s)
+    }
+
+    /// Whether the filter keeps rows *outside* the named values: such a
+    /// filter could single out the small group it excludes by difference.
+    pub fn is_negative(self) -> bool {
+        matches!(self, FilterOp::IsNot | FilterOp::ContainsNot | FilterOp::MatchesNot)
+    }
+}
+
+/// Plausible's filter tree: conditions combined with `and`, `or`, `not`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Filter {
-    pub op: FilterOp,
-    pub dimension: Dimension,
-    pub values: Vec<String>,
+pub enum Filter {
+    Condition { op: FilterOp, dimension: Dimension, values: Vec<String> },
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+}
+
+impl Filter {
+    pub fn to_json(&self) -> Value {
+        match self {
+            Filter::Condition { op, dimension, values } => serde_json::json!([op.name(), dimension.name(), values]),
+            Filter::And(fs) => serde_json::json!(["and", fs.iter().map(Filter::to_json).collect::<Vec<_>>()]),
+            Filter::Or(fs) => serde_json::json!(["or", fs.iter().map(Filter::to_json).collect::<Vec<_>>()]),
+            Filter::Not(f) => serde_json::json!(["not", f.to_json()]),
+        }
+    }
+
+    /// Whether the tree excludes something (a negative condition, or any
+    /// `not`).
+    pub fn excludes(&self) -> bool {
+        match self {
+            Filter::Condition { op, .. } => op.is_negative(),
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().any(Filter::excludes),
+            Filter::Not(_) => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,14 +209,15 @@ pub struct Query {
     pub metrics: Vec<Metric>,
     pub dimensions: Vec<Dimension>,
     pub filters: Vec<Filter>,
-    /// Site-local dates, both included.
-    pub first_day: NaiveDate,
-    pub last_day: NaiveDate,
+    /// The half-open interval queried, and how the request named it.
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub order_by: Vec<(String, bool)>,
     pub limit: usize,
     pub offset: usize,
+    pub include_totals: bool,
+    pub include_time_labels: bool,
+    pub csv: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,9 +233,23 @@ struct Wire {
     #[serde(default)]
     order_by: Vec<(String, String)>,
     #[serde(default)]
-    include: Option<Value>,
+    include: Include,
     #[serde(default)]
     pagination: Option<Pagination>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Include {
+    #[serde(default)]
+    totals: bool,
+    #[serde(default)]
+    time_labels: bool,
+    /// Accepted for compatibility with Plausible clients; ignored.
+    #[serde(default)]
+    imports: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +267,11 @@ fn default_limit() -> usize {
 
 pub const MAX_LIMIT: usize = 10_000;
 const MAX_VALUE: usize = 1024;
+const MAX_FILTER_DEPTH: usize = 4;
+const MAX_CONDITIONS: usize = 20;
+/// Longest regular expression accepted by `matches`; ClickHouse's re2 runs
+/// in linear time, and the length bound keeps compilation cheap.
+const MAX_PATTERN: usize = 256;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{field}: {problem}")]
@@ -156,45 +288,85 @@ fn bad(field: &'static str, problem: impl Into<String>) -> RequestError {
 }
 
 /// The site id alone, read first so authorization can run before the rest
-/// is validated against the site's time zone.
+/// is validated against the site's settings.
 pub fn site_id(body: &[u8]) -> Result<String, RequestError> {
     #[derive(Deserialize)]
     struct Only {
-        site_id: Option<String>,
+        site_id: Option<Value>,
     }
     let only: Only = serde_json::from_slice(body).map_err(|_| bad("body", "not a JSON object"))?;
-    only.site_id.ok_or_else(|| bad("site_id", "is required"))
+    match only.site_id {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= 253 => Ok(id),
+        Some(_) => Err(bad("site_id", "must be a site id string")),
+        None => Err(bad("site_id", "is required")),
+    }
 }
 
-pub fn parse(body: &[u8], timezone: Tz, now: DateTime<Utc>) -> Result<Query, RequestError> {
+/// What the request may use of the site's settings.
+pub struct SiteView {
+    pub timezone: Tz,
+    pub campaigns: bool,
+}
+
+pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, RequestError> {
     let wire: Wire = serde_json::from_slice(body).map_err(|e| {
         let text = e.to_string();
         // Name the unknown or missing field when serde says which.
         let field = text.split('`').nth(1).map(|f| f.to_string());
-        bad("body", match field {
-            Some(f) if f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => format!("problem with field `{f}`"),
-            _ => format!("not a valid query at line {} column {}", e.line(), e.column()),
-        })
+        bad(
+            "body",
+            match field {
+                Some(f) if !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => format!("problem with field `{f}`"),
+                _ => format!("not a valid query at line {} column {}", e.line(), e.column()),
+            },
+        )
     })?;
-    let _ = wire.include;
+    let _ = wire.include.imports;
     if wire.metrics.is_empty() {
         return Err(bad("metrics", "at least one metric is required"));
+    }
+    if wire.metrics.len() > Metric::ALL.len() {
+        return Err(bad("metrics", "too many metrics"));
     }
     let metrics = wire
         .metrics
         .iter()
         .map(|m| Metric::parse(m).ok_or_else(|| bad("metrics", format!("unknown metric `{}`", printable(m)))))
         .collect::<Result<Vec<_>, _>>()?;
-    let dimensions = wire
-        .dimensions
-        .iter()
-        .map(|d| Dimension::parse(d).ok_or_else(|| bad("dimensions", format!("unknown dimension `{}`", printable(d)))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut dimensions = Vec::new();
+    for d in &wire.dimensions {
+        let dimension = dimension(d, site).map_err(|p| bad("dimensions", p))?;
+        if dimensions.contains(&dimension) {
+            return Err(bad("dimensions", format!("`{}` is listed twice", dimension.name())));
+        }
+        dimensions.push(dimension);
+    }
     if dimensions.len() > 4 {
         return Err(bad("dimensions", "at most 4 dimensions"));
     }
-    let filters = wire.filters.iter().map(parse_filter).collect::<Result<Vec<_>, _>>()?;
-    let (first_day, last_day) = date_range(&wire.date_range, timezone, now)?;
+    if dimensions.iter().filter(|d| d.is_time()).count() > 1 {
+        return Err(bad("dimensions", "at most one time dimension"));
+    }
+    if metrics.contains(&Metric::Percentage) && dimensions.is_empty() {
+        return Err(bad("metrics", "percentage needs a dimension"));
+    }
+    let mut conditions = 0;
+    let filters = wire
+        .filters
+        .iter()
+        .map(|f| parse_filter(f, site, 0, &mut conditions))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (from, to) = date_range(&wire.date_range, site.timezone, now)?;
+    // `time` picks its granularity from the range, as Plausible does.
+    let days = (to - from).num_hours() / 24;
+    for d in dimensions.iter_mut() {
+        if *d == Dimension::Hour && wire.dimensions.iter().any(|n| n == "time") {
+            *d = if days <= 1 { Dimension::Hour } else if days <= 62 { Dimension::Day } else { Dimension::Month };
+        }
+    }
+    if dimensions.contains(&Dimension::Hour) && days > 31 {
+        return Err(bad("dimensions", "time:hour is limited to ranges of 31 days"));
+    }
     let order_by = wire
         .order_by
         .iter()
@@ -212,82 +384,144 @@ pub fn parse(body: &[u8], timezone: Tz, now: DateTime<Utc>) -> Result<Query, Req
         .collect::<Result<Vec<_>, _>>()?;
     let (limit, offset) = match wire.pagination {
         Some(p) if p.limit == 0 || p.limit > MAX_LIMIT => return Err(bad("pagination", "limit must be 1 to 10000")),
+        Some(p) if p.offset > 1_000_000 => return Err(bad("pagination", "offset is at most 1000000")),
         Some(p) => (p.limit, p.offset),
         None => (default_limit(), 0),
     };
+    let csv = match wire.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(bad("format", "must be json or csv")),
+    };
+    if wire.include.time_labels && !dimensions.iter().any(|d| d.is_time()) {
+        return Err(bad("include", "time_labels needs a time dimension"));
+    }
     Ok(Query {
         site_id: wire.site_id,
         metrics,
         dimensions,
         filters,
-        from: local_midnight(first_day, timezone),
-        to: local_midnight(last_day + Duration::days(1), timezone),
-        first_day,
-        last_day,
+        from,
+        to,
         order_by,
         limit,
         offset,
+        include_totals: wire.include.totals,
+        include_time_labels: wire.include.time_labels,
+        csv,
     })
 }
 
-fn parse_filter(value: &Value) -> Result<Filter, RequestError> {
-    let parts = value.as_array().ok_or_else(|| bad("filters", "each filter is [operator, dimension, [values]]"))?;
-    let [op, dimension, values] = parts.as_slice() else {
-        return Err(bad("filters", "each filter is [operator, dimension, [values]]"));
-    };
-    let op = match op.as_str() {
-        Some("is") => FilterOp::Is,
-        Some("is_not") => FilterOp::IsNot,
-        Some("contains") => FilterOp::Contains,
-        _ => return Err(bad("filters", "operator must be is, is_not or contains")),
-    };
-    let dimension = dimension
-        .as_str()
-        .and_then(Dimension::parse)
-        .filter(|d| !d.is_time())
-        .ok_or_else(|| bad("filters", "unknown filter dimension"))?;
-    let values = values
-        .as_array()
-        .filter(|v| !v.is_empty() && v.len() <= 100)
-        .ok_or_else(|| bad("filters", "values must be a list of 1 to 100 strings"))?
-        .iter()
-        .map(|v| match v.as_str() {
-            Some(s) if s.len() <= MAX_VALUE => Ok(s.to_string()),
-            _ => Err(bad("filters", "values must be strings of at most 1024 bytes")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Filter { op, dimension, values })
+fn dimension(name: &str, site: &SiteView) -> Result<Dimension, String> {
+    // `time` is resolved once the date range is known; Hour stands for it.
+    let d = if name == "time" { Some(Dimension::Hour) } else { Dimension::parse(name) };
+    match d {
+        Some(d) if d.is_campaign() && !site.campaigns => Err(format!("`{name}` needs collect_campaigns on this site")),
+        Some(d) => Ok(d),
+        None if name.starts_with("event:props:") => Err("custom properties are not queryable yet".into()),
+        None => Err(format!("unknown dimension `{}`", printable(name))),
+    }
 }
 
-fn date_range(value: &Value, tz: Tz, now: DateTime<Utc>) -> Result<(NaiveDate, NaiveDate), RequestError> {
-    let today = now.with_timezone(&tz).date_naive();
+fn parse_filter(value: &Value, site: &SiteView, depth: usize, conditions: &mut usize) -> Result<Filter, RequestError> {
+    let shape = || bad("filters", "each filter is [operator, dimension, [values]], or [\"and\"|\"or\", [filters]], or [\"not\", filter]");
+    if depth > MAX_FILTER_DEPTH {
+        return Err(bad("filters", "filters nest at most 4 deep"));
+    }
+    let parts = value.as_array().ok_or_else(shape)?;
+    let op = parts.first().and_then(Value::as_str).ok_or_else(shape)?;
+    match (op, parts.as_slice()) {
+        ("and" | "or", [_, Value::Array(children)]) if !children.is_empty() => {
+            let children = children
+                .iter()
+                .map(|c| parse_filter(c, site, depth + 1, conditions))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(if op == "and" { Filter::And(children) } else { Filter::Or(children) })
+        }
+        ("not", [_, child]) => Ok(Filter::Not(Box::new(parse_filter(child, site, depth + 1, conditions)?))),
+        (_, [_, dimension_name, values]) => {
+            *conditions += 1;
+            if *conditions > MAX_CONDITIONS {
+                return Err(bad("filters", "at most 20 conditions"));
+            }
+            let op = FilterOp::parse(op).ok_or_else(|| bad("filters", format!("unknown operator `{}`", printable(op))))?;
+            let dimension = dimension_name
+                .as_str()
+                .ok_or_else(shape)
+                .and_then(|n| dimension(n, site).map_err(|p| bad("filters", p)))?;
+            if dimension.is_time() {
+                return Err(bad("filters", "time dimensions are filtered with date_range"));
+            }
+            let values = values
+                .as_array()
+                .filter(|v| !v.is_empty() && v.len() <= 100)
+                .ok_or_else(|| bad("filters", "values must be a list of 1 to 100 strings"))?
+                .iter()
+                .map(|v| match v.as_str() {
+                    Some(s) if s.len() <= MAX_VALUE => Ok(s.to_string()),
+                    _ => Err(bad("filters", "values must be strings of at most 1024 bytes")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if matches!(op, FilterOp::Matches | FilterOp::MatchesNot) {
+                for pattern in &values {
+                    if pattern.len() > MAX_PATTERN || regex::Regex::new(pattern).is_err() {
+                        return Err(bad("filters", "matches takes regular expressions of at most 256 bytes"));
+                    }
+                }
+            }
+            Ok(Filter::Condition { op, dimension, values })
+        }
+        _ => Err(shape()),
+    }
+}
+
+/// The half-open UTC interval of a date range, in the site's zone.
+fn date_range(value: &Value, tz: Tz, now: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>), RequestError> {
+    let local_now = now.with_timezone(&tz);
+    let today = local_now.date_naive();
+    let days = |first: NaiveDate, last: NaiveDate| (local_midnight(first, tz), local_midnight(last + Duration::days(1), tz));
+    let first_of_month = |d: NaiveDate| d.with_day(1).unwrap_or(d);
+    let months_back = |n: u32| first_of_month(today).checked_sub_months(chrono::Months::new(n)).unwrap_or(today);
     let range = match value {
         Value::String(s) => match s.as_str() {
-            "day" => (today, today),
-            "7d" => (today - Duration::days(6), today),
-            "30d" => (today - Duration::days(29), today),
-            _ => return Err(bad("date_range", "must be day, 7d, 30d or [from, to]")),
+            "day" => days(today, today),
+            "7d" => days(today - Duration::days(6), today),
+            "28d" => days(today - Duration::days(27), today),
+            "30d" => days(today - Duration::days(29), today),
+            "month" => days(first_of_month(today), today),
+            "6mo" => days(months_back(5), today),
+            "12mo" => days(months_back(11), today),
+            "year" => days(NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap_or(today), today),
+            "all" => (DateTime::<Utc>::UNIX_EPOCH, local_midnight(today + Duration::days(1), tz)),
+            // Aggregates are hourly: "realtime" is the hour bucket holding
+            // the moment 30 minutes ago, up to now.
+            "realtime" => (now - Duration::minutes(90), now + Duration::minutes(1)),
+            _ => return Err(bad("date_range", "must be day, 7d, 28d, 30d, month, 6mo, 12mo, year, all, realtime or [from, to]")),
         },
         Value::Array(pair) if pair.len() == 2 => {
-            let day = |v: &Value| {
-                v.as_str()
-                    .and_then(|s| {
-                        NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                            .ok()
-                            .or_else(|| DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&tz).date_naive()))
-                            .or_else(|| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok().map(|d| d.date()))
-                    })
-                    .ok_or_else(|| bad("date_range", "dates are YYYY-MM-DD"))
+            let bound = |v: &Value, end: bool| -> Result<DateTime<Utc>, RequestError> {
+                let s = v.as_str().ok_or_else(|| bad("date_range", "bounds are strings"))?;
+                if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+                    return Ok(local_midnight(if end { d + Duration::days(1) } else { d }, tz));
+                }
+                if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                    return Ok(t.with_timezone(&Utc) + if end { Duration::seconds(1) } else { Duration::zero() });
+                }
+                if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
+                    let t = tz.from_local_datetime(&t).earliest().ok_or_else(|| bad("date_range", "that local time does not exist"))?;
+                    return Ok(t.with_timezone(&Utc) + if end { Duration::seconds(1) } else { Duration::zero() });
+                }
+                Err(bad("date_range", "bounds are YYYY-MM-DD dates or ISO 8601 date-times"))
             };
-            (day(&pair[0])?, day(&pair[1])?)
+            (bound(&pair[0], false)?, bound(&pair[1], true)?)
         }
-        _ => return Err(bad("date_range", "must be day, 7d, 30d or [from, to]")),
+        _ => return Err(bad("date_range", "must be day, 7d, 28d, 30d, month, 6mo, 12mo, year, all, realtime or [from, to]")),
     };
-    if range.0 > range.1 {
+    if range.0 >= range.1 {
         return Err(bad("date_range", "from is after to"));
     }
-    if (range.1 - range.0).num_days() > 3660 {
-        return Err(bad("date_range", "at most ten years"));
+    if range.0.timestamp() < 0 || range.1.timestamp() > i64::from(u32::MAX) {
+        return Err(bad("date_range", "out of range"));
     }
     Ok(range)
 }
@@ -315,34 +549,77 @@ mod tests {
         "2026-11-23T15:00:00Z".parse().unwrap()
     }
 
+    fn view() -> SiteView {
+        SiteView { timezone: chrono_tz::America::Toronto, campaigns: false }
+    }
+
+    /// Expected: the local first and last day of the range, or an error part.
     fn check(body: &str, expected: Result<(&str, &str), &str>) {
-        let got = parse(body.as_bytes(), chrono_tz::America::Toronto, now());
+        let got = parse(body.as_bytes(), &view(), now());
+        let tz = chrono_tz::America::Toronto;
         match (got, expected) {
-            (Ok(q), Ok((first, last))) => assert_eq!((q.first_day.to_string(), q.last_day.to_string()), (first.to_string(), last.to_string())),
+            (Ok(q), Ok((first, last))) => {
+                let first_got = q.from.with_timezone(&tz).date_naive().to_string();
+                let last_got = (q.to - Duration::seconds(1)).with_timezone(&tz).date_naive().to_string();
+                assert_eq!((first_got.as_str(), last_got.as_str()), (first, last), "{body}");
+            }
             (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{e} lacks {want}"),
             (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
         }
     }
 
+    fn range(r: &str) -> String {
+        format!(r#"{{"site_id":"a","metrics":["visitors"],"date_range":{r}}}"#)
+    }
+
     #[test]
     fn date_ranges_in_the_site_zone() {
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day"}"#, Ok(("2026-11-23", "2026-11-23")));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"7d"}"#, Ok(("2026-11-17", "2026-11-23")));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d"}"#, Ok(("2026-10-25", "2026-11-23")));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":["2026-01-01","2026-01-31"]}"#, Ok(("2026-01-01", "2026-01-31")));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":["2026-02-01","2026-01-31"]}"#, Err("after"));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"forever"}"#, Err("date_range"));
+        check(&range(r#""day""#), Ok(("2026-11-23", "2026-11-23")));
+        check(&range(r#""7d""#), Ok(("2026-11-17", "2026-11-23")));
+        check(&range(r#""28d""#), Ok(("2026-10-27", "2026-11-23")));
+        check(&range(r#""30d""#), Ok(("2026-10-25", "2026-11-23")));
+        check(&range(r#""month""#), Ok(("2026-11-01", "2026-11-23")));
+        check(&range(r#""6mo""#), Ok(("2026-06-01", "2026-11-23")));
+        check(&range(r#""12mo""#), Ok(("2025-12-01", "2026-11-23")));
+        check(&range(r#""year""#), Ok(("2026-01-01", "2026-11-23")));
+        check(&range(r#"["2026-01-01","2026-01-31"]"#), Ok(("2026-01-01", "2026-01-31")));
+        check(&range(r#"["2026-01-01T08:00:00-05:00","2026-01-01T17:59:59-05:00"]"#), Ok(("2026-01-01", "2026-01-01")));
+        check(&range(r#"["2026-02-01","2026-01-31"]"#), Err("after"));
+        check(&range(r#""forever""#), Err("date_range"));
+        check(&range(r#"["2026-13-01","2026-01-31"]"#), Err("date_range"));
     }
 
     #[test]
     fn names_are_allow_listed() {
         check(r#"{"site_id":"a","metrics":["visitors; DROP TABLE x"],"date_range":"day"}"#, Err("unknown metric"));
         check(r#"{"site_id":"a","metrics":["visitors"],"dimensions":["event:page'--"],"date_range":"day"}"#, Err("unknown dimension"));
+        check(r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:utm_source"],"date_range":"day"}"#, Err("collect_campaigns"));
         check(r#"{"site_id":"a","metrics":[],"date_range":"day"}"#, Err("at least one"));
         check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","bogus":1}"#, Err("bogus"));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":[["is","event:page",["/"]]]}"#, Ok(("2026-11-23", "2026-11-23")));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":[["like","event:page",["/"]]]}"#, Err("operator"));
         check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","order_by":[["pageviews","desc"]]}"#, Err("order_by"));
+        check(r#"{"site_id":"a","metrics":["percentage"],"date_range":"day"}"#, Err("needs a dimension"));
+        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","format":"xml"}"#, Err("format"));
+    }
+
+    #[test]
+    fn filters_nest_and_are_bounded() {
+        let f = |filters: &str| format!(r#"{{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":{filters}}}"#);
+        check(&f(r#"[["is","event:page",["/"]]]"#), Ok(("2026-11-23", "2026-11-23")));
+        check(&f(r#"[["or",[["is","visit:country",["CA"]],["not",["contains","event:page",["admin"]]]]]]"#), Ok(("2026-11-23", "2026-11-23")));
+        check(&f(r#"[["matches","event:page",["^/blog/[0-9]+$"]]]"#), Ok(("2026-11-23", "2026-11-23")));
+        check(&f(r#"[["matches","event:page",["(unclosed"]]]"#), Err("regular expressions"));
+        check(&f(r#"[["like","event:page",["/"]]]"#), Err("operator"));
+        check(&f(r#"[["is","time:day",["2026-01-01"]]]"#), Err("date_range"));
+        check(&f(r#"[["not",["not",["not",["not",["not",["is","event:page",["/"]]]]]]]]"#), Err("4 deep"));
+        check(&f(r#"[["and",[]]]"#), Err("each filter"));
+    }
+
+    #[test]
+    fn time_follows_the_range() {
+        let q = |r: &str| parse(format!(r#"{{"site_id":"a","metrics":["visitors"],"date_range":{r},"dimensions":["time"]}}"#).as_bytes(), &view(), now()).unwrap().dimensions;
+        assert_eq!(q(r#""day""#), vec![Dimension::Hour]);
+        assert_eq!(q(r#""30d""#), vec![Dimension::Day]);
+        assert_eq!(q(r#""12mo""#), vec![Dimension::Month]);
     }
 
     #[test]

@@ -2,80 +2,203 @@
 //! the `match`es below; every value a client sent travels as a bound
 //! parameter.
 
-use super::request::{Dimension, FilterOp, Metric, Query};
+use super::request::{Dimension, Filter, FilterOp, Query};
 
-pub fn dimension_expr(d: Dimension) -> &'static str {
-    match d {
-        Dimension::Page => "page",
+/// The aggregates every statement reads, in this order; the requested
+/// metrics are computed from them (see `super::metrics`).
+pub const BASE: [&str; 7] = [
+    "toFloat64(uniqIfMerge(visitors))",
+    "toFloat64(sumMerge(visits))",
+    "toFloat64(sumMerge(pageviews))",
+    "toFloat64(sumMerge(events))",
+    "toFloat64(sumMerge(bounces))",
+    "toFloat64(sumMerge(duration))",
+    "toFloat64(sumMerge(exits))",
+];
+
+/// A statement being built: SQL text and its parameters in `?` order.
+#[derive(Default)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<String>,
+}
+
+impl Statement {
+    fn push(&mut self, sql: &str) {
+        self.sql.push_str(sql);
+    }
+
+    fn bind(&mut self, value: impl Into<String>) {
+        self.params.push(value.into());
+    }
+}
+
+/// Appends the expression of a dimension (binding the time zone where it
+/// needs one).
+fn dimension(s: &mut Statement, d: Dimension, tz: &str) {
+    let column = match d {
+        Dimension::Page | Dimension::ExitPage => "page",
+        Dimension::Name => "event",
+        Dimension::EntryPage => "entry_page",
+        Dimension::Source => "source",
+        Dimension::Referrer => "referrer",
+        Dimension::UtmSource => "utm_source",
+        Dimension::UtmMedium => "utm_medium",
+        Dimension::UtmCampaign => "utm_campaign",
         Dimension::Country => "country",
         Dimension::Region => "region",
         Dimension::Browser => "browser",
+        Dimension::BrowserVersion => "browser_version",
         Dimension::Os => "os",
         Dimension::Device => "device",
-        Dimension::Source => "source",
+        Dimension::Language => "language",
+        Dimension::Consent => "consent",
+        Dimension::Hour => "toString(hour, ?)",
         Dimension::Day => "toString(toDate(hour, ?))",
-    }
-}
-
-pub fn metric_expr(m: Metric) -> &'static str {
-    match m {
-        Metric::Visitors => "toFloat64(uniqIfMerge(visitors))",
-        Metric::Visits => "toFloat64(sumMerge(visits))",
-        Metric::Pageviews => "toFloat64(sumMerge(pageviews))",
-    }
-}
-
-/// The statement and its parameters, in `?` order. Visitors and pageviews
-/// are always computed last, for small-count suppression.
-pub fn build(query: &Query, timezone: &str) -> (String, Vec<String>) {
-    let mut params = Vec::new();
-    let mut dims = Vec::new();
-    for d in &query.dimensions {
-        dims.push(dimension_expr(*d));
-        if d.is_time() {
-            params.push(timezone.to_string());
-        }
-    }
-    let dims_sql = if dims.is_empty() {
-        "emptyArrayString()".to_string()
-    } else {
-        format!("[{}]", dims.join(", "))
+        Dimension::Week => "toString(toMonday(toDate(hour, ?)))",
+        Dimension::Month => "toString(toStartOfMonth(toDate(hour, ?)))",
     };
-    let mut metrics: Vec<&str> = query.metrics.iter().map(|m| metric_expr(*m)).collect();
-    metrics.push(metric_expr(Metric::Visitors));
-    metrics.push(metric_expr(Metric::Pageviews));
+    s.push(column);
+    if d.is_time() {
+        s.bind(tz);
+    }
+}
 
-    let mut sql = format!(
-        "SELECT {dims_sql} AS dims, [{}] AS metrics FROM traffic_hourly \
-         WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?)",
-        metrics.join(", ")
-    );
-    params.push(query.site_id.clone());
-    params.push(query.from.timestamp().to_string());
-    params.push(query.to.timestamp().to_string());
-    for filter in &query.filters {
-        let column = dimension_expr(filter.dimension);
-        let placeholders = vec!["?"; filter.values.len()].join(", ");
-        match filter.op {
-            FilterOp::Is => sql.push_str(&format!(" AND {column} IN ({placeholders})")),
-            FilterOp::IsNot => sql.push_str(&format!(" AND {column} NOT IN ({placeholders})")),
-            FilterOp::Contains => {
-                let any = vec![format!("positionCaseInsensitiveUTF8({column}, ?) > 0"); filter.values.len()].join(" OR ");
-                sql.push_str(&format!(" AND ({any})"));
+fn filter(s: &mut Statement, f: &Filter, tz: &str) {
+    match f {
+        Filter::And(children) | Filter::Or(children) => {
+            let joiner = if matches!(f, Filter::And(_)) { " AND " } else { " OR " };
+            s.push("(");
+            for (i, child) in children.iter().enumerate() {
+                if i > 0 {
+                    s.push(joiner);
+                }
+                filter(s, child, tz);
             }
+            s.push(")");
         }
-        params.extend(filter.values.iter().cloned());
-    }
-    if !dims.is_empty() {
-        // Day expressions need their time zone again in GROUP BY.
-        let mut group = Vec::new();
-        for d in &query.dimensions {
-            group.push(dimension_expr(*d));
-            if d.is_time() {
-                params.push(timezone.to_string());
+        Filter::Not(child) => {
+            s.push("NOT (");
+            filter(s, child, tz);
+            s.push(")");
+        }
+        Filter::Condition { op, dimension: d, values } => {
+            let negated = op.is_negative();
+            s.push(if negated { "NOT (" } else { "(" });
+            match op {
+                FilterOp::Is | FilterOp::IsNot => {
+                    dimension(s, *d, tz);
+                    s.push(" IN (");
+                    for (i, v) in values.iter().enumerate() {
+                        s.push(if i > 0 { ", ?" } else { "?" });
+                        s.bind(v.as_str());
+                    }
+                    s.push(")");
+                }
+                FilterOp::Contains | FilterOp::ContainsNot | FilterOp::Matches | FilterOp::MatchesNot => {
+                    let contains = matches!(op, FilterOp::Contains | FilterOp::ContainsNot);
+                    for (i, v) in values.iter().enumerate() {
+                        if i > 0 {
+                            s.push(" OR ");
+                        }
+                        s.push(if contains { "positionCaseInsensitiveUTF8(" } else { "match(" });
+                        dimension(s, *d, tz);
+                        s.push(", ?)");
+                        if contains {
+                            s.push(" > 0");
+                        }
+                        s.bind(v.as_str());
+                    }
+                }
             }
+            s.push(")");
         }
-        sql.push_str(&format!(" GROUP BY {}", group.join(", ")));
     }
-    (sql, params)
+}
+
+/// Which rows a statement reads.
+#[derive(Clone, Copy)]
+pub enum Scope {
+    /// Rows the query's filters select.
+    Selected,
+    /// Rows the filters leave out (to check what a negative filter hides).
+    Excluded,
+}
+
+/// `SELECT dims, base FROM traffic_hourly WHERE … GROUP BY dims`.
+pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) -> Statement {
+    let mut s = Statement::default();
+    s.push("SELECT ");
+    if dimensions.is_empty() {
+        s.push("emptyArrayString()");
+    } else {
+        s.push("[");
+        for (i, d) in dimensions.iter().enumerate() {
+            if i > 0 {
+                s.push(", ");
+            }
+            dimension(&mut s, *d, tz);
+        }
+        s.push("]");
+    }
+    s.push(" AS dims, [");
+    s.push(&BASE.join(", "));
+    s.push("] AS base FROM traffic_hourly WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?)");
+    s.bind(query.site_id.as_str());
+    s.bind(query.from.timestamp().to_string());
+    s.bind(query.to.timestamp().to_string());
+    if !query.filters.is_empty() {
+        s.push(match scope {
+            Scope::Excluded => " AND NOT (",
+            Scope::Selected => " AND (",
+        });
+        let all = Filter::And(query.filters.clone());
+        filter(&mut s, &all, tz);
+        s.push(")");
+    }
+    if !dimensions.is_empty() {
+        s.push(" GROUP BY ");
+        for (i, d) in dimensions.iter().enumerate() {
+            if i > 0 {
+                s.push(", ");
+            }
+            dimension(&mut s, *d, tz);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::request::{parse, SiteView};
+
+    fn check(body: &str, expected_where: &str, expected_params: usize) {
+        let view = SiteView { timezone: chrono_tz::America::Toronto, campaigns: false };
+        let q = parse(body.as_bytes(), &view, "2026-11-23T15:00:00Z".parse().unwrap()).unwrap();
+        let s = build(&q, &q.dimensions, "America/Toronto", Scope::Selected);
+        assert!(s.sql.contains(expected_where), "{}", s.sql);
+        assert_eq!(s.sql.matches('?').count(), s.params.len());
+        assert_eq!(s.params.len(), expected_params, "{:?}", s.params);
+        assert!(!s.sql.contains("DROP"), "values never reach the SQL text");
+    }
+
+    #[test]
+    fn values_are_bound_and_filters_nest() {
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":[["is","event:page",["/'; DROP TABLE x; --","/b"]]]}"#,
+            "AND (((page IN (?, ?))))",
+            5,
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":[["or",[["contains","event:page",["blog"]],["not",["is","visit:country",["CA"]]]]]]}"#,
+            "AND ((((positionCaseInsensitiveUTF8(page, ?) > 0) OR NOT ((country IN (?))))))",
+            5,
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"7d","dimensions":["time:day","visit:region"]}"#,
+            "GROUP BY toString(toDate(hour, ?)), region",
+            5,
+        );
+    }
 }
