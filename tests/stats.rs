@@ -1,0 +1,157 @@
+//! The stats API on data that went through the real pipeline: real
+//! ClickHouse, real tamis (in-process, so the clock is known), real HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Seeds, on 2026-03-10 (Toronto), 20 visitors on `/popular` (10 of them
+/// going on to `/popular/suite` a minute later), and 3, 2 and 1 visitors on
+/// `/rare-a`, `/rare-b`, `/rare-c`. Returns the server.
+fn seeded(db: &str) -> InProcess {
+    let ch = ClickHouse::shared();
+    let start: chrono::DateTime<chrono::Utc> = "2026-03-10T15:00:00Z".parse().unwrap();
+    let clock = tamis::clock::Clock::manual(start);
+    let server = InProcess::serve(&config(ch, db, None, ""), clock.clone());
+    let hit = |ip: &str, page: &str| {
+        let r = send_hit(server.addr, ip, FIREFOX, &pageview(&format!("https://example.org{page}")), &[]);
+        assert_eq!(r.status, 202, "{}", r.body);
+    };
+    for v in 0..20 {
+        hit(&format!("100.64.{v}.1"), "/popular");
+    }
+    clock.set(start + chrono::Duration::minutes(1));
+    for v in 0..10 {
+        hit(&format!("100.64.{v}.1"), "/popular/suite");
+    }
+    for (p, (page, n)) in [("/rare-a", 3), ("/rare-b", 2), ("/rare-c", 1)].into_iter().enumerate() {
+        for v in 0..n {
+            hit(&format!("100.65.{}.1", p * 10 + v), page);
+        }
+    }
+    wait_until(Duration::from_secs(10), "36 pageviews stored", || {
+        ch.query_in(db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "36\n"
+    });
+    server
+}
+
+fn query(server: &InProcess, body: Value) -> Value {
+    let r = stats(server.addr, TOKEN, body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+const DAY: [&str; 2] = ["2026-03-10", "2026-03-10"];
+
+#[test]
+fn plausible_examples_and_small_count_suppression() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("stats");
+    let server = seeded(&db);
+
+    // Aggregate, with every derived metric.
+    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY,
+        "metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration", "events"]}));
+    // 26 visitors, 26 visits, 36 pageviews; 10 of 26 visits saw two pages
+    // (60 s each): bounce rate 16/26 = 62%, duration 600/26 = 23 s.
+    assert_eq!(r["results"][0]["metrics"], json!([26, 26, 36, 1.38, 62, 23, 36]), "{r}");
+    assert_eq!(r["query"]["date_range"], json!(["2026-03-10T00:00:00-04:00", "2026-03-10T23:59:59-04:00"]));
+
+    // Timeseries by day with labels.
+    let r = query(&server, json!({"site_id": "example.org", "date_range": ["2026-03-09", "2026-03-11"],
+        "metrics": ["visitors"], "dimensions": ["time:day"], "include": {"time_labels": true, "totals": true}}));
+    assert_eq!(r["results"], json!([{"dimensions": ["2026-03-10"], "metrics": [26]}]), "{r}");
+    assert_eq!(r["meta"]["time_labels"], json!(["2026-03-09", "2026-03-10", "2026-03-11"]));
+    assert_eq!(r["meta"]["totals"], json!([26]));
+
+    // Breakdown by page: rare pages never appear by name; (other) carries
+    // their sum; totals are unchanged.
+    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY,
+        "metrics": ["visitors", "pageviews"], "dimensions": ["event:page"], "include": {"totals": true}}));
+    assert_eq!(
+        r["results"],
+        json!([
+            {"dimensions": ["/popular"], "metrics": [20, 20]},
+            {"dimensions": ["/popular/suite"], "metrics": [10, 10]},
+            {"dimensions": ["(other)"], "metrics": [6, 6]},
+        ]),
+        "{r}"
+    );
+    assert_eq!(r["meta"]["totals"], json!([26, 36]));
+    assert!(!r.to_string().contains("rare"), "{r}");
+
+    // Filters cannot single out a rare page, directly, by pattern, or by
+    // leaving it out.
+    for filters in [
+        json!([["is", "event:page", ["/rare-a"]]]),
+        json!([["contains", "event:page", ["rare-b"]]]),
+        json!([["matches", "event:page", ["^/rare-[ac]$"]]]),
+        json!([["is_not", "event:page", ["/rare-c"]]]),
+        json!([["not", ["is", "event:page", ["/rare-b"]]]]),
+    ] {
+        for dims in [json!([]), json!(["event:page"]), json!(["time:day"])] {
+            let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "pageviews"],
+                "dimensions": dims, "filters": filters, "include": {"totals": true}}));
+            for row in r["results"].as_array().unwrap() {
+                assert_eq!(row["metrics"], json!([null, null]), "{filters} {dims}: {r}");
+                assert!(!row["dimensions"].to_string().contains("rare"), "{filters} {dims}: {r}");
+            }
+            assert_eq!(r["meta"]["totals"], json!([null, null]), "{filters}: {r}");
+        }
+    }
+    // A filter that selects enough visitors answers normally.
+    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
+        "filters": [["contains", "event:page", ["popular"]]]}));
+    assert_eq!(r["results"][0]["metrics"], json!([20]), "{r}");
+
+    // Multiple dimensions.
+    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "percentage"],
+        "dimensions": ["visit:browser", "visit:device"]}));
+    assert_eq!(r["results"], json!([{"dimensions": ["Firefox", "Desktop"], "metrics": [26, 100]}]), "{r}");
+
+    // Entry and exit pages.
+    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visits"], "dimensions": ["visit:exit_page"]}));
+    assert_eq!(r["results"][0], json!({"dimensions": ["/popular"], "metrics": [10]}), "{r}");
+    assert_eq!(r["results"][1], json!({"dimensions": ["/popular/suite"], "metrics": [10]}), "{r}");
+
+    // CSV: same rows, same suppression.
+    let csv = http(server.addr, "POST", "/api/v2/query", &[("Authorization", &format!("Bearer {TOKEN}")), ("Accept", "text/csv")],
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "pageviews"], "dimensions": ["event:page"]}).to_string().as_bytes());
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(csv.body, "event:page,visitors,pageviews\r\n/popular,20,20\r\n/popular/suite,10,10\r\n(other),6,6\r\n");
+    let csv = stats(server.addr, TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
+        "dimensions": ["event:page"], "filters": [["is", "event:page", ["/rare-a"]]], "format": "csv"}));
+    assert_eq!(csv.body, "event:page,visitors\r\n(other),\r\n");
+    server.stop();
+}
+
+/// Bad requests are refused with the field named, and nothing reaches
+/// ClickHouse.
+#[test]
+fn bad_queries_are_refused_before_sql() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("badq");
+    let server = InProcess::serve(&config(ch, &db, None, ""), tamis::clock::Clock::system());
+    let long = "x".repeat(2000);
+    for (body, field) in [
+        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors'; DROP TABLE traffic_hourly"]}), "metrics"),
+        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "dimensions": ["page) --"]}), "dimensions"),
+        (json!({"site_id": "example.org", "date_range": "1=1", "metrics": ["visitors"]}), "date_range"),
+        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "filters": [["is", "event:page", [long]]]}), "filters"),
+        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "filters": [["matches", "event:page", ["(a+"]]]}), "filters"),
+        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "order_by": [["visitors", "sideways"]]}), "order_by"),
+        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "pagination": {"limit": 1000000}}), "pagination"),
+        (json!({"site_id": "example.org", "date_range": "day"}), "metrics"),
+        (json!({"site_id": 5, "date_range": "day", "metrics": ["visitors"]}), "site_id"),
+    ] {
+        let r = stats(server.addr, TOKEN, body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.json()["error"].as_str().unwrap().contains(field), "{body}: {}", r.body);
+    }
+    assert_eq!(ch.query(&format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'traffic_hourly'")), "1\n");
+    server.stop();
+}
