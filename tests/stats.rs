@@ -155,3 +155,40 @@ fn bad_queries_are_refused_before_sql() {
     assert_eq!(ch.query(&format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'traffic_hourly'")), "1\n");
     server.stop();
 }
+
+/// The consent report gives the exact shares of hits by consent state,
+/// including hits dropped for an opt-out signal.
+#[test]
+fn consent_report_gives_exact_shares() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("consent");
+    let server = InProcess::serve(&config(ch, &db, None, ""), tamis::clock::Clock::manual("2026-03-10T15:00:00Z".parse().unwrap()));
+    let send = |i: usize, consent: Option<&str>, gpc: bool| {
+        let mut body = json!({"n": "pageview", "u": "https://example.org/", "d": "example.org"});
+        if let Some(c) = consent {
+            body["c"] = json!(c);
+        }
+        let extra: &[(&str, &str)] = if gpc { &[("Sec-GPC", "1")] } else { &[] };
+        assert_eq!(send_hit(server.addr, &format!("100.66.{i}.1"), FIREFOX, &body.to_string(), extra).status, 202);
+    };
+    let mut i = 0;
+    for (consent, gpc, n) in [(Some("granted"), false, 8), (Some("denied"), false, 6), (None, false, 4), (None, true, 2)] {
+        for _ in 0..n {
+            send(i, consent, gpc);
+            i += 1;
+        }
+    }
+    wait_until(Duration::from_secs(10), "18 pageviews and 2 opt-outs stored", || {
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "18\n"
+            && ch.query_in(&db, "SELECT sum(hits) FROM dropped_hourly WHERE reason = 'opt_out'") == "2\n"
+    });
+    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY,
+        "metrics": ["consent_rate", "consent_denied_rate", "consent_unset_rate", "opt_out_rate", "pageviews", "visitors"]}));
+    // Denied hits are counted without a visitor key: 12 visitors, 18 pageviews.
+    assert_eq!(r["results"][0]["metrics"], json!([40, 30, 20, 10, 18, 12]), "{r}");
+    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["consent_rate", "opt_out_rate"], "dimensions": ["time:day"]}));
+    assert_eq!(r["results"], json!([{"dimensions": ["2026-03-10"], "metrics": [40, 10]}]), "{r}");
+    let refused = stats(server.addr, TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["consent_rate"], "dimensions": ["event:page"]}));
+    assert_eq!(refused.status, 400);
+    server.stop();
+}

@@ -58,12 +58,15 @@ pub struct Base {
     pub bounces: f64,
     pub duration: f64,
     pub exits: f64,
+    /// Hits by consent state: granted, denied, unset, opted out (filled
+    /// only for consent metrics).
+    pub consent: [f64; 4],
 }
 
 impl Base {
     fn from_slice(b: &[f64]) -> Option<Base> {
         match *b {
-            [visitors, visits, pageviews, events, bounces, duration, exits] => Some(Base { visitors, visits, pageviews, events, bounces, duration, exits }),
+            [visitors, visits, pageviews, events, bounces, duration, exits] => Some(Base { visitors, visits, pageviews, events, bounces, duration, exits, consent: [0.0; 4] }),
             _ => None,
         }
     }
@@ -76,6 +79,9 @@ impl Base {
         self.bounces += o.bounces;
         self.duration += o.duration;
         self.exits += o.exits;
+        for (a, b) in self.consent.iter_mut().zip(o.consent) {
+            *a += b;
+        }
     }
 
     /// Too few to show: fewer than `k` visitors or, for traffic counted
@@ -91,6 +97,8 @@ impl Base {
     fn value(&self, metric: Metric, exits_as_visits: bool, total_visitors: f64) -> f64 {
         let visits = if exits_as_visits { self.exits } else { self.visits };
         let per_visit = |x: f64| if visits > 0.0 { x / visits } else { 0.0 };
+        let all: f64 = self.consent.iter().sum();
+        let share = |i: usize| if all > 0.0 { (self.consent[i] / all * 1000.0).round() / 10.0 } else { 0.0 };
         match metric {
             Metric::Visitors => self.visitors,
             Metric::Visits => visits,
@@ -99,6 +107,10 @@ impl Base {
             Metric::ViewsPerVisit => (per_visit(self.pageviews) * 100.0).round() / 100.0,
             Metric::BounceRate => (per_visit(self.bounces) * 100.0).round(),
             Metric::VisitDuration => per_visit(self.duration).round(),
+            Metric::ConsentRate => share(0),
+            Metric::ConsentDeniedRate => share(1),
+            Metric::ConsentUnsetRate => share(2),
+            Metric::OptOutRate => share(3),
             Metric::Percentage => {
                 if total_visitors > 0.0 {
                     (self.visitors / total_visitors * 1000.0).round() / 10.0
@@ -192,6 +204,47 @@ impl Api {
             .collect())
     }
 
+    /// Hits by consent state per value of the time dimension ("" without
+    /// one): counted hits by their `consent` column, plus hits dropped for
+    /// an opt-out signal or a denied consent.
+    async fn consent_counts(&self, query: &Query, tz: Tz) -> Result<Vec<(String, [f64; 4])>, clickhouse::error::Error> {
+        let time: Vec<Dimension> = query.dimensions.iter().copied().filter(|d| d.is_time()).collect();
+        let mut dims = time.clone();
+        dims.push(Dimension::Consent);
+        let mut out: Vec<(String, [f64; 4])> = Vec::new();
+        let mut add = |time: String, state: &str, n: f64| {
+            let i = match state {
+                "granted" => 0,
+                "denied" | "consent_denied" => 1,
+                "none" => 2,
+                "opt_out" => 3,
+                _ => return,
+            };
+            match out.iter_mut().find(|(t, _)| *t == time) {
+                Some((_, c)) => c[i] += n,
+                None => {
+                    let mut c = [0.0; 4];
+                    c[i] = n;
+                    out.push((time, c));
+                }
+            }
+        };
+        for (d, base) in self.fetch(query, &dims, tz, Scope::Selected).await? {
+            let time = if time.is_empty() { String::new() } else { d[0].clone() };
+            add(time, d.last().map(String::as_str).unwrap_or_default(), base.pageviews + base.events);
+        }
+        let statement = sql::dropped(query, &time, tz.name());
+        let mut q = self.client.query(&statement.sql);
+        for p in statement.params {
+            q = q.bind(p);
+        }
+        for row in q.fetch_all::<ResultRow>().await? {
+            let time = if time.is_empty() { String::new() } else { row.dims[0].clone() };
+            add(time, row.dims.last().map(String::as_str).unwrap_or_default(), row.base.first().copied().unwrap_or(0.0));
+        }
+        Ok(out)
+    }
+
     pub async fn run(&self, query: &Query, site: &SiteSettings) -> Result<Report, clickhouse::error::Error> {
         let tz = site.timezone;
         let k = f64::from(site.k_threshold);
@@ -205,6 +258,21 @@ impl Api {
         } else {
             false
         };
+        let mut rows = rows;
+        let mut total = total;
+        if query.metrics.iter().any(|m| m.is_consent()) {
+            let counts = self.consent_counts(query, tz).await?;
+            for (time, counts) in counts {
+                for (a, b) in total.consent.iter_mut().zip(counts) {
+                    *a += b;
+                }
+                if let Some((_, base)) = rows.iter_mut().find(|(dims, _)| dims.first() == Some(&time) || dims.is_empty()) {
+                    for (a, b) in base.consent.iter_mut().zip(counts) {
+                        *a += b;
+                    }
+                }
+            }
+        }
         let withhold_small = !query.filters.is_empty();
         let exits = query.dimensions.contains(&Dimension::ExitPage);
         let values = |b: &Base| query.metrics.iter().map(|m| b.value(*m, exits, total.visitors)).collect::<Vec<_>>();

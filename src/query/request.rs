@@ -16,10 +16,17 @@ pub enum Metric {
     VisitDuration,
     Events,
     Percentage,
+    /// Shares of all hits received, in percent, by consent state: granted,
+    /// denied (counted anonymously or dropped), unset, and opted out
+    /// (counted anonymously or dropped).
+    ConsentRate,
+    ConsentDeniedRate,
+    ConsentUnsetRate,
+    OptOutRate,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 12] = [
         Metric::Visitors,
         Metric::Visits,
         Metric::Pageviews,
@@ -28,6 +35,10 @@ impl Metric {
         Metric::VisitDuration,
         Metric::Events,
         Metric::Percentage,
+        Metric::ConsentRate,
+        Metric::ConsentDeniedRate,
+        Metric::ConsentUnsetRate,
+        Metric::OptOutRate,
     ];
 
     fn parse(s: &str) -> Option<Metric> {
@@ -44,7 +55,15 @@ impl Metric {
             Metric::VisitDuration => "visit_duration",
             Metric::Events => "events",
             Metric::Percentage => "percentage",
+            Metric::ConsentRate => "consent_rate",
+            Metric::ConsentDeniedRate => "consent_denied_rate",
+            Metric::ConsentUnsetRate => "consent_unset_rate",
+            Metric::OptOutRate => "opt_out_rate",
         }
+    }
+
+    pub fn is_consent(self) -> bool {
+        matches!(self, Metric::ConsentRate | Metric::ConsentDeniedRate | Metric::ConsentUnsetRate | Metric::OptOutRate)
     }
 }
 
@@ -349,6 +368,9 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     }
     if metrics.contains(&Metric::Percentage) && dimensions.is_empty() {
         return Err(bad("metrics", "percentage needs a dimension"));
+    }
+    if metrics.iter().any(|m| m.is_consent()) && (!wire.filters.is_empty() || dimensions.iter().any(|d| !d.is_time())) {
+        return Err(bad("metrics", "consent rates are shares of all hits: only time dimensions, no filters"));
     }
     let mut conditions = 0;
     let filters = wire

@@ -168,6 +168,28 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
     s
 }
 
+/// Hits dropped for an opt-out signal or a denied consent, by the time
+/// dimension and reason: `SELECT [time…, reason], [hits] FROM dropped_hourly`.
+pub fn dropped(query: &Query, time: &[Dimension], tz: &str) -> Statement {
+    let mut s = Statement::default();
+    s.push("SELECT [");
+    for d in time {
+        dimension(&mut s, *d, tz);
+        s.push(", ");
+    }
+    s.push("reason] AS dims, [toFloat64(sum(hits))] AS base FROM dropped_hourly \
+            WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND reason IN ('opt_out', 'consent_denied') GROUP BY ");
+    s.bind(query.site_id.as_str());
+    s.bind(query.from.timestamp().to_string());
+    s.bind(query.to.timestamp().to_string());
+    for d in time {
+        dimension(&mut s, *d, tz);
+        s.push(", ");
+    }
+    s.push("reason");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
