@@ -475,13 +475,15 @@ mod tests {
 
     #[test]
     fn derived_metrics() {
-        let b = Base { visitors: 8.0, visits: 10.0, pageviews: 25.0, events: 5.0, bounces: 4.0, duration: 1234.0, exits: 3.0 };
+        let b = Base { visitors: 8.0, visits: 10.0, pageviews: 25.0, events: 5.0, bounces: 4.0, duration: 1234.0, exits: 3.0, consent: [2.0, 1.0, 1.0, 0.0] };
         let v = |m| b.value(m, false, 16.0);
         assert_eq!(v(Metric::ViewsPerVisit), 2.5);
         assert_eq!(v(Metric::BounceRate), 40.0);
         assert_eq!(v(Metric::VisitDuration), 123.0);
         assert_eq!(v(Metric::Events), 30.0);
         assert_eq!(v(Metric::Percentage), 50.0);
+        assert_eq!(v(Metric::ConsentRate), 50.0);
+        assert_eq!(v(Metric::OptOutRate), 0.0);
         assert_eq!(b.value(Metric::Visits, true, 16.0), 3.0);
         assert_eq!(Base::default().value(Metric::BounceRate, false, 0.0), 0.0);
     }
