@@ -192,3 +192,50 @@ fn consent_report_gives_exact_shares() {
     assert_eq!(refused.status, 400);
     server.stop();
 }
+
+/// `GET /api/v2/openapi.json` describes what the API really answers:
+/// requests and responses of several kinds are checked against it.
+#[test]
+fn answers_match_the_openapi_document() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("openapi");
+    let server = seeded(&db);
+    let doc = http(server.addr, "GET", "/api/v2/openapi.json", &[], b"").json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let validator = |name: &str| {
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": format!("#/components/schemas/{name}"),
+            "components": doc["components"].clone(),
+        });
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let (request, response, error) = (validator("QueryRequest"), validator("QueryResponse"), validator("Error"));
+    let requests = [
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "pageviews", "bounce_rate", "visit_duration"]}),
+        json!({"site_id": "example.org", "date_range": "7d", "metrics": ["visitors"], "dimensions": ["time:day"], "include": {"time_labels": true, "totals": true}}),
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "percentage"], "dimensions": ["event:page", "visit:country"],
+            "filters": [["or", [["contains", "event:page", ["popular"]], ["not", ["is", "visit:device", ["Mobile"]]]]]],
+            "order_by": [["visitors", "desc"]], "pagination": {"limit": 2, "offset": 0}}),
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"], "filters": [["is", "event:page", ["/rare-a"]]], "include": {"totals": true}}),
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["consent_rate", "opt_out_rate"]}),
+    ];
+    for body in requests {
+        assert!(request.is_valid(&body), "request {body}: {:?}", request.iter_errors(&body).map(|e| e.to_string()).collect::<Vec<_>>());
+        let r = stats(server.addr, TOKEN, body.clone());
+        assert_eq!(r.status, 200, "{}", r.body);
+        let answer = r.json();
+        assert!(response.is_valid(&answer), "{answer}: {:?}", response.iter_errors(&answer).map(|e| e.to_string()).collect::<Vec<_>>());
+    }
+    for (token, body, status) in [
+        (TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["nope"]}), 400),
+        ("wrong", json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"]}), 401),
+        (OTHER_TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"]}), 404),
+    ] {
+        let r = stats(server.addr, token, body);
+        assert_eq!(r.status, status);
+        assert!(error.is_valid(&r.json()), "{}", r.body);
+        assert!(doc["paths"]["/api/v2/query"]["post"]["responses"][status.to_string()].is_object(), "{status} is documented");
+    }
+    server.stop();
+}

@@ -32,6 +32,16 @@ use request::{Dimension, Metric, Query, SiteView};
 use sql::Scope;
 
 const MAX_QUERY_BODY: usize = 64 * 1024;
+
+/// The OpenAPI 3.1 description of the API; a test checks real answers
+/// against it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn openapi() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
 pub const OTHER: &str = "(other)";
 
 pub struct Api {

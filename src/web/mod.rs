@@ -38,6 +38,7 @@ impl App {
         match request.uri().path() {
             "/api/event" => self.ingest.handle(request, peer.ip()).await,
             "/api/v2/query" => self.api.handle(request).await,
+            "/api/v2/openapi.json" => crate::query::openapi(),
             "/metrics" => ops::metrics(&self.metrics),
             "/" => ops::index(),
             "/healthz" => ops::healthz(),
