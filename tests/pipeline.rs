@@ -233,13 +233,16 @@ fn daily_keys_rotate_and_salts_are_destroyed() {
     let db = ch.create_database("salts");
     let start: chrono::DateTime<chrono::Utc> = "2026-03-07T17:00:00Z".parse().unwrap(); // noon in Toronto
     let clock = tamis::clock::Clock::manual(start);
-    let server = InProcess::serve(&config(ch, &db, None, ""), clock.clone());
+    // One visitor per day: k = 1 so the daily rows are shown.
+    let server = InProcess::serve(&config(ch, &db, None, "k_threshold = 1"), clock.clone());
     let salt_days = || ch.query_in(&db, "SELECT toString(day) FROM salts WHERE site_id = 'example.org' ORDER BY day");
 
     for _ in 0..3 {
         assert_eq!(send_hit(server.addr, "100.64.1.1", FIREFOX, &pageview("https://example.org/"), &[]).status, 202);
     }
     wait_until(Duration::from_secs(10), "day D's salt shared", || salt_days().contains("2026-03-07"));
+    let salt_d = ch.query_in(&db, "SELECT salt FROM salts WHERE site_id = 'example.org' AND day = '2026-03-07'").trim().to_string();
+    assert_eq!(salt_d.len(), 64, "{}", ch.query_in(&db, "SELECT site_id, day, created_at, substring(salt, 1, 8) FROM salts"));
 
     // Day D+1 (the night of D+1 to D+2 is a DST change in Toronto).
     clock.set(start + chrono::Duration::days(1));
@@ -267,6 +270,12 @@ fn daily_keys_rotate_and_salts_are_destroyed() {
     assert_eq!(send_hit(server.addr, "100.64.1.1", FIREFOX, &pageview("https://example.org/"), &[]).status, 202);
     wait_until(Duration::from_secs(10), "only D+2's salt left", || salt_days() == "2026-03-09\n");
     server.stop();
+    // The salt never travelled in SQL text, so ClickHouse's logs never
+    // held it.
+    for file in walk(&ch.dir).into_iter().filter(|f| f.extension().is_some_and(|e| e == "log")) {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(!text.contains(&salt_d), "salt in {}", file.display());
+    }
 }
 
 /// `tamis migrate --print` is DDL this ClickHouse (Debian's 18.16 in CI)

@@ -60,7 +60,8 @@ impl RowKey {
 
 /// Shared entry of the aggregation stage.
 pub struct Intake {
-    state: Mutex<Aggregator>,
+    /// `None` once the final batch was taken: nothing may be admitted after.
+    state: Mutex<Option<Aggregator>>,
     /// Most hits held between admission and their batch being written.
     capacity: u64,
     batch_rows: usize,
@@ -77,7 +78,7 @@ pub struct Overloaded;
 impl Intake {
     pub fn new(sites: Vec<Arc<SiteSettings>>, capacity: usize, batch_rows: usize, flush_interval: Duration, metrics: Arc<Metrics>, clock: Clock) -> Intake {
         Intake {
-            state: Mutex::new(Aggregator::new(sites)),
+            state: Mutex::new(Some(Aggregator::new(sites))),
             capacity: capacity as u64,
             batch_rows,
             flush_interval,
@@ -98,7 +99,12 @@ impl Intake {
             return Err(Overloaded);
         }
         let full = {
-            let mut state = self.lock();
+            let mut guard = self.lock();
+            let Some(state) = guard.as_mut() else {
+                // Shutting down: the last batch is gone; refuse, never drop.
+                self.metrics.queue_depth.fetch_sub(n, Ordering::AcqRel);
+                return Err(Overloaded);
+            };
             for message in messages {
                 state.handle(message);
             }
@@ -125,24 +131,28 @@ impl Intake {
                         self.sweep();
                         last_sweep = Instant::now();
                     }
-                    let state = self.lock();
-                    state.oldest.is_some_and(|t| t.elapsed() >= self.flush_interval) || state.rows() >= self.batch_rows
+                    self.lock().as_ref().is_some_and(|state| {
+                        state.oldest.is_some_and(|t| t.elapsed() >= self.flush_interval) || state.rows() >= self.batch_rows
+                    })
                 }
                 _ = self.due.notified() => true,
                 _ = shutdown.changed() => break,
             };
             if take {
-                self.flush(&output).await;
+                let batch = self.lock().as_mut().map(Aggregator::take_batch);
+                self.hand_over(batch, &output).await;
             }
         }
-        self.flush(&output).await;
+        // Close admission and take what is left in one step, so no hit can
+        // slip in after the last batch.
+        let last = self.lock().take().map(|mut state| state.take_batch());
+        self.hand_over(last, &output).await;
     }
 
-    async fn flush(&self, output: &mpsc::Sender<Batch>) {
-        let batch = self.lock().take_batch();
-        if batch.hits == 0 {
+    async fn hand_over(&self, batch: Option<Batch>, output: &mpsc::Sender<Batch>) {
+        let Some(batch) = batch.filter(|b| b.hits > 0) else {
             return;
-        }
+        };
         self.metrics.batches_pending.fetch_add(1, Ordering::Relaxed);
         if output.send(batch).await.is_err() {
             tracing::error!("writer is gone; aggregated rows cannot be written");
@@ -150,13 +160,16 @@ impl Intake {
     }
 
     fn sweep(&self) {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let Some(state) = guard.as_mut() else {
+            return;
+        };
         let gone = state.sessions.sweep(self.clock.now());
         self.metrics.sessions_open.store(state.sessions.len() as u64, Ordering::Relaxed);
         tracing::debug!(closed = gone, open = state.sessions.len(), "swept idle visits");
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Aggregator> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Aggregator>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

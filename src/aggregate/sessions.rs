@@ -17,9 +17,17 @@ pub const IDLE: Duration = Duration::minutes(30);
 /// visits of their own. Memory stays bounded whatever the traffic.
 pub const MAX_OPEN: usize = 1_000_000;
 
+/// A visit. Its own counts (visit, bounce, duration) live on its first
+/// row — start hour, entry page — so visit metrics by hour or entry page add
+/// up; its exit lives on the row of its last pageview.
 struct Session {
+    start_hour: u32,
+    start_consent: &'static str,
+    entry: Arc<str>,
     last_seen: DateTime<Utc>,
     last_page: Arc<str>,
+    last_hour: u32,
+    last_consent: &'static str,
     pageviews: u32,
     dims: Arc<VisitDims>,
 }
@@ -29,6 +37,9 @@ struct Session {
 #[derive(Default)]
 pub struct Sessions {
     open: HashMap<(usize, u64), Session>,
+    /// When a full table was last swept: a full sweep is O(n), so it runs
+    /// at most once a minute however many visits start.
+    last_full_sweep: Option<DateTime<Utc>>,
 }
 
 /// What a hit contributes, before its visit is known.
@@ -94,14 +105,26 @@ impl Sessions {
             d.bounces = 1;
             d.exits = 1;
             out.push(d);
-            if self.open.len() >= MAX_OPEN && self.sweep(c.at) == 0 {
-                return;
+            if self.open.len() >= MAX_OPEN {
+                let due = self.last_full_sweep.is_none_or(|t| c.at.signed_duration_since(t) >= Duration::minutes(1));
+                if !due {
+                    return;
+                }
+                self.last_full_sweep = Some(c.at);
+                if self.sweep(c.at) == 0 {
+                    return;
+                }
             }
             self.open.insert(
                 key,
                 Session {
+                    start_hour: c.hour,
+                    start_consent: c.consent,
+                    entry: c.page.clone(),
                     last_seen: c.at,
                     last_page: c.page,
+                    last_hour: c.hour,
+                    last_consent: c.consent,
                     pageviews: 1,
                     dims: c.dims,
                 },
@@ -115,33 +138,42 @@ impl Sessions {
         let elapsed = c.at.signed_duration_since(session.last_seen).num_seconds().max(0);
         session.last_seen = session.last_seen.max(c.at);
         let dims = session.dims.clone();
+        let pageview: Arc<str> = if c.is_pageview { c.event.clone() } else { Arc::from("pageview") };
+
+        // The visit's own counts go to its first row.
+        let mut visit = delta(&dims, pageview.clone(), session.entry.clone());
+        visit.hour = session.start_hour;
+        visit.consent = session.start_consent;
+        visit.duration = elapsed;
+        if c.is_pageview && session.pageviews == 1 {
+            visit.bounces = -1;
+        }
+        if visit.duration != 0 || visit.bounces != 0 {
+            out.push(visit);
+        }
+
         if c.is_pageview {
             // The previous page is no longer where the visit ends. The
-            // correction is keyed like that page's pageview so the two
-            // merge into one row when they share a batch.
-            let mut correction = delta(&dims, c.event.clone(), session.last_page.clone());
+            // correction is keyed like that page's row so the two merge
+            // when they share a batch.
+            let mut correction = delta(&dims, pageview, session.last_page.clone());
+            correction.hour = session.last_hour;
+            correction.consent = session.last_consent;
             correction.exits = -1;
             out.push(correction);
 
             let mut d = delta(&dims, c.event, c.page.clone());
             d.pageviews = 1;
             d.exits = 1;
-            d.duration = elapsed;
-            if session.pageviews == 1 {
-                d.bounces = -1;
-            }
             session.pageviews += 1;
             session.last_page = c.page;
+            session.last_hour = c.hour;
+            session.last_consent = c.consent;
             out.push(d);
-        } else {
+        } else if !c.only_engagement {
             let mut d = delta(&dims, c.event, c.page);
-            d.duration = elapsed;
-            if !c.only_engagement {
-                d.events = 1;
-            }
-            if d.duration != 0 || d.events != 0 {
-                out.push(d);
-            }
+            d.events = 1;
+            out.push(d);
         }
     }
 
@@ -229,6 +261,28 @@ mod tests {
     fn events_extend_but_do_not_start_visits() {
         check(vec![hit(0, "/x", false)], (0, 0, 0, 0), &[]);
         check(vec![hit(0, "/", true), hit(3, "/", false)], (1, 1, 1, 180), &[("/", 1)]);
+    }
+
+    #[test]
+    fn visit_counts_stay_on_the_first_row_and_exits_on_the_last() {
+        let mut sessions = Sessions::default();
+        let mut out = Vec::new();
+        let mut first = hit(0, "/", true);
+        first.hour = 100;
+        sessions.record(first, &mut out);
+        let mut second = hit(10, "/a", true);
+        second.hour = 200;
+        second.consent = "granted";
+        sessions.record(second, &mut out);
+        // By (hour, page, consent): the first row keeps visit, bounce undone,
+        // duration and no exit; the second row has the pageview and exit.
+        let mut rows: HashMap<(u32, &str, &str), (i64, i64, i64, i64)> = HashMap::new();
+        for d in &out {
+            let r = rows.entry((d.hour, &*d.page, d.consent)).or_default();
+            *r = (r.0 + d.visits, r.1 + d.bounces, r.2 + d.duration, r.3 + d.exits);
+        }
+        assert_eq!(rows[&(100, "/", "none")], (1, 0, 600, 0));
+        assert_eq!(rows[&(200, "/a", "granted")], (0, 0, 0, 1));
     }
 
     #[test]

@@ -31,6 +31,8 @@ static SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
 static PURPOSE: HeaderName = HeaderName::from_static("purpose");
 static X_PURPOSE: HeaderName = HeaderName::from_static("x-purpose");
 
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Ingest {
     pub privacy: Privacy,
     pub intake: Arc<Intake>,
@@ -89,13 +91,17 @@ impl Ingest {
             return Err(IngestError::TooLarge { limit: MAX_BODY });
         }
         let (parts, body) = request.into_parts();
-        let body = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                IngestError::TooLarge { limit: MAX_BODY }
-            } else {
-                IngestError::Body
-            }
-        })?;
+        // A client that sends its body slowly must not hold a request open.
+        let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+            .await
+            .map_err(|_| IngestError::Body)?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    IngestError::TooLarge { limit: MAX_BODY }
+                } else {
+                    IngestError::Body
+                }
+            })?;
         let incoming = event::parse(&body.to_bytes())?;
         let messages = self.process(&incoming, &parts.headers, peer);
         self.enqueue(messages)

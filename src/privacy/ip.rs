@@ -38,13 +38,15 @@ impl std::fmt::Debug for TruncatedIp {
     }
 }
 
-/// Clears the host part of `ip`. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
-/// which dual-stack sockets report) are treated as the IPv4 address they
-/// carry, so they get the IPv4 prefix and not the much longer IPv6 one.
-/// Prefixes longer than the maximum are refused when the config is loaded.
+/// Clears the host part of `ip`. IPv6 addresses that carry a whole IPv4
+/// address inside their first 48 bits — IPv4-mapped (`::ffff:a.b.c.d`, as
+/// dual-stack sockets report) and 6to4 (`2002:aabb:ccdd::/48`) — are
+/// treated as that IPv4 address, so they get the IPv4 prefix: a /48 of them
+/// would keep the whole IPv4 address. Prefixes longer than the maximum are
+/// refused when the config is loaded.
 pub fn truncate(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> TruncatedIp {
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     };
     TruncatedIp(match ip {
@@ -59,6 +61,14 @@ pub fn truncate(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> TruncatedIp {
                 .unwrap_or(Ipv6Addr::UNSPECIFIED),
         ),
     })
+}
+
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = v6.segments();
+    (s[0] == 0x2002).then(|| Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8))
 }
 
 #[cfg(test)]
@@ -78,6 +88,7 @@ mod tests {
         check("2001:db8:1:2:3:4:5:6", 24, 48, "2001:db8:1::");
         check("2001:db8:1:2:3:4:5:6", 24, 32, "2001:db8::");
         check("::ffff:198.51.100.77", 24, 48, "198.51.100.0");
+        check("2002:c633:644d::1", 24, 48, "198.51.100.0");
         check("::1", 24, 48, "::");
     }
 

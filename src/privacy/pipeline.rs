@@ -113,6 +113,9 @@ pub struct Event {
     pub props: Vec<(String, String)>,
 }
 
+/// Most domains one hit may name.
+const MAX_DOMAINS: usize = 10;
+
 pub struct Privacy {
     sites: Vec<Arc<SiteSettings>>,
     by_domain: HashMap<String, usize>,
@@ -143,14 +146,18 @@ impl Privacy {
         &self.sites
     }
 
-    /// The configured sites a hit's `domain` names. Plausible's script may
-    /// send several comma-separated domains to count one page in several
-    /// sites.
+    /// The configured sites a hit's `domain` names, each once. Plausible's
+    /// script may send several comma-separated domains to count one page
+    /// in several sites; naming a site twice must not count it twice.
     pub fn sites_for(&self, domain: &str) -> Vec<usize> {
-        domain
+        let mut sites: Vec<usize> = domain
             .split(',')
+            .take(MAX_DOMAINS)
             .filter_map(|d| self.by_domain.get(d.trim().to_ascii_lowercase().as_str()).copied())
-            .collect()
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        sites
     }
 
     /// Runs the pipeline for one site of the hit.
@@ -355,6 +362,7 @@ mod tests {
     fn several_domains_fan_out() {
         let p = privacy();
         assert_eq!(p.sites_for("Example.org, unknown.org"), vec![0]);
+        assert_eq!(p.sites_for("example.org,example.org,EXAMPLE.ORG"), vec![0], "a site counts once");
         assert!(p.sites_for("unknown.org").is_empty());
     }
 }

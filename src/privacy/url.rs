@@ -44,6 +44,8 @@ static EMAIL: LazyLock<Regex> =
 static UUID: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").expect("static regex")
 });
+static IPV4: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b").expect("static regex"));
 static DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[0-9]{6,}").expect("static regex"));
 /// Candidates for tokens: long runs of letters and digits, or long
 /// base64url-like runs. Whether a candidate is a token is decided by
@@ -112,6 +114,7 @@ pub fn redact(s: &str) -> String {
         return s.to_string();
     }
     let s = EMAIL.replace_all(s, "[email]");
+    let s = IPV4.replace_all(&s, "[ip]");
     let s = UUID.replace_all(&s, "[uuid]");
     let s = TOKEN.replace_all(&s, |caps: &regex::Captures<'_>| {
         let candidate = &caps[0];
@@ -129,11 +132,14 @@ pub fn redact(s: &str) -> String {
 /// most pages never reach the regular expressions.
 fn may_need_redaction(s: &str) -> bool {
     let (mut digits, mut alnum, mut word) = (0, 0, 0);
+    let mut previous = 0u8;
     for b in s.bytes() {
-        if b == b'@' {
+        // `@` may start an e-mail; a digit after `digit.` may be an address.
+        if b == b'@' || (b.is_ascii_digit() && previous == b'.' && digits > 0) {
             return true;
         }
-        digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
+        previous = b;
+        digits = if b.is_ascii_digit() { digits + 1 } else if b == b'.' { digits.min(1) } else { 0 };
         alnum = if b.is_ascii_alphanumeric() { alnum + 1 } else { 0 };
         word = if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { word + 1 } else { 0 };
         if digits >= 6 || alnum >= 16 || word >= 24 {
@@ -191,6 +197,8 @@ mod tests {
         check("https://example.org/dossier/123e4567-e89b-12d3-a456-426614174000", defaults, Some("/dossier/[uuid]"));
         check("https://example.org/reset/a8f3K29xLq0Zp7Rt", defaults, Some("/reset/[token]"));
         check("https://example.org/commande-1234567", defaults, Some("/commande-[number]"));
+        check("https://example.org/whois/198.51.100.77/details", defaults, Some("/whois/[ip]/details"));
+        check("https://example.org/v1.2/guide", defaults, Some("/v1.2/guide"));
         check("https://example.org/guide-du-citoyen-2025/annexe-12", defaults, Some("/guide-du-citoyen-2025/annexe-12"));
         check("https://example.org/programme/aide-financiere-aux-etudes", defaults, Some("/programme/aide-financiere-aux-etudes"));
         check("https://example.org/2025/11/nouvelles", defaults, Some("/2025/11/nouvelles"));

@@ -260,14 +260,18 @@ impl Api {
         let k = f64::from(site.k_threshold);
         let rows = self.fetch(query, &query.dimensions, tz, Scope::Selected).await?;
         let total = self.fetch(query, &[], tz, Scope::Selected).await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
-        // A negative filter could reveal the small group it leaves out, by
-        // difference with the unfiltered numbers: then nothing is shown.
-        let hides_small_group = if query.filters.iter().any(|f| f.excludes()) {
-            let excluded = self.fetch(query, &[], tz, Scope::Excluded).await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
-            excluded.visitors + excluded.pageviews + excluded.events > 0.0 && excluded.is_small(k)
+        // Filtered numbers subtracted from unfiltered ones describe the rows
+        // a filter leaves out: where that group is small, the filtered
+        // numbers are withheld too.
+        let (excluded_rows, excluded_total) = if query.filters.is_empty() {
+            (Vec::new(), Base::default())
         } else {
-            false
+            let rows = self.fetch(query, &query.dimensions, tz, Scope::Excluded).await?;
+            let total = self.fetch(query, &[], tz, Scope::Excluded).await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+            (rows, total)
         };
+        let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
+        let reveals_row = |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
         let mut rows = rows;
         let mut total = total;
         if query.metrics.iter().any(|m| m.is_consent()) {
@@ -287,18 +291,28 @@ impl Api {
         let exits = query.dimensions.contains(&Dimension::ExitPage);
         let values = |b: &Base| query.metrics.iter().map(|m| b.value(*m, exits, total.visitors)).collect::<Vec<_>>();
 
-        let answers = rows.into_iter().map(|(dimensions, base)| Answer { dimensions, base, metrics: None }).collect();
+        let revealing: Vec<bool> = rows.iter().map(|(dims, _)| reveals_row(dims)).collect();
+        let answers = rows
+            .into_iter()
+            .zip(revealing)
+            .map(|((dimensions, base), revealing)| Answer { dimensions, base, metrics: (!revealing).then(Vec::new) })
+            .collect();
         let mut answers = suppress(answers, &query.dimensions, k);
+        let time_only = query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
+        // `(other)` rows compare with the unfiltered `(other)`, which holds
+        // the small excluded rows: any of those would show by difference.
+        let other_reveals = excluded_rows.iter().any(|(_, b)| reveals(b));
         for a in answers.iter_mut() {
-            let withheld = a.dimensions.iter().any(|d| d == OTHER) && a.base.is_small(k)
-                || withhold_small && a.base.is_small(k)
-                || hides_small_group;
+            let is_other = a.dimensions.iter().any(|d| d == OTHER);
+            let withheld = a.metrics.is_none()
+                || is_other && other_reveals
+                || a.base.is_small(k) && (withhold_small || time_only || a.dimensions.iter().any(|d| d == OTHER));
             a.metrics = (!withheld).then(|| values(&a.base));
         }
         order(&mut answers, query);
         let rows = answers.into_iter().skip(query.offset).take(query.limit).collect();
         let totals = query.include_totals.then(|| {
-            let withheld = withhold_small && total.is_small(k) || hides_small_group;
+            let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
             (!withheld).then(|| values(&total))
         });
         let time_labels = query.include_time_labels.then(|| time_labels(query, tz));
@@ -308,7 +322,9 @@ impl Api {
 
 /// Merges rows backed by too few visitors (see [`Base::is_small`]) into one
 /// `(other)` row per value of the time dimensions. Rows of time dimensions
-/// alone are totals over time and are not merged.
+/// alone are not merged (a bucket of "other times" means nothing); small
+/// ones are withheld instead. Rows already withheld (`metrics` is `None`)
+/// stay withheld when merged.
 pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<Answer> {
     if dimensions.iter().all(|d| d.is_time()) {
         return answers;
@@ -326,7 +342,12 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
             .map(|(d, v)| if d.is_time() { v.clone() } else { OTHER.to_string() })
             .collect();
         match others.iter_mut().find(|o| o.dimensions == key) {
-            Some(o) => o.base.add(&a.base),
+            Some(o) => {
+                o.base.add(&a.base);
+                if a.metrics.is_none() {
+                    o.metrics = None;
+                }
+            }
             None => others.push(Answer { dimensions: key, ..a }),
         }
     }

@@ -523,6 +523,11 @@ fn date_range(value: &Value, tz: Tz, now: DateTime<Utc>) -> Result<(DateTime<Utc
         Value::Array(pair) if pair.len() == 2 => {
             let bound = |v: &Value, end: bool| -> Result<DateTime<Utc>, RequestError> {
                 let s = v.as_str().ok_or_else(|| bad("date_range", "bounds are strings"))?;
+                // Years outside what ClickHouse's DateTime holds are refused
+                // before any date arithmetic.
+                if !s.get(..4).is_some_and(|y| y.parse::<u32>().is_ok_and(|y| (1970..=2105).contains(&y))) {
+                    return Err(bad("date_range", "years are 1970 to 2105"));
+                }
                 if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
                     return Ok(local_midnight(if end { d + Duration::days(1) } else { d }, tz));
                 }
@@ -609,6 +614,8 @@ mod tests {
         check(&range(r#"["2026-02-01","2026-01-31"]"#), Err("after"));
         check(&range(r#""forever""#), Err("date_range"));
         check(&range(r#"["2026-13-01","2026-01-31"]"#), Err("date_range"));
+        check(&range(r#"["2026-01-01","+262142-12-31"]"#), Err("1970 to 2105"));
+        check(&range(r#"["2026-01-01","2105-12-31"]"#), Ok(("2026-01-01", "2105-12-31")));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
+use clickhouse::Row;
+use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::SiteSettings;
@@ -19,6 +21,18 @@ pub const AHEAD: chrono::Duration = chrono::Duration::hours(2);
 /// How long after its local day a salt is kept, for clock skew between
 /// collectors.
 pub const GRACE: chrono::Duration = chrono::Duration::minutes(10);
+
+/// A salt travels to ClickHouse only as RowBinary in a request body: bound
+/// into SQL text, it would be kept in ClickHouse's query log and server log
+/// long after its day.
+#[derive(Row, Serialize)]
+struct SaltRow<'a> {
+    site_id: &'a str,
+    /// Days since the epoch (ClickHouse `Date`).
+    day: u16,
+    salt: &'a str,
+    created_at: u32,
+}
 
 pub struct SaltKeeper {
     client: clickhouse::Client,
@@ -49,20 +63,25 @@ impl SaltKeeper {
     /// to midnight, tomorrow's) salt is shared.
     pub async fn tick(&self) -> Result<(), clickhouse::error::Error> {
         let now = self.clock.now();
+        // Memory first, for every site, whether or not ClickHouse answers.
         for (index, site) in self.sites.iter().enumerate() {
-            self.destroy_expired(index, site, now).await?;
-            for day in days_needed(site, now) {
-                self.share(index, site, day).await?;
+            for (day, salt) in self.store.destroy_before(index, first_kept(site, now)) {
+                tracing::info!(site = %site.id, %day, commitment = %salt.commitment(), "daily salt destroyed in memory");
             }
         }
-        Ok(())
+        let mut result = Ok(());
+        for (index, site) in self.sites.iter().enumerate() {
+            let mut shared = self.destroy_expired(site, now).await;
+            for day in days_needed(site, now) {
+                shared = shared.and(self.share(index, site, day).await);
+            }
+            result = result.and(shared);
+        }
+        result
     }
 
-    async fn destroy_expired(&self, index: usize, site: &SiteSettings, now: DateTime<Utc>) -> Result<(), clickhouse::error::Error> {
-        let first_kept = local_day(site, now - GRACE);
-        for (day, salt) in self.store.destroy_before(index, first_kept) {
-            tracing::info!(site = %site.id, %day, commitment = %salt.commitment(), "daily salt destroyed in memory");
-        }
+    async fn destroy_expired(&self, site: &SiteSettings, now: DateTime<Utc>) -> Result<(), clickhouse::error::Error> {
+        let first_kept = first_kept(site, now);
         // Partitions are (site, day): dropping one removes exactly that
         // site's salt of that day, on every collector at once.
         let days: Vec<u32> = self
@@ -90,14 +109,18 @@ impl SaltKeeper {
         // Publish ours (the local one if hits already used it), then adopt
         // whichever was written first, in case another collector raced us.
         let candidate = self.store.get_or_create(index, day);
-        self.client
-            .query("INSERT INTO salts (site_id, day, salt, created_at) VALUES (?, toDate(?), ?, ?)")
-            .bind(&site.id)
-            .bind(day.to_string())
-            .bind(hex(candidate.as_bytes()))
-            .bind(self.clock.now().timestamp() as u32)
-            .execute()
+        let salt = hex(candidate.as_bytes());
+        let days = day.signed_duration_since(DateTime::UNIX_EPOCH.date_naive()).num_days();
+        let mut insert = self.client.insert::<SaltRow<'_>>("salts").await?;
+        insert
+            .write(&SaltRow {
+                site_id: &site.id,
+                day: u16::try_from(days).unwrap_or(0),
+                salt: &salt,
+                created_at: u32::try_from(self.clock.now().timestamp()).unwrap_or(0),
+            })
             .await?;
+        insert.end().await?;
         if let Some(salt) = self.read_shared(site, day).await? {
             self.store.set_shared(index, day, salt);
         }
@@ -114,6 +137,11 @@ impl SaltKeeper {
             .await?;
         Ok(rows.first().and_then(|s| parse_hex(s)).map(DailySalt::from_bytes))
     }
+}
+
+/// The first local day whose salt is still kept at `now`.
+fn first_kept(site: &SiteSettings, now: DateTime<Utc>) -> NaiveDate {
+    local_day(site, now - GRACE)
 }
 
 /// The local days whose salt must exist at `now`.
