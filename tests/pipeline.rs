@@ -118,7 +118,8 @@ fn region_only_and_no_ip_anywhere() {
     let db = ch.create_database("noip");
     let scratch = Scratch::new();
     let geo = scratch.geodb();
-    let server = Binary::serve(&scratch, &config(ch, &db, Some(&geo), ""));
+    // k = 1: this test looks at single visitors' regions.
+    let server = Binary::serve(&scratch, &config(ch, &db, Some(&geo), "k_threshold = 1"));
     let quebec = "198.51.100.77";
     let ontario = "203.0.113.201";
     let v6 = "2001:db8:1:2::77";
@@ -137,6 +138,12 @@ fn region_only_and_no_ip_anywhere() {
     });
     let places = ch.query_in(&db, "SELECT DISTINCT country, region FROM traffic_hourly WHERE country != '' ORDER BY region");
     assert_eq!(places, "CA\tCA-ON\nCA\tCA-QC\n");
+    // The stats API names regions in the site's language (French by default).
+    let r = stats(server.addr, TOKEN, json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "dimensions": ["visit:region"]}));
+    assert_eq!(r.json()["meta"]["region_names"], json!({"CA-QC": "Québec", "CA-ON": "Ontario"}), "{}", r.body);
+    // (The hits with a garbled X-Forwarded-For count from the proxy's own
+    // address, which has no region.)
+    assert!(r.json()["results"].as_array().unwrap().contains(&json!({"dimensions": ["CA-QC"], "metrics": [2]})), "{}", r.body);
     let log = server.stop();
 
     let forms = |ip: &str| -> Vec<String> {

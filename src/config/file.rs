@@ -126,6 +126,9 @@ pub struct SiteConfig {
     pub hostnames: Vec<String>,
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// Language of names in reports (`fr` or `en`).
+    #[serde(default = "default_language")]
+    pub language: String,
     #[serde(default = "default_retention")]
     pub retention_months: u32,
     #[serde(default = "default_v4_prefix")]
@@ -227,6 +230,9 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_timezone() -> String {
     "America/Toronto".into()
+}
+fn default_language() -> String {
+    "fr".into()
 }
 fn default_retention() -> u32 {
     25

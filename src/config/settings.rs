@@ -85,6 +85,7 @@ pub struct SiteSettings {
     pub id: String,
     pub hostnames: Vec<String>,
     pub timezone: Tz,
+    pub language: String,
     pub retention_months: u32,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
@@ -240,6 +241,9 @@ fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
         .timezone
         .parse()
         .map_err(|_| invalid(key("timezone"), format!("`{}` is not an IANA time zone such as America/Toronto", s.timezone)))?;
+    if !matches!(s.language.as_str(), "fr" | "en") {
+        return Err(invalid(key("language"), format!("`{}` must be fr or en", s.language)));
+    }
     if s.ipv4_prefix > MAX_V4_PREFIX {
         return Err(invalid(key("ipv4_prefix"), format!("{} keeps too much of the address: at most /{MAX_V4_PREFIX}", s.ipv4_prefix)));
     }
@@ -273,6 +277,7 @@ fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
     Ok(SiteSettings {
         hostnames,
         timezone,
+        language: s.language,
         retention_months: s.retention_months,
         ipv4_prefix: s.ipv4_prefix,
         ipv6_prefix: s.ipv6_prefix,

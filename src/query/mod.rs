@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod csv;
+pub mod labels;
 pub mod request;
 pub mod sql;
 
@@ -448,6 +449,15 @@ fn respond(query: &Query, site: &SiteSettings, report: Report) -> Value {
     }
     if let Some(labels) = report.time_labels {
         meta["time_labels"] = json!(labels);
+    }
+    if let Some(i) = query.dimensions.iter().position(|d| *d == Dimension::Region) {
+        let names: serde_json::Map<String, Value> = report
+            .rows
+            .iter()
+            .filter_map(|a| a.dimensions.get(i))
+            .filter_map(|code| labels::region_name(code, &site.language).map(|n| (code.clone(), Value::String(n))))
+            .collect();
+        meta["region_names"] = Value::Object(names);
     }
     json!({
         "results": results,
