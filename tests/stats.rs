@@ -258,3 +258,40 @@ fn answers_match_the_openapi_document() {
     }
     server.stop();
 }
+
+/// Custom events and their allow-listed properties; other properties are
+/// never stored.
+#[test]
+fn custom_event_properties() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("props");
+    let server = InProcess::serve(
+        &config(ch, &db, None, "event_names = [\"signup\"]\nprop_keys = [\"plan\"]"),
+        tamis::clock::Clock::manual("2026-03-10T15:00:00Z".parse().unwrap()),
+    );
+    let mut i = 0;
+    for (plan, n) in [("basic", 6), ("pro", 2)] {
+        for _ in 0..n {
+            let body = json!({"n": "signup", "u": "https://example.org/inscription", "d": "example.org",
+                "p": {"plan": plan, "email": "jean@example.com"}});
+            assert_eq!(send_hit(server.addr, &format!("100.67.{i}.1"), FIREFOX, &body.to_string(), &[]).status, 202);
+            i += 1;
+        }
+    }
+    let r = send_hit(server.addr, "100.67.200.1", FIREFOX, &json!({"n": "purchase", "u": "https://example.org/", "d": "example.org"}).to_string(), &[]);
+    assert_eq!(r.header("x-tamis-dropped"), Some("event_not_allowed"));
+    wait_until(Duration::from_secs(10), "8 signups stored", || {
+        ch.query_in(&db, "SELECT sumMerge(events) FROM props_hourly") == "8\n"
+    });
+    assert_eq!(ch.query_in(&db, "SELECT DISTINCT prop_key FROM props_hourly"), "plan\n", "only allow-listed keys are stored");
+
+    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "events"],
+        "dimensions": ["event:props:plan"], "filters": [["is", "event:name", ["signup"]]]}));
+    assert_eq!(r["results"], json!([{"dimensions": ["basic"], "metrics": [6, 6]}, {"dimensions": ["(other)"], "metrics": [null, null]}]), "{r}");
+    assert_eq!(r["query"]["dimensions"], json!(["event:props:plan"]));
+    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["events"], "dimensions": ["event:name"]}));
+    assert_eq!(r["results"], json!([{"dimensions": ["signup"], "metrics": [8]}]), "{r}");
+    let refused = stats(server.addr, TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["events"], "dimensions": ["event:props:email"]}));
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    server.stop();
+}

@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::config::SiteSettings;
 use crate::metrics::Metrics;
 use crate::privacy::pipeline::{DropReason, Dropped, Event, EventKind};
-use crate::sink::rows::{Batch, DroppedRow, TrafficDelta, VisitDims};
+use crate::sink::rows::{Batch, DroppedRow, PropRow, TrafficDelta, VisitDims};
 use sessions::{Contribution, Sessions};
 
 /// What ingest hands to the aggregator.
@@ -182,6 +182,9 @@ pub struct Aggregator {
     rows: HashMap<RowKey, usize>,
     scratch: Vec<TrafficDelta>,
     dropped: HashMap<(Option<usize>, u32, DropReason), u64>,
+    /// Custom event properties: (site, hour, event, page, key, value,
+    /// visitor) → events.
+    props: HashMap<(usize, u32, Arc<str>, Arc<str>, String, String, u64), u64>,
     hits: u64,
     oldest: Option<Instant>,
     pageview: Arc<str>,
@@ -197,6 +200,7 @@ impl Aggregator {
             rows: HashMap::new(),
             scratch: Vec::new(),
             dropped: HashMap::new(),
+            props: HashMap::new(),
             hits: 0,
             oldest: None,
             pageview: Arc::from("pageview"),
@@ -227,6 +231,13 @@ impl Aggregator {
             EventKind::Engagement => (Arc::from(""), false, true),
             EventKind::Custom(name) => (Arc::from(name.as_str()), false, false),
         };
+        if let EventKind::Custom(_) = &event.kind {
+            let visitor = event.visitor.map(|v| v.sketch_input()).unwrap_or(0);
+            for (key, value) in &event.props {
+                let row = (event.site, hour, name.clone(), page.clone(), key.clone(), value.clone(), visitor);
+                *self.props.entry(row).or_default() += 1;
+            }
+        }
         let agent = &event.agent.reduced;
         let dims = Arc::new(VisitDims {
             site_id: self.site_ids[event.site].clone(),
@@ -297,7 +308,7 @@ impl Aggregator {
 
     /// Rows the next batch holds so far.
     pub fn rows(&self) -> usize {
-        self.traffic.len() + self.dropped.len()
+        self.traffic.len() + self.dropped.len() + self.props.len()
     }
 
     /// Takes what has accumulated as one batch.
@@ -312,9 +323,24 @@ impl Aggregator {
                 hits,
             })
             .collect();
+        let props = self
+            .props
+            .drain()
+            .map(|((site, hour, event, page, prop_key, prop_value, visitor), events)| PropRow {
+                site_id: self.sites[site].id.clone(),
+                hour,
+                event: event.to_string(),
+                page: page.to_string(),
+                prop_key,
+                prop_value,
+                visitor,
+                events,
+            })
+            .collect();
         self.oldest = None;
         self.rows.clear();
         Batch {
+            props,
             traffic: std::mem::take(&mut self.traffic),
             dropped,
             hits: std::mem::take(&mut self.hits),

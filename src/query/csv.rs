@@ -6,8 +6,8 @@ use super::Report;
 
 pub fn render(query: &Query, report: &Report) -> String {
     let mut out = String::new();
-    let header: Vec<&str> = query.dimensions.iter().map(|d| d.name()).chain(query.metrics.iter().map(|m| m.name())).collect();
-    line(&mut out, header.iter().map(|h| h.to_string()));
+    let header = query.dimensions.iter().map(|d| query.dimension_name(*d)).chain(query.metrics.iter().map(|m| m.name().to_string()));
+    line(&mut out, header);
     for row in &report.rows {
         let metrics: Vec<String> = match &row.metrics {
             Some(m) => m.iter().map(|x| super::number(*x).to_string()).collect(),

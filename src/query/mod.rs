@@ -174,7 +174,9 @@ impl Api {
             Some(site) if allowed.contains(&site.id) => site.clone(),
             _ => return json_error(StatusCode::NOT_FOUND, "site not found"),
         };
-        let view = SiteView { timezone: site.timezone, campaigns: site.collect_campaigns };
+        let mut prop_keys: Vec<String> = site.prop_keys.iter().cloned().collect();
+        prop_keys.sort();
+        let view = SiteView { timezone: site.timezone, campaigns: site.collect_campaigns, prop_keys };
         let mut query = match request::parse(&body, &view, self.clock.now()) {
             Ok(q) => q,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -360,7 +362,7 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
 /// descending; `(other)` rows last.
 fn order(answers: &mut [Answer], query: &Query) {
     let metric_index = |name: &str| query.metrics.iter().position(|m| m.name() == name);
-    let dim_index = |name: &str| query.dimensions.iter().position(|d| d.name() == name);
+    let dim_index = |name: &str| query.dimensions.iter().position(|d| query.dimension_name(*d) == name);
     let mut keys: Vec<(Option<usize>, Option<usize>, bool)> = query
         .order_by
         .iter()
@@ -469,8 +471,8 @@ fn respond(query: &Query, site: &SiteSettings, report: Report) -> Value {
                 query.from.with_timezone(&tz).to_rfc3339(),
                 (query.to - Duration::seconds(1)).with_timezone(&tz).to_rfc3339(),
             ],
-            "dimensions": query.dimensions.iter().map(|d| d.name()).collect::<Vec<_>>(),
-            "filters": query.filters.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
+            "dimensions": query.dimensions.iter().map(|d| query.dimension_name(*d)).collect::<Vec<_>>(),
+            "filters": query.filters.iter().map(|f| f.to_json(query)).collect::<Vec<_>>(),
             "order_by": query.order_by.iter().map(|(f, asc)| json!([f, if *asc { "asc" } else { "desc" }])).collect::<Vec<_>>(),
             "include": { "totals": query.include_totals, "time_labels": query.include_time_labels },
             "pagination": { "limit": query.limit, "offset": query.offset },

@@ -86,6 +86,8 @@ pub enum Dimension {
     Device,
     Language,
     Consent,
+    /// `event:props:<key>`: the key is the query's `prop_key`.
+    Prop,
     Hour,
     Day,
     Week,
@@ -93,7 +95,7 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 21] = [
+    pub const ALL: [Dimension; 22] = [
         Dimension::Page,
         Dimension::Name,
         Dimension::EntryPage,
@@ -111,6 +113,7 @@ impl Dimension {
         Dimension::Device,
         Dimension::Language,
         Dimension::Consent,
+        Dimension::Prop,
         Dimension::Hour,
         Dimension::Day,
         Dimension::Week,
@@ -118,7 +121,12 @@ impl Dimension {
     ];
 
     fn parse(s: &str) -> Option<Dimension> {
-        Dimension::ALL.into_iter().find(|d| d.name() == s)
+        Dimension::ALL.into_iter().filter(|d| *d != Dimension::Prop).find(|d| d.name() == s)
+    }
+
+    /// What property queries can be broken down or filtered by.
+    fn works_with_props(self) -> bool {
+        matches!(self, Dimension::Prop | Dimension::Name | Dimension::Page) || self.is_time()
     }
 
     pub fn name(self) -> &'static str {
@@ -140,6 +148,7 @@ impl Dimension {
             Dimension::Device => "visit:device",
             Dimension::Language => "visit:language",
             Dimension::Consent => "visit:consent",
+            Dimension::Prop => "event:props",
             Dimension::Hour => "time:hour",
             Dimension::Day => "time:day",
             Dimension::Week => "time:week",
@@ -202,12 +211,23 @@ pub enum Filter {
 }
 
 impl Filter {
-    pub fn to_json(&self) -> Value {
+    /// The filter as the request wrote it (`query` names property keys).
+    pub fn to_json(&self, query: &Query) -> Value {
+        let all = |fs: &[Filter]| fs.iter().map(|f| f.to_json(query)).collect::<Vec<_>>();
         match self {
-            Filter::Condition { op, dimension, values } => serde_json::json!([op.name(), dimension.name(), values]),
-            Filter::And(fs) => serde_json::json!(["and", fs.iter().map(Filter::to_json).collect::<Vec<_>>()]),
-            Filter::Or(fs) => serde_json::json!(["or", fs.iter().map(Filter::to_json).collect::<Vec<_>>()]),
-            Filter::Not(f) => serde_json::json!(["not", f.to_json()]),
+            Filter::Condition { op, dimension, values } => serde_json::json!([op.name(), query.dimension_name(*dimension), values]),
+            Filter::And(fs) => serde_json::json!(["and", all(fs)]),
+            Filter::Or(fs) => serde_json::json!(["or", all(fs)]),
+            Filter::Not(f) => serde_json::json!(["not", f.to_json(query)]),
+        }
+    }
+
+    /// Every dimension the tree names.
+    pub fn dimensions(&self) -> Vec<Dimension> {
+        match self {
+            Filter::Condition { dimension, .. } => vec![*dimension],
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().flat_map(Filter::dimensions).collect(),
+            Filter::Not(f) => f.dimensions(),
         }
     }
 
@@ -225,6 +245,9 @@ impl Filter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     pub site_id: String,
+    /// The custom property key of `event:props:<key>` (dimension or filter);
+    /// such a query reads the property aggregates.
+    pub prop_key: Option<String>,
     pub metrics: Vec<Metric>,
     pub dimensions: Vec<Dimension>,
     pub filters: Vec<Filter>,
@@ -325,6 +348,17 @@ pub fn site_id(body: &[u8]) -> Result<String, RequestError> {
 pub struct SiteView {
     pub timezone: Tz,
     pub campaigns: bool,
+    pub prop_keys: Vec<String>,
+}
+
+impl Query {
+    /// A dimension's name as the request wrote it.
+    pub fn dimension_name(&self, d: Dimension) -> String {
+        match (d, &self.prop_key) {
+            (Dimension::Prop, Some(key)) => format!("event:props:{key}"),
+            _ => d.name().to_string(),
+        }
+    }
 }
 
 pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, RequestError> {
@@ -352,9 +386,10 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         .iter()
         .map(|m| Metric::parse(m).ok_or_else(|| bad("metrics", format!("unknown metric `{}`", printable(m)))))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut prop_key = None;
     let mut dimensions = Vec::new();
     for d in &wire.dimensions {
-        let dimension = dimension(d, site).map_err(|p| bad("dimensions", p))?;
+        let dimension = dimension(d, site, &mut prop_key).map_err(|p| bad("dimensions", p))?;
         if dimensions.contains(&dimension) {
             return Err(bad("dimensions", format!("`{}` is listed twice", dimension.name())));
         }
@@ -376,8 +411,16 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     let filters = wire
         .filters
         .iter()
-        .map(|f| parse_filter(f, site, 0, &mut conditions))
+        .map(|f| parse_filter(f, site, 0, &mut conditions, &mut prop_key))
         .collect::<Result<Vec<_>, _>>()?;
+    if prop_key.is_some() {
+        if !dimensions.iter().all(|d| d.works_with_props()) || !filters.iter().all(|f| f.dimensions().iter().all(|d| d.works_with_props())) {
+            return Err(bad("dimensions", "event:props combines only with event:name, event:page and time"));
+        }
+        if !metrics.iter().all(|m| matches!(m, Metric::Visitors | Metric::Events | Metric::Percentage)) {
+            return Err(bad("metrics", "event:props queries take visitors, events and percentage"));
+        }
+    }
     let (from, to) = date_range(&wire.date_range, site.timezone, now)?;
     // `time` picks its granularity from the range, as Plausible does.
     let days = (to - from).num_hours() / 24;
@@ -393,7 +436,8 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         .order_by
         .iter()
         .map(|(field, dir)| {
-            let known = metrics.iter().any(|m| m.name() == field) || dimensions.iter().any(|d| d.name() == field);
+            let known = metrics.iter().any(|m| m.name() == field)
+                || dimensions.iter().any(|d| d.name() == field || (*d == Dimension::Prop && field.starts_with("event:props:")));
             if !known {
                 return Err(bad("order_by", format!("`{}` is not a requested metric or dimension", printable(field))));
             }
@@ -419,6 +463,7 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         return Err(bad("include", "time_labels needs a time dimension"));
     }
     Ok(Query {
+        prop_key,
         site_id: wire.site_id,
         metrics,
         dimensions,
@@ -434,18 +479,27 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     })
 }
 
-fn dimension(name: &str, site: &SiteView) -> Result<Dimension, String> {
+fn dimension(name: &str, site: &SiteView, prop_key: &mut Option<String>) -> Result<Dimension, String> {
+    if let Some(key) = name.strip_prefix("event:props:") {
+        if !site.prop_keys.iter().any(|k| k == key) {
+            return Err(format!("`{}` is not an allow-listed property key of this site", printable(key)));
+        }
+        match prop_key {
+            Some(other) if other != key => return Err("one property key per query".into()),
+            _ => *prop_key = Some(key.to_string()),
+        }
+        return Ok(Dimension::Prop);
+    }
     // `time` is resolved once the date range is known; Hour stands for it.
     let d = if name == "time" { Some(Dimension::Hour) } else { Dimension::parse(name) };
     match d {
         Some(d) if d.is_campaign() && !site.campaigns => Err(format!("`{name}` needs collect_campaigns on this site")),
         Some(d) => Ok(d),
-        None if name.starts_with("event:props:") => Err("custom properties are not queryable yet".into()),
         None => Err(format!("unknown dimension `{}`", printable(name))),
     }
 }
 
-fn parse_filter(value: &Value, site: &SiteView, depth: usize, conditions: &mut usize) -> Result<Filter, RequestError> {
+fn parse_filter(value: &Value, site: &SiteView, depth: usize, conditions: &mut usize, prop_key: &mut Option<String>) -> Result<Filter, RequestError> {
     let shape = || bad("filters", "each filter is [operator, dimension, [values]], or [\"and\"|\"or\", [filters]], or [\"not\", filter]");
     if depth > MAX_FILTER_DEPTH {
         return Err(bad("filters", "filters nest at most 4 deep"));
@@ -456,11 +510,11 @@ fn parse_filter(value: &Value, site: &SiteView, depth: usize, conditions: &mut u
         ("and" | "or", [_, Value::Array(children)]) if !children.is_empty() => {
             let children = children
                 .iter()
-                .map(|c| parse_filter(c, site, depth + 1, conditions))
+                .map(|c| parse_filter(c, site, depth + 1, conditions, prop_key))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(if op == "and" { Filter::And(children) } else { Filter::Or(children) })
         }
-        ("not", [_, child]) => Ok(Filter::Not(Box::new(parse_filter(child, site, depth + 1, conditions)?))),
+        ("not", [_, child]) => Ok(Filter::Not(Box::new(parse_filter(child, site, depth + 1, conditions, prop_key)?))),
         (_, [_, dimension_name, values]) => {
             *conditions += 1;
             if *conditions > MAX_CONDITIONS {
@@ -470,7 +524,7 @@ fn parse_filter(value: &Value, site: &SiteView, depth: usize, conditions: &mut u
             let dimension = dimension_name
                 .as_str()
                 .ok_or_else(shape)
-                .and_then(|n| dimension(n, site).map_err(|p| bad("filters", p)))?;
+                .and_then(|n| dimension(n, site, prop_key).map_err(|p| bad("filters", p)))?;
             if dimension.is_time() {
                 return Err(bad("filters", "time dimensions are filtered with date_range"));
             }
@@ -577,7 +631,7 @@ mod tests {
     }
 
     fn view() -> SiteView {
-        SiteView { timezone: chrono_tz::America::Toronto, campaigns: false }
+        SiteView { timezone: chrono_tz::America::Toronto, campaigns: false, prop_keys: vec!["plan".into()] }
     }
 
     /// Expected: the local first and last day of the range, or an error part.
@@ -628,6 +682,9 @@ mod tests {
         check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","order_by":[["pageviews","desc"]]}"#, Err("order_by"));
         check(r#"{"site_id":"a","metrics":["percentage"],"date_range":"day"}"#, Err("needs a dimension"));
         check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","format":"xml"}"#, Err("format"));
+        check(r#"{"site_id":"a","metrics":["events"],"date_range":"day","dimensions":["event:props:plan"]}"#, Ok(("2026-11-23", "2026-11-23")));
+        check(r#"{"site_id":"a","metrics":["events"],"date_range":"day","dimensions":["event:props:email"]}"#, Err("allow-listed"));
+        check(r#"{"site_id":"a","metrics":["events"],"date_range":"day","dimensions":["event:props:plan","visit:country"]}"#, Err("combines only"));
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn dimension(s: &mut Statement, d: Dimension, tz: &str) {
         Dimension::Device => "device",
         Dimension::Language => "language",
         Dimension::Consent => "consent",
+        Dimension::Prop => "prop_value",
         Dimension::Hour => "toString(hour, ?)",
         Dimension::Day => "toString(toDate(hour, ?))",
         Dimension::Week => "toString(toMonday(toDate(hour, ?)))",
@@ -142,11 +143,22 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
         s.push("]");
     }
     s.push(" AS dims, [");
-    s.push(&BASE.join(", "));
-    s.push("] AS base FROM traffic_hourly WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?)");
+    match &query.prop_key {
+        None => {
+            s.push(&BASE.join(", "));
+            s.push("] AS base FROM traffic_hourly");
+        }
+        // Property aggregates hold visitors and events only.
+        Some(_) => s.push("toFloat64(uniqIfMerge(visitors)), 0, 0, toFloat64(sumMerge(events)), 0, 0, 0] AS base FROM props_hourly"),
+    }
+    s.push(" WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?)");
     s.bind(query.site_id.as_str());
     s.bind(query.from.timestamp().to_string());
     s.bind(query.to.timestamp().to_string());
+    if let Some(key) = &query.prop_key {
+        s.push(" AND prop_key = ?");
+        s.bind(key.as_str());
+    }
     if !query.filters.is_empty() {
         s.push(match scope {
             Scope::Excluded => " AND NOT (",
@@ -196,7 +208,7 @@ mod tests {
     use crate::query::request::{parse, SiteView};
 
     fn check(body: &str, expected_where: &str, expected_params: usize) {
-        let view = SiteView { timezone: chrono_tz::America::Toronto, campaigns: false };
+        let view = SiteView { timezone: chrono_tz::America::Toronto, campaigns: false, prop_keys: Vec::new() };
         let q = parse(body.as_bytes(), &view, "2026-11-23T15:00:00Z".parse().unwrap()).unwrap();
         let s = build(&q, &q.dimensions, "America/Toronto", Scope::Selected);
         assert!(s.sql.contains(expected_where), "{}", s.sql);

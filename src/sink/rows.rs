@@ -136,17 +136,31 @@ pub struct DroppedRow {
     pub hits: u64,
 }
 
+/// A custom event's allow-listed property (`props_in` → `props_hourly`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Row, Serialize)]
+pub struct PropRow {
+    pub site_id: String,
+    pub hour: u32,
+    pub event: String,
+    pub page: String,
+    pub prop_key: String,
+    pub prop_value: String,
+    pub visitor: u64,
+    pub events: u64,
+}
+
 /// One batch for the writer: everything aggregated since the last flush.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub traffic: Vec<TrafficDelta>,
     pub dropped: Vec<DroppedRow>,
+    pub props: Vec<PropRow>,
     /// Hits (accepted or dropped) this batch accounts for.
     pub hits: u64,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.traffic.is_empty() && self.dropped.is_empty()
+        self.traffic.is_empty() && self.dropped.is_empty() && self.props.is_empty()
     }
 }

@@ -100,6 +100,28 @@ pub fn migrations() -> Vec<Migration> {
                  ORDER BY (site_id, day, created_at)"
                 .to_string()],
         },
+        Migration {
+            version: 3,
+            name: "custom event properties",
+            statements: vec![
+                "CREATE TABLE IF NOT EXISTS {db}.props_hourly (\
+                 site_id String, hour DateTime, event String, page String, prop_key String, prop_value String, \
+                 visitors AggregateFunction(uniqIf, UInt64, UInt8), events AggregateFunction(sum, UInt64)) \
+                 ENGINE = AggregatingMergeTree() \
+                 PARTITION BY (site_id, toYYYYMM(hour)) \
+                 ORDER BY (site_id, hour, event, prop_key, prop_value, page)"
+                    .to_string(),
+                "CREATE TABLE IF NOT EXISTS {db}.props_in (\
+                 site_id String, hour DateTime, event String, page String, prop_key String, prop_value String, \
+                 visitor UInt64, events UInt64) ENGINE = Null"
+                    .to_string(),
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.props_mv TO {db}.props_hourly AS \
+                 SELECT site_id, hour, event, page, prop_key, prop_value, \
+                 uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, sumState(events) AS events \
+                 FROM {db}.props_in GROUP BY site_id, hour, event, page, prop_key, prop_value"
+                    .to_string(),
+            ],
+        },
     ]
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::rows::{Batch, DroppedRow, TrafficRow};
+use super::rows::{Batch, TrafficRow};
 use crate::metrics::Metrics;
 
 pub struct Writer {
@@ -32,14 +32,18 @@ impl Writer {
     }
 
     async fn write(&self, batch: Batch) {
-        let Batch { traffic, dropped, hits } = batch;
+        let Batch { traffic, dropped, props, hits } = batch;
         if !traffic.is_empty() {
             let rows = traffic.len();
             self.with_retries("traffic_in", rows, || self.insert_traffic(&traffic)).await;
         }
         if !dropped.is_empty() {
             let rows = dropped.len();
-            self.with_retries("dropped_hourly", rows, || self.insert_dropped(&dropped)).await;
+            self.with_retries("dropped_hourly", rows, || self.insert_rows("dropped_hourly", &dropped)).await;
+        }
+        if !props.is_empty() {
+            let rows = props.len();
+            self.with_retries("props_in", rows, || self.insert_rows("props_in", &props)).await;
         }
         self.metrics.hits_written.fetch_add(hits, Ordering::Relaxed);
         self.metrics.queue_depth.fetch_sub(hits, Ordering::AcqRel);
@@ -89,10 +93,13 @@ impl Writer {
         insert.end().await
     }
 
-    async fn insert_dropped(&self, rows: &[DroppedRow]) -> Result<(), clickhouse::error::Error> {
+    async fn insert_rows<R>(&self, table: &str, rows: &[R]) -> Result<(), clickhouse::error::Error>
+    where
+        R: clickhouse::Row + clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = R>,
+    {
         let mut insert = self
             .client
-            .insert::<DroppedRow>("dropped_hourly")
+            .insert::<R>(table)
             .await?
             .with_timeouts(Some(self.timeout), Some(self.timeout));
         for row in rows {
