@@ -116,6 +116,9 @@ const DIAGNOSE_RUNS: usize = 3;
 /// The issue's targets: p95 per standard query.
 const TARGET_30D_MS: f64 = 300.0;
 const TARGET_12MO_MS: f64 = 1000.0;
+/// Share of the machine other processes may use during timed runs before
+/// the numbers are flagged as disturbed.
+const NOISY: f64 = 0.05;
 
 fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
@@ -253,17 +256,20 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     println!("{}", table.describe(&seeded, &plan));
 
     let server = Tamis::start(&config, scratch.path())?;
+    // This process, ClickHouse and tamis: everything else is "other processes".
+    let ours: Vec<u32> = [Some(std::process::id()), Some(server.child.id()), clickhouse_pid(&ch)].into_iter().flatten().collect();
     let cases = cases(now)?;
     let mut outcomes = Vec::new();
     for case in &cases {
-        let outcome = measure(server.addr, case, args)?;
+        let outcome = measure(server.addr, case, args, &ours)?;
         println!(
-            "  {:<5} {:<28} {:>3} runs  p50 {:>8.1} ms  p95 {:>8.1} ms",
+            "  {:<5} {:<28} {:>3} runs  p50 {:>8.1} ms  p95 {:>8.1} ms  (other processes: {:.0} % of the machine)",
             case.range,
             case.name,
             outcome.samples.len(),
             outcome.p(0.50),
-            outcome.p(0.95)
+            outcome.p(0.95),
+            outcome.others * 100.0
         );
         outcomes.push(outcome);
     }
@@ -272,8 +278,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     println!("\n-- checks of the answers");
     let sane = checks(&ch, &cases, &outcomes)?;
 
+    let cpu = cpu::Window::start(&ours);
     let diagnosis = if args.diagnose { Some(diagnose(&ch, &cases, &outcomes, now)?) } else { None };
     let explored = if args.explore { Some(explore::run(&ch, &cases, now, diagnosis.as_deref())?) } else { None };
+    let others_after = (args.diagnose || args.explore).then(|| cpu.others());
 
     let log = server.stop();
     let noisy: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") || l.contains("WARN")).collect();
@@ -290,6 +298,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     report(&cases, &outcomes, diagnosis.as_deref());
     if let Some(text) = explored {
         println!("{text}");
+    }
+    if let Some(others) = others_after {
+        println!("other processes used {:.0} % of the machine while the statements were timed on ClickHouse", others * 100.0);
     }
     Ok(sane)
 }
@@ -614,6 +625,69 @@ impl TableFacts {
 
 // ---------------------------------------------------------------- tamis
 
+fn clickhouse_pid(ch: &ClickHouse) -> Option<u32> {
+    fs::read_to_string(ch.dir.join("server.pid")).ok()?.trim().parse().ok()
+}
+
+/// CPU accounting from `/proc`, to tell whether other processes shared the
+/// machine while something was timed.
+mod cpu {
+    use std::fs;
+
+    /// (busy, interrupts, total) clock ticks of the whole machine.
+    fn host() -> (u64, u64, u64) {
+        let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+        let v: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let get = |i: usize| v.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal
+        let total: u64 = v.iter().take(8).sum();
+        let idle = get(3) + get(4);
+        (total - idle, get(5) + get(6), total)
+    }
+
+    /// User + system clock ticks of every thread of `pid`.
+    fn process(pid: u32) -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        // Fields 14 and 15 of the whole line; `rest` starts at field 3.
+        f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+    }
+
+    pub struct Window {
+        pids: Vec<u32>,
+        host: (u64, u64, u64),
+        ours: u64,
+    }
+
+    impl Window {
+        pub fn start(pids: &[u32]) -> Window {
+            Window { pids: pids.to_vec(), host: host(), ours: pids.iter().map(|p| process(*p)).sum() }
+        }
+
+        /// Share of the machine's capacity (all cores) used since `start` by
+        /// processes other than `pids` (interrupt time, loopback traffic
+        /// mostly, left out).
+        pub fn others(&self) -> f64 {
+            let (busy, irq, total) = host();
+            let ours: u64 = self.pids.iter().map(|p| process(*p)).sum();
+            let busy = busy.saturating_sub(self.host.0).saturating_sub(irq.saturating_sub(self.host.1));
+            let total = total.saturating_sub(self.host.2);
+            if total == 0 {
+                return 0.0;
+            }
+            busy.saturating_sub(ours.saturating_sub(self.ours)) as f64 / total as f64
+        }
+    }
+}
+
 struct Tamis {
     addr: SocketAddr,
     log: PathBuf,
@@ -780,6 +854,8 @@ fn cases(now: DateTime<Utc>) -> anyhow::Result<Vec<Case>> {
 
 struct Outcome {
     samples: Vec<f64>,
+    /// Share of the machine other processes used during the timed runs.
+    others: f64,
     /// The answers of the last warm-up run, one per body.
     answers: Vec<Value>,
 }
@@ -801,11 +877,12 @@ fn percentile(samples: &[f64], q: f64) -> f64 {
     s[rank - 1]
 }
 
-fn measure(addr: SocketAddr, case: &Case, args: &Args) -> anyhow::Result<Outcome> {
+fn measure(addr: SocketAddr, case: &Case, args: &Args, ours: &[u32]) -> anyhow::Result<Outcome> {
     let mut answers = Vec::new();
     for _ in 0..WARMUP {
         answers = case.bodies.iter().map(|b| api(addr, b)).collect::<anyhow::Result<_>>()?;
     }
+    let cpu = cpu::Window::start(ours);
     let started = Instant::now();
     let mut samples = Vec::new();
     while samples.len() < args.runs && (samples.len() < MIN_RUNS || started.elapsed() < args.budget) {
@@ -815,7 +892,7 @@ fn measure(addr: SocketAddr, case: &Case, args: &Args) -> anyhow::Result<Outcome
         }
         samples.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    Ok(Outcome { samples, answers })
+    Ok(Outcome { samples, others: cpu.others(), answers })
 }
 
 // ---------------------------------------------------------------- checks
@@ -967,7 +1044,7 @@ fn time_statement(ch: &ClickHouse, sql: &str) -> anyhow::Result<Timed> {
 /// For every case, the statements tamis runs for its requests (as
 /// `Api::run` does: the breakdown, then the totals), timed on ClickHouse.
 fn diagnose(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome], now: DateTime<Utc>) -> anyhow::Result<Vec<Diagnosis>> {
-    println!("\n-- the same statements straight on ClickHouse (FORMAT JSON statistics, median of {DIAGNOSE_RUNS})");
+    println!("\n-- the same statements straight on ClickHouse (FORMAT JSON statistics, median of {DIAGNOSE_RUNS} runs, 1 run when over 1 s)");
     let view = site_view();
     let mut out = Vec::new();
     for (case, outcome) in cases.iter().zip(outcomes) {
@@ -1013,7 +1090,10 @@ fn diagnose(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome], now: DateTime
 // ---------------------------------------------------------------- report
 
 fn report(cases: &[Case], outcomes: &[Outcome], diagnosis: Option<&[Diagnosis]>) {
-    let mut header = format!("{:<5}  {:<28} {:>4} {:>9} {:>9} {:>9} {:>7}  {:<6}", "range", "query", "runs", "p50(ms)", "p95(ms)", "max(ms)", "target", "result");
+    let mut header = format!(
+        "{:<5}  {:<28} {:>4} {:>9} {:>9} {:>9} {:>7}  {:<6} {:>7}",
+        "range", "query", "runs", "p50(ms)", "p95(ms)", "max(ms)", "target", "result", "others"
+    );
     if diagnosis.is_some() {
         header.push_str(&format!(" {:>8} {:>9} {:>11} {:>8}", "ch_ms", "totals_ms", "rows_read", "MB_read"));
     }
@@ -1027,7 +1107,7 @@ fn report(cases: &[Case], outcomes: &[Outcome], diagnosis: Option<&[Diagnosis]>)
         }
         let max = o.samples.iter().copied().fold(f64::NAN, f64::max);
         let mut line = format!(
-            "{:<5}  {:<28} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>7}  {:<6}",
+            "{:<5}  {:<28} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>7}  {:<6} {:>6.0}%",
             case.range,
             case.name,
             o.samples.len(),
@@ -1035,7 +1115,8 @@ fn report(cases: &[Case], outcomes: &[Outcome], diagnosis: Option<&[Diagnosis]>)
             p95,
             max,
             format!("{:.0}", case.target_ms),
-            if met { "met" } else { "MISSED" }
+            if met { "met" } else { "MISSED" },
+            o.others * 100.0
         );
         if let Some(d) = diagnosis.and_then(|d| d.get(i)) {
             line.push_str(&format!(" {:>8.1} {:>9.1} {:>11} {:>8.1}", d.elapsed_ms, d.totals_ms, d.rows_read, d.bytes_read as f64 / 1e6));
@@ -1043,15 +1124,23 @@ fn report(cases: &[Case], outcomes: &[Outcome], diagnosis: Option<&[Diagnosis]>)
         println!("{line}");
     }
     println!(
-        "(p95 is nearest-rank over the timed runs; \"totals + comparison\" is two requests in a row; ch_ms: the server's own time for the \
-         statements tamis runs for those requests, medians, summed; totals_ms: the part of it spent on the \
-         totals statement tamis runs after each breakdown)"
+        "(p95 is nearest-rank over the timed runs, the slowest run when fewer than 20; \"totals + comparison\" is two requests in a row; \
+         others: CPU share of the machine used by processes other than ClickHouse, tamis and this bench during the timed runs; \
+         ch_ms: the server's own time for the statements tamis runs for those requests, medians, summed; totals_ms: the part \
+         of it spent on the totals statement tamis runs after each breakdown)"
     );
     if let Some(d) = diagnosis {
         let doubled: usize = d.iter().map(|d| d.identical_pairs).sum();
         if doubled > 0 {
             println!("note: {doubled} of these requests have no dimension, and tamis runs the very same statement twice for them (rows and totals)");
         }
+    }
+    let busiest = outcomes.iter().map(|o| o.others).fold(0.0, f64::max);
+    if busiest > NOISY {
+        println!(
+            "WARNING: other processes used up to {:.0} % of the machine during the timed runs (column others): those numbers are disturbed",
+            busiest * 100.0
+        );
     }
     if missed.is_empty() {
         println!("targets (p95 ≤ {TARGET_30D_MS:.0} ms for 30d, ≤ {TARGET_12MO_MS:.0} ms for 12mo): all met");
