@@ -28,15 +28,15 @@
 //!   browsers with 3 major versions each, 6 operating systems, 3 devices
 //!   (by OS), fr/en/es, three consent states; visits ≈ pageviews / 2.5,
 //!   bounce rate ≈ 45 %, ~150 s per visit. Each row's visitor key comes
-//!   from a daily pool as large as the day's rows (keys repeat within a
-//!   day, ~38k visitors a day), and the source, region, browser, OS,
-//!   device, language and consent follow from the key, so a visitor keeps
-//!   them all day and breakdown shares add up to 100 %. Real traffic of
-//!   this volume has more visitors and more combinations per hour than
-//!   2,500 (raise `--rows-per-hour` to see how reading time grows with
-//!   them). Then it waits for background merges
-//!   to finish (production never runs `OPTIMIZE … FINAL`, and neither does
-//!   this bench) and reports the table's parts, rows and bytes.
+//!   from a pool as large as a day's rows, renewed each local day as
+//!   tamis's daily salts renew keys (keys repeat within a day: ~38k
+//!   visitors a day), and the source, region, browser, OS, device, language
+//!   and consent follow from the key, so a visitor keeps them all day.
+//!   Real traffic of this volume has more visitors and more combinations
+//!   per hour than 2,500 (raise `--rows-per-hour` to see reading time grow
+//!   with them). Then it waits for background merges to finish (production
+//!   never runs `OPTIMIZE … FINAL`, and neither does this bench) and
+//!   reports the table's parts, rows and bytes.
 //! - **tamis**: the release binary, `tamis serve`, as a child process.
 //! - **queries**: the dashboard's standard set through the real HTTP API
 //!   (`POST /api/v2/query`, Bearer token), one request at a time on a fresh
@@ -49,9 +49,14 @@
 //!   first, never fewer than 5); it prints p50/p95/max per query and
 //!   whether the issue's targets are met (p95 ≤ 300 ms for 30 days, ≤ 1 s
 //!   for 12 months), without failing the run over them.
+//!   The CPU other processes used meanwhile is shown per query (`others`,
+//!   from `/proc`): above 5 % of the machine, the numbers are flagged as
+//!   disturbed.
 //! - **checks**: the answers must make sense (totals equal the seeded
-//!   pageviews of the range, 10 top pages led by `/`, the 13 regions, …);
-//!   the run fails if they do not, or if any request is not answered 200.
+//!   pageviews of the range, 10 top pages led by `/`, the 13 regions,
+//!   browser and device shares adding up to 100 % within 3 %, as `uniq` is
+//!   exact only up to 65,536 visitors, …); the run fails if they do not, or
+//!   if any request is not answered 200.
 //! - **where the time goes**: unless `--no-diagnose`, the exact statements
 //!   tamis runs for each request (built with `tamis::query::sql`, the values
 //!   bound as the `clickhouse` crate binds them) are run again straight on
@@ -61,12 +66,11 @@
 //! - **exploration**: with `--explore`, experimental tables are created in
 //!   the bench database (see [`explore`]): narrow rollups of one dimension
 //!   each by hour, by local day and by local month, `uniqHLL12` sketches
-//!   instead of `uniq` sets, plain sum columns. The requests' statements,
-//!   shaped as tamis shapes them, are timed on those too, and the 12-month
-//!   totals statement is timed part by part (scan, sums, visitor sets).
-//!   Seeding takes about twice as long. (Shares of `visit:browser` and
-//!   `visit:device` add up to 100 % within 3 %: `uniq` is exact only up to
-//!   65,536 visitors.)
+//!   instead of `uniq` sets, plain sum columns, and finished days with
+//!   visitors as plain per-day numbers. The requests' statements, shaped
+//!   as tamis shapes them, are timed on those too, and the 12-month totals
+//!   statement is timed part by part (scan, sums, visitor sets). Seeding
+//!   takes about twice as long, the whole run about 15 minutes.
 //!
 //! The 12-month comparison period lies mostly before the seeded year
 //! (seed more with `--days 760` to fill it); the 30-day one is full.
@@ -469,10 +473,11 @@ impl SeedPlan {
                      multiIf(v4 < 0.35, 0, v4 < 0.65, 1, 2 + toUInt32(floor(exp(v5 * log(300.)) - 1))) AS si, \
                      multiIf(v7 < 0.45, 1, v7 < 0.70, 2, v7 < 0.80, 3, v7 < 0.87, 4, v7 < 0.91, 5, v7 < 0.93, 6, \
                              v7 < 0.95, 7, v7 < 0.97, 8, v7 < 0.985, 9, 10) AS bi \
-                   FROM (SELECT n, hts, cityHash64(intDiv(hts, 86400), cityHash64(n, 20) % {pool}) AS vk \
+                   FROM (SELECT n, hts, cityHash64(toUInt32(toDate(toDateTime(hts), '{tz}')), cityHash64(n, 20) % {pool}) AS vk \
                          FROM (SELECT number + {offset} AS n, toUInt32({first_ts} + intDiv(number, {r}) * 3600) AS hts \
                                FROM numbers({count}))))",
             pool = self.visitor_pool,
+            tz = TZ.name(),
             spread = 4.0 * (self.mean_pageviews - 1.0),
             offset = first_hour * r,
             count = hours * r,
@@ -1164,7 +1169,14 @@ fn report(cases: &[Case], outcomes: &[Outcome], diagnosis: Option<&[Diagnosis]>)
 /// - derived after seeding with `-MergeState` (what materialized views
 ///   would hold too): `x_<…>_daily` and `x_<…>_monthly` by local day and
 ///   month, used "tiled": whole months from the monthly table, the other
-///   days from the daily one.
+///   days from the daily one;
+/// - derived after that: `x_<…>_daily_plain` and `x_<…>_monthly_plain`,
+///   finished days with visitors as plain numbers (`uniqIfMerge` per local
+///   day, then sums), what a job closing each local day would write. Since
+///   each local day's salt gives every visitor a new key, visitors of
+///   different days never coincide and per-day counts add up across days
+///   (not across rows of one day: one plain table per breakdown). Today
+///   still comes from the hourly states.
 mod explore {
     use super::*;
 
@@ -1339,8 +1351,118 @@ mod explore {
                 ),
             )?;
         }
-        println!("--explore: derived {} daily and monthly tables in {:.0} s", DERIVED.len(), started.elapsed().as_secs_f64());
+        // Finished days as plain numbers: visitor keys change with each local
+        // day's salt, so visitors add up across days (not across rows).
+        for t in PLAIN {
+            let dim = (t != "site").then_some(t);
+            let col = dim.map_or(String::new(), |d| format!(", {d} String"));
+            let key = dim.map_or(String::new(), |d| format!(", {d}"));
+            for grain in [Grain::Day, Grain::Month] {
+                let time = grain.name();
+                exec(
+                    ch,
+                    &format!(
+                        "CREATE TABLE {DATABASE}.x_{t}_{}_plain (site_id String, {}{col}, visitors UInt64, visits Int64, pageviews UInt64, \
+                         events UInt64, bounces Int64, duration Int64, exits Int64) ENGINE = SummingMergeTree() \
+                         PARTITION BY (site_id, toYYYYMM({time})) ORDER BY (site_id, {time}{key})",
+                        if grain == Grain::Day { "daily" } else { "monthly" },
+                        grain.column()
+                    ),
+                )?;
+            }
+            exec(
+                ch,
+                &format!(
+                    "INSERT INTO {DATABASE}.x_{t}_daily_plain SELECT site_id, day{key}, uniqIfMerge(visitors), sumMerge(visits), sumMerge(pageviews), \
+                     sumMerge(events), sumMerge(bounces), sumMerge(duration), sumMerge(exits) FROM {DATABASE}.x_{t}_daily GROUP BY site_id, day{key}"
+                ),
+            )?;
+            exec(
+                ch,
+                &format!(
+                    "INSERT INTO {DATABASE}.x_{t}_monthly_plain SELECT site_id, toStartOfMonth(day) AS month{key}, sum(visitors), sum(visits), \
+                     sum(pageviews), sum(events), sum(bounces), sum(duration), sum(exits) FROM {DATABASE}.x_{t}_daily_plain GROUP BY site_id, month{key}"
+                ),
+            )?;
+        }
+        println!(
+            "--explore: derived {} daily and monthly tables with states and {} with plain numbers in {:.0} s",
+            DERIVED.len(),
+            PLAIN.len() * 2,
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
+    }
+
+    /// Dimensions (and `site`, none) with plain daily and monthly tables.
+    const PLAIN: [&str; 6] = ["site", "page", "source", "region", "browser", "device"];
+
+    /// Local days `first..=last` as whole months and the other day ranges.
+    /// (A breakdown by day cannot use monthly rows: `months_ok` false.)
+    fn split(first: NaiveDate, last: NaiveDate, months_ok: bool) -> (Vec<(NaiveDate, NaiveDate)>, Vec<NaiveDate>) {
+        let mut day_ranges = Vec::new();
+        let mut months = Vec::new();
+        let mut m = first.with_day(1).unwrap_or(first);
+        while m <= last {
+            let next = m.checked_add_months(chrono::Months::new(1)).unwrap_or(m);
+            let end = next - chrono::Duration::days(1);
+            let (a, b) = (first.max(m), last.min(end));
+            if months_ok && a == m && b == end {
+                months.push(m);
+            } else {
+                day_ranges.push((a, b));
+            }
+            m = next;
+        }
+        (day_ranges, months)
+    }
+
+    /// The range from plain tables for finished days (whole months from
+    /// `x_<t>_monthly_plain`, other days from `x_<t>_daily_plain`) and from
+    /// states for today (`today_states`: table, grouping expression, filter).
+    fn plain(t: &str, d_day: Option<&str>, d_month: Option<&str>, first: NaiveDate, last: NaiveDate, today: NaiveDate, today_states: (&str, Option<&str>, &str)) -> String {
+        let cols = named(&[
+            "toFloat64(visitors)",
+            "toFloat64(visits)",
+            "toFloat64(pageviews)",
+            "toFloat64(events)",
+            "toFloat64(bounces)",
+            "toFloat64(duration)",
+            "toFloat64(exits)",
+        ]);
+        let site = format!("site_id = '{SITE}'");
+        let mut parts = Vec::new();
+        let finished = last.min(today - chrono::Duration::days(1));
+        if first <= finished {
+            let (day_ranges, months) = split(first, finished, !(d_day.is_some() && d_month.is_none()));
+            if !day_ranges.is_empty() {
+                let days: Vec<String> = day_ranges.iter().map(|(a, b)| format!("(day >= toDate('{a}') AND day <= toDate('{b}'))")).collect();
+                let d = d_day.map_or(String::new(), |d| format!("{d} AS d, "));
+                parts.push(format!("SELECT {d}{cols} FROM {DATABASE}.x_{t}_daily_plain WHERE {site} AND ({})", days.join(" OR ")));
+            }
+            if let (Some(a), Some(b)) = (months.first(), months.last()) {
+                let d = d_month.map_or(String::new(), |d| format!("{d} AS d, "));
+                parts.push(format!("SELECT {d}{cols} FROM {DATABASE}.x_{t}_monthly_plain WHERE {site} AND month >= toDate('{a}') AND month <= toDate('{b}')"));
+            }
+        }
+        if last >= today {
+            let (table, d, filter) = today_states;
+            let base = named(&sql::BASE);
+            parts.push(match d {
+                Some(d) => format!("SELECT {d} AS d, {base} FROM {DATABASE}.x_{table} WHERE {site} AND {filter} GROUP BY d"),
+                None => format!("SELECT {base} FROM {DATABASE}.x_{table} WHERE {site} AND {filter}"),
+            });
+        }
+        let sums: Vec<String> = (1..=7).map(|i| format!("sum(c{i})")).collect();
+        let grouped = if d_day.is_some() { "d, " } else { "" };
+        let group = if d_day.is_some() { " GROUP BY d" } else { "" };
+        format!("SELECT {grouped}{} FROM ({}){group}", sums.join(", "), parts.join(" UNION ALL "))
+    }
+
+    /// Seven value expressions named c1..c7 (a union names its columns
+    /// after its first branch).
+    fn named(values: &[&str]) -> String {
+        values.iter().enumerate().map(|(i, v)| format!("{v} AS c{}", i + 1)).collect::<Vec<_>>().join(", ")
     }
 
     /// Server time (ms) and rows read of statements run one after the other.
@@ -1372,20 +1494,7 @@ mod explore {
     /// lie wholly inside) and `x_<table>_daily` (the other days); `d_day` and
     /// `d_month` group each table's rows.
     fn tiled(table: &str, d_day: Option<&str>, d_month: Option<&str>, first: NaiveDate, last: NaiveDate) -> String {
-        let mut day_ranges: Vec<(NaiveDate, NaiveDate)> = Vec::new();
-        let mut months: Vec<NaiveDate> = Vec::new();
-        let mut m = first.with_day(1).unwrap_or(first);
-        while m <= last {
-            let next = m.checked_add_months(chrono::Months::new(1)).unwrap_or(m);
-            let end = next - chrono::Duration::days(1);
-            let (a, b) = (first.max(m), last.min(end));
-            if a == m && b == end {
-                months.push(m);
-            } else {
-                day_ranges.push((a, b));
-            }
-            m = next;
-        }
+        let (day_ranges, months) = split(first, last, !(d_day.is_some() && d_month.is_none()));
         let site = format!("site_id = '{SITE}'");
         let mut parts = Vec::new();
         if !day_ranges.is_empty() {
@@ -1429,16 +1538,18 @@ mod explore {
         let _ = writeln!(out, "tables (rows, MB compressed): {}", sizes.lines().map(|l| l.replace('\t', " ")).collect::<Vec<_>>().join("; "));
         let view = site_view();
         let header = format!(
-            "{:<5}  {:<28} {:>8} {:>10} {:>8} {:>8} {:>8} {:>11}",
-            "range", "query", "now", "plain_sums", "hourly", "tiled", "hll", "tiled_rows"
+            "{:<5}  {:<28} {:>8} {:>10} {:>8} {:>8} {:>8} {:>11} {:>8} {:>11}",
+            "range", "query", "now", "plain_sums", "hourly", "tiled", "hll", "tiled_rows", "plain", "plain_rows"
         );
         println!("  {header}");
         let _ = writeln!(out, "{header}");
         let tz = TZ.name();
+        let today = now.with_timezone(&TZ).date_naive();
+        let today_start = request::local_midnight(today, TZ).timestamp();
         for (i, case) in cases.iter().enumerate() {
             let dim = dimension_of(case.kind);
             let month_series = case.range == "12mo";
-            let (mut wide, mut hourly, mut tiled_s, mut hll) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut wide, mut hourly, mut tiled_s, mut hll, mut plain_s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let hll_table = match case.kind {
                 Kind::Totals | Kind::Timeseries => Some("site_hourly_hll"),
                 Kind::Sources => Some("source_hourly_hll"),
@@ -1470,11 +1581,31 @@ mod explore {
                 // tiled daily + monthly rollups
                 tiled_s.push(match (case.kind, dim) {
                     (Kind::Timeseries, _) if month_series => tiled("site", Some("toString(toStartOfMonth(day))"), Some("toString(month)"), first, last),
-                    (Kind::Timeseries, _) => tiled("site", Some("toString(day)"), Some("toString(month)"), first, last),
+                    (Kind::Timeseries, _) => tiled("site", Some("toString(day)"), None, first, last),
                     (_, Some(d)) => tiled(d, Some(d), Some(d), first, last),
                     (_, None) => tiled("site", None, None, first, last),
                 });
                 tiled_s.push(tiled("site", None, None, first, last));
+                // finished days as plain numbers, today from states
+                let today_hours = format!("hour >= toDateTime({}) AND hour < toDateTime({})", today_start, q.to.timestamp());
+                let today_day = format!("day = toDate('{today}')");
+                let site_today = ("site_hourly", None, today_hours.as_str());
+                plain_s.push(match (case.kind, dim) {
+                    (Kind::Timeseries, _) if month_series => plain(
+                        "site",
+                        Some("toString(toStartOfMonth(day))"),
+                        Some("toString(month)"),
+                        first,
+                        last,
+                        today,
+                        ("site_hourly", Some(&series_hour), &today_hours),
+                    ),
+                    (Kind::Timeseries, _) => plain("site", Some("toString(day)"), None, first, last, today, ("site_hourly", Some(&series_hour), &today_hours)),
+                    (Kind::Pages, _) => plain("page", Some("page"), Some("page"), first, last, today, ("page_daily", Some("page"), &today_day)),
+                    (_, Some(d)) => plain(d, Some(d), Some(d), first, last, today, (&format!("{d}_hourly"), Some(d), &today_hours)),
+                    (_, None) => plain("site", None, None, first, last, today, site_today),
+                });
+                plain_s.push(plain("site", None, None, first, last, today, site_today));
                 // visitor sketches instead of sets
                 if let Some(table) = hll_table {
                     hll.push(match case.kind {
@@ -1490,10 +1621,11 @@ mod explore {
             let hourly_ms = time_all(ch, &hourly)?.0;
             let (tiled_ms, tiled_rows) = time_all(ch, &tiled_s)?;
             let hll_ms = if hll.is_empty() { "-".to_string() } else { format!("{:.1}", time_all(ch, &hll)?.0) };
+            let (plain_ms, plain_rows) = time_all(ch, &plain_s)?;
             let now_ms = current.and_then(|d| d.get(i)).map_or("-".to_string(), |d| format!("{:.1}", d.elapsed_ms));
             let line = format!(
-                "{:<5}  {:<28} {:>8} {:>10.1} {:>8.1} {:>8.1} {:>8} {:>11}",
-                case.range, case.name, now_ms, wide_ms, hourly_ms, tiled_ms, hll_ms, tiled_rows
+                "{:<5}  {:<28} {:>8} {:>10.1} {:>8.1} {:>8.1} {:>8} {:>11} {:>8.1} {:>11}",
+                case.range, case.name, now_ms, wide_ms, hourly_ms, tiled_ms, hll_ms, tiled_rows, plain_ms, plain_rows
             );
             println!("  {line}");
             let _ = writeln!(out, "{line}");
@@ -1503,7 +1635,9 @@ mod explore {
             "(now: traffic_hourly, as tamis runs today; plain_sums: x_wide_sum, the same rows with plain sum columns; \
              hourly: x_site_hourly for totals and series, x_page_daily for pages, x_<dimension>_hourly otherwise; \
              tiled: x_<…>_monthly for whole local months + x_<…>_daily for the other days; hll: like hourly with uniqHLL12 \
-             sketches (totals, series, sources, pages only); tiled_rows: rows the tiled statements read)"
+             sketches (totals, series, sources, pages only); tiled_rows: rows the tiled statements read; plain: finished days \
+             from x_<…>_monthly_plain / x_<…>_daily_plain, where visitors are plain per-day counts (visitor keys change with each \
+             local day's salt, so they add up across days), today from the states of the hourly tables; plain_rows: rows those read)"
         );
 
         // Where the time goes in one statement: the 12-month totals.
@@ -1513,6 +1647,8 @@ mod explore {
             let first = q.from.with_timezone(&TZ).date_naive();
             let last = (q.to - chrono::Duration::seconds(1)).with_timezone(&TZ).date_naive();
             let sums = "sumMerge(visits), sumMerge(pageviews), sumMerge(events), sumMerge(bounces), sumMerge(duration), sumMerge(exits)";
+            let today_hours = format!("hour >= toDateTime({today_start}) AND hour < toDateTime({})", q.to.timestamp());
+            let plain_totals = plain("site", None, None, first, last, today, ("site_hourly", None, &today_hours));
             let mut parts = Vec::new();
             for (label, statement) in [
                 ("count() (scan and filter only)", format!("SELECT count() FROM {DATABASE}.traffic_hourly WHERE {filter}")),
@@ -1524,6 +1660,7 @@ mod explore {
                 ("6 sumMerge on x_site_hourly", format!("SELECT {sums} FROM {DATABASE}.x_site_hourly WHERE {filter}")),
                 ("all 7 tiled (x_site_monthly + x_site_daily)", tiled("site", None, None, first, last)),
                 ("all 7 on x_site_hourly_hll", flat("site_hourly_hll", None, &filter, "uniqHLL12If")),
+                ("all 7 plain (finished days) + states (today)", plain_totals.clone()),
             ] {
                 let t = time_statement(ch, &statement)?;
                 parts.push(format!("{label}: {:.0} ms ({} rows)", t.elapsed_ms, t.rows_read));
@@ -1536,12 +1673,13 @@ mod explore {
             };
             let _ = writeln!(
                 out,
-                "12mo totals from each: traffic_hourly {}; x_wide_sum {}; x_site_hourly {}; tiled {}; x_site_hourly_hll {}",
+                "12mo totals from each: traffic_hourly {}; x_wide_sum {}; x_site_hourly {}; tiled {}; x_site_hourly_hll {}; plain {}",
                 answer(format!("SELECT {} FROM {DATABASE}.traffic_hourly WHERE {filter}", base("uniqIf")))?,
                 answer(format!("SELECT {} FROM {DATABASE}.x_wide_sum WHERE {filter}", base("uniqIf").replace("sumMerge(", "sum(")))?,
                 answer(flat("site_hourly", None, &filter, "uniqIf"))?,
                 answer(tiled("site", None, None, first, last))?,
                 answer(flat("site_hourly_hll", None, &filter, "uniqHLL12If"))?,
+                answer(plain_totals)?,
             );
         }
         Ok(out)
