@@ -1860,6 +1860,9 @@ mod tamis_server {
             r#"[server]
 trusted_proxies = ["127.0.0.1/32", "::1/128"]
 
+[storage]
+log_dir = "log-{database}"
+
 [clickhouse]
 url = "{url}"
 database = "{database}"

@@ -31,6 +31,17 @@ pub struct Metrics {
     pub sessions_open: AtomicU64,
     pub clickhouse_up: AtomicU64,
     pub api_queries: AtomicU64,
+    pub log_bytes: AtomicU64,
+    pub log_backlog: AtomicU64,
+    /// When the oldest record not yet in ClickHouse became durable, in
+    /// milliseconds since the epoch; 0 when there is none.
+    pub log_oldest_unconfirmed_ms: AtomicU64,
+    pub log_full: AtomicU64,
+    pub log_torn_tails: AtomicU64,
+    pub log_corrupt: AtomicU64,
+    pub log_fsyncs: AtomicU64,
+    pub log_write_errors: AtomicU64,
+    pub batches_dead_lettered: AtomicU64,
 }
 
 impl Metrics {
@@ -108,6 +119,32 @@ impl Metrics {
             "Stats API queries answered.",
             get(&self.api_queries),
         );
+        counter(
+            "tamis_log_fsyncs_total",
+            "Group commits of the durable log (one fsync each).",
+            get(&self.log_fsyncs),
+        );
+        counter(
+            "tamis_log_write_errors_total",
+            "Failed writes to the durable log (those hits got 503).",
+            get(&self.log_write_errors),
+        );
+        counter(
+            "tamis_rows_dead_lettered_total",
+            "Rows ClickHouse refused, written to the dead-letter folder.",
+            get(&self.batches_dead_lettered),
+        );
+        out.push_str("# HELP tamis_log_records_skipped_total Log records found unreadable at start-up, by reason.\n# TYPE tamis_log_records_skipped_total counter\n");
+        let _ = writeln!(
+            out,
+            "tamis_log_records_skipped_total{{reason=\"torn_tail\"}} {}",
+            get(&self.log_torn_tails)
+        );
+        let _ = writeln!(
+            out,
+            "tamis_log_records_skipped_total{{reason=\"corrupt\"}} {}",
+            get(&self.log_corrupt)
+        );
 
         out.push_str("# HELP tamis_hits_dropped_total Hits not counted, by reason.\n# TYPE tamis_hits_dropped_total counter\n");
         for reason in DropReason::ALL {
@@ -127,8 +164,23 @@ impl Metrics {
         };
         gauge(
             "tamis_queue_depth",
-            "Hits accepted and not yet written to ClickHouse.",
+            "Logged hits held in memory by the aggregator, not yet written to ClickHouse.",
             get(&self.queue_depth),
+        );
+        gauge(
+            "tamis_log_bytes",
+            "Size of the durable log on disk.",
+            get(&self.log_bytes),
+        );
+        gauge(
+            "tamis_log_backlog_hits",
+            "Hits in the durable log not yet confirmed by ClickHouse.",
+            get(&self.log_backlog),
+        );
+        gauge(
+            "tamis_log_full",
+            "1 while the durable log is at its size cap (ingestion answers 503).",
+            get(&self.log_full),
         );
         gauge(
             "tamis_batches_pending",
@@ -145,6 +197,13 @@ impl Metrics {
             "1 when the last ClickHouse call succeeded.",
             get(&self.clickhouse_up),
         );
+        let oldest = get(&self.log_oldest_unconfirmed_ms);
+        let age = if oldest == 0 {
+            0.0
+        } else {
+            (now_ms().saturating_sub(oldest)) as f64 / 1000.0
+        };
+        let _ = write!(out, "# HELP tamis_log_backlog_age_seconds Age of the oldest hit not yet confirmed by ClickHouse.\n# TYPE tamis_log_backlog_age_seconds gauge\ntamis_log_backlog_age_seconds {age}\n");
 
         out.push_str("# HELP tamis_insert_duration_seconds ClickHouse insert latency.\n# TYPE tamis_insert_duration_seconds histogram\n");
         for (bucket, le) in self.insert_latency_buckets.iter().zip(LATENCY_BUCKETS) {
@@ -167,6 +226,12 @@ impl Metrics {
         let _ = writeln!(out, "tamis_insert_duration_seconds_count {count}");
         out
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

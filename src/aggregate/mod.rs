@@ -1,10 +1,12 @@
-//! The aggregation stage: privacy-processed events in, hourly aggregate
-//! deltas out. Request handlers record their hits directly under a short
-//! lock ([`Intake::admit`]) — no hand-off to another task per hit — and a
-//! flusher task hands full or old-enough batches to the writer. Hits not yet
-//! written are bounded: past the capacity, ingest answers 503, so pressure
-//! travels upstream instead of memory growing.
+//! The aggregation stage: logged, privacy-processed hits in, hourly
+//! aggregate deltas out. The feeder ([`feed`]) reads records back from the
+//! journal in order and records them under a short lock
+//! ([`Intake::feed`]); a flusher task hands full or old-enough batches,
+//! each covering a contiguous range of log records, to the writer. Hits
+//! held in memory are bounded by `server.queue_capacity`: past it the
+//! feeder waits and the backlog stays on disk.
 
+pub mod feed;
 pub mod hour;
 pub mod sessions;
 
@@ -60,10 +62,8 @@ impl RowKey {
 
 /// Shared entry of the aggregation stage.
 pub struct Intake {
-    /// `None` once the final batch was taken: nothing may be admitted after.
+    /// `None` once the final batch was taken: nothing may be fed after.
     state: Mutex<Option<Aggregator>>,
-    /// Most hits held between admission and their batch being written.
-    capacity: u64,
     batch_rows: usize,
     flush_interval: Duration,
     due: Notify,
@@ -71,14 +71,13 @@ pub struct Intake {
     clock: Clock,
 }
 
-/// The hit was not admitted: too many are waiting to be written.
-#[derive(Debug)]
-pub struct Overloaded;
+/// One log record read back: its number, and its messages (`None` when the
+/// record could not be read; its number is still accounted for).
+pub type Logged = (u64, Option<Vec<Message>>);
 
 impl Intake {
     pub fn new(
         sites: Vec<Arc<SiteSettings>>,
-        capacity: usize,
         batch_rows: usize,
         flush_interval: Duration,
         metrics: Arc<Metrics>,
@@ -86,7 +85,6 @@ impl Intake {
     ) -> Intake {
         Intake {
             state: Mutex::new(Some(Aggregator::new(sites))),
-            capacity: capacity as u64,
             batch_rows,
             flush_interval,
             due: Notify::new(),
@@ -95,32 +93,30 @@ impl Intake {
         }
     }
 
-    /// Records all of a hit's messages, or none of them.
-    pub fn admit(&self, messages: Vec<Message>) -> Result<(), Overloaded> {
-        let n = messages.len() as u64;
-        // `queue_depth` counts hits admitted and not yet written; the writer
-        // takes them off when ClickHouse confirms their batch.
-        let before = self.metrics.queue_depth.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.capacity {
-            self.metrics.queue_depth.fetch_sub(n, Ordering::AcqRel);
-            return Err(Overloaded);
-        }
+    /// Records log records, in log order. `queue_depth` counts records fed
+    /// and not yet confirmed by ClickHouse (the writer takes them off); the
+    /// feeder keeps it under `server.queue_capacity`. Returns false when
+    /// the final batch is already gone.
+    pub fn feed(&self, records: Vec<Logged>) -> bool {
+        let n = records.len() as u64;
         let full = {
             let mut guard = self.lock();
             let Some(state) = guard.as_mut() else {
-                // Shutting down: the last batch is gone; refuse, never drop.
-                self.metrics.queue_depth.fetch_sub(n, Ordering::AcqRel);
-                return Err(Overloaded);
+                return false;
             };
-            for message in messages {
-                state.handle(message);
+            for (seq, messages) in records {
+                state.note_seq(seq);
+                for message in messages.into_iter().flatten() {
+                    state.handle(message);
+                }
             }
             state.rows() >= self.batch_rows
         };
+        self.metrics.queue_depth.fetch_add(n, Ordering::AcqRel);
         if full {
             self.due.notify_one();
         }
-        Ok(())
+        true
     }
 
     /// Hands batches to the writer when full or old enough, until
@@ -161,7 +157,7 @@ impl Intake {
     }
 
     async fn hand_over(&self, batch: Option<Batch>, output: &mpsc::Sender<Batch>) {
-        let Some(batch) = batch.filter(|b| b.hits > 0) else {
+        let Some(batch) = batch.filter(|b| b.end_seq > b.first_seq) else {
             return;
         };
         self.metrics.batches_pending.fetch_add(1, Ordering::Relaxed);
@@ -203,6 +199,9 @@ pub struct Aggregator {
     /// visitor) → events.
     props: HashMap<(usize, u32, Arc<str>, Arc<str>, String, String, u64), u64>,
     hits: u64,
+    /// Log records this batch covers: `first_seq..end_seq`.
+    first_seq: Option<u64>,
+    end_seq: u64,
     oldest: Option<Instant>,
     pageview: Arc<str>,
 }
@@ -219,9 +218,18 @@ impl Aggregator {
             dropped: HashMap::new(),
             props: HashMap::new(),
             hits: 0,
+            first_seq: None,
+            end_seq: 0,
             oldest: None,
             pageview: Arc::from("pageview"),
         }
+    }
+
+    /// Notes that log record `seq` is part of the next batch.
+    pub fn note_seq(&mut self, seq: u64) {
+        self.first_seq.get_or_insert(seq);
+        self.end_seq = seq + 1;
+        self.oldest.get_or_insert_with(Instant::now);
     }
 
     pub fn handle(&mut self, message: Message) {
@@ -371,11 +379,14 @@ impl Aggregator {
             .collect();
         self.oldest = None;
         self.rows.clear();
+        let first_seq = self.first_seq.take().unwrap_or(self.end_seq);
         Batch {
             props,
             traffic: std::mem::take(&mut self.traffic),
             dropped,
             hits: std::mem::take(&mut self.hits),
+            first_seq,
+            end_seq: self.end_seq.max(first_seq),
         }
     }
 }

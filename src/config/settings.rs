@@ -40,8 +40,15 @@ pub struct Settings {
     pub server: ServerSettings,
     pub clickhouse: ClickHouseSettings,
     pub geo: GeoSettings,
+    pub storage: StorageSettings,
     pub sites: Vec<Arc<SiteSettings>>,
     pub tokens: Vec<TokenSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub log_dir: PathBuf,
+    pub log_max_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -50,6 +57,7 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<IpNet>,
     pub queue_capacity: usize,
     pub cors_allow_origin: String,
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +154,30 @@ impl Settings {
                 .collect::<Result<_, _>>()?,
             queue_capacity: positive("server.queue_capacity", config.server.queue_capacity)?,
             cors_allow_origin: config.server.cors_allow_origin,
+            shutdown_timeout: {
+                let ms = config.server.shutdown_timeout_ms;
+                if !(100..=600_000).contains(&ms) {
+                    return Err(invalid(
+                        "server.shutdown_timeout_ms",
+                        "must be between 100 and 600000",
+                    ));
+                }
+                Duration::from_millis(ms)
+            },
+        };
+        if config.storage.log_dir.trim().is_empty() {
+            return Err(invalid("storage.log_dir", "must name a folder"));
+        }
+        if config.storage.log_max_bytes < 64 * 1024 {
+            return Err(invalid(
+                "storage.log_max_bytes",
+                "must be at least 65536 (64 KiB)",
+            ));
+        }
+        // Relative to the working directory, like every path tamis writes.
+        let storage = StorageSettings {
+            log_dir: PathBuf::from(config.storage.log_dir),
+            log_max_bytes: config.storage.log_max_bytes,
         };
         let clickhouse = clickhouse_settings(config.clickhouse)?;
         // A configured file that does not exist turns geolocation off with
@@ -216,6 +248,7 @@ impl Settings {
         Ok(Settings {
             server,
             clickhouse,
+            storage,
             geo,
             sites,
             tokens,

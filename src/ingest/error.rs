@@ -17,8 +17,10 @@ pub enum IngestError {
     },
     #[error("only POST is accepted here")]
     Method,
-    #[error("tamis is overloaded; retry later")]
+    #[error("the durable log is full (ClickHouse is behind or unreachable); retry later")]
     Overloaded,
+    #[error("the durable log cannot be written; retry later")]
+    LogUnavailable,
     #[error("could not read the request body")]
     Body,
 }
@@ -32,7 +34,9 @@ impl IngestError {
             | IngestError::Invalid { .. }
             | IngestError::Body => StatusCode::BAD_REQUEST,
             IngestError::Method => StatusCode::METHOD_NOT_ALLOWED,
-            IngestError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Overloaded | IngestError::LogUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }

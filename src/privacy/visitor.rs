@@ -19,6 +19,12 @@ impl VisitorKey {
 }
 
 impl VisitorKey {
+    /// The key as the durable log keeps it: only the value the sketches
+    /// take (see `journal::record`).
+    pub fn from_sketch_input(value: u64) -> Self {
+        VisitorKey(u128::from(value.max(1)))
+    }
+
     /// A key with a chosen value, for tests of what consumes keys.
     #[doc(hidden)]
     pub fn for_tests(value: u64) -> Self {

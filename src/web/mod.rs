@@ -29,6 +29,7 @@ pub struct App {
     pub api: Api,
     pub metrics: Arc<Metrics>,
     pub clickhouse: clickhouse::Client,
+    pub journal: crate::journal::Journal,
     /// False once shutdown has begun, so load balancers stop sending.
     pub accepting: AtomicBool,
 }

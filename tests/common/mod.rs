@@ -59,11 +59,20 @@ pub fn config(ch: &ClickHouse, database: &str, geoip: Option<&Path>, site_extra:
     let geo = geoip
         .map(|p| format!("[geoip]\npath = \"{}\"\n", p.display()))
         .unwrap_or_default();
+    // Each server gets its own durable log (the same config text, the same
+    // log: a restarted server replays it).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let log_dir = std::env::temp_dir().join(format!("tamis-test-log-{database}-{nanos}"));
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 trusted_proxies = ["127.0.0.1/32", "::1/128"]
+
+[storage]
+log_dir = "{log_dir}"
 
 [clickhouse]
 url = "{url}"
@@ -91,6 +100,7 @@ secret_sha256 = "{other}"
 sites = ["other.org"]
 "#,
         url = ch.url,
+        log_dir = log_dir.display(),
         token = sha256_hex(TOKEN),
         other = sha256_hex(OTHER_TOKEN),
     )
