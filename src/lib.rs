@@ -8,6 +8,7 @@
 pub mod aggregate;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod ingest;
 pub mod metrics;
 pub mod privacy;

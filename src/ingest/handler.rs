@@ -42,7 +42,7 @@ pub struct Ingest {
 }
 
 /// How the hit ended, for the response.
-enum Outcome {
+pub(super) enum Outcome {
     Accepted,
     Dropped(DropReason),
 }
@@ -108,7 +108,7 @@ impl Ingest {
     }
 
     /// Runs the pipeline for each site the hit names.
-    fn process(&self, incoming: &IncomingEvent, headers: &HeaderMap, peer: IpAddr) -> Vec<Message> {
+    pub(super) fn process(&self, incoming: &IncomingEvent, headers: &HeaderMap, peer: IpAddr) -> Vec<Message> {
         let at = self.clock.now();
         let sites = self.privacy.sites_for(&incoming.domain);
         if sites.is_empty() {
@@ -152,7 +152,7 @@ impl Ingest {
     }
 
     /// Records all of a hit's messages, or none: a hit is accepted whole.
-    fn enqueue(&self, messages: Vec<Message>) -> Result<Outcome, IngestError> {
+    pub(super) fn enqueue(&self, messages: Vec<Message>) -> Result<Outcome, IngestError> {
         let mut outcome = None;
         for message in &messages {
             match message {
@@ -177,7 +177,7 @@ impl Ingest {
 
     /// Bad input is counted as dropped (`invalid`) in metrics and, when the
     /// queue has room, in ClickHouse; it is never worth a 503.
-    fn count_invalid(&self) {
+    pub(super) fn count_invalid(&self) {
         self.metrics.dropped(DropReason::Invalid);
         let dropped = Dropped {
             reason: DropReason::Invalid,
@@ -219,7 +219,7 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     r
 }
 
-fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
+pub(super) fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
     let mut r = json_error(error.status(), &error.to_string());
     if matches!(error, IngestError::Overloaded) {
         r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
