@@ -40,7 +40,7 @@ enum Command {
         #[arg(long, default_value = "config/tamis.toml")]
         config: PathBuf,
         /// Days of history, ending now.
-        #[arg(long, default_value_t = 28, value_parser = clap::value_parser!(u32).range(1..=400))]
+        #[arg(long, default_value_t = 56, value_parser = clap::value_parser!(u32).range(1..=400))]
         days: u32,
         /// Seed of the made-up traffic (same seed, same visits).
         #[arg(long, default_value_t = 1)]

@@ -212,7 +212,11 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
         rows(ch, &db, "SELECT consent, sumMerge(pageviews) FROM traffic_hourly WHERE site_id = 'consent.test' GROUP BY consent ORDER BY consent FORMAT TSV"),
         ["denied\t1", "granted\t2"]
     );
-    // Properties: only allow-listed keys (`email`, `secret` are not).
+    // Properties: only allow-listed keys (`email`, `secret` are not). The
+    // writer inserts them after the traffic rows of the same batch.
+    wait_until(Duration::from_secs(10), "property rows written", || {
+        ch.query_in(&db, "SELECT sum(events) FROM (SELECT sumMerge(events) AS events FROM props_hourly)") == "6\n"
+    });
     let download = format!("shop.test\tFile Download\turl\t{}/files/rapport-annuel.pdf\t1", r["origin"].as_str().unwrap());
     assert_eq!(
         rows(ch, &db, "SELECT site_id, event, prop_key, prop_value, sumMerge(events) FROM props_hourly GROUP BY site_id, event, prop_key, prop_value ORDER BY site_id, event, prop_key FORMAT TSV"),
@@ -227,4 +231,125 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
     );
     println!("tamis.js: {} bytes, {} bytes gzipped (gzip -9)", r["beacon_bytes"], r["beacon_gzip_bytes"]);
     drop(server);
+}
+
+/// Sends one pageview per visitor (each from its own /24) on `path`, and
+/// a `signup` with `plan` when given.
+fn visit(addr: std::net::SocketAddr, first: u32, n: u32, path: &str, referrer: Option<&str>, plan: Option<&str>) {
+    for v in first..first + n {
+        let ip = format!("100.{}.{}.7", 64 + v / 256, v % 256);
+        let ua = BROWSERS[v as usize % BROWSERS.len()];
+        let lang = if v % 3 == 0 { "en-CA,en;q=0.9" } else { "fr-CA,fr;q=0.9" };
+        let url = format!("https://example.org{path}");
+        let body = json!({"n": "pageview", "u": url, "d": "example.org", "r": referrer}).to_string();
+        let r = send_hit(addr, &ip, ua, &body, &[("Accept-Language", lang)]);
+        assert_eq!((r.status, r.header("x-tamis-dropped")), (202, None), "{path}: {}", r.body);
+        if let Some(plan) = plan {
+            let body = json!({"n": "signup", "u": url, "d": "example.org", "p": {"plan": plan}}).to_string();
+            let r = send_hit(addr, &ip, ua, &body, &[("Accept-Language", lang)]);
+            assert_eq!((r.status, r.header("x-tamis-dropped")), (202, None), "{}", r.body);
+        }
+    }
+}
+
+#[test]
+fn dashboard_in_chromium_shows_the_seeded_numbers_and_only_text() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("browser_dashboard");
+    let scratch = Scratch::new();
+    let sites = [site("example.org", "\"example.org\"", "language = \"fr\"\nevent_names = [\"signup\"]\nprop_keys = [\"plan\"]")];
+    let server = Binary::serve(&scratch, &config_for(ch, &db, &sites, &["example.org"]));
+    let long_plan = "très long ".repeat(500);
+    let long_path = format!("/{}", "Ab.".repeat(1500));
+    let xss = [
+        "/<img src=x onerror=window.__xss=1>",
+        "/\"><script>window.__xss=2</script>",
+        "/javascript:window.__xss=3",
+        "/\u{202E}fdp.exe\u{202C}",
+        long_path.as_str(),
+    ];
+    visit(server.addr, 0, 20, "/", None, None);
+    visit(server.addr, 20, 8, "/services", Some("https://www.google.com/"), None);
+    visit(server.addr, 28, 5, "/contact", Some("https://evil.example/<img src=x onerror=window.__xss=4>"), None);
+    visit(server.addr, 33, 2, "/rare-a", None, None);
+    visit(server.addr, 35, 1, "/rare-b", None, None);
+    let plans = ["<img src=x onerror=window.__xss=5>", "javascript:window.__xss=6", "\u{202E}ecnavda", long_plan.as_str(), "basique"];
+    for (i, (path, plan)) in xss.iter().zip(plans).enumerate() {
+        visit(server.addr, 40 + 5 * i as u32, 5, path, None, Some(plan));
+    }
+    // 20 + 8 + 5 + 2 + 1 + 5 × 5 visitors, one page each.
+    wait_until(Duration::from_secs(20), "61 pageviews stored", || ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "61\n");
+
+    let tamis = format!("http://{}", server.addr);
+    let shots = artifacts();
+    let r = node(
+        "dashboard.mjs",
+        &["--tamis", &tamis, "--token", TOKEN, "--site", "example.org", "--period", "day", "--screenshots", shots.to_str().unwrap(), "--prefix", "seeded", "--filter-page", "/services"],
+    );
+    assert_eq!(r["api_totals"], json!([61, 61, 61]), "{r}");
+    assert_eq!(r["shown_totals"], json!([61, 61, 61]), "{r}");
+    assert_eq!(r["lang_initial"], "fr", "a French site opens in French");
+    assert_eq!(r["lang_switched"], "en");
+    assert_eq!(r["en_metric_name"], "Unique visitors");
+    assert!(r["bad_token_message"].as_str().unwrap().contains("jeton"), "{r}");
+    assert!(r["other_tooltip"].as_str().unwrap().contains("moins de 5 visiteurs"), "{r}");
+    assert_eq!(r["filtered_api"], json!([8, 8, 8]), "{r}");
+    assert_eq!(r["filtered_shown"], json!([8, 8, 8]), "{r}");
+    assert!(r["filter_hash"].as_str().unwrap().contains(r#"["is","event:page",["/services"]]"#), "{r}");
+    assert_eq!(r["xss_flag"], Value::Null, "{r}");
+    assert_eq!(r["injected_elements"], 0, "{r}");
+    assert_eq!(r["overflow"], json!([]), "{r}");
+    assert_eq!(r["phone_overflow"], 0, "{r}");
+    assert_eq!(r["problems"], json!([]), "{r}");
+    assert_eq!(r["phone_problems"], json!([]), "{r}");
+    assert_eq!((r["cookies"].as_u64(), r["storage"].as_u64()), (Some(0), Some(0)), "the dashboard keeps its token in memory only");
+    assert!(r["csp"].as_str().unwrap().starts_with("default-src 'none'"), "{r}");
+    assert_eq!(r["keyboard_tab"], "entry_pages");
+    // The CSV export: header, then the same rows as the table.
+    let csv: Vec<&str> = r["csv_lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(csv[0], "event:page,visitors,pageviews", "{csv:?}");
+    assert!(csv.contains(&"/,20,20") && csv.contains(&"/services,8,8"), "{csv:?}");
+    assert!(r["csv_name"].as_str().unwrap().ends_with(".csv"));
+    for shot in r["screenshots"].as_array().unwrap() {
+        assert!(Path::new(shot.as_str().unwrap()).exists(), "{shot}");
+    }
+}
+
+#[test]
+fn dashboard_on_demo_data_matches_the_api() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("browser_demo");
+    let scratch = Scratch::new();
+    let sites = [
+        site("ville.example", "\"ville.example\", \"www.ville.example\"", "language = \"fr\"\ncollect_campaigns = true\nevent_names = [\"inscription\"]\nprop_keys = [\"forfait\"]"),
+        site("musee.example", "\"musee.example\"", "language = \"fr\""),
+        site("agency.example", "\"agency.example\"", "language = \"en\""),
+    ];
+    let config = config_for(ch, &db, &sites, &["ville.example", "musee.example", "agency.example"]);
+    let path = scratch.path("demo.toml");
+    std::fs::write(&path, &config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tamis")).args(["demo", "--days", "56", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    // What the demo says it counted is what ClickHouse holds.
+    let counted: u64 = printed
+        .lines()
+        .filter(|l| l.starts_with("site ville.example"))
+        .filter_map(|l| l.split(", ").nth(1).and_then(|p| p.split(' ').next()).and_then(|n| n.parse::<u64>().ok()))
+        .sum();
+    assert!(counted > 1000, "{printed}");
+    assert_eq!(ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly WHERE site_id = 'ville.example'"), format!("{counted}\n"));
+    assert!(ch.query_in(&db, "SELECT count() FROM dropped_hourly WHERE reason IN ('opt_out', 'bot')").trim() != "0");
+
+    let server = Binary::serve(&scratch, &config);
+    let tamis = format!("http://{}", server.addr);
+    let r = node(
+        "dashboard.mjs",
+        &["--tamis", &tamis, "--token", TOKEN, "--site", "ville.example", "--period", "28d", "--screenshots", artifacts().to_str().unwrap(), "--prefix", "demo", "--filter-page", "/"],
+    );
+    assert_eq!(r["shown_totals"], r["api_totals"], "{r}");
+    assert_eq!(r["filtered_shown"], r["filtered_api"], "{r}");
+    assert_eq!(r["overflow"], json!([]), "{r}");
+    assert_eq!(r["phone_overflow"], 0, "{r}");
+    assert_eq!(r["problems"], json!([]), "{r}");
 }

@@ -134,7 +134,13 @@
     e.hidden = !msg;
   }
 
-  function dimLabel(dim, value) {
+  // Direction controls in a value would reorder what is shown (a path
+  // ending in "\u202Efdp.exe" reads as "exe.pdf"): they are shown as codes.
+  function visible(s) {
+    return s.replace(/[\u200E\u200F\u202A-\u202E\u2066-\u2069]/g, function (c) { return '⟨U+' + c.charCodeAt(0).toString(16).toUpperCase() + '⟩' });
+  }
+  function dimLabel(dim, value) { return visible(label(dim, value)) }
+  function label(dim, value) {
     if (value === '(other)') return t('other');
     if (value === '') return dim === 'visit:source' ? t('direct') : t('unknown');
     if (dim === 'visit:country') {
@@ -177,7 +183,8 @@
 
   function change(metric, now, prev) {
     if (now == null || prev == null) return null;
-    if (!prev) return now ? {text: '+∞', good: metric !== 'bounce_rate', up: true} : null;
+    // Nothing to compare with: no arrow rather than an infinite change.
+    if (!prev) return null;
     var pct = Math.round((now - prev) / prev * 100);
     var up = pct >= 0;
     return {text: (up ? '+' : '−') + Math.abs(pct) + ' %', up: up, good: metric === 'bounce_rate' ? !up : up, zero: pct === 0};
@@ -391,7 +398,9 @@
         .then(function (r) {
           if (gen !== generation) return;
           if (r.meta && r.meta.region_names) state.regionNames = Object.assign(state.regionNames || {}, r.meta.region_names);
-          renderTable(body, tab, r.results.slice(0, limit));
+          // Pageviews have their own card; engagement is not an event.
+          var rows = tab.dim === 'event:name' ? r.results.filter(function (x) { return x.dimensions[0] !== 'pageview' && x.dimensions[0] !== 'engagement' }) : r.results;
+          renderTable(body, tab, rows.slice(0, limit));
           more.hidden = !(r.results.length > limit || state.more[card.id]);
         })
         .catch(function (e) { if (gen === generation) { body.textContent = ''; body.appendChild(el('p', 'error-inline', e.message)) } });
@@ -404,7 +413,7 @@
     var table = el('table', 'rows');
     var thead = el('thead'), hr = el('tr');
     hr.appendChild(el('th', 'label', tab.label ? t('col_value') : t(tab.col)));
-    tab.metrics.forEach(function (m) { var th = el('th', 'num', t(m)); th.scope = 'col'; hr.appendChild(th) });
+    tab.metrics.forEach(function (m) { var th = el('th', 'num', t('short_' + m) === 'short_' + m ? t(m) : t('short_' + m)); th.scope = 'col'; hr.appendChild(th) });
     thead.appendChild(hr);
     table.appendChild(thead);
     var tbody = el('tbody');
@@ -423,7 +432,7 @@
         var o = el('span', 'other-label', text);
         o.title = t('otherTip', {k: k()});
         th.appendChild(o);
-        var info = el('span', 'info', 'ⓘ');
+        var info = el('span', 'info', 'i');
         info.title = t('otherTip', {k: k()});
         info.tabIndex = 0;
         info.setAttribute('role', 'note');
