@@ -105,7 +105,9 @@ fn visitor(rng: &mut StdRng, n: u32) -> Visitor {
         _ => Some("denied"),
     };
     Visitor {
-        ip: IpAddr::V4(Ipv4Addr::new(100, 64 + ((n >> 16) & 0x3f) as u8, (n >> 8) as u8, (n & 0xff) as u8 | 1)),
+        // tamis keeps the /24: the visitor number goes into the network
+        // part (16,384 networks of 100.64.0.0/10), or visitors would merge.
+        ip: IpAddr::V4(Ipv4Addr::new(100, 64 + ((n >> 8) & 0x3f) as u8, (n & 0xff) as u8, 7)),
         agent: *pick(rng, AGENTS),
         country,
         region,
@@ -201,8 +203,13 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                     ""
                 };
                 let pages = 1 + [0, 0, 0, 1, 1, 2, 3, 5][rng.random_range(0..8)];
-                let mut page = PAGES[rng.random_range(0..PAGES.len())];
+                let mut page = PAGES[rng.random_range(0..PAGES.len())].to_string();
                 for i in 0..pages {
+                    // Now and then an old notice few people read: the
+                    // long tail that small-count suppression groups.
+                    if rng.random_bool(0.04) {
+                        page = format!("/avis-publics/archives/avis-{}", rng.random_range(1..400));
+                    }
                     let url = format!("https://{hostname}{page}{}", if i == 0 { campaign } else { "" });
                     hits.push(Hit { at, site: site_index, visitor: v, name: "pageview".into(), url: url.clone(), referrer, props: Vec::new() });
                     if !events.is_empty() && rng.random_bool(0.08) {
@@ -213,7 +220,7 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                     let stay = Duration::seconds(rng.random_range(8..240));
                     hits.push(Hit { at: at + stay, site: site_index, visitor: v, name: "engagement".into(), url, referrer, props: Vec::new() });
                     at += stay + Duration::seconds(2);
-                    page = PAGES[rng.random_range(0..PAGES.len())];
+                    page = PAGES[rng.random_range(0..PAGES.len())].to_string();
                 }
                 if rng.random_bool(0.03) {
                     hits.push(Hit { at, site: site_index, visitor: usize::MAX, name: "pageview".into(), url: format!("https://{hostname}/"), referrer: None, props: Vec::new() });
