@@ -83,8 +83,9 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
         site("consent.test", "\"localhost\"", &format!("consent_mode = \"required\"\n{EVENTS}")),
         site("optout.test", "\"localhost\"", ""),
         site("plausible.test", "\"plausible.test\"", "event_names = [\"signup\"]\nprop_keys = [\"plan\"]"),
+        site("hash.test", "\"localhost\"", "hash_routing = true"),
     ];
-    let server = Binary::serve(&scratch, &config_for(ch, &db, &sites, &["shop.test", "consent.test", "optout.test", "plausible.test"]));
+    let server = Binary::serve(&scratch, &config_for(ch, &db, &sites, &["shop.test", "consent.test", "optout.test", "plausible.test", "hash.test"]));
     let tamis = format!("http://{}", server.addr);
 
     // The beacon is served cacheable, and forever under its versioned URL.
@@ -150,6 +151,21 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
         "{r}"
     );
 
+    // Hash routing, declared with data-hash: each route is a pageview
+    // (setting location.hash fires popstate and hashchange: one pageview).
+    assert_eq!(
+        r["hash_sent"],
+        json!([
+            ["pageview", "/hash.html", 1],
+            ["engagement", "/hash.html", 1],
+            ["pageview", "/hash.html#/a", 1],
+            ["engagement", "/hash.html#/a", 1],
+            ["pageview", "/hash.html#/b", 1],
+            ["engagement", "/hash.html#/b", 1],
+        ]),
+        "{r}"
+    );
+
     // GPC and tamis.optOut(): no request at all; the opt-out flag is the
     // only thing stored, and opting in removes it.
     assert_eq!(r["gpc_sent"], 0, "{r}");
@@ -184,11 +200,12 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
     assert_eq!(bad.status, 400, "{}", bad.body);
 
     // Exactly what tamis counted: shop.test 14 hits, consent.test 7,
+    // hash.test 6,
     // optout.test 2 (the pageview before opting out, the engagement after
     // opting in again), plausible.test 4 + the pixel.
     let counted = || (accepted(server.addr) - before, ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while counted() != (14 + 7 + 2 + 5, "12\n".to_string()) {
+    while counted() != (14 + 7 + 6 + 2 + 5, "15\n".to_string()) {
         assert!(std::time::Instant::now() < deadline, "hits accepted, pageviews stored: {:?}\n{}", counted(), ch.query_in(&db, "SELECT site_id, page, sumMerge(pageviews), sumMerge(events) FROM traffic_hourly GROUP BY site_id, page FORMAT TSV"));
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -198,6 +215,9 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
             "consent.test\t/consent.html\t1\t0",
             "consent.test\t/consent/step-2\t1\t1",
             "consent.test\t/consent/step-3\t1\t0",
+            "hash.test\t/hash.html\t1\t0",
+            "hash.test\t/hash.html#/a\t1\t0",
+            "hash.test\t/hash.html#/b\t1\t0",
             "optout.test\t/optout.html\t1\t0",
             "plausible.test\t/docs\t1\t0",
             "plausible.test\t/noscript\t1\t0",

@@ -24,6 +24,7 @@ const pages = {
   '/consent.html': page('consent.test', 'data-consent="required"'),
   '/gpc.html': page('shop.test'),
   '/optout.html': page('optout.test'),
+  '/hash.html': page('hash.test', 'data-hash'),
 };
 // Links stay on the page (the test has no Internet), after the beacon saw
 // the click in its capture phase.
@@ -118,7 +119,25 @@ try {
   summary.consent_sent = csent;
   await cctx.close();
 
-  // --- 3. GPC and tamis.optOut(): no request at all -------------------------
+  // --- 3. hash routing, when declared --------------------------------------
+  const hctx = await browser.newContext({userAgent: DESKTOP_UA});
+  const hsent = [];
+  hctx.on('request', (r) => { if (r.url().startsWith(tamis + '/api/event')) hsent.push(JSON.parse(r.postData() || '{}')) });
+  const hp = await hctx.newPage();
+  await hp.goto(origin + '/hash.html');
+  await hp.waitForFunction(() => window.tamis && window.tamis.v);
+  await hp.waitForTimeout(100);
+  await hp.evaluate(() => { location.hash = '#/a' });
+  await waitFor('the #/a pageview', () => hsent.filter((b) => b.n === 'pageview').length >= 2);
+  await hp.waitForTimeout(100);
+  await hp.evaluate(() => { location.hash = '#/b' });
+  await waitFor('the #/b pageview', () => hsent.filter((b) => b.n === 'pageview').length >= 3);
+  await hide(hp);
+  await waitFor('the last engagement', () => hsent.length >= 6);
+  summary.hash_sent = hsent.map((b) => [b.n, b.u.replace(origin, ''), b.h]);
+  await hctx.close();
+
+  // --- 4. GPC and tamis.optOut(): no request at all -------------------------
   const gctx = await browser.newContext({userAgent: DESKTOP_UA});
   const gsent = [];
   gctx.on('request', (r) => { if (r.url().includes('/api/event')) gsent.push(r.url()) });
