@@ -316,6 +316,13 @@ fn dashboard_in_chromium_shows_the_seeded_numbers_and_only_text() {
     assert_eq!(r["filtered_api"], json!([8, 8, 8]), "{r}");
     assert_eq!(r["filtered_shown"], json!([8, 8, 8]), "{r}");
     assert!(r["filter_hash"].as_str().unwrap().contains(r#"["is","event:page",["/services"]]"#), "{r}");
+    // The XSS corpus is on screen, as text, and nothing of it ran.
+    let props: Vec<&str> = r["prop_values"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(props.contains(&"<img src=x onerror=window.__xss=5>"), "{props:?}");
+    assert!(props.contains(&"javascript:window.__xss=6"), "{props:?}");
+    assert!(props.contains(&"⟨U+202E⟩ecnavda"), "direction controls are shown, not obeyed: {props:?}");
+    assert!(props.iter().any(|p| p.starts_with("très long très long") && p.chars().count() == 200), "{props:?}");
+    assert_eq!(r["referrers"], json!(["Accès direct / aucun", "google.com", "evil.example"]), "referrers keep their host only");
     assert_eq!(r["xss_flag"], Value::Null, "{r}");
     assert_eq!(r["injected_elements"], 0, "{r}");
     assert_eq!(r["overflow"], json!([]), "{r}");

@@ -73,6 +73,19 @@ try {
   await p.screenshot({path: `${shots}/${prefix}-fr-desktop.png`, fullPage: true});
   summary.screenshots.push(`${shots}/${prefix}-fr-desktop.png`);
 
+  // Property values and referrers are shown too (as text) before checking.
+  const propTab = await p.$('#card-events [data-tab^="prop:"]');
+  if (propTab) {
+    await propTab.click();
+    await settled();
+    summary.prop_values = await p.$$eval('#card-events tbody th', (ths) => ths.map((th) => th.textContent));
+    await p.screenshot({path: `${shots}/${prefix}-fr-properties.png`, fullPage: true});
+    summary.screenshots.push(`${shots}/${prefix}-fr-properties.png`);
+  }
+  await p.click('#card-sources [data-tab="referrer"]');
+  await settled();
+  summary.referrers = await p.$$eval('#card-sources tbody th', (ths) => ths.map((th) => th.textContent));
+
   // XSS corpus: nothing ran, nothing escaped its box.
   summary.xss_flag = await p.evaluate(() => window.__xss || null);
   summary.injected_elements = await p.evaluate(() => document.querySelectorAll('main img, main script, main iframe, main a[href^="javascript"]').length);

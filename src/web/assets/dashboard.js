@@ -142,7 +142,7 @@
   function dimLabel(dim, value) { return visible(label(dim, value)) }
   function label(dim, value) {
     if (value === '(other)') return t('other');
-    if (value === '') return dim === 'visit:source' ? t('direct') : t('unknown');
+    if (value === '') return dim === 'visit:source' || dim === 'visit:referrer' ? t('direct') : t('unknown');
     if (dim === 'visit:country') {
       try { return new Intl.DisplayNames([t('locale')], {type: 'region'}).of(value) || value } catch (e) { return value }
     }
