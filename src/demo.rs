@@ -108,7 +108,7 @@ fn visitor(rng: &mut StdRng, n: u32) -> Visitor {
         // tamis keeps the /24: the visitor number goes into the network
         // part (16,384 networks of 100.64.0.0/10), or visitors would merge.
         ip: IpAddr::V4(Ipv4Addr::new(100, 64 + ((n >> 8) & 0x3f) as u8, (n & 0xff) as u8, 7)),
-        agent: *pick(rng, AGENTS),
+        agent: pick::<&'static str>(rng, AGENTS),
         country,
         region,
         language,
