@@ -452,6 +452,8 @@
         var v = r.metrics ? r.metrics[i] : null;
         var td = el('td', 'num', metricText(m, v));
         if (v == null) td.title = t('hiddenTip', {k: k()});
+        // Refused consent is counted without a visitor key: views only.
+        if (tab.dim === 'visit:consent' && value === 'denied' && m === 'visitors') td.title = t('deniedTip');
         tr.appendChild(td);
       });
       tbody.appendChild(tr);

@@ -38,6 +38,7 @@ window.TAMIS_I18N = {
     unknown: '(inconnu)',
     footer: 'tamis ne dépose aucun témoin et ne conserve que des statistiques agrégées. Géolocalisation IP par DB-IP (CC BY 4.0).',
     tabs: 'Vues du tableau', skip: 'Aller au contenu',
+    deniedTip: 'Sans consentement, les pages vues sont comptées sans identifier de visiteur : aucun visiteur n’est compté.',
     short_visitors: 'Visiteurs', short_pageviews: 'Vues', short_visits: 'Visites', short_percentage: '%', short_events: 'Événements',
     minutes: 'min', seconds: 's'
   },
@@ -78,6 +79,7 @@ window.TAMIS_I18N = {
     unknown: '(unknown)',
     footer: 'tamis sets no cookie and keeps aggregate statistics only. IP geolocation by DB-IP (CC BY 4.0).',
     tabs: 'Table views', skip: 'Skip to content',
+    deniedTip: 'Without consent, pageviews are counted without telling visitors apart: no visitor is counted.',
     short_visitors: 'Visitors', short_pageviews: 'Views', short_visits: 'Visits', short_percentage: '%', short_events: 'Events',
     minutes: 'min', seconds: 's'
   }
