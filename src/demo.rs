@@ -41,18 +41,53 @@ pub struct SiteSummary {
 }
 
 const PAGES: &[&str] = &[
-    "/", "/", "/", "/services", "/services/permis", "/services/permis/renouvellement", "/nouvelles", "/nouvelles/budget-2026",
-    "/contact", "/emplois", "/en", "/en/services", "/en/contact", "/carte-interactive", "/loisirs/piscines", "/collectes/calendrier",
-    "/avis-publics", "/a-propos", "/recherche", "/foire-aux-questions",
+    "/",
+    "/",
+    "/",
+    "/services",
+    "/services/permis",
+    "/services/permis/renouvellement",
+    "/nouvelles",
+    "/nouvelles/budget-2026",
+    "/contact",
+    "/emplois",
+    "/en",
+    "/en/services",
+    "/en/contact",
+    "/carte-interactive",
+    "/loisirs/piscines",
+    "/collectes/calendrier",
+    "/avis-publics",
+    "/a-propos",
+    "/recherche",
+    "/foire-aux-questions",
 ];
 const REFERRERS: &[(&str, u32)] = &[
-    ("", 40), ("https://www.google.com/", 30), ("https://www.google.ca/", 8), ("https://www.bing.com/", 5), ("https://duckduckgo.com/", 3),
-    ("https://www.facebook.com/", 6), ("https://t.co/", 2), ("https://www.linkedin.com/", 2), ("https://www.quebec.ca/", 3),
-    ("https://www.lapresse.ca/", 2), ("https://mail.google.com/", 1),
+    ("", 40),
+    ("https://www.google.com/", 30),
+    ("https://www.google.ca/", 8),
+    ("https://www.bing.com/", 5),
+    ("https://duckduckgo.com/", 3),
+    ("https://www.facebook.com/", 6),
+    ("https://t.co/", 2),
+    ("https://www.linkedin.com/", 2),
+    ("https://www.quebec.ca/", 3),
+    ("https://www.lapresse.ca/", 2),
+    ("https://mail.google.com/", 1),
 ];
 const REGIONS: &[(&str, &str, u32)] = &[
-    ("CA", "CA-QC", 62), ("CA", "CA-ON", 18), ("CA", "CA-BC", 4), ("CA", "CA-AB", 4), ("CA", "CA-NB", 3), ("CA", "CA-NS", 2),
-    ("CA", "CA-MB", 1), ("CA", "CA-SK", 1), ("FR", "FR-IDF", 2), ("US", "US-NY", 1), ("US", "US-VT", 1), ("BE", "BE-BRU", 1),
+    ("CA", "CA-QC", 62),
+    ("CA", "CA-ON", 18),
+    ("CA", "CA-BC", 4),
+    ("CA", "CA-AB", 4),
+    ("CA", "CA-NB", 3),
+    ("CA", "CA-NS", 2),
+    ("CA", "CA-MB", 1),
+    ("CA", "CA-SK", 1),
+    ("FR", "FR-IDF", 2),
+    ("US", "US-NY", 1),
+    ("US", "US-VT", 1),
+    ("BE", "BE-BRU", 1),
 ];
 const AGENTS: &[(&str, u32)] = &[
     ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", 30),
@@ -93,7 +128,11 @@ struct Visitor {
 fn visitor(rng: &mut StdRng, n: u32) -> Visitor {
     let (country, region, _) = *pick_region(rng);
     let language = if region == "CA-QC" || country == "FR" || country == "BE" {
-        if rng.random_bool(0.85) { "fr-CA,fr;q=0.9,en;q=0.8" } else { "en-CA,en;q=0.9" }
+        if rng.random_bool(0.85) {
+            "fr-CA,fr;q=0.9,en;q=0.8"
+        } else {
+            "en-CA,en;q=0.9"
+        }
     } else if rng.random_bool(0.2) {
         "fr-CA,fr;q=0.9"
     } else {
@@ -107,7 +146,12 @@ fn visitor(rng: &mut StdRng, n: u32) -> Visitor {
     Visitor {
         // tamis keeps the /24: the visitor number goes into the network
         // part (16,384 networks of 100.64.0.0/10), or visitors would merge.
-        ip: IpAddr::V4(Ipv4Addr::new(100, 64 + ((n >> 8) & 0x3f) as u8, (n & 0xff) as u8, 7)),
+        ip: IpAddr::V4(Ipv4Addr::new(
+            100,
+            64 + ((n >> 8) & 0x3f) as u8,
+            (n & 0xff) as u8,
+            7,
+        )),
         agent: pick::<&'static str>(rng, AGENTS),
         country,
         region,
@@ -156,7 +200,11 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
     for (site_index, site) in settings.sites.iter().enumerate() {
         // Sites differ in size: the first is the largest.
         let daily = 260.0 / (1.0 + site_index as f64 * 0.8);
-        let hostname = site.hostnames.first().cloned().unwrap_or_else(|| site.id.clone());
+        let hostname = site
+            .hostnames
+            .first()
+            .cloned()
+            .unwrap_or_else(|| site.id.clone());
         let events: Vec<&String> = {
             let mut e: Vec<&String> = site.event_names.iter().collect();
             e.sort();
@@ -175,7 +223,9 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
             let weekday = (now - Duration::days(day as i64)).format("%u").to_string();
             let weekend = weekday == "6" || weekday == "7";
             let growth = 1.0 + 0.01 * (days - day) as f64;
-            let count = (daily * growth * if weekend { 0.6 } else { 1.0 } * rng.random_range(0.85..1.15)) as usize;
+            let count =
+                (daily * growth * if weekend { 0.6 } else { 1.0 } * rng.random_range(0.85..1.15))
+                    as usize;
             for _ in 0..count {
                 let v = if rng.random_bool(0.3) {
                     regulars[rng.random_range(0..regulars.len())]
@@ -185,9 +235,18 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                 };
                 // Daytime-heavy hour of arrival, in the site's time zone
                 // (approximately: a fixed five-hour offset is enough here).
-                let hour = [7, 8, 9, 10, 10, 11, 11, 12, 13, 13, 14, 14, 15, 15, 16, 19, 20, 20, 21, 22][rng.random_range(0..20)] + 5;
-                let start_of_day = (now - Duration::days(day as i64)).date_naive().and_hms_opt(0, 0, 0).map(|d| d.and_utc()).unwrap_or(now);
-                let mut at = start_of_day + Duration::hours(hour) + Duration::seconds(rng.random_range(0..3600));
+                let hour = [
+                    7, 8, 9, 10, 10, 11, 11, 12, 13, 13, 14, 14, 15, 15, 16, 19, 20, 20, 21, 22,
+                ][rng.random_range(0..20)]
+                    + 5;
+                let start_of_day = (now - Duration::days(day as i64))
+                    .date_naive()
+                    .and_hms_opt(0, 0, 0)
+                    .map(|d| d.and_utc())
+                    .unwrap_or(now);
+                let mut at = start_of_day
+                    + Duration::hours(hour)
+                    + Duration::seconds(rng.random_range(0..3600));
                 if at > now {
                     if day == 0 {
                         at = now - Duration::seconds(rng.random_range(60..4 * 3600));
@@ -198,7 +257,10 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                 let referrer = *pick(&mut rng, REFERRERS);
                 let referrer = (!referrer.is_empty()).then_some(referrer);
                 let campaign = if site.collect_campaigns && rng.random_bool(0.12) {
-                    ["?utm_source=infolettre&utm_medium=email&utm_campaign=automne", "?utm_source=facebook&utm_medium=social&utm_campaign=budget-2026"][rng.random_range(0..2)]
+                    [
+                        "?utm_source=infolettre&utm_medium=email&utm_campaign=automne",
+                        "?utm_source=facebook&utm_medium=social&utm_campaign=budget-2026",
+                    ][rng.random_range(0..2)]
                 } else {
                     ""
                 };
@@ -210,20 +272,64 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                     if rng.random_bool(0.04) {
                         page = format!("/avis-publics/archives/avis-{}", rng.random_range(1..400));
                     }
-                    let url = format!("https://{hostname}{page}{}", if i == 0 { campaign } else { "" });
-                    hits.push(Hit { at, site: site_index, visitor: v, name: "pageview".into(), url: url.clone(), referrer, props: Vec::new() });
+                    let url = format!(
+                        "https://{hostname}{page}{}",
+                        if i == 0 { campaign } else { "" }
+                    );
+                    hits.push(Hit {
+                        at,
+                        site: site_index,
+                        visitor: v,
+                        name: "pageview".into(),
+                        url: url.clone(),
+                        referrer,
+                        props: Vec::new(),
+                    });
                     if !events.is_empty() && rng.random_bool(0.08) {
                         let name = events[rng.random_range(0..events.len())].clone();
-                        let p = props.iter().map(|k| (k.to_string(), ["basique", "famille", "entreprise"][rng.random_range(0..3)].to_string())).collect();
-                        hits.push(Hit { at: at + Duration::seconds(20), site: site_index, visitor: v, name, url: url.clone(), referrer, props: p });
+                        let p = props
+                            .iter()
+                            .map(|k| {
+                                (
+                                    k.to_string(),
+                                    ["basique", "famille", "entreprise"][rng.random_range(0..3)]
+                                        .to_string(),
+                                )
+                            })
+                            .collect();
+                        hits.push(Hit {
+                            at: at + Duration::seconds(20),
+                            site: site_index,
+                            visitor: v,
+                            name,
+                            url: url.clone(),
+                            referrer,
+                            props: p,
+                        });
                     }
                     let stay = Duration::seconds(rng.random_range(8..240));
-                    hits.push(Hit { at: at + stay, site: site_index, visitor: v, name: "engagement".into(), url, referrer, props: Vec::new() });
+                    hits.push(Hit {
+                        at: at + stay,
+                        site: site_index,
+                        visitor: v,
+                        name: "engagement".into(),
+                        url,
+                        referrer,
+                        props: Vec::new(),
+                    });
                     at += stay + Duration::seconds(2);
                     page = PAGES[rng.random_range(0..PAGES.len())].to_string();
                 }
                 if rng.random_bool(0.03) {
-                    hits.push(Hit { at, site: site_index, visitor: usize::MAX, name: "pageview".into(), url: format!("https://{hostname}/"), referrer: None, props: Vec::new() });
+                    hits.push(Hit {
+                        at,
+                        site: site_index,
+                        visitor: usize::MAX,
+                        name: "pageview".into(),
+                        url: format!("https://{hostname}/"),
+                        referrer: None,
+                        props: Vec::new(),
+                    });
                 }
             }
         }
@@ -234,13 +340,29 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
     let metrics = Arc::new(Metrics::default());
     let client = crate::sink::client(&settings.clickhouse);
     let (tx, rx) = mpsc::channel(4);
-    let writer = tokio::spawn(Writer::new(client, settings.clickhouse.timeout, metrics.clone()).run(rx));
+    let writer =
+        tokio::spawn(Writer::new(client, settings.clickhouse.timeout, metrics.clone()).run(rx));
     let mut aggregator = Aggregator::new(settings.sites.clone());
-    let mut summary: Vec<SiteSummary> = settings.sites.iter().map(|s| SiteSummary { site: s.id.clone(), ..Default::default() }).collect();
+    let mut summary: Vec<SiteSummary> = settings
+        .sites
+        .iter()
+        .map(|s| SiteSummary {
+            site: s.id.clone(),
+            ..Default::default()
+        })
+        .collect();
     let mut in_batch = 0;
     for hit in &hits {
         let site = &settings.sites[hit.site];
-        let bot = Visitor { ip: IpAddr::V4(Ipv4Addr::new(66, 249, 66, 1)), agent: BOT, country: "", region: "", language: "", consent: None, gpc: false };
+        let bot = Visitor {
+            ip: IpAddr::V4(Ipv4Addr::new(66, 249, 66, 1)),
+            agent: BOT,
+            country: "",
+            region: "",
+            language: "",
+            consent: None,
+            gpc: false,
+        };
         let v = visitors.get(hit.visitor).unwrap_or(&bot);
         let raw = RawHit {
             name: &hit.name,
@@ -265,8 +387,16 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                 if hit.name == "pageview" {
                     summary[hit.site].pageviews += 1;
                 }
-                event.location.country = if site.geo_level == GeoLevel::None { String::new() } else { v.country.to_string() };
-                event.location.region = if site.geo_level == GeoLevel::Region { v.region.to_string() } else { String::new() };
+                event.location.country = if site.geo_level == GeoLevel::None {
+                    String::new()
+                } else {
+                    v.country.to_string()
+                };
+                event.location.region = if site.geo_level == GeoLevel::Region {
+                    v.region.to_string()
+                } else {
+                    String::new()
+                };
                 Message::Event(event)
             }
             Err(dropped) => {
@@ -283,13 +413,22 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
     }
     send(&mut aggregator, &tx, &metrics).await?;
     drop(tx);
-    writer.await.context("the batch writer stopped abnormally")?;
+    writer
+        .await
+        .context("the batch writer stopped abnormally")?;
     let rejected = metrics.rows_rejected.load(Ordering::Relaxed);
-    anyhow::ensure!(rejected == 0, "ClickHouse refused {rejected} rows (see the log)");
+    anyhow::ensure!(
+        rejected == 0,
+        "ClickHouse refused {rejected} rows (see the log)"
+    );
     Ok(summary)
 }
 
-async fn send(aggregator: &mut Aggregator, tx: &mpsc::Sender<crate::sink::rows::Batch>, metrics: &Metrics) -> anyhow::Result<()> {
+async fn send(
+    aggregator: &mut Aggregator,
+    tx: &mpsc::Sender<crate::sink::rows::Batch>,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
     let batch = aggregator.take_batch();
     if batch.hits == 0 {
         return Ok(());
@@ -297,5 +436,7 @@ async fn send(aggregator: &mut Aggregator, tx: &mpsc::Sender<crate::sink::rows::
     // The writer takes written hits off the queue depth.
     metrics.queue_depth.fetch_add(batch.hits, Ordering::AcqRel);
     metrics.batches_pending.fetch_add(1, Ordering::Relaxed);
-    tx.send(batch).await.map_err(|_| anyhow::anyhow!("the batch writer stopped"))
+    tx.send(batch)
+        .await
+        .map_err(|_| anyhow::anyhow!("the batch writer stopped"))
 }

@@ -47,7 +47,8 @@ impl Ingest {
                 }
                 let mut r = error_response(&error);
                 if matches!(error, IngestError::Method) {
-                    r.headers_mut().insert("allow", HeaderValue::from_static("GET, HEAD"));
+                    r.headers_mut()
+                        .insert("allow", HeaderValue::from_static("GET, HEAD"));
                 }
                 r
             }
@@ -59,7 +60,11 @@ impl Ingest {
 /// sends for an image is the page itself (its origin only, cross-origin,
 /// under the default referrer policy).
 fn referer(request: &Request<Incoming>) -> Option<String> {
-    request.headers().get(hyper::header::REFERER).and_then(|v| v.to_str().ok()).map(str::to_string)
+    request
+        .headers()
+        .get(hyper::header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// `d` (required), `u` (or the Referer), `n` (default `pageview`), `r`, and
@@ -85,7 +90,10 @@ pub fn parse(query: &str, referer: Option<String>) -> Result<IncomingEvent, Inge
     }
     let name = name.unwrap_or_else(|| "pageview".to_string());
     if name.len() > 120 {
-        return Err(IngestError::Invalid { field: "n", problem: "event names are at most 120 bytes" });
+        return Err(IngestError::Invalid {
+            field: "n",
+            problem: "event names are at most 120 bytes",
+        });
     }
     Ok(IncomingEvent {
         name,
@@ -102,7 +110,10 @@ fn gif(dropped: Option<&'static str>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(GIF)));
     let h = r.headers_mut();
     h.insert("content-type", HeaderValue::from_static("image/gif"));
-    h.insert("cache-control", HeaderValue::from_static("no-store, max-age=0"));
+    h.insert(
+        "cache-control",
+        HeaderValue::from_static("no-store, max-age=0"),
+    );
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     if let Some(reason) = dropped {
         h.insert("x-tamis-dropped", HeaderValue::from_static(reason));
@@ -116,19 +127,40 @@ mod tests {
 
     fn check(query: &str, referer: Option<&str>, expected: Result<(&str, &str, &str), &str>) {
         match (parse(query, referer.map(str::to_string)), expected) {
-            (Ok(e), Ok((n, u, d))) => assert_eq!((e.name.as_str(), e.url.as_str(), e.domain.as_str()), (n, u, d)),
-            (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{e} does not contain {want}"),
+            (Ok(e), Ok((n, u, d))) => assert_eq!(
+                (e.name.as_str(), e.url.as_str(), e.domain.as_str()),
+                (n, u, d)
+            ),
+            (Err(e), Err(want)) => {
+                assert!(e.to_string().contains(want), "{e} does not contain {want}")
+            }
             (got, want) => panic!("{query}: got {got:?}, want {want:?}"),
         }
     }
 
     #[test]
     fn query_string_to_wire_event() {
-        check("d=example.org&u=https%3A%2F%2Fexample.org%2Fa%3Fx%3D1", None, Ok(("pageview", "https://example.org/a?x=1", "example.org")));
-        check("d=example.org", Some("https://example.org/page"), Ok(("pageview", "https://example.org/page", "example.org")));
-        check("n=signup&d=example.org&u=https://example.org/", None, Ok(("signup", "https://example.org/", "example.org")));
+        check(
+            "d=example.org&u=https%3A%2F%2Fexample.org%2Fa%3Fx%3D1",
+            None,
+            Ok(("pageview", "https://example.org/a?x=1", "example.org")),
+        );
+        check(
+            "d=example.org",
+            Some("https://example.org/page"),
+            Ok(("pageview", "https://example.org/page", "example.org")),
+        );
+        check(
+            "n=signup&d=example.org&u=https://example.org/",
+            None,
+            Ok(("signup", "https://example.org/", "example.org")),
+        );
         check("u=https://example.org/", None, Err("`d`"));
         check("d=example.org&u=", None, Err("`u`"));
-        check(&format!("d=a&u={}", "x".repeat(9000)), None, Err("larger than"));
+        check(
+            &format!("d=a&u={}", "x".repeat(9000)),
+            None,
+            Err("larger than"),
+        );
     }
 }

@@ -18,9 +18,14 @@ impl Api {
         if request.method() != Method::GET {
             return json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
         }
-        let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let authorization = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let (token, allowed) = match auth::authorize(authorization, &self.tokens) {
-            Access::Unauthorized => return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token"),
+            Access::Unauthorized => {
+                return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
+            }
             Access::Granted { token, sites } => (token, sites),
         };
         let sites: Vec<_> = self
@@ -41,8 +46,10 @@ impl Api {
             .collect();
         let body = json!({ "token": token, "sites": sites });
         let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-        r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
-        r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        r.headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-store"));
         r
     }
 }

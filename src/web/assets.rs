@@ -29,7 +29,12 @@ struct Asset {
 }
 
 fn asset(path: &'static str, content_type: &'static str, body: &'static [u8]) -> Asset {
-    Asset { path, content_type, body, etag: format!("\"{}\"", version_of(body)) }
+    Asset {
+        path,
+        content_type,
+        body,
+        etag: format!("\"{}\"", version_of(body)),
+    }
 }
 
 /// First 12 hex digits of the content's blake3 hash: changes with every
@@ -40,12 +45,36 @@ fn version_of(body: &[u8]) -> String {
 
 static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
     vec![
-        asset("/js/tamis.js", "text/javascript; charset=utf-8", BEACON.as_bytes()),
-        asset("/", "text/html; charset=utf-8", include_bytes!("assets/index.html")),
-        asset("/assets/dashboard.js", "text/javascript; charset=utf-8", include_bytes!("assets/dashboard.js")),
-        asset("/assets/i18n.js", "text/javascript; charset=utf-8", include_bytes!("assets/i18n.js")),
-        asset("/assets/dashboard.css", "text/css; charset=utf-8", include_bytes!("assets/dashboard.css")),
-        asset("/assets/favicon.svg", "image/svg+xml", include_bytes!("assets/favicon.svg")),
+        asset(
+            "/js/tamis.js",
+            "text/javascript; charset=utf-8",
+            BEACON.as_bytes(),
+        ),
+        asset(
+            "/",
+            "text/html; charset=utf-8",
+            include_bytes!("assets/index.html"),
+        ),
+        asset(
+            "/assets/dashboard.js",
+            "text/javascript; charset=utf-8",
+            include_bytes!("assets/dashboard.js"),
+        ),
+        asset(
+            "/assets/i18n.js",
+            "text/javascript; charset=utf-8",
+            include_bytes!("assets/i18n.js"),
+        ),
+        asset(
+            "/assets/dashboard.css",
+            "text/css; charset=utf-8",
+            include_bytes!("assets/dashboard.css"),
+        ),
+        asset(
+            "/assets/favicon.svg",
+            "image/svg+xml",
+            include_bytes!("assets/favicon.svg"),
+        ),
     ]
 });
 
@@ -70,14 +99,18 @@ pub fn serve(request: &Request<Incoming>) -> Response<Full<Bytes>> {
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
-        r.headers_mut().insert("allow", HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert("allow", HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let fresh = request
         .headers()
         .get(hyper::header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == asset.etag));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == asset.etag)
+        });
     let mut r = if fresh {
         status(StatusCode::NOT_MODIFIED)
     } else if request.method() == Method::HEAD {
@@ -90,23 +123,42 @@ pub fn serve(request: &Request<Incoming>) -> Response<Full<Bytes>> {
     if let Ok(etag) = HeaderValue::from_str(&asset.etag) {
         h.insert("etag", etag);
     }
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     if asset.path == "/js/tamis.js" {
         // Loaded by other sites' pages: cacheable everywhere; forever when
         // the URL names this exact version.
-        let versioned = request.uri().query().is_some_and(|q| q.split('&').any(|p| p.strip_prefix("v=") == Some(&asset.etag[1..13])));
+        let versioned = request.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|p| p.strip_prefix("v=") == Some(&asset.etag[1..13]))
+        });
         h.insert(
             "cache-control",
-            HeaderValue::from_static(if versioned { "public, max-age=31536000, immutable" } else { "public, max-age=3600" }),
+            HeaderValue::from_static(if versioned {
+                "public, max-age=31536000, immutable"
+            } else {
+                "public, max-age=3600"
+            }),
         );
-        h.insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
+        h.insert(
+            "cross-origin-resource-policy",
+            HeaderValue::from_static("cross-origin"),
+        );
         h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     } else {
         h.insert("cache-control", HeaderValue::from_static("no-cache"));
-        h.insert("content-security-policy", HeaderValue::from_static(DASHBOARD_CSP));
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static(DASHBOARD_CSP),
+        );
         h.insert("x-frame-options", HeaderValue::from_static("DENY"));
         h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-        h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+        h.insert(
+            "cross-origin-opener-policy",
+            HeaderValue::from_static("same-origin"),
+        );
     }
     r
 }
