@@ -4,7 +4,10 @@
 # data/clickhouse/, then `tamis serve --config config/tamis.toml`.
 # Ctrl-C stops both.
 #
-#   deploy/run.sh [extra arguments for `tamis serve`]
+#   deploy/run.sh [--demo] [extra arguments for `tamis serve`]
+#
+# --demo first writes eight weeks of synthetic traffic for every configured
+# site (`tamis demo`), so the dashboard has something to show.
 #
 # Environment:
 #   TAMIS_CH_PORT      ClickHouse HTTP port (default 8123)
@@ -22,6 +25,11 @@ die() {
     exit 1
 }
 
+DEMO=0
+if [ "${1:-}" = --demo ]; then
+    DEMO=1
+    shift
+fi
 CONFIG=${TAMIS_CONFIG:-config/tamis.toml}
 CH_PORT=${TAMIS_CH_PORT:-8123}
 CH_DIR=$ROOT/data/clickhouse
@@ -183,6 +191,11 @@ DATABASE=${DATABASE:-tamis}
 
 port_open "$PORT" && [ "$HOST" = 127.0.0.1 ] && die "port $PORT is already in use: set TAMIS_LISTEN=127.0.0.1:8081 (for example)"
 
+if [ "$DEMO" = 1 ]; then
+    say "writing synthetic traffic (tamis demo)…"
+    TAMIS_CLICKHOUSE_URL="http://127.0.0.1:$CH_PORT" "$TAMIS_BIN" demo --config "$CONFIG" || die "tamis demo failed"
+fi
+
 say "starting tamis on $LISTEN…"
 TAMIS_CLICKHOUSE_URL="http://127.0.0.1:$CH_PORT" setsid "$TAMIS_BIN" serve --config "$CONFIG" "$@" &
 tamis_pid=$!
@@ -208,7 +221,9 @@ fi
 cat <<EOF
 
   tamis is running: $BASE/
-    endpoints (and credits)  $BASE/
+    dashboard                $BASE/  (token of the reference config: tamis-local-dev-token)
+    beacon                   <script defer data-domain="example.org" src="$BASE/js/tamis.js"></script>
+    endpoints (and credits)  $BASE/about
     health                   $BASE/healthz
     Prometheus metrics       $BASE/metrics
   ClickHouse: http://127.0.0.1:$CH_PORT (native port $CH_TCP_PORT), data in data/clickhouse/

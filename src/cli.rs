@@ -198,6 +198,21 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
+pub async fn demo(path: &Path, days: u32, seed: u64) -> anyhow::Result<ExitCode> {
+    let settings = load(path)?;
+    println!(
+        "writing {days} days of synthetic traffic to `{}` at {}…",
+        settings.clickhouse.database, settings.clickhouse.url
+    );
+    for site in crate::demo::run(&settings, days, seed).await? {
+        println!(
+            "site {}: {} hits, {} pageviews counted, {} dropped (opt-out, bots)",
+            site.site, site.hits, site.pageviews, site.dropped
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn sorted(set: &std::collections::HashSet<String>) -> impl Iterator<Item = String> {
     let mut v: Vec<String> = set.iter().cloned().collect();
     v.sort();

@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod ingest;
 pub mod journal;
 pub mod metrics;

@@ -38,6 +38,18 @@ enum Command {
         #[arg(long, default_value = "config/tamis.toml")]
         config: PathBuf,
     },
+    /// Write synthetic traffic for every configured site (past weeks, through
+    /// the real privacy pipeline and aggregator) so the dashboard has data.
+    Demo {
+        #[arg(long, default_value = "config/tamis.toml")]
+        config: PathBuf,
+        /// Days of history, ending now.
+        #[arg(long, default_value_t = 56, value_parser = clap::value_parser!(u32).range(1..=400))]
+        days: u32,
+        /// Seed of the made-up traffic (same seed, same visits).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +70,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => tamis::cli::serve(&config).await,
             Command::Migrate { config, print } => tamis::cli::migrate(&config, print).await,
             Command::Check { config } => tamis::cli::check(&config).await,
+            Command::Demo { config, days, seed } => tamis::cli::demo(&config, days, seed).await,
         }
     });
     match result {

@@ -46,7 +46,7 @@ pub struct Ingest {
 }
 
 /// How the hit ended, for the response.
-enum Outcome {
+pub(super) enum Outcome {
     Accepted,
     Dropped(DropReason),
 }
@@ -117,7 +117,12 @@ impl Ingest {
     }
 
     /// Runs the pipeline for each site the hit names.
-    fn process(&self, incoming: &IncomingEvent, headers: &HeaderMap, peer: IpAddr) -> Vec<Message> {
+    pub(super) fn process(
+        &self,
+        incoming: &IncomingEvent,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Vec<Message> {
         let at = self.clock.now();
         let sites = self.privacy.sites_for(&incoming.domain);
         if sites.is_empty() {
@@ -162,7 +167,7 @@ impl Ingest {
 
     /// Logs all of a hit's messages as one record: a hit is accepted whole,
     /// and only once it is durable.
-    async fn enqueue(&self, messages: Vec<Message>) -> Result<Outcome, IngestError> {
+    pub(super) async fn enqueue(&self, messages: Vec<Message>) -> Result<Outcome, IngestError> {
         let mut outcome = None;
         for message in &messages {
             match message {
@@ -191,7 +196,7 @@ impl Ingest {
 
     /// Bad input is counted as dropped (`invalid`) in metrics and, when the
     /// log has room, in ClickHouse; it is never worth a 503, nor a wait.
-    fn count_invalid(&self) {
+    pub(super) fn count_invalid(&self) {
         self.metrics.dropped(DropReason::Invalid);
         let dropped = Dropped {
             reason: DropReason::Invalid,
@@ -256,7 +261,7 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     r
 }
 
-fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
+pub(super) fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
     let mut r = json_error(error.status(), &error.to_string());
     if matches!(error, IngestError::Overloaded | IngestError::LogUnavailable) {
         r.headers_mut()

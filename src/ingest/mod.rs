@@ -6,3 +6,4 @@ pub mod client_ip;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod pixel;

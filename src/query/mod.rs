@@ -8,6 +8,7 @@ pub mod auth;
 pub mod csv;
 pub mod labels;
 pub mod request;
+pub mod sites;
 pub mod sql;
 
 use std::sync::atomic::Ordering;

@@ -2,6 +2,7 @@
 //! stats API and the operational endpoints, and shuts down gracefully
 //! (in-flight requests finish; new connections are refused).
 
+pub mod assets;
 pub mod ops;
 
 use std::convert::Infallible;
@@ -40,8 +41,11 @@ impl App {
             "/api/event" => self.ingest.handle(request, peer.ip()).await,
             "/api/v2/query" => self.api.handle(request).await,
             "/api/v2/openapi.json" => crate::query::openapi(),
+            "/api/v2/sites" => self.api.sites(&request),
+            "/e.gif" => self.ingest.pixel(request, peer.ip()).await,
             "/metrics" => ops::metrics(&self.metrics),
-            "/" => ops::index(),
+            "/about" => ops::index(),
+            path if assets::serves(path) => assets::serve(&request),
             "/healthz" => ops::healthz(),
             "/readyz" => ops::readyz(self).await,
             _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),

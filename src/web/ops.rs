@@ -14,14 +14,18 @@ use super::App;
 use crate::ingest::handler::plain;
 use crate::metrics::Metrics;
 
-/// What this server offers, for a person who opens it in a browser. The
-/// dashboard will live here.
+/// What this server offers, as plain text (`/about`; the dashboard is at
+/// `/`).
 pub fn index() -> Response<Full<Bytes>> {
     plain(
         StatusCode::OK,
         concat!(
             "tamis ", env!("CARGO_PKG_VERSION"), ": web analytics with privacy built in\n\n",
+            "GET  /              the dashboard\n",
+            "GET  /js/tamis.js   the beacon\n",
             "POST /api/event     hits, in Plausible's Events API format (answered 202)\n",
+            "GET  /e.gif         the no-JavaScript pixel (?d=site&u=page URL)\n",
+            "GET  /api/v2/sites  the sites a token may read\n",
             "POST /api/v2/query  statistics, in Plausible's Stats API v2 format (Authorization: Bearer <token>)\n",
             "GET  /metrics       Prometheus metrics\n",
             "GET  /healthz       liveness\n",

@@ -1,0 +1,61 @@
+//! `GET /api/v2/sites`: the sites a token may read, with what a dashboard
+//! needs to show them (language, time zone, small-count threshold). Reads
+//! the configuration only.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use super::auth::{self, Access};
+use super::Api;
+use crate::ingest::handler::json_error;
+
+impl Api {
+    pub fn sites(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.method() != Method::GET {
+            return json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        let authorization = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let (token, allowed) = match auth::authorize(authorization, &self.tokens) {
+            Access::Unauthorized => {
+                return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
+            }
+            Access::Granted { token, sites } => (token, sites),
+        };
+        let sites: Vec<_> = self
+            .sites
+            .iter()
+            .filter(|s| allowed.contains(&s.id))
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "language": s.language,
+                    "timezone": s.timezone.name(),
+                    "k_threshold": s.k_threshold,
+                    "campaigns": s.collect_campaigns,
+                    "prop_keys": sorted(s.prop_keys.iter()),
+                    "event_names": sorted(s.event_names.iter()),
+                })
+            })
+            .collect();
+        let body = json!({ "token": token, "sites": sites });
+        let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        r.headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
+fn sorted<'a>(items: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
+    let mut v: Vec<&String> = items.collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,608 @@
+// tamis dashboard: a static client of the stats API (/api/v2/query).
+// Every string that comes from the API (paths, referrers, property values)
+// is written with textContent or createTextNode, never parsed as HTML; the
+// page's Content-Security-Policy forbids inline scripts and other origins.
+// The access token lives in memory only: no cookie, no storage.
+(function () {
+  'use strict';
+  var I18N = window.TAMIS_I18N;
+  var PERIODS = ['day', 'yesterday', '7d', '28d', '30d', 'month', '6mo', '12mo', 'year'];
+  var TOP = ['visitors', 'visits', 'pageviews', 'views_per_visit', 'bounce_rate', 'visit_duration'];
+  var FILTERABLE = /^(event:page|event:name|visit:.*)$/;
+  var state = {token: null, sites: [], site: null, period: '28d', compare: true, filters: [], lang: null, open: {}, more: {}};
+  var generation = 0, realtimeTimer = null, lastSeries = null;
+
+  function $(id) { return document.getElementById(id) }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text != null) e.textContent = String(text);
+    return e;
+  }
+  function lang() { return state.lang || (state.site && state.site.language) || 'fr' }
+  function t(key, vars) {
+    var s = I18N[lang()][key];
+    if (s == null) s = key;
+    if (vars) for (var k in vars) s = s.split('{' + k + '}').join(String(vars[k]));
+    return s;
+  }
+  function k() { return state.site ? state.site.k_threshold : 5 }
+
+  // ---- numbers ------------------------------------------------------------
+  function num(n) { return new Intl.NumberFormat(t('locale'), {maximumFractionDigits: 2}).format(n) }
+  function metricText(metric, v) {
+    if (v == null) return '—';
+    if (metric === 'bounce_rate' || metric === 'percentage') return new Intl.NumberFormat(t('locale'), {style: 'percent', maximumFractionDigits: 1}).format(v / 100);
+    if (metric === 'visit_duration') {
+      var m = Math.floor(v / 60), s = Math.round(v % 60);
+      return (m ? m + ' ' + t('minutes') + ' ' : '') + s + ' ' + t('seconds');
+    }
+    return num(v);
+  }
+
+  // ---- URL hash: the view (never the token) -------------------------------
+  function readHash() {
+    var p = new URLSearchParams(location.hash.slice(1));
+    if (p.get('lang') === 'fr' || p.get('lang') === 'en') state.lang = p.get('lang');
+    if (PERIODS.indexOf(p.get('period')) >= 0) state.period = p.get('period');
+    if (p.get('compare') === '0') state.compare = false;
+    state.wantSite = p.get('site');
+    try {
+      var f = JSON.parse(p.get('filters') || '[]');
+      if (Array.isArray(f)) state.filters = f.filter(function (x) {
+        return Array.isArray(x) && x.length === 3 && x[0] === 'is' && typeof x[1] === 'string' && FILTERABLE.test(x[1]) && Array.isArray(x[2]);
+      });
+    } catch (e) { state.filters = [] }
+  }
+  function writeHash() {
+    var p = new URLSearchParams();
+    if (state.site) p.set('site', state.site.id);
+    p.set('period', state.period);
+    if (!state.compare) p.set('compare', '0');
+    if (state.lang) p.set('lang', state.lang);
+    if (state.filters.length) p.set('filters', JSON.stringify(state.filters));
+    history.replaceState(null, '', '#' + p.toString());
+  }
+
+  // ---- API ----------------------------------------------------------------
+  function api(path, body, accept) {
+    var init = {headers: {Authorization: 'Bearer ' + state.token}, credentials: 'omit', cache: 'no-store'};
+    if (body) {
+      init.method = 'POST';
+      init.headers['Content-Type'] = 'application/json';
+      if (accept) init.headers.Accept = accept;
+      init.body = JSON.stringify(body);
+    }
+    // Requests in flight, readable by tests and tools as <body data-busy>.
+    busy(1);
+    // Taken off in a later task, so that requests the answer starts are
+    // counted before this one is not.
+    var done = function () { setTimeout(function () { busy(-1) }) };
+    return fetch(path, init).then(function (r) {
+      if (r.status === 401) { signOut(t('badToken')); throw new Error('unauthorized') }
+      if (!r.ok) return r.text().then(function (text) {
+        var msg = t('unavailable');
+        try { msg = JSON.parse(text).error || msg } catch (e) {}
+        throw new Error(msg);
+      });
+      return accept ? r.text() : r.json();
+    }, function () { throw new Error(t('network')) })
+      .then(function (v) { done(); return v }, function (e) { done(); throw e });
+  }
+  var pending = 0;
+  function busy(d) { pending += d; document.body.setAttribute('data-busy', String(pending)) }
+  function query(q) {
+    q.site_id = state.site.id;
+    if (!q.filters && state.filters.length) q.filters = state.filters.slice();
+    return api('/api/v2/query', q);
+  }
+  function range() {
+    if (state.period !== 'yesterday') return state.period;
+    var y = state.rangeToday ? shift(state.rangeToday, -1) : null;
+    return y ? [y, y] : 'day';
+  }
+
+  // Dates as YYYY-MM-DD strings in the site's time zone (from the API).
+  function shift(date, days) {
+    var d = new Date(Date.UTC(+date.slice(0, 4), +date.slice(5, 7) - 1, +date.slice(8, 10)) + days * 86400000);
+    return d.toISOString().slice(0, 10);
+  }
+  function daysBetween(a, b) {
+    return Math.round((Date.UTC(+b.slice(0, 4), +b.slice(5, 7) - 1, +b.slice(8, 10)) - Date.UTC(+a.slice(0, 4), +a.slice(5, 7) - 1, +a.slice(8, 10))) / 86400000);
+  }
+
+  // ---- rendering ----------------------------------------------------------
+  function translateStatic() {
+    document.documentElement.lang = lang();
+    var nodes = document.querySelectorAll('[data-t]');
+    for (var i = 0; i < nodes.length; i++) nodes[i].textContent = t(nodes[i].getAttribute('data-t'));
+    var other = lang() === 'fr' ? 'en' : 'fr';
+    $('lang').textContent = I18N[lang()].switchTo;
+    $('lang').setAttribute('lang', other);
+    $('lang').setAttribute('aria-label', t('switchLabel'));
+    $('token').setAttribute('aria-describedby', 'error');
+    var sel = $('period'), cur = state.period;
+    sel.textContent = '';
+    PERIODS.forEach(function (p) { var o = el('option', null, t('p_' + p)); o.value = p; sel.appendChild(o) });
+    sel.value = cur;
+    $('compare').checked = state.compare;
+  }
+
+  function showError(msg) {
+    var e = $('error');
+    e.textContent = msg || '';
+    e.hidden = !msg;
+  }
+
+  // Direction controls in a value would reorder what is shown (a path
+  // ending in "\u202Efdp.exe" reads as "exe.pdf"): they are shown as codes.
+  function visible(s) {
+    return s.replace(/[\u200E\u200F\u202A-\u202E\u2066-\u2069]/g, function (c) { return '⟨U+' + c.charCodeAt(0).toString(16).toUpperCase() + '⟩' });
+  }
+  function dimLabel(dim, value) { return visible(label(dim, value)) }
+  function label(dim, value) {
+    if (value === '(other)') return t('other');
+    if (value === '') return dim === 'visit:source' || dim === 'visit:referrer' ? t('direct') : t('unknown');
+    if (dim === 'visit:country') {
+      try { return new Intl.DisplayNames([t('locale')], {type: 'region'}).of(value) || value } catch (e) { return value }
+    }
+    if (dim === 'visit:region') return (state.regionNames && state.regionNames[value]) || value;
+    if (dim === 'visit:consent') return t('c_' + value) === 'c_' + value ? value : t('c_' + value);
+    if (dim === 'visit:device') { var d = t('d_' + value.toLowerCase()); return d.indexOf('d_') === 0 ? value : d }
+    if (dim === 'visit:language') {
+      try { return new Intl.DisplayNames([t('locale')], {type: 'language'}).of(value) || value } catch (e) { return value }
+    }
+    if (dim === 'visit:source' && value === 'Direct / None') return t('direct');
+    return value;
+  }
+
+  function renderFilters() {
+    var list = $('filter-list');
+    list.textContent = '';
+    $('filters').hidden = !state.filters.length;
+    state.filters.forEach(function (f, i) {
+      var li = el('li', 'chip');
+      li.appendChild(el('span', 'chip-dim', t(dimKey(f[1]))));
+      li.appendChild(document.createTextNode(' ' + t('is') + ' '));
+      li.appendChild(el('strong', 'chip-value', dimLabel(f[1], f[2][0])));
+      var b = el('button', 'chip-remove', '×');
+      b.type = 'button';
+      b.setAttribute('aria-label', t('removeFilter') + ' : ' + dimLabel(f[1], f[2][0]));
+      b.addEventListener('click', function () { state.filters.splice(i, 1); reload() });
+      li.appendChild(b);
+      list.appendChild(li);
+    });
+  }
+  function dimKey(dim) {
+    var map = {'event:page': 'col_page', 'visit:entry_page': 'entry_pages', 'visit:exit_page': 'exit_pages', 'visit:source': 'col_source',
+      'visit:referrer': 'col_referrer', 'visit:region': 'col_region', 'visit:country': 'col_country', 'visit:browser': 'col_browser',
+      'visit:os': 'col_os', 'visit:device': 'col_device', 'visit:language': 'col_language', 'visit:consent': 'col_consent',
+      'event:name': 'col_event', 'visit:utm_source': 'utm_source', 'visit:utm_medium': 'utm_medium', 'visit:utm_campaign': 'utm_campaign'};
+    return map[dim] || dim;
+  }
+
+  function change(metric, now, prev) {
+    if (now == null || prev == null) return null;
+    // Nothing to compare with: no arrow rather than an infinite change.
+    if (!prev) return null;
+    var pct = Math.round((now - prev) / prev * 100);
+    var up = pct >= 0;
+    return {text: (up ? '+' : '−') + Math.abs(pct) + ' %', up: up, good: metric === 'bounce_rate' ? !up : up, zero: pct === 0};
+  }
+
+  function renderMetrics(now, prev) {
+    var ul = $('metrics');
+    ul.textContent = '';
+    TOP.forEach(function (m, i) {
+      var li = el('li', 'metric');
+      li.setAttribute('data-metric', m);
+      li.appendChild(el('span', 'metric-name', t(m)));
+      var v = now ? now[i] : null;
+      var value = el('span', 'metric-value', metricText(m, v));
+      if (v == null) value.title = t('hiddenTip', {k: k()});
+      li.appendChild(value);
+      if (prev) {
+        var c = change(m, v, prev[i]);
+        var d = el('span', 'metric-change' + (c ? (c.zero ? ' flat' : c.good ? ' good' : ' bad') : ''));
+        d.textContent = c ? (c.zero ? '' : c.up ? '▲ ' : '▼ ') + c.text : '';
+        d.title = t('vsPrev') + ' : ' + metricText(m, prev[i]);
+        if (c) { var sr = el('span', 'sr', ' ' + t('vsPrev')); d.appendChild(sr) }
+        li.appendChild(d);
+      }
+      ul.appendChild(li);
+    });
+  }
+
+  var SVG = 'http://www.w3.org/2000/svg';
+  function svg(tag, attrs, text) {
+    var e = document.createElementNS(SVG, tag);
+    for (var a in attrs) e.setAttribute(a, attrs[a]);
+    if (text != null) e.textContent = String(text);
+    return e;
+  }
+  function timeLabel(label) {
+    var loc = t('locale');
+    if (label.length > 10) return label.slice(11, 16);
+    if (label.length === 7) return new Date(Date.UTC(+label.slice(0, 4), +label.slice(5, 7) - 1, 15)).toLocaleDateString(loc, {month: 'short', year: 'numeric', timeZone: 'UTC'});
+    return new Date(Date.UTC(+label.slice(0, 4), +label.slice(5, 7) - 1, +label.slice(8, 10))).toLocaleDateString(loc, {day: 'numeric', month: 'short', timeZone: 'UTC'});
+  }
+  function renderChart(series) {
+    lastSeries = series;
+    var box = $('chart');
+    box.textContent = '';
+    if (!series) return;
+    var W = Math.max(280, box.clientWidth || 600), H = W < 500 ? 200 : 260, L = 48, R = 12, T = 12, B = 28;
+    var labels = series.labels, now = series.now, prev = series.prev;
+    var max = 0;
+    now.concat(prev || []).forEach(function (v) { if (v != null && v > max) max = v });
+    var step = niceStep(max || 1);
+    var top = Math.max(step, Math.ceil((max || 1) / step) * step);
+    var n = labels.length;
+    var x = function (i) { return L + (n > 1 ? i * (W - L - R) / (n - 1) : (W - L - R) / 2) };
+    var y = function (v) { return T + (H - T - B) * (1 - v / top) };
+    var s = svg('svg', {viewBox: '0 0 ' + W + ' ' + H, width: W, height: H, role: 'img', 'aria-label': t('chartTitle')});
+    for (var g = 0; g <= top; g += step) {
+      s.appendChild(svg('line', {x1: L, x2: W - R, y1: y(g), y2: y(g), 'class': 'grid'}));
+      s.appendChild(svg('text', {x: L - 6, y: y(g) + 4, 'class': 'axis', 'text-anchor': 'end'}, num(g)));
+    }
+    var every = Math.max(1, Math.ceil(n / Math.floor((W - L - R) / 70)));
+    labels.forEach(function (lab, i) {
+      if (i % every === 0) s.appendChild(svg('text', {x: x(i), y: H - 8, 'class': 'axis', 'text-anchor': 'middle'}, timeLabel(lab)));
+    });
+    function line(values, cls) {
+      var d = '', pen = false;
+      values.forEach(function (v, i) {
+        if (v == null) { pen = false; return }
+        d += (pen ? 'L' : 'M') + x(i).toFixed(1) + ' ' + y(v).toFixed(1);
+        pen = true;
+      });
+      if (d) s.appendChild(svg('path', {d: d, 'class': cls}));
+    }
+    if (prev) line(prev.slice(0, n), 'line prev');
+    line(now, 'line now');
+    now.forEach(function (v, i) {
+      if (v == null) return;
+      var c = svg('circle', {cx: x(i), cy: y(v), r: n > 40 ? 2 : 3.5, 'class': 'point'});
+      c.appendChild(svg('title', {}, timeLabel(labels[i]) + ' : ' + num(v)));
+      s.appendChild(c);
+    });
+    box.appendChild(s);
+    // The same numbers as a table, for screen readers.
+    var tbl = el('table', 'sr');
+    var cap = el('caption', null, t('chartTitle'));
+    tbl.appendChild(cap);
+    labels.forEach(function (lab, i) {
+      var tr = el('tr');
+      tr.appendChild(el('th', null, lab));
+      tr.appendChild(el('td', null, now[i] == null ? '—' : num(now[i])));
+      tbl.appendChild(tr);
+    });
+    box.appendChild(tbl);
+  }
+  function niceStep(max) {
+    var raw = max / 4, p = Math.pow(10, Math.floor(Math.log10(raw)));
+    var m = raw / p;
+    return Math.max(1, (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p);
+  }
+
+  // ---- breakdown cards ----------------------------------------------------
+  function cardsSpec() {
+    var site = state.site, cards = [
+      {id: 'pages', title: 'pages', tabs: [
+        {id: 'top_pages', dim: 'event:page', col: 'col_page', metrics: ['visitors', 'pageviews']},
+        {id: 'entry_pages', dim: 'visit:entry_page', col: 'col_page', metrics: ['visitors', 'visits']},
+        {id: 'exit_pages', dim: 'visit:exit_page', col: 'col_page', metrics: ['visitors', 'visits']}]},
+      {id: 'sources', title: 'sources', tabs: [
+        {id: 'source', dim: 'visit:source', col: 'col_source', metrics: ['visitors', 'percentage']},
+        {id: 'referrer', dim: 'visit:referrer', col: 'col_referrer', metrics: ['visitors', 'percentage']}]},
+      {id: 'locations', title: 'locations', tabs: [
+        {id: 'region', dim: 'visit:region', col: 'col_region', metrics: ['visitors', 'percentage']},
+        {id: 'country', dim: 'visit:country', col: 'col_country', metrics: ['visitors', 'percentage']}]},
+      {id: 'devices', title: 'devices', tabs: [
+        {id: 'browser', dim: 'visit:browser', col: 'col_browser', metrics: ['visitors', 'percentage']},
+        {id: 'os', dim: 'visit:os', col: 'col_os', metrics: ['visitors', 'percentage']},
+        {id: 'device', dim: 'visit:device', col: 'col_device', metrics: ['visitors', 'percentage']}]},
+      {id: 'language', title: 'language', tabs: [
+        {id: 'language', dim: 'visit:language', col: 'col_language', metrics: ['visitors', 'percentage']}]},
+      {id: 'consent', title: 'consent', tabs: [
+        {id: 'consent', dim: 'visit:consent', col: 'col_consent', metrics: ['visitors', 'pageviews']}]}
+    ];
+    if (site.campaigns) cards[1].tabs.push(
+      {id: 'utm_source', dim: 'visit:utm_source', col: 'col_campaign', metrics: ['visitors', 'percentage']},
+      {id: 'utm_medium', dim: 'visit:utm_medium', col: 'col_campaign', metrics: ['visitors', 'percentage']},
+      {id: 'utm_campaign', dim: 'visit:utm_campaign', col: 'col_campaign', metrics: ['visitors', 'percentage']});
+    if (site.event_names && site.event_names.length) {
+      var ev = {id: 'events', title: 'events_card', tabs: [{id: 'event_name', dim: 'event:name', col: 'col_event', metrics: ['visitors', 'events']}]};
+      (site.prop_keys || []).forEach(function (key) {
+        ev.tabs.push({id: 'prop:' + key, label: key, dim: 'event:props:' + key, col: 'col_value', metrics: ['visitors', 'events'], noFilter: true});
+      });
+      cards.push(ev);
+    }
+    return cards;
+  }
+
+  function renderCards() {
+    var box = $('cards');
+    box.textContent = '';
+    cardsSpec().forEach(function (card) {
+      var sec = el('section', 'card breakdown');
+      sec.id = 'card-' + card.id;
+      sec.setAttribute('aria-labelledby', 'h-' + card.id);
+      var head = el('div', 'card-head');
+      var h = el('h2', null, t(card.title));
+      h.id = 'h-' + card.id;
+      head.appendChild(h);
+      var tabIndex = Math.max(0, card.tabs.findIndex(function (x) { return x.id === state.open[card.id] }));
+      var tab = card.tabs[tabIndex];
+      if (card.tabs.length > 1) {
+        var tl = el('div', 'tabs');
+        tl.setAttribute('role', 'tablist');
+        tl.setAttribute('aria-label', t(card.title) + ' : ' + t('tabs'));
+        card.tabs.forEach(function (x, i) {
+          var b = el('button', 'tab', x.label || t(x.id));
+          b.type = 'button';
+          b.setAttribute('role', 'tab');
+          b.setAttribute('aria-selected', String(i === tabIndex));
+          b.tabIndex = i === tabIndex ? 0 : -1;
+          b.setAttribute('data-tab', x.id);
+          b.addEventListener('click', function () { state.open[card.id] = x.id; renderCards(); loadCards(generation); focusTab(card.id, x.id) });
+          b.addEventListener('keydown', function (e) {
+            var d = e.key === 'ArrowRight' ? 1 : e.key === 'ArrowLeft' ? -1 : 0;
+            if (!d) return;
+            e.preventDefault();
+            var next = card.tabs[(i + d + card.tabs.length) % card.tabs.length];
+            state.open[card.id] = next.id; renderCards(); loadCards(generation); focusTab(card.id, next.id);
+          });
+          tl.appendChild(b);
+        });
+        head.appendChild(tl);
+      }
+      sec.appendChild(head);
+      var body = el('div', 'card-body');
+      body.setAttribute('role', card.tabs.length > 1 ? 'tabpanel' : 'region');
+      body.appendChild(el('p', 'muted', t('loading')));
+      sec.appendChild(body);
+      var foot = el('div', 'card-foot');
+      var more = el('button', 'link more', t(state.more[card.id] ? 'less' : 'more'));
+      more.type = 'button';
+      more.hidden = true;
+      more.addEventListener('click', function () { state.more[card.id] = !state.more[card.id]; renderCards(); loadCards(generation) });
+      var csv = el('button', 'link csv', t('exportCsv'));
+      csv.type = 'button';
+      csv.setAttribute('aria-label', t('exportOf') + (tab.label || t(tab.id)));
+      csv.addEventListener('click', function () { exportCsv(tab) });
+      foot.appendChild(more);
+      foot.appendChild(csv);
+      sec.appendChild(foot);
+      card.el = body; card.more = more; card.tab = tab;
+      box.appendChild(sec);
+    });
+    state.cards = box.children;
+  }
+  function focusTab(card, tab) {
+    var b = document.querySelector('#card-' + card + ' [data-tab="' + CSS.escape(tab) + '"]');
+    if (b) b.focus();
+  }
+
+  function loadCards(gen) {
+    var specs = cardsSpec();
+    specs.forEach(function (card) {
+      var tabIndex = Math.max(0, card.tabs.findIndex(function (x) { return x.id === state.open[card.id] }));
+      var tab = card.tabs[tabIndex];
+      var sec = $('card-' + card.id);
+      if (!sec) return;
+      var body = sec.querySelector('.card-body'), more = sec.querySelector('.more');
+      var limit = state.more[card.id] ? 100 : 10;
+      query({metrics: tab.metrics, date_range: range(), dimensions: [tab.dim], order_by: [[tab.metrics[0], 'desc']],
+        pagination: {limit: limit + 1, offset: 0}})
+        .then(function (r) {
+          if (gen !== generation) return;
+          if (r.meta && r.meta.region_names) state.regionNames = Object.assign(state.regionNames || {}, r.meta.region_names);
+          // Pageviews have their own card; engagement is not an event.
+          var rows = tab.dim === 'event:name' ? r.results.filter(function (x) { return x.dimensions[0] !== 'pageview' && x.dimensions[0] !== 'engagement' }) : r.results;
+          renderTable(body, tab, rows.slice(0, limit));
+          more.hidden = !(r.results.length > limit || state.more[card.id]);
+        })
+        .catch(function (e) { if (gen === generation) { body.textContent = ''; body.appendChild(el('p', 'error-inline', e.message)) } });
+    });
+  }
+
+  function renderTable(body, tab, rows) {
+    body.textContent = '';
+    if (!rows.length) { body.appendChild(el('p', 'muted', t('empty'))); return }
+    var table = el('table', 'rows');
+    var thead = el('thead'), hr = el('tr');
+    hr.appendChild(el('th', 'label', tab.label ? t('col_value') : t(tab.col)));
+    tab.metrics.forEach(function (m) { var th = el('th', 'num', t('short_' + m) === 'short_' + m ? t(m) : t('short_' + m)); th.scope = 'col'; hr.appendChild(th) });
+    thead.appendChild(hr);
+    table.appendChild(thead);
+    var tbody = el('tbody');
+    var max = 0;
+    rows.forEach(function (r) { if (r.metrics[0] > max) max = r.metrics[0] });
+    rows.forEach(function (r) {
+      var value = r.dimensions[0], tr = el('tr'), isOther = value === '(other)';
+      var th = el('th', 'label');
+      th.scope = 'row';
+      var bar = el('span', 'bar');
+      bar.style.width = (max && r.metrics[0] != null ? Math.max(1, r.metrics[0] / max * 100) : 0) + '%';
+      th.appendChild(bar);
+      var text = dimLabel(tab.dim, value);
+      if (isOther) {
+        tr.className = 'other';
+        var o = el('span', 'other-label', text);
+        o.title = t('otherTip', {k: k()});
+        th.appendChild(o);
+        var info = el('span', 'info', 'i');
+        info.title = t('otherTip', {k: k()});
+        info.tabIndex = 0;
+        info.setAttribute('role', 'note');
+        info.setAttribute('aria-label', t('otherTip', {k: k()}));
+        th.appendChild(info);
+      } else if (tab.noFilter || !FILTERABLE.test(tab.dim)) {
+        th.appendChild(el('span', 'value', text));
+      } else {
+        var b = el('button', 'value filter', text);
+        b.type = 'button';
+        b.title = t('filterBy') + ' ' + t(tab.col).toLowerCase() + ' : ' + text;
+        b.addEventListener('click', function () { addFilter(tab.dim, value) });
+        th.appendChild(b);
+      }
+      tr.appendChild(th);
+      tab.metrics.forEach(function (m, i) {
+        var v = r.metrics ? r.metrics[i] : null;
+        var td = el('td', 'num', metricText(m, v));
+        if (v == null) td.title = t('hiddenTip', {k: k()});
+        // Refused consent is counted without a visitor key: views only.
+        if (tab.dim === 'visit:consent' && value === 'denied' && m === 'visitors') td.title = t('deniedTip');
+        tr.appendChild(td);
+      });
+      tbody.appendChild(tr);
+    });
+    table.appendChild(tbody);
+    body.appendChild(table);
+  }
+
+  function addFilter(dim, value) {
+    state.filters = state.filters.filter(function (f) { return f[1] !== dim });
+    state.filters.push(['is', dim, [value]]);
+    reload();
+  }
+
+  function exportCsv(tab) {
+    var q = {site_id: state.site.id, metrics: tab.metrics, date_range: range(), dimensions: [tab.dim], order_by: [[tab.metrics[0], 'desc']],
+      pagination: {limit: 10000, offset: 0}, format: 'csv'};
+    if (state.filters.length) q.filters = state.filters.slice();
+    api('/api/v2/query', q, 'text/csv').then(function (text) {
+      var a = el('a');
+      a.href = URL.createObjectURL(new Blob([text], {type: 'text/csv;charset=utf-8'}));
+      a.download = 'tamis-' + state.site.id.replace(/[^a-z0-9.-]/gi, '_') + '-' + tab.id.replace(/[^a-z0-9_-]/gi, '_') + '-' + state.period + '.csv';
+      document.body.appendChild(a);
+      a.click();
+      setTimeout(function () { URL.revokeObjectURL(a.href); a.remove() }, 1000);
+    }).catch(function (e) { showError(e.message) });
+  }
+
+  // ---- loading --------------------------------------------------------------
+  function loadRealtime() {
+    if (!state.site) return;
+    var site = state.site;
+    api('/api/v2/query', {site_id: site.id, metrics: ['visitors'], date_range: 'realtime'}).then(function (r) {
+      if (site !== state.site) return;
+      var v = r.results[0] ? r.results[0].metrics[0] : 0;
+      $('realtime-n').textContent = v == null ? '—' : num(v);
+      $('realtime-label').textContent = t(v === 1 ? 'realtime1' : 'realtime');
+    }).catch(function () {});
+  }
+
+  function reload() {
+    var gen = ++generation;
+    writeHash();
+    translateStatic();
+    renderFilters();
+    showError('');
+    $('small-note').textContent = t('smallNote', {k: k()});
+    renderMetrics(null, null);
+    renderCards();
+    loadRealtime();
+    // The current range first: the previous period is computed from the
+    // dates the API resolved, in the site's time zone.
+    var first = state.period === 'yesterday' && !state.rangeToday
+      ? api('/api/v2/query', {site_id: state.site.id, metrics: ['visitors'], date_range: 'day'}).then(function (r) { state.rangeToday = r.query.date_range[0].slice(0, 10) })
+      : Promise.resolve();
+    first.then(function () {
+      if (gen !== generation) return;
+      loadCards(gen);
+      return query({metrics: TOP, date_range: range()}).then(function (now) {
+        if (gen !== generation) return;
+        var from = now.query.date_range[0].slice(0, 10), to = now.query.date_range[1].slice(0, 10);
+        $('range').textContent = formatRange(from, to);
+        var span = daysBetween(from, to) + 1;
+        var prevRange = [shift(from, -span), shift(from, -1)];
+        var prev = state.compare ? query({metrics: TOP, date_range: prevRange}) : Promise.resolve(null);
+        var series = query({metrics: ['visitors'], date_range: range(), dimensions: ['time'], include: {time_labels: true}});
+        var prevSeries = state.compare ? query({metrics: ['visitors'], date_range: prevRange, dimensions: ['time'], include: {time_labels: true}}) : Promise.resolve(null);
+        return Promise.all([prev, series, prevSeries]).then(function (all) {
+          if (gen !== generation) return;
+          renderMetrics(now.results[0] ? now.results[0].metrics : TOP.map(function () { return 0 }), all[0] && all[0].results[0] ? all[0].results[0].metrics : null);
+          var s = toSeries(all[1]);
+          if (all[2]) s.prev = toSeries(all[2]).now;
+          $('legend-prev').hidden = $('legend-prev-label').hidden = !s.prev;
+          renderChart(s);
+        });
+      });
+    }).catch(function (e) { if (gen === generation && e.message !== 'unauthorized') showError(e.message) });
+  }
+  function toSeries(r) {
+    var labels = r.meta.time_labels || [], by = {};
+    r.results.forEach(function (row) { by[row.dimensions[0]] = row.metrics[0] });
+    return {labels: labels, now: labels.map(function (l) { return l in by ? by[l] : 0 })};
+  }
+  function formatRange(from, to) {
+    var f = function (d) { return new Date(Date.UTC(+d.slice(0, 4), +d.slice(5, 7) - 1, +d.slice(8, 10))).toLocaleDateString(t('locale'), {day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC'}) };
+    return from === to ? f(from) : f(from) + ' – ' + f(to);
+  }
+
+  // ---- sign-in ------------------------------------------------------------
+  function signIn(token) {
+    state.token = token;
+    return api('/api/v2/sites').then(function (r) {
+      if (!r.sites.length) { signOut(t('noSites')); return }
+      state.sites = r.sites;
+      state.site = r.sites.find(function (s) { return s.id === state.wantSite }) || r.sites[0];
+      var sel = $('site');
+      sel.textContent = '';
+      r.sites.forEach(function (s) { var o = el('option', null, s.id); o.value = s.id; sel.appendChild(o) });
+      sel.value = state.site.id;
+      $('signin').hidden = true;
+      $('dash').hidden = false;
+      $('controls').hidden = false;
+      $('signout').hidden = false;
+      $('token').value = '';
+      clearInterval(realtimeTimer);
+      realtimeTimer = setInterval(loadRealtime, 30000);
+      reload();
+    }).catch(function (e) { if (e.message !== 'unauthorized') showError(e.message) });
+  }
+  function signOut(message) {
+    state.token = null;
+    state.site = null;
+    clearInterval(realtimeTimer);
+    $('dash').hidden = true;
+    $('controls').hidden = true;
+    $('signout').hidden = true;
+    $('signin').hidden = false;
+    translateStatic();
+    showError(message || '');
+    $('token').focus();
+  }
+
+  function start() {
+    readHash();
+    translateStatic();
+    $('signin-form').addEventListener('submit', function (e) {
+      e.preventDefault();
+      var v = $('token').value.trim();
+      if (v) signIn(v);
+    });
+    $('signout').addEventListener('click', function () { signOut('') });
+    $('lang').addEventListener('click', function () {
+      state.lang = lang() === 'fr' ? 'en' : 'fr';
+      if (state.site) reload(); else { translateStatic(); writeHash() }
+    });
+    $('site').addEventListener('change', function () {
+      state.site = state.sites.find(function (s) { return s.id === $('site').value });
+      state.filters = []; state.regionNames = null; state.rangeToday = null;
+      reload();
+    });
+    $('period').addEventListener('change', function () { state.period = $('period').value; reload() });
+    $('compare').addEventListener('change', function () { state.compare = $('compare').checked; reload() });
+    $('clear-filters').addEventListener('click', function () { state.filters = []; reload() });
+    var resizeTimer;
+    window.addEventListener('resize', function () {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(function () { if (lastSeries) renderChart(lastSeries) }, 150);
+    });
+    signOut('');
+  }
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start); else start();
+})();

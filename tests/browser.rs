@@ -1,0 +1,677 @@
+//! The beacon and the dashboard in real headless Chromium (Debian's
+//! `chromium`, driven by npm `playwright-core` from `tests/browser/*.mjs`),
+//! against the real tamis binary and a real ClickHouse. What the browser
+//! did is checked where it lands: in ClickHouse and through the stats API.
+//! Screenshots of the dashboard go to `target/test-artifacts/`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn artifacts() -> PathBuf {
+    root().join("target/test-artifacts")
+}
+
+/// Runs a node script of `tests/browser/` and returns the JSON it prints.
+fn node(script: &str, args: &[&str]) -> Value {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium not found: run ./deploy/setup.sh (installs the Debian packages chromium and chromium-driver)"
+    );
+    assert!(
+        root()
+            .join("node_modules/playwright-core/package.json")
+            .exists(),
+        "npm module playwright-core not found in node_modules: run ./deploy/setup.sh (runs npm ci)"
+    );
+    let output = Command::new("node")
+        .arg(root().join("tests/browser").join(script))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run node ({e}): run ./deploy/setup.sh (installs nodejs and npm)")
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stderr}\n{stdout}"
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+fn site(id: &str, hostnames: &str, extra: &str) -> String {
+    format!("[[site]]\nid = \"{id}\"\nhostnames = [{hostnames}]\ntimezone = \"America/Toronto\"\n{extra}\n")
+}
+
+fn config_for(ch: &ClickHouse, db: &str, sites: &[String], ids: &[&str]) -> String {
+    let ids: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n[clickhouse]\nurl = \"{}\"\ndatabase = \"{db}\"\nflush_interval_ms = 200\n\n{}\n[[token]]\nname = \"dashboard\"\nsecret_sha256 = \"{}\"\nsites = [{}]\n",
+        ch.url,
+        sites.join("\n"),
+        sha256_hex(TOKEN),
+        ids.join(", ")
+    )
+}
+
+fn accepted(addr: std::net::SocketAddr) -> u64 {
+    let body = http(addr, "GET", "/metrics", &[], b"").body;
+    body.lines()
+        .find_map(|l| l.strip_prefix("tamis_hits_accepted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("tamis_hits_accepted_total in /metrics")
+}
+
+fn rows(ch: &ClickHouse, db: &str, sql: &str) -> Vec<String> {
+    ch.query_in(db, sql).lines().map(str::to_string).collect()
+}
+
+const EVENTS: &str = "event_names = [\"signup\", \"Outbound Link: Click\", \"File Download\", \"404\"]\nprop_keys = [\"plan\", \"url\", \"path\"]";
+
+#[test]
+fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("browser_beacon");
+    let scratch = Scratch::new();
+    let sites = [
+        site("shop.test", "\"localhost\"", EVENTS),
+        site(
+            "consent.test",
+            "\"localhost\"",
+            &format!("consent_mode = \"required\"\n{EVENTS}"),
+        ),
+        site("optout.test", "\"localhost\"", ""),
+        site(
+            "plausible.test",
+            "\"plausible.test\"",
+            "event_names = [\"signup\"]\nprop_keys = [\"plan\"]",
+        ),
+        site("hash.test", "\"localhost\"", "hash_routing = true"),
+    ];
+    let server = Binary::serve(
+        &scratch,
+        &config_for(
+            ch,
+            &db,
+            &sites,
+            &[
+                "shop.test",
+                "consent.test",
+                "optout.test",
+                "plausible.test",
+                "hash.test",
+            ],
+        ),
+    );
+    let tamis = format!("http://{}", server.addr);
+
+    // The beacon is served cacheable, and forever under its versioned URL.
+    let js = http(server.addr, "GET", "/js/tamis.js", &[], b"");
+    assert_eq!(js.status, 200);
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(js.header("cache-control"), Some("public, max-age=3600"));
+    let etag = js.header("etag").expect("etag").to_string();
+    let version = etag.trim_matches('"');
+    let versioned = http(
+        server.addr,
+        "GET",
+        &format!("/js/tamis.js?v={version}"),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        versioned.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(
+        http(
+            server.addr,
+            "GET",
+            "/js/tamis.js",
+            &[("If-None-Match", &etag)],
+            b""
+        )
+        .status,
+        304
+    );
+
+    let before = accepted(server.addr);
+    let r = node("beacon.mjs", &["--tamis", &tamis]);
+    assert!(
+        r["beacon_gzip_bytes"].as_u64().unwrap() < 1536,
+        "tamis.js gzipped: {} bytes",
+        r["beacon_gzip_bytes"]
+    );
+    assert_eq!(r["page_errors"], json!([]), "{r}");
+
+    // What the browser sent for shop.test: 4 pageviews (initial, two
+    // pushState, one popstate; the replaceState to the same page is not
+    // one), 4 events, an engagement per page left (3 SPA navigations, 1
+    // when the tab was hidden), then a second page and its engagement.
+    let sent = r["sent"].as_array().unwrap();
+    let names: Vec<&str> = sent.iter().map(|b| b["n"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "pageview",
+            "engagement",
+            "pageview",
+            "engagement",
+            "pageview",
+            "engagement",
+            "pageview",
+            "signup",
+            "Outbound Link: Click",
+            "File Download",
+            "404",
+            "engagement",
+            "pageview",
+            "engagement"
+        ],
+        "{r}"
+    );
+    assert!(
+        !sent[0]["u"].as_str().unwrap().contains('#'),
+        "fragments stay in the browser: {}",
+        sent[0]
+    );
+    for e in sent.iter().filter(|b| b["n"] == "engagement") {
+        assert!(
+            e["e"].as_u64().is_some_and(|ms| ms > 0),
+            "engagement time: {e}"
+        );
+        assert!(
+            e["sd"].as_u64().is_some_and(|sd| sd <= 100),
+            "scroll depth: {e}"
+        );
+    }
+    // The first page was scrolled 1,200 px down a 3,000 px page.
+    assert!(
+        sent[1]["sd"].as_u64().unwrap() >= 50,
+        "scrolling is measured: {}",
+        sent[1]
+    );
+    assert_eq!(
+        sent[8]["p"],
+        json!({"url": "https://elsewhere.example/path"}),
+        "outbound links keep no query: {r}"
+    );
+    assert_eq!(
+        r["storage"],
+        json!({"local": 0, "session": 0, "cookie": ""})
+    );
+    assert_eq!(
+        r["storage_after"],
+        json!({"local": 0, "session": 0, "cookie": ""})
+    );
+    assert_eq!(r["cookies_after"], 0);
+
+    // Consent required: nothing at all before the decision; then the held
+    // hits with the state; withdrawal applies to the next hit.
+    assert_eq!(r["consent_before"], 0, "{r}");
+    let consent: Vec<(String, String)> = r["consent_sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["n"].as_str().unwrap().to_string(),
+                b["c"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = consent
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("pageview", "granted"),
+            ("engagement", "granted"),
+            ("pageview", "granted"),
+            ("signup", "granted"),
+            ("engagement", "denied"),
+            ("pageview", "denied"),
+            ("engagement", "denied"),
+        ],
+        "{r}"
+    );
+
+    // Hash routing, declared with data-hash: each route is a pageview
+    // (setting location.hash fires popstate and hashchange: one pageview).
+    assert_eq!(
+        r["hash_sent"],
+        json!([
+            ["pageview", "/hash.html", 1],
+            ["engagement", "/hash.html", 1],
+            ["pageview", "/hash.html#/a", 1],
+            ["engagement", "/hash.html#/a", 1],
+            ["pageview", "/hash.html#/b", 1],
+            ["engagement", "/hash.html#/b", 1],
+        ]),
+        "{r}"
+    );
+
+    // GPC and tamis.optOut(): no request at all; the opt-out flag is the
+    // only thing stored, and opting in removes it.
+    assert_eq!(r["gpc_sent"], 0, "{r}");
+    assert_eq!(r["optout_sent_after"], 0, "{r}");
+    assert_eq!(r["optout_storage"], json!(["tamis_ignore"]));
+    assert_eq!(r["optin_storage"], 0);
+    assert_eq!(r["optin_sent"], 1);
+
+    // Another tracker speaking Plausible's Events API: the bodies the
+    // Plausible script sends (older `w`, newer `v` and engagement forms).
+    let plausible = [
+        r#"{"n":"pageview","u":"https://plausible.test/docs?ref=x","d":"plausible.test","r":"https://www.google.com/","w":1280}"#,
+        r#"{"n":"pageview","v":25,"u":"https://plausible.test/pricing","d":"plausible.test","r":null}"#,
+        r#"{"n":"engagement","sd":40,"d":"plausible.test","u":"https://plausible.test/pricing","r":null,"p":{},"e":5300,"v":25}"#,
+        r#"{"n":"signup","v":25,"u":"https://plausible.test/pricing","d":"plausible.test","r":null,"p":{"plan":"pro","secret":"x"}}"#,
+    ];
+    for body in plausible {
+        let resp = send_hit(server.addr, "203.0.113.9", CHROME, body, &[]);
+        assert_eq!(
+            (resp.status, resp.header("x-tamis-dropped")),
+            (202, None),
+            "{body}: {}",
+            resp.body
+        );
+    }
+    // The no-JavaScript pixel, through the same path.
+    let gif = http(
+        server.addr,
+        "GET",
+        "/e.gif?d=plausible.test&u=https%3A%2F%2Fplausible.test%2Fnoscript%3Femail%3Da%40b.c",
+        &[("User-Agent", FIREFOX), ("X-Forwarded-For", "203.0.113.10")],
+        b"",
+    );
+    assert_eq!(
+        (
+            gif.status,
+            gif.header("content-type"),
+            gif.header("cache-control")
+        ),
+        (200, Some("image/gif"), Some("no-store, max-age=0"))
+    );
+    assert!(gif.header("set-cookie").is_none());
+    let bad = http(
+        server.addr,
+        "GET",
+        "/e.gif?u=https%3A%2F%2Fplausible.test%2F",
+        &[("User-Agent", FIREFOX)],
+        b"",
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // Exactly what tamis counted: shop.test 14 hits, consent.test 7,
+    // hash.test 6,
+    // optout.test 2 (the pageview before opting out, the engagement after
+    // opting in again), plausible.test 4 + the pixel.
+    let counted = || {
+        (
+            accepted(server.addr) - before,
+            ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly"),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while counted() != (14 + 7 + 6 + 2 + 5, "15\n".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "hits accepted, pageviews stored: {:?}\n{}", counted(), ch.query_in(&db, "SELECT site_id, page, sumMerge(pageviews), sumMerge(events) FROM traffic_hourly GROUP BY site_id, page FORMAT TSV"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        rows(ch, &db, "SELECT site_id, page, sumMerge(pageviews), sumMerge(events) FROM traffic_hourly GROUP BY site_id, page HAVING sumMerge(pageviews) + sumMerge(events) > 0 ORDER BY site_id, page FORMAT TSV"),
+        [
+            "consent.test\t/consent.html\t1\t0",
+            "consent.test\t/consent/step-2\t1\t1",
+            "consent.test\t/consent/step-3\t1\t0",
+            "hash.test\t/hash.html\t1\t0",
+            "hash.test\t/hash.html#/a\t1\t0",
+            "hash.test\t/hash.html#/b\t1\t0",
+            "optout.test\t/optout.html\t1\t0",
+            "plausible.test\t/docs\t1\t0",
+            "plausible.test\t/noscript\t1\t0",
+            "plausible.test\t/pricing\t1\t1",
+            "shop.test\t/blank\t1\t0",
+            "shop.test\t/spa.html\t1\t0",
+            "shop.test\t/spa/a\t2\t4",
+            "shop.test\t/spa/b\t1\t0",
+        ]
+    );
+    assert_eq!(
+        rows(ch, &db, "SELECT consent, sumMerge(pageviews) FROM traffic_hourly WHERE site_id = 'consent.test' GROUP BY consent ORDER BY consent FORMAT TSV"),
+        ["denied\t1", "granted\t2"]
+    );
+    // Properties: only allow-listed keys (`email`, `secret` are not). The
+    // writer inserts them after the traffic rows of the same batch.
+    wait_until(Duration::from_secs(10), "property rows written", || {
+        ch.query_in(
+            &db,
+            "SELECT sum(events) FROM (SELECT sumMerge(events) AS events FROM props_hourly)",
+        ) == "6\n"
+    });
+    let download = format!(
+        "shop.test\tFile Download\turl\t{}/files/rapport-annuel.pdf\t1",
+        r["origin"].as_str().unwrap()
+    );
+    assert_eq!(
+        rows(ch, &db, "SELECT site_id, event, prop_key, prop_value, sumMerge(events) FROM props_hourly GROUP BY site_id, event, prop_key, prop_value ORDER BY site_id, event, prop_key FORMAT TSV"),
+        [
+            "consent.test\tsignup\tplan\tfamille\t1",
+            "plausible.test\tsignup\tplan\tpro\t1",
+            "shop.test\t404\tpath\t/spa/a\t1",
+            download.as_str(),
+            "shop.test\tOutbound Link: Click\turl\thttps://elsewhere.example/path\t1",
+            "shop.test\tsignup\tplan\tbasic\t1",
+        ]
+    );
+    println!(
+        "tamis.js: {} bytes, {} bytes gzipped (gzip -9)",
+        r["beacon_bytes"], r["beacon_gzip_bytes"]
+    );
+    drop(server);
+}
+
+/// Sends one pageview per visitor (each from its own /24) on `path`, and
+/// a `signup` with `plan` when given.
+fn visit(
+    addr: std::net::SocketAddr,
+    first: u32,
+    n: u32,
+    path: &str,
+    referrer: Option<&str>,
+    plan: Option<&str>,
+) {
+    for v in first..first + n {
+        let ip = format!("100.{}.{}.7", 64 + v / 256, v % 256);
+        let ua = BROWSERS[v as usize % BROWSERS.len()];
+        let lang = if v % 3 == 0 {
+            "en-CA,en;q=0.9"
+        } else {
+            "fr-CA,fr;q=0.9"
+        };
+        let url = format!("https://example.org{path}");
+        let body =
+            json!({"n": "pageview", "u": url, "d": "example.org", "r": referrer}).to_string();
+        let r = send_hit(addr, &ip, ua, &body, &[("Accept-Language", lang)]);
+        assert_eq!(
+            (r.status, r.header("x-tamis-dropped")),
+            (202, None),
+            "{path}: {}",
+            r.body
+        );
+        if let Some(plan) = plan {
+            let body = json!({"n": "signup", "u": url, "d": "example.org", "p": {"plan": plan}})
+                .to_string();
+            let r = send_hit(addr, &ip, ua, &body, &[("Accept-Language", lang)]);
+            assert_eq!(
+                (r.status, r.header("x-tamis-dropped")),
+                (202, None),
+                "{}",
+                r.body
+            );
+        }
+    }
+}
+
+#[test]
+fn dashboard_in_chromium_shows_the_seeded_numbers_and_only_text() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("browser_dashboard");
+    let scratch = Scratch::new();
+    let sites = [site(
+        "example.org",
+        "\"example.org\"",
+        "language = \"fr\"\nevent_names = [\"signup\"]\nprop_keys = [\"plan\"]",
+    )];
+    let server = Binary::serve(&scratch, &config_for(ch, &db, &sites, &["example.org"]));
+    let long_plan = "très long ".repeat(500);
+    let long_path = format!("/{}", "Ab.".repeat(1500));
+    let xss = [
+        "/<img src=x onerror=window.__xss=1>",
+        "/\"><script>window.__xss=2</script>",
+        "/javascript:window.__xss=3",
+        "/\u{202E}fdp.exe\u{202C}",
+        long_path.as_str(),
+    ];
+    visit(server.addr, 0, 20, "/", None, None);
+    visit(
+        server.addr,
+        20,
+        8,
+        "/services",
+        Some("https://www.google.com/"),
+        None,
+    );
+    visit(
+        server.addr,
+        28,
+        5,
+        "/contact",
+        Some("https://evil.example/<img src=x onerror=window.__xss=4>"),
+        None,
+    );
+    visit(server.addr, 33, 2, "/rare-a", None, None);
+    visit(server.addr, 35, 1, "/rare-b", None, None);
+    let plans = [
+        "<img src=x onerror=window.__xss=5>",
+        "javascript:window.__xss=6",
+        "\u{202E}ecnavda",
+        long_plan.as_str(),
+        "basique",
+    ];
+    for (i, (path, plan)) in xss.iter().zip(plans).enumerate() {
+        visit(server.addr, 40 + 5 * i as u32, 5, path, None, Some(plan));
+    }
+    // 20 + 8 + 5 + 2 + 1 + 5 × 5 visitors, one page each.
+    wait_until(Duration::from_secs(20), "61 pageviews stored", || {
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "61\n"
+    });
+
+    let tamis = format!("http://{}", server.addr);
+    let shots = artifacts();
+    let r = node(
+        "dashboard.mjs",
+        &[
+            "--tamis",
+            &tamis,
+            "--token",
+            TOKEN,
+            "--site",
+            "example.org",
+            "--period",
+            "day",
+            "--screenshots",
+            shots.to_str().unwrap(),
+            "--prefix",
+            "seeded",
+            "--filter-page",
+            "/services",
+        ],
+    );
+    assert_eq!(r["api_totals"], json!([61, 61, 61]), "{r}");
+    assert_eq!(r["shown_totals"], json!([61, 61, 61]), "{r}");
+    assert_eq!(r["lang_initial"], "fr", "a French site opens in French");
+    assert_eq!(r["lang_switched"], "en");
+    assert_eq!(r["en_metric_name"], "Unique visitors");
+    assert!(
+        r["bad_token_message"].as_str().unwrap().contains("jeton"),
+        "{r}"
+    );
+    assert!(
+        r["other_tooltip"]
+            .as_str()
+            .unwrap()
+            .contains("moins de 5 visiteurs"),
+        "{r}"
+    );
+    assert_eq!(r["filtered_api"], json!([8, 8, 8]), "{r}");
+    assert_eq!(r["filtered_shown"], json!([8, 8, 8]), "{r}");
+    assert!(
+        r["filter_hash"]
+            .as_str()
+            .unwrap()
+            .contains(r#"["is","event:page",["/services"]]"#),
+        "{r}"
+    );
+    // The XSS corpus is on screen, as text, and nothing of it ran.
+    let props: Vec<&str> = r["prop_values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        props.contains(&"<img src=x onerror=window.__xss=5>"),
+        "{props:?}"
+    );
+    assert!(props.contains(&"javascript:window.__xss=6"), "{props:?}");
+    assert!(
+        props.contains(&"⟨U+202E⟩ecnavda"),
+        "direction controls are shown, not obeyed: {props:?}"
+    );
+    assert!(
+        props
+            .iter()
+            .any(|p| p.starts_with("très long très long") && p.chars().count() == 200),
+        "{props:?}"
+    );
+    assert_eq!(
+        r["referrers"],
+        json!(["Accès direct / aucun", "google.com", "evil.example"]),
+        "referrers keep their host only"
+    );
+    assert_eq!(r["xss_flag"], Value::Null, "{r}");
+    assert_eq!(r["injected_elements"], 0, "{r}");
+    assert_eq!(r["overflow"], json!([]), "{r}");
+    assert_eq!(r["phone_overflow"], 0, "{r}");
+    assert_eq!(r["problems"], json!([]), "{r}");
+    assert_eq!(r["phone_problems"], json!([]), "{r}");
+    assert_eq!(
+        (r["cookies"].as_u64(), r["storage"].as_u64()),
+        (Some(0), Some(0)),
+        "the dashboard keeps its token in memory only"
+    );
+    assert!(
+        r["csp"].as_str().unwrap().starts_with("default-src 'none'"),
+        "{r}"
+    );
+    assert_eq!(r["keyboard_tab"], "entry_pages");
+    // The CSV export: header, then the same rows as the table.
+    let csv: Vec<&str> = r["csv_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(csv[0], "event:page,visitors,pageviews", "{csv:?}");
+    assert!(
+        csv.contains(&"/,20,20") && csv.contains(&"/services,8,8"),
+        "{csv:?}"
+    );
+    assert!(r["csv_name"].as_str().unwrap().ends_with(".csv"));
+    for shot in r["screenshots"].as_array().unwrap() {
+        assert!(Path::new(shot.as_str().unwrap()).exists(), "{shot}");
+    }
+}
+
+#[test]
+fn dashboard_on_demo_data_matches_the_api() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("browser_demo");
+    let scratch = Scratch::new();
+    let sites = [
+        site("ville.example", "\"ville.example\", \"www.ville.example\"", "language = \"fr\"\ncollect_campaigns = true\nevent_names = [\"inscription\"]\nprop_keys = [\"forfait\"]"),
+        site("musee.example", "\"musee.example\"", "language = \"fr\""),
+        site("agency.example", "\"agency.example\"", "language = \"en\""),
+    ];
+    let config = config_for(
+        ch,
+        &db,
+        &sites,
+        &["ville.example", "musee.example", "agency.example"],
+    );
+    let path = scratch.path("demo.toml");
+    std::fs::write(&path, &config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tamis"))
+        .args(["demo", "--days", "56", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    // What the demo says it counted is what ClickHouse holds.
+    let counted: u64 = printed
+        .lines()
+        .filter(|l| l.starts_with("site ville.example"))
+        .filter_map(|l| {
+            l.split(", ")
+                .nth(1)
+                .and_then(|p| p.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum();
+    assert!(counted > 1000, "{printed}");
+    assert_eq!(
+        ch.query_in(
+            &db,
+            "SELECT sumMerge(pageviews) FROM traffic_hourly WHERE site_id = 'ville.example'"
+        ),
+        format!("{counted}\n")
+    );
+    assert!(
+        ch.query_in(
+            &db,
+            "SELECT count() FROM dropped_hourly WHERE reason IN ('opt_out', 'bot')"
+        )
+        .trim()
+            != "0"
+    );
+
+    let server = Binary::serve(&scratch, &config);
+    let tamis = format!("http://{}", server.addr);
+    let r = node(
+        "dashboard.mjs",
+        &[
+            "--tamis",
+            &tamis,
+            "--token",
+            TOKEN,
+            "--site",
+            "ville.example",
+            "--period",
+            "28d",
+            "--screenshots",
+            artifacts().to_str().unwrap(),
+            "--prefix",
+            "demo",
+            "--filter-page",
+            "/",
+        ],
+    );
+    assert_eq!(r["shown_totals"], r["api_totals"], "{r}");
+    assert_eq!(r["filtered_shown"], r["filtered_api"], "{r}");
+    assert_eq!(r["overflow"], json!([]), "{r}");
+    assert_eq!(r["phone_overflow"], 0, "{r}");
+    assert_eq!(r["problems"], json!([]), "{r}");
+}
