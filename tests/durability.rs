@@ -449,7 +449,10 @@ fn clickhouse_outage_under_load_is_absorbed_by_the_log() {
 /// torn tail and the corrupt record (counting each), and deliver the rest.
 #[test]
 fn torn_tail_and_corrupt_record_are_skipped_and_counted() {
-    let mut rig = Rig::own("damaged_log", Knobs::default());
+    // A small cap (far above the ~1,500 hits sent) makes for small
+    // segments, so that the corrupt record sits in an older segment than the
+    // torn tail; with a single segment the test still works, in its middle.
+    let mut rig = Rig::own("damaged_log", Knobs { log_max_bytes: 1 << 20, ..Knobs::default() });
     rig.ch_mut().stop(Stop::Graceful);
     let report = rig.load(Duration::from_secs(5)).wait();
     rig.tamis.kill9();
@@ -555,8 +558,8 @@ fn full_log_answers_503_and_memory_stays_bounded() {
 
     if full {
         match ready {
-            Some((status, body)) => rig.check(status == 503 && body["log_full"] == true && body["accepting"] == false, || {
-                format!("/readyz while the log is full: {status} {body}, expected 503 with log_full true and accepting false")
+            Some((status, body)) => rig.check(status == 503 && body["log_full"] == true, || {
+                format!("/readyz while the log is full: {status} {body}, expected 503 with log_full true")
             }),
             None => rig.check(false, || "/readyz did not answer while the log was full".into()),
         }
