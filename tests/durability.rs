@@ -240,16 +240,19 @@ impl Rig {
         }
     }
 
-    /// Fails with every problem noted, and tamis's warnings and errors.
+    /// Fails with every problem noted, tamis's warnings and errors, and
+    /// the end of ClickHouse's error log (which tells, for instance, which
+    /// unfinished parts it removed after a kill).
     fn finish(self) {
         let findings = self.findings.take();
         assert!(
             findings.is_empty(),
-            "{}: {} problem(s):\n- {}\n{}",
+            "{}: {} problem(s):\n- {}\n{}\n--- ClickHouse error log (last 20 lines):\n{}",
             self.name,
             findings.len(),
             findings.join("\n- "),
-            self.tamis_log_excerpt()
+            self.tamis_log_excerpt(),
+            self.ch().error_log_tail(20)
         );
     }
 
