@@ -683,6 +683,29 @@ fn inserts_that_time_out_are_not_applied_twice() {
     rig.finish();
 }
 
+/// ClickHouse killed (SIGKILL) again and again under load, at varied
+/// moments: an insert cut short, whatever ClickHouse had committed of it
+/// (its target tables get separate parts, and a kill may fall between
+/// them), must be neither lost nor applied twice.
+#[test]
+fn clickhouse_killed_mid_insert_again_and_again() {
+    let mut rig = Rig::own("ch_kill_loop", Knobs::default());
+    let load = rig.load(Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(2));
+    // Up times that do not line up with the 200 ms flush interval, so the
+    // kills land at different points of the insert cycle.
+    for up_ms in [1_130, 1_870, 1_410, 2_290, 1_650, 1_030] {
+        rig.ch_mut().stop(Stop::Kill);
+        std::thread::sleep(Duration::from_millis(700));
+        rig.ch_mut().restart();
+        std::thread::sleep(Duration::from_millis(up_ms));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let report = load.stop();
+    rig.verify(&report, &[]);
+    rig.finish();
+}
+
 /// The acceptance run: fixed rate, two kill -9 restarts of tamis
 /// and a 20 s ClickHouse stop (SIGKILL, mid-insert if it happens to be) in
 /// the middle: pageviews in ClickHouse = number of 202s, exactly (plus the
