@@ -120,7 +120,11 @@ impl Drop for Rig {
     fn drop(&mut self) {
         let findings = self.findings.borrow();
         if std::thread::panicking() && !findings.is_empty() {
-            eprintln!("[{}] problems noted before the failure:\n- {}", self.name, findings.join("\n- "));
+            eprintln!(
+                "[{}] problems noted before the failure:\n- {}",
+                self.name,
+                findings.join("\n- ")
+            );
         }
     }
 }
@@ -145,7 +149,15 @@ impl Rig {
         let scratch = Scratch::new();
         let log_dir = scratch.path("log");
         let tamis = Binary::serve(&scratch, &config_text(ch, &db, &log_dir, &knobs));
-        Rig { name, server, db, scratch, log_dir, tamis, findings: Default::default() }
+        Rig {
+            name,
+            server,
+            db,
+            scratch,
+            log_dir,
+            tamis,
+            findings: Default::default(),
+        }
     }
 
     fn ch(&self) -> &ClickHouse {
@@ -171,7 +183,12 @@ impl Rig {
     fn load(&self, duration: Duration) -> Load {
         let clients = IPS
             .iter()
-            .flat_map(|ip| AGENTS.iter().map(move |ua| Client { ip: ip.to_string(), user_agent: ua.to_string() }))
+            .flat_map(|ip| {
+                AGENTS.iter().map(move |ua| Client {
+                    ip: ip.to_string(),
+                    user_agent: ua.to_string(),
+                })
+            })
             .collect();
         Load::start(
             self.tamis.addr,
@@ -202,7 +219,14 @@ impl Rig {
         );
         text.lines()
             .filter_map(|l| l.split_once('\t'))
-            .map(|(page, n)| (page.to_string(), n.trim().parse().unwrap_or_else(|_| panic!("bad count {n:?}"))))
+            .map(|(page, n)| {
+                (
+                    page.to_string(),
+                    n.trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("bad count {n:?}")),
+                )
+            })
             .collect()
     }
 
@@ -263,7 +287,11 @@ impl Rig {
         let verdict = report.check(&counts, lost_on_purpose);
         eprintln!("[{}] {}", self.name, verdict.summary());
         self.check(verdict.problems.is_empty(), || {
-            format!("delivery promises broken ({}):\n{}", verdict.summary(), verdict.problems.join("\n"))
+            format!(
+                "delivery promises broken ({}):\n{}",
+                verdict.summary(),
+                verdict.problems.join("\n")
+            )
         });
         self.check(verdict.counted == verdict.accepted + verdict.no_answer_counted, || {
             format!(
@@ -271,8 +299,12 @@ impl Rig {
                 verdict.counted, verdict.accepted, verdict.no_answer_counted
             )
         });
-        self.check(verdict.accepted > 0, || "no request was accepted at all".to_string());
-        self.check(verdict.other.is_empty(), || format!("unexpected answers {:?}", verdict.other));
+        self.check(verdict.accepted > 0, || {
+            "no request was accepted at all".to_string()
+        });
+        self.check(verdict.other.is_empty(), || {
+            format!("unexpected answers {:?}", verdict.other)
+        });
         verdict
     }
 
@@ -288,15 +320,28 @@ impl Rig {
         for ua in AGENTS {
             needles.push((format!("raw user agent {ua:?}"), ua.as_bytes().to_vec()));
         }
-        self.check(self.log_dir.is_dir(), || format!("no log directory at {}", self.log_dir.display()));
+        self.check(self.log_dir.is_dir(), || {
+            format!("no log directory at {}", self.log_dir.display())
+        });
         let found = common::journal::find_needles(&self.log_dir, &needles);
-        self.check(found.is_empty(), || format!("the log directory holds what it must not:\n{}", found.join("\n")));
+        self.check(found.is_empty(), || {
+            format!(
+                "the log directory holds what it must not:\n{}",
+                found.join("\n")
+            )
+        });
         let loose = common::journal::loose_permissions(&self.log_dir);
-        self.check(loose.is_empty(), || format!("the log directory is not private:\n{}", loose.join("\n")));
+        self.check(loose.is_empty(), || {
+            format!("the log directory is not private:\n{}", loose.join("\n"))
+        });
     }
 
     fn log_bytes_on_disk(&self) -> u64 {
-        common::journal::files(&self.log_dir).iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()
+        common::journal::files(&self.log_dir)
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Warnings and errors tamis logged, with the run separators, for
@@ -305,7 +350,12 @@ impl Rig {
         let text = self.tamis.log_text();
         let lines: Vec<&str> = text
             .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("=== tamis run") || l.contains("panicked"))
+            .filter(|l| {
+                l.contains("WARN")
+                    || l.contains("ERROR")
+                    || l.contains("=== tamis run")
+                    || l.contains("panicked")
+            })
             .collect();
         format!(
             "--- tamis warnings and errors ({} of {} lines; full log {}):\n{}",
@@ -333,7 +383,10 @@ fn scrape(addr: std::net::SocketAddr) -> Option<HashMap<String, f64>> {
 /// `/readyz`: status and JSON body (`Null` if the body is not JSON).
 fn readyz(addr: std::net::SocketAddr) -> Option<(u16, serde_json::Value)> {
     let r = try_http(addr, "GET", "/readyz", &[], b"").ok()?;
-    Some((r.status, serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null)))
+    Some((
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 /// Polls `what` every 50 ms until it holds or `timeout` passes; false on timeout.
@@ -389,7 +442,10 @@ fn kill9_restarts_under_load_lose_and_duplicate_nothing() {
     }
     let report = load.wait();
     let verdict = rig.verify(&report, &[]);
-    eprintln!("[{}] 4 kill -9 restarts; {} requests unanswered, {} of them counted", rig.name, verdict.no_answer, verdict.no_answer_counted);
+    eprintln!(
+        "[{}] 4 kill -9 restarts; {} requests unanswered, {} of them counted",
+        rig.name, verdict.no_answer, verdict.no_answer_counted
+    );
     rig.check_log_private();
     rig.finish();
 }
@@ -412,7 +468,10 @@ fn clickhouse_outage_under_load_is_absorbed_by_the_log() {
     while outage.elapsed() < Duration::from_secs(30) {
         if let Some(m) = rig.metrics() {
             let backlog = m.get("tamis_log_backlog_hits").copied().unwrap_or(0.0);
-            let age = m.get("tamis_log_backlog_age_seconds").copied().unwrap_or(0.0);
+            let age = m
+                .get("tamis_log_backlog_age_seconds")
+                .copied()
+                .unwrap_or(0.0);
             saw_backlog |= backlog > 0.0 && age > 0.0;
             saw_down |= m.get("tamis_clickhouse_up") == Some(&0.0);
         }
@@ -428,8 +487,13 @@ fn clickhouse_outage_under_load_is_absorbed_by_the_log() {
     rig.ch_mut().restart();
     let report = load.wait();
 
-    rig.check(saw_down, || "tamis_clickhouse_up never became 0 during a 30 s outage".into());
-    rig.check(saw_backlog, || "tamis_log_backlog_hits and tamis_log_backlog_age_seconds never grew during the outage".into());
+    rig.check(saw_down, || {
+        "tamis_clickhouse_up never became 0 during a 30 s outage".into()
+    });
+    rig.check(saw_backlog, || {
+        "tamis_log_backlog_hits and tamis_log_backlog_age_seconds never grew during the outage"
+            .into()
+    });
     match ready_while_down {
         Some((status, body)) => {
             rig.check(body["clickhouse"] == "down", || format!("/readyz never said clickhouse \"down\" during the outage; last: {status} {body}"));
@@ -439,10 +503,20 @@ fn clickhouse_outage_under_load_is_absorbed_by_the_log() {
         }
         None => rig.check(false, || "/readyz never answered during the outage".into()),
     }
-    rig.check(accepted_during_outage > 0, || "no 202 while ClickHouse was down".into());
+    rig.check(accepted_during_outage > 0, || {
+        "no 202 while ClickHouse was down".into()
+    });
     let verdict = rig.verify(&report, &[]);
-    rig.check(verdict.refused == 0, || format!("{} 503s although the log was far from its cap", verdict.refused));
-    eprintln!("[{}] {accepted_during_outage} hits accepted during the 30 s outage", rig.name);
+    rig.check(verdict.refused == 0, || {
+        format!(
+            "{} 503s although the log was far from its cap",
+            verdict.refused
+        )
+    });
+    eprintln!(
+        "[{}] {accepted_during_outage} hits accepted during the 30 s outage",
+        rig.name
+    );
     rig.finish();
 }
 
@@ -455,15 +529,31 @@ fn torn_tail_and_corrupt_record_are_skipped_and_counted() {
     // A small cap (far above the ~1,500 hits sent) makes for small
     // segments, so that the corrupt record sits in an older segment than the
     // torn tail; with a single segment the test still works, in its middle.
-    let mut rig = Rig::own("damaged_log", Knobs { log_max_bytes: 1 << 20, ..Knobs::default() });
+    let mut rig = Rig::own(
+        "damaged_log",
+        Knobs {
+            log_max_bytes: 1 << 20,
+            ..Knobs::default()
+        },
+    );
     rig.ch_mut().stop(Stop::Graceful);
     let report = rig.load(Duration::from_secs(5)).wait();
     rig.tamis.kill9();
     rig.check_log_private();
 
-    assert!(rig.log_dir.is_dir(), "no log directory at {} after {} hits were accepted", rig.log_dir.display(), report.accepted_ids().len());
+    assert!(
+        rig.log_dir.is_dir(),
+        "no log directory at {} after {} hits were accepted",
+        rig.log_dir.display(),
+        report.accepted_ids().len()
+    );
     let segments = common::journal::segments(&rig.log_dir);
-    assert!(!segments.is_empty(), "no segment in {} after {} hits were accepted", rig.log_dir.display(), report.accepted_ids().len());
+    assert!(
+        !segments.is_empty(),
+        "no segment in {} after {} hits were accepted",
+        rig.log_dir.display(),
+        report.accepted_ids().len()
+    );
     let walks: Vec<_> = segments
         .iter()
         .map(|s| common::journal::walk(&std::fs::read(s).expect("read segment")))
@@ -487,7 +577,10 @@ fn torn_tail_and_corrupt_record_are_skipped_and_counted() {
     // in its middle, well before the tail).
     let victim = walks[0].records[walks[0].records.len() / 2];
     let payload = common::journal::corrupt_record(&segments[0], victim);
-    let lost: Vec<u64> = common::journal::pages_in(&payload).iter().filter_map(|p| load::id_of(p)).collect();
+    let lost: Vec<u64> = common::journal::pages_in(&payload)
+        .iter()
+        .filter_map(|p| load::id_of(p))
+        .collect();
     let newest = segments.last().expect("a segment");
     common::journal::append_torn_record(newest, 300, b"{\"torn\":");
     eprintln!(
@@ -512,7 +605,11 @@ fn torn_tail_and_corrupt_record_are_skipped_and_counted() {
         // The payload does not show its page as text: the corrupted hit is
         // then the single 202 that is missing (one record per hit).
         let counts = rig.drained();
-        let missing: Vec<u64> = report.accepted_ids().into_iter().filter(|id| !counts.contains_key(&load::page(*id))).collect();
+        let missing: Vec<u64> = report
+            .accepted_ids()
+            .into_iter()
+            .filter(|id| !counts.contains_key(&load::page(*id)))
+            .collect();
         rig.check(missing.len() == 1, || {
             format!("the corrupted record's page is not readable in its payload, and {} accepted hits are missing instead of 1: {missing:?}", missing.len())
         });
@@ -534,7 +631,13 @@ fn torn_tail_and_corrupt_record_are_skipped_and_counted() {
 #[test]
 fn full_log_answers_503_and_memory_stays_bounded() {
     const CAP: u64 = 512 * 1024;
-    let mut rig = Rig::own("log_cap", Knobs { log_max_bytes: CAP, ..Knobs::default() });
+    let mut rig = Rig::own(
+        "log_cap",
+        Knobs {
+            log_max_bytes: CAP,
+            ..Knobs::default()
+        },
+    );
     let idle_kib = rig.tamis.rss_kib().expect("tamis RSS");
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(rig.tamis.pid(), stop_sampling.clone());
@@ -542,7 +645,12 @@ fn full_log_answers_503_and_memory_stays_bounded() {
     let load = rig.load(Duration::from_secs(120));
 
     let full = eventually(Duration::from_secs(40), || load.live.refused() > 0);
-    rig.check(full, || format!("no 503 after 40 s of load with ClickHouse down and a {CAP}-byte log cap ({} accepted)", load.live.accepted()));
+    rig.check(full, || {
+        format!(
+            "no 503 after 40 s of load with ClickHouse down and a {CAP}-byte log cap ({} accepted)",
+            load.live.accepted()
+        )
+    });
     // Stay full a while: memory must not grow with refused traffic.
     std::thread::sleep(Duration::from_secs(5));
     let ready = readyz(rig.tamis.addr);
@@ -552,7 +660,9 @@ fn full_log_answers_503_and_memory_stays_bounded() {
 
     rig.ch_mut().restart();
     let accepted_at_restart = load.live.accepted();
-    let recovered = eventually(Duration::from_secs(60), || load.live.accepted() > accepted_at_restart + u64::from(RATE));
+    let recovered = eventually(Duration::from_secs(60), || {
+        load.live.accepted() > accepted_at_restart + u64::from(RATE)
+    });
     std::thread::sleep(Duration::from_secs(1));
     let report = load.stop();
     stop_sampling.store(true, Ordering::Relaxed);
@@ -566,25 +676,42 @@ fn full_log_answers_503_and_memory_stays_bounded() {
             }),
             None => rig.check(false, || "/readyz did not answer while the log was full".into()),
         }
-        rig.check(log_full_metric == Some(1.0), || format!("tamis_log_full while full: {log_full_metric:?}"));
+        rig.check(log_full_metric == Some(1.0), || {
+            format!("tamis_log_full while full: {log_full_metric:?}")
+        });
     }
     // The cap is checked before a group is committed, so the log may pass
     // it by at most one group of records (4 connections, one hit each);
     // 64 KiB is far more than that.
-    rig.check(on_disk <= CAP + 64 * 1024, || format!("the log holds {on_disk} bytes on disk, cap {CAP}"));
-    rig.check(recovered, || "tamis did not accept again within 60 s of ClickHouse's return".into());
+    rig.check(on_disk <= CAP + 64 * 1024, || {
+        format!("the log holds {on_disk} bytes on disk, cap {CAP}")
+    });
+    rig.check(recovered, || {
+        "tamis did not accept again within 60 s of ClickHouse's return".into()
+    });
     // Memory: what tamis holds beyond its idle footprint is bounded by the
     // log cap (0.5 MiB of records on disk, none needed in memory), the
     // bounded channels and the in-memory visits of the 4 simulated
     // visitors: 64 MiB above the idle RSS is generous, while a backlog kept
     // in memory grows without limit at 300 hits/s.
     rig.check(peak_kib <= idle_kib + 64 * 1024, || {
-        format!("tamis RSS peaked at {peak_kib} KiB, idle was {idle_kib} KiB ({} samples)", samples.len())
+        format!(
+            "tamis RSS peaked at {peak_kib} KiB, idle was {idle_kib} KiB ({} samples)",
+            samples.len()
+        )
     });
     let verdict = rig.verify(&report, &[]);
     rig.check(verdict.refused > 0, || "no 503 at all".into());
-    rig.check(verdict.refused_without_retry_after == 0, || format!("{} 503s without Retry-After", verdict.refused_without_retry_after));
-    eprintln!("[{}] log on disk when full: {on_disk} bytes; RSS idle {idle_kib} KiB, peak {peak_kib} KiB", rig.name);
+    rig.check(verdict.refused_without_retry_after == 0, || {
+        format!(
+            "{} 503s without Retry-After",
+            verdict.refused_without_retry_after
+        )
+    });
+    eprintln!(
+        "[{}] log on disk when full: {on_disk} bytes; RSS idle {idle_kib} KiB, peak {peak_kib} KiB",
+        rig.name
+    );
     rig.finish();
 }
 
@@ -595,7 +722,13 @@ fn full_log_answers_503_and_memory_stays_bounded() {
 #[test]
 fn sigterm_under_load_exits_in_time_and_loses_nothing() {
     const SHUTDOWN_MS: u64 = 5_000;
-    let mut rig = Rig::shared("sigterm", Knobs { shutdown_timeout_ms: SHUTDOWN_MS, ..Knobs::default() });
+    let mut rig = Rig::shared(
+        "sigterm",
+        Knobs {
+            shutdown_timeout_ms: SHUTDOWN_MS,
+            ..Knobs::default()
+        },
+    );
     let load = rig.load(Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(5));
 
@@ -608,7 +741,9 @@ fn sigterm_under_load_exits_in_time_and_loses_nothing() {
         std::thread::spawn(move || {
             let mut seen = Vec::new();
             while polling.load(Ordering::Relaxed) {
-                let answer = try_http(addr, "GET", "/readyz", &[], b"").map(|r| r.status).map_err(|e| e.kind());
+                let answer = try_http(addr, "GET", "/readyz", &[], b"")
+                    .map(|r| r.status)
+                    .map_err(|e| e.kind());
                 seen.push((Instant::now(), answer));
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -617,13 +752,19 @@ fn sigterm_under_load_exits_in_time_and_loses_nothing() {
     };
     std::thread::sleep(Duration::from_millis(100));
     let signalled = Instant::now();
-    let ended = rig.tamis.terminate(Duration::from_millis(SHUTDOWN_MS) + Duration::from_secs(30));
+    let ended = rig
+        .tamis
+        .terminate(Duration::from_millis(SHUTDOWN_MS) + Duration::from_secs(30));
     polling.store(false, Ordering::Relaxed);
     let seen = poller.join().expect("poller");
     std::thread::sleep(Duration::from_secs(1));
     let report = load.stop();
 
-    let after: Vec<_> = seen.iter().filter(|(t, _)| *t > signalled).map(|(t, a)| (t.duration_since(signalled), *a)).collect();
+    let after: Vec<_> = seen
+        .iter()
+        .filter(|(t, _)| *t > signalled)
+        .map(|(t, a)| (t.duration_since(signalled), *a))
+        .collect();
     let first_503 = after.iter().find(|(_, a)| *a == Ok(503)).map(|(t, _)| *t);
     let first_not_ready = after.iter().position(|(_, a)| *a != Ok(200));
     let ready_again = first_not_ready.and_then(|i| after[i..].iter().find(|(_, a)| *a == Ok(200)));
@@ -635,19 +776,33 @@ fn sigterm_under_load_exits_in_time_and_loses_nothing() {
         first_503,
         after.len()
     );
-    rig.check(ended.status.is_some_and(|s| s.success()), || format!("after SIGTERM: {ended:?}, expected a clean exit"));
-    rig.check(ended.after <= Duration::from_millis(SHUTDOWN_MS) + Duration::from_secs(5), || {
-        format!("tamis took {:?} to exit, shutdown_timeout_ms = {SHUTDOWN_MS}", ended.after)
+    rig.check(ended.status.is_some_and(|s| s.success()), || {
+        format!("after SIGTERM: {ended:?}, expected a clean exit")
     });
+    rig.check(
+        ended.after <= Duration::from_millis(SHUTDOWN_MS) + Duration::from_secs(5),
+        || {
+            format!(
+                "tamis took {:?} to exit, shutdown_timeout_ms = {SHUTDOWN_MS}",
+                ended.after
+            )
+        },
+    );
     rig.check(first_503.is_some(), || {
         let shown: Vec<_> = after.iter().take(20).collect();
         format!("/readyz never answered 503 between SIGTERM and exit; first polls after the signal: {shown:?}")
     });
-    rig.check(ready_again.is_none(), || format!("/readyz answered 200 again after turning not-ready: {ready_again:?}"));
+    rig.check(ready_again.is_none(), || {
+        format!("/readyz answered 200 again after turning not-ready: {ready_again:?}")
+    });
 
     // Whatever tamis left in its log is delivered by the next start.
     rig.tamis.restart();
-    eprintln!("[{}] backlog at restart: {:?} hits", rig.name, rig.metric("tamis_log_backlog_hits"));
+    eprintln!(
+        "[{}] backlog at restart: {:?} hits",
+        rig.name,
+        rig.metric("tamis_log_backlog_hits")
+    );
     rig.verify(&report, &[]);
     rig.check_log_private();
     rig.finish();
@@ -661,11 +816,16 @@ fn inserts_that_time_out_are_not_applied_twice() {
     const TINY_MS: u64 = 15;
     let mut rig = Rig::shared("ambiguous", Knobs::default());
     // Migrations ran with a sane timeout; now restart with a tiny one.
-    rig.reconfigure(&Knobs { clickhouse_timeout_ms: TINY_MS, ..Knobs::default() });
+    rig.reconfigure(&Knobs {
+        clickhouse_timeout_ms: TINY_MS,
+        ..Knobs::default()
+    });
     rig.tamis.kill9();
     rig.tamis.restart();
     let report = rig.load(Duration::from_secs(10)).wait();
-    let drained_alone = eventually(Duration::from_secs(20), || rig.metric("tamis_log_backlog_hits") == Some(0.0));
+    let drained_alone = eventually(Duration::from_secs(20), || {
+        rig.metric("tamis_log_backlog_hits") == Some(0.0)
+    });
     let failures = rig.metric("tamis_insert_failures_total");
     let written = rig.metric("tamis_batches_written_total");
     // Back to a sane timeout, so that whatever is left drains; SIGKILL, so
@@ -679,7 +839,9 @@ fn inserts_that_time_out_are_not_applied_twice() {
         rig.name,
         verdict.summary()
     );
-    rig.check(failures.is_some_and(|n| n > 0.0), || format!("no insert failed with timeout_ms = {TINY_MS}: the scenario tested nothing"));
+    rig.check(failures.is_some_and(|n| n > 0.0), || {
+        format!("no insert failed with timeout_ms = {TINY_MS}: the scenario tested nothing")
+    });
     rig.finish();
 }
 

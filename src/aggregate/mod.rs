@@ -1,10 +1,12 @@
-//! The aggregation stage: privacy-processed events in, hourly aggregate
-//! deltas out. Request handlers record their hits directly under a short
-//! lock ([`Intake::admit`]) — no hand-off to another task per hit — and a
-//! flusher task hands full or old-enough batches to the writer. Hits not yet
-//! written are bounded: past the capacity, ingest answers 503, so pressure
-//! travels upstream instead of memory growing.
+//! The aggregation stage: logged, privacy-processed hits in, hourly
+//! aggregate deltas out. The feeder ([`feed`]) reads records back from the
+//! journal in order and records them under a short lock
+//! ([`Intake::feed`]); a flusher task hands full or old-enough batches,
+//! each covering a contiguous range of log records, to the writer. Hits
+//! held in memory are bounded by `server.queue_capacity`: past it the
+//! feeder waits and the backlog stays on disk.
 
+pub mod feed;
 pub mod hour;
 pub mod sessions;
 
@@ -60,10 +62,8 @@ impl RowKey {
 
 /// Shared entry of the aggregation stage.
 pub struct Intake {
-    /// `None` once the final batch was taken: nothing may be admitted after.
+    /// `None` once the final batch was taken: nothing may be fed after.
     state: Mutex<Option<Aggregator>>,
-    /// Most hits held between admission and their batch being written.
-    capacity: u64,
     batch_rows: usize,
     flush_interval: Duration,
     due: Notify,
@@ -71,15 +71,20 @@ pub struct Intake {
     clock: Clock,
 }
 
-/// The hit was not admitted: too many are waiting to be written.
-#[derive(Debug)]
-pub struct Overloaded;
+/// One log record read back: its number, and its messages (`None` when the
+/// record could not be read; its number is still accounted for).
+pub type Logged = (u64, Option<Vec<Message>>);
 
 impl Intake {
-    pub fn new(sites: Vec<Arc<SiteSettings>>, capacity: usize, batch_rows: usize, flush_interval: Duration, metrics: Arc<Metrics>, clock: Clock) -> Intake {
+    pub fn new(
+        sites: Vec<Arc<SiteSettings>>,
+        batch_rows: usize,
+        flush_interval: Duration,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Intake {
         Intake {
             state: Mutex::new(Some(Aggregator::new(sites))),
-            capacity: capacity as u64,
             batch_rows,
             flush_interval,
             due: Notify::new(),
@@ -88,38 +93,40 @@ impl Intake {
         }
     }
 
-    /// Records all of a hit's messages, or none of them.
-    pub fn admit(&self, messages: Vec<Message>) -> Result<(), Overloaded> {
-        let n = messages.len() as u64;
-        // `queue_depth` counts hits admitted and not yet written; the writer
-        // takes them off when ClickHouse confirms their batch.
-        let before = self.metrics.queue_depth.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.capacity {
-            self.metrics.queue_depth.fetch_sub(n, Ordering::AcqRel);
-            return Err(Overloaded);
-        }
+    /// Records log records, in log order. `queue_depth` counts records fed
+    /// and not yet confirmed by ClickHouse (the writer takes them off); the
+    /// feeder keeps it under `server.queue_capacity`. Returns false when
+    /// the final batch is already gone.
+    pub fn feed(&self, records: Vec<Logged>) -> bool {
+        let n = records.len() as u64;
         let full = {
             let mut guard = self.lock();
             let Some(state) = guard.as_mut() else {
-                // Shutting down: the last batch is gone; refuse, never drop.
-                self.metrics.queue_depth.fetch_sub(n, Ordering::AcqRel);
-                return Err(Overloaded);
+                return false;
             };
-            for message in messages {
-                state.handle(message);
+            for (seq, messages) in records {
+                state.note_seq(seq);
+                for message in messages.into_iter().flatten() {
+                    state.handle(message);
+                }
             }
             state.rows() >= self.batch_rows
         };
+        self.metrics.queue_depth.fetch_add(n, Ordering::AcqRel);
         if full {
             self.due.notify_one();
         }
-        Ok(())
+        true
     }
 
     /// Hands batches to the writer when full or old enough, until
     /// `shutdown` turns true; then hands over what is left and returns,
     /// which closes the writer's input.
-    pub async fn run(self: Arc<Self>, output: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        output: mpsc::Sender<Batch>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let tick = (self.flush_interval / 4).max(Duration::from_millis(5));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,7 +157,7 @@ impl Intake {
     }
 
     async fn hand_over(&self, batch: Option<Batch>, output: &mpsc::Sender<Batch>) {
-        let Some(batch) = batch.filter(|b| b.hits > 0) else {
+        let Some(batch) = batch.filter(|b| b.end_seq > b.first_seq) else {
             return;
         };
         self.metrics.batches_pending.fetch_add(1, Ordering::Relaxed);
@@ -165,8 +172,14 @@ impl Intake {
             return;
         };
         let gone = state.sessions.sweep(self.clock.now());
-        self.metrics.sessions_open.store(state.sessions.len() as u64, Ordering::Relaxed);
-        tracing::debug!(closed = gone, open = state.sessions.len(), "swept idle visits");
+        self.metrics
+            .sessions_open
+            .store(state.sessions.len() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            closed = gone,
+            open = state.sessions.len(),
+            "swept idle visits"
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Aggregator>> {
@@ -186,6 +199,9 @@ pub struct Aggregator {
     /// visitor) → events.
     props: HashMap<(usize, u32, Arc<str>, Arc<str>, String, String, u64), u64>,
     hits: u64,
+    /// Log records this batch covers: `first_seq..end_seq`.
+    first_seq: Option<u64>,
+    end_seq: u64,
     oldest: Option<Instant>,
     pageview: Arc<str>,
 }
@@ -202,9 +218,18 @@ impl Aggregator {
             dropped: HashMap::new(),
             props: HashMap::new(),
             hits: 0,
+            first_seq: None,
+            end_seq: 0,
             oldest: None,
             pageview: Arc::from("pageview"),
         }
+    }
+
+    /// Notes that log record `seq` is part of the next batch.
+    pub fn note_seq(&mut self, seq: u64) {
+        self.first_seq.get_or_insert(seq);
+        self.end_seq = seq + 1;
+        self.oldest.get_or_insert_with(Instant::now);
     }
 
     pub fn handle(&mut self, message: Message) {
@@ -216,7 +241,10 @@ impl Aggregator {
                     Some(i) => hour::local_hour_start(at, self.sites[i].timezone),
                     None => hour::local_hour_start(at, chrono_tz::UTC),
                 };
-                *self.dropped.entry((dropped.site, hour, dropped.reason)).or_default() += 1;
+                *self
+                    .dropped
+                    .entry((dropped.site, hour, dropped.reason))
+                    .or_default() += 1;
             }
             Message::Event(event) => self.record(event),
         }
@@ -234,7 +262,15 @@ impl Aggregator {
         if let EventKind::Custom(_) = &event.kind {
             let visitor = event.visitor.map(|v| v.sketch_input()).unwrap_or(0);
             for (key, value) in &event.props {
-                let row = (event.site, hour, name.clone(), page.clone(), key.clone(), value.clone(), visitor);
+                let row = (
+                    event.site,
+                    hour,
+                    name.clone(),
+                    page.clone(),
+                    key.clone(),
+                    value.clone(),
+                    visitor,
+                );
                 *self.props.entry(row).or_default() += 1;
             }
         }
@@ -298,7 +334,9 @@ impl Aggregator {
     /// Adds a delta to the batch, merged into an equal-keyed row if any.
     fn add(&mut self, delta: TrafficDelta) {
         match self.rows.entry(RowKey::of(&delta)) {
-            std::collections::hash_map::Entry::Occupied(slot) => self.traffic[*slot.get()].absorb(&delta),
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                self.traffic[*slot.get()].absorb(&delta)
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(self.traffic.len());
                 self.traffic.push(delta);
@@ -326,24 +364,29 @@ impl Aggregator {
         let props = self
             .props
             .drain()
-            .map(|((site, hour, event, page, prop_key, prop_value, visitor), events)| PropRow {
-                site_id: self.sites[site].id.clone(),
-                hour,
-                event: event.to_string(),
-                page: page.to_string(),
-                prop_key,
-                prop_value,
-                visitor,
-                events,
-            })
+            .map(
+                |((site, hour, event, page, prop_key, prop_value, visitor), events)| PropRow {
+                    site_id: self.sites[site].id.clone(),
+                    hour,
+                    event: event.to_string(),
+                    page: page.to_string(),
+                    prop_key,
+                    prop_value,
+                    visitor,
+                    events,
+                },
+            )
             .collect();
         self.oldest = None;
         self.rows.clear();
+        let first_seq = self.first_seq.take().unwrap_or(self.end_seq);
         Batch {
             props,
             traffic: std::mem::take(&mut self.traffic),
             dropped,
             hits: std::mem::take(&mut self.hits),
+            first_seq,
+            end_seq: self.end_seq.max(first_seq),
         }
     }
 }
@@ -364,12 +407,21 @@ mod tests {
             at: start + chrono::Duration::minutes(minute),
             kind: EventKind::Pageview,
             path: page.into(),
-            referrer: Referrer { host: String::new(), source: "Direct / None".into(), medium: Medium::Direct },
+            referrer: Referrer {
+                host: String::new(),
+                source: "Direct / None".into(),
+                medium: Medium::Direct,
+            },
             campaign: Campaign::default(),
             location: Location::default(),
             agent: Arc::new(Agent {
                 bot: false,
-                reduced: ReducedAgent { browser: "Firefox".into(), browser_version: "133".into(), os: "Linux".into(), device: Device::Desktop },
+                reduced: ReducedAgent {
+                    browser: "Firefox".into(),
+                    browser_version: "133".into(),
+                    os: "Linux".into(),
+                    device: Device::Desktop,
+                },
             }),
             language: "fr".into(),
             consent: "none",
@@ -385,7 +437,14 @@ mod tests {
         }
         let batch = agg.take_batch();
         assert_eq!(batch.traffic.len(), expected_rows);
-        let t = batch.traffic.iter().fold((0, 0, 0, 0), |t, d| (t.0 + d.pageviews, t.1 + d.visits, t.2 + d.bounces, t.3 + d.exits));
+        let t = batch.traffic.iter().fold((0, 0, 0, 0), |t, d| {
+            (
+                t.0 + d.pageviews,
+                t.1 + d.visits,
+                t.2 + d.bounces,
+                t.3 + d.exits,
+            )
+        });
         assert_eq!(t, expected);
     }
 
@@ -393,11 +452,23 @@ mod tests {
     fn a_visit_back_and_forth_merges_into_one_row_per_page() {
         // A → B → A → B: the exit corrections cancel against the pages.
         let pages = ["/a", "/b", "/a", "/b"];
-        check(pages.iter().enumerate().map(|(i, p)| event(i as i64, p, Some(7))).collect(), 2, (4, 1, 0, 1));
+        check(
+            pages
+                .iter()
+                .enumerate()
+                .map(|(i, p)| event(i as i64, p, Some(7)))
+                .collect(),
+            2,
+            (4, 1, 0, 1),
+        );
     }
 
     #[test]
     fn anonymous_hits_are_not_visits() {
-        check(vec![event(0, "/", None), event(1, "/", None)], 2, (2, 0, 0, 0));
+        check(
+            vec![event(0, "/", None), event(1, "/", None)],
+            2,
+            (2, 0, 0, 0),
+        );
     }
 }

@@ -15,6 +15,8 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     #[serde(default)]
     pub geoip: GeoIpConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
     #[serde(default, rename = "site")]
     pub sites: Vec<SiteConfig>,
     #[serde(default, rename = "token")]
@@ -28,13 +30,36 @@ pub struct ServerConfig {
     pub listen: String,
     #[serde(default = "default_trusted_proxies")]
     pub trusted_proxies: Vec<String>,
-    /// Hits accepted and not yet written to ClickHouse; when reached,
-    /// ingest answers 503 with Retry-After.
+    /// Logged hits held in memory by the aggregator; beyond it the backlog
+    /// waits on disk in the durable log.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// Origins allowed to read API answers from a browser (`*` for all).
     #[serde(default = "default_cors_origin")]
     pub cors_allow_origin: String,
+    /// On SIGTERM/SIGINT: longest time to finish requests and flush.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Folder of the durable log (created 0700).
+    #[serde(default = "default_log_dir")]
+    pub log_dir: String,
+    /// Size cap of the log on disk; beyond it ingestion answers 503.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            log_dir: default_log_dir(),
+            log_max_bytes: default_log_max_bytes(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -44,6 +69,7 @@ impl Default for ServerConfig {
             trusted_proxies: default_trusted_proxies(),
             queue_capacity: default_queue_capacity(),
             cors_allow_origin: default_cors_origin(),
+            shutdown_timeout_ms: default_shutdown_timeout_ms(),
         }
     }
 }
@@ -195,6 +221,9 @@ impl Config {
         if let Some(v) = lookup("TAMIS_GEOIP_PATH_V6") {
             self.geoip.path_v6 = (!v.is_empty()).then_some(v);
         }
+        if let Some(v) = lookup("TAMIS_LOG_DIR") {
+            self.storage.log_dir = v;
+        }
     }
 }
 
@@ -203,6 +232,15 @@ fn default_listen() -> String {
 }
 fn default_trusted_proxies() -> Vec<String> {
     vec!["127.0.0.1/32".into(), "::1/128".into()]
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    10_000
+}
+fn default_log_dir() -> String {
+    "data/log".into()
+}
+fn default_log_max_bytes() -> u64 {
+    1 << 30
 }
 fn default_queue_capacity() -> usize {
     250_000

@@ -8,7 +8,7 @@ mod settings;
 pub use file::{Config, ConsentMode, OnDenied, OnOptOut};
 pub use settings::{
     ClickHouseSettings, ConfigError, GeoSettings, ServerSettings, Settings, SiteSettings,
-    TokenSettings,
+    StorageSettings, TokenSettings,
 };
 
 use std::path::Path;

@@ -1,8 +1,9 @@
 //! `POST /api/event`: read at most 8 KiB, parse, run the privacy pipeline
-//! for each site the hit names, record the result. Answers 202 once the hit
-//! is recorded for aggregation, 202 with `X-Tamis-Dropped` when policy drops
-//! it, 4xx for bad input and 503 with Retry-After when too many hits await
-//! writing.
+//! for each site the hit names, write the result to the durable log.
+//! Answers 202 once the hit is on disk (fsync'd), 202 with `X-Tamis-Dropped`
+//! when policy drops it (the drop is logged and counted the same way), 4xx
+//! for bad input and 503 with Retry-After when the log is full or cannot be
+//! written — never 202 for a hit that is not logged.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -18,8 +19,9 @@ use ipnet::IpNet;
 use super::client_ip::client_ip;
 use super::error::IngestError;
 use super::event::{self, IncomingEvent, MAX_BODY};
-use crate::aggregate::{Intake, Message};
+use crate::aggregate::Message;
 use crate::clock::Clock;
+use crate::journal::{record, AppendError, Journal};
 use crate::metrics::Metrics;
 use crate::privacy::pipeline::{DropReason, Dropped, Privacy, RawHit};
 
@@ -35,7 +37,9 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Ingest {
     pub privacy: Privacy,
-    pub intake: Arc<Intake>,
+    pub journal: Journal,
+    /// Site ids by position, as the log records them.
+    pub site_ids: Vec<Arc<str>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub trusted_proxies: Vec<IpNet>,
@@ -64,12 +68,13 @@ impl Ingest {
             }
             Ok(Outcome::Dropped(reason)) => {
                 let mut r = plain(StatusCode::ACCEPTED, "ok");
-                r.headers_mut().insert("x-tamis-dropped", HeaderValue::from_static(reason.as_str()));
+                r.headers_mut()
+                    .insert("x-tamis-dropped", HeaderValue::from_static(reason.as_str()));
                 r
             }
             Err(error) => {
                 match &error {
-                    IngestError::Overloaded => {
+                    IngestError::Overloaded | IngestError::LogUnavailable => {
                         self.metrics.hits_overloaded.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => self.count_invalid(),
@@ -81,7 +86,11 @@ impl Ingest {
         response
     }
 
-    async fn accept(&self, request: Request<Incoming>, peer: IpAddr) -> Result<Outcome, IngestError> {
+    async fn accept(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Outcome, IngestError> {
         let declared = request
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
@@ -104,7 +113,7 @@ impl Ingest {
             })?;
         let incoming = event::parse(&body.to_bytes())?;
         let messages = self.process(&incoming, &parts.headers, peer);
-        self.enqueue(messages)
+        self.enqueue(messages).await
     }
 
     /// Runs the pipeline for each site the hit names.
@@ -151,39 +160,57 @@ impl Ingest {
             .collect()
     }
 
-    /// Records all of a hit's messages, or none: a hit is accepted whole.
-    fn enqueue(&self, messages: Vec<Message>) -> Result<Outcome, IngestError> {
+    /// Logs all of a hit's messages as one record: a hit is accepted whole,
+    /// and only once it is durable.
+    async fn enqueue(&self, messages: Vec<Message>) -> Result<Outcome, IngestError> {
         let mut outcome = None;
         for message in &messages {
             match message {
                 Message::Event(_) => outcome = Some(Outcome::Accepted),
-                Message::Dropped(d, _) if outcome.is_none() => outcome = Some(Outcome::Dropped(d.reason)),
+                Message::Dropped(d, _) if outcome.is_none() => {
+                    outcome = Some(Outcome::Dropped(d.reason))
+                }
                 Message::Dropped(..) => {}
             }
         }
-        let reasons: Vec<DropReason> = messages
-            .iter()
-            .filter_map(|m| match m {
-                Message::Dropped(d, _) => Some(d.reason),
-                Message::Event(_) => None,
-            })
-            .collect();
-        self.intake.admit(messages).map_err(|_| IngestError::Overloaded)?;
-        for reason in reasons {
-            self.metrics.dropped(reason);
+        let mut payload = Vec::with_capacity(512);
+        record::encode(&messages, &self.site_ids, &mut payload);
+        let durable = self.journal.append(&payload).map_err(append_error)?;
+        match durable.await {
+            Ok(Ok(_seq)) => {}
+            Ok(Err(error)) => return Err(append_error(error)),
+            Err(_) => return Err(IngestError::LogUnavailable),
+        }
+        for message in &messages {
+            if let Message::Dropped(d, _) = message {
+                self.metrics.dropped(d.reason);
+            }
         }
         Ok(outcome.unwrap_or(Outcome::Dropped(DropReason::Invalid)))
     }
 
     /// Bad input is counted as dropped (`invalid`) in metrics and, when the
-    /// queue has room, in ClickHouse; it is never worth a 503.
+    /// log has room, in ClickHouse; it is never worth a 503, nor a wait.
     fn count_invalid(&self) {
         self.metrics.dropped(DropReason::Invalid);
         let dropped = Dropped {
             reason: DropReason::Invalid,
             site: None,
         };
-        let _ = self.intake.admit(vec![Message::Dropped(dropped, self.clock.now())]);
+        let mut payload = Vec::with_capacity(32);
+        record::encode(
+            &[Message::Dropped(dropped, self.clock.now())],
+            &self.site_ids,
+            &mut payload,
+        );
+        let _ = self.journal.append_detached(&payload);
+    }
+}
+
+fn append_error(error: AppendError) -> IngestError {
+    match error {
+        AppendError::Full { .. } => IngestError::Overloaded,
+        AppendError::Io(_) | AppendError::TooLarge(_) => IngestError::LogUnavailable,
     }
 }
 
@@ -192,8 +219,14 @@ fn preflight() -> Response<Full<Bytes>> {
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
     cors(h);
-    h.insert("access-control-allow-methods", HeaderValue::from_static("POST, OPTIONS"));
-    h.insert("access-control-allow-headers", HeaderValue::from_static("Content-Type"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("Content-Type"),
+    );
     h.insert("access-control-max-age", HeaderValue::from_static("86400"));
     r
 }
@@ -207,7 +240,10 @@ fn cors(h: &mut HeaderMap) {
 pub fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -215,17 +251,20 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": message }).to_string();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     r
 }
 
 fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
     let mut r = json_error(error.status(), &error.to_string());
-    if matches!(error, IngestError::Overloaded) {
-        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+    if matches!(error, IngestError::Overloaded | IngestError::LogUnavailable) {
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("5"));
     }
     if matches!(error, IngestError::Method) {
-        r.headers_mut().insert("allow", HeaderValue::from_static("POST, OPTIONS"));
+        r.headers_mut()
+            .insert("allow", HeaderValue::from_static("POST, OPTIONS"));
     }
     r
 }

@@ -116,7 +116,11 @@ impl TrafficDelta {
             consent: self.consent,
             // A row that counts no pageview or event (a correction) must not
             // count its visitor for that page.
-            visitor: if self.pageviews + self.events > 0 { self.visitor } else { 0 },
+            visitor: if self.pageviews + self.events > 0 {
+                self.visitor
+            } else {
+                0
+            },
             pageviews: self.pageviews,
             events: self.events,
             visits: self.visits,
@@ -149,7 +153,8 @@ pub struct PropRow {
     pub events: u64,
 }
 
-/// One batch for the writer: everything aggregated since the last flush.
+/// One batch for the writer: everything aggregated from the log records
+/// numbered `first_seq..end_seq`.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub traffic: Vec<TrafficDelta>,
@@ -157,6 +162,136 @@ pub struct Batch {
     pub props: Vec<PropRow>,
     /// Hits (accepted or dropped) this batch accounts for.
     pub hits: u64,
+    pub first_seq: u64,
+    pub end_seq: u64,
+}
+
+/// What a batch's receipt says: which log records it applied. Written by
+/// the same insert as the batch's rows (`batch_in` → `batch_receipts`).
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, serde::Deserialize)]
+pub struct Receipt {
+    pub journal_id: String,
+    pub first_seq: u64,
+    pub end_seq: u64,
+    /// "" for a whole batch; "<from>-<to>" (row positions) for a part of a
+    /// batch split up because ClickHouse refused some of its rows.
+    pub part: String,
+    pub hits: u64,
+}
+
+/// One row of the `batch_in` Null table: every kind of input of a batch
+/// (traffic deltas, dropped counts, properties and the receipt) goes in
+/// one insert, so ClickHouse applies a batch and its receipt together.
+/// Field order is the column order of `batch_in`.
+#[derive(Debug, Default, Row, Serialize)]
+pub struct BatchRow<'a> {
+    pub kind: &'a str,
+    pub site_id: &'a str,
+    pub hour: u32,
+    pub event: &'a str,
+    pub page: &'a str,
+    pub entry_page: &'a str,
+    pub source: &'a str,
+    pub referrer: &'a str,
+    pub utm_source: &'a str,
+    pub utm_medium: &'a str,
+    pub utm_campaign: &'a str,
+    pub country: &'a str,
+    pub region: &'a str,
+    pub browser: &'a str,
+    pub browser_version: &'a str,
+    pub os: &'a str,
+    pub device: &'a str,
+    pub language: &'a str,
+    pub consent: &'a str,
+    pub visitor: u64,
+    pub pageviews: u64,
+    pub events: u64,
+    pub visits: i64,
+    pub bounces: i64,
+    pub duration: i64,
+    pub exits: i64,
+    pub reason: &'a str,
+    pub hits: u64,
+    pub prop_key: &'a str,
+    pub prop_value: &'a str,
+    pub journal_id: &'a str,
+    pub first_seq: u64,
+    pub end_seq: u64,
+    pub part: &'a str,
+}
+
+impl<'a> BatchRow<'a> {
+    pub fn traffic(d: &'a TrafficDelta) -> Self {
+        let r = d.as_row();
+        BatchRow {
+            kind: "traffic",
+            site_id: r.site_id,
+            hour: r.hour,
+            event: r.event,
+            page: r.page,
+            entry_page: r.entry_page,
+            source: r.source,
+            referrer: r.referrer,
+            utm_source: r.utm_source,
+            utm_medium: r.utm_medium,
+            utm_campaign: r.utm_campaign,
+            country: r.country,
+            region: r.region,
+            browser: r.browser,
+            browser_version: r.browser_version,
+            os: r.os,
+            device: r.device,
+            language: r.language,
+            consent: r.consent,
+            visitor: r.visitor,
+            pageviews: r.pageviews,
+            events: r.events,
+            visits: r.visits,
+            bounces: r.bounces,
+            duration: r.duration,
+            exits: r.exits,
+            ..BatchRow::default()
+        }
+    }
+
+    pub fn dropped(d: &'a DroppedRow) -> Self {
+        BatchRow {
+            kind: "dropped",
+            site_id: &d.site_id,
+            hour: d.hour,
+            reason: d.reason,
+            hits: d.hits,
+            ..BatchRow::default()
+        }
+    }
+
+    pub fn prop(p: &'a PropRow) -> Self {
+        BatchRow {
+            kind: "prop",
+            site_id: &p.site_id,
+            hour: p.hour,
+            event: &p.event,
+            page: &p.page,
+            prop_key: &p.prop_key,
+            prop_value: &p.prop_value,
+            visitor: p.visitor,
+            events: p.events,
+            ..BatchRow::default()
+        }
+    }
+
+    pub fn receipt(r: &'a Receipt) -> Self {
+        BatchRow {
+            kind: "receipt",
+            journal_id: &r.journal_id,
+            first_seq: r.first_seq,
+            end_seq: r.end_seq,
+            part: &r.part,
+            hits: r.hits,
+            ..BatchRow::default()
+        }
+    }
 }
 
 impl Batch {

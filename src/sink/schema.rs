@@ -38,7 +38,13 @@ pub struct Migration {
 fn dimension_columns() -> String {
     TRAFFIC_DIMENSIONS
         .iter()
-        .map(|c| if *c == "hour" { "hour DateTime".to_string() } else { format!("{c} String") })
+        .map(|c| {
+            if *c == "hour" {
+                "hour DateTime".to_string()
+            } else {
+                format!("{c} String")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -122,6 +128,51 @@ pub fn migrations() -> Vec<Migration> {
                     .to_string(),
             ],
         },
+        Migration {
+            version: 4,
+            name: "one insert per batch, with its receipt",
+            statements: vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {{db}}.batch_in (kind String, {dims}, \
+                     visitor UInt64, pageviews UInt64, events UInt64, \
+                     visits Int64, bounces Int64, duration Int64, exits Int64, \
+                     reason String, hits UInt64, prop_key String, prop_value String, \
+                     journal_id String, first_seq UInt64, end_seq UInt64, part String) \
+                     ENGINE = Null"
+                ),
+                "CREATE TABLE IF NOT EXISTS {db}.batch_receipts (\
+                 journal_id String, first_seq UInt64, end_seq UInt64, part String, hits UInt64, written_at DateTime) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY toYYYYMM(written_at) \
+                 ORDER BY (journal_id, end_seq, part)"
+                    .to_string(),
+                format!(
+                    "CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.batch_traffic_mv TO {{db}}.traffic_hourly AS \
+                     SELECT {dim_list}, \
+                     uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, \
+                     sumState(pageviews) AS pageviews, \
+                     sumState(events) AS events, \
+                     sumState(visits) AS visits, \
+                     sumState(bounces) AS bounces, \
+                     sumState(duration) AS duration, \
+                     sumState(exits) AS exits \
+                     FROM {{db}}.batch_in WHERE kind = 'traffic' GROUP BY {dim_list}"
+                ),
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_dropped_mv TO {db}.dropped_hourly AS \
+                 SELECT site_id, hour, reason, sum(hits) AS hits \
+                 FROM {db}.batch_in WHERE kind = 'dropped' GROUP BY site_id, hour, reason"
+                    .to_string(),
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_props_mv TO {db}.props_hourly AS \
+                 SELECT site_id, hour, event, page, prop_key, prop_value, \
+                 uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, sumState(events) AS events \
+                 FROM {db}.batch_in WHERE kind = 'prop' GROUP BY site_id, hour, event, page, prop_key, prop_value"
+                    .to_string(),
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_receipts_mv TO {db}.batch_receipts AS \
+                 SELECT journal_id, first_seq, end_seq, part, hits, now() AS written_at \
+                 FROM {db}.batch_in WHERE kind = 'receipt'"
+                    .to_string(),
+            ],
+        },
     ]
 }
 
@@ -132,7 +183,10 @@ pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migra
 /// Every statement for `database`, in order, as `tamis migrate --print`
 /// shows them.
 pub fn script(database: &str) -> Vec<String> {
-    let mut out = vec![format!("CREATE DATABASE IF NOT EXISTS {database}"), MIGRATIONS_TABLE.replace("{db}", database)];
+    let mut out = vec![
+        format!("CREATE DATABASE IF NOT EXISTS {database}"),
+        MIGRATIONS_TABLE.replace("{db}", database),
+    ];
     for m in migrations() {
         out.extend(m.statements.iter().map(|s| s.replace("{db}", database)));
     }

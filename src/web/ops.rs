@@ -1,5 +1,6 @@
 //! Operational endpoints: `/healthz` (the process answers), `/readyz`
-//! (ClickHouse answers and tamis is not shutting down), `/metrics`.
+//! (tamis accepts hits: not shutting down, durable log not full; with
+//! ClickHouse's state and the backlog), `/metrics`.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -24,7 +25,7 @@ pub fn index() -> Response<Full<Bytes>> {
             "POST /api/v2/query  statistics, in Plausible's Stats API v2 format (Authorization: Bearer <token>)\n",
             "GET  /metrics       Prometheus metrics\n",
             "GET  /healthz       liveness\n",
-            "GET  /readyz        readiness (ClickHouse reachable)\n\n",
+            "GET  /readyz        readiness (accepting hits; ClickHouse state, log backlog)\n\n",
             "IP geolocation by DB-IP (https://db-ip.com), CC BY 4.0, when the DB-IP City Lite database is configured.\n",
         ),
     )
@@ -34,21 +35,37 @@ pub fn healthz() -> Response<Full<Bytes>> {
     plain(StatusCode::OK, "ok\n")
 }
 
+/// Ready while hits can be accepted: not shutting down and the durable
+/// log has room. ClickHouse being down does not make tamis unready — hits
+/// wait in the log — but the answer says so.
 pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
-    if !app.accepting.load(Ordering::Relaxed) {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-    }
+    let accepting = app.accepting.load(Ordering::Relaxed);
     let ping = app.clickhouse.query("SELECT 1").fetch_one::<u8>();
-    match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) => {
-            app.metrics.clickhouse_up.store(1, Ordering::Relaxed);
-            plain(StatusCode::OK, "ready\n")
-        }
-        _ => {
-            app.metrics.clickhouse_up.store(0, Ordering::Relaxed);
-            plain(StatusCode::SERVICE_UNAVAILABLE, "clickhouse unreachable\n")
-        }
-    }
+    let up = matches!(
+        tokio::time::timeout(Duration::from_secs(2), ping).await,
+        Ok(Ok(_))
+    );
+    app.metrics
+        .clickhouse_up
+        .store(u64::from(up), Ordering::Relaxed);
+    let log_full = app.journal.is_full();
+    let body = serde_json::json!({
+        "accepting": accepting,
+        "clickhouse": if up { "up" } else { "down" },
+        "log_bytes": app.metrics.log_bytes.load(Ordering::Relaxed),
+        "backlog_hits": app.journal.unconfirmed(),
+        "log_full": log_full,
+    });
+    let status = if accepting && !log_full {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
 }
 
 pub fn metrics(metrics: &Metrics) -> Response<Full<Bytes>> {

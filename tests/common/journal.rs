@@ -17,7 +17,9 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|x| x == "log")
-                && p.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+                && p.file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|s| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
         })
         .collect();
     list.sort();
@@ -52,10 +54,17 @@ pub fn walk(bytes: &[u8]) -> Walk {
             break;
         }
         let payload = &bytes[at + 8..at + 8 + len];
-        records.push(RecordAt { offset: at, len, crc_ok: crc32c(payload) == crc });
+        records.push(RecordAt {
+            offset: at,
+            len,
+            crc_ok: crc32c(payload) == crc,
+        });
         at += 8 + len;
     }
-    Walk { records, trailing: bytes.len() - at }
+    Walk {
+        records,
+        trailing: bytes.len() - at,
+    }
 }
 
 /// Appends the start of a record that never got finished: a header that
@@ -63,7 +72,10 @@ pub fn walk(bytes: &[u8]) -> Walk {
 pub fn append_torn_record(segment: &Path, announced: u32, written: &[u8]) {
     use std::io::Write;
     assert!((written.len() as u32) < announced);
-    let mut f = std::fs::OpenOptions::new().append(true).open(segment).expect("open segment");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment)
+        .expect("open segment");
     let mut bytes = announced.to_le_bytes().to_vec();
     bytes.extend_from_slice(&crc32c(written).to_le_bytes());
     bytes.extend_from_slice(written);
@@ -89,7 +101,10 @@ pub fn pages_in(payload: &[u8]) -> Vec<String> {
     let mut i = 0;
     while i + 3 < payload.len() {
         if &payload[i..i + 3] == b"/d/" {
-            let end = payload[i + 3..].iter().position(|b| !b.is_ascii_lowercase()).map_or(payload.len(), |n| i + 3 + n);
+            let end = payload[i + 3..]
+                .iter()
+                .position(|b| !b.is_ascii_lowercase())
+                .map_or(payload.len(), |n| i + 3 + n);
             if end > i + 3 {
                 pages.push(String::from_utf8_lossy(&payload[i..end]).into_owned());
             }
@@ -106,7 +121,9 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -125,9 +142,14 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 pub fn find_needles(dir: &Path, needles: &[(String, Vec<u8>)]) -> Vec<String> {
     let mut found = Vec::new();
     for file in files(dir) {
-        let Ok(bytes) = std::fs::read(&file) else { continue };
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue;
+        };
         for (label, needle) in needles {
-            if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle.as_slice()) {
+            if let Some(at) = bytes
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+            {
                 found.push(format!("{label} in {} at byte {at}", file.display()));
             }
         }
@@ -152,7 +174,9 @@ pub fn loose_permissions(dir: &Path) -> Vec<String> {
     check(dir);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             check(&p);
@@ -170,9 +194,12 @@ pub fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
 }
-

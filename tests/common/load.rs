@@ -147,16 +147,26 @@ impl Load {
         let interval = Duration::from_secs_f64(spec.connections as f64 / f64::from(spec.rate));
         let threads = (0..spec.connections)
             .map(|i| {
-                let (live, stop, next_id, spec) = (live.clone(), stop.clone(), next_id.clone(), spec.clone());
+                let (live, stop, next_id, spec) =
+                    (live.clone(), stop.clone(), next_id.clone(), spec.clone());
                 // Stagger the threads so the total rate is smooth.
                 let first = started + interval.mul_f64(i as f64 / spec.connections as f64);
                 std::thread::Builder::new()
                     .name(format!("load-{i}"))
-                    .spawn(move || client_thread(addr, &spec, interval, first, started, &live, &stop, &next_id))
+                    .spawn(move || {
+                        client_thread(
+                            addr, &spec, interval, first, started, &live, &stop, &next_id,
+                        )
+                    })
                     .expect("spawn load thread")
             })
             .collect();
-        Load { live, started, stop, threads }
+        Load {
+            live,
+            started,
+            stop,
+            threads,
+        }
     }
 
     /// Whether every thread has finished (duration or count reached).
@@ -182,7 +192,10 @@ impl Load {
             .flat_map(|t| t.join().expect("load thread panicked"))
             .collect();
         records.sort_by_key(|r| r.id);
-        Report { records, elapsed: self.started.elapsed() }
+        Report {
+            records,
+            elapsed: self.started.elapsed(),
+        }
     }
 }
 
@@ -224,7 +237,8 @@ fn client_thread(
             Outcome::Accepted => &live.accepted,
             Outcome::Refused { retry_after } => {
                 if !retry_after {
-                    live.refused_without_retry_after.fetch_add(1, Ordering::Relaxed);
+                    live.refused_without_retry_after
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 &live.refused
             }
@@ -237,7 +251,11 @@ fn client_thread(
             // tamis is down: don't spin on refused connections.
             std::thread::sleep(Duration::from_millis(10));
         }
-        records.push(Record { id, outcome, at: started.elapsed() });
+        records.push(Record {
+            id,
+            outcome,
+            at: started.elapsed(),
+        });
     }
 }
 
@@ -272,7 +290,9 @@ fn exchange(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>, request: 
             Err(e) => return Outcome::NotSent(format!("connect: {e}")),
         }
     }
-    let Some(reader) = conn.as_mut() else { unreachable!() };
+    let Some(reader) = conn.as_mut() else {
+        unreachable!()
+    };
     // The request is one small write: if it fails, tamis cannot have read
     // a complete request.
     if let Err(e) = reader.get_mut().write_all(request) {
@@ -284,13 +304,20 @@ fn exchange(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>, request: 
             if close {
                 *conn = None;
             }
-            let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
             match status {
                 202 => match header("x-tamis-dropped") {
                     None => Outcome::Accepted,
                     Some(reason) => Outcome::AcceptedDropped(reason),
                 },
-                503 => Outcome::Refused { retry_after: header("retry-after").is_some() },
+                503 => Outcome::Refused {
+                    retry_after: header("retry-after").is_some(),
+                },
                 other => Outcome::Other(other),
             }
         }
@@ -303,8 +330,15 @@ fn exchange(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>, request: 
 
 /// Reads one HTTP/1.1 response: status, headers, and whether the server
 /// closes the connection after it. The body is read and discarded.
-fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec<(String, String)>, bool)> {
-    let eof = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a complete answer");
+fn read_response(
+    reader: &mut BufReader<TcpStream>,
+) -> std::io::Result<(u16, Vec<(String, String)>, bool)> {
+    let eof = || {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a complete answer",
+        )
+    };
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Err(eof());
@@ -328,7 +362,12 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec
             headers.push((n.trim().to_string(), v.trim().to_string()));
         }
     }
-    let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_ascii_lowercase());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
     if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         loop {
             line.clear();
@@ -344,7 +383,9 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec
             }
         }
     } else {
-        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0; length];
         reader.read_exact(&mut body)?;
     }
@@ -397,7 +438,11 @@ impl Report {
     }
 
     pub fn accepted_ids(&self) -> Vec<u64> {
-        self.records.iter().filter(|r| r.outcome == Outcome::Accepted).map(|r| r.id).collect()
+        self.records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Accepted)
+            .map(|r| r.id)
+            .collect()
     }
 
     /// Compares the answers with `counts` (page → pageviews from
@@ -415,7 +460,9 @@ impl Report {
                     by_id.insert(id, *n);
                     v.counted += n;
                 }
-                None => v.problems.push(format!("page {page:?} ({n} pageviews) was never sent by the load")),
+                None => v.problems.push(format!(
+                    "page {page:?} ({n} pageviews) was never sent by the load"
+                )),
             }
         }
         let mut problems_by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -423,10 +470,19 @@ impl Report {
             let n = by_id.remove(&r.id).unwrap_or(0);
             let on_purpose = lost_on_purpose.contains(&r.id);
             let (kind, ok) = match &r.outcome {
-                Outcome::Accepted if on_purpose => ("202 (record corrupted by the test) counted", n == 0),
+                Outcome::Accepted if on_purpose => {
+                    ("202 (record corrupted by the test) counted", n == 0)
+                }
                 Outcome::Accepted => {
                     v.accepted += 1;
-                    (if n == 0 { "202 lost (counted 0 times)" } else { "202 counted more than once" }, n == 1)
+                    (
+                        if n == 0 {
+                            "202 lost (counted 0 times)"
+                        } else {
+                            "202 counted more than once"
+                        },
+                        n == 1,
+                    )
                 }
                 Outcome::Refused { retry_after } => {
                     v.refused += 1;
@@ -445,7 +501,9 @@ impl Report {
                     ("request never sent but counted", n == 0)
                 }
                 Outcome::AcceptedDropped(reason) => {
-                    *v.other.entry(format!("202 dropped ({reason})")).or_default() += 1;
+                    *v.other
+                        .entry(format!("202 dropped ({reason})"))
+                        .or_default() += 1;
                     ("dropped hit counted", n == 0)
                 }
                 Outcome::Other(status) => {
@@ -454,18 +512,24 @@ impl Report {
                 }
             };
             if !ok {
-                problems_by_kind
-                    .entry(kind)
-                    .or_default()
-                    .push(format!("{} ({:?} at {:.3}s): counted {n}", page(r.id), r.outcome, r.at.as_secs_f64()));
+                problems_by_kind.entry(kind).or_default().push(format!(
+                    "{} ({:?} at {:.3}s): counted {n}",
+                    page(r.id),
+                    r.outcome,
+                    r.at.as_secs_f64()
+                ));
             }
         }
         for (id, n) in by_id {
-            v.problems.push(format!("{} counted {n} but no such request was recorded", page(id)));
+            v.problems.push(format!(
+                "{} counted {n} but no such request was recorded",
+                page(id)
+            ));
         }
         for (kind, list) in problems_by_kind {
             let shown: Vec<&String> = list.iter().take(10).collect();
-            v.problems.push(format!("{kind}: {} requests, e.g. {shown:#?}", list.len()));
+            v.problems
+                .push(format!("{kind}: {} requests, e.g. {shown:#?}", list.len()));
         }
         v
     }

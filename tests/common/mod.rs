@@ -27,7 +27,10 @@ pub const OTHER_TOKEN: &str = "other-site-token";
 
 pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A scratch folder for one test: config, GeoIP file, logs.
@@ -57,12 +60,23 @@ impl Scratch {
 /// A config for `database` on `ch`, with `example.org` and `other.org`,
 /// flushing every 200 ms. `site_extra` is appended to example.org's table.
 pub fn config(ch: &ClickHouse, database: &str, geoip: Option<&Path>, site_extra: &str) -> String {
-    let geo = geoip.map(|p| format!("[geoip]\npath = \"{}\"\n", p.display())).unwrap_or_default();
+    let geo = geoip
+        .map(|p| format!("[geoip]\npath = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    // Each server gets its own durable log (the same config text, the same
+    // log: a restarted server replays it).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let log_dir = std::env::temp_dir().join(format!("tamis-test-log-{database}-{nanos}"));
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 trusted_proxies = ["127.0.0.1/32", "::1/128"]
+
+[storage]
+log_dir = "{log_dir}"
 
 [clickhouse]
 url = "{url}"
@@ -90,6 +104,7 @@ secret_sha256 = "{other}"
 sites = ["other.org"]
 "#,
         url = ch.url,
+        log_dir = log_dir.display(),
         token = sha256_hex(TOKEN),
         other = sha256_hex(OTHER_TOKEN),
     )
@@ -158,9 +173,18 @@ impl Binary {
     /// with the same config, port and working directory, and waits until it
     /// answers `/healthz`.
     pub fn restart(&mut self) {
-        assert!(self.child.try_wait().expect("child status").is_some(), "tamis is still running; stop it first");
+        assert!(
+            self.child.try_wait().expect("child status").is_some(),
+            "tamis is still running; stop it first"
+        );
         self.runs += 1;
-        self.child = spawn_tamis(&self.config_path, &self.dir, self.addr.port(), &self.log, self.runs);
+        self.child = spawn_tamis(
+            &self.config_path,
+            &self.dir,
+            self.addr.port(),
+            &self.log,
+            self.runs,
+        );
         self.wait_healthy();
     }
 
@@ -168,16 +192,25 @@ impl Binary {
     /// the process if it is still there after `wait`.
     pub fn terminate(&mut self, wait: Duration) -> Terminated {
         let start = Instant::now();
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         while start.elapsed() < wait {
             if let Some(status) = self.child.try_wait().expect("child status") {
-                return Terminated { after: start.elapsed(), status: Some(status) };
+                return Terminated {
+                    after: start.elapsed(),
+                    status: Some(status),
+                };
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         let after = start.elapsed();
         self.kill9();
-        Terminated { after, status: None }
+        Terminated {
+            after,
+            status: None,
+        }
     }
 
     /// Whether the current run has exited.
@@ -214,11 +247,19 @@ impl Binary {
 
 fn spawn_tamis(config_path: &Path, dir: &Path, port: u16, log: &Path, run: u32) -> Child {
     use std::io::Write as _;
-    let mut log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    let mut log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     if run > 1 {
         let _ = writeln!(log_file, "=== tamis run {run} ===");
     }
-    let stdout = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tamis.stdout")).expect("stdout file");
+    let stdout = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tamis.stdout"))
+        .expect("stdout file");
     Command::new(env!("CARGO_BIN_EXE_tamis"))
         .args(["serve", "--config"])
         .arg(config_path)
@@ -256,7 +297,8 @@ pub struct InProcess {
 impl InProcess {
     pub fn serve(config_text: &str, clock: tamis::clock::Clock) -> InProcess {
         let config: tamis::config::Config = toml::from_str(config_text).expect("config parses");
-        let settings = tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
+        let settings =
+            tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -268,10 +310,23 @@ impl InProcess {
             startup_wait: Duration::from_secs(30),
         };
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                tamis::server::serve(settings, listener, async { let _ = rx.await; }, options).await.expect("serve");
+                tamis::server::serve(
+                    settings,
+                    listener,
+                    async {
+                        let _ = rx.await;
+                    },
+                    options,
+                )
+                .await
+                .expect("serve");
             });
         });
         let server = InProcess {
@@ -317,7 +372,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -325,15 +383,30 @@ impl Response {
     }
 }
 
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     try_http(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`).
-pub fn try_http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -354,9 +427,19 @@ pub fn try_http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &s
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect::<Vec<_>>();
-    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    Ok(Response { status, headers, body })
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -374,8 +457,18 @@ fn dechunk(mut s: &str) -> String {
 
 /// Sends one hit as the Plausible script would, through a trusted proxy
 /// (the test connects from 127.0.0.1) that forwards `client_ip`.
-pub fn send_hit(addr: SocketAddr, client_ip: &str, user_agent: &str, body: &str, extra: &[(&str, &str)]) -> Response {
-    let mut headers = vec![("Content-Type", "text/plain"), ("User-Agent", user_agent), ("X-Forwarded-For", client_ip)];
+pub fn send_hit(
+    addr: SocketAddr,
+    client_ip: &str,
+    user_agent: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Response {
+    let mut headers = vec![
+        ("Content-Type", "text/plain"),
+        ("User-Agent", user_agent),
+        ("X-Forwarded-For", client_ip),
+    ];
     headers.extend_from_slice(extra);
     http(addr, "POST", "/api/event", &headers, body.as_bytes())
 }
@@ -386,7 +479,16 @@ pub fn pageview(url: &str) -> String {
 
 pub fn stats(addr: SocketAddr, token: &str, query: serde_json::Value) -> Response {
     let auth = format!("Bearer {token}");
-    http(addr, "POST", "/api/v2/query", &[("Authorization", &auth), ("Content-Type", "application/json")], query.to_string().as_bytes())
+    http(
+        addr,
+        "POST",
+        "/api/v2/query",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        query.to_string().as_bytes(),
+    )
 }
 
 pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
@@ -401,7 +503,11 @@ pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";

@@ -1,0 +1,380 @@
+//! The journal's payload: one hit's post-privacy messages in a compact
+//! binary form. What is written here has already been through the privacy
+//! pipeline: no address, no user agent, no URL beyond the reduced path —
+//! the same fields the aggregator reads, and the visitor key only as the
+//! 64-bit value the `uniq` sketches take (meaningless once its day's salt
+//! is destroyed). Sites are written by id, not by position, so a log
+//! replayed under an edited configuration still lands on the right site.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::aggregate::Message;
+use crate::privacy::agent::{Agent, Device, ReducedAgent};
+use crate::privacy::geo::Location;
+use crate::privacy::pipeline::{DropReason, Dropped, Event, EventKind};
+use crate::privacy::referrer::{Medium, Referrer};
+use crate::privacy::url::Campaign;
+use crate::privacy::visitor::VisitorKey;
+
+const VERSION: u8 = 1;
+const CONSENT: [&str; 4] = ["granted", "denied", "none", "opt_out"];
+const MEDIUM: [Medium; 5] = [
+    Medium::Direct,
+    Medium::Search,
+    Medium::Social,
+    Medium::Email,
+    Medium::Other,
+];
+const DEVICE: [Device; 3] = [Device::Desktop, Device::Mobile, Device::Tablet];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("journal record cut short")]
+    Short,
+    #[error("journal record of unknown version {0}")]
+    Version(u8),
+    #[error("journal record with an impossible value")]
+    Value,
+}
+
+/// Encodes a hit's messages. Sites are looked up in `site_ids` by index.
+pub fn encode(messages: &[Message], site_ids: &[Arc<str>], out: &mut Vec<u8>) {
+    out.push(VERSION);
+    out.extend_from_slice(&(messages.len() as u16).to_le_bytes());
+    for message in messages {
+        match message {
+            Message::Event(e) => {
+                out.push(1);
+                put_str(out, &site_ids[e.site]);
+                out.extend_from_slice(&e.at.timestamp_micros().to_le_bytes());
+                match &e.kind {
+                    EventKind::Pageview => out.push(0),
+                    EventKind::Engagement => out.push(1),
+                    EventKind::Custom(name) => {
+                        out.push(2);
+                        put_str(out, name);
+                    }
+                }
+                for s in [&e.path, &e.referrer.host, &e.referrer.source] {
+                    put_str(out, s);
+                }
+                out.push(
+                    MEDIUM
+                        .iter()
+                        .position(|m| *m == e.referrer.medium)
+                        .unwrap_or(4) as u8,
+                );
+                for s in [
+                    &e.campaign.source,
+                    &e.campaign.medium,
+                    &e.campaign.campaign,
+                    &e.location.country,
+                    &e.location.region,
+                ] {
+                    put_str(out, s);
+                }
+                let a = &e.agent;
+                out.push(u8::from(a.bot));
+                for s in [
+                    &a.reduced.browser,
+                    &a.reduced.browser_version,
+                    &a.reduced.os,
+                ] {
+                    put_str(out, s);
+                }
+                out.push(
+                    DEVICE
+                        .iter()
+                        .position(|d| *d == a.reduced.device)
+                        .unwrap_or(0) as u8,
+                );
+                put_str(out, &e.language);
+                out.push(CONSENT.iter().position(|c| *c == e.consent).unwrap_or(2) as u8);
+                match e.visitor {
+                    Some(v) => {
+                        out.push(1);
+                        out.extend_from_slice(&v.sketch_input().to_le_bytes());
+                    }
+                    None => out.push(0),
+                }
+                out.extend_from_slice(&(e.props.len() as u16).to_le_bytes());
+                for (k, v) in &e.props {
+                    put_str(out, k);
+                    put_str(out, v);
+                }
+            }
+            Message::Dropped(d, at) => {
+                out.push(2);
+                out.push(d.reason as u8);
+                match d.site {
+                    Some(i) => {
+                        out.push(1);
+                        put_str(out, &site_ids[i]);
+                    }
+                    None => out.push(0),
+                }
+                out.extend_from_slice(&at.timestamp_micros().to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Decodes a hit's messages. An event for a site the configuration no
+/// longer has becomes an `unknown_site` drop, so it is still counted.
+pub fn decode(bytes: &[u8], sites: &HashMap<Arc<str>, usize>) -> Result<Vec<Message>, DecodeError> {
+    let mut r = Cursor { bytes, at: 0 };
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let count = r.u16()?;
+    let mut messages = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        match r.u8()? {
+            1 => {
+                let site = r.str()?;
+                let at = r.time()?;
+                let kind = match r.u8()? {
+                    0 => EventKind::Pageview,
+                    1 => EventKind::Engagement,
+                    2 => EventKind::Custom(r.str()?.to_string()),
+                    _ => return Err(DecodeError::Value),
+                };
+                let path = r.string()?;
+                let referrer = Referrer {
+                    host: r.string()?,
+                    source: r.string()?,
+                    medium: *MEDIUM.get(r.u8()? as usize).ok_or(DecodeError::Value)?,
+                };
+                let campaign = Campaign {
+                    source: r.string()?,
+                    medium: r.string()?,
+                    campaign: r.string()?,
+                };
+                let location = Location {
+                    country: r.string()?,
+                    region: r.string()?,
+                };
+                let bot = r.u8()? != 0;
+                let reduced = ReducedAgent {
+                    browser: r.string()?,
+                    browser_version: r.string()?,
+                    os: r.string()?,
+                    device: *DEVICE.get(r.u8()? as usize).ok_or(DecodeError::Value)?,
+                };
+                let language = r.string()?;
+                let consent = *CONSENT.get(r.u8()? as usize).ok_or(DecodeError::Value)?;
+                let visitor = match r.u8()? {
+                    0 => None,
+                    _ => Some(VisitorKey::from_sketch_input(r.u64()?)),
+                };
+                let mut props = Vec::new();
+                for _ in 0..r.u16()? {
+                    props.push((r.string()?, r.string()?));
+                }
+                match sites.get(site) {
+                    Some(&index) => messages.push(Message::Event(Event {
+                        site: index,
+                        at,
+                        kind,
+                        path,
+                        referrer,
+                        campaign,
+                        location,
+                        agent: Arc::new(Agent { bot, reduced }),
+                        language,
+                        consent,
+                        visitor,
+                        props,
+                    })),
+                    None => messages.push(Message::Dropped(
+                        Dropped {
+                            reason: DropReason::UnknownSite,
+                            site: None,
+                        },
+                        at,
+                    )),
+                }
+            }
+            2 => {
+                let reason = *DropReason::ALL
+                    .get(r.u8()? as usize)
+                    .ok_or(DecodeError::Value)?;
+                let site = match r.u8()? {
+                    0 => None,
+                    _ => Some(r.str()?),
+                };
+                let at = r.time()?;
+                let site = site.and_then(|s| sites.get(s).copied());
+                messages.push(Message::Dropped(Dropped { reason, site }, at));
+            }
+            _ => return Err(DecodeError::Value),
+        }
+    }
+    Ok(messages)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or(DecodeError::Short)?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn time(&mut self) -> Result<DateTime<Utc>, DecodeError> {
+        DateTime::from_timestamp_micros(self.u64()? as i64).ok_or(DecodeError::Value)
+    }
+
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let b = self.take(4)?;
+        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::Value)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        self.str().map(str::to_string)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sites() -> (Vec<Arc<str>>, HashMap<Arc<str>, usize>) {
+        let ids: Vec<Arc<str>> = vec![Arc::from("a.example"), Arc::from("b.example")];
+        let map = ids
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i))
+            .collect();
+        (ids, map)
+    }
+
+    fn event(site: usize, visitor: Option<u64>) -> Event {
+        Event {
+            site,
+            at: "2026-11-23T15:04:05.123456Z".parse().unwrap(),
+            kind: EventKind::Custom("signup".into()),
+            path: "/fr/inscription".into(),
+            referrer: Referrer {
+                host: "duckduckgo.com".into(),
+                source: "DuckDuckGo".into(),
+                medium: Medium::Search,
+            },
+            campaign: Campaign {
+                source: "infolettre".into(),
+                medium: "email".into(),
+                campaign: "automne".into(),
+            },
+            location: Location {
+                country: "CA".into(),
+                region: "CA-QC".into(),
+            },
+            agent: Arc::new(Agent {
+                bot: false,
+                reduced: ReducedAgent {
+                    browser: "Firefox".into(),
+                    browser_version: "133".into(),
+                    os: "Linux".into(),
+                    device: Device::Tablet,
+                },
+            }),
+            language: "fr".into(),
+            consent: "opt_out",
+            visitor: visitor.map(VisitorKey::from_sketch_input),
+            props: vec![("plan".into(), "de base".into())],
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let (ids, map) = sites();
+        let at: DateTime<Utc> = "2026-03-08T07:00:00Z".parse().unwrap();
+        let messages = vec![
+            Message::Event(event(1, Some(77))),
+            Message::Event(event(0, None)),
+            Message::Dropped(
+                Dropped {
+                    reason: DropReason::ConsentDenied,
+                    site: Some(1),
+                },
+                at,
+            ),
+            Message::Dropped(
+                Dropped {
+                    reason: DropReason::Invalid,
+                    site: None,
+                },
+                at,
+            ),
+        ];
+        let mut bytes = Vec::new();
+        encode(&messages, &ids, &mut bytes);
+        let back = decode(&bytes, &map).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{messages:?}"));
+        match &back[0] {
+            Message::Event(e) => assert_eq!(e.visitor.map(|v| v.sketch_input()), Some(77)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_site_gone_from_the_configuration_is_counted_as_unknown() {
+        let (ids, _) = sites();
+        let mut bytes = Vec::new();
+        encode(&[Message::Event(event(1, Some(3)))], &ids, &mut bytes);
+        let only_a: HashMap<Arc<str>, usize> = [(Arc::from("a.example"), 0)].into_iter().collect();
+        match decode(&bytes, &only_a).unwrap().as_slice() {
+            [Message::Dropped(d, _)] => {
+                assert_eq!((d.reason, d.site), (DropReason::UnknownSite, None))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn damaged_bytes_are_an_error_not_a_panic() {
+        let (ids, map) = sites();
+        let mut bytes = Vec::new();
+        encode(&[Message::Event(event(0, Some(1)))], &ids, &mut bytes);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut], &map).is_err(), "cut at {cut}");
+        }
+        let mut bad = bytes.clone();
+        bad[0] = 9;
+        assert_eq!(decode(&bad, &map).unwrap_err(), DecodeError::Version(9));
+    }
+}
