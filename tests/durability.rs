@@ -856,7 +856,7 @@ fn clickhouse_killed_mid_insert_again_and_again() {
     std::thread::sleep(Duration::from_secs(2));
     // Up times that do not line up with the 200 ms flush interval, so the
     // kills land at different points of the insert cycle.
-    for up_ms in [1_130, 1_870, 1_410, 2_290, 1_650, 1_030] {
+    for up_ms in [1_130, 1_870, 1_410, 2_290, 1_650, 1_030, 1_550, 1_970] {
         rig.ch_mut().stop(Stop::Kill);
         std::thread::sleep(Duration::from_millis(700));
         rig.ch_mut().restart();
