@@ -428,6 +428,37 @@ fn record_checksum_is_crc32c() {
     }
 }
 
+#[test]
+fn log_scan_finds_planted_secrets() {
+    // The privacy scan of the log directory must see a secret anywhere,
+    // in any file, at any depth, and loose permissions.
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new();
+    let dir = scratch.path("log");
+    std::fs::create_dir_all(dir.join("dead-letter")).expect("mkdir");
+    for d in [dir.clone(), dir.join("dead-letter")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let mut bytes = vec![0u8; 1000];
+    bytes[500..504].copy_from_slice(&[198, 51, 100, 77]);
+    let file = dir.join("dead-letter/x.jsonl");
+    std::fs::write(&file, &bytes).expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let needles = vec![
+        ("raw".to_string(), vec![198, 51, 100, 77]),
+        ("dotted".to_string(), b"198.51.100.77".to_vec()),
+    ];
+    let found = common::journal::find_needles(&dir, &needles);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("raw in ") && found[0].ends_with("at byte 500"),
+        "{found:?}"
+    );
+    assert!(common::journal::loose_permissions(&dir).is_empty());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert_eq!(common::journal::loose_permissions(&dir).len(), 1);
+}
+
 /// (a) Under steady load, tamis is killed with SIGKILL every few seconds and
 /// restarted at once, four times.
 #[test]
