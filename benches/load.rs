@@ -73,6 +73,9 @@ usage: cargo bench --bench load [-- OPTIONS]
   --warmup N           warm-up before it, not measured (default 3)
   --connections LIST   concurrent keep-alive connections, e.g. 32 or 8,32,64 (default 32)
   --only TARGET        baseline or tamis (default both)
+  --fsync LIST         tamis's durable log with fsync on, off or both: on,off (default on,off)
+  --outage SECONDS     after the fsync-on run, make ClickHouse refuse writes for this long under
+                       load, then measure how fast the backlog drains (default 10; 0 skips it)
   --perf DIR           perf record each server during its measured windows, into DIR";
 
 /// Longest any single request may take before the connection is counted as
@@ -86,6 +89,8 @@ const SETTLE_MORE: Duration = Duration::from_secs(15);
 
 // Targets from the issue.
 const TARGET_RATIO: f64 = 0.5;
+/// fsync'ing the log may cost at most 15 % of the throughput.
+const TARGET_DURABLE_RATIO: f64 = 0.85;
 const TARGET_P99_MS: f64 = 10.0;
 const TARGET_RSS_MB: f64 = 200.0;
 
@@ -134,6 +139,9 @@ struct Args {
     connections: Vec<usize>,
     baseline: bool,
     tamis: bool,
+    /// fsync settings of the durable log to run tamis with.
+    fsync: Vec<bool>,
+    outage: u64,
     perf: Option<PathBuf>,
     /// Internal: run as the baseline server (the child process).
     serve_baseline: bool,
@@ -152,6 +160,8 @@ impl Args {
             connections: vec![32],
             baseline: true,
             tamis: true,
+            fsync: vec![true, false],
+            outage: 10,
             perf: None,
             serve_baseline: false,
             bench_mode: false,
@@ -174,6 +184,17 @@ impl Args {
                     other => bail!("--only takes baseline or tamis, not {other:?}"),
                 },
                 "--perf" => args.perf = Some(PathBuf::from(value("--perf")?)),
+                "--fsync" => {
+                    args.fsync = value("--fsync")?
+                        .split(',')
+                        .map(|v| match v.trim() {
+                            "on" => Ok(true),
+                            "off" => Ok(false),
+                            other => Err(anyhow!("--fsync takes on, off or on,off, not {other:?}")),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "--outage" => args.outage = value("--outage")?.parse().context("--outage")?,
                 "--serve-baseline" => args.serve_baseline = true,
                 // What `cargo bench` adds for every bench target.
                 "--bench" => args.bench_mode = true,
@@ -236,17 +257,24 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         let geoip = scratch.path().join("dbip-test.mmdb");
         geodb::write_dbip_test_db(&geoip).context("writing the test GeoIP database")?;
         for &connections in &args.connections {
-            let (row, correct) = run_tamis(
-                &pool,
-                connections,
-                timing,
-                &ch,
-                scratch.path(),
-                &geoip,
-                args.perf.as_deref(),
-            )?;
-            rows.push(row);
-            all_correct &= correct;
+            for &fsync in &args.fsync {
+                // The outage is measured once, at the first setting.
+                let outage = (fsync && connections == args.connections[0] && args.outage > 0)
+                    .then(|| Duration::from_secs(args.outage));
+                let (row, correct) = run_tamis(
+                    &pool,
+                    connections,
+                    timing,
+                    &ch,
+                    scratch.path(),
+                    &geoip,
+                    args.perf.as_deref(),
+                    fsync,
+                    outage,
+                )?;
+                rows.push(row);
+                all_correct &= correct;
+            }
         }
     }
     report::table(&rows);
@@ -358,15 +386,21 @@ fn run_tamis(
     scratch: &Path,
     geoip: &Path,
     perf: Option<&Path>,
+    fsync: bool,
+    outage: Option<Duration>,
 ) -> anyhow::Result<(Row, bool)> {
-    println!("\n-- tamis, {connections} connections");
-    let database = format!("bench_c{connections}");
-    let server = tamis_server::Tamis::start(ch, &database, scratch, geoip)?;
+    let target = if fsync { "tamis" } else { "tamis-nosync" };
+    println!(
+        "\n-- {target}, {connections} connections (durable log, fsync {})",
+        if fsync { "on" } else { "off" }
+    );
+    let database = format!("bench_c{connections}{}", if fsync { "" } else { "_nosync" });
+    let server = tamis_server::Tamis::start(ch, &database, scratch, geoip, fsync)?;
     let ch_pid = clickhouse_pid(ch);
     let watched: Vec<u32> = std::iter::once(server.pid()).chain(ch_pid).collect();
     let perf = perf.map(|dir| {
         (
-            dir.join(format!("tamis-c{connections}.perf.data")),
+            dir.join(format!("{target}-c{connections}.perf.data")),
             server.pid(),
         )
     });
@@ -381,8 +415,11 @@ fn run_tamis(
     let peak_rss_mb = procfs::peak_rss_mb(server.pid()).ok();
 
     std::thread::sleep(SETTLE);
-    let counts_match = verify::counts(ch, &database, &load)?;
+    let mut counts_match = verify::counts(ch, &database, &verify::Expected::of(&load))?;
     let clean = verify::no_errors(&load);
+    if let Some(outage) = outage {
+        counts_match &= outage::run(&server, ch, &database, pool, connections, outage, &load)?;
+    }
     server.print_writes();
     let log = server.stop();
     if !log.trim().is_empty() {
@@ -396,7 +433,7 @@ fn run_tamis(
         }
     }
     let row = Row {
-        target: "tamis",
+        target,
         connections,
         server_cpu: load.cpu_us_per_hit(0),
         peak_rss_mb,
@@ -1769,9 +1806,10 @@ mod tamis_server {
             database: &str,
             scratch: &Path,
             geoip: &Path,
+            fsync: bool,
         ) -> anyhow::Result<Tamis> {
             let config = scratch.join(format!("{database}.toml"));
-            fs::write(&config, config_text(ch, database, geoip))
+            fs::write(&config, config_text(ch, database, geoip, fsync))
                 .with_context(|| format!("writing {}", config.display()))?;
             let port = free_port()?;
             let log = scratch.join(format!("{database}.log"));
@@ -1855,13 +1893,14 @@ mod tamis_server {
         PathBuf::from(env!("CARGO_BIN_EXE_tamis"))
     }
 
-    fn config_text(ch: &ClickHouse, database: &str, geoip: &Path) -> String {
+    fn config_text(ch: &ClickHouse, database: &str, geoip: &Path, fsync: bool) -> String {
         format!(
             r#"[server]
 trusted_proxies = ["127.0.0.1/32", "::1/128"]
 
 [storage]
 log_dir = "log-{database}"
+fsync = {fsync}
 
 [clickhouse]
 url = "{url}"
@@ -1904,6 +1943,14 @@ prop_keys = ["plan", "file"]
     }
 
     impl Tamis {
+        /// One value from `/metrics`.
+        pub fn metric(&self, name: &str) -> Option<f64> {
+            let text = get(self.addr, "/metrics").ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        }
+
         /// What tamis says it wrote to ClickHouse (from `/metrics`).
         pub fn print_writes(&self) {
             let Ok(text) = get(self.addr, "/metrics") else {
@@ -1932,13 +1979,119 @@ prop_keys = ["plan", "file"]
 }
 
 /// End-to-end check: what tamis answered is what ClickHouse holds.
+/// An outage under load: ClickHouse refuses every insert (the table tamis
+/// inserts into is renamed away, so nothing of an insert is applied) while
+/// hits keep coming; tamis keeps answering 202 from its durable log. Then
+/// the table comes back and the backlog drains: its size over the time it
+/// took is the drain rate. The counts of both phases are checked together.
+mod outage {
+    use super::*;
+
+    pub fn run(
+        server: &tamis_server::Tamis,
+        ch: &ClickHouse,
+        database: &str,
+        pool: &Arc<workload::Pool>,
+        connections: usize,
+        length: Duration,
+        before: &load::Report,
+    ) -> anyhow::Result<bool> {
+        println!(
+            "-- outage: ClickHouse refuses inserts for {} s under load",
+            length.as_secs()
+        );
+        ch.try_query(&format!(
+            "RENAME TABLE {database}.batch_in TO {database}.batch_in_away"
+        ))
+        .map_err(|e| anyhow!(e))?;
+        let timing = Timing {
+            warmup: Duration::ZERO,
+            measured: length,
+        };
+        let during = load::run(
+            server.addr,
+            pool.clone(),
+            connections,
+            timing,
+            &[server.pid()],
+            None,
+        )?;
+        let backlog = server.metric("tamis_log_backlog_hits").unwrap_or(f64::NAN);
+        let log_mb = server.metric("tamis_log_bytes").unwrap_or(f64::NAN) / 1e6;
+        let rss = procfs::peak_rss_mb(server.pid()).ok();
+        ch.try_query(&format!(
+            "RENAME TABLE {database}.batch_in_away TO {database}.batch_in"
+        ))
+        .map_err(|e| anyhow!(e))?;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(600);
+        while server
+            .metric("tamis_log_backlog_hits")
+            .is_none_or(|b| b > 0.0)
+        {
+            if Instant::now() > deadline {
+                bail!("the backlog did not drain within 10 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = started.elapsed().as_secs_f64();
+        println!(
+            "outage: {:.0} req/s answered during it ({} × 503), p99 {:.2} ms; backlog {backlog:.0} hits ({log_mb:.1} MB of log), peak RSS {} MB",
+            during.requests_per_second(),
+            during.measured_503,
+            during.latency.quantile_ms(0.99),
+            rss.map_or("?".into(), |r| format!("{r:.1}")),
+        );
+        println!(
+            "outage: backlog drained in {took:.1} s = {:.0} hits/s",
+            backlog / took
+        );
+        let mut expected = verify::Expected::of(before);
+        expected.add(&during);
+        verify::counts(ch, database, &expected)
+    }
+}
+
 mod verify {
     use super::*;
     use crate::workload::Kind;
 
     /// Compares ClickHouse's totals with the generator's counts, polling a
     /// while in case a batch is still on its way. `Ok(false)` on mismatch.
-    pub fn counts(ch: &ClickHouse, database: &str, load: &load::Report) -> anyhow::Result<bool> {
+    /// What the generator was told: the counts ClickHouse must hold.
+    #[derive(Clone)]
+    pub struct Expected {
+        pub all_accepted: [u64; crate::workload::KINDS],
+        pub all_dropped: BTreeMap<String, u64>,
+        pub all_statuses: BTreeMap<u16, u64>,
+        pub all_unknown: u64,
+    }
+
+    impl Expected {
+        pub fn of(load: &load::Report) -> Expected {
+            Expected {
+                all_accepted: load.all_accepted,
+                all_dropped: load.all_dropped.clone(),
+                all_statuses: load.all_statuses.clone(),
+                all_unknown: load.all_unknown,
+            }
+        }
+
+        pub fn add(&mut self, load: &load::Report) {
+            for (a, b) in self.all_accepted.iter_mut().zip(load.all_accepted) {
+                *a += b;
+            }
+            for (k, v) in &load.all_dropped {
+                *self.all_dropped.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &load.all_statuses {
+                *self.all_statuses.entry(*k).or_default() += v;
+            }
+            self.all_unknown += load.all_unknown;
+        }
+    }
+
+    pub fn counts(ch: &ClickHouse, database: &str, load: &Expected) -> anyhow::Result<bool> {
         let want_pageviews = load.all_accepted[Kind::Pageview as usize];
         let want_events = load.all_accepted[Kind::Custom as usize];
         let unknown = load.all_unknown;
@@ -2178,6 +2331,20 @@ mod report {
                 checks.push(format!(
                     "throughput ≥ {TARGET_RATIO}× baseline {}",
                     met(ratio >= TARGET_RATIO)
+                ));
+            }
+            let nosync = rows
+                .iter()
+                .find(|r| r.target == "tamis-nosync" && r.connections == tamis.connections);
+            if let Some(nosync) = nosync {
+                let ratio = tamis.load.requests_per_second() / nosync.load.requests_per_second();
+                println!(
+                    "ratio tamis (fsync)/tamis-nosync @{}: {ratio:.2}",
+                    tamis.connections
+                );
+                checks.push(format!(
+                    "throughput ≥ {TARGET_DURABLE_RATIO}× without fsync {}",
+                    met(ratio >= TARGET_DURABLE_RATIO)
                 ));
             }
             checks.push(format!(

@@ -16,7 +16,7 @@ use crate::aggregate::Intake;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::ingest::handler::Ingest;
-use crate::journal::Journal;
+use crate::journal::{Journal, Options as JournalOptions};
 use crate::metrics::Metrics;
 use crate::privacy::pipeline::Privacy;
 use crate::privacy::salt::SaltStore;
@@ -61,15 +61,20 @@ pub async fn serve(
     let client = crate::sink::client(&settings.clickhouse);
 
     let log_dir = &settings.storage.log_dir;
-    let (journal, recovery) =
-        Journal::open(log_dir, settings.storage.log_max_bytes, metrics.clone()).with_context(
-            || {
-                format!(
-                    "opening the durable log in {} (storage.log_dir)",
-                    log_dir.display()
-                )
-            },
-        )?;
+    let (journal, recovery) = Journal::open(
+        log_dir,
+        JournalOptions {
+            max_bytes: settings.storage.log_max_bytes,
+            fsync: settings.storage.fsync,
+        },
+        metrics.clone(),
+    )
+    .with_context(|| {
+        format!(
+            "opening the durable log in {} (storage.log_dir)",
+            log_dir.display()
+        )
+    })?;
     tracing::info!(
         dir = %log_dir.display(),
         segments = recovery.segments,

@@ -51,6 +51,10 @@ pub struct StorageConfig {
     /// Size cap of the log on disk; beyond it ingestion answers 503.
     #[serde(default = "default_log_max_bytes")]
     pub log_max_bytes: u64,
+    /// fsync before answering 202 (off: survives a tamis crash, not a
+    /// machine crash).
+    #[serde(default = "default_true")]
+    pub fsync: bool,
 }
 
 impl Default for StorageConfig {
@@ -58,6 +62,7 @@ impl Default for StorageConfig {
         StorageConfig {
             log_dir: default_log_dir(),
             log_max_bytes: default_log_max_bytes(),
+            fsync: true,
         }
     }
 }
@@ -238,6 +243,9 @@ fn default_shutdown_timeout_ms() -> u64 {
 }
 fn default_log_dir() -> String {
     "data/log".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_log_max_bytes() -> u64 {
     1 << 30

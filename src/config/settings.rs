@@ -49,6 +49,7 @@ pub struct Settings {
 pub struct StorageSettings {
     pub log_dir: PathBuf,
     pub log_max_bytes: u64,
+    pub fsync: bool,
 }
 
 #[derive(Debug)]
@@ -178,6 +179,7 @@ impl Settings {
         let storage = StorageSettings {
             log_dir: PathBuf::from(config.storage.log_dir),
             log_max_bytes: config.storage.log_max_bytes,
+            fsync: config.storage.fsync,
         };
         let clickhouse = clickhouse_settings(config.clickhouse)?;
         // A configured file that does not exist turns geolocation off with

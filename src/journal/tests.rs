@@ -49,7 +49,15 @@ fn payload(seq: u64, size: u16) -> Vec<u8> {
 }
 
 fn open(dir: &Path, max_bytes: u64) -> (Journal, Recovery) {
-    Journal::open(dir, max_bytes, Arc::new(Metrics::default())).unwrap()
+    Journal::open(
+        dir,
+        Options {
+            max_bytes,
+            fsync: true,
+        },
+        Arc::new(Metrics::default()),
+    )
+    .unwrap()
 }
 
 /// Every unconfirmed record, read back from the start.
