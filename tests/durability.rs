@@ -51,6 +51,7 @@ struct Knobs {
     log_max_bytes: u64,
     shutdown_timeout_ms: u64,
     clickhouse_timeout_ms: u64,
+    flush_interval_ms: u64,
 }
 
 impl Default for Knobs {
@@ -59,6 +60,7 @@ impl Default for Knobs {
             log_max_bytes: 1 << 30,
             shutdown_timeout_ms: 10_000,
             clickhouse_timeout_ms: 10_000,
+            flush_interval_ms: 200,
         }
     }
 }
@@ -74,7 +76,7 @@ shutdown_timeout_ms = {shutdown}
 [clickhouse]
 url = "{url}"
 database = "{db}"
-flush_interval_ms = 200
+flush_interval_ms = {flush}
 timeout_ms = {timeout}
 
 [storage]
@@ -93,6 +95,7 @@ sites = ["example.org"]
         shutdown = knobs.shutdown_timeout_ms,
         url = ch.url,
         timeout = knobs.clickhouse_timeout_ms,
+        flush = knobs.flush_interval_ms,
         log_dir = log_dir.display(),
         max = knobs.log_max_bytes,
         token = sha256_hex(TOKEN),
@@ -882,10 +885,16 @@ fn inserts_that_time_out_are_not_applied_twice() {
 /// them), must be neither lost nor applied twice.
 #[test]
 fn clickhouse_killed_mid_insert_again_and_again() {
-    let mut rig = Rig::own("ch_kill_loop", Knobs::default());
+    // Frequent small inserts: the more of its time ClickHouse spends inside
+    // an insert, the likelier a kill falls between two of its parts.
+    let knobs = Knobs {
+        flush_interval_ms: 50,
+        ..Knobs::default()
+    };
+    let mut rig = Rig::own("ch_kill_loop", knobs);
     let load = rig.load(Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));
-    // Up times that do not line up with the 200 ms flush interval, so the
+    // Up times that do not line up with the flush interval, so the
     // kills land at different points of the insert cycle.
     for up_ms in [1_130, 1_870, 1_410, 2_290, 1_650, 1_030, 1_550, 1_970] {
         rig.ch_mut().stop(Stop::Kill);
