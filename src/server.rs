@@ -32,7 +32,8 @@ pub struct Options {
     pub salt_period: Duration,
     /// How long open requests may take to finish at shutdown.
     pub drain: Duration,
-    /// How long to wait for ClickHouse at start-up.
+    /// How long to wait for ClickHouse at start-up before serving without
+    /// it (hits then wait in the durable log).
     pub startup_wait: Duration,
 }
 
@@ -42,7 +43,7 @@ impl Options {
             clock: Clock::system(),
             salt_period: Duration::from_secs(60),
             drain: Duration::from_secs(10),
-            startup_wait: Duration::from_secs(60),
+            startup_wait: Duration::from_secs(10),
         }
     }
 }
@@ -84,19 +85,25 @@ pub async fn serve(
         "durable log open"
     );
 
-    migrate_when_reachable(&settings, options.startup_wait).await?;
-    // Records up to the last receipt are in ClickHouse already: replay
-    // starts after them, so nothing is counted twice.
-    let from = crate::sink::writer::confirmed_end(&client, journal.id())
-        .await
-        .context("reading the last batch receipt from ClickHouse")?
-        .max(journal.confirmed_end())
-        .max(1);
-    journal.confirm(from);
-    let replay = journal.durable_end().saturating_sub(from);
-    if replay > 0 {
-        tracing::info!(hits = replay, "replaying logged hits not yet in ClickHouse");
-    }
+    // ClickHouse may be down when tamis starts: hits are accepted into the
+    // log meanwhile, and delivery starts once it answers. A ClickHouse
+    // that answers with an error (bad credentials, …) stops start-up.
+    let connected =
+        match tokio::time::timeout(options.startup_wait, migrate_forever(&settings.clickhouse))
+            .await
+        {
+            Ok(result) => {
+                result?;
+                true
+            }
+            Err(_) => {
+                tracing::warn!(
+                    url = %settings.clickhouse.url,
+                    "ClickHouse not reachable; accepting hits into the durable log until it is"
+                );
+                false
+            }
+        };
 
     let salts = Arc::new(SaltStore::new());
     let keeper = SaltKeeper::new(
@@ -105,10 +112,14 @@ pub async fn serve(
         salts.clone(),
         options.clock.clone(),
     );
-    keeper
-        .tick()
-        .await
-        .context("sharing today's salts through ClickHouse")?;
+    if connected {
+        keeper
+            .tick()
+            .await
+            .context("sharing today's salts through ClickHouse")?;
+    }
+    // Without ClickHouse, salts are made locally and shared once it
+    // answers (see `sink::salts`).
     let keeper_task =
         tokio::spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
 
@@ -118,39 +129,18 @@ pub async fn serve(
         .iter()
         .map(|s| Arc::from(s.id.as_str()))
         .collect();
-    let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
-    let intake = Arc::new(Intake::new(
-        settings.sites.clone(),
-        settings.clickhouse.batch_rows,
-        settings.clickhouse.flush_interval,
-        metrics.clone(),
-        options.clock.clone(),
-    ));
-    let stop_feeding = Arc::new(AtomicBool::new(false));
-    let feeder = Feeder {
+    let (stop_delivery, delivery_stop) = tokio::sync::watch::channel(false);
+    let delivery = Delivery {
+        settings: &settings,
+        client: client.clone(),
         journal: journal.clone(),
-        from,
-        intake: intake.clone(),
-        sites: site_ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i))
-            .collect(),
-        capacity: settings.server.queue_capacity as u64,
+        site_ids: site_ids.clone(),
         metrics: metrics.clone(),
-        stop: stop_feeding.clone(),
+        clock: options.clock.clone(),
+        connected,
     }
-    .spawn()
-    .context("starting the log feeder")?;
-    let (stop_flusher, flusher_stop) = tokio::sync::watch::channel(false);
-    let flusher_task = tokio::spawn(intake.clone().run(batches_tx, flusher_stop));
-    let writer = Writer::new(
-        client.clone(),
-        settings.clickhouse.timeout,
-        metrics.clone(),
-        journal.clone(),
-    );
-    let writer_task = tokio::spawn(writer.run(batches_rx));
+    .start(delivery_stop);
+    let delivery_task = tokio::spawn(delivery);
 
     let app = Arc::new(App {
         ingest: Ingest {
@@ -199,18 +189,12 @@ pub async fn serve(
         .unwrap_or_else(tokio::time::Instant::now)
         + timeout;
     drop(app);
-    let flushed = tokio::time::timeout_at(stop_at, async {
-        stop_feeding.store(true, Ordering::Release);
-        let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
-        let _ = stop_flusher.send(true);
-        let _ = flusher_task.await;
-        let _ = writer_task.await;
-    })
-    .await;
+    let _ = stop_delivery.send(true);
+    let flushed = tokio::time::timeout_at(stop_at, delivery_task).await;
     keeper_task.abort();
     match flushed {
-        Ok(()) => tracing::info!("tamis stopped; every accepted hit is in ClickHouse"),
-        Err(_) => tracing::warn!(
+        Ok(Ok(true)) => tracing::info!("tamis stopped; every accepted hit is in ClickHouse"),
+        _ => tracing::warn!(
             hits = journal.unconfirmed(),
             "shutdown deadline reached; hits not yet in ClickHouse stay in the durable log and are written at the next start"
         ),
@@ -218,30 +202,142 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs migrations, waiting for ClickHouse to come up (it often starts
-/// alongside tamis).
-async fn migrate_when_reachable(settings: &Settings, wait: Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + wait;
+/// Everything between the journal and ClickHouse: started once ClickHouse
+/// answers, stopped (feeding what is logged, writing the last batch) when
+/// `stop` turns true.
+struct Delivery<'a> {
+    settings: &'a Settings,
+    client: clickhouse::Client,
+    journal: Journal,
+    site_ids: Vec<Arc<str>>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    connected: bool,
+}
+
+impl Delivery<'_> {
+    /// The delivery task; it ends true once every logged hit is written.
+    fn start(
+        self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let settings = self.settings;
+        let clickhouse = settings.clickhouse.clone();
+        let sites = settings.sites.clone();
+        let capacity = settings.server.queue_capacity as u64;
+        let Delivery {
+            client,
+            journal,
+            site_ids,
+            metrics,
+            clock,
+            connected,
+            ..
+        } = self;
+        async move {
+            if !connected {
+                tokio::select! {
+                    result = migrate_forever(&clickhouse) => {
+                        if let Err(error) = result {
+                            tracing::error!(error = %format!("{error:#}"), "ClickHouse refused the schema; hits stay in the durable log");
+                            return false;
+                        }
+                    }
+                    _ = stop.changed() => return false,
+                }
+            }
+            // Records up to the last receipt are in ClickHouse already:
+            // replay starts after them, so nothing is counted twice.
+            let receipts = loop {
+                match crate::sink::writer::confirmed_end(&client, journal.id()).await {
+                    Ok(end) => break end,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "cannot read batch receipts; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.changed() => return false,
+                        }
+                    }
+                }
+            };
+            let from = receipts.max(journal.confirmed_end()).max(1);
+            journal.confirm(from);
+            let replay = journal.durable_end().saturating_sub(from);
+            if replay > 0 {
+                tracing::info!(hits = replay, "writing logged hits not yet in ClickHouse");
+            }
+
+            let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
+            let intake = Arc::new(Intake::new(
+                sites,
+                clickhouse.batch_rows,
+                clickhouse.flush_interval,
+                metrics.clone(),
+                clock,
+            ));
+            let stop_feeding = Arc::new(AtomicBool::new(false));
+            let feeder = Feeder {
+                journal: journal.clone(),
+                from,
+                intake: intake.clone(),
+                sites: site_ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| (id.clone(), i))
+                    .collect(),
+                capacity,
+                metrics: metrics.clone(),
+                stop: stop_feeding.clone(),
+            }
+            .spawn();
+            let feeder = match feeder {
+                Ok(f) => f,
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot start the log feeder");
+                    return false;
+                }
+            };
+            let (stop_flusher, flusher_stop) = tokio::sync::watch::channel(false);
+            let flusher_task = tokio::spawn(intake.run(batches_tx, flusher_stop));
+            let writer = Writer::new(client, clickhouse.timeout, metrics, journal.clone());
+            let writer_task = tokio::spawn(writer.run(batches_rx));
+
+            let _ = stop.wait_for(|stopping| *stopping).await;
+            stop_feeding.store(true, Ordering::Release);
+            let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
+            let _ = stop_flusher.send(true);
+            let _ = flusher_task.await;
+            let _ = writer_task.await;
+            journal.unconfirmed() == 0
+        }
+    }
+}
+
+/// Runs migrations, waiting for ClickHouse for as long as it takes (it
+/// often starts alongside tamis, or is being restarted). Only an answer
+/// that refuses the schema is an error.
+async fn migrate_forever(settings: &crate::config::ClickHouseSettings) -> anyhow::Result<()> {
+    let mut warned = false;
     loop {
-        match crate::sink::migrate::run(&settings.clickhouse).await {
+        match crate::sink::migrate::run(settings).await {
             Ok(applied) => {
                 if !applied.is_empty() {
                     tracing::info!(?applied, "schema migrated");
                 }
                 return Ok(());
             }
-            Err(error)
-                if tokio::time::Instant::now() < deadline
-                    && crate::sink::is_transport_error(&error) =>
-            {
-                tracing::warn!(error = %error, url = %settings.clickhouse.url, "ClickHouse not reachable yet; retrying");
+            Err(error) if crate::sink::is_transport_error(&error) => {
+                if !warned {
+                    tracing::warn!(error = %error, url = %settings.url, "ClickHouse not reachable yet; retrying");
+                    warned = true;
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(error) => {
                 return Err(anyhow::anyhow!(error)).with_context(|| {
                     format!(
                         "migrating ClickHouse at {} (database {})",
-                        settings.clickhouse.url, settings.clickhouse.database
+                        settings.url, settings.database
                     )
                 });
             }
