@@ -908,6 +908,38 @@ fn clickhouse_killed_mid_insert_again_and_again() {
     rig.finish();
 }
 
+/// tamis killed while ClickHouse is down, and started again before
+/// ClickHouse returns: it must come up without ClickHouse, keep logging
+/// hits, and deliver the old and the new ones once ClickHouse answers.
+#[test]
+fn tamis_restarted_during_a_clickhouse_outage() {
+    let mut rig = Rig::own("restart_in_outage", Knobs::default());
+    let load = rig.load(Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(3));
+    rig.ch_mut().stop(Stop::Kill);
+    std::thread::sleep(Duration::from_secs(3));
+    rig.tamis.kill9();
+    let restarted = Instant::now();
+    rig.tamis.restart();
+    let came_up_after = restarted.elapsed();
+    let accepted_at_restart = load.live.accepted();
+    std::thread::sleep(Duration::from_secs(4));
+    let accepted_without_clickhouse = load.live.accepted() - accepted_at_restart;
+    rig.check_log_private();
+    rig.ch_mut().restart();
+    std::thread::sleep(Duration::from_secs(4));
+    let report = load.stop();
+    rig.check(accepted_without_clickhouse > 0, || {
+        "no 202 from the tamis started while ClickHouse was down".into()
+    });
+    let verdict = rig.verify(&report, &[]);
+    eprintln!(
+        "[{}] restarted without ClickHouse, serving after {came_up_after:?}; {accepted_without_clickhouse} hits accepted before ClickHouse returned; {} not sent meanwhile",
+        rig.name, verdict.not_sent
+    );
+    rig.finish();
+}
+
 /// The acceptance run: fixed rate, two kill -9 restarts of tamis
 /// and a 20 s ClickHouse stop (SIGKILL, mid-insert if it happens to be) in
 /// the middle: pageviews in ClickHouse = number of 202s, exactly (plus the
