@@ -5,7 +5,9 @@
 //! logs in a temporary directory and the configuration rendered from
 //! `deploy/clickhouse/config.xml.in`. [`ClickHouse::shared`] gives one such
 //! server per test binary; each test then isolates itself in a database of its
-//! own from [`ClickHouse::create_database`].
+//! own from [`ClickHouse::create_database`]. A test that needs an outage
+//! starts a server of its own and uses [`ClickHouse::stop`] (SIGTERM or
+//! SIGKILL) and [`ClickHouse::restart`] (same ports, same data directory).
 //!
 //! No server outlives the test process, even when it panics, aborts or is
 //! killed: the server is started by a small `sh` watchdog whose standard input
@@ -87,6 +89,8 @@ pub struct ClickHouse {
     pub tcp_port: u16,
     /// The server's own directory: `config.xml`, `data/`, `log/`.
     pub dir: PathBuf,
+    /// The server's command line without `--config-file`, for restarts.
+    command: Vec<String>,
     tempdir: Option<tempfile::TempDir>,
     watchdog: Option<Child>,
     /// Closing this pipe makes the watchdog kill the server.
@@ -298,69 +302,166 @@ fn start_once(command: &[String]) -> Result<ClickHouse, Failure> {
     let config_path = dir.join("config.xml");
     fs::write(&config_path, config).map_err(|e| fatal("cannot write config.xml", e))?;
 
-    let mut watchdog = Command::new("sh")
-        .arg("-c")
-        .arg(WATCHDOG)
-        .arg("tamis-clickhouse-watchdog")
-        .arg(&dir)
-        .args(command)
-        .arg(format!("--config-file={}", config_path.display()))
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let (watchdog, stdin) = spawn_watchdog(command, &dir)
         .map_err(|e| fatal("cannot run `sh` to start the server", e))?;
-    let stdin = watchdog.stdin.take();
 
     let mut server = ClickHouse {
         url: format!("http://127.0.0.1:{http_port}"),
         http_port,
         tcp_port,
         dir,
+        command: command.to_vec(),
         tempdir: Some(tempdir),
         watchdog: Some(watchdog),
         stdin,
     };
+    server.wait_ready()?;
+    Ok(server)
+}
 
-    let timeout = std::env::var("TAMIS_TEST_CLICKHOUSE_TIMEOUT")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or(Duration::from_secs(30), Duration::from_secs);
-    let started = Instant::now();
-    loop {
-        let status = match server.watchdog.as_mut().map(|w| w.try_wait()) {
-            Some(Ok(status)) => status,
-            Some(Err(e)) => return Err(fatal("cannot watch the server process", e)),
-            None => None,
+/// Starts the watchdog (and through it the server) for the server directory
+/// `dir`, which holds `config.xml`.
+fn spawn_watchdog(command: &[String], dir: &Path) -> io::Result<(Child, Option<ChildStdin>)> {
+    let config_path = dir.join("config.xml");
+    let mut watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(WATCHDOG)
+        .arg("tamis-clickhouse-watchdog")
+        .arg(dir)
+        .args(command)
+        .arg(format!("--config-file={}", config_path.display()))
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdin = watchdog.stdin.take();
+    Ok((watchdog, stdin))
+}
+
+/// How [`ClickHouse::stop`] ends the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: ClickHouse finishes what it can and exits.
+    Graceful,
+    /// SIGKILL: the process disappears mid-query, as in a crash.
+    Kill,
+}
+
+impl ClickHouse {
+    /// Stops the server, keeping its directory (data, config, ports) so
+    /// [`ClickHouse::restart`] brings the same server back. Returns once the
+    /// process is gone; a graceful stop that takes over a minute is finished
+    /// with SIGKILL.
+    pub fn stop(&mut self, how: Stop) {
+        let Some(mut watchdog) = self.watchdog.take() else {
+            panic!("ClickHouse at {} is already stopped", self.url);
         };
-        if let Some(status) = status {
-            let logs = server.logs();
-            let message = format!(
-                "ClickHouse test server `{}` exited during start-up ({status}); config {}\n{logs}",
-                command.join(" "),
-                config_path.display()
-            );
-            return Err(if logs.contains("Address already in use") {
-                Failure::PortTaken(message)
-            } else {
-                Failure::Fatal(message)
-            });
+        let pid = fs::read_to_string(self.dir.join("server.pid")).unwrap_or_default();
+        let pid = pid.trim().to_string();
+        let signal = match how {
+            Stop::Graceful => "-TERM",
+            Stop::Kill => "-KILL",
+        };
+        let _ = Command::new("kill")
+            .args([signal, &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // The watchdog exits when the server does; since the "stopping"
+        // marker is absent it leaves the directory in place.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match watchdog.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    let _ = watchdog.wait();
+                    break;
+                }
+            }
         }
-        if ping(http_port) {
-            return Ok(server);
+        drop(self.stdin.take());
+        assert!(
+            !ping(self.http_port),
+            "ClickHouse at {} still answers after being stopped",
+            self.url
+        );
+    }
+
+    /// Starts the stopped server again on the same ports with the same data
+    /// directory, and waits until it answers `/ping`.
+    pub fn restart(&mut self) {
+        assert!(
+            self.watchdog.is_none(),
+            "ClickHouse at {} is running; stop it first",
+            self.url
+        );
+        let _ = fs::remove_file(self.dir.join("server.pid"));
+        let (watchdog, stdin) = spawn_watchdog(&self.command, &self.dir)
+            .unwrap_or_else(|e| panic!("cannot run `sh` to restart ClickHouse: {e}"));
+        self.watchdog = Some(watchdog);
+        self.stdin = stdin;
+        if let Err(Failure::PortTaken(message) | Failure::Fatal(message)) = self.wait_ready() {
+            panic!("ClickHouse did not come back on its ports: {message}");
         }
-        if started.elapsed() > timeout {
-            let logs = server.logs();
-            return Err(Failure::Fatal(format!(
-                "ClickHouse test server `{}` did not answer GET {}/ping within {} s; config {}\n{logs}",
-                command.join(" "),
-                server.url,
-                timeout.as_secs(),
-                config_path.display()
-            )));
+    }
+
+    /// Whether the server answers `/ping` now.
+    pub fn is_up(&self) -> bool {
+        ping(self.http_port)
+    }
+
+    /// Waits until the (re)started server answers `/ping`.
+    fn wait_ready(&mut self) -> Result<(), Failure> {
+        let fatal = |what: &str, e: io::Error| {
+            Failure::Fatal(format!("ClickHouse test server: {what}: {e}"))
+        };
+        let config_path = self.dir.join("config.xml");
+        let timeout = std::env::var("TAMIS_TEST_CLICKHOUSE_TIMEOUT")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map_or(Duration::from_secs(30), Duration::from_secs);
+        let started = Instant::now();
+        loop {
+            let status = match self.watchdog.as_mut().map(|w| w.try_wait()) {
+                Some(Ok(status)) => status,
+                Some(Err(e)) => return Err(fatal("cannot watch the server process", e)),
+                None => None,
+            };
+            if let Some(status) = status {
+                let logs = self.logs();
+                let message = format!(
+                    "ClickHouse test server `{}` exited during start-up ({status}); config {}\n{logs}",
+                    self.command.join(" "),
+                    config_path.display()
+                );
+                return Err(if logs.contains("Address already in use") {
+                    Failure::PortTaken(message)
+                } else {
+                    Failure::Fatal(message)
+                });
+            }
+            if ping(self.http_port) {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                let logs = self.logs();
+                return Err(Failure::Fatal(format!(
+                    "ClickHouse test server `{}` did not answer GET {}/ping within {} s; config {}\n{logs}",
+                    self.command.join(" "),
+                    self.url,
+                    timeout.as_secs(),
+                    config_path.display()
+                )));
+            }
+            sleep(Duration::from_millis(50));
         }
-        sleep(Duration::from_millis(50));
     }
 }
 

@@ -1,12 +1,16 @@
 //! Shared pieces of the integration tests: a real ClickHouse
 //! ([`clickhouse`]), a DB-IP-schema GeoIP file ([`geodb`]), real tamis
 //! servers (the binary as a child process, or the library in-process with a
-//! manual clock) and a minimal blocking HTTP client.
+//! manual clock) and a minimal blocking HTTP client; for the durability
+//! tests, a load driver that records every answer ([`load`]) and readers of
+//! tamis's durable log on disk ([`journal`]).
 
 #![allow(dead_code)]
 
 pub mod clickhouse;
 pub mod geodb;
+pub mod journal;
+pub mod load;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -107,11 +111,26 @@ sites = ["other.org"]
 }
 
 /// The `tamis` binary, serving in a child process; stderr (its log) goes to
-/// a file so tests can read everything it said.
+/// a file so tests can read everything it said. It can be killed (SIGKILL,
+/// as in a crash) and restarted with the same config, port and working
+/// directory, so whatever it keeps on disk survives; each run's stderr is
+/// appended to the same file after a `=== tamis run N ===` line.
 pub struct Binary {
     pub addr: SocketAddr,
     pub log: PathBuf,
+    config_path: PathBuf,
+    dir: PathBuf,
+    runs: u32,
     child: Child,
+}
+
+/// How a SIGTERM ended the process ([`Binary::terminate`]).
+#[derive(Debug)]
+pub struct Terminated {
+    /// From the signal to the process's exit.
+    pub after: Duration,
+    /// `None` when it had not exited after the wait and was killed.
+    pub status: Option<std::process::ExitStatus>,
 }
 
 impl Binary {
@@ -120,64 +139,144 @@ impl Binary {
         std::fs::write(&config_path, config_text).expect("write config");
         let port = free_port();
         let log = scratch.path("tamis.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_tamis"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("TAMIS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("TAMIS_LOG", "debug")
-            .current_dir(scratch.dir.path())
-            .stdout(Stdio::from(
-                std::fs::File::create(scratch.path("tamis.stdout")).expect("stdout file"),
-            ))
-            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
-            .spawn()
-            .expect("start the tamis binary");
+        let dir = scratch.dir.path().to_path_buf();
+        let child = spawn_tamis(&config_path, &dir, port, &log, 1);
         let mut server = Binary {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             log,
+            config_path,
+            dir,
+            runs: 1,
             child,
         };
         server.wait_healthy();
         server
     }
 
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("child status") {
-                panic!(
-                    "tamis exited with {status}:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            if try_http(self.addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "tamis did not become healthy:\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+    /// The process id of the current run.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
-    /// SIGTERM, then wait: tamis flushes everything before exiting.
-    pub fn stop(mut self) -> String {
+    /// Everything every run wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no handler runs, nothing is flushed, as in a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts tamis again (after [`Binary::kill9`] or [`Binary::terminate`])
+    /// with the same config, port and working directory, and waits until it
+    /// answers `/healthz`.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().expect("child status").is_some(),
+            "tamis is still running; stop it first"
+        );
+        self.runs += 1;
+        self.child = spawn_tamis(
+            &self.config_path,
+            &self.dir,
+            self.addr.port(),
+            &self.log,
+            self.runs,
+        );
+        self.wait_healthy();
+    }
+
+    /// SIGTERM, then waits up to `wait` for the exit and measures it; kills
+    /// the process if it is still there after `wait`.
+    pub fn terminate(&mut self, wait: Duration) -> Terminated {
+        let start = Instant::now();
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        while start.elapsed() < wait {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                return Terminated {
+                    after: start.elapsed(),
+                    status: Some(status),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let after = start.elapsed();
+        self.kill9();
+        Terminated {
+            after,
+            status: None,
+        }
+    }
+
+    /// Whether the current run has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("child status").is_some()
+    }
+
+    /// Resident set size of the running process, from /proc/PID/status
+    /// (`VmRSS`), in KiB; `None` once it has exited.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.child.id())
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if self.child.try_wait().expect("child status").is_some() {
-                break;
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                panic!("tamis exited with {status}:\n{}", self.log_text());
+            }
+            if try_http(self.addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        panic!("tamis did not become healthy:\n{}", self.log_text());
     }
+
+    /// SIGTERM, then wait: tamis flushes everything before exiting.
+    pub fn stop(mut self) -> String {
+        self.terminate(Duration::from_secs(30));
+        self.log_text()
+    }
+}
+
+fn spawn_tamis(config_path: &Path, dir: &Path, port: u16, log: &Path, run: u32) -> Child {
+    use std::io::Write as _;
+    let mut log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    if run > 1 {
+        let _ = writeln!(log_file, "=== tamis run {run} ===");
+    }
+    let stdout = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tamis.stdout"))
+        .expect("stdout file");
+    Command::new(env!("CARGO_BIN_EXE_tamis"))
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .env("TAMIS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TAMIS_LOG", "debug")
+        .current_dir(dir)
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .expect("start the tamis binary")
+}
+
+/// `VmRSS` of process `pid` in KiB, `None` if it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Drop for Binary {
