@@ -176,6 +176,7 @@ pub async fn serve(
         app.clone(),
         listener,
         shutdown,
+        settings.server.shutdown_grace,
         options.drain.min(timeout / 2),
     )
     .await;

@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT: longest time to finish requests and flush.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// On SIGTERM/SIGINT: how long `/readyz` answers 503 while tamis still
+    /// serves, before it refuses new connections.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             queue_capacity: default_queue_capacity(),
             cors_allow_origin: default_cors_origin(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
         }
     }
 }
@@ -237,6 +242,9 @@ fn default_listen() -> String {
 }
 fn default_trusted_proxies() -> Vec<String> {
     vec!["127.0.0.1/32".into(), "::1/128".into()]
+}
+fn default_shutdown_grace_ms() -> u64 {
+    1_000
 }
 fn default_shutdown_timeout_ms() -> u64 {
     10_000

@@ -59,6 +59,7 @@ pub struct ServerSettings {
     pub queue_capacity: usize,
     pub cors_allow_origin: String,
     pub shutdown_timeout: Duration,
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +162,16 @@ impl Settings {
                     return Err(invalid(
                         "server.shutdown_timeout_ms",
                         "must be between 100 and 600000",
+                    ));
+                }
+                Duration::from_millis(ms)
+            },
+            shutdown_grace: {
+                let ms = config.server.shutdown_grace_ms;
+                if ms * 2 > config.server.shutdown_timeout_ms {
+                    return Err(invalid(
+                        "server.shutdown_grace_ms",
+                        "must be at most half of server.shutdown_timeout_ms",
                     ));
                 }
                 Duration::from_millis(ms)

@@ -59,10 +59,15 @@ pub async fn run(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    grace: Duration,
     drain: Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
+    // After the signal, `/readyz` answers 503 for `grace` while everything
+    // else is still served, so load balancers stop sending before new
+    // connections are refused.
+    let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -91,7 +96,11 @@ pub async fn run(
                     let _ = conn.await;
                 });
             }
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if closing.is_none() => {
+                app.accepting.store(false, Ordering::Relaxed);
+                closing = Some(Box::pin(tokio::time::sleep(grace)));
+            }
+            _ = async { if let Some(sleep) = closing.as_mut() { sleep.await } }, if closing.is_some() => break,
         }
     }
     app.accepting.store(false, Ordering::Relaxed);

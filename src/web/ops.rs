@@ -54,7 +54,8 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
         .store(u64::from(up), Ordering::Relaxed);
     let log_full = app.journal.is_full();
     let body = serde_json::json!({
-        "accepting": accepting,
+        "accepting": accepting && !log_full,
+        "shutting_down": !accepting,
         "clickhouse": if up { "up" } else { "down" },
         "log_bytes": app.metrics.log_bytes.load(Ordering::Relaxed),
         "backlog_hits": app.journal.unconfirmed(),
