@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod notice;
 pub mod privacy;
 pub mod query;
 pub mod server;

@@ -29,6 +29,13 @@ pub struct Metrics {
     pub sessions_open: AtomicU64,
     pub clickhouse_up: AtomicU64,
     pub api_queries: AtomicU64,
+    // Privacy operations (issue 5).
+    pub salts_in_memory: AtomicU64,
+    /// Unix time of the start of the oldest local day whose salt is held.
+    pub salt_oldest_day_start: AtomicU64,
+    pub audit_rows_written: AtomicU64,
+    pub audit_failures: AtomicU64,
+    pub audit_rows_lost: AtomicU64,
 }
 
 impl Metrics {
@@ -66,6 +73,9 @@ impl Metrics {
         counter("tamis_rows_rejected_total", "Rows ClickHouse refused as bad data (not retried).", get(&self.rows_rejected));
         counter("tamis_insert_failures_total", "Failed insert attempts (retried).", get(&self.insert_failures));
         counter("tamis_api_queries_total", "Stats API queries answered.", get(&self.api_queries));
+        counter("tamis_audit_rows_written_total", "Audit log rows ClickHouse confirmed.", get(&self.audit_rows_written));
+        counter("tamis_audit_failures_total", "Failed audit log inserts (retried).", get(&self.audit_failures));
+        counter("tamis_audit_rows_lost_total", "Audit log rows given up after retries or a full queue (also logged).", get(&self.audit_rows_lost));
 
         out.push_str("# HELP tamis_hits_dropped_total Hits not counted, by reason.\n# TYPE tamis_hits_dropped_total counter\n");
         for reason in DropReason::ALL {
@@ -79,6 +89,8 @@ impl Metrics {
         gauge("tamis_batches_pending", "Batches waiting to be written.", get(&self.batches_pending));
         gauge("tamis_sessions_open", "Visits held in memory.", get(&self.sessions_open));
         gauge("tamis_clickhouse_up", "1 when the last ClickHouse call succeeded.", get(&self.clickhouse_up));
+        gauge("tamis_salts_in_memory", "Daily salts held in this collector's memory.", get(&self.salts_in_memory));
+        gauge("tamis_salt_oldest_day_start_seconds", "Unix time at which the oldest local day whose salt is held began (0: none).", get(&self.salt_oldest_day_start));
 
         out.push_str("# HELP tamis_insert_duration_seconds ClickHouse insert latency.\n# TYPE tamis_insert_duration_seconds histogram\n");
         for (bucket, le) in self.insert_latency_buckets.iter().zip(LATENCY_BUCKETS) {

@@ -54,8 +54,17 @@ pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Fut
     let client = crate::sink::client(&settings.clickhouse);
     migrate_when_reachable(&settings, options.startup_wait).await?;
 
+    // Privacy operations (issue 5): configuration change record, retention
+    // janitor (at start-up, then daily), audit log writer.
+    if let Err(error) = crate::sink::audit::record_config_change(&client, &settings, &crate::config::operator_name(), options.clock.now()).await {
+        tracing::error!(error = %error, "configuration change not recorded in the audit log");
+    }
+    let janitor_task = tokio::spawn(crate::sink::retention::Janitor::new(client.clone(), settings.sites.clone(), settings.audit_retention_months, options.clock.clone()).run(Duration::from_secs(24 * 3600)));
+    let (audit, audit_task) = crate::sink::audit::AuditLog::start(client.clone(), metrics.clone(), settings.clickhouse.timeout);
+    let published = crate::notice::Published::new(&settings);
+
     let salts = Arc::new(SaltStore::new());
-    let keeper = SaltKeeper::new(client.clone(), settings.sites.clone(), salts.clone(), options.clock.clone());
+    let keeper = SaltKeeper::new(client.clone(), settings.sites.clone(), salts.clone(), options.clock.clone()).with_metrics(metrics.clone());
     keeper.tick().await.context("sharing today's salts through ClickHouse")?;
     let keeper_task = tokio::spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
 
@@ -88,7 +97,9 @@ pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Fut
             tokens: settings.tokens,
             clock: options.clock.clone(),
             metrics: metrics.clone(),
+            audit,
         },
+        privacy: published,
         metrics,
         clickhouse: client,
         accepting: AtomicBool::new(true),
@@ -104,6 +115,8 @@ pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Fut
     flusher_task.await.context("flusher stopped abnormally")?;
     writer_task.await.context("writer stopped abnormally")?;
     keeper_task.abort();
+    janitor_task.abort();
+    let _ = audit_task.await;
     tracing::info!("tamis stopped; every accepted hit was handed to ClickHouse");
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::config::TokenSettings;
 pub enum Access<'a> {
     /// No token, or an unknown one.
     Unauthorized,
-    Granted { token: &'a str, sites: &'a [String] },
+    Granted { token: &'a str, sites: &'a [String], admin: bool },
 }
 
 pub fn authorize<'a>(authorization: Option<&str>, tokens: &'a [TokenSettings]) -> Access<'a> {
@@ -35,6 +35,7 @@ pub fn authorize<'a>(authorization: Option<&str>, tokens: &'a [TokenSettings]) -
         Some(t) => Access::Granted {
             token: &t.name,
             sites: &t.sites,
+            admin: t.admin,
         },
         None => Access::Unauthorized,
     }
@@ -49,6 +50,7 @@ mod tests {
             name: "dashboard".into(),
             secret_sha256: Sha256::digest(b"s3cret").into(),
             sites: vec!["example.org".into()],
+            admin: false,
         }]
     }
 

@@ -27,6 +27,8 @@ use crate::query::Api;
 pub struct App {
     pub ingest: Ingest,
     pub api: Api,
+    /// `/privacy.json` bodies by site.
+    pub privacy: crate::notice::Published,
     pub metrics: Arc<Metrics>,
     pub clickhouse: clickhouse::Client,
     /// False once shutdown has begun, so load balancers stop sending.
@@ -39,6 +41,8 @@ impl App {
             "/api/event" => self.ingest.handle(request, peer.ip()).await,
             "/api/v2/query" => self.api.handle(request).await,
             "/api/v2/openapi.json" => crate::query::openapi(),
+            "/api/v2/audit" => self.api.audit(request).await,
+            "/privacy.json" => ops::privacy_json(&self.privacy, &request),
             "/metrics" => ops::metrics(&self.metrics),
             "/" => ops::index(),
             "/healthz" => ops::healthz(),
