@@ -47,6 +47,24 @@ pub fn commitment(salt: &[u8; 32]) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
+/// A dropped salt is overwritten, so a destroyed one does not linger in
+/// freed memory. (Bytes the compiler copied while moving it, and buffers of
+/// the HTTP client that carried it, are not covered.)
+impl Drop for DailySalt {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// Overwrites `bytes` with zeros in a way the optimizer may not remove.
+pub fn wipe(bytes: &mut [u8]) {
+    for b in bytes.iter_mut() {
+        // SAFETY: `b` is a valid, aligned, exclusive reference.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
 impl std::fmt::Debug for DailySalt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DailySalt(<redacted>)")

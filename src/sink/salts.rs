@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::SiteSettings;
 use crate::metrics::Metrics;
 use crate::privacy::pipeline::local_day;
-use crate::privacy::salt::{commitment, DailySalt, SaltStore};
+use crate::privacy::salt::{commitment, wipe, DailySalt, SaltStore};
 
 /// How long before its local day a salt may be created.
 pub const AHEAD: chrono::Duration = chrono::Duration::hours(2);
@@ -161,13 +161,15 @@ impl SaltKeeper {
             if !expired {
                 continue;
             }
-            if let Some(bytes) = parse_hex(&row.salt) {
+            if let Some(mut bytes) = parse_hex(&row.salt) {
                 destroyed.push(Destroyed { site_id: row.site_id.clone(), day, place: "clickhouse", commitment: commitment(&bytes) });
+                wipe(&mut bytes);
             }
             if !dropped.iter().any(|(s, d)| *s == row.site_id && *d == day) {
                 dropped.push((row.site_id.clone(), day));
             }
         }
+        stored.into_iter().for_each(|row| wipe_string(row.salt));
         for (site_id, day) in dropped {
             let yyyymmdd = day.format("%Y%m%d").to_string();
             self.client
@@ -216,16 +218,21 @@ impl SaltKeeper {
         // whichever was written first, in case another collector raced us.
         let candidate = self.store.get_or_create(index, day);
         let salt = hex(candidate.as_bytes());
-        let mut insert = self.client.insert::<SaltRow<'_>>("salts").await?;
-        insert
-            .write(&SaltRow {
-                site_id: &site.id,
-                day: to_days(day),
-                salt: &salt,
-                created_at: u32::try_from(self.clock.now().timestamp()).unwrap_or(0),
-            })
-            .await?;
-        insert.end().await?;
+        let written = async {
+            let mut insert = self.client.insert::<SaltRow<'_>>("salts").await?;
+            insert
+                .write(&SaltRow {
+                    site_id: &site.id,
+                    day: to_days(day),
+                    salt: &salt,
+                    created_at: u32::try_from(self.clock.now().timestamp()).unwrap_or(0),
+                })
+                .await?;
+            insert.end().await
+        }
+        .await;
+        wipe_string(salt);
+        written?;
         if let Some(salt) = self.read_shared(site, day).await? {
             self.store.set_shared(index, day, salt);
         }
@@ -240,7 +247,9 @@ impl SaltKeeper {
             .bind(day.to_string())
             .fetch_all::<String>()
             .await?;
-        Ok(rows.first().and_then(|s| parse_hex(s)).map(DailySalt::from_bytes))
+        let salt = rows.first().and_then(|s| parse_hex(s)).map(DailySalt::from_bytes);
+        rows.into_iter().for_each(wipe_string);
+        Ok(salt)
     }
 }
 
@@ -278,6 +287,12 @@ fn to_days(day: NaiveDate) -> u16 {
 
 fn from_days(days: u16) -> NaiveDate {
     DateTime::UNIX_EPOCH.date_naive() + chrono::Duration::days(i64::from(days))
+}
+
+/// Overwrites a salt's hex text before its memory is freed.
+fn wipe_string(s: String) {
+    let mut bytes = s.into_bytes();
+    wipe(&mut bytes);
 }
 
 fn quote(s: &str) -> String {
