@@ -257,6 +257,7 @@ website = "https://saint-exemple.qc.ca"
 privacy_officer = "Me Julie Gagnon, greffière"
 privacy_officer_email = "acces@saint-exemple.qc.ca"
 privacy_officer_phone = "819 555-0199"
+hosting_operator = "Centre de services <TI> & réseaux"
 hosting_location = "Québec (Canada)"
 
 [[site]]
@@ -380,8 +381,9 @@ fn notices_differ_exactly_where_settings_differ() {
     let (ok, html, err) = run_tamis(&["notice", "--site", "biblio.saint-exemple.qc.ca", "--lang", "en", "--format", "html"], &path);
     assert!(ok, "{err}");
     assert!(html.starts_with("<h3>Audience measurement on biblio.saint-exemple.qc.ca</h3>\n"), "{html}");
-    assert!(html.contains("rue de l&#39;Hôtel-de-Ville") && html.contains("<a href=\"mailto:acces@saint-exemple.qc.ca\">"), "{html}");
-    assert!(!html.contains("l'Hôtel"), "HTML is escaped: {html}");
+    assert!(html.contains("Centre de services &lt;TI&gt; &amp; réseaux") && html.contains("<a href=\"mailto:acces@saint-exemple.qc.ca\">"), "{html}");
+    assert!(!html.contains("<TI>"), "HTML is escaped: {html}");
+    assert!(md.contains("Centre de services \\<TI\\> & réseaux"), "{md}");
     let (ok, _, err) = run_tamis(&["notice", "--site", "nowhere.org", "--lang", "fr"], &path);
     assert!(!ok && err.contains("not a configured site id"), "{err}");
 }

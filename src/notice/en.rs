@@ -85,7 +85,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     out.para(
         &["timezone"],
         vec![t(format!(
-            "To count the distinct visitors of a day without identifying them, tamis computes in memory a fingerprint (a keyed BLAKE3 hash) of the truncated IP address and the type of browser. \
+            "To count the distinct visitors of a day without identifying them, tamis computes in memory a fingerprint (a keyed BLAKE3 hash) of the truncated IP address and of the browser, system and device types listed above. \
              The key of this computation is a random 256-bit number specific to the site; it is replaced every day at midnight (time zone {}) and destroyed within 48 hours, and each destruction is recorded. \
              The fingerprint is never stored as such: it is only used to produce counts of distinct visitors. \
              Once the key is destroyed, no one, not even {org_short}, can link a statistic to an IP address or to another day.",
@@ -108,7 +108,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         ),
     }
     match s.on_denied {
-        OnDenied::Anonymous => out.para(&["on_denied"], vec![t("If you refuse your consent, your visit is only counted as a page view, without fingerprint or visit.")]),
+        OnDenied::Anonymous => out.para(&["on_denied"], vec![t("If you refuse your consent, your visit is counted only as a page view: no fingerprint is computed and no visit is counted.")]),
         OnDenied::Drop => out.para(&["on_denied"], vec![t("If you refuse your consent, your visit is not counted.")]),
     }
     out.para(&[], vec![t("To refuse audience measurement:")]);
@@ -127,7 +127,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
             &["on_opt_out"],
             vec![t("When you refuse, your visit is set aside before any processing: nothing about it is stored or counted, except the total number of visits set aside per hour.")],
         ),
-        OnOptOut::Anonymous => out.para(&["on_opt_out"], vec![t("When you refuse, your visit is only counted as a page view, without fingerprint or visit.")]),
+        OnOptOut::Anonymous => out.para(&["on_opt_out"], vec![t("When you refuse, your visit is counted only as a page view: no fingerprint is computed and no visit is counted.")]),
     }
     out.para(&[], vec![t("Your refusal applies from the next page and has no consequence on your access to the site or its services.")]);
 

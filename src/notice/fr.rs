@@ -93,7 +93,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     out.para(
         &["timezone"],
         vec![t(format!(
-            "Pour compter les visiteurs distincts d'une même journée sans les identifier, tamis calcule en mémoire une empreinte (hachage BLAKE3 avec clé) de l'adresse IP tronquée et du type de navigateur. \
+            "Pour compter les visiteurs distincts d'une même journée sans les identifier, tamis calcule en mémoire une empreinte (hachage BLAKE3 avec clé) de l'adresse IP tronquée et des types de navigateur, de système et d'appareil énumérés plus haut. \
              La clé de ce calcul est un nombre aléatoire de 256 bits propre au site{NB}; elle est remplacée chaque jour à minuit (fuseau horaire {}) et détruite dans les 48 heures, et chaque destruction est consignée. \
              L'empreinte n'est jamais enregistrée telle quelle{NB}: elle ne sert qu'à produire des décomptes de visiteurs distincts. \
              Une fois la clé détruite, personne, pas même {org_short}, ne peut relier une statistique à une adresse IP ni à une autre journée.",
@@ -116,7 +116,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         ),
     }
     match s.on_denied {
-        OnDenied::Anonymous => out.para(&["on_denied"], vec![t("Si vous refusez votre consentement, votre consultation est seulement comptée comme une page vue, sans empreinte ni visite.")]),
+        OnDenied::Anonymous => out.para(&["on_denied"], vec![t(format!("Si vous refusez votre consentement, votre consultation est seulement comptée comme une page vue{NB}: aucune empreinte n'est calculée et aucune visite n'est comptée."))]),
         OnDenied::Drop => out.para(&["on_denied"], vec![t("Si vous refusez votre consentement, votre consultation n'est pas comptée.")]),
     }
     out.para(&[], vec![t(format!("Pour refuser la mesure d'audience{NB}:"))]);
@@ -135,7 +135,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
             &["on_opt_out"],
             vec![t("Lorsque vous refusez, votre consultation est écartée avant tout traitement{NB}: rien n'est enregistré ni compté à son sujet, sauf le nombre total de consultations écartées par heure.".replace("{NB}", &NB.to_string()))],
         ),
-        OnOptOut::Anonymous => out.para(&["on_opt_out"], vec![t("Lorsque vous refusez, votre consultation est seulement comptée comme une page vue, sans empreinte ni visite.")]),
+        OnOptOut::Anonymous => out.para(&["on_opt_out"], vec![t(format!("Lorsque vous refusez, votre consultation est seulement comptée comme une page vue{NB}: aucune empreinte n'est calculée et aucune visite n'est comptée."))]),
     }
     out.para(&[], vec![t("Votre refus s'applique dès la page suivante et n'a aucune conséquence sur votre accès au site ou aux services.")]);
 
