@@ -390,6 +390,19 @@ mod tests {
     }
 
     #[test]
+    fn privacy_json_is_found_by_site_or_host() {
+        let text = "[[site]]\nid='a.org'\nhostnames=['a.org','www.a.org']\n[[site]]\nid='b.org'\nretention_months=13";
+        let settings = Settings::from_config(toml::from_str(text).unwrap(), std::path::Path::new(".")).unwrap();
+        let published = Published::new(&settings);
+        let site = |site: Option<&str>, host: Option<&str>| published.find(site, host).map(|b| serde_json::from_str::<Value>(&b).unwrap()["site"].clone());
+        assert_eq!(site(Some("a.org"), Some("b.org")), Some(json!("a.org")), "?site= wins");
+        assert_eq!(site(None, Some("WWW.a.org:8080")), Some(json!("a.org")));
+        assert_eq!(site(None, Some("b.org")), Some(json!("b.org")));
+        assert_eq!(site(Some("c.org"), None), None);
+        assert_eq!(site(None, None), None);
+    }
+
+    #[test]
     fn join_lists() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(join(&v(&["a"]), "et"), "a");
