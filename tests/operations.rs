@@ -480,6 +480,14 @@ fn reads_and_configuration_changes_are_audited() {
     }
     let r = get(Some(ADMIN_TOKEN), "/api/v2/audit?since=1h&site=example.org");
     assert_eq!(r.status, 200, "{}", r.body);
+    // Answers follow the OpenAPI document.
+    let doc: serde_json::Value = serde_json::from_str(tamis::query::OPENAPI).unwrap();
+    let validator = |name: &str| {
+        let schema = json!({"$ref": format!("#/components/schemas/{name}"), "components": doc["components"].clone()});
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let answer = r.json();
+    assert!(validator("AuditResponse").is_valid(&answer), "{answer}");
     let results = r.json()["results"].as_array().unwrap().clone();
     assert_eq!(results.iter().filter(|r| r["kind"] == "stats_read" && r["actor"] == "dashboard").count(), 3, "{}", r.body);
     assert!(results.iter().any(|r| r["kind"] == "config_change"), "{}", r.body);
@@ -494,6 +502,7 @@ fn reads_and_configuration_changes_are_audited() {
     assert_eq!(p.status, 200, "{}", p.body);
     assert_eq!(p.header("access-control-allow-origin"), Some("*"));
     let facts = p.json();
+    assert!(validator("PrivacyFacts").is_valid(&facts), "{facts}");
     assert_eq!(facts["site"], "example.org");
     assert_eq!(facts["ip_truncation"], json!({"ipv4_prefix": 24, "ipv6_prefix": 48, "before_any_other_use": true, "stored": false}));
     assert_eq!(facts["storage"]["retention_months"], 25);
