@@ -127,9 +127,11 @@ fn retention_drops_expired_months_of_each_site_only() {
 /// Salts rotate at the site's local midnight across two midnights, one of
 /// them the night clocks fall back (1 November 2026 in Toronto: that day
 /// lasts 25 hours), and no salt older than 48 hours exists anywhere: not in
-/// the `salts` table, not in ClickHouse's data files or logs, not in the
-/// collector's memory (its salt gauges); each destruction is recorded with
-/// a commitment, never the salt.
+/// the `salts` table or any other table, not in ClickHouse's data files or
+/// logs, not in the collector's memory (its salt gauges); each destruction
+/// is recorded with a commitment, never the salt. (This server runs in
+/// process and writes no files; the binary's log and files are searched in
+/// `reads_and_configuration_changes_are_audited`.)
 #[test]
 fn salts_rotate_at_local_midnight_across_fall_back_and_never_outlive_48_hours() {
     let ch = ClickHouse::shared();
@@ -227,6 +229,20 @@ fn salts_rotate_at_local_midnight_across_fall_back_and_never_outlive_48_hours() 
         }
     }
     server.stop();
+
+    // No ClickHouse table holds a destroyed salt (nor, in the records, any
+    // salt at all).
+    let tables = ch.query(&format!("SELECT name FROM system.tables WHERE database = '{db}' AND engine NOT IN ('Null', 'MaterializedView') ORDER BY name"));
+    assert!(tables.contains("salt_destructions") && tables.contains("audit_log"), "{tables}");
+    for table in tables.lines() {
+        let dump = ch.query_in(&db, &format!("SELECT * FROM {table} FORMAT TSV"));
+        for (day, salt) in &seen {
+            let old = day.as_str() < "2026-11-03";
+            if old || table != "salts" {
+                assert!(!dump.contains(&salt[..16]) && !dump.contains(&salt[48..]), "salt of {day} found in table {table}");
+            }
+        }
+    }
 
     // ClickHouse's files (data parts, logs): the destroyed salts are in
     // none of them, while today's salt is found, which shows the search
@@ -433,7 +449,8 @@ fn check_audits_every_control_and_warns_about_weakened_defaults() {
 /// over the API, other tokens cannot tell the endpoint exists; `tamis audit`
 /// prints them; configuration changes are recorded with the operator and
 /// the sections that changed; a failing audit insert neither fails nor
-/// blocks reads. `/privacy.json` publishes each site's facts.
+/// blocks reads. `/privacy.json` publishes each site's facts. tamis's log
+/// and files hold no salt.
 #[test]
 fn reads_and_configuration_changes_are_audited() {
     let ch = ClickHouse::shared();
@@ -530,7 +547,17 @@ fn reads_and_configuration_changes_are_audited() {
         http(server.addr, "GET", "/metrics", &[], b"").body.lines().any(|l| l.starts_with("tamis_audit_failures_total ") && !l.ends_with(" 0"))
     });
     ch.query_in(&db, "RENAME TABLE audit_log_away TO audit_log");
-    server.stop();
+    // tamis's log and files never hold a salt.
+    let salts: Vec<String> = ch.query_in(&db, "SELECT salt FROM salts").lines().map(str::to_string).collect();
+    assert!(!salts.is_empty());
+    let log = server.stop();
+    for salt in &salts {
+        assert!(!log.contains(&salt[..16]) && !log.contains(&salt[48..]), "a salt in tamis's log");
+        for file in walk(scratch.dir.path()) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(!contains(&bytes, salt[..16].as_bytes()), "a salt in {}", file.display());
+        }
+    }
 
     // A restart with a changed site records which section changed; an
     // unchanged restart records nothing.
