@@ -112,15 +112,18 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         OnDenied::Drop => out.para(&["on_denied"], vec![t("If you refuse your consent, your visit is not counted.")]),
     }
     out.para(&[], vec![t("To refuse audience measurement:")]);
+    // Each way after the first begins with "or".
+    let mut first = true;
+    let mut or = || if std::mem::take(&mut first) { "" } else { "or " };
     if s.honour_gpc {
-        out.item(&["honour_gpc"], vec![t("turn on your browser's Global Privacy Control (GPC) signal, which is honoured automatically")]);
+        out.item(&["honour_gpc"], vec![t(format!("{}turn on your browser's Global Privacy Control (GPC) signal, which is honoured automatically", or()))]);
     }
     if s.honour_dnt {
-        out.item(&["honour_dnt"], vec![t("or turn on your browser's \u{201c}Do Not Track\u{201d} option")]);
+        out.item(&["honour_dnt", "honour_gpc"], vec![t(format!("{}turn on your browser's \u{201c}Do Not Track\u{201d} option", or()))]);
     }
     match &s.opt_out_url {
-        Some(url) => out.item(&["opt_out_url"], vec![t("or use the opt-out page, which stores your choice in your browser: "), link(url.clone(), url.clone())]),
-        None => out.item(&["opt_out_url"], vec![t("or block the requests sent to tamis with a content blocker")]),
+        Some(url) => out.item(&["opt_out_url", "honour_gpc", "honour_dnt"], vec![t(format!("{}use the opt-out page, which stores your choice in your browser: ", or())), link(url.clone(), url.clone())]),
+        None => out.item(&["opt_out_url", "honour_gpc", "honour_dnt"], vec![t(format!("{}block the requests sent to tamis with a content blocker", or()))]),
     }
     match s.on_opt_out {
         OnOptOut::Drop => out.para(

@@ -120,15 +120,18 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         OnDenied::Drop => out.para(&["on_denied"], vec![t("Si vous refusez votre consentement, votre consultation n'est pas comptée.")]),
     }
     out.para(&[], vec![t(format!("Pour refuser la mesure d'audience{NB}:"))]);
+    // Each way after the first begins with "ou".
+    let mut first = true;
+    let mut or = || if std::mem::take(&mut first) { "" } else { "ou " };
     if s.honour_gpc {
-        out.item(&["honour_gpc"], vec![t("activez le signal Global Privacy Control (GPC) de votre navigateur, qui est respecté automatiquement")]);
+        out.item(&["honour_gpc"], vec![t(format!("{}activez le signal Global Privacy Control (GPC) de votre navigateur, qui est respecté automatiquement", or()))]);
     }
     if s.honour_dnt {
-        out.item(&["honour_dnt"], vec![t("ou activez l'option «\u{a0}Ne pas me suivre\u{a0}» (Do Not Track) de votre navigateur")]);
+        out.item(&["honour_dnt", "honour_gpc"], vec![t(format!("{}activez l'option «\u{a0}Ne pas me suivre\u{a0}» (Do Not Track) de votre navigateur", or()))]);
     }
     match &s.opt_out_url {
-        Some(url) => out.item(&["opt_out_url"], vec![t("ou utilisez la page de refus, qui enregistre votre choix dans votre navigateur : ".replace(" :", &format!("{NB}:"))), link(url.clone(), url.clone())]),
-        None => out.item(&["opt_out_url"], vec![t("ou bloquez les requêtes envoyées à tamis au moyen d'un bloqueur de contenu")]),
+        Some(url) => out.item(&["opt_out_url", "honour_gpc", "honour_dnt"], vec![t(format!("{}utilisez la page de refus, qui enregistre votre choix dans votre navigateur{NB}: ", or())), link(url.clone(), url.clone())]),
+        None => out.item(&["opt_out_url", "honour_gpc", "honour_dnt"], vec![t(format!("{}bloquez les requêtes envoyées à tamis au moyen d'un bloqueur de contenu", or()))]),
     }
     match s.on_opt_out {
         OnOptOut::Drop => out.para(
