@@ -39,7 +39,12 @@ pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     }
     let listener = TcpListener::bind(settings.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (server.listen)", settings.server.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.listen)",
+                settings.server.listen
+            )
+        })?;
     run_server(settings, listener, shutdown_signal(), Options::production()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -49,13 +54,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -80,7 +86,10 @@ pub async fn migrate(path: &Path, print: bool) -> anyhow::Result<ExitCode> {
     if applied.is_empty() {
         println!("schema of `{}` is up to date", settings.clickhouse.database);
     } else {
-        println!("applied migrations {applied:?} to `{}`", settings.clickhouse.database);
+        println!(
+            "applied migrations {applied:?} to `{}`",
+            settings.clickhouse.database
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -101,49 +110,77 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let reachable = client.query("SELECT version()").fetch_one::<String>().await;
     let mut ok = true;
     match &reachable {
-        Ok(version) => println!("clickhouse: {} reachable, version {version}, database `{}`", settings.clickhouse.url, settings.clickhouse.database),
+        Ok(version) => println!(
+            "clickhouse: {} reachable, version {version}, database `{}`",
+            settings.clickhouse.url, settings.clickhouse.database
+        ),
         Err(error) => {
             ok = false;
-            println!("clickhouse: {} NOT reachable: {error}", settings.clickhouse.url);
+            println!(
+                "clickhouse: {} NOT reachable: {error}",
+                settings.clickhouse.url
+            );
         }
     }
     let mut warnings = 0;
     let mut print = |c: &controls::Control| {
-        println!("  {:<4} [{}] {}: {}", if c.warning.is_some() { "WARN" } else { "ok" }, c.section, c.name, c.state);
+        println!(
+            "  {:<4} [{}] {}: {}",
+            if c.warning.is_some() { "WARN" } else { "ok" },
+            c.section,
+            c.name,
+            c.state
+        );
         if let Some(w) = &c.warning {
             warnings += 1;
             println!("         WARNING: {w}");
         }
     };
-    println!("
-privacy controls (PRIVACY.md), whole collector:");
+    println!(
+        "
+privacy controls (PRIVACY.md), whole collector:"
+    );
     for c in controls::global(&settings) {
         print(&c);
     }
     for site in &settings.sites {
-        println!("
-privacy controls, site {}:", site.id);
+        println!(
+            "
+privacy controls, site {}:",
+            site.id
+        );
         for c in controls::site(&settings, site) {
             print(&c);
         }
     }
     if reachable.is_ok() {
-        println!("
-what ClickHouse holds:");
+        println!(
+            "
+what ClickHouse holds:"
+        );
         match stored_state(&client, &settings).await {
             Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
             Err(error) => println!("  could not read: {error} (run `tamis migrate` first?)"),
         }
     }
-    println!("
-{warnings} warning(s)");
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "
+{warnings} warning(s)"
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Facts read back from ClickHouse, to show rather than trust: the oldest
 /// month kept per site against its retention, the salts held and their
 /// age, the last deletions and destructions recorded.
-async fn stored_state(client: &clickhouse::Client, settings: &Settings) -> anyhow::Result<Vec<String>> {
+async fn stored_state(
+    client: &clickhouse::Client,
+    settings: &Settings,
+) -> anyhow::Result<Vec<String>> {
     use chrono::Datelike;
     let mut lines = Vec::new();
     let now = chrono::Utc::now();
@@ -155,7 +192,10 @@ async fn stored_state(client: &clickhouse::Client, settings: &Settings) -> anyho
                 .bind(table)
                 .fetch_all::<String>()
                 .await?;
-            for (id, period) in parts.iter().filter_map(|p| crate::sink::retention::parse_site_partition(p)) {
+            for (id, period) in parts
+                .iter()
+                .filter_map(|p| crate::sink::retention::parse_site_partition(p))
+            {
                 if id == site.id {
                     oldest = Some(oldest.map_or(period, |o| o.min(period)));
                 }
@@ -187,16 +227,30 @@ async fn stored_state(client: &clickhouse::Client, settings: &Settings) -> anyho
             "salt of {} for {}: created {age_h} h ago{}",
             s.site_id,
             s.day,
-            if age_h >= 48 { " — WARNING: older than 48 h" } else { "" }
+            if age_h >= 48 {
+                " — WARNING: older than 48 h"
+            } else {
+                ""
+            }
         ));
     }
     if salts.is_empty() {
         lines.push("salts: none stored".to_string());
     }
     let count = |sql: &'static str| client.query(sql).fetch_one::<u64>();
-    lines.push(format!("salt destructions recorded (30 days): {}", count("SELECT count() FROM salt_destructions WHERE destroyed_at > now() - 30 * 86400").await?));
-    lines.push(format!("partitions deleted by retention (30 days): {}", count("SELECT count() FROM retention_log WHERE deleted_at > now() - 30 * 86400").await?));
-    lines.push(format!("audit rows (30 days): {}", count("SELECT count() FROM audit_log WHERE at > now() - 30 * 86400").await?));
+    lines.push(format!(
+        "salt destructions recorded (30 days): {}",
+        count("SELECT count() FROM salt_destructions WHERE destroyed_at > now() - 30 * 86400")
+            .await?
+    ));
+    lines.push(format!(
+        "partitions deleted by retention (30 days): {}",
+        count("SELECT count() FROM retention_log WHERE deleted_at > now() - 30 * 86400").await?
+    ));
+    lines.push(format!(
+        "audit rows (30 days): {}",
+        count("SELECT count() FROM audit_log WHERE at > now() - 30 * 86400").await?
+    ));
     Ok(lines)
 }
 
@@ -204,12 +258,22 @@ async fn stored_state(client: &clickhouse::Client, settings: &Settings) -> anyho
 pub fn notice(path: &Path, site: &str, lang: &str, format: &str) -> anyhow::Result<ExitCode> {
     use crate::notice::{blocks, missing, render, Facts, Format, Lang};
     let settings = load(path)?;
-    let lang = Lang::parse(lang).ok_or_else(|| anyhow::anyhow!("--lang must be fr or en, not `{lang}`"))?;
-    let format = Format::parse(format).ok_or_else(|| anyhow::anyhow!("--format must be md or html, not `{format}`"))?;
+    let lang = Lang::parse(lang)
+        .ok_or_else(|| anyhow::anyhow!("--lang must be fr or en, not `{lang}`"))?;
+    let format = Format::parse(format)
+        .ok_or_else(|| anyhow::anyhow!("--format must be md or html, not `{format}`"))?;
     let site = settings
         .site(&site.trim().to_ascii_lowercase())
-        .ok_or_else(|| anyhow::anyhow!("`{site}` is not a configured site id (configured: {})", list(settings.sites.iter().map(|s| s.id.clone()))))?;
-    let facts = Facts { org: &settings.organization, site };
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{site}` is not a configured site id (configured: {})",
+                list(settings.sites.iter().map(|s| s.id.clone()))
+            )
+        })?;
+    let facts = Facts {
+        org: &settings.organization,
+        site,
+    };
     for key in missing(&facts) {
         eprintln!("tamis: warning: config key `{key}` is not set; the notice says less without it");
     }
@@ -218,17 +282,30 @@ pub fn notice(path: &Path, site: &str, lang: &str, format: &str) -> anyhow::Resu
 }
 
 /// `tamis audit`: prints the audit log since a date, and records that read.
-pub async fn audit(path: &Path, since: &str, site: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn audit(
+    path: &Path,
+    since: &str,
+    site: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let settings = load(path)?;
     let now = chrono::Utc::now();
-    let since = crate::query::audit::parse_since(since, now).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let since = crate::query::audit::parse_since(since, now)
+        .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     if let Some(site) = site {
-        settings.site(site).ok_or_else(|| anyhow::anyhow!("`{site}` is not a configured site id"))?;
+        settings
+            .site(site)
+            .ok_or_else(|| anyhow::anyhow!("`{site}` is not a configured site id"))?;
     }
     let client = crate::sink::client(&settings.clickhouse);
     let rows = crate::query::audit::read(&client, since, site, crate::query::audit::MAX_ROWS)
         .await
-        .with_context(|| format!("reading the audit log from ClickHouse at {}", settings.clickhouse.url))?;
+        .with_context(|| {
+            format!(
+                "reading the audit log from ClickHouse at {}",
+                settings.clickhouse.url
+            )
+        })?;
     for r in &rows {
         if json {
             println!("{}", r.to_json());
@@ -239,7 +316,11 @@ pub async fn audit(path: &Path, since: &str, site: Option<&str>, json: bool) -> 
                 r.kind,
                 r.actor,
                 r.client,
-                if r.site_id.is_empty() { "-" } else { &r.site_id },
+                if r.site_id.is_empty() {
+                    "-"
+                } else {
+                    &r.site_id
+                },
                 r.rows,
                 r.format,
                 r.summary

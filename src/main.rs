@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tamis", version, about = "Web analytics with privacy built in: aggregates only, in ClickHouse.")]
+#[command(
+    name = "tamis",
+    version,
+    about = "Web analytics with privacy built in: aggregates only, in ClickHouse."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,7 +73,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tamis::cli::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("tamis: cannot start the runtime: {error}");
@@ -81,8 +88,18 @@ fn main() -> ExitCode {
             Command::Serve { config } => tamis::cli::serve(&config).await,
             Command::Migrate { config, print } => tamis::cli::migrate(&config, print).await,
             Command::Check { config } => tamis::cli::check(&config).await,
-            Command::Notice { config, site, lang, format } => tamis::cli::notice(&config, &site, &lang, &format),
-            Command::Audit { config, since, site, json } => tamis::cli::audit(&config, &since, site.as_deref(), json).await,
+            Command::Notice {
+                config,
+                site,
+                lang,
+                format,
+            } => tamis::cli::notice(&config, &site, &lang, &format),
+            Command::Audit {
+                config,
+                since,
+                site,
+                json,
+            } => tamis::cli::audit(&config, &since, site.as_deref(), json).await,
         }
     });
     match result {

@@ -49,24 +49,58 @@ impl Options {
 /// by `server.queue_capacity` hits in any case (see `aggregate::Intake`).
 const BATCH_QUEUE: usize = 64;
 
-pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Future<Output = ()>, options: Options) -> anyhow::Result<()> {
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    options: Options,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let client = crate::sink::client(&settings.clickhouse);
     migrate_when_reachable(&settings, options.startup_wait).await?;
 
     // Privacy operations (issue 5): configuration change record, retention
     // janitor (at start-up, then daily), audit log writer.
-    if let Err(error) = crate::sink::audit::record_config_change(&client, &settings, &crate::config::operator_name(), options.clock.now()).await {
+    if let Err(error) = crate::sink::audit::record_config_change(
+        &client,
+        &settings,
+        &crate::config::operator_name(),
+        options.clock.now(),
+    )
+    .await
+    {
         tracing::error!(error = %error, "configuration change not recorded in the audit log");
     }
-    let janitor_task = tokio::spawn(crate::sink::retention::Janitor::new(client.clone(), settings.sites.clone(), settings.audit_retention_months, options.clock.clone()).run(Duration::from_secs(24 * 3600)));
-    let (audit, audit_task) = crate::sink::audit::AuditLog::start(client.clone(), metrics.clone(), settings.clickhouse.timeout);
+    let janitor_task = tokio::spawn(
+        crate::sink::retention::Janitor::new(
+            client.clone(),
+            settings.sites.clone(),
+            settings.audit_retention_months,
+            options.clock.clone(),
+        )
+        .run(Duration::from_secs(24 * 3600)),
+    );
+    let (audit, audit_task) = crate::sink::audit::AuditLog::start(
+        client.clone(),
+        metrics.clone(),
+        settings.clickhouse.timeout,
+    );
     let published = crate::notice::Published::new(&settings);
 
     let salts = Arc::new(SaltStore::new());
-    let keeper = SaltKeeper::new(client.clone(), settings.sites.clone(), salts.clone(), options.clock.clone()).with_metrics(metrics.clone());
-    keeper.tick().await.context("sharing today's salts through ClickHouse")?;
-    let keeper_task = tokio::spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
+    let keeper = SaltKeeper::new(
+        client.clone(),
+        settings.sites.clone(),
+        salts.clone(),
+        options.clock.clone(),
+    )
+    .with_metrics(metrics.clone());
+    keeper
+        .tick()
+        .await
+        .context("sharing today's salts through ClickHouse")?;
+    let keeper_task =
+        tokio::spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
 
     let privacy = Privacy::new(settings.sites.clone(), settings.geo.db.clone(), salts)?;
     let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
@@ -133,12 +167,20 @@ async fn migrate_when_reachable(settings: &Settings, wait: Duration) -> anyhow::
                 }
                 return Ok(());
             }
-            Err(error) if tokio::time::Instant::now() < deadline && crate::sink::is_transport_error(&error) => {
+            Err(error)
+                if tokio::time::Instant::now() < deadline
+                    && crate::sink::is_transport_error(&error) =>
+            {
                 tracing::warn!(error = %error, url = %settings.clickhouse.url, "ClickHouse not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(error) => {
-                return Err(anyhow::anyhow!(error)).with_context(|| format!("migrating ClickHouse at {} (database {})", settings.clickhouse.url, settings.clickhouse.database));
+                return Err(anyhow::anyhow!(error)).with_context(|| {
+                    format!(
+                        "migrating ClickHouse at {} (database {})",
+                        settings.clickhouse.url, settings.clickhouse.database
+                    )
+                });
             }
         }
     }

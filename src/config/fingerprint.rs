@@ -70,7 +70,12 @@ fn token_json(t: &TokenSettings) -> Value {
 /// hash, in a fixed order.
 pub fn sections(settings: &Settings) -> Vec<(String, String)> {
     let ch = &settings.clickhouse;
-    let mut proxies: Vec<String> = settings.server.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    let mut proxies: Vec<String> = settings
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     proxies.sort();
     let mut out = vec![
         (
@@ -99,12 +104,30 @@ pub fn sections(settings: &Settings) -> Vec<(String, String)> {
                 "path_v6": settings.geo.path_v6.as_ref().map(|p| p.display().to_string()),
             }),
         ),
-        ("organization".to_string(), organization_json(&settings.organization)),
-        ("audit".to_string(), json!({ "retention_months": settings.audit_retention_months })),
+        (
+            "organization".to_string(),
+            organization_json(&settings.organization),
+        ),
+        (
+            "audit".to_string(),
+            json!({ "retention_months": settings.audit_retention_months }),
+        ),
     ];
-    out.extend(settings.sites.iter().map(|s| (format!("site {}", s.id), site_json(s))));
-    out.extend(settings.tokens.iter().map(|t| (format!("token {}", t.name), token_json(t))));
-    out.into_iter().map(|(name, value)| (name, hash(&value))).collect()
+    out.extend(
+        settings
+            .sites
+            .iter()
+            .map(|s| (format!("site {}", s.id), site_json(s))),
+    );
+    out.extend(
+        settings
+            .tokens
+            .iter()
+            .map(|t| (format!("token {}", t.name), token_json(t))),
+    );
+    out.into_iter()
+        .map(|(name, value)| (name, hash(&value)))
+        .collect()
 }
 
 /// The hash of the whole configuration, from its section hashes.
@@ -170,7 +193,11 @@ pub fn changed_sections(old: &[(String, String)], new: &[(String, String)]) -> V
         .filter(|(name, h)| !old.iter().any(|(n, oh)| n == name && oh == h))
         .map(|(name, _)| name.clone())
         .collect();
-    changed.extend(old.iter().filter(|(name, _)| !new.iter().any(|(n, _)| n == name)).map(|(name, _)| format!("{name} (removed)")));
+    changed.extend(
+        old.iter()
+            .filter(|(name, _)| !new.iter().any(|(n, _)| n == name))
+            .map(|(name, _)| format!("{name} (removed)")),
+    );
     changed
 }
 
@@ -189,9 +216,16 @@ mod tests {
         let a2 = settings("[[site]]\nid='a.org'\nevent_names=['z','y','x']\n[[site]]\nid='b.org'");
         assert_eq!(sections(&a), sections(&a2), "sets hash in sorted order");
         let b = settings("[[site]]\nid='a.org'\nevent_names=['x','y','z']\n[[site]]\nid='b.org'\nretention_months=13\n[clickhouse]\npassword='p'");
-        assert_eq!(changed_sections(&sections(&a), &sections(&b)), vec!["site b.org".to_string()], "the password is not part of it");
+        assert_eq!(
+            changed_sections(&sections(&a), &sections(&b)),
+            vec!["site b.org".to_string()],
+            "the password is not part of it"
+        );
         let c = settings("[[site]]\nid='a.org'");
-        assert_eq!(changed_sections(&sections(&a), &sections(&c)), vec!["site a.org".to_string(), "site b.org (removed)".to_string()]);
+        assert_eq!(
+            changed_sections(&sections(&a), &sections(&c)),
+            vec!["site a.org".to_string(), "site b.org (removed)".to_string()]
+        );
         assert_ne!(config_hash(&sections(&a)), config_hash(&sections(&b)));
     }
 }

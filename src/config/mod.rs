@@ -34,7 +34,12 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 pub fn operator_name() -> String {
     ["TAMIS_OPERATOR", "USER", "LOGNAME"]
         .iter()
-        .find_map(|name| std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()))
+        .find_map(|name| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        })
         .map(|v| v.chars().filter(|c| !c.is_control()).take(100).collect())
         .unwrap_or_else(|| "unknown".to_string())
 }

@@ -23,8 +23,18 @@ pub struct Control {
     pub warning: Option<String>,
 }
 
-fn control(section: &'static str, name: &'static str, state: impl Into<String>, warning: Option<String>) -> Control {
-    Control { section, name, state: state.into(), warning }
+fn control(
+    section: &'static str,
+    name: &'static str,
+    state: impl Into<String>,
+    warning: Option<String>,
+) -> Control {
+    Control {
+        section,
+        name,
+        state: state.into(),
+        warning,
+    }
 }
 
 const COLLECTION: &str = "Collection";
@@ -35,7 +45,12 @@ const TRANSPARENCY: &str = "Transparency";
 
 /// Controls that hold for the whole process.
 pub fn global(settings: &Settings) -> Vec<Control> {
-    let proxies: Vec<String> = settings.server.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    let proxies: Vec<String> = settings
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     let broad: Vec<String> = settings
         .server
         .trusted_proxies
@@ -47,7 +62,9 @@ pub fn global(settings: &Settings) -> Vec<Control> {
         .map(|n| n.to_string())
         .collect();
     let ch = &settings.clickhouse;
-    let loopback = ["http://127.", "http://localhost", "http://[::1]"].iter().any(|p| ch.url.starts_with(p));
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| ch.url.starts_with(p));
     let o = &settings.organization;
     vec![
         control(
@@ -105,10 +122,19 @@ pub fn global(settings: &Settings) -> Vec<Control> {
 
 /// Every control of one site.
 pub fn site(settings: &Settings, s: &SiteSettings) -> Vec<Control> {
-    let facts = Facts { org: &settings.organization, site: s };
+    let facts = Facts {
+        org: &settings.organization,
+        site: s,
+    };
     let mut params = s.query_params.clone();
     params.sort();
-    let list = |v: Vec<String>| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+    let list = |v: Vec<String>| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
     let missing = missing(&facts);
     vec![
         control(COLLECTION, "no cookie or device storage; no Set-Cookie", "always (not configurable)", None),
@@ -247,8 +273,12 @@ mod tests {
 
     fn warnings(site_toml: &str) -> Vec<String> {
         let text = format!("[organization]\nname='Ville'\nprivacy_officer='R'\nprivacy_officer_email='r@v.qc.ca'\nhosting_location='Québec'\n[[site]]\nid='a.org'\nopt_out_url='https://a.org/refus'\n{site_toml}");
-        let settings = Settings::from_config(toml::from_str(&text).unwrap(), Path::new(".")).unwrap();
-        site(&settings, &settings.sites[0]).into_iter().filter_map(|c| c.warning).collect()
+        let settings =
+            Settings::from_config(toml::from_str(&text).unwrap(), Path::new(".")).unwrap();
+        site(&settings, &settings.sites[0])
+            .into_iter()
+            .filter_map(|c| c.warning)
+            .collect()
     }
 
     #[test]

@@ -7,8 +7,14 @@ use crate::privacy::geo::GeoLevel;
 
 pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     let (o, s) = (f.org, f.site);
-    let org = o.name.clone().unwrap_or_else(|| "The organization that publishes this site".to_string());
-    let org_short = o.name.clone().unwrap_or_else(|| "the organization".to_string());
+    let org = o
+        .name
+        .clone()
+        .unwrap_or_else(|| "The organization that publishes this site".to_string());
+    let org_short = o
+        .name
+        .clone()
+        .unwrap_or_else(|| "the organization".to_string());
     let mut out = Out(Vec::new());
 
     out.heading(&["id"], format!("Audience measurement on {}", s.id));
@@ -33,14 +39,27 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     if params.is_empty() {
         page.push_str(", without the parameters of the address");
     } else {
-        page.push_str(&format!(", without the parameters of the address other than {}", join(&params.iter().map(|p| format!("\u{201c}{p}\u{201d}")).collect::<Vec<_>>(), "and")));
+        page.push_str(&format!(
+            ", without the parameters of the address other than {}",
+            join(
+                &params
+                    .iter()
+                    .map(|p| format!("\u{201c}{p}\u{201d}"))
+                    .collect::<Vec<_>>(),
+                "and"
+            )
+        ));
     }
     if s.hash_routing {
-        page.push_str(", with the part of the address after \u{201c}#\u{201d} when it names a page");
+        page.push_str(
+            ", with the part of the address after \u{201c}#\u{201d} when it names a page",
+        );
     } else {
         page.push_str(" or the part after \u{201c}#\u{201d}");
     }
-    page.push_str("); e-mail addresses, long runs of digits and identifiers that may appear in it are masked");
+    page.push_str(
+        "); e-mail addresses, long runs of digits and identifiers that may appear in it are masked",
+    );
     out.item(&["query_params", "hash_routing"], vec![t(page)]);
     out.item(&[], vec![t("the site you came from (its domain name only) and the kind of source it indicates: search engine, social network, e-mail, direct access or other site")]);
     if s.collect_campaigns {
@@ -54,9 +73,15 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         GeoLevel::None => {}
     }
     if !s.event_names.is_empty() {
-        let mut text = format!("the following actions on the site: {}", join(&sorted(&s.event_names), "and"));
+        let mut text = format!(
+            "the following actions on the site: {}",
+            join(&sorted(&s.event_names), "and")
+        );
         if !s.prop_keys.is_empty() {
-            text.push_str(&format!(", with these details only: {}", join(&sorted(&s.prop_keys), "and")));
+            text.push_str(&format!(
+                ", with these details only: {}",
+                join(&sorted(&s.prop_keys), "and")
+            ));
         }
         out.item(&["event_names", "prop_keys"], vec![t(text)]);
     }
@@ -71,15 +96,33 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         ))],
     );
     match s.geo_level {
-        GeoLevel::None => out.item(&["geo_level"], vec![t("your location, in any form (no country, region or city)")]),
-        _ => out.item(&["geo_level"], vec![t("your city, postal code, geographic coordinates or internet service provider")]),
+        GeoLevel::None => out.item(
+            &["geo_level"],
+            vec![t("your location, in any form (no country, region or city)")],
+        ),
+        _ => out.item(
+            &["geo_level"],
+            vec![t(
+                "your city, postal code, geographic coordinates or internet service provider",
+            )],
+        ),
     }
     match &s.opt_out_url {
         Some(_) => out.item(&["opt_out_url"], vec![t("an identifier on your device, as a cookie or otherwise: none is stored or read there; only your refusal, if you express it on the page provided for it, is stored there")]),
         None => out.item(&["opt_out_url"], vec![t("an identifier on your device, as a cookie or otherwise: none is stored or read there")]),
     }
-    out.item(&[], vec![t("a user identifier, the content of a form or any text you type")]);
-    out.item(&[], vec![t("a link between your visits on different days or between different sites")]);
+    out.item(
+        &[],
+        vec![t(
+            "a user identifier, the content of a form or any text you type",
+        )],
+    );
+    out.item(
+        &[],
+        vec![t(
+            "a link between your visits on different days or between different sites",
+        )],
+    );
 
     out.heading(&[], "Counting visitors");
     out.para(
@@ -114,16 +157,43 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     out.para(&[], vec![t("To refuse audience measurement:")]);
     // Each way after the first begins with "or".
     let mut first = true;
-    let mut or = || if std::mem::take(&mut first) { "" } else { "or " };
+    let mut or = || {
+        if std::mem::take(&mut first) {
+            ""
+        } else {
+            "or "
+        }
+    };
     if s.honour_gpc {
         out.item(&["honour_gpc"], vec![t(format!("{}turn on your browser's Global Privacy Control (GPC) signal, which is honoured automatically", or()))]);
     }
     if s.honour_dnt {
-        out.item(&["honour_dnt", "honour_gpc"], vec![t(format!("{}turn on your browser's \u{201c}Do Not Track\u{201d} option", or()))]);
+        out.item(
+            &["honour_dnt", "honour_gpc"],
+            vec![t(format!(
+                "{}turn on your browser's \u{201c}Do Not Track\u{201d} option",
+                or()
+            ))],
+        );
     }
     match &s.opt_out_url {
-        Some(url) => out.item(&["opt_out_url", "honour_gpc", "honour_dnt"], vec![t(format!("{}use the opt-out page, which stores your choice in your browser: ", or())), link(url.clone(), url.clone())]),
-        None => out.item(&["opt_out_url", "honour_gpc", "honour_dnt"], vec![t(format!("{}block the requests sent to tamis with a content blocker", or()))]),
+        Some(url) => out.item(
+            &["opt_out_url", "honour_gpc", "honour_dnt"],
+            vec![
+                t(format!(
+                    "{}use the opt-out page, which stores your choice in your browser: ",
+                    or()
+                )),
+                link(url.clone(), url.clone()),
+            ],
+        ),
+        None => out.item(
+            &["opt_out_url", "honour_gpc", "honour_dnt"],
+            vec![t(format!(
+                "{}block the requests sent to tamis with a content blocker",
+                or()
+            ))],
+        ),
     }
     match s.on_opt_out {
         OnOptOut::Drop => out.para(
@@ -148,16 +218,34 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         &["organization.name"],
         vec![t(format!("Only people authorized by {org_short} can read the statistics, with named access tokens; every read is recorded in an audit log."))],
     );
-    let operator = o.hosting_operator.clone().unwrap_or_else(|| org_short.clone());
-    let place = o.hosting_location.as_ref().map(|l| format!(", located in {l}")).unwrap_or_default();
+    let operator = o
+        .hosting_operator
+        .clone()
+        .unwrap_or_else(|| org_short.clone());
+    let place = o
+        .hosting_location
+        .as_ref()
+        .map(|l| format!(", located in {l}"))
+        .unwrap_or_default();
     let mut hosting = format!("The statistics are hosted on servers run by {operator}{place}. ");
     if o.hosting_in_quebec {
-        hosting.push_str("They are not disclosed to any third party and are not communicated outside Québec.");
+        hosting.push_str(
+            "They are not disclosed to any third party and are not communicated outside Québec.",
+        );
     } else {
-        hosting.push_str("They are not disclosed to any third party; they are, however, hosted outside Québec.");
+        hosting.push_str(
+            "They are not disclosed to any third party; they are, however, hosted outside Québec.",
+        );
     }
     hosting.push_str(" tamis uses no outside service.");
-    out.para(&["organization.hosting_operator", "organization.hosting_location", "organization.hosting_in_quebec"], vec![t(hosting)]);
+    out.para(
+        &[
+            "organization.hosting_operator",
+            "organization.hosting_location",
+            "organization.hosting_in_quebec",
+        ],
+        vec![t(hosting)],
+    );
     out.para(
         &[],
         vec![t("Security measures: IP addresses truncated in memory before any use, no individual data, a confidentiality threshold in reports, a daily key destroyed within 48 hours, access by named tokens, an audit log and automatic deletion of expired data.")],
@@ -173,8 +261,13 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         &[],
         vec![t("Because these statistics cannot identify you, none of them can be associated with you or communicated to you. You may nevertheless ask any question about this audience measurement, exercise your rights of access and rectification or file a complaint with the person in charge of the protection of personal information.")],
     );
-    let mut contact = vec![t("Person in charge of the protection of personal information: ")];
-    let mut who = o.privacy_officer.clone().unwrap_or_else(|| "the person in charge".to_string());
+    let mut contact = vec![t(
+        "Person in charge of the protection of personal information: ",
+    )];
+    let mut who = o
+        .privacy_officer
+        .clone()
+        .unwrap_or_else(|| "the person in charge".to_string());
     who.push_str(&format!(", {org_short}"));
     if let Some(address) = &o.address {
         who.push_str(&format!(", {address}"));
@@ -192,7 +285,14 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         contact.push(link(website.clone(), website.clone()));
     }
     out.para(
-        &["organization.privacy_officer", "organization.privacy_officer_email", "organization.privacy_officer_phone", "organization.name", "organization.address", "organization.website"],
+        &[
+            "organization.privacy_officer",
+            "organization.privacy_officer_email",
+            "organization.privacy_officer_phone",
+            "organization.name",
+            "organization.address",
+            "organization.website",
+        ],
         contact,
     );
     out.para(

@@ -10,7 +10,10 @@ const NB: char = '\u{a0}';
 
 pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     let (o, s) = (f.org, f.site);
-    let org = o.name.clone().unwrap_or_else(|| "L'organisme qui publie ce site".to_string());
+    let org = o
+        .name
+        .clone()
+        .unwrap_or_else(|| "L'organisme qui publie ce site".to_string());
     let org_short = o.name.clone().unwrap_or_else(|| "l'organisme".to_string());
     let mut out = Out(Vec::new());
 
@@ -41,7 +44,16 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     if params.is_empty() {
         page.push_str(", sans les paramètres de l'adresse");
     } else {
-        page.push_str(&format!(", sans les paramètres de l'adresse autres que {}", join(&params.iter().map(|p| format!("«{NB}{p}{NB}»")).collect::<Vec<_>>(), "et")));
+        page.push_str(&format!(
+            ", sans les paramètres de l'adresse autres que {}",
+            join(
+                &params
+                    .iter()
+                    .map(|p| format!("«{NB}{p}{NB}»"))
+                    .collect::<Vec<_>>(),
+                "et"
+            )
+        ));
     }
     if s.hash_routing {
         page.push_str(", avec la partie de l'adresse qui suit le «\u{a0}#\u{a0}» lorsqu'elle désigne une page");
@@ -62,15 +74,24 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         GeoLevel::None => {}
     }
     if !s.event_names.is_empty() {
-        let mut text = format!("les actions suivantes sur le site{NB}: {}", join(&sorted(&s.event_names), "et"));
+        let mut text = format!(
+            "les actions suivantes sur le site{NB}: {}",
+            join(&sorted(&s.event_names), "et")
+        );
         if !s.prop_keys.is_empty() {
-            text.push_str(&format!(", avec ces seules précisions{NB}: {}", join(&sorted(&s.prop_keys), "et")));
+            text.push_str(&format!(
+                ", avec ces seules précisions{NB}: {}",
+                join(&sorted(&s.prop_keys), "et")
+            ));
         }
         out.item(&["event_names", "prop_keys"], vec![t(text)]);
     }
     out.item(&[], vec![t("la date et l'heure de la consultation (arrondies à l'heure), ainsi que le nombre de pages vues et la durée de la visite")]);
 
-    out.para(&[], vec![t(format!("Ne sont jamais recueillis ni conservés{NB}:"))]);
+    out.para(
+        &[],
+        vec![t(format!("Ne sont jamais recueillis ni conservés{NB}:"))],
+    );
     out.item(
         &["ipv4_prefix", "ipv6_prefix"],
         vec![t(format!(
@@ -87,7 +108,12 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         None => out.item(&["opt_out_url"], vec![t(format!("un identifiant sur votre appareil, sous forme de témoin (cookie) ou autrement{NB}: aucun n'y est déposé ni lu"))]),
     }
     out.item(&[], vec![t("un identifiant d'utilisateur, le contenu d'un formulaire ou tout texte que vous saisissez")]);
-    out.item(&[], vec![t("un lien entre vos visites de jours différents ou entre différents sites")]);
+    out.item(
+        &[],
+        vec![t(
+            "un lien entre vos visites de jours différents ou entre différents sites",
+        )],
+    );
 
     out.heading(&[], "Dénombrement des visiteurs");
     out.para(
@@ -119,10 +145,19 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         OnDenied::Anonymous => out.para(&["on_denied"], vec![t(format!("Si vous refusez votre consentement, votre consultation est seulement comptée comme une page vue{NB}: aucune empreinte n'est calculée et aucune visite n'est comptée."))]),
         OnDenied::Drop => out.para(&["on_denied"], vec![t("Si vous refusez votre consentement, votre consultation n'est pas comptée.")]),
     }
-    out.para(&[], vec![t(format!("Pour refuser la mesure d'audience{NB}:"))]);
+    out.para(
+        &[],
+        vec![t(format!("Pour refuser la mesure d'audience{NB}:"))],
+    );
     // Each way after the first begins with "ou".
     let mut first = true;
-    let mut or = || if std::mem::take(&mut first) { "" } else { "ou " };
+    let mut or = || {
+        if std::mem::take(&mut first) {
+            ""
+        } else {
+            "ou "
+        }
+    };
     if s.honour_gpc {
         out.item(&["honour_gpc"], vec![t(format!("{}activez le signal Global Privacy Control (GPC) de votre navigateur, qui est respecté automatiquement", or()))]);
     }
@@ -161,16 +196,32 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
             "Seules les personnes autorisées par {org_short} peuvent consulter les statistiques, au moyen de jetons d'accès nominatifs{NB}; chaque consultation est consignée dans un journal d'audit.",
         ).replace(&format!("{NB};"), ";"))],
     );
-    let operator = o.hosting_operator.clone().unwrap_or_else(|| org_short.clone());
-    let place = o.hosting_location.as_ref().map(|l| format!(", situés à l'emplacement suivant{NB}: {l}")).unwrap_or_default();
-    let mut hosting = format!("Les statistiques sont hébergées sur des serveurs exploités par {operator}{place}. ");
+    let operator = o
+        .hosting_operator
+        .clone()
+        .unwrap_or_else(|| org_short.clone());
+    let place = o
+        .hosting_location
+        .as_ref()
+        .map(|l| format!(", situés à l'emplacement suivant{NB}: {l}"))
+        .unwrap_or_default();
+    let mut hosting = format!(
+        "Les statistiques sont hébergées sur des serveurs exploités par {operator}{place}. "
+    );
     if o.hosting_in_quebec {
         hosting.push_str("Elles ne sont communiquées à aucun tiers et ne sont pas communiquées à l'extérieur du Québec.");
     } else {
         hosting.push_str("Elles ne sont communiquées à aucun tiers; elles sont toutefois hébergées à l'extérieur du Québec.");
     }
     hosting.push_str(" tamis n'utilise aucun service externe.");
-    out.para(&["organization.hosting_operator", "organization.hosting_location", "organization.hosting_in_quebec"], vec![t(hosting)]);
+    out.para(
+        &[
+            "organization.hosting_operator",
+            "organization.hosting_location",
+            "organization.hosting_in_quebec",
+        ],
+        vec![t(hosting)],
+    );
     out.para(
         &[],
         vec![t("Mesures de sécurité{NB}: troncature des adresses IP en mémoire avant tout usage, absence de données individuelles, seuil de confidentialité dans les rapports, clé quotidienne détruite dans les 48 heures, accès par jetons nominatifs, journal d'audit et suppression automatique des données échues.".replace("{NB}", &NB.to_string()))],
@@ -186,8 +237,13 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         &[],
         vec![t("Comme ces statistiques ne permettent pas de vous identifier, aucune d'elles ne peut vous être associée ni vous être communiquée. Vous pouvez néanmoins poser toute question sur cette mesure d'audience, exercer vos droits d'accès et de rectification ou porter plainte auprès de la personne responsable de la protection des renseignements personnels.")],
     );
-    let mut contact = vec![t(format!("Responsable de la protection des renseignements personnels{NB}: "))];
-    let mut who = o.privacy_officer.clone().unwrap_or_else(|| "la personne responsable".to_string());
+    let mut contact = vec![t(format!(
+        "Responsable de la protection des renseignements personnels{NB}: "
+    ))];
+    let mut who = o
+        .privacy_officer
+        .clone()
+        .unwrap_or_else(|| "la personne responsable".to_string());
     who.push_str(&format!(", {org_short}"));
     if let Some(address) = &o.address {
         who.push_str(&format!(", {address}"));
@@ -205,7 +261,14 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         contact.push(link(website.clone(), website.clone()));
     }
     out.para(
-        &["organization.privacy_officer", "organization.privacy_officer_email", "organization.privacy_officer_phone", "organization.name", "organization.address", "organization.website"],
+        &[
+            "organization.privacy_officer",
+            "organization.privacy_officer_email",
+            "organization.privacy_officer_phone",
+            "organization.name",
+            "organization.address",
+            "organization.website",
+        ],
         contact,
     );
     out.para(

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::config::fingerprint::{self, consent_mode_name, geo_level_name, on_denied_name, on_opt_out_name};
+use crate::config::fingerprint::{
+    self, consent_mode_name, geo_level_name, on_denied_name, on_opt_out_name,
+};
 use crate::config::{OrganizationSettings, Settings, SiteSettings};
 use crate::sink::salts::{AHEAD, GRACE};
 
@@ -82,7 +84,11 @@ impl Block {
             .iter()
             .map(|p| match p {
                 Inline::Text(t) => md_escape(t),
-                Inline::Link { text, href } => format!("[{}](<{}>)", md_escape(text), href.replace(['<', '>', ' '], "")),
+                Inline::Link { text, href } => format!(
+                    "[{}](<{}>)",
+                    md_escape(text),
+                    href.replace(['<', '>', ' '], "")
+                ),
             })
             .collect();
         match self.kind {
@@ -97,7 +103,11 @@ impl Block {
             .iter()
             .map(|p| match p {
                 Inline::Text(t) => html_escape(t),
-                Inline::Link { text, href } => format!("<a href=\"{}\">{}</a>", html_escape(href), html_escape(text)),
+                Inline::Link { text, href } => format!(
+                    "<a href=\"{}\">{}</a>",
+                    html_escape(href),
+                    html_escape(text)
+                ),
             })
             .collect()
     }
@@ -176,7 +186,10 @@ pub fn missing(facts: &Facts<'_>) -> Vec<&'static str> {
     for (key, value) in [
         ("organization.name", &o.name),
         ("organization.privacy_officer", &o.privacy_officer),
-        ("organization.privacy_officer_email", &o.privacy_officer_email),
+        (
+            "organization.privacy_officer_email",
+            &o.privacy_officer_email,
+        ),
         ("organization.hosting_location", &o.hosting_location),
     ] {
         if value.is_none() {
@@ -274,7 +287,13 @@ impl Published {
         let mut by_id = HashMap::new();
         let mut by_host = HashMap::new();
         for site in &settings.sites {
-            let body: Arc<str> = Arc::from(facts_json(&Facts { org: &settings.organization, site }).to_string());
+            let body: Arc<str> = Arc::from(
+                facts_json(&Facts {
+                    org: &settings.organization,
+                    site,
+                })
+                .to_string(),
+            );
             for host in &site.hostnames {
                 by_host.entry(host.clone()).or_insert_with(|| body.clone());
             }
@@ -289,8 +308,14 @@ impl Published {
             Some(id) => self.by_id.get(&id.trim().to_ascii_lowercase()).cloned(),
             None => {
                 let host = host?.trim().to_ascii_lowercase();
-                let name = host.rsplit_once(':').filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit())).map_or(host.as_str(), |(h, _)| h);
-                self.by_host.get(name).or_else(|| self.by_id.get(name)).cloned()
+                let name = host
+                    .rsplit_once(':')
+                    .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+                    .map_or(host.as_str(), |(h, _)| h);
+                self.by_host
+                    .get(name)
+                    .or_else(|| self.by_id.get(name))
+                    .cloned()
             }
         }
     }
@@ -327,13 +352,25 @@ pub(crate) struct Out(pub Vec<Block>);
 
 impl Out {
     pub fn heading(&mut self, keys: &'static [&'static str], text: impl Into<String>) {
-        self.0.push(Block { kind: Kind::Heading, keys, parts: vec![Inline::Text(text.into())] });
+        self.0.push(Block {
+            kind: Kind::Heading,
+            keys,
+            parts: vec![Inline::Text(text.into())],
+        });
     }
     pub fn para(&mut self, keys: &'static [&'static str], parts: Vec<Inline>) {
-        self.0.push(Block { kind: Kind::Paragraph, keys, parts });
+        self.0.push(Block {
+            kind: Kind::Paragraph,
+            keys,
+            parts,
+        });
     }
     pub fn item(&mut self, keys: &'static [&'static str], parts: Vec<Inline>) {
-        self.0.push(Block { kind: Kind::Item, keys, parts });
+        self.0.push(Block {
+            kind: Kind::Item,
+            keys,
+            parts,
+        });
     }
 }
 
@@ -342,7 +379,10 @@ pub(crate) fn t(s: impl Into<String>) -> Inline {
 }
 
 pub(crate) fn link(text: impl Into<String>, href: impl Into<String>) -> Inline {
-    Inline::Link { text: text.into(), href: href.into() }
+    Inline::Link {
+        text: text.into(),
+        href: href.into(),
+    }
 }
 
 /// `a, b et c` / `a, b and c`.
@@ -366,36 +406,71 @@ mod tests {
 
     #[test]
     fn html_and_markdown_are_escaped() {
-        let b = Block { kind: Kind::Paragraph, keys: &[], parts: vec![t("<b>A & B_c</b>"), link("x\"y", "https://e.org/?a=1&b=\"2\"")] };
+        let b = Block {
+            kind: Kind::Paragraph,
+            keys: &[],
+            parts: vec![
+                t("<b>A & B_c</b>"),
+                link("x\"y", "https://e.org/?a=1&b=\"2\""),
+            ],
+        };
         let html = render(std::slice::from_ref(&b), Format::Html);
         assert_eq!(html, "<p>&lt;b&gt;A &amp; B_c&lt;/b&gt;<a href=\"https://e.org/?a=1&amp;b=&quot;2&quot;\">x&quot;y</a></p>\n");
-        assert_eq!(b.markdown(), "\\<b\\>A & B\\_c\\</b\\>[x\"y](<https://e.org/?a=1&b=\"2\">)");
+        assert_eq!(
+            b.markdown(),
+            "\\<b\\>A & B\\_c\\</b\\>[x\"y](<https://e.org/?a=1&b=\"2\">)"
+        );
     }
 
     #[test]
     fn lists_are_grouped() {
-        let item = |s: &str| Block { kind: Kind::Item, keys: &[], parts: vec![t(s)] };
-        let para = Block { kind: Kind::Paragraph, keys: &[], parts: vec![t("p")] };
+        let item = |s: &str| Block {
+            kind: Kind::Item,
+            keys: &[],
+            parts: vec![t(s)],
+        };
+        let para = Block {
+            kind: Kind::Paragraph,
+            keys: &[],
+            parts: vec![t("p")],
+        };
         let blocks = vec![para.clone(), item("a"), item("b"), para];
         assert_eq!(render(&blocks, Format::Markdown), "p\n\n- a\n- b\n\np\n");
-        assert_eq!(render(&blocks, Format::Html), "<p>p</p>\n<ul>\n  <li>a</li>\n  <li>b</li>\n</ul>\n<p>p</p>\n");
+        assert_eq!(
+            render(&blocks, Format::Html),
+            "<p>p</p>\n<ul>\n  <li>a</li>\n  <li>b</li>\n</ul>\n<p>p</p>\n"
+        );
     }
 
     #[test]
     fn salts_live_under_48_hours() {
         let site = crate::privacy::pipeline::test_site("a.org");
         let org = OrganizationSettings::default();
-        let hours = Facts { org: &org, site: &site }.salt_max_hours();
+        let hours = Facts {
+            org: &org,
+            site: &site,
+        }
+        .salt_max_hours();
         assert!(hours < 48, "{hours}");
     }
 
     #[test]
     fn privacy_json_is_found_by_site_or_host() {
         let text = "[[site]]\nid='a.org'\nhostnames=['a.org','www.a.org']\n[[site]]\nid='b.org'\nretention_months=13";
-        let settings = Settings::from_config(toml::from_str(text).unwrap(), std::path::Path::new(".")).unwrap();
+        let settings =
+            Settings::from_config(toml::from_str(text).unwrap(), std::path::Path::new("."))
+                .unwrap();
         let published = Published::new(&settings);
-        let site = |site: Option<&str>, host: Option<&str>| published.find(site, host).map(|b| serde_json::from_str::<Value>(&b).unwrap()["site"].clone());
-        assert_eq!(site(Some("a.org"), Some("b.org")), Some(json!("a.org")), "?site= wins");
+        let site = |site: Option<&str>, host: Option<&str>| {
+            published
+                .find(site, host)
+                .map(|b| serde_json::from_str::<Value>(&b).unwrap()["site"].clone())
+        };
+        assert_eq!(
+            site(Some("a.org"), Some("b.org")),
+            Some(json!("a.org")),
+            "?site= wins"
+        );
         assert_eq!(site(None, Some("WWW.a.org:8080")), Some(json!("a.org")));
         assert_eq!(site(None, Some("b.org")), Some(json!("b.org")));
         assert_eq!(site(Some("c.org"), None), None);

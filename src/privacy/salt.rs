@@ -121,7 +121,11 @@ impl SaltStore {
     }
 
     /// Forgets every salt of `site` for days before `first_kept`.
-    pub fn destroy_before(&self, site: usize, first_kept: NaiveDate) -> Vec<(NaiveDate, DailySalt)> {
+    pub fn destroy_before(
+        &self,
+        site: usize,
+        first_kept: NaiveDate,
+    ) -> Vec<(NaiveDate, DailySalt)> {
         let mut map = self.salts.write().unwrap_or_else(|e| e.into_inner());
         let old: Vec<_> = map
             .keys()
@@ -135,12 +139,19 @@ impl SaltStore {
 
     /// Days held for `site`, oldest first (for tests and `/metrics`).
     pub fn days(&self, site: usize) -> Vec<NaiveDate> {
-        let mut days: Vec<_> = self.read().keys().filter(|(s, _)| *s == site).map(|(_, d)| *d).collect();
+        let mut days: Vec<_> = self
+            .read()
+            .keys()
+            .filter(|(s, _)| *s == site)
+            .map(|(_, d)| *d)
+            .collect();
         days.sort();
         days
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(usize, NaiveDate), (DailySalt, Origin)>> {
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<(usize, NaiveDate), (DailySalt, Origin)>> {
         self.salts.read().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -185,7 +196,14 @@ mod tests {
         let salt = DailySalt::from_bytes([7; 32]);
         assert_eq!(format!("{salt:?}"), "DailySalt(<redacted>)");
         assert_eq!(salt.commitment().len(), 64);
-        assert_ne!(salt.commitment(), blake3::hash(&[7; 32]).to_hex().to_string(), "domain-separated");
-        assert_ne!(salt.commitment(), DailySalt::from_bytes([8; 32]).commitment());
+        assert_ne!(
+            salt.commitment(),
+            blake3::hash(&[7; 32]).to_hex().to_string(),
+            "domain-separated"
+        );
+        assert_ne!(
+            salt.commitment(),
+            DailySalt::from_bytes([8; 32]).commitment()
+        );
     }
 }

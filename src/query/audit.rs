@@ -47,17 +47,27 @@ impl AuditRecord {
 
 /// Rows at or after `since`, of `site` (and the rows about no site, such as
 /// configuration changes) or of every site, oldest first.
-pub async fn read(client: &clickhouse::Client, since: DateTime<Utc>, site: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, clickhouse::error::Error> {
+pub async fn read(
+    client: &clickhouse::Client,
+    since: DateTime<Utc>,
+    site: Option<&str>,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, clickhouse::error::Error> {
     let since = u32::try_from(since.timestamp().max(0)).unwrap_or(u32::MAX);
     let limit = limit.clamp(1, MAX_ROWS) as u64;
     let base = "SELECT toUInt32(at), kind, actor, client, site_id, summary, rows, format FROM audit_log WHERE at >= toDateTime(?)";
     let q = match site {
         Some(site) => client
-            .query(&format!("{base} AND (site_id = ? OR site_id = '') ORDER BY at, kind, site_id LIMIT ?"))
+            .query(&format!(
+                "{base} AND (site_id = ? OR site_id = '') ORDER BY at, kind, site_id LIMIT ?"
+            ))
             .bind(since)
             .bind(site)
             .bind(limit),
-        None => client.query(&format!("{base} ORDER BY at, kind, site_id LIMIT ?")).bind(since).bind(limit),
+        None => client
+            .query(&format!("{base} ORDER BY at, kind, site_id LIMIT ?"))
+            .bind(since)
+            .bind(limit),
     };
     q.fetch_all::<AuditRecord>().await
 }
@@ -73,7 +83,12 @@ pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String>
         return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
     }
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = number.parse().map_err(|_| format!("`{}` is not a date, an RFC 3339 time or a duration such as 24h or 7d", printable(s)))?;
+    let n: i64 = number.parse().map_err(|_| {
+        format!(
+            "`{}` is not a date, an RFC 3339 time or a duration such as 24h or 7d",
+            printable(s)
+        )
+    })?;
     let back = match unit {
         "m" => Duration::minutes(n),
         "h" => Duration::hours(n),
@@ -91,13 +106,23 @@ fn printable(s: &str) -> String {
 /// local dates of its range, how many filters and the page size.
 pub fn summarize(query: &Query, tz: Tz) -> String {
     let metrics: Vec<&str> = query.metrics.iter().map(|m| m.name()).collect();
-    let dimensions: Vec<String> = query.dimensions.iter().map(|d| query.dimension_name(*d)).collect();
+    let dimensions: Vec<String> = query
+        .dimensions
+        .iter()
+        .map(|d| query.dimension_name(*d))
+        .collect();
     let from = query.from.with_timezone(&tz).date_naive();
-    let to = (query.to - Duration::seconds(1)).with_timezone(&tz).date_naive();
+    let to = (query.to - Duration::seconds(1))
+        .with_timezone(&tz)
+        .date_naive();
     format!(
         "metrics={} dimensions={} range={from}..{to} filters={} limit={} offset={}",
         metrics.join(","),
-        if dimensions.is_empty() { "-".to_string() } else { dimensions.join(",") },
+        if dimensions.is_empty() {
+            "-".to_string()
+        } else {
+            dimensions.join(",")
+        },
         query.filters.len(),
         query.limit,
         query.offset,
@@ -110,7 +135,9 @@ mod tests {
 
     fn check(input: &str, expected: Result<&str, ()>) {
         let now: DateTime<Utc> = "2026-11-23T12:00:00Z".parse().unwrap();
-        let got = parse_since(input, now).map(|t| t.to_rfc3339()).map_err(|_| ());
+        let got = parse_since(input, now)
+            .map(|t| t.to_rfc3339())
+            .map_err(|_| ());
         assert_eq!(got, expected.map(|s| s.to_string()), "{input}");
     }
 
@@ -128,9 +155,14 @@ mod tests {
 
     #[test]
     fn summaries_hold_no_filter_values() {
-        let site = super::super::request::SiteView { timezone: chrono_tz::America::Toronto, campaigns: false, prop_keys: vec![] };
+        let site = super::super::request::SiteView {
+            timezone: chrono_tz::America::Toronto,
+            campaigns: false,
+            prop_keys: vec![],
+        };
         let body = br#"{"site_id":"example.org","metrics":["visitors"],"date_range":["2026-11-01","2026-11-07"],"dimensions":["event:page"],"filters":[["contains","event:page",["secret-value"]]]}"#;
-        let q = super::super::request::parse(body, &site, "2026-11-23T12:00:00Z".parse().unwrap()).unwrap();
+        let q = super::super::request::parse(body, &site, "2026-11-23T12:00:00Z".parse().unwrap())
+            .unwrap();
         let s = summarize(&q, chrono_tz::America::Toronto);
         assert_eq!(s, "metrics=visitors dimensions=event:page range=2026-11-01..2026-11-07 filters=1 limit=10000 offset=0");
     }

@@ -42,7 +42,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn openapi() -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     r
 }
 pub const OTHER: &str = "(other)";
@@ -93,7 +94,16 @@ pub struct Base {
 impl Base {
     fn from_slice(b: &[f64]) -> Option<Base> {
         match *b {
-            [visitors, visits, pageviews, events, bounces, duration, exits] => Some(Base { visitors, visits, pageviews, events, bounces, duration, exits, consent: [0.0; 4] }),
+            [visitors, visits, pageviews, events, bounces, duration, exits] => Some(Base {
+                visitors,
+                visits,
+                pageviews,
+                events,
+                bounces,
+                duration,
+                exits,
+                consent: [0.0; 4],
+            }),
             _ => None,
         }
     }
@@ -122,10 +132,20 @@ impl Base {
     }
 
     fn value(&self, metric: Metric, exits_as_visits: bool, total_visitors: f64) -> f64 {
-        let visits = if exits_as_visits { self.exits } else { self.visits };
+        let visits = if exits_as_visits {
+            self.exits
+        } else {
+            self.visits
+        };
         let per_visit = |x: f64| if visits > 0.0 { x / visits } else { 0.0 };
         let all: f64 = self.consent.iter().sum();
-        let share = |i: usize| if all > 0.0 { (self.consent[i] / all * 1000.0).round() / 10.0 } else { 0.0 };
+        let share = |i: usize| {
+            if all > 0.0 {
+                (self.consent[i] / all * 1000.0).round() / 10.0
+            } else {
+                0.0
+            }
+        };
         match metric {
             Metric::Visitors => self.visitors,
             Metric::Visits => visits,
@@ -170,17 +190,38 @@ impl Api {
         if request.method() != Method::POST {
             return json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         }
-        let header = |name| request.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
         let authorization = header(hyper::header::AUTHORIZATION);
         let wants_csv = header(hyper::header::ACCEPT).is_some_and(|a| a.contains("text/csv"));
-        let client = client_kind(request.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok()));
+        let client = client_kind(
+            request
+                .headers()
+                .get(CLIENT_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
         let (token, allowed) = match auth::authorize(authorization.as_deref(), &self.tokens) {
-            Access::Unauthorized => return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token"),
+            Access::Unauthorized => {
+                return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
+            }
             Access::Granted { token, sites, .. } => (token.to_string(), sites.to_vec()),
         };
-        let body = match Limited::new(request.into_body(), MAX_QUERY_BODY).collect().await {
+        let body = match Limited::new(request.into_body(), MAX_QUERY_BODY)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
-            Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "query body is larger than 64 KiB"),
+            Err(_) => {
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "query body is larger than 64 KiB",
+                )
+            }
         };
         let site_id = match request::site_id(&body) {
             Ok(id) => id,
@@ -193,7 +234,11 @@ impl Api {
         };
         let mut prop_keys: Vec<String> = site.prop_keys.iter().cloned().collect();
         prop_keys.sort();
-        let view = SiteView { timezone: site.timezone, campaigns: site.collect_campaigns, prop_keys };
+        let view = SiteView {
+            timezone: site.timezone,
+            campaigns: site.collect_campaigns,
+            prop_keys,
+        };
         let mut query = match request::parse(&body, &view, self.clock.now()) {
             Ok(q) => q,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -216,18 +261,28 @@ impl Api {
                 });
                 if query.csv {
                     let mut r = Response::new(Full::new(Bytes::from(csv::render(&query, &report))));
-                    r.headers_mut().insert("content-type", HeaderValue::from_static("text/csv; charset=utf-8"));
-                    r.headers_mut().insert("content-disposition", HeaderValue::from_static("attachment; filename=\"tamis.csv\""));
+                    r.headers_mut().insert(
+                        "content-type",
+                        HeaderValue::from_static("text/csv; charset=utf-8"),
+                    );
+                    r.headers_mut().insert(
+                        "content-disposition",
+                        HeaderValue::from_static("attachment; filename=\"tamis.csv\""),
+                    );
                     return r;
                 }
                 let body = respond(&query, &site, report);
                 let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-                r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/json"));
                 r
             }
             Err(error) => {
                 tracing::error!(error = %error, "stats query failed");
-                json_error(StatusCode::SERVICE_UNAVAILABLE, "statistics are unavailable right now")
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "statistics are unavailable right now",
+                )
             }
         }
     }
@@ -238,9 +293,14 @@ impl Api {
     /// revealed to whoever may not use it.
     pub async fn audit(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let not_found = || json_error(StatusCode::NOT_FOUND, "no such endpoint");
-        let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let authorization = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let token = match auth::authorize(authorization, &self.tokens) {
-            Access::Granted { token, admin: true, .. } => token.to_string(),
+            Access::Granted {
+                token, admin: true, ..
+            } => token.to_string(),
             _ => return not_found(),
         };
         if request.method() != Method::GET {
@@ -248,7 +308,9 @@ impl Api {
         }
         let now = self.clock.now();
         let (mut since, mut site, mut limit) = (now - Duration::days(7), None, 1000usize);
-        for (key, value) in url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+        for (key, value) in
+            url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        {
             match key.as_ref() {
                 "since" => match audit::parse_since(&value, now) {
                     Ok(t) => since = t,
@@ -256,13 +318,28 @@ impl Api {
                 },
                 "site" => match self.sites.iter().find(|s| s.id == value) {
                     Some(s) => site = Some(s.id.clone()),
-                    None => return json_error(StatusCode::BAD_REQUEST, "site: not a configured site id"),
+                    None => {
+                        return json_error(
+                            StatusCode::BAD_REQUEST,
+                            "site: not a configured site id",
+                        )
+                    }
                 },
                 "limit" => match value.parse::<usize>() {
                     Ok(n) if (1..=audit::MAX_ROWS).contains(&n) => limit = n,
-                    _ => return json_error(StatusCode::BAD_REQUEST, &format!("limit: must be 1 to {}", audit::MAX_ROWS)),
+                    _ => {
+                        return json_error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("limit: must be 1 to {}", audit::MAX_ROWS),
+                        )
+                    }
                 },
-                _ => return json_error(StatusCode::BAD_REQUEST, "unknown parameter: use since, site and limit"),
+                _ => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "unknown parameter: use since, site and limit",
+                    )
+                }
             }
         }
         match audit::read(&self.client, since, site.as_deref(), limit).await {
@@ -271,26 +348,46 @@ impl Api {
                     at: now,
                     kind: "audit_read",
                     actor: token,
-                    client: client_kind(request.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok())),
+                    client: client_kind(
+                        request
+                            .headers()
+                            .get(CLIENT_HEADER)
+                            .and_then(|v| v.to_str().ok()),
+                    ),
                     site_id: site.clone().unwrap_or_default(),
-                    summary: format!("since={} site={} limit={limit}", since.to_rfc3339(), site.as_deref().unwrap_or("*")),
+                    summary: format!(
+                        "since={} site={} limit={limit}",
+                        since.to_rfc3339(),
+                        site.as_deref().unwrap_or("*")
+                    ),
                     rows: rows.len() as u64,
                     format: "json",
                     detail: String::new(),
                 });
-                let body = json!({ "results": rows.iter().map(|r| r.to_json()).collect::<Vec<_>>() });
+                let body =
+                    json!({ "results": rows.iter().map(|r| r.to_json()).collect::<Vec<_>>() });
                 let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-                r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/json"));
                 r
             }
             Err(error) => {
                 tracing::error!(error = %error, "audit log read failed");
-                json_error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable right now")
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the audit log is unavailable right now",
+                )
             }
         }
     }
 
-    async fn fetch(&self, query: &Query, dimensions: &[Dimension], tz: Tz, scope: Scope) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
+    async fn fetch(
+        &self,
+        query: &Query,
+        dimensions: &[Dimension],
+        tz: Tz,
+        scope: Scope,
+    ) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
         let statement = sql::build(query, dimensions, tz.name(), scope);
         let mut q = self.client.query(&statement.sql);
         for p in statement.params {
@@ -306,8 +403,17 @@ impl Api {
     /// Hits by consent state per value of the time dimension ("" without
     /// one): counted hits by their `consent` column, plus hits dropped for
     /// an opt-out signal or a denied consent.
-    async fn consent_counts(&self, query: &Query, tz: Tz) -> Result<Vec<(String, [f64; 4])>, clickhouse::error::Error> {
-        let time: Vec<Dimension> = query.dimensions.iter().copied().filter(|d| d.is_time()).collect();
+    async fn consent_counts(
+        &self,
+        query: &Query,
+        tz: Tz,
+    ) -> Result<Vec<(String, [f64; 4])>, clickhouse::error::Error> {
+        let time: Vec<Dimension> = query
+            .dimensions
+            .iter()
+            .copied()
+            .filter(|d| d.is_time())
+            .collect();
         let mut dims = time.clone();
         dims.push(Dimension::Consent);
         let mut out: Vec<(String, [f64; 4])> = Vec::new();
@@ -329,8 +435,16 @@ impl Api {
             }
         };
         for (d, base) in self.fetch(query, &dims, tz, Scope::Selected).await? {
-            let time = if time.is_empty() { String::new() } else { d[0].clone() };
-            add(time, d.last().map(String::as_str).unwrap_or_default(), base.pageviews + base.events);
+            let time = if time.is_empty() {
+                String::new()
+            } else {
+                d[0].clone()
+            };
+            add(
+                time,
+                d.last().map(String::as_str).unwrap_or_default(),
+                base.pageviews + base.events,
+            );
         }
         let statement = sql::dropped(query, &time, tz.name());
         let mut q = self.client.query(&statement.sql);
@@ -338,29 +452,58 @@ impl Api {
             q = q.bind(p);
         }
         for row in q.fetch_all::<ResultRow>().await? {
-            let time = if time.is_empty() { String::new() } else { row.dims[0].clone() };
-            add(time, row.dims.last().map(String::as_str).unwrap_or_default(), row.base.first().copied().unwrap_or(0.0));
+            let time = if time.is_empty() {
+                String::new()
+            } else {
+                row.dims[0].clone()
+            };
+            add(
+                time,
+                row.dims.last().map(String::as_str).unwrap_or_default(),
+                row.base.first().copied().unwrap_or(0.0),
+            );
         }
         Ok(out)
     }
 
-    pub async fn run(&self, query: &Query, site: &SiteSettings) -> Result<Report, clickhouse::error::Error> {
+    pub async fn run(
+        &self,
+        query: &Query,
+        site: &SiteSettings,
+    ) -> Result<Report, clickhouse::error::Error> {
         let tz = site.timezone;
         let k = f64::from(site.k_threshold);
-        let rows = self.fetch(query, &query.dimensions, tz, Scope::Selected).await?;
-        let total = self.fetch(query, &[], tz, Scope::Selected).await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+        let rows = self
+            .fetch(query, &query.dimensions, tz, Scope::Selected)
+            .await?;
+        let total = self
+            .fetch(query, &[], tz, Scope::Selected)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         // Filtered numbers subtracted from unfiltered ones describe the rows
         // a filter leaves out: where that group is small, the filtered
         // numbers are withheld too.
         let (excluded_rows, excluded_total) = if query.filters.is_empty() {
             (Vec::new(), Base::default())
         } else {
-            let rows = self.fetch(query, &query.dimensions, tz, Scope::Excluded).await?;
-            let total = self.fetch(query, &[], tz, Scope::Excluded).await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+            let rows = self
+                .fetch(query, &query.dimensions, tz, Scope::Excluded)
+                .await?;
+            let total = self
+                .fetch(query, &[], tz, Scope::Excluded)
+                .await?
+                .into_iter()
+                .next()
+                .map(|(_, b)| b)
+                .unwrap_or_default();
             (rows, total)
         };
         let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
-        let reveals_row = |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
+        let reveals_row =
+            |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
         let mut rows = rows;
         let mut total = total;
         if query.metrics.iter().any(|m| m.is_consent()) {
@@ -369,7 +512,10 @@ impl Api {
                 for (a, b) in total.consent.iter_mut().zip(counts) {
                     *a += b;
                 }
-                if let Some((_, base)) = rows.iter_mut().find(|(dims, _)| dims.first() == Some(&time) || dims.is_empty()) {
+                if let Some((_, base)) = rows
+                    .iter_mut()
+                    .find(|(dims, _)| dims.first() == Some(&time) || dims.is_empty())
+                {
                     for (a, b) in base.consent.iter_mut().zip(counts) {
                         *a += b;
                     }
@@ -378,16 +524,27 @@ impl Api {
         }
         let withhold_small = !query.filters.is_empty();
         let exits = query.dimensions.contains(&Dimension::ExitPage);
-        let values = |b: &Base| query.metrics.iter().map(|m| b.value(*m, exits, total.visitors)).collect::<Vec<_>>();
+        let values = |b: &Base| {
+            query
+                .metrics
+                .iter()
+                .map(|m| b.value(*m, exits, total.visitors))
+                .collect::<Vec<_>>()
+        };
 
         let revealing: Vec<bool> = rows.iter().map(|(dims, _)| reveals_row(dims)).collect();
         let answers = rows
             .into_iter()
             .zip(revealing)
-            .map(|((dimensions, base), revealing)| Answer { dimensions, base, metrics: (!revealing).then(Vec::new) })
+            .map(|((dimensions, base), revealing)| Answer {
+                dimensions,
+                base,
+                metrics: (!revealing).then(Vec::new),
+            })
             .collect();
         let mut answers = suppress(answers, &query.dimensions, k);
-        let time_only = query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
+        let time_only =
+            query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
         // `(other)` rows compare with the unfiltered `(other)`, which holds
         // the small excluded rows: any of those would show by difference.
         let other_reveals = excluded_rows.iter().any(|(_, b)| reveals(b));
@@ -395,17 +552,26 @@ impl Api {
             let is_other = a.dimensions.iter().any(|d| d == OTHER);
             let withheld = a.metrics.is_none()
                 || is_other && other_reveals
-                || a.base.is_small(k) && (withhold_small || time_only || a.dimensions.iter().any(|d| d == OTHER));
+                || a.base.is_small(k)
+                    && (withhold_small || time_only || a.dimensions.iter().any(|d| d == OTHER));
             a.metrics = (!withheld).then(|| values(&a.base));
         }
         order(&mut answers, query);
-        let rows = answers.into_iter().skip(query.offset).take(query.limit).collect();
+        let rows = answers
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .collect();
         let totals = query.include_totals.then(|| {
             let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
             (!withheld).then(|| values(&total))
         });
         let time_labels = query.include_time_labels.then(|| time_labels(query, tz));
-        Ok(Report { rows, totals, time_labels })
+        Ok(Report {
+            rows,
+            totals,
+            time_labels,
+        })
     }
 }
 
@@ -428,7 +594,13 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
         let key: Vec<String> = dimensions
             .iter()
             .zip(&a.dimensions)
-            .map(|(d, v)| if d.is_time() { v.clone() } else { OTHER.to_string() })
+            .map(|(d, v)| {
+                if d.is_time() {
+                    v.clone()
+                } else {
+                    OTHER.to_string()
+                }
+            })
             .collect();
         match others.iter_mut().find(|o| o.dimensions == key) {
             Some(o) => {
@@ -437,7 +609,10 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
                     o.metrics = None;
                 }
             }
-            None => others.push(Answer { dimensions: key, ..a }),
+            None => others.push(Answer {
+                dimensions: key,
+                ..a
+            }),
         }
     }
     kept.extend(others);
@@ -448,7 +623,12 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
 /// descending; `(other)` rows last.
 fn order(answers: &mut [Answer], query: &Query) {
     let metric_index = |name: &str| query.metrics.iter().position(|m| m.name() == name);
-    let dim_index = |name: &str| query.dimensions.iter().position(|d| query.dimension_name(*d) == name);
+    let dim_index = |name: &str| {
+        query
+            .dimensions
+            .iter()
+            .position(|d| query.dimension_name(*d) == name)
+    };
     let mut keys: Vec<(Option<usize>, Option<usize>, bool)> = query
         .order_by
         .iter()
@@ -494,7 +674,8 @@ fn time_labels(query: &Query, tz: Tz) -> Vec<String> {
     match d {
         Dimension::Hour => {
             let start = crate::aggregate::hour::local_hour_start(query.from, tz);
-            let mut t: DateTime<Utc> = DateTime::from_timestamp(i64::from(start), 0).unwrap_or(query.from);
+            let mut t: DateTime<Utc> =
+                DateTime::from_timestamp(i64::from(start), 0).unwrap_or(query.from);
             while t < query.to && labels.len() < 24 * 31 + 2 {
                 labels.push(t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string());
                 t += Duration::hours(1);
@@ -504,7 +685,9 @@ fn time_labels(query: &Query, tz: Tz) -> Vec<String> {
             let mut day = first.date_naive();
             while day <= last.date_naive() {
                 let label = match d {
-                    Dimension::Week => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+                    Dimension::Week => {
+                        day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
+                    }
                     Dimension::Month => day.with_day(1).unwrap_or(day),
                     _ => day,
                 };
@@ -538,12 +721,18 @@ fn respond(query: &Query, site: &SiteSettings, report: Report) -> Value {
     if let Some(labels) = report.time_labels {
         meta["time_labels"] = json!(labels);
     }
-    if let Some(i) = query.dimensions.iter().position(|d| *d == Dimension::Region) {
+    if let Some(i) = query
+        .dimensions
+        .iter()
+        .position(|d| *d == Dimension::Region)
+    {
         let names: serde_json::Map<String, Value> = report
             .rows
             .iter()
             .filter_map(|a| a.dimensions.get(i))
-            .filter_map(|code| labels::region_name(code, &site.language).map(|n| (code.clone(), Value::String(n))))
+            .filter_map(|code| {
+                labels::region_name(code, &site.language).map(|n| (code.clone(), Value::String(n)))
+            })
             .collect();
         meta["region_names"] = Value::Object(names);
     }
@@ -582,29 +771,61 @@ mod tests {
     fn answer(page: &str, visitors: f64, pageviews: f64) -> Answer {
         Answer {
             dimensions: vec![page.into()],
-            base: Base { visitors, pageviews, ..Base::default() },
+            base: Base {
+                visitors,
+                pageviews,
+                ..Base::default()
+            },
             metrics: None,
         }
     }
 
     fn check(rows: Vec<Answer>, expected: &[(&str, f64, f64)]) {
         let got = suppress(rows, &[Dimension::Page], 5.0);
-        let got: Vec<(String, f64, f64)> = got.into_iter().map(|a| (a.dimensions[0].clone(), a.base.visitors, a.base.pageviews)).collect();
-        let want: Vec<(String, f64, f64)> = expected.iter().map(|(p, v, pv)| (p.to_string(), *v, *pv)).collect();
+        let got: Vec<(String, f64, f64)> = got
+            .into_iter()
+            .map(|a| (a.dimensions[0].clone(), a.base.visitors, a.base.pageviews))
+            .collect();
+        let want: Vec<(String, f64, f64)> = expected
+            .iter()
+            .map(|(p, v, pv)| (p.to_string(), *v, *pv))
+            .collect();
         assert_eq!(got, want);
     }
 
     #[test]
     fn small_rows_merge_into_other() {
-        check(vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0), answer("/b", 2.0, 4.0)], &[("/", 10.0, 20.0), (OTHER, 5.0, 7.0)]);
-        check(vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0)], &[("/", 10.0, 20.0), (OTHER, 3.0, 3.0)]);
+        check(
+            vec![
+                answer("/", 10.0, 20.0),
+                answer("/a", 3.0, 3.0),
+                answer("/b", 2.0, 4.0),
+            ],
+            &[("/", 10.0, 20.0), (OTHER, 5.0, 7.0)],
+        );
+        check(
+            vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0)],
+            &[("/", 10.0, 20.0), (OTHER, 3.0, 3.0)],
+        );
         // Counted without visitor keys: k pageviews.
-        check(vec![answer("/anon", 0.0, 6.0), answer("/few", 0.0, 2.0)], &[("/anon", 0.0, 6.0), (OTHER, 0.0, 2.0)]);
+        check(
+            vec![answer("/anon", 0.0, 6.0), answer("/few", 0.0, 2.0)],
+            &[("/anon", 0.0, 6.0), (OTHER, 0.0, 2.0)],
+        );
     }
 
     #[test]
     fn derived_metrics() {
-        let b = Base { visitors: 8.0, visits: 10.0, pageviews: 25.0, events: 5.0, bounces: 4.0, duration: 1234.0, exits: 3.0, consent: [2.0, 1.0, 1.0, 0.0] };
+        let b = Base {
+            visitors: 8.0,
+            visits: 10.0,
+            pageviews: 25.0,
+            events: 5.0,
+            bounces: 4.0,
+            duration: 1234.0,
+            exits: 3.0,
+            consent: [2.0, 1.0, 1.0, 0.0],
+        };
         let v = |m| b.value(m, false, 16.0);
         assert_eq!(v(Metric::ViewsPerVisit), 2.5);
         assert_eq!(v(Metric::BounceRate), 40.0);

@@ -68,7 +68,11 @@ fn dimension(s: &mut Statement, d: Dimension, tz: &str) {
 fn filter(s: &mut Statement, f: &Filter, tz: &str) {
     match f {
         Filter::And(children) | Filter::Or(children) => {
-            let joiner = if matches!(f, Filter::And(_)) { " AND " } else { " OR " };
+            let joiner = if matches!(f, Filter::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
             s.push("(");
             for (i, child) in children.iter().enumerate() {
                 if i > 0 {
@@ -83,7 +87,11 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str) {
             filter(s, child, tz);
             s.push(")");
         }
-        Filter::Condition { op, dimension: d, values } => {
+        Filter::Condition {
+            op,
+            dimension: d,
+            values,
+        } => {
             let negated = op.is_negative();
             s.push(if negated { "NOT (" } else { "(" });
             match op {
@@ -96,13 +104,20 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str) {
                     }
                     s.push(")");
                 }
-                FilterOp::Contains | FilterOp::ContainsNot | FilterOp::Matches | FilterOp::MatchesNot => {
+                FilterOp::Contains
+                | FilterOp::ContainsNot
+                | FilterOp::Matches
+                | FilterOp::MatchesNot => {
                     let contains = matches!(op, FilterOp::Contains | FilterOp::ContainsNot);
                     for (i, v) in values.iter().enumerate() {
                         if i > 0 {
                             s.push(" OR ");
                         }
-                        s.push(if contains { "positionCaseInsensitiveUTF8(" } else { "match(" });
+                        s.push(if contains {
+                            "positionCaseInsensitiveUTF8("
+                        } else {
+                            "match("
+                        });
                         dimension(s, *d, tz);
                         s.push(", ?)");
                         if contains {
@@ -208,8 +223,17 @@ mod tests {
     use crate::query::request::{parse, SiteView};
 
     fn check(body: &str, expected_where: &str, expected_params: usize) {
-        let view = SiteView { timezone: chrono_tz::America::Toronto, campaigns: false, prop_keys: Vec::new() };
-        let q = parse(body.as_bytes(), &view, "2026-11-23T15:00:00Z".parse().unwrap()).unwrap();
+        let view = SiteView {
+            timezone: chrono_tz::America::Toronto,
+            campaigns: false,
+            prop_keys: Vec::new(),
+        };
+        let q = parse(
+            body.as_bytes(),
+            &view,
+            "2026-11-23T15:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
         let s = build(&q, &q.dimensions, "America/Toronto", Scope::Selected);
         assert!(s.sql.contains(expected_where), "{}", s.sql);
         assert_eq!(s.sql.matches('?').count(), s.params.len());

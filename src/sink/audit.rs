@@ -95,7 +95,11 @@ pub struct AuditLog {
 impl AuditLog {
     /// Starts the background writer; it ends once every handle is dropped
     /// and the queue is written.
-    pub fn start(client: clickhouse::Client, metrics: Arc<Metrics>, timeout: Duration) -> (AuditLog, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        client: clickhouse::Client,
+        metrics: Arc<Metrics>,
+        timeout: Duration,
+    ) -> (AuditLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(write_loop(client, rx, metrics.clone(), timeout));
         (AuditLog { tx, metrics }, task)
@@ -105,12 +109,19 @@ impl AuditLog {
     pub fn record(&self, entry: AuditEntry) {
         if self.tx.try_send(entry).is_err() {
             self.metrics.audit_rows_lost.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("audit log queue full or closed: one audit row lost (tamis_audit_rows_lost_total)");
+            tracing::error!(
+                "audit log queue full or closed: one audit row lost (tamis_audit_rows_lost_total)"
+            );
         }
     }
 }
 
-async fn write_loop(client: clickhouse::Client, mut rx: mpsc::Receiver<AuditEntry>, metrics: Arc<Metrics>, timeout: Duration) {
+async fn write_loop(
+    client: clickhouse::Client,
+    mut rx: mpsc::Receiver<AuditEntry>,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -122,7 +133,9 @@ async fn write_loop(client: clickhouse::Client, mut rx: mpsc::Receiver<AuditEntr
         for attempt in 1..=ATTEMPTS {
             match tokio::time::timeout(timeout, insert(&client, &batch)).await {
                 Ok(Ok(())) => {
-                    metrics.audit_rows_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    metrics
+                        .audit_rows_written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     break;
                 }
                 outcome => {
@@ -132,7 +145,9 @@ async fn write_loop(client: clickhouse::Client, mut rx: mpsc::Receiver<AuditEntr
                         _ => "timed out".to_string(),
                     };
                     if attempt == ATTEMPTS {
-                        metrics.audit_rows_lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        metrics
+                            .audit_rows_lost
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
                         tracing::error!(error = %error, rows = batch.len(), "audit rows could not be written and are lost (tamis_audit_rows_lost_total)");
                     } else {
                         tracing::warn!(error = %error, rows = batch.len(), attempt, "audit insert failed; retrying");
@@ -145,7 +160,10 @@ async fn write_loop(client: clickhouse::Client, mut rx: mpsc::Receiver<AuditEntr
 }
 
 /// Writes entries at once (for the CLI, which has no background writer).
-pub async fn insert(client: &clickhouse::Client, entries: &[AuditEntry]) -> Result<(), clickhouse::error::Error> {
+pub async fn insert(
+    client: &clickhouse::Client,
+    entries: &[AuditEntry],
+) -> Result<(), clickhouse::error::Error> {
     let mut insert = client.insert::<AuditRow<'_>>("audit_log").await?;
     for e in entries {
         insert.write(&AuditRow::from(e)).await?;
@@ -165,14 +183,21 @@ struct ConfigDetail {
 /// when it differs (or none was), records a `config_change` row naming
 /// `operator` and the sections that changed. Returns those sections, or
 /// `None` when nothing changed.
-pub async fn record_config_change(client: &clickhouse::Client, settings: &Settings, operator: &str, now: DateTime<Utc>) -> Result<Option<Vec<String>>, clickhouse::error::Error> {
+pub async fn record_config_change(
+    client: &clickhouse::Client,
+    settings: &Settings,
+    operator: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<String>>, clickhouse::error::Error> {
     let sections = fingerprint::sections(settings);
     let hash = fingerprint::config_hash(&sections);
     let last: Vec<String> = client
         .query("SELECT detail FROM audit_log WHERE kind = 'config_change' ORDER BY at DESC LIMIT 1")
         .fetch_all::<String>()
         .await?;
-    let previous = last.first().and_then(|d| serde_json::from_str::<ConfigDetail>(d).ok());
+    let previous = last
+        .first()
+        .and_then(|d| serde_json::from_str::<ConfigDetail>(d).ok());
     let changed = match &previous {
         Some(p) if p.hash == hash => return Ok(None),
         Some(p) => fingerprint::changed_sections(&p.sections, &sections),
@@ -180,7 +205,10 @@ pub async fn record_config_change(client: &clickhouse::Client, settings: &Settin
     };
     let summary = match previous {
         Some(_) => format!("configuration {hash} changed: {}", changed.join(", ")),
-        None => format!("configuration {hash} recorded for the first time: {}", changed.join(", ")),
+        None => format!(
+            "configuration {hash} recorded for the first time: {}",
+            changed.join(", ")
+        ),
     };
     let detail = serde_json::to_string(&ConfigDetail { hash, sections }).unwrap_or_default();
     let entry = AuditEntry {

@@ -60,8 +60,18 @@ pub struct Janitor {
 }
 
 impl Janitor {
-    pub fn new(client: clickhouse::Client, sites: Vec<Arc<SiteSettings>>, records_retention_months: u32, clock: Clock) -> Self {
-        Janitor { client, sites, records_retention_months, clock }
+    pub fn new(
+        client: clickhouse::Client,
+        sites: Vec<Arc<SiteSettings>>,
+        records_retention_months: u32,
+        clock: Clock,
+    ) -> Self {
+        Janitor {
+            client,
+            sites,
+            records_retention_months,
+            clock,
+        }
     }
 
     /// Runs at once, then every `period` (a day in production).
@@ -94,12 +104,24 @@ impl Janitor {
                     continue;
                 };
                 let local_now = now.with_timezone(&site.timezone);
-                if is_expired(period, yyyymm(local_now.year(), local_now.month()), site.retention_months) {
+                if is_expired(
+                    period,
+                    yyyymm(local_now.year(), local_now.month()),
+                    site.retention_months,
+                ) {
                     self.client
-                        .query(&format!("ALTER TABLE {table} DROP PARTITION ({}, {period})", quote(&site_id)))
+                        .query(&format!(
+                            "ALTER TABLE {table} DROP PARTITION ({}, {period})",
+                            quote(&site_id)
+                        ))
                         .execute()
                         .await?;
-                    deletions.push(Deletion { site_id, table, period, rows: part.rows });
+                    deletions.push(Deletion {
+                        site_id,
+                        table,
+                        period,
+                        rows: part.rows,
+                    });
                 }
             }
         }
@@ -110,8 +132,16 @@ impl Janitor {
                     continue;
                 };
                 if is_expired(period, current, self.records_retention_months) {
-                    self.client.query(&format!("ALTER TABLE {table} DROP PARTITION {period}")).execute().await?;
-                    deletions.push(Deletion { site_id: String::new(), table, period, rows: part.rows });
+                    self.client
+                        .query(&format!("ALTER TABLE {table} DROP PARTITION {period}"))
+                        .execute()
+                        .await?;
+                    deletions.push(Deletion {
+                        site_id: String::new(),
+                        table,
+                        period,
+                        rows: part.rows,
+                    });
                 }
             }
         }
@@ -137,7 +167,10 @@ impl Janitor {
     async fn report(&self, deletions: &[Deletion], now: DateTime<Utc>) {
         let mut groups: Vec<(&str, u32, Vec<&str>, u64)> = Vec::new();
         for d in deletions {
-            match groups.iter_mut().find(|g| g.0 == d.site_id && g.1 == d.period) {
+            match groups
+                .iter_mut()
+                .find(|g| g.0 == d.site_id && g.1 == d.period)
+            {
                 Some(g) => {
                     g.2.push(d.table);
                     g.3 += d.rows;
@@ -146,14 +179,21 @@ impl Janitor {
             }
         }
         for (site, period, tables, rows) in &groups {
-            let site = if site.is_empty() { "(tamis records)" } else { site };
+            let site = if site.is_empty() {
+                "(tamis records)"
+            } else {
+                site
+            };
             tracing::info!(site, period, partitions = tables.len(), tables = %tables.join(","), rows, "retention: expired partitions dropped");
         }
         if deletions.is_empty() {
             return;
         }
         let result = async {
-            let mut insert = self.client.insert::<DeletionRow<'_>>("retention_log").await?;
+            let mut insert = self
+                .client
+                .insert::<DeletionRow<'_>>("retention_log")
+                .await?;
             for d in deletions {
                 insert
                     .write(&DeletionRow {
@@ -214,7 +254,11 @@ mod tests {
     use super::*;
 
     fn check(period: u32, current: u32, months: u32, expected: bool) {
-        assert_eq!(is_expired(period, current, months), expected, "{period} at {current}, {months} months");
+        assert_eq!(
+            is_expired(period, current, months),
+            expected,
+            "{period} at {current}, {months} months"
+        );
     }
 
     #[test]
@@ -232,8 +276,14 @@ mod tests {
 
     #[test]
     fn partitions_parse_as_clickhouse_prints_them() {
-        assert_eq!(parse_site_partition("('example.org',202301)"), Some(("example.org".into(), 202301)));
-        assert_eq!(parse_site_partition("('b\\'x,y.org',202301)"), Some(("b'x,y.org".into(), 202301)));
+        assert_eq!(
+            parse_site_partition("('example.org',202301)"),
+            Some(("example.org".into(), 202301))
+        );
+        assert_eq!(
+            parse_site_partition("('b\\'x,y.org',202301)"),
+            Some(("b'x,y.org".into(), 202301))
+        );
         assert_eq!(parse_site_partition("202301"), None);
         assert_eq!(parse_site_partition("('a.org')"), None);
     }

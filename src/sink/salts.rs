@@ -76,8 +76,19 @@ pub struct SaltKeeper {
 }
 
 impl SaltKeeper {
-    pub fn new(client: clickhouse::Client, sites: Vec<Arc<SiteSettings>>, store: Arc<SaltStore>, clock: Clock) -> Self {
-        SaltKeeper { client, sites, store, clock, metrics: None }
+    pub fn new(
+        client: clickhouse::Client,
+        sites: Vec<Arc<SiteSettings>>,
+        store: Arc<SaltStore>,
+        clock: Clock,
+    ) -> Self {
+        SaltKeeper {
+            client,
+            sites,
+            store,
+            clock,
+            metrics: None,
+        }
     }
 
     /// Publishes the salts held in memory (count, oldest day) as gauges.
@@ -109,7 +120,12 @@ impl SaltKeeper {
             for (day, salt) in self.store.destroy_before(index, first_kept(site, now)) {
                 let commitment = salt.commitment();
                 tracing::info!(site = %site.id, %day, %commitment, "daily salt destroyed in memory");
-                destroyed.push(Destroyed { site_id: site.id.clone(), day, place: "memory", commitment });
+                destroyed.push(Destroyed {
+                    site_id: site.id.clone(),
+                    day,
+                    place: "memory",
+                    commitment,
+                });
             }
         }
         self.publish_gauges();
@@ -137,14 +153,21 @@ impl SaltKeeper {
             }
         }
         metrics.salts_in_memory.store(held, Ordering::Relaxed);
-        metrics.salt_oldest_day_start.store(oldest.map_or(0, |o| u64::try_from(o).unwrap_or(0)), Ordering::Relaxed);
+        metrics.salt_oldest_day_start.store(
+            oldest.map_or(0, |o| u64::try_from(o).unwrap_or(0)),
+            Ordering::Relaxed,
+        );
     }
 
     /// Drops every expired (site, day) partition of the shared table, after
     /// reading its salt to commit to it. Partitions are (site, day):
     /// dropping one removes exactly that site's salt of that day, on every
     /// collector at once.
-    async fn destroy_expired(&self, now: DateTime<Utc>, destroyed: &mut Vec<Destroyed>) -> Result<(), clickhouse::error::Error> {
+    async fn destroy_expired(
+        &self,
+        now: DateTime<Utc>,
+        destroyed: &mut Vec<Destroyed>,
+    ) -> Result<(), clickhouse::error::Error> {
         let stored = self
             .client
             .query("SELECT site_id, day, salt FROM salts ORDER BY site_id, day, created_at")
@@ -156,13 +179,20 @@ impl SaltKeeper {
             let expired = match self.sites.iter().find(|s| s.id == row.site_id) {
                 Some(site) => day < first_kept(site, now),
                 // Unknown time zone: wait until the day is over everywhere.
-                None => day.checked_add_days(Days::new(2)).is_some_and(|d| d <= (now - GRACE).date_naive()),
+                None => day
+                    .checked_add_days(Days::new(2))
+                    .is_some_and(|d| d <= (now - GRACE).date_naive()),
             };
             if !expired {
                 continue;
             }
             if let Some(mut bytes) = parse_hex(&row.salt) {
-                destroyed.push(Destroyed { site_id: row.site_id.clone(), day, place: "clickhouse", commitment: commitment(&bytes) });
+                destroyed.push(Destroyed {
+                    site_id: row.site_id.clone(),
+                    day,
+                    place: "clickhouse",
+                    commitment: commitment(&bytes),
+                });
                 wipe(&mut bytes);
             }
             if !dropped.iter().any(|(s, d)| *s == row.site_id && *d == day) {
@@ -173,7 +203,10 @@ impl SaltKeeper {
         for (site_id, day) in dropped {
             let yyyymmdd = day.format("%Y%m%d").to_string();
             self.client
-                .query(&format!("ALTER TABLE salts DROP PARTITION ({}, {yyyymmdd})", quote(&site_id)))
+                .query(&format!(
+                    "ALTER TABLE salts DROP PARTITION ({}, {yyyymmdd})",
+                    quote(&site_id)
+                ))
                 .execute()
                 .await?;
             tracing::info!(site = %site_id, %day, "daily salt destroyed in ClickHouse");
@@ -189,7 +222,10 @@ impl SaltKeeper {
             return;
         }
         let result = async {
-            let mut insert = self.client.insert::<DestructionRow<'_>>("salt_destructions").await?;
+            let mut insert = self
+                .client
+                .insert::<DestructionRow<'_>>("salt_destructions")
+                .await?;
             for d in destroyed {
                 insert
                     .write(&DestructionRow {
@@ -209,7 +245,12 @@ impl SaltKeeper {
         }
     }
 
-    async fn share(&self, index: usize, site: &SiteSettings, day: NaiveDate) -> Result<(), clickhouse::error::Error> {
+    async fn share(
+        &self,
+        index: usize,
+        site: &SiteSettings,
+        day: NaiveDate,
+    ) -> Result<(), clickhouse::error::Error> {
         if let Some(salt) = self.read_shared(site, day).await? {
             self.store.set_shared(index, day, salt);
             return Ok(());
@@ -239,7 +280,11 @@ impl SaltKeeper {
         Ok(())
     }
 
-    async fn read_shared(&self, site: &SiteSettings, day: NaiveDate) -> Result<Option<DailySalt>, clickhouse::error::Error> {
+    async fn read_shared(
+        &self,
+        site: &SiteSettings,
+        day: NaiveDate,
+    ) -> Result<Option<DailySalt>, clickhouse::error::Error> {
         let rows = self
             .client
             .query("SELECT salt FROM salts WHERE site_id = ? AND day = toDate(?) ORDER BY created_at, salt LIMIT 1")
@@ -247,7 +292,10 @@ impl SaltKeeper {
             .bind(day.to_string())
             .fetch_all::<String>()
             .await?;
-        let salt = rows.first().and_then(|s| parse_hex(s)).map(DailySalt::from_bytes);
+        let salt = rows
+            .first()
+            .and_then(|s| parse_hex(s))
+            .map(DailySalt::from_bytes);
         rows.into_iter().for_each(wipe_string);
         Ok(salt)
     }
@@ -276,13 +324,20 @@ fn day_start(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
     use chrono::TimeZone;
     let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
     (0..4)
-        .find_map(|h| tz.from_local_datetime(&(midnight + chrono::Duration::hours(h))).earliest())
+        .find_map(|h| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::hours(h)))
+                .earliest()
+        })
         .map(|d| d.with_timezone(&Utc))
         .unwrap_or_else(|| Utc.from_utc_datetime(&midnight))
 }
 
 fn to_days(day: NaiveDate) -> u16 {
-    u16::try_from(day.signed_duration_since(DateTime::UNIX_EPOCH.date_naive()).num_days()).unwrap_or(0)
+    u16::try_from(
+        day.signed_duration_since(DateTime::UNIX_EPOCH.date_naive())
+            .num_days(),
+    )
+    .unwrap_or(0)
 }
 
 fn from_days(days: u16) -> NaiveDate {
@@ -321,7 +376,10 @@ mod tests {
 
     fn check(now: &str, expected: &[&str]) {
         let site = test_site("example.org");
-        let got: Vec<String> = days_needed(&site, now.parse().unwrap()).iter().map(|d| d.to_string()).collect();
+        let got: Vec<String> = days_needed(&site, now.parse().unwrap())
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         assert_eq!(got, expected, "{now}");
     }
 
