@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{self, ConsentMode, OnDenied, OnOptOut, Settings};
+use crate::config::{self, Settings};
 use crate::server::{serve as run_server, Options};
 
 /// Structured `key=value` logs to stderr; `TAMIS_LOG` sets the filter
@@ -94,35 +94,22 @@ pub async fn migrate(path: &Path, print: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The self-audit: validates the configuration, reaches ClickHouse, prints
+/// every control of PRIVACY.md with its state (globally and per site), warns
+/// with the reason for each setting that weakens a default, and shows what
+/// ClickHouse actually holds (oldest month per site, salts, records).
 pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    use crate::notice::controls;
     let settings = load(path)?;
     println!("configuration {}: valid", path.display());
     println!("listen: {}", settings.server.listen);
-    println!(
-        "trusted proxies: {}",
-        list(
-            settings
-                .server
-                .trusted_proxies
-                .iter()
-                .map(|n| n.to_string())
-        )
-    );
     for missing in &settings.geo.missing {
         println!("geolocation: WARNING {missing} not found");
     }
-    println!(
-        "geolocation: {}",
-        if settings.geo.db.is_enabled() {
-            settings.geo.db.describe()
-        } else {
-            "off (no GeoIP database configured)".into()
-        }
-    );
     let client = crate::sink::client(&settings.clickhouse);
     let reachable = client.query("SELECT version()").fetch_one::<String>().await;
     let mut ok = true;
-    match reachable {
+    match &reachable {
         Ok(version) => println!(
             "clickhouse: {} reachable, version {version}, database `{}`",
             settings.clickhouse.url, settings.clickhouse.database
@@ -135,62 +122,51 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    for site in &settings.sites {
-        println!("\nsite {}", site.id);
+    let mut warnings = 0;
+    let mut print = |c: &controls::Control| {
         println!(
-            "  host names:            {}",
-            list(site.hostnames.iter().cloned())
+            "  {:<4} [{}] {}: {}",
+            if c.warning.is_some() { "WARN" } else { "ok" },
+            c.section,
+            c.name,
+            c.state
         );
-        println!(
-            "  time zone:             {} (daily key rotates at local midnight)",
-            site.timezone.name()
-        );
-        println!(
-            "  IP truncation:         IPv4 /{}, IPv6 /{} (before any other use)",
-            site.ipv4_prefix, site.ipv6_prefix
-        );
-        println!("  geolocation level:     {:?}", site.geo_level);
-        println!(
-            "  consent mode:          {}",
-            match site.consent_mode {
-                ConsentMode::NotRequired =>
-                    "not-required (daily visitor key without consent, CNIL-exempt style)",
-                ConsentMode::Required => "required (no visitor key until consent is granted)",
-            }
-        );
-        println!(
-            "  on consent denied:     {}",
-            match site.on_denied {
-                OnDenied::Anonymous => "count pageviews anonymously",
-                OnDenied::Drop => "drop",
-            }
-        );
-        println!(
-            "  on opt-out signal:     {} (GPC honoured: {}, DNT honoured: {})",
-            match site.on_opt_out {
-                OnOptOut::Drop => "drop before any processing",
-                OnOptOut::Anonymous => "count anonymously",
-            },
-            yes_no(site.honour_gpc),
-            yes_no(site.honour_dnt)
-        );
-        println!(
-            "  query parameters kept: {}",
-            list(site.query_params.iter().cloned())
-        );
-        println!(
-            "  campaigns (utm_*):     {}",
-            yes_no(site.collect_campaigns)
-        );
-        println!("  hash routing:          {}", yes_no(site.hash_routing));
-        println!(
-            "  custom events:         {}",
-            list(sorted(&site.event_names))
-        );
-        println!("  event property keys:   {}", list(sorted(&site.prop_keys)));
-        println!("  small-count threshold: k = {}", site.k_threshold);
-        println!("  retention:             {} months", site.retention_months);
+        if let Some(w) = &c.warning {
+            warnings += 1;
+            println!("         WARNING: {w}");
+        }
+    };
+    println!(
+        "
+privacy controls (PRIVACY.md), whole collector:"
+    );
+    for c in controls::global(&settings) {
+        print(&c);
     }
+    for site in &settings.sites {
+        println!(
+            "
+privacy controls, site {}:",
+            site.id
+        );
+        for c in controls::site(&settings, site) {
+            print(&c);
+        }
+    }
+    if reachable.is_ok() {
+        println!(
+            "
+what ClickHouse holds:"
+        );
+        match stored_state(&client, &settings).await {
+            Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
+            Err(error) => println!("  could not read: {error} (run `tamis migrate` first?)"),
+        }
+    }
+    println!(
+        "
+{warnings} warning(s)"
+    );
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -213,10 +189,177 @@ pub async fn demo(path: &Path, days: u32, seed: u64) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-fn sorted(set: &std::collections::HashSet<String>) -> impl Iterator<Item = String> {
-    let mut v: Vec<String> = set.iter().cloned().collect();
-    v.sort();
-    v.into_iter()
+/// Facts read back from ClickHouse, to show rather than trust: the oldest
+/// month kept per site against its retention, the salts held and their
+/// age, the last deletions and destructions recorded.
+async fn stored_state(
+    client: &clickhouse::Client,
+    settings: &Settings,
+) -> anyhow::Result<Vec<String>> {
+    use chrono::Datelike;
+    let mut lines = Vec::new();
+    let now = chrono::Utc::now();
+    for site in &settings.sites {
+        let mut oldest: Option<u32> = None;
+        for table in crate::sink::retention::SITE_TABLES {
+            let parts: Vec<String> = client
+                .query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = ? AND active")
+                .bind(table)
+                .fetch_all::<String>()
+                .await?;
+            for (id, period) in parts
+                .iter()
+                .filter_map(|p| crate::sink::retention::parse_site_partition(p))
+            {
+                if id == site.id {
+                    oldest = Some(oldest.map_or(period, |o| o.min(period)));
+                }
+            }
+        }
+        let local = now.with_timezone(&site.timezone);
+        let current = u32::try_from(local.year()).unwrap_or(0) * 100 + local.month();
+        match oldest {
+            None => lines.push(format!("site {}: no aggregates stored", site.id)),
+            Some(p) if crate::sink::retention::is_expired(p, current, site.retention_months) => {
+                lines.push(format!("site {}: WARNING oldest month {p} is past the {}-month retention (the janitor of a running `tamis serve` drops it)", site.id, site.retention_months))
+            }
+            Some(p) => lines.push(format!("site {}: oldest month stored {p}, within the {}-month retention", site.id, site.retention_months)),
+        }
+    }
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct SaltDay {
+        site_id: String,
+        day: String,
+        created_at: u32,
+    }
+    let salts: Vec<SaltDay> = client
+        .query("SELECT site_id, toString(day), toUInt32(min(created_at)) FROM salts GROUP BY site_id, day ORDER BY site_id, day")
+        .fetch_all::<SaltDay>()
+        .await?;
+    for s in &salts {
+        let age_h = (now.timestamp() - i64::from(s.created_at)) / 3600;
+        lines.push(format!(
+            "salt of {} for {}: created {age_h} h ago{}",
+            s.site_id,
+            s.day,
+            if age_h >= 48 {
+                " — WARNING: older than 48 h"
+            } else {
+                ""
+            }
+        ));
+    }
+    if salts.is_empty() {
+        lines.push("salts: none stored".to_string());
+    }
+    let count = |sql: &'static str| client.query(sql).fetch_one::<u64>();
+    lines.push(format!(
+        "salt destructions recorded (30 days): {}",
+        count("SELECT count() FROM salt_destructions WHERE destroyed_at > now() - 30 * 86400")
+            .await?
+    ));
+    lines.push(format!(
+        "partitions deleted by retention (30 days): {}",
+        count("SELECT count() FROM retention_log WHERE deleted_at > now() - 30 * 86400").await?
+    ));
+    lines.push(format!(
+        "audit rows (30 days): {}",
+        count("SELECT count() FROM audit_log WHERE at > now() - 30 * 86400").await?
+    ));
+    Ok(lines)
+}
+
+/// `tamis notice`: the analytics section of the site's privacy policy.
+pub fn notice(path: &Path, site: &str, lang: &str, format: &str) -> anyhow::Result<ExitCode> {
+    use crate::notice::{blocks, missing, render, Facts, Format, Lang};
+    let settings = load(path)?;
+    let lang = Lang::parse(lang)
+        .ok_or_else(|| anyhow::anyhow!("--lang must be fr or en, not `{lang}`"))?;
+    let format = Format::parse(format)
+        .ok_or_else(|| anyhow::anyhow!("--format must be md or html, not `{format}`"))?;
+    let site = settings
+        .site(&site.trim().to_ascii_lowercase())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{site}` is not a configured site id (configured: {})",
+                list(settings.sites.iter().map(|s| s.id.clone()))
+            )
+        })?;
+    let facts = Facts {
+        org: &settings.organization,
+        site,
+    };
+    for key in missing(&facts) {
+        eprintln!("tamis: warning: config key `{key}` is not set; the notice says less without it");
+    }
+    print!("{}", render(&blocks(&facts, lang), format));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tamis audit`: prints the audit log since a date, and records that read.
+pub async fn audit(
+    path: &Path,
+    since: &str,
+    site: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let settings = load(path)?;
+    let now = chrono::Utc::now();
+    let since = crate::query::audit::parse_since(since, now)
+        .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    if let Some(site) = site {
+        settings
+            .site(site)
+            .ok_or_else(|| anyhow::anyhow!("`{site}` is not a configured site id"))?;
+    }
+    let client = crate::sink::client(&settings.clickhouse);
+    let rows = crate::query::audit::read(&client, since, site, crate::query::audit::MAX_ROWS)
+        .await
+        .with_context(|| {
+            format!(
+                "reading the audit log from ClickHouse at {}",
+                settings.clickhouse.url
+            )
+        })?;
+    for r in &rows {
+        if json {
+            println!("{}", r.to_json());
+        } else {
+            println!(
+                "{}  {:<13} {:<16} {:<9} {:<20} rows={:<6} {:<4} {}",
+                r.time().format("%Y-%m-%d %H:%M:%S"),
+                r.kind,
+                r.actor,
+                r.client,
+                if r.site_id.is_empty() {
+                    "-"
+                } else {
+                    &r.site_id
+                },
+                r.rows,
+                r.format,
+                r.summary
+            );
+        }
+    }
+    if !json {
+        eprintln!("{} audit row(s) since {}", rows.len(), since.to_rfc3339());
+    }
+    let entry = crate::sink::audit::AuditEntry {
+        at: now,
+        kind: "audit_read",
+        actor: config::operator_name(),
+        client: "cli",
+        site_id: site.unwrap_or_default().to_string(),
+        summary: format!("since={} site={}", since.to_rfc3339(), site.unwrap_or("*")),
+        rows: rows.len() as u64,
+        format: if json { "json" } else { "text" },
+        detail: String::new(),
+    };
+    if let Err(error) = crate::sink::audit::insert(&client, &[entry]).await {
+        eprintln!("tamis: warning: this read could not be recorded in the audit log: {error}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(items: impl Iterator<Item = String>) -> String {
@@ -225,13 +368,5 @@ fn list(items: impl Iterator<Item = String>) -> String {
         "none".into()
     } else {
         v.join(", ")
-    }
-}
-
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
     }
 }

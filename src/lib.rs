@@ -14,6 +14,7 @@ pub mod demo;
 pub mod ingest;
 pub mod journal;
 pub mod metrics;
+pub mod notice;
 pub mod privacy;
 pub mod query;
 pub mod server;

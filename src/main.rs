@@ -32,8 +32,8 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
-    /// Validate the configuration, reach ClickHouse and show each site's
-    /// effective privacy settings.
+    /// Self-audit: validate the configuration, reach ClickHouse, show every
+    /// privacy control per site and warn about weakened defaults.
     Check {
         #[arg(long, default_value = "config/tamis.toml")]
         config: PathBuf,
@@ -49,6 +49,36 @@ enum Command {
         /// Seed of the made-up traffic (same seed, same visits).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Print the analytics section of a site's privacy policy, generated
+    /// from its configuration.
+    Notice {
+        #[arg(long, default_value = "config/tamis.toml")]
+        config: PathBuf,
+        /// The site id.
+        #[arg(long)]
+        site: String,
+        /// fr or en.
+        #[arg(long, default_value = "fr")]
+        lang: String,
+        /// md or html.
+        #[arg(long, default_value = "md")]
+        format: String,
+    },
+    /// Print the audit log: statistics reads and configuration changes.
+    Audit {
+        #[arg(long, default_value = "config/tamis.toml")]
+        config: PathBuf,
+        /// A date (2026-11-01), an RFC 3339 time, or a duration back from
+        /// now (24h, 7d).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Only this site's rows (and those about no site).
+        #[arg(long)]
+        site: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -71,6 +101,18 @@ fn main() -> ExitCode {
             Command::Migrate { config, print } => tamis::cli::migrate(&config, print).await,
             Command::Check { config } => tamis::cli::check(&config).await,
             Command::Demo { config, days, seed } => tamis::cli::demo(&config, days, seed).await,
+            Command::Notice {
+                config,
+                site,
+                lang,
+                format,
+            } => tamis::cli::notice(&config, &site, &lang, &format),
+            Command::Audit {
+                config,
+                since,
+                site,
+                json,
+            } => tamis::cli::audit(&config, &since, site.as_deref(), json).await,
         }
     });
     match result {

@@ -42,6 +42,13 @@ pub struct Metrics {
     pub log_fsyncs: AtomicU64,
     pub log_write_errors: AtomicU64,
     pub batches_dead_lettered: AtomicU64,
+    // Privacy operations (issue 5).
+    pub salts_in_memory: AtomicU64,
+    /// Unix time of the start of the oldest local day whose salt is held.
+    pub salt_oldest_day_start: AtomicU64,
+    pub audit_rows_written: AtomicU64,
+    pub audit_failures: AtomicU64,
+    pub audit_rows_lost: AtomicU64,
 }
 
 impl Metrics {
@@ -134,6 +141,21 @@ impl Metrics {
             "Rows ClickHouse refused, written to the dead-letter folder.",
             get(&self.batches_dead_lettered),
         );
+        counter(
+            "tamis_audit_rows_written_total",
+            "Audit log rows ClickHouse confirmed.",
+            get(&self.audit_rows_written),
+        );
+        counter(
+            "tamis_audit_failures_total",
+            "Failed audit log inserts (retried).",
+            get(&self.audit_failures),
+        );
+        counter(
+            "tamis_audit_rows_lost_total",
+            "Audit log rows given up after retries or a full queue (also logged).",
+            get(&self.audit_rows_lost),
+        );
         out.push_str("# HELP tamis_log_records_skipped_total Log records found unreadable at start-up, by reason.\n# TYPE tamis_log_records_skipped_total counter\n");
         let _ = writeln!(
             out,
@@ -196,6 +218,16 @@ impl Metrics {
             "tamis_clickhouse_up",
             "1 when the last ClickHouse call succeeded.",
             get(&self.clickhouse_up),
+        );
+        gauge(
+            "tamis_salts_in_memory",
+            "Daily salts held in this collector's memory.",
+            get(&self.salts_in_memory),
+        );
+        gauge(
+            "tamis_salt_oldest_day_start_seconds",
+            "Unix time at which the oldest local day whose salt is held began (0: none).",
+            get(&self.salt_oldest_day_start),
         );
         let oldest = get(&self.log_oldest_unconfirmed_ms);
         let age = if oldest == 0 {

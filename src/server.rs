@@ -105,13 +105,42 @@ pub async fn serve(
             }
         };
 
+    // Privacy operations (issue 5): configuration change record, retention
+    // janitor (at start-up, then daily), audit log writer.
+    if let Err(error) = crate::sink::audit::record_config_change(
+        &client,
+        &settings,
+        &crate::config::operator_name(),
+        options.clock.now(),
+    )
+    .await
+    {
+        tracing::error!(error = %error, "configuration change not recorded in the audit log");
+    }
+    let janitor_task = tokio::spawn(
+        crate::sink::retention::Janitor::new(
+            client.clone(),
+            settings.sites.clone(),
+            settings.audit_retention_months,
+            options.clock.clone(),
+        )
+        .run(Duration::from_secs(24 * 3600)),
+    );
+    let (audit, audit_task) = crate::sink::audit::AuditLog::start(
+        client.clone(),
+        metrics.clone(),
+        settings.clickhouse.timeout,
+    );
+    let published = crate::notice::Published::new(&settings);
+
     let salts = Arc::new(SaltStore::new());
     let keeper = SaltKeeper::new(
         client.clone(),
         settings.sites.clone(),
         salts.clone(),
         options.clock.clone(),
-    );
+    )
+    .with_metrics(metrics.clone());
     if connected {
         keeper
             .tick()
@@ -157,7 +186,9 @@ pub async fn serve(
             tokens: settings.tokens,
             clock: options.clock.clone(),
             metrics: metrics.clone(),
+            audit,
         },
+        privacy: published,
         metrics: metrics.clone(),
         clickhouse: client,
         journal: journal.clone(),
@@ -193,6 +224,9 @@ pub async fn serve(
     let _ = stop_delivery.send(true);
     let flushed = tokio::time::timeout_at(stop_at, delivery_task).await;
     keeper_task.abort();
+    janitor_task.abort();
+    // Audit rows still queued get what is left of the deadline.
+    let _ = tokio::time::timeout_at(stop_at, audit_task).await;
     match flushed {
         Ok(Ok(true)) => tracing::info!("tamis stopped; every accepted hit is in ClickHouse"),
         _ => tracing::warn!(

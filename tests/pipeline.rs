@@ -513,8 +513,9 @@ fn printed_migrations_run_on_this_clickhouse() {
     ));
     assert_eq!(
         tables,
-        "batch_dropped_mv\nbatch_in\nbatch_props_mv\nbatch_receipts\nbatch_traffic_mv\n\
-         dropped_hourly\nprops_hourly\nprops_in\nprops_mv\nsalts\nschema_migrations\ntraffic_hourly\ntraffic_in\ntraffic_mv\nz_batch_receipts_mv\n"
+        "audit_log\nbatch_dropped_mv\nbatch_in\nbatch_props_mv\nbatch_receipts\nbatch_traffic_mv\n\
+         dropped_hourly\nprops_hourly\nprops_in\nprops_mv\nretention_log\nsalt_destructions\nsalts\n\
+         schema_migrations\ntraffic_hourly\ntraffic_in\ntraffic_mv\nz_batch_receipts_mv\n"
     );
 
     // And `tamis migrate` itself applies nothing more on that schema… after

@@ -21,6 +21,53 @@ pub struct Config {
     pub sites: Vec<SiteConfig>,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenConfig>,
+    /// Who publishes the statistics, for the privacy notice.
+    #[serde(default)]
+    pub organization: OrganizationConfig,
+    /// Retention of tamis's own records (audit log, deletion reports, salt
+    /// destructions).
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The body that publishes the sites, its privacy officer and where the
+/// statistics are hosted: facts of the generated privacy notice and of
+/// `/privacy.json`. Optional for collecting; `tamis notice` and `tamis
+/// check` say which ones are missing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationConfig {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub website: Option<String>,
+    /// Name or title of the person in charge of the protection of personal
+    /// information.
+    pub privacy_officer: Option<String>,
+    pub privacy_officer_email: Option<String>,
+    pub privacy_officer_phone: Option<String>,
+    /// Who runs the servers holding the statistics (default: `name`).
+    pub hosting_operator: Option<String>,
+    /// Where those servers are, e.g. "Québec (Canada)".
+    pub hosting_location: Option<String>,
+    /// Whether that place is in Québec; `false` is a communication outside
+    /// Québec, which needs an assessment (A-2.1 s. 70.1).
+    #[serde(default = "yes")]
+    pub hosting_in_quebec: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default = "default_audit_retention")]
+    pub retention_months: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_months: default_audit_retention(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +242,10 @@ pub struct SiteConfig {
     pub prop_keys: Vec<String>,
     #[serde(default = "default_k")]
     pub k_threshold: u32,
+    /// Page where visitors can opt out (stored on their device as the only
+    /// thing tamis ever stores there), named in the privacy notice.
+    #[serde(default)]
+    pub opt_out_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +255,9 @@ pub struct TokenConfig {
     pub secret_sha256: String,
     #[serde(default)]
     pub sites: Vec<String>,
+    /// May read the audit log (`GET /api/v2/audit`) of every site.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl Config {
@@ -308,6 +362,9 @@ fn default_on_denied() -> OnDenied {
 }
 fn default_on_opt_out() -> OnOptOut {
     OnOptOut::Drop
+}
+fn default_audit_retention() -> u32 {
+    24
 }
 fn default_k() -> u32 {
     5

@@ -3,12 +3,13 @@
 //! [`Settings`]. Nothing else in tamis reads the file or the environment.
 
 mod file;
+pub mod fingerprint;
 mod settings;
 
 pub use file::{Config, ConsentMode, OnDenied, OnOptOut};
 pub use settings::{
-    ClickHouseSettings, ConfigError, GeoSettings, ServerSettings, Settings, SiteSettings,
-    StorageSettings, TokenSettings,
+    ClickHouseSettings, ConfigError, GeoSettings, OrganizationSettings, ServerSettings, Settings,
+    SiteSettings, StorageSettings, TokenSettings,
 };
 
 use std::path::Path;
@@ -26,4 +27,19 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     config.apply_env(|name| std::env::var(name).ok());
     let base = path.parent().unwrap_or(Path::new("."));
     Settings::from_config(config, base)
+}
+
+/// Who runs this tamis, for the audit log's configuration changes:
+/// `TAMIS_OPERATOR`, else the OS user (`USER`, `LOGNAME`), else `unknown`.
+pub fn operator_name() -> String {
+    ["TAMIS_OPERATOR", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        })
+        .map(|v| v.chars().filter(|c| !c.is_control()).take(100).collect())
+        .unwrap_or_else(|| "unknown".to_string())
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use ipnet::IpNet;
 
-use super::file::{ClickHouseConfig, Config, ConsentMode, OnDenied, OnOptOut, SiteConfig};
+use super::file::{
+    ClickHouseConfig, Config, ConsentMode, OnDenied, OnOptOut, OrganizationConfig, SiteConfig,
+};
 use crate::privacy::geo::{GeoDb, GeoLevel};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,25 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub sites: Vec<Arc<SiteSettings>>,
     pub tokens: Vec<TokenSettings>,
+    pub organization: OrganizationSettings,
+    /// Months of audit rows, deletion reports and salt destruction records
+    /// kept.
+    pub audit_retention_months: u32,
+}
+
+/// The notice's facts about the publishing body (see `OrganizationConfig`).
+/// Empty fields are omitted from the notice and named by `tamis check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrganizationSettings {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub website: Option<String>,
+    pub privacy_officer: Option<String>,
+    pub privacy_officer_email: Option<String>,
+    pub privacy_officer_phone: Option<String>,
+    pub hosting_operator: Option<String>,
+    pub hosting_location: Option<String>,
+    pub hosting_in_quebec: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -111,12 +132,14 @@ pub struct SiteSettings {
     pub event_names: HashSet<String>,
     pub prop_keys: HashSet<String>,
     pub k_threshold: u32,
+    pub opt_out_url: Option<String>,
 }
 
 pub struct TokenSettings {
     pub name: String,
     pub secret_sha256: [u8; 32],
     pub sites: Vec<String>,
+    pub admin: bool,
 }
 
 impl std::fmt::Debug for TokenSettings {
@@ -125,6 +148,7 @@ impl std::fmt::Debug for TokenSettings {
             .field("name", &self.name)
             .field("secret_sha256", &"<redacted>")
             .field("sites", &self.sites)
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -256,8 +280,13 @@ impl Settings {
                 name: token.name,
                 secret_sha256,
                 sites: token.sites,
+                admin: token.admin,
             });
         }
+        if config.audit.retention_months == 0 {
+            return Err(invalid("audit.retention_months", "must be at least 1"));
+        }
+        let organization = organization_settings(config.organization)?;
         Ok(Settings {
             server,
             clickhouse,
@@ -265,6 +294,8 @@ impl Settings {
             geo,
             sites,
             tokens,
+            organization,
+            audit_retention_months: config.audit.retention_months,
         })
     }
 
@@ -306,6 +337,53 @@ fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, Config
         timeout: Duration::from_millis(
             positive("clickhouse.timeout_ms", c.timeout_ms as usize)? as u64
         ),
+    })
+}
+
+fn organization_settings(o: OrganizationConfig) -> Result<OrganizationSettings, ConfigError> {
+    // Blank values are the same as absent ones; every value is one line of
+    // plain text (it is printed in Markdown and HTML notices).
+    let text = |key: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+        let Some(v) = v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        if v.chars().any(char::is_control) || v.len() > 300 {
+            return Err(invalid(
+                format!("organization.{key}"),
+                "must be one line of at most 300 characters",
+            ));
+        }
+        Ok(Some(v))
+    };
+    let website = text("website", o.website)?;
+    if let Some(w) = &website {
+        if !(w.starts_with("https://") || w.starts_with("http://")) {
+            return Err(invalid(
+                "organization.website",
+                format!("`{w}` must start with https:// or http://"),
+            ));
+        }
+    }
+    let email = text("privacy_officer_email", o.privacy_officer_email)?;
+    if let Some(e) = &email {
+        if !e.contains('@') || e.contains(char::is_whitespace) {
+            return Err(invalid(
+                "organization.privacy_officer_email",
+                format!("`{e}` is not an e-mail address"),
+            ));
+        }
+    }
+    let name = text("name", o.name)?;
+    Ok(OrganizationSettings {
+        address: text("address", o.address)?,
+        website,
+        privacy_officer: text("privacy_officer", o.privacy_officer)?,
+        privacy_officer_email: email,
+        privacy_officer_phone: text("privacy_officer_phone", o.privacy_officer_phone)?,
+        hosting_operator: text("hosting_operator", o.hosting_operator)?.or_else(|| name.clone()),
+        hosting_location: text("hosting_location", o.hosting_location)?,
+        hosting_in_quebec: o.hosting_in_quebec,
+        name,
     })
 }
 
@@ -374,6 +452,20 @@ fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
             format!("`{bad}` is not a bare host name"),
         ));
     }
+    let opt_out_url = s
+        .opt_out_url
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
+    if let Some(u) = &opt_out_url {
+        if !(u.starts_with("https://") || u.starts_with("http://"))
+            || u.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                key("opt_out_url"),
+                format!("`{u}` must be an http(s) URL"),
+            ));
+        }
+    }
     let names = |field: &str, list: Vec<String>| -> Result<HashSet<String>, ConfigError> {
         list.into_iter()
             .map(|n| {
@@ -407,6 +499,7 @@ fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
         event_names: names("event_names", s.event_names)?,
         prop_keys: names("prop_keys", s.prop_keys)?,
         k_threshold: s.k_threshold,
+        opt_out_url,
         id,
     })
 }

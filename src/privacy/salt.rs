@@ -31,12 +31,38 @@ impl DailySalt {
         &self.0
     }
 
-    /// A public commitment to the salt (a hash of it), safe to record when
-    /// the salt is destroyed: it proves which salt existed without revealing
-    /// it.
+    /// A public commitment to the salt, safe to record when the salt is
+    /// destroyed: it tells which salt existed without revealing it. It is a
+    /// blake3 hash under its own derivation context, so it can never equal
+    /// a visitor key or any other hash tamis makes with the salt.
     pub fn commitment(&self) -> String {
-        blake3::hash(&self.0).to_hex()[..16].to_string()
+        commitment(&self.0)
     }
+}
+
+/// See [`DailySalt::commitment`].
+pub fn commitment(salt: &[u8; 32]) -> String {
+    let mut hasher = blake3::Hasher::new_derive_key("tamis 2026 daily salt destruction commitment");
+    hasher.update(salt);
+    hasher.finalize().to_hex().to_string()
+}
+
+/// A dropped salt is overwritten, so a destroyed one does not linger in
+/// freed memory. (Bytes the compiler copied while moving it, and buffers of
+/// the HTTP client that carried it, are not covered.)
+impl Drop for DailySalt {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// Overwrites `bytes` with zeros in a way the optimizer may not remove.
+pub fn wipe(bytes: &mut [u8]) {
+    for b in bytes.iter_mut() {
+        // SAFETY: `b` is a valid, aligned, exclusive reference.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 impl std::fmt::Debug for DailySalt {
@@ -169,6 +195,15 @@ mod tests {
     fn debug_is_redacted() {
         let salt = DailySalt::from_bytes([7; 32]);
         assert_eq!(format!("{salt:?}"), "DailySalt(<redacted>)");
-        assert_eq!(salt.commitment().len(), 16);
+        assert_eq!(salt.commitment().len(), 64);
+        assert_ne!(
+            salt.commitment(),
+            blake3::hash(&[7; 32]).to_hex().to_string(),
+            "domain-separated"
+        );
+        assert_ne!(
+            salt.commitment(),
+            DailySalt::from_bytes([8; 32]).commitment()
+        );
     }
 }

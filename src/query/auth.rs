@@ -14,6 +14,7 @@ pub enum Access<'a> {
     Granted {
         token: &'a str,
         sites: &'a [String],
+        admin: bool,
     },
 }
 
@@ -41,6 +42,7 @@ pub fn authorize<'a>(authorization: Option<&str>, tokens: &'a [TokenSettings]) -
         Some(t) => Access::Granted {
             token: &t.name,
             sites: &t.sites,
+            admin: t.admin,
         },
         None => Access::Unauthorized,
     }
@@ -55,6 +57,7 @@ mod tests {
             name: "dashboard".into(),
             secret_sha256: Sha256::digest(b"s3cret").into(),
             sites: vec!["example.org".into()],
+            admin: false,
         }]
     }
 

@@ -4,6 +4,7 @@
 //! row, and filtered numbers that would describe fewer than k visitors are
 //! withheld (see [`suppress`]).
 
+pub mod audit;
 pub mod auth;
 pub mod csv;
 pub mod labels;
@@ -29,6 +30,7 @@ use crate::clock::Clock;
 use crate::config::{SiteSettings, TokenSettings};
 use crate::ingest::handler::json_error;
 use crate::metrics::Metrics;
+use crate::sink::audit::{AuditEntry, AuditLog};
 use auth::Access;
 use request::{Dimension, Metric, Query, SiteView};
 use sql::Scope;
@@ -47,12 +49,26 @@ pub fn openapi() -> Response<Full<Bytes>> {
 }
 pub const OTHER: &str = "(other)";
 
+/// Sent by the dashboard (`X-Tamis-Client: dashboard`) so the audit log
+/// tells its reads from scripts'.
+pub const CLIENT_HEADER: &str = "x-tamis-client";
+
+/// The audit log's client: an allow-listed word, never the header's text.
+fn client_kind(header: Option<&str>) -> &'static str {
+    match header.map(str::trim) {
+        Some(h) if h.eq_ignore_ascii_case("dashboard") => "dashboard",
+        _ => "api",
+    }
+}
+
 pub struct Api {
     pub client: clickhouse::Client,
     pub sites: Vec<Arc<SiteSettings>>,
     pub tokens: Vec<TokenSettings>,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    /// Every answered read is recorded here (see `sink::audit`).
+    pub audit: AuditLog,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -184,11 +200,17 @@ impl Api {
         };
         let authorization = header(hyper::header::AUTHORIZATION);
         let wants_csv = header(hyper::header::ACCEPT).is_some_and(|a| a.contains("text/csv"));
+        let client = client_kind(
+            request
+                .headers()
+                .get(CLIENT_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
         let (token, allowed) = match auth::authorize(authorization.as_deref(), &self.tokens) {
             Access::Unauthorized => {
                 return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
             }
-            Access::Granted { token, sites } => (token.to_string(), sites.to_vec()),
+            Access::Granted { token, sites, .. } => (token.to_string(), sites.to_vec()),
         };
         let body = match Limited::new(request.into_body(), MAX_QUERY_BODY)
             .collect()
@@ -227,6 +249,17 @@ impl Api {
             Ok(report) => {
                 self.metrics.api_queries.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(token = %token, site = %site.id, rows = report.rows.len(), csv = query.csv, "stats query");
+                self.audit.record(AuditEntry {
+                    at: self.clock.now(),
+                    kind: "stats_read",
+                    actor: token.clone(),
+                    client,
+                    site_id: site.id.clone(),
+                    summary: audit::summarize(&query, site.timezone),
+                    rows: report.rows.len() as u64,
+                    format: if query.csv { "csv" } else { "json" },
+                    detail: String::new(),
+                });
                 if query.csv {
                     let mut r = Response::new(Full::new(Bytes::from(csv::render(&query, &report))));
                     r.headers_mut().insert(
@@ -250,6 +283,100 @@ impl Api {
                 json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "statistics are unavailable right now",
+                )
+            }
+        }
+    }
+
+    /// `GET /api/v2/audit?since=…&site=…&limit=…`, for admin tokens only.
+    /// Anything else — no token, a wrong one, a token without `admin` — is
+    /// answered like a path that does not exist, so the endpoint is not
+    /// revealed to whoever may not use it.
+    pub async fn audit(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let not_found = || json_error(StatusCode::NOT_FOUND, "no such endpoint");
+        let authorization = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = match auth::authorize(authorization, &self.tokens) {
+            Access::Granted {
+                token, admin: true, ..
+            } => token.to_string(),
+            _ => return not_found(),
+        };
+        if request.method() != Method::GET {
+            return json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        let now = self.clock.now();
+        let (mut since, mut site, mut limit) = (now - Duration::days(7), None, 1000usize);
+        for (key, value) in
+            url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        {
+            match key.as_ref() {
+                "since" => match audit::parse_since(&value, now) {
+                    Ok(t) => since = t,
+                    Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("since: {e}")),
+                },
+                "site" => match self.sites.iter().find(|s| s.id == value) {
+                    Some(s) => site = Some(s.id.clone()),
+                    None => {
+                        return json_error(
+                            StatusCode::BAD_REQUEST,
+                            "site: not a configured site id",
+                        )
+                    }
+                },
+                "limit" => match value.parse::<usize>() {
+                    Ok(n) if (1..=audit::MAX_ROWS).contains(&n) => limit = n,
+                    _ => {
+                        return json_error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("limit: must be 1 to {}", audit::MAX_ROWS),
+                        )
+                    }
+                },
+                _ => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "unknown parameter: use since, site and limit",
+                    )
+                }
+            }
+        }
+        match audit::read(&self.client, since, site.as_deref(), limit).await {
+            Ok(rows) => {
+                self.audit.record(AuditEntry {
+                    at: now,
+                    kind: "audit_read",
+                    actor: token,
+                    client: client_kind(
+                        request
+                            .headers()
+                            .get(CLIENT_HEADER)
+                            .and_then(|v| v.to_str().ok()),
+                    ),
+                    site_id: site.clone().unwrap_or_default(),
+                    summary: format!(
+                        "since={} site={} limit={limit}",
+                        since.to_rfc3339(),
+                        site.as_deref().unwrap_or("*")
+                    ),
+                    rows: rows.len() as u64,
+                    format: "json",
+                    detail: String::new(),
+                });
+                let body =
+                    json!({ "results": rows.iter().map(|r| r.to_json()).collect::<Vec<_>>() });
+                let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/json"));
+                r
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "audit log read failed");
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the audit log is unavailable right now",
                 )
             }
         }

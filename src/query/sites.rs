@@ -26,7 +26,7 @@ impl Api {
             Access::Unauthorized => {
                 return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
             }
-            Access::Granted { token, sites } => (token, sites),
+            Access::Granted { token, sites, .. } => (token, sites),
         };
         let sites: Vec<_> = self
             .sites

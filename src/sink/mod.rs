@@ -1,8 +1,11 @@
 //! The sink: everything that writes to ClickHouse. Migrations ([`schema`],
-//! [`migrate`]), the batch writer ([`writer`]) and the shared daily salts
-//! ([`salts`]). Only this module and `query` use the `clickhouse` crate.
+//! [`migrate`]), the batch writer ([`writer`]), the shared daily salts
+//! ([`salts`]) and the privacy-operations records: retention ([`retention`])
+//! and the audit log ([`audit`]). Only this module and `query` use the `clickhouse` crate.
 
+pub mod audit;
 pub mod migrate;
+pub mod retention;
 pub mod rows;
 pub mod salts;
 pub mod schema;

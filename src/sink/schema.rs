@@ -178,6 +178,37 @@ pub fn migrations() -> Vec<Migration> {
                     .to_string(),
             ],
         },
+        // Privacy operations (issue 5): tamis's own records. Each has its
+        // own retention (`audit.retention_months`), enforced by the janitor
+        // dropping whole months, so they are partitioned by month alone.
+        // None of them holds a salt, an address or a raw client string.
+        Migration {
+            version: 5,
+            name: "privacy operations records: deletion reports, salt destructions, audit log",
+            statements: vec![
+                "CREATE TABLE IF NOT EXISTS {db}.retention_log (\
+                 deleted_at DateTime, site_id String, table_name String, period UInt32, rows UInt64) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY toYYYYMM(deleted_at) \
+                 ORDER BY (deleted_at, site_id, table_name, period)"
+                    .to_string(),
+                "CREATE TABLE IF NOT EXISTS {db}.salt_destructions (\
+                 destroyed_at DateTime, site_id String, day Date, place String, commitment String) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY toYYYYMM(destroyed_at) \
+                 ORDER BY (destroyed_at, site_id, day)"
+                    .to_string(),
+                // Append-only: tamis only inserts here, and removes whole
+                // months past the audit retention.
+                "CREATE TABLE IF NOT EXISTS {db}.audit_log (\
+                 at DateTime, kind String, actor String, client String, site_id String, \
+                 summary String, rows UInt64, format String, detail String) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY toYYYYMM(at) \
+                 ORDER BY (at, kind, site_id)"
+                    .to_string(),
+            ],
+        },
     ]
 }
 

@@ -28,6 +28,8 @@ use crate::query::Api;
 pub struct App {
     pub ingest: Ingest,
     pub api: Api,
+    /// `/privacy.json` bodies by site.
+    pub privacy: crate::notice::Published,
     pub metrics: Arc<Metrics>,
     pub clickhouse: clickhouse::Client,
     pub journal: crate::journal::Journal,
@@ -43,6 +45,8 @@ impl App {
             "/api/v2/openapi.json" => crate::query::openapi(),
             "/api/v2/sites" => self.api.sites(&request),
             "/e.gif" => self.ingest.pixel(request, peer.ip()).await,
+            "/api/v2/audit" => self.api.audit(request).await,
+            "/privacy.json" => ops::privacy_json(&self.privacy, &request),
             "/metrics" => ops::metrics(&self.metrics),
             "/about" => ops::index(),
             path if assets::serves(path) => assets::serve(&request),

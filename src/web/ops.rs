@@ -27,12 +27,51 @@ pub fn index() -> Response<Full<Bytes>> {
             "GET  /e.gif         the no-JavaScript pixel (?d=site&u=page URL)\n",
             "GET  /api/v2/sites  the sites a token may read\n",
             "POST /api/v2/query  statistics, in Plausible's Stats API v2 format (Authorization: Bearer <token>)\n",
+            "GET  /privacy.json  the privacy facts of a site (?site=ID)\n",
             "GET  /metrics       Prometheus metrics\n",
             "GET  /healthz       liveness\n",
             "GET  /readyz        readiness (accepting hits; ClickHouse state, log backlog)\n\n",
             "IP geolocation by DB-IP (https://db-ip.com), CC BY 4.0, when the DB-IP City Lite database is configured.\n",
         ),
     )
+}
+
+/// `GET /privacy.json?site=ID` (or, without `site`, the site whose host
+/// name the request's `Host` names): the facts of the site's privacy
+/// notice, public, readable from any origin.
+pub fn privacy_json(
+    published: &crate::notice::Published,
+    request: &hyper::Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let site = request.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "site")
+            .map(|(_, v)| v.into_owned())
+    });
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let mut response = match published.find(site.as_deref(), host) {
+        Some(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body.as_bytes().to_vec())));
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                "cache-control",
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            r
+        }
+        None => crate::ingest::handler::json_error(
+            StatusCode::NOT_FOUND,
+            "unknown site: use /privacy.json?site=ID",
+        ),
+    };
+    response
+        .headers_mut()
+        .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    response
 }
 
 pub fn healthz() -> Response<Full<Bytes>> {

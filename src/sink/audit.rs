@@ -1,0 +1,239 @@
+//! Writes the audit log: every answered read of statistics (stats API,
+//! dashboard, CSV export, audit reads) and every configuration change, into
+//! the append-only `audit_log` table. tamis only ever inserts there; whole
+//! months past `audit.retention_months` are dropped by the janitor.
+//!
+//! Recording never slows or fails a read: entries go through a bounded
+//! queue to a background writer, which retries a failed insert a few times
+//! and then gives up, counting and logging what was lost. Entries carry
+//! allow-listed names and numbers only, never raw client strings.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::{fingerprint, Settings};
+use crate::metrics::Metrics;
+
+/// Entries waiting to be written; beyond this they are counted as lost.
+const QUEUE: usize = 10_000;
+/// Entries per insert.
+const BATCH: usize = 1_000;
+const ATTEMPTS: u32 = 3;
+/// Longest summary kept.
+pub const MAX_TEXT: usize = 1_000;
+/// Longest detail kept (a configuration's section hashes).
+const MAX_DETAIL: usize = 64 * 1024;
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// `stats_read`, `audit_read` or `config_change`.
+    pub kind: &'static str,
+    /// The token's name, or the operator's.
+    pub actor: String,
+    /// `api`, `dashboard` (the dashboard sends `X-Tamis-Client: dashboard`)
+    /// or `cli`.
+    pub client: &'static str,
+    pub site_id: String,
+    pub summary: String,
+    pub rows: u64,
+    /// `json`, `csv` or `text`.
+    pub format: &'static str,
+    pub detail: String,
+}
+
+#[derive(Row, Serialize)]
+struct AuditRow<'a> {
+    at: u32,
+    kind: &'a str,
+    actor: &'a str,
+    client: &'a str,
+    site_id: &'a str,
+    summary: &'a str,
+    rows: u64,
+    format: &'a str,
+    detail: &'a str,
+}
+
+impl<'a> From<&'a AuditEntry> for AuditRow<'a> {
+    fn from(e: &'a AuditEntry) -> Self {
+        AuditRow {
+            at: u32::try_from(e.at.timestamp()).unwrap_or(0),
+            kind: e.kind,
+            actor: &e.actor,
+            client: e.client,
+            site_id: &e.site_id,
+            summary: bounded(&e.summary, MAX_TEXT),
+            rows: e.rows,
+            format: e.format,
+            detail: bounded(&e.detail, MAX_DETAIL),
+        }
+    }
+}
+
+fn bounded(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The handle readers record through. Cloning shares the queue.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<AuditEntry>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditLog {
+    /// Starts the background writer; it ends once every handle is dropped
+    /// and the queue is written.
+    pub fn start(
+        client: clickhouse::Client,
+        metrics: Arc<Metrics>,
+        timeout: Duration,
+    ) -> (AuditLog, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(write_loop(client, rx, metrics.clone(), timeout));
+        (AuditLog { tx, metrics }, task)
+    }
+
+    /// Queues `entry` without waiting.
+    pub fn record(&self, entry: AuditEntry) {
+        if self.tx.try_send(entry).is_err() {
+            self.metrics.audit_rows_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                "audit log queue full or closed: one audit row lost (tamis_audit_rows_lost_total)"
+            );
+        }
+    }
+}
+
+async fn write_loop(
+    client: clickhouse::Client,
+    mut rx: mpsc::Receiver<AuditEntry>,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        for attempt in 1..=ATTEMPTS {
+            match tokio::time::timeout(timeout, insert(&client, &batch)).await {
+                Ok(Ok(())) => {
+                    metrics
+                        .audit_rows_written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                outcome => {
+                    metrics.audit_failures.fetch_add(1, Ordering::Relaxed);
+                    let error = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_string(),
+                    };
+                    if attempt == ATTEMPTS {
+                        metrics
+                            .audit_rows_lost
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        tracing::error!(error = %error, rows = batch.len(), "audit rows could not be written and are lost (tamis_audit_rows_lost_total)");
+                    } else {
+                        tracing::warn!(error = %error, rows = batch.len(), attempt, "audit insert failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes entries at once (for the CLI, which has no background writer).
+pub async fn insert(
+    client: &clickhouse::Client,
+    entries: &[AuditEntry],
+) -> Result<(), clickhouse::error::Error> {
+    let mut insert = client.insert::<AuditRow<'_>>("audit_log").await?;
+    for e in entries {
+        insert.write(&AuditRow::from(e)).await?;
+    }
+    insert.end().await
+}
+
+/// What a `config_change` row keeps in `detail`: the whole hash and each
+/// section's, to name the sections that change next time.
+#[derive(Serialize, Deserialize)]
+struct ConfigDetail {
+    hash: String,
+    sections: Vec<(String, String)>,
+}
+
+/// Compares the effective configuration with the last one recorded and,
+/// when it differs (or none was), records a `config_change` row naming
+/// `operator` and the sections that changed. Returns those sections, or
+/// `None` when nothing changed.
+pub async fn record_config_change(
+    client: &clickhouse::Client,
+    settings: &Settings,
+    operator: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<String>>, clickhouse::error::Error> {
+    let sections = fingerprint::sections(settings);
+    let hash = fingerprint::config_hash(&sections);
+    let last: Vec<String> = client
+        .query("SELECT detail FROM audit_log WHERE kind = 'config_change' ORDER BY at DESC LIMIT 1")
+        .fetch_all::<String>()
+        .await?;
+    let previous = last
+        .first()
+        .and_then(|d| serde_json::from_str::<ConfigDetail>(d).ok());
+    let changed = match &previous {
+        Some(p) if p.hash == hash => return Ok(None),
+        Some(p) => fingerprint::changed_sections(&p.sections, &sections),
+        None => sections.iter().map(|(name, _)| name.clone()).collect(),
+    };
+    let summary = match previous {
+        Some(_) => format!("configuration {hash} changed: {}", changed.join(", ")),
+        None => format!(
+            "configuration {hash} recorded for the first time: {}",
+            changed.join(", ")
+        ),
+    };
+    let detail = serde_json::to_string(&ConfigDetail { hash, sections }).unwrap_or_default();
+    let entry = AuditEntry {
+        at: now,
+        kind: "config_change",
+        actor: operator.to_string(),
+        client: "cli",
+        site_id: String::new(),
+        summary,
+        rows: 0,
+        format: "text",
+        detail,
+    };
+    insert(client, &[entry]).await?;
+    Ok(Some(changed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_TEXT + 10);
+        assert_eq!(bounded(&long, MAX_TEXT).chars().count(), MAX_TEXT);
+        assert_eq!(bounded("court", MAX_TEXT), "court");
+    }
+}
