@@ -486,6 +486,13 @@ fn custom_event_properties() {
     wait_until(Duration::from_secs(10), "8 signups stored", || {
         ch.query_in(&db, "SELECT sumMerge(events) FROM props_hourly") == "8\n"
     });
+    // One insert feeds props_hourly and traffic_hourly as separate parts:
+    // wait until tamis saw the whole insert confirmed.
+    wait_until(Duration::from_secs(10), "every hit written", || {
+        http(server.addr, "GET", "/metrics", &[], b"")
+            .body
+            .contains("tamis_log_backlog_hits 0\n")
+    });
     assert_eq!(
         ch.query_in(&db, "SELECT DISTINCT prop_key FROM props_hourly"),
         "plan\n",
