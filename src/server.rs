@@ -32,6 +32,10 @@ pub struct Options {
     pub drain: Duration,
     /// How long to wait for ClickHouse at start-up.
     pub startup_wait: Duration,
+    /// How often finished days are rolled up and checked for late data;
+    /// `None` neither rolls up nor reads rollups (answers come from the
+    /// hourly aggregates alone, as tests compare).
+    pub rollup_period: Option<Duration>,
 }
 
 impl Options {
@@ -41,6 +45,7 @@ impl Options {
             salt_period: Duration::from_secs(60),
             drain: Duration::from_secs(10),
             startup_wait: Duration::from_secs(60),
+            rollup_period: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -73,6 +78,9 @@ pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Fut
     let flusher_task = tokio::spawn(intake.clone().run(batches_tx, flusher_stop));
     let writer = Writer::new(client.clone(), settings.clickhouse.timeout, metrics.clone());
     let writer_task = tokio::spawn(writer.run(batches_rx));
+    let rollup_task = options
+        .rollup_period
+        .map(|period| tokio::spawn(crate::sink::rollup::Rollup::new(client.clone(), settings.sites.clone(), options.clock.clone()).run(period)));
 
     let app = Arc::new(App {
         ingest: Ingest {
@@ -88,6 +96,7 @@ pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Fut
             tokens: settings.tokens,
             clock: options.clock.clone(),
             metrics: metrics.clone(),
+            rollups: options.rollup_period.is_some(),
         },
         metrics,
         clickhouse: client,
@@ -104,6 +113,10 @@ pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Fut
     flusher_task.await.context("flusher stopped abnormally")?;
     writer_task.await.context("writer stopped abnormally")?;
     keeper_task.abort();
+    // A computation cut short is never read (see sink::rollup).
+    if let Some(task) = rollup_task {
+        task.abort();
+    }
     tracing::info!("tamis stopped; every accepted hit was handed to ClickHouse");
     Ok(())
 }

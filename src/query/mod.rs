@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use clickhouse::Row;
 use http_body_util::{BodyExt, Full, Limited};
@@ -51,6 +51,9 @@ pub struct Api {
     pub tokens: Vec<TokenSettings>,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    /// Whether finished days are read from the daily rollups where a
+    /// query's shape allows (see [`Api::rolled_statement`]).
+    pub rollups: bool,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -205,7 +208,10 @@ impl Api {
     }
 
     async fn fetch(&self, query: &Query, dimensions: &[Dimension], tz: Tz, scope: Scope) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
-        let statement = sql::build(query, dimensions, tz.name(), scope);
+        let statement = match self.rolled_statement(query, dimensions, tz).await? {
+            Some(statement) => statement,
+            None => sql::build(query, dimensions, tz.name(), scope),
+        };
         let mut q = self.client.query(&statement.sql);
         for p in statement.params {
             q = q.bind(p);
@@ -215,6 +221,57 @@ impl Api {
             .into_iter()
             .filter_map(|r| Base::from_slice(&r.base).map(|b| (r.dims, b)))
             .collect())
+    }
+
+    /// The statement reading the query's rolled-up days from the daily
+    /// rollups and the rest of its range (today, partial days, days not
+    /// rolled yet) from the hourly aggregates, or `None` when the hourly
+    /// aggregates alone answer (shape not rolled up, no whole closed day in
+    /// the range, or none rolled yet). Both give the same numbers.
+    async fn rolled_statement(&self, query: &Query, dimensions: &[Dimension], tz: Tz) -> Result<Option<sql::Statement>, clickhouse::error::Error> {
+        if !self.rollups || sql::rollup_dimension(query, dimensions).is_none() {
+            return Ok(None);
+        }
+        let Some((first, last)) = whole_closed_days(query.from, query.to, self.clock.now(), tz) else {
+            return Ok(None);
+        };
+        let days: Vec<String> = self
+            .client
+            .query("SELECT DISTINCT toString(day) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?)")
+            .bind(query.site_id.as_str())
+            .bind(first.to_string())
+            .bind(last.to_string())
+            .fetch_all::<String>()
+            .await?;
+        // Sorted here: ClickHouse 18.16 does not know `ORDER BY 1`.
+        let mut days: Vec<NaiveDate> = days.iter().filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).collect();
+        days.sort_unstable();
+        if days.is_empty() {
+            return Ok(None);
+        }
+        // Runs of consecutive rolled days; the hours around them are read
+        // hourly.
+        let mut runs: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+        for day in days {
+            match runs.last_mut() {
+                Some((_, end)) if end.succ_opt() == Some(day) => *end = day,
+                _ => runs.push((day, day)),
+            }
+        }
+        let mut hours = Vec::new();
+        let mut at = query.from;
+        for (a, b) in &runs {
+            let start = request::local_midnight(*a, tz);
+            if at < start {
+                hours.push((at.timestamp(), start.timestamp()));
+            }
+            at = request::local_midnight(*b + Duration::days(1), tz);
+        }
+        if at < query.to {
+            hours.push((at.timestamp(), query.to.timestamp()));
+        }
+        let runs: Vec<(String, String)> = runs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        Ok(Some(sql::rolled(query, dimensions, tz.name(), &runs, &hours)))
     }
 
     /// Hits by consent state per value of the time dimension ("" without
@@ -321,6 +378,21 @@ impl Api {
         let time_labels = query.include_time_labels.then(|| time_labels(query, tz));
         Ok(Report { rows, totals, time_labels })
     }
+}
+
+/// The whole local days inside `[from, to)` that have ended by `now`, as
+/// the first and last, if any.
+fn whole_closed_days(from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<Utc>, tz: Tz) -> Option<(NaiveDate, NaiveDate)> {
+    let mut first = from.with_timezone(&tz).date_naive();
+    if request::local_midnight(first, tz) < from {
+        first = first.succ_opt()?;
+    }
+    let end = to.min(now);
+    let mut last = end.with_timezone(&tz).date_naive();
+    while request::local_midnight(last.succ_opt()?, tz) > end {
+        last = last.pred_opt()?;
+    }
+    (first <= last).then_some((first, last))
 }
 
 /// Merges rows backed by too few visitors (see [`Base::is_small`]) into one

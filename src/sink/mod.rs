@@ -1,8 +1,9 @@
 //! The sink: everything that writes to ClickHouse. Migrations ([`schema`],
-//! [`migrate`]), the batch writer ([`writer`]) and the shared daily salts
-//! ([`salts`]). Only this module and `query` use the `clickhouse` crate.
+//! [`migrate`]), the batch writer ([`writer`]), the shared daily salts
+//! ([`salts`]) and the daily rollups of finished days ([`rollup`]). Only this module and `query` use the `clickhouse` crate.
 
 pub mod migrate;
+pub mod rollup;
 pub mod rows;
 pub mod salts;
 pub mod schema;

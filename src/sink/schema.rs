@@ -28,6 +28,29 @@ pub const TRAFFIC_DIMENSIONS: [&str; 18] = [
     "consent",
 ];
 
+/// What `rollup_daily` holds per finished local day, as (`dimension`
+/// value, `traffic_hourly` column): every single dimension of the stats API
+/// except custom properties and time. `visit:exit_page` reads the `page`
+/// rows (their `exits`). The site's totals are dimension `''`.
+pub const ROLLUP_DIMENSIONS: [&str; 16] = [
+    "page",
+    "event",
+    "entry_page",
+    "source",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "country",
+    "region",
+    "browser",
+    "browser_version",
+    "os",
+    "device",
+    "language",
+    "consent",
+];
+
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
@@ -119,6 +142,38 @@ pub fn migrations() -> Vec<Migration> {
                  SELECT site_id, hour, event, page, prop_key, prop_value, \
                  uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, sumState(events) AS events \
                  FROM {db}.props_in GROUP BY site_id, hour, event, page, prop_key, prop_value"
+                    .to_string(),
+            ],
+        },
+        // Version 10 is provisional: it is renumbered when merged with the
+        // migrations written alongside it.
+        Migration {
+            version: 10,
+            name: "daily rollups of finished local days",
+            statements: vec![
+                // Plain numbers per (local day, dimension, value), `dimension`
+                // '' being the site's totals. Every computation of a day is
+                // written whole under its own `version`; queries read the
+                // newest version recorded in `rollup_days`, so a crashed or
+                // concurrent computation is never counted (see sink::rollup).
+                "CREATE TABLE IF NOT EXISTS {db}.rollup_daily (\
+                 site_id String, day Date, version UInt64, dimension String, value String, \
+                 visitors UInt64, visits Int64, pageviews UInt64, events UInt64, \
+                 bounces Int64, duration Int64, exits Int64) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY (site_id, toYYYYMM(day)) \
+                 ORDER BY (site_id, dimension, day, version, value)"
+                    .to_string(),
+                // One row per finished computation, written after its rows:
+                // the day's totals as rolled, compared with `traffic_hourly`
+                // to notice late data.
+                "CREATE TABLE IF NOT EXISTS {db}.rollup_days (\
+                 site_id String, day Date, version UInt64, \
+                 pageviews UInt64, events UInt64, visits Int64, bounces Int64, duration Int64, exits Int64, \
+                 rolled_at DateTime) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY (site_id, toYYYYMM(day)) \
+                 ORDER BY (site_id, day, version)"
                     .to_string(),
             ],
         },

@@ -171,6 +171,12 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn serve(config_text: &str, clock: tamis::clock::Clock) -> InProcess {
+        InProcess::serve_with_rollups(config_text, clock, None)
+    }
+
+    /// Like [`InProcess::serve`], rolling finished days up every `period`
+    /// and reading the rollups (`None`: neither, as `serve`).
+    pub fn serve_with_rollups(config_text: &str, clock: tamis::clock::Clock, rollup_period: Option<Duration>) -> InProcess {
         let config: tamis::config::Config = toml::from_str(config_text).expect("config parses");
         let settings = tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -182,6 +188,7 @@ impl InProcess {
             salt_period: Duration::from_millis(100),
             drain: Duration::from_secs(5),
             startup_wait: Duration::from_secs(30),
+            rollup_period,
         };
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
