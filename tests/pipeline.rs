@@ -307,13 +307,13 @@ fn printed_migrations_run_on_this_clickhouse() {
         }
     }
     let tables = ch.query(&format!("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name"));
-    assert_eq!(tables, "dropped_hourly\nprops_hourly\nprops_in\nprops_mv\nsalts\nschema_migrations\ntraffic_hourly\ntraffic_in\ntraffic_mv\n");
+    assert_eq!(tables, "dropped_hourly\nprops_hourly\nprops_in\nprops_mv\nrollup_daily\nrollup_days\nsalts\nschema_migrations\ntraffic_hourly\ntraffic_in\ntraffic_mv\n");
 
     // And `tamis migrate` itself applies nothing more on that schema… after
     // recording versions; on a fresh database it applies all of them.
     let fresh = ch.create_database("migrated");
     std::fs::write(&path, config(ch, &fresh, None, "")).unwrap();
-    for expected in ["applied migrations [1, 2, 3]", "up to date"] {
+    for expected in ["applied migrations [1, 2, 3, 10]", "up to date"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamis")).args(["migrate", "--config"]).arg(&path).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains(expected), "{stdout}{}", String::from_utf8_lossy(&out.stderr));

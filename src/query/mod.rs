@@ -243,34 +243,11 @@ impl Api {
             .bind(last.to_string())
             .fetch_all::<String>()
             .await?;
-        // Sorted here: ClickHouse 18.16 does not know `ORDER BY 1`.
-        let mut days: Vec<NaiveDate> = days.iter().filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).collect();
-        days.sort_unstable();
+        let days: Vec<NaiveDate> = days.iter().filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).collect();
         if days.is_empty() {
             return Ok(None);
         }
-        // Runs of consecutive rolled days; the hours around them are read
-        // hourly.
-        let mut runs: Vec<(NaiveDate, NaiveDate)> = Vec::new();
-        for day in days {
-            match runs.last_mut() {
-                Some((_, end)) if end.succ_opt() == Some(day) => *end = day,
-                _ => runs.push((day, day)),
-            }
-        }
-        let mut hours = Vec::new();
-        let mut at = query.from;
-        for (a, b) in &runs {
-            let start = request::local_midnight(*a, tz);
-            if at < start {
-                hours.push((at.timestamp(), start.timestamp()));
-            }
-            at = request::local_midnight(*b + Duration::days(1), tz);
-        }
-        if at < query.to {
-            hours.push((at.timestamp(), query.to.timestamp()));
-        }
-        let runs: Vec<(String, String)> = runs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let (runs, hours) = rollup_plan(query.from, query.to, days, tz);
         Ok(Some(sql::rolled(query, dimensions, tz.name(), &runs, &hours)))
     }
 
@@ -380,9 +357,38 @@ impl Api {
     }
 }
 
+/// How `[from, to)` is read when the local `days` (inside it) are rolled
+/// up: those days as inclusive runs (`YYYY-MM-DD`), and the UTC hours
+/// around them (seconds, half-open) read hourly.
+pub fn rollup_plan(from: DateTime<Utc>, to: DateTime<Utc>, mut days: Vec<NaiveDate>, tz: Tz) -> (Vec<(String, String)>, Vec<(i64, i64)>) {
+    // Sorted here: ClickHouse 18.16 does not know `ORDER BY 1`.
+    days.sort_unstable();
+    days.dedup();
+    let mut runs: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+    for day in days {
+        match runs.last_mut() {
+            Some((_, end)) if end.succ_opt() == Some(day) => *end = day,
+            _ => runs.push((day, day)),
+        }
+    }
+    let mut hours = Vec::new();
+    let mut at = from;
+    for (a, b) in &runs {
+        let start = request::local_midnight(*a, tz);
+        if at < start {
+            hours.push((at.timestamp(), start.timestamp()));
+        }
+        at = request::local_midnight(*b + Duration::days(1), tz);
+    }
+    if at < to {
+        hours.push((at.timestamp(), to.timestamp()));
+    }
+    (runs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), hours)
+}
+
 /// The whole local days inside `[from, to)` that have ended by `now`, as
 /// the first and last, if any.
-fn whole_closed_days(from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<Utc>, tz: Tz) -> Option<(NaiveDate, NaiveDate)> {
+pub fn whole_closed_days(from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<Utc>, tz: Tz) -> Option<(NaiveDate, NaiveDate)> {
     let mut first = from.with_timezone(&tz).date_naive();
     if request::local_midnight(first, tz) < from {
         first = first.succ_opt()?;
@@ -586,6 +592,31 @@ mod tests {
         check(vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0)], &[("/", 10.0, 20.0), (OTHER, 3.0, 3.0)]);
         // Counted without visitor keys: k pageviews.
         check(vec![answer("/anon", 0.0, 6.0), answer("/few", 0.0, 2.0)], &[("/anon", 0.0, 6.0), (OTHER, 0.0, 2.0)]);
+    }
+
+    #[test]
+    fn rolled_days_and_the_hours_around_them() {
+        let tz = chrono_tz::America::Toronto;
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        // From mid-day on 2026-10-30 to the end of today (2026-11-03, now
+        // 14:00): whole closed days are 10-31 … 11-02 (11-01 has 25 hours).
+        let (from, to, now) = (t("2026-10-30T16:00:00Z"), t("2026-11-04T05:00:00Z"), t("2026-11-03T19:00:00Z"));
+        assert_eq!(whole_closed_days(from, to, now, tz), Some((d("2026-10-31"), d("2026-11-02"))));
+        assert_eq!(whole_closed_days(t("2026-11-03T05:00:00Z"), to, now, tz), None, "today alone");
+        assert_eq!(whole_closed_days(t("2026-11-01T04:00:00Z"), t("2026-11-02T05:00:00Z"), now, tz), Some((d("2026-11-01"), d("2026-11-01"))));
+        // 11-01 not rolled: read hourly between the two runs.
+        let (runs, hours) = rollup_plan(from, to, vec![d("2026-11-02"), d("2026-10-31")], tz);
+        assert_eq!(runs, vec![("2026-10-31".to_string(), "2026-10-31".to_string()), ("2026-11-02".to_string(), "2026-11-02".to_string())]);
+        let secs = |s: &str| t(s).timestamp();
+        assert_eq!(
+            hours,
+            vec![
+                (secs("2026-10-30T16:00:00Z"), secs("2026-10-31T04:00:00Z")),
+                (secs("2026-11-01T04:00:00Z"), secs("2026-11-02T05:00:00Z")),
+                (secs("2026-11-03T05:00:00Z"), secs("2026-11-04T05:00:00Z")),
+            ]
+        );
     }
 
     #[test]

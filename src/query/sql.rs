@@ -337,6 +337,31 @@ mod tests {
     }
 
     #[test]
+    fn rolled_shapes_and_bound_values() {
+        let view = SiteView { timezone: chrono_tz::America::Toronto, campaigns: false, prop_keys: Vec::new() };
+        let q = |body: &str| parse(body.as_bytes(), &view, "2026-11-23T15:00:00Z".parse().unwrap()).unwrap();
+        let pages = q(r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["event:page"]}"#);
+        assert_eq!(rollup_dimension(&pages, &pages.dimensions), Some("page"));
+        assert_eq!(rollup_dimension(&pages, &[]), Some(""));
+        let runs = [("2026-10-25".to_string(), "2026-11-22".to_string())];
+        for hours in [vec![], vec![(1, 2), (3, 4)]] {
+            let s = rolled(&pages, &pages.dimensions, "America/Toronto", &runs, &hours);
+            assert_eq!(s.sql.matches('?').count(), s.params.len(), "{}", s.sql);
+            assert_eq!(s.sql.contains("traffic_hourly"), !hours.is_empty());
+        }
+        for (body, expected) in [
+            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["time:week"]}"#, Some("")),
+            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["visit:exit_page"]}"#, Some("page")),
+            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","dimensions":["time:hour"]}"#, None),
+            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["time:day","event:page"]}"#, None),
+            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","filters":[["is","event:page",["/"]]]}"#, None),
+        ] {
+            let q = q(body);
+            assert_eq!(rollup_dimension(&q, &q.dimensions), expected, "{body}");
+        }
+    }
+
+    #[test]
     fn values_are_bound_and_filters_nest() {
         check(
             r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":[["is","event:page",["/'; DROP TABLE x; --","/b"]]]}"#,
