@@ -40,7 +40,7 @@
 //! - **rollups**: tamis's own rollup job (`tamis::sink::rollup`, one pass
 //!   over every closed day since the first) then writes the daily rollups a
 //!   collector running all year would have; the time it takes and the
-//!   tables' size are printed. Once tamis is up, the bench waits until
+//!   tables' size are printed, and it waits for merges again. Once tamis is up, the bench waits until
 //!   ClickHouse has been idle for 3 s (tamis checks every rolled day at
 //!   start-up) before timing anything.
 //! - **tamis**: the release binary, `tamis serve`, as a child process.
@@ -261,6 +261,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let seeded = seed(&ch, &plan)?;
     settle(&ch, args.settle)?;
     roll_up(&ch, &config)?;
+    // Each rolled day is a part of its own: let them merge, as months-old
+    // rollups have on a collector that has run all year.
+    settle(&ch, args.settle)?;
     if args.explore {
         explore::derive(&ch)?;
     }
