@@ -152,7 +152,13 @@ pub fn migrations() -> Vec<Migration> {
             name: "daily rollups of finished local days",
             statements: vec![
                 // Plain numbers per (local day, dimension, value), `dimension`
-                // '' being the site's totals. Every computation of a day is
+                // '' being the site's totals. One table rather than one per
+                // dimension: sorted by dimension first, a dimension's rows
+                // are contiguous, and small granules keep the small ones
+                // (totals, regions) from reading 8,192 rows per month
+                // (measured on 18.16 over 12 months: totals 3 ms against
+                // 1.4 ms in a table of their own and 6.6 ms with the default
+                // granules; pages 65 ms against 67 ms). Every computation of a day is
                 // written whole under its own `version`; queries read the
                 // newest version recorded in `rollup_days`, so a crashed or
                 // concurrent computation is never counted (see sink::rollup).
@@ -162,7 +168,8 @@ pub fn migrations() -> Vec<Migration> {
                  bounces Int64, duration Int64, exits Int64) \
                  ENGINE = MergeTree() \
                  PARTITION BY (site_id, toYYYYMM(day)) \
-                 ORDER BY (site_id, dimension, day, version, value)"
+                 ORDER BY (site_id, dimension, day, version, value) \
+                 SETTINGS index_granularity = 1024"
                     .to_string(),
                 // One row per finished computation, written after its rows:
                 // the day's totals as rolled, compared with `traffic_hourly`
