@@ -14,8 +14,8 @@
 //!   totals as rolled) once the rows are in. Queries read only the newest
 //!   recorded version of a day: rows of a computation that crashed before
 //!   its record, or of a concurrent one that lost, are never counted;
-//! - every pass compares, for the recent [`RECHECK_DAYS`] (and at start-up
-//!   every day since the site's first traffic), the day's sums in
+//! - every pass compares, for the recent [`RECHECK_DAYS`] (at start-up and
+//!   once an hour every day since the site's first traffic), the day's sums in
 //!   `traffic_hourly` with the recorded ones; a day whose data changed (a
 //!   collector replaying its log late) is computed again.
 //!
@@ -40,9 +40,12 @@ use crate::query::request::local_midnight;
 /// Anything later is late data, found by the next check.
 pub const GRACE: chrono::Duration = chrono::Duration::minutes(30);
 
-/// Closed days checked for late data on every pass (a collector down for
-/// longer checks every day when it starts again, see [`Rollup::run`]).
+/// Closed days checked for late data on every pass (every day is checked
+/// at start-up and once an hour, see [`Rollup::run`]).
 pub const RECHECK_DAYS: i64 = 10;
+
+/// Passes between two checks of every day (an hour at one a minute).
+pub const FULL_CHECK_EVERY: u32 = 60;
 
 /// The sums compared between `traffic_hourly` and `rollup_days`:
 /// pageviews, events, visits, bounces, duration, exits.
@@ -94,16 +97,20 @@ impl Rollup {
         Rollup { client, sites, clock }
     }
 
-    /// Checks every day since each site's first traffic once (retrying until
-    /// that succeeds), then the recent days every `period`. Errors are
-    /// logged and the next pass tries again; it never stops on its own.
+    /// Checks every day since each site's first traffic at start-up
+    /// (retrying until that succeeds) and every [`FULL_CHECK_EVERY`] passes
+    /// after that — a collector replaying its log after a long outage may
+    /// finish after its own start-up check —, the recent days on the other
+    /// passes, one every `period`. Errors are logged and the next pass
+    /// tries again; it never stops on its own.
     pub async fn run(self, period: Duration) {
-        let mut full_done = false;
+        let mut since_full: Option<u32> = None;
         loop {
-            let window = if full_done { Some(RECHECK_DAYS) } else { None };
+            let full = since_full.is_none_or(|n| n + 1 >= FULL_CHECK_EVERY);
+            let window = if full { None } else { Some(RECHECK_DAYS) };
             match self.pass(window).await {
                 Ok(rolled) => {
-                    full_done = true;
+                    since_full = Some(if full { 0 } else { since_full.unwrap_or(0) + 1 });
                     if rolled > 0 {
                         tracing::info!(days = rolled, "daily rollups computed");
                     }
