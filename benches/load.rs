@@ -210,19 +210,41 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let mut rows = Vec::new();
     if args.baseline {
         for &connections in &args.connections {
-            rows.push(run_baseline(&pool, connections, timing, args.perf.as_deref())?);
+            rows.push(run_baseline(
+                &pool,
+                connections,
+                timing,
+                args.perf.as_deref(),
+            )?);
         }
     }
     let mut all_correct = true;
     if args.tamis {
-        let scratch = tempfile::Builder::new().prefix("tamis-load-").tempdir().context("creating a scratch directory")?;
-        let ch = ClickHouse::try_start().map_err(|message| anyhow!("starting ClickHouse: {message}"))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("tamis-load-")
+            .tempdir()
+            .context("creating a scratch directory")?;
+        let ch =
+            ClickHouse::try_start().map_err(|message| anyhow!("starting ClickHouse: {message}"))?;
         let version = ch.try_query("SELECT version()").map_err(|e| anyhow!(e))?;
-        println!("ClickHouse {} on {} (pid {})", version.trim(), ch.url, clickhouse_pid(&ch).map_or("?".into(), |p| p.to_string()));
+        println!(
+            "ClickHouse {} on {} (pid {})",
+            version.trim(),
+            ch.url,
+            clickhouse_pid(&ch).map_or("?".into(), |p| p.to_string())
+        );
         let geoip = scratch.path().join("dbip-test.mmdb");
         geodb::write_dbip_test_db(&geoip).context("writing the test GeoIP database")?;
         for &connections in &args.connections {
-            let (row, correct) = run_tamis(&pool, connections, timing, &ch, scratch.path(), &geoip, args.perf.as_deref())?;
+            let (row, correct) = run_tamis(
+                &pool,
+                connections,
+                timing,
+                &ch,
+                scratch.path(),
+                &geoip,
+                args.perf.as_deref(),
+            )?;
             rows.push(row);
             all_correct &= correct;
         }
@@ -236,11 +258,25 @@ fn print_machine(args: &Args) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string())))
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, m)| m.trim().to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let memory_mb = fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
         .map_or(0, |kb| kb / 1024);
     let connections: Vec<String> = args.connections.iter().map(usize::to_string).collect();
     let only = match (args.baseline, args.tamis) {
@@ -255,7 +291,10 @@ fn print_machine(args: &Args) {
         args.warmup,
         connections.join(",")
     );
-    println!("machine: {cores} cores ({model}), {memory_mb} MB memory, CLK_TCK {}", procfs::clock_ticks());
+    println!(
+        "machine: {cores} cores ({model}), {memory_mb} MB memory, CLK_TCK {}",
+        procfs::clock_ticks()
+    );
     println!("load generator: 1 tokio thread in this process; servers: default multi-thread runtime ({cores} workers)");
 }
 
@@ -275,12 +314,29 @@ struct Row {
     clickhouse_cpu: Option<f64>,
 }
 
-fn run_baseline(pool: &Arc<workload::Pool>, connections: usize, timing: Timing, perf: Option<&Path>) -> anyhow::Result<Row> {
+fn run_baseline(
+    pool: &Arc<workload::Pool>,
+    connections: usize,
+    timing: Timing,
+    perf: Option<&Path>,
+) -> anyhow::Result<Row> {
     println!("\n-- baseline, {connections} connections");
     let server = baseline_server::Child::start()?;
     let watched = [server.pid()];
-    let perf = perf.map(|dir| (dir.join(format!("baseline-c{connections}.perf.data")), server.pid()));
-    let load = load::run(server.addr, pool.clone(), connections, timing, &watched, perf)?;
+    let perf = perf.map(|dir| {
+        (
+            dir.join(format!("baseline-c{connections}.perf.data")),
+            server.pid(),
+        )
+    });
+    let load = load::run(
+        server.addr,
+        pool.clone(),
+        connections,
+        timing,
+        &watched,
+        perf,
+    )?;
     let peak_rss_mb = procfs::peak_rss_mb(server.pid()).ok();
     let row = Row {
         target: "baseline",
@@ -308,8 +364,20 @@ fn run_tamis(
     let server = tamis_server::Tamis::start(ch, &database, scratch, geoip)?;
     let ch_pid = clickhouse_pid(ch);
     let watched: Vec<u32> = std::iter::once(server.pid()).chain(ch_pid).collect();
-    let perf = perf.map(|dir| (dir.join(format!("tamis-c{connections}.perf.data")), server.pid()));
-    let load = load::run(server.addr, pool.clone(), connections, timing, &watched, perf)?;
+    let perf = perf.map(|dir| {
+        (
+            dir.join(format!("tamis-c{connections}.perf.data")),
+            server.pid(),
+        )
+    });
+    let load = load::run(
+        server.addr,
+        pool.clone(),
+        connections,
+        timing,
+        &watched,
+        perf,
+    )?;
     let peak_rss_mb = procfs::peak_rss_mb(server.pid()).ok();
 
     std::thread::sleep(SETTLE);
@@ -319,7 +387,10 @@ fn run_tamis(
     let log = server.stop();
     if !log.trim().is_empty() {
         let lines: Vec<&str> = log.lines().collect();
-        println!("tamis logged {} warning/error lines; last ones:", lines.len());
+        println!(
+            "tamis logged {} warning/error lines; last ones:",
+            lines.len()
+        );
         for line in &lines[lines.len().saturating_sub(5)..] {
             println!("  {line}");
         }
@@ -337,7 +408,11 @@ fn run_tamis(
 }
 
 fn clickhouse_pid(ch: &ClickHouse) -> Option<u32> {
-    fs::read_to_string(ch.dir.join("server.pid")).ok()?.trim().parse().ok()
+    fs::read_to_string(ch.dir.join("server.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The requests the load generator sends: built once, deterministically,
@@ -421,12 +496,17 @@ mod workload {
         let mut kinds = [0; KINDS];
         for _ in 0..VISITORS {
             let bot = rng.random_bool(BOT_SHARE);
-            let agent = if bot { *BOTS.choose(&mut rng).expect("bots") } else { *BROWSERS.choose(&mut rng).expect("browsers") };
+            let agent = if bot {
+                *BOTS.choose(&mut rng).expect("bots")
+            } else {
+                *BROWSERS.choose(&mut rng).expect("browsers")
+            };
             let ip = client_ip(&mut rng, &public_nets);
             let visitor = Visitor {
                 agent,
                 ip: ip.clone(),
-                language: (!bot && rng.random_bool(0.95)).then(|| *LANGUAGES.choose(&mut rng).expect("languages")),
+                language: (!bot && rng.random_bool(0.95))
+                    .then(|| *LANGUAGES.choose(&mut rng).expect("languages")),
                 gpc: !bot && rng.random_bool(GPC_SHARE),
             };
             bots += usize::from(bot);
@@ -440,7 +520,11 @@ mod workload {
             let mut previous: Option<String> = None;
             for _ in 0..hits {
                 let page = &pages[zipf_index(&mut rng, pages.len())];
-                let host = if rng.random_bool(0.1) { "www.example.org" } else { "example.org" };
+                let host = if rng.random_bool(0.1) {
+                    "www.example.org"
+                } else {
+                    "example.org"
+                };
                 let url = format!("https://{host}{page}");
                 let referrer = match &previous {
                     Some(prev) => Some(prev.clone()),
@@ -448,7 +532,10 @@ mod workload {
                 };
                 let (kind, body) = event(&mut rng, &url, referrer.as_deref(), previous.is_some());
                 kinds[kind as usize] += 1;
-                requests.push(Request { bytes: visitor.request(&body), kind });
+                requests.push(Request {
+                    bytes: visitor.request(&body),
+                    kind,
+                });
                 if kind == Kind::Pageview {
                     previous = Some(url);
                 }
@@ -482,7 +569,9 @@ mod workload {
             let mut head = String::with_capacity(512 + body.len());
             head.push_str("POST /api/event HTTP/1.1\r\nHost: stats.example.org\r\n");
             let _ = write!(head, "User-Agent: {}\r\n", self.agent);
-            head.push_str("Content-Type: text/plain\r\nAccept: */*\r\nOrigin: https://example.org\r\n");
+            head.push_str(
+                "Content-Type: text/plain\r\nAccept: */*\r\nOrigin: https://example.org\r\n",
+            );
             let _ = write!(head, "X-Forwarded-For: {}\r\n", self.ip);
             if let Some(language) = self.language {
                 let _ = write!(head, "Accept-Language: {language}\r\n");
@@ -497,19 +586,39 @@ mod workload {
 
     /// Mostly pageviews; after the first page a few custom events and
     /// engagement pings, as Plausible's script sends them.
-    fn event(rng: &mut StdRng, url: &str, referrer: Option<&str>, in_visit: bool) -> (Kind, String) {
+    fn event(
+        rng: &mut StdRng,
+        url: &str,
+        referrer: Option<&str>,
+        in_visit: bool,
+    ) -> (Kind, String) {
         let roll = rng.random::<f64>();
         let (kind, body) = if in_visit && roll < 0.04 {
             let (name, props) = if rng.random_bool(0.5) {
-                ("Signup", json!({"plan": *["free", "pro", "team"].choose(rng).expect("plans")}))
+                (
+                    "Signup",
+                    json!({"plan": *["free", "pro", "team"].choose(rng).expect("plans")}),
+                )
             } else {
-                ("Download", json!({"file": format!("tamis-{}.tar.gz", rng.random_range(1..20))}))
+                (
+                    "Download",
+                    json!({"file": format!("tamis-{}.tar.gz", rng.random_range(1..20))}),
+                )
             };
-            (Kind::Custom, json!({"n": name, "u": url, "d": "example.org", "r": referrer, "p": props}))
+            (
+                Kind::Custom,
+                json!({"n": name, "u": url, "d": "example.org", "r": referrer, "p": props}),
+            )
         } else if in_visit && roll < 0.09 {
-            (Kind::Engagement, json!({"n": "engagement", "u": url, "d": "example.org", "r": referrer, "e": rng.random_range(500..120_000)}))
+            (
+                Kind::Engagement,
+                json!({"n": "engagement", "u": url, "d": "example.org", "r": referrer, "e": rng.random_range(500..120_000)}),
+            )
         } else {
-            (Kind::Pageview, json!({"n": "pageview", "u": url, "d": "example.org", "r": referrer, "w": *[390, 414, 768, 1280, 1440, 1920].choose(rng).expect("widths")}))
+            (
+                Kind::Pageview,
+                json!({"n": "pageview", "u": url, "d": "example.org", "r": referrer, "w": *[390, 414, 768, 1280, 1440, 1920].choose(rng).expect("widths")}),
+            )
         };
         (kind, body.to_string())
     }
@@ -520,34 +629,109 @@ mod workload {
     }
 
     fn pages(rng: &mut StdRng) -> Vec<String> {
-        let mut pages = vec!["/".to_string(), "/pricing".into(), "/about".into(), "/contact".into(), "/blog/".into(), "/docs/".into()];
+        let mut pages = vec![
+            "/".to_string(),
+            "/pricing".into(),
+            "/about".into(),
+            "/contact".into(),
+            "/blog/".into(),
+            "/docs/".into(),
+        ];
         const WORDS: [&str; 16] = [
-            "privacy", "analytics", "cookies", "gdpr", "consent", "clickhouse", "rust", "self-hosted",
-            "dashboard", "tracking", "metrics", "performance", "release", "migration", "guide", "why",
+            "privacy",
+            "analytics",
+            "cookies",
+            "gdpr",
+            "consent",
+            "clickhouse",
+            "rust",
+            "self-hosted",
+            "dashboard",
+            "tracking",
+            "metrics",
+            "performance",
+            "release",
+            "migration",
+            "guide",
+            "why",
         ];
         for _ in 0..90 {
             let slug: Vec<&str> = (0..3).map(|_| *WORDS.choose(rng).expect("words")).collect();
-            pages.push(format!("/blog/{}-{}", slug.join("-"), rng.random_range(2019..2026)));
+            pages.push(format!(
+                "/blog/{}-{}",
+                slug.join("-"),
+                rng.random_range(2019..2026)
+            ));
         }
-        for section in ["install", "configure", "api", "privacy", "deploy", "faq", "upgrade", "sites"] {
-            for page in ["overview", "quickstart", "reference", "examples", "troubleshooting", "limits", "changelog", "options", "security", "tips"] {
+        for section in [
+            "install",
+            "configure",
+            "api",
+            "privacy",
+            "deploy",
+            "faq",
+            "upgrade",
+            "sites",
+        ] {
+            for page in [
+                "overview",
+                "quickstart",
+                "reference",
+                "examples",
+                "troubleshooting",
+                "limits",
+                "changelog",
+                "options",
+                "security",
+                "tips",
+            ] {
                 pages.push(format!("/docs/{section}/{page}"));
             }
         }
         for _ in 0..40 {
             pages.push(format!("/products/{}", rng.random_range(1000..999_999)));
         }
-        for term in ["analytics", "cookie banner", "gdpr", "self hosted", "plausible alternative", "rust", "clickhouse", "pricing"] {
+        for term in [
+            "analytics",
+            "cookie banner",
+            "gdpr",
+            "self hosted",
+            "plausible alternative",
+            "rust",
+            "clickhouse",
+            "pricing",
+        ] {
             pages.push(format!("/search?q={}", term.replace(' ', "+")));
-            pages.push(format!("/search?q={}&page={}", term.replace(' ', "+"), rng.random_range(2..6)));
+            pages.push(format!(
+                "/search?q={}&page={}",
+                term.replace(' ', "+"),
+                rng.random_range(2..6)
+            ));
         }
-        for name in ["jane.doe", "j.tremblay", "marie-claude.roy", "bob", "alice.smith+news", "kim_lee", "pat", "olivier.gagnon", "sam.o", "lea.dubois"] {
+        for name in [
+            "jane.doe",
+            "j.tremblay",
+            "marie-claude.roy",
+            "bob",
+            "alice.smith+news",
+            "kim_lee",
+            "pat",
+            "olivier.gagnon",
+            "sam.o",
+            "lea.dubois",
+        ] {
             pages.push(format!("/account/{name}@example.com/settings"));
             pages.push(format!("/unsubscribe?email={name}%40gmail.com&list=weekly"));
         }
         for _ in 0..15 {
-            pages.push(format!("/orders/{}", rng.random_range(100_000_000_000u64..9_999_999_999_999_999)));
-            pages.push(format!("/track?parcel=1Z{}", rng.random_range(10_000_000_000u64..99_999_999_999)));
+            pages.push(format!(
+                "/orders/{}",
+                rng.random_range(100_000_000_000u64..9_999_999_999_999_999)
+            ));
+            pages.push(format!(
+                "/track?parcel=1Z{}",
+                rng.random_range(10_000_000_000u64..99_999_999_999)
+            ));
         }
         for (source, medium, campaign) in [
             ("newsletter", "email", "spring-2025"),
@@ -556,13 +740,25 @@ mod workload {
             ("facebook", "paid_social", "retargeting"),
             ("partner-blog", "referral", "guest-post"),
         ] {
-            pages.push(format!("/?utm_source={source}&utm_medium={medium}&utm_campaign={campaign}"));
+            pages.push(format!(
+                "/?utm_source={source}&utm_medium={medium}&utm_campaign={campaign}"
+            ));
             pages.push(format!("/pricing?utm_source={source}&utm_medium={medium}&utm_campaign={campaign}&utm_content=cta"));
         }
         for _ in 0..10 {
-            pages.push(format!("/signup?plan=pro&fbclid=IwAR{:x}{:x}", rng.random::<u64>(), rng.random::<u32>()));
-            pages.push(format!("/reset-password?token={:032x}", rng.random::<u128>()));
-            pages.push(format!("/landing?gclid=Cj0KCQ{:x}&ref=ad", rng.random::<u64>()));
+            pages.push(format!(
+                "/signup?plan=pro&fbclid=IwAR{:x}{:x}",
+                rng.random::<u64>(),
+                rng.random::<u32>()
+            ));
+            pages.push(format!(
+                "/reset-password?token={:032x}",
+                rng.random::<u128>()
+            ));
+            pages.push(format!(
+                "/landing?gclid=Cj0KCQ{:x}&ref=ad",
+                rng.random::<u64>()
+            ));
         }
         pages
     }
@@ -573,24 +769,55 @@ mod workload {
             return None;
         }
         let referrer = if roll < 0.70 {
-            *["https://www.google.com/", "https://www.google.ca/", "https://www.google.fr/", "https://www.bing.com/", "https://duckduckgo.com/", "https://search.brave.com/", "https://www.ecosia.org/"]
-                .choose(rng)
-                .expect("search")
+            *[
+                "https://www.google.com/",
+                "https://www.google.ca/",
+                "https://www.google.fr/",
+                "https://www.bing.com/",
+                "https://duckduckgo.com/",
+                "https://search.brave.com/",
+                "https://www.ecosia.org/",
+            ]
+            .choose(rng)
+            .expect("search")
         } else if roll < 0.82 {
-            *["https://www.facebook.com/", "https://l.facebook.com/l.php?u=https%3A%2F%2Fexample.org%2F", "https://m.facebook.com/", "https://t.co/x7Ab3kPq", "https://www.linkedin.com/", "https://www.reddit.com/r/selfhosted/comments/1abcde/tamis/", "https://lobste.rs/"]
-                .choose(rng)
-                .expect("social")
+            *[
+                "https://www.facebook.com/",
+                "https://l.facebook.com/l.php?u=https%3A%2F%2Fexample.org%2F",
+                "https://m.facebook.com/",
+                "https://t.co/x7Ab3kPq",
+                "https://www.linkedin.com/",
+                "https://www.reddit.com/r/selfhosted/comments/1abcde/tamis/",
+                "https://lobste.rs/",
+            ]
+            .choose(rng)
+            .expect("social")
         } else {
-            *["https://news.ycombinator.com/item?id=41234567", "https://github.com/", "https://blog.example.net/2024/10/analytics", "https://medium.com/@someone/privacy-analytics-3f2a", "android-app://com.google.android.gm/", "https://mail.google.com/", "https://stackoverflow.com/questions/123456"]
-                .choose(rng)
-                .expect("other")
+            *[
+                "https://news.ycombinator.com/item?id=41234567",
+                "https://github.com/",
+                "https://blog.example.net/2024/10/analytics",
+                "https://medium.com/@someone/privacy-analytics-3f2a",
+                "android-app://com.google.android.gm/",
+                "https://mail.google.com/",
+                "https://stackoverflow.com/questions/123456",
+            ]
+            .choose(rng)
+            .expect("other")
         };
         Some(referrer.to_string())
     }
 
     fn public_net(rng: &mut StdRng) -> [u8; 3] {
-        const FIRST: [u8; 28] = [24, 31, 37, 45, 46, 62, 66, 70, 73, 77, 81, 86, 90, 92, 98, 104, 108, 142, 151, 176, 185, 188, 195, 201, 207, 212, 217, 223];
-        [*FIRST.choose(rng).expect("octets"), rng.random(), rng.random()]
+        const FIRST: [u8; 28] = [
+            24, 31, 37, 45, 46, 62, 66, 70, 73, 77, 81, 86, 90, 92, 98, 104, 108, 142, 151, 176,
+            185, 188, 195, 201, 207, 212, 217, 223,
+        ];
+        [
+            *FIRST.choose(rng).expect("octets"),
+            rng.random(),
+            rng.random(),
+        ]
     }
 
     fn client_ip(rng: &mut StdRng, public_nets: &[[u8; 3]]) -> String {
@@ -601,15 +828,46 @@ mod workload {
                 let net = *["2001:db8:1", "2001:db8:2"].choose(rng).expect("v6 nets");
                 return format!("{net}:{:x}::{:x}", rng.random::<u16>(), rng.random::<u16>());
             }
-            let net = *["2a01:e0a", "2600:1700", "2a02:8428", "2001:56a", "2804:14c", "2409:8a28"].choose(rng).expect("v6");
-            return format!("{net}:{:x}:{:x}:{:x}:{:x}:{:x}:{:x}", rng.random::<u16>(), rng.random::<u16>(), rng.random::<u16>(), rng.random::<u16>(), rng.random::<u16>(), rng.random::<u16>());
+            let net = *[
+                "2a01:e0a",
+                "2600:1700",
+                "2a02:8428",
+                "2001:56a",
+                "2804:14c",
+                "2409:8a28",
+            ]
+            .choose(rng)
+            .expect("v6");
+            return format!(
+                "{net}:{:x}:{:x}:{:x}:{:x}:{:x}:{:x}",
+                rng.random::<u16>(),
+                rng.random::<u16>(),
+                rng.random::<u16>(),
+                rng.random::<u16>(),
+                rng.random::<u16>(),
+                rng.random::<u16>()
+            );
         }
         if roll < V6_SHARE + GEO_SHARE {
-            let net = *["198.51.100", "203.0.113", "192.0.2", "198.18.0", "198.18.1", "198.19.0", "192.88.99"].choose(rng).expect("geo nets");
+            let net = *[
+                "198.51.100",
+                "203.0.113",
+                "192.0.2",
+                "198.18.0",
+                "198.18.1",
+                "198.19.0",
+                "192.88.99",
+            ]
+            .choose(rng)
+            .expect("geo nets");
             return format!("{net}.{}", rng.random_range(1..255));
         }
         if roll < V6_SHARE + GEO_SHARE + 0.05 {
-            return format!("100.64.{}.{}", rng.random_range(0..256), rng.random_range(1..255));
+            return format!(
+                "100.64.{}.{}",
+                rng.random_range(0..256),
+                rng.random_range(1..255)
+            );
         }
         let [a, b, c] = *public_nets.choose(rng).expect("public nets");
         format!("{a}.{b}.{c}.{}", rng.random_range(1..255))
@@ -766,7 +1024,9 @@ mod load {
 
         pub fn generator_cpu_per_hit(&self) -> Option<f64> {
             let hits = self.answered();
-            self.generator_cpu_us.filter(|_| hits > 0).map(|us| us as f64 / hits as f64)
+            self.generator_cpu_us
+                .filter(|_| hits > 0)
+                .map(|us| us as f64 / hits as f64)
         }
 
         /// Shares of the machine (all cores) over the measured window: busy
@@ -774,7 +1034,8 @@ mod load {
         /// than the watched ones and this generator (noise: should be ~0).
         pub fn host_shares(&self) -> Option<(f64, f64, f64)> {
             let host = self.host.filter(|h| h.total > 0)?;
-            let ours: u64 = self.cpu_us.iter().flatten().sum::<u64>() + self.generator_cpu_us.unwrap_or(0);
+            let ours: u64 =
+                self.cpu_us.iter().flatten().sum::<u64>() + self.generator_cpu_us.unwrap_or(0);
             let others = host.busy.saturating_sub(host.irq).saturating_sub(ours);
             let share = |us: u64| us as f64 / host.total as f64;
             Some((share(host.busy), share(host.irq), share(others)))
@@ -852,16 +1113,34 @@ mod load {
         watched: &[u32],
         perf: Option<(PathBuf, u32)>,
     ) -> anyhow::Result<Report> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("load generator runtime")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("load generator runtime")?;
         let watched = watched.to_vec();
         runtime.block_on(async move {
             let start = Instant::now();
             let measure_from = start + timing.warmup;
             let end = measure_from + timing.measured;
             let tasks: Vec<_> = (0..connections)
-                .map(|i| tokio::spawn(connection(addr, pool.clone(), i, connections, measure_from, end)))
+                .map(|i| {
+                    tokio::spawn(connection(
+                        addr,
+                        pool.clone(),
+                        i,
+                        connections,
+                        measure_from,
+                        end,
+                    ))
+                })
                 .collect();
-            let cpu = tokio::spawn(sample_cpu(watched, measure_from, end, timing.measured, perf));
+            let cpu = tokio::spawn(sample_cpu(
+                watched,
+                measure_from,
+                end,
+                timing.measured,
+                perf,
+            ));
             let mut total = Tally::new();
             for task in tasks {
                 let tally = task.await.context("a load connection task panicked")?;
@@ -919,12 +1198,18 @@ mod load {
     ) -> (Vec<Option<u64>>, Option<u64>, Option<procfs::HostCpu>) {
         let me = std::process::id();
         tokio::time::sleep_until(from.into()).await;
-        let before: Vec<_> = watched.iter().map(|&pid| procfs::cpu_us(pid).ok()).collect();
+        let before: Vec<_> = watched
+            .iter()
+            .map(|&pid| procfs::cpu_us(pid).ok())
+            .collect();
         let me_before = procfs::cpu_us(me).ok();
         let host_before = procfs::host_cpu().ok();
         let recorder = perf.and_then(|(output, pid)| profiler::start(&output, pid, window));
         tokio::time::sleep_until(to.into()).await;
-        let after: Vec<_> = watched.iter().map(|&pid| procfs::cpu_us(pid).ok()).collect();
+        let after: Vec<_> = watched
+            .iter()
+            .map(|&pid| procfs::cpu_us(pid).ok())
+            .collect();
         let me_after = procfs::cpu_us(me).ok();
         let host_after = procfs::host_cpu().ok();
         if let Some(recorder) = recorder {
@@ -932,12 +1217,27 @@ mod load {
         }
         let delta = |b: Option<u64>, a: Option<u64>| Some(a?.saturating_sub(b?));
         let host = host_before.zip(host_after).map(|(b, a)| a.since(b));
-        (before.into_iter().zip(after).map(|(b, a)| delta(b, a)).collect(), delta(me_before, me_after), host)
+        (
+            before
+                .into_iter()
+                .zip(after)
+                .map(|(b, a)| delta(b, a))
+                .collect(),
+            delta(me_before, me_after),
+            host,
+        )
     }
 
     /// One keep-alive connection sending requests `first, first + step, …`
     /// of the pool until `end`; reconnects after an error.
-    async fn connection(addr: SocketAddr, pool: Arc<Pool>, first: usize, step: usize, measure_from: Instant, end: Instant) -> Tally {
+    async fn connection(
+        addr: SocketAddr,
+        pool: Arc<Pool>,
+        first: usize,
+        step: usize,
+        measure_from: Instant,
+        end: Instant,
+    ) -> Tally {
         let mut tally = Tally::new();
         let mut index = first % pool.requests.len();
         let mut conn: Option<Conn> = None;
@@ -955,10 +1255,14 @@ mod load {
             };
             let request = &pool.requests[index];
             let sent = Instant::now();
-            let result = match tokio::time::timeout(REQUEST_TIMEOUT, c.exchange(&request.bytes)).await {
-                Ok(result) => result,
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {REQUEST_TIMEOUT:?}"))),
-            };
+            let result =
+                match tokio::time::timeout(REQUEST_TIMEOUT, c.exchange(&request.bytes)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within {REQUEST_TIMEOUT:?}"),
+                    )),
+                };
             let done = Instant::now();
             let measured = done >= measure_from && done < end;
             match result {
@@ -999,7 +1303,11 @@ mod load {
         async fn open(addr: SocketAddr) -> io::Result<Conn> {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            Ok(Conn { stream, buf: vec![0; 4096], filled: 0 })
+            Ok(Conn {
+                stream,
+                buf: vec![0; 4096],
+                filled: 0,
+            })
         }
 
         async fn exchange(&mut self, request: &[u8]) -> io::Result<Reply> {
@@ -1028,7 +1336,10 @@ mod load {
             }
             let n = self.stream.read(&mut self.buf[self.filled..]).await?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
             }
             self.filled += n;
             Ok(())
@@ -1041,12 +1352,17 @@ mod load {
     }
 
     fn invalid(what: &str) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, format!("bad HTTP response: {what}"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad HTTP response: {what}"),
+        )
     }
 
     /// Length of the head including the blank line, once it is all there.
     fn find_head_end(data: &[u8]) -> Option<usize> {
-        data.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+        data.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4)
     }
 
     fn parse_head(head: &[u8]) -> io::Result<Head> {
@@ -1058,10 +1374,16 @@ mod load {
             .and_then(|rest| rest.get(..3))
             .and_then(|code| code.parse().ok())
             .ok_or_else(|| invalid("no HTTP/1.1 status line"))?;
-        let mut reply = Reply { status, dropped: None, close: false };
+        let mut reply = Reply {
+            status,
+            dropped: None,
+            close: false,
+        };
         let mut body_len = None;
         for line in lines {
-            let Some((name, value)) = line.split_once(':') else { continue };
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
             let value = value.trim();
             if name.eq_ignore_ascii_case("content-length") {
                 body_len = Some(value.parse().map_err(|_| invalid("bad Content-Length"))?);
@@ -1096,7 +1418,11 @@ const SUB: u64 = 1 << SUB_BITS;
 
 impl Histogram {
     fn new() -> Self {
-        Histogram { counts: vec![0; Self::index(u64::MAX) + 1], total: 0, max: 0 }
+        Histogram {
+            counts: vec![0; Self::index(u64::MAX) + 1],
+            total: 0,
+            max: 0,
+        }
     }
 
     fn index(v: u64) -> usize {
@@ -1176,10 +1502,16 @@ mod procfs {
     pub fn cpu_us(pid: u32) -> io::Result<u64> {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // The command name (field 2) may hold spaces: count from its `)`.
-        let rest = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| io::Error::other("odd /proc stat"))?;
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .ok_or_else(|| io::Error::other("odd /proc stat"))?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let field = |n: usize| -> io::Result<u64> {
-            fields.get(n - 3).and_then(|f| f.parse().ok()).ok_or_else(|| io::Error::other(format!("no field {n} in /proc/{pid}/stat")))
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| io::Error::other(format!("no field {n} in /proc/{pid}/stat")))
         };
         let ticks = field(14)? + field(15)?;
         Ok(ticks * 1_000_000 / clock_ticks())
@@ -1214,11 +1546,19 @@ mod procfs {
             .next()
             .filter(|l| l.starts_with("cpu "))
             .ok_or_else(|| io::Error::other("no cpu line in /proc/stat"))?;
-        let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
         let tick = |i: usize| ticks.get(i).copied().unwrap_or(0) * 1_000_000 / clock_ticks();
         // user nice system idle iowait irq softirq steal (guest time is already in user)
         let total: u64 = (0..8).map(tick).sum();
-        Ok(HostCpu { busy: total - tick(3) - tick(4), irq: tick(5) + tick(6), total })
+        Ok(HostCpu {
+            busy: total - tick(3) - tick(4),
+            irq: tick(5) + tick(6),
+            total,
+        })
     }
 
     /// `VmHWM`: the most resident memory `pid` ever had, in MB.
@@ -1244,7 +1584,16 @@ mod profiler {
             let _ = fs::create_dir_all(dir);
         }
         let child = Command::new("perf")
-            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p", &pid.to_string(), "-o"])
+            .args([
+                "record",
+                "-F",
+                "499",
+                "--call-graph",
+                "dwarf,16384",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
             .arg(output)
             .args(["--", "sleep", &window.as_secs().to_string()])
             .stdout(Stdio::null())
@@ -1296,7 +1645,10 @@ mod baseline_server {
             std::process::exit(0);
         });
         // The default runtime, as in tamis's main.rs: one worker per core.
-        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(runtime) => runtime,
             Err(error) => {
                 eprintln!("baseline server: runtime: {error}");
@@ -1313,7 +1665,9 @@ mod baseline_server {
     }
 
     async fn accept_loop() -> anyhow::Result<()> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind")?;
         println!("listening {}", listener.local_addr()?);
         io::stdout().flush()?;
         loop {
@@ -1363,15 +1717,26 @@ mod baseline_server {
             let mut stdout = process.stdout.take().context("baseline server stdout")?;
             let mut line = Vec::new();
             let mut byte = [0u8; 1];
-            while stdout.read(&mut byte).context("reading the baseline server's address")? == 1 && byte[0] != b'\n' {
+            while stdout
+                .read(&mut byte)
+                .context("reading the baseline server's address")?
+                == 1
+                && byte[0] != b'\n'
+            {
                 line.push(byte[0]);
             }
             let line = String::from_utf8_lossy(&line).into_owned();
             let addr = line
                 .strip_prefix("listening ")
                 .and_then(|a| a.trim().parse().ok())
-                .ok_or_else(|| anyhow!("baseline server did not print its address (got {line:?})"))?;
-            Ok(Child { addr, process, stdin })
+                .ok_or_else(|| {
+                    anyhow!("baseline server did not print its address (got {line:?})")
+                })?;
+            Ok(Child {
+                addr,
+                process,
+                stdin,
+            })
         }
 
         pub fn pid(&self) -> u32 {
@@ -1399,9 +1764,15 @@ mod tamis_server {
     }
 
     impl Tamis {
-        pub fn start(ch: &ClickHouse, database: &str, scratch: &Path, geoip: &Path) -> anyhow::Result<Tamis> {
+        pub fn start(
+            ch: &ClickHouse,
+            database: &str,
+            scratch: &Path,
+            geoip: &Path,
+        ) -> anyhow::Result<Tamis> {
             let config = scratch.join(format!("{database}.toml"));
-            fs::write(&config, config_text(ch, database, geoip)).with_context(|| format!("writing {}", config.display()))?;
+            fs::write(&config, config_text(ch, database, geoip))
+                .with_context(|| format!("writing {}", config.display()))?;
             let port = free_port()?;
             let log = scratch.join(format!("{database}.log"));
             let binary = binary();
@@ -1412,12 +1783,23 @@ mod tamis_server {
                 .env("TAMIS_LOG", "warn")
                 .current_dir(scratch)
                 .stdout(Stdio::null())
-                .stderr(Stdio::from(fs::File::create(&log).context("creating the tamis log file")?))
+                .stderr(Stdio::from(
+                    fs::File::create(&log).context("creating the tamis log file")?,
+                ))
                 .spawn()
                 .with_context(|| format!("starting {}", binary.display()))?;
-            let mut tamis = Tamis { addr: SocketAddr::from(([127, 0, 0, 1], port)), log, child };
+            let mut tamis = Tamis {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                log,
+                child,
+            };
             tamis.wait_healthy()?;
-            println!("tamis {} (pid {}) on {}, database {database}", binary.display(), tamis.pid(), tamis.addr);
+            println!(
+                "tamis {} (pid {}) on {}, database {database}",
+                binary.display(),
+                tamis.pid(),
+                tamis.addr
+            );
             Ok(tamis)
         }
 
@@ -1429,19 +1811,27 @@ mod tamis_server {
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
                 if let Some(status) = self.child.try_wait().context("watching tamis")? {
-                    bail!("tamis exited with {status}:\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+                    bail!(
+                        "tamis exited with {status}:\n{}",
+                        fs::read_to_string(&self.log).unwrap_or_default()
+                    );
                 }
                 if healthz(self.addr) {
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            bail!("tamis did not answer /healthz within 60 s:\n{}", fs::read_to_string(&self.log).unwrap_or_default())
+            bail!(
+                "tamis did not answer /healthz within 60 s:\n{}",
+                fs::read_to_string(&self.log).unwrap_or_default()
+            )
         }
 
         /// SIGTERM (tamis flushes and exits), then its log.
         pub fn stop(mut self) -> String {
-            let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -1501,7 +1891,10 @@ prop_keys = ["plan", "file"]
     fn get(addr: SocketAddr, path: &str) -> io::Result<String> {
         let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        )?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer)?;
         Ok(answer)
@@ -1553,13 +1946,22 @@ mod verify {
             (pageviews, events) = traffic(ch, database)?;
             dropped = dropped_by_reason(ch, database)?;
             let dropped_ok = dropped_matches(&dropped, &load.all_dropped, unknown);
-            if (within(pageviews, want_pageviews) && within(events, want_events) && dropped_ok) || Instant::now() >= deadline {
+            if (within(pageviews, want_pageviews) && within(events, want_events) && dropped_ok)
+                || Instant::now() >= deadline
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        let statuses: Vec<String> = load.all_statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect();
-        println!("answers (warm-up included): {}; no answer: {unknown}", statuses.join(" "));
+        let statuses: Vec<String> = load
+            .all_statuses
+            .iter()
+            .map(|(s, n)| format!("{s}×{n}"))
+            .collect();
+        println!(
+            "answers (warm-up included): {}; no answer: {unknown}",
+            statuses.join(" ")
+        );
         let pv_ok = within(pageviews, want_pageviews);
         let ev_ok = within(events, want_events);
         let dr_ok = dropped_matches(&dropped, &load.all_dropped, unknown);
@@ -1580,7 +1982,12 @@ mod verify {
     /// tamis must answer every hit with a 2xx (or a 503 when overloaded,
     /// reported apart) and never break a connection.
     pub fn no_errors(load: &load::Report) -> bool {
-        let errors: u64 = load.all_statuses.iter().filter(|(s, _)| !(200..300).contains(*s) && **s != 503).map(|(_, n)| n).sum();
+        let errors: u64 = load
+            .all_statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s) && **s != 503)
+            .map(|(_, n)| n)
+            .sum();
         let broken = load.all_unknown;
         if errors > 0 || broken > 0 {
             println!("check errors:    {errors} non-2xx answers other than 503, {broken} requests without an answer MISMATCH");
@@ -1589,7 +1996,11 @@ mod verify {
     }
 
     fn verdict(ok: bool) -> &'static str {
-        if ok { "OK" } else { "MISMATCH" }
+        if ok {
+            "OK"
+        } else {
+            "MISMATCH"
+        }
     }
 
     fn query(ch: &ClickHouse, sql: &str) -> anyhow::Result<String> {
@@ -1597,7 +2008,10 @@ mod verify {
     }
 
     fn traffic(ch: &ClickHouse, database: &str) -> anyhow::Result<(u64, u64)> {
-        let text = query(ch, &format!("SELECT sumMerge(pageviews), sumMerge(events) FROM {database}.traffic_hourly"))?;
+        let text = query(
+            ch,
+            &format!("SELECT sumMerge(pageviews), sumMerge(events) FROM {database}.traffic_hourly"),
+        )?;
         let mut numbers = text.split_whitespace().map(str::parse::<u64>);
         match (numbers.next(), numbers.next()) {
             (Some(Ok(pageviews)), Some(Ok(events))) => Ok((pageviews, events)),
@@ -1606,21 +2020,36 @@ mod verify {
     }
 
     fn dropped_by_reason(ch: &ClickHouse, database: &str) -> anyhow::Result<BTreeMap<String, u64>> {
-        let text = query(ch, &format!("SELECT reason, sum(hits) FROM {database}.dropped_hourly GROUP BY reason"))?;
+        let text = query(
+            ch,
+            &format!("SELECT reason, sum(hits) FROM {database}.dropped_hourly GROUP BY reason"),
+        )?;
         text.lines()
             .filter(|l| !l.is_empty())
             .map(|line| {
-                let (reason, hits) = line.split_once('\t').ok_or_else(|| anyhow!("unexpected line from ClickHouse: {line:?}"))?;
-                Ok((reason.to_string(), hits.parse().with_context(|| format!("hits in {line:?}"))?))
+                let (reason, hits) = line
+                    .split_once('\t')
+                    .ok_or_else(|| anyhow!("unexpected line from ClickHouse: {line:?}"))?;
+                Ok((
+                    reason.to_string(),
+                    hits.parse().with_context(|| format!("hits in {line:?}"))?,
+                ))
             })
             .collect()
     }
 
-    fn dropped_matches(stored: &BTreeMap<String, u64>, answered: &BTreeMap<String, u64>, unknown: u64) -> bool {
+    fn dropped_matches(
+        stored: &BTreeMap<String, u64>,
+        answered: &BTreeMap<String, u64>,
+        unknown: u64,
+    ) -> bool {
         let stored_total: u64 = stored.values().sum();
         let answered_total: u64 = answered.values().sum();
-        answered.iter().all(|(reason, &n)| stored.get(reason).is_some_and(|&s| s >= n && s <= n + unknown))
-            && stored_total <= answered_total + unknown
+        answered.iter().all(|(reason, &n)| {
+            stored
+                .get(reason)
+                .is_some_and(|&s| s >= n && s <= n + unknown)
+        }) && stored_total <= answered_total + unknown
     }
 }
 
@@ -1629,7 +2058,11 @@ mod report {
     use super::*;
 
     fn ms(v: f64) -> String {
-        if v.is_nan() { "-".into() } else { format!("{v:.2}") }
+        if v.is_nan() {
+            "-".into()
+        } else {
+            format!("{v:.2}")
+        }
     }
 
     fn opt(v: Option<f64>, digits: usize) -> String {
@@ -1659,7 +2092,18 @@ mod report {
         println!();
         println!(
             "{:<9}{:>6}{:>9}{:>9}{:>9}{:>10}{:>9}{:>8}{:>6}{:>8}{:>12}{:>13}",
-            "target", "conns", "req/s", "p50(ms)", "p99(ms)", "p99.9(ms)", "max(ms)", "non2xx", "503", "io_err", "cpu_us/hit", "peak_rss_MB"
+            "target",
+            "conns",
+            "req/s",
+            "p50(ms)",
+            "p99(ms)",
+            "p99.9(ms)",
+            "max(ms)",
+            "non2xx",
+            "503",
+            "io_err",
+            "cpu_us/hit",
+            "peak_rss_MB"
         );
         for row in rows {
             let l = &row.load;
@@ -1679,7 +2123,9 @@ mod report {
                 opt(row.peak_rss_mb, 1),
             );
         }
-        println!("(non2xx excludes 503s, counted apart; latency buckets ≤ 3.2 % wide, upper edge shown)");
+        println!(
+            "(non2xx excludes 503s, counted apart; latency buckets ≤ 3.2 % wide, upper edge shown)"
+        );
         cpu_table(rows);
     }
 
@@ -1707,7 +2153,10 @@ mod report {
         }
         println!("(µs of CPU per hit: the server, the ClickHouse server, this load generator; then shares of the");
         println!(" whole machine: busy, interrupts and softirqs (loopback networking), other processes = noise)");
-        if rows.iter().any(|r| r.load.host_shares().is_some_and(|s| s.2 > NOISY)) {
+        if rows
+            .iter()
+            .any(|r| r.load.host_shares().is_some_and(|s| s.2 > NOISY))
+        {
             println!("WARNING: other processes used more than {:.0}% of the machine during a run: numbers are not clean", NOISY * 100.0);
         }
     }
@@ -1715,24 +2164,42 @@ mod report {
     /// Ratio to the baseline and the issue's targets, per connection setting.
     pub fn targets(rows: &[Row]) {
         for tamis in rows.iter().filter(|r| r.target == "tamis") {
-            let baseline = rows.iter().find(|r| r.target == "baseline" && r.connections == tamis.connections);
+            let baseline = rows
+                .iter()
+                .find(|r| r.target == "baseline" && r.connections == tamis.connections);
             let p99 = tamis.load.latency.quantile_ms(0.99);
             let mut checks = Vec::new();
             if let Some(baseline) = baseline {
                 let ratio = tamis.load.requests_per_second() / baseline.load.requests_per_second();
                 println!("ratio tamis/baseline @{}: {ratio:.2}", tamis.connections);
-                checks.push(format!("throughput ≥ {TARGET_RATIO}× baseline {}", met(ratio >= TARGET_RATIO)));
+                checks.push(format!(
+                    "throughput ≥ {TARGET_RATIO}× baseline {}",
+                    met(ratio >= TARGET_RATIO)
+                ));
             }
-            checks.push(format!("p99 ≤ {TARGET_P99_MS} ms {}", met(p99 <= TARGET_P99_MS)));
+            checks.push(format!(
+                "p99 ≤ {TARGET_P99_MS} ms {}",
+                met(p99 <= TARGET_P99_MS)
+            ));
             if let Some(rss) = tamis.peak_rss_mb {
-                checks.push(format!("RSS ≤ {TARGET_RSS_MB} MB {}", met(rss <= TARGET_RSS_MB)));
+                checks.push(format!(
+                    "RSS ≤ {TARGET_RSS_MB} MB {}",
+                    met(rss <= TARGET_RSS_MB)
+                ));
             }
-            checks.push(format!("no errors {}", met(tamis.load.non_2xx() == 0 && tamis.load.measured_io_errors == 0)));
+            checks.push(format!(
+                "no errors {}",
+                met(tamis.load.non_2xx() == 0 && tamis.load.measured_io_errors == 0)
+            ));
             println!("targets @{}: {}", tamis.connections, checks.join(", "));
         }
     }
 
     fn met(ok: bool) -> &'static str {
-        if ok { "met" } else { "MISSED" }
+        if ok {
+            "met"
+        } else {
+            "MISSED"
+        }
     }
 }

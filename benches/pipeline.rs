@@ -23,8 +23,19 @@ const UAS: [&str; 4] = [
 fn privacy() -> Privacy {
     let config: Config = toml::from_str("[[site]]\nid = 'example.org'\n").expect("config");
     let settings = Settings::from_config(config, std::path::Path::new(".")).expect("settings");
-    let geo = GeoDb::open(Some(std::path::Path::new("tests/data/test-data/GeoIP2-City-Test.mmdb")), None).expect("test GeoIP database");
-    Privacy::new(settings.sites.clone(), Arc::new(geo), Arc::new(SaltStore::new())).expect("privacy")
+    let geo = GeoDb::open(
+        Some(std::path::Path::new(
+            "tests/data/test-data/GeoIP2-City-Test.mmdb",
+        )),
+        None,
+    )
+    .expect("test GeoIP database");
+    Privacy::new(
+        settings.sites.clone(),
+        Arc::new(geo),
+        Arc::new(SaltStore::new()),
+    )
+    .expect("privacy")
 }
 
 fn hit(i: usize) -> RawHit<'static> {
@@ -57,16 +68,33 @@ fn benches(c: &mut Criterion) {
             black_box(p.process(0, &hits[i]).is_ok())
         })
     });
-    c.bench_function("step/truncate", |b| b.iter(|| truncate(black_box("198.51.100.77".parse().unwrap()), 24, 48)));
-    let geo = GeoDb::open(Some(std::path::Path::new("tests/data/test-data/GeoIP2-City-Test.mmdb")), None).expect("geo");
+    c.bench_function("step/truncate", |b| {
+        b.iter(|| truncate(black_box("198.51.100.77".parse().unwrap()), 24, 48))
+    });
+    let geo = GeoDb::open(
+        Some(std::path::Path::new(
+            "tests/data/test-data/GeoIP2-City-Test.mmdb",
+        )),
+        None,
+    )
+    .expect("geo");
     let ip = truncate("81.2.69.160".parse().unwrap(), 24, 48);
-    c.bench_function("step/geo lookup", |b| b.iter(|| black_box(geo.lookup(&ip, GeoLevel::Region))));
+    c.bench_function("step/geo lookup", |b| {
+        b.iter(|| black_box(geo.lookup(&ip, GeoLevel::Region)))
+    });
     let site = p.sites()[0].clone();
     c.bench_function("step/url reduce", |b| {
-        b.iter(|| tamis::privacy::url::reduce(black_box("https://example.org/users/jean.tremblay@example.com/4501234567?q=1#x"), &site))
+        b.iter(|| {
+            tamis::privacy::url::reduce(
+                black_box("https://example.org/users/jean.tremblay@example.com/4501234567?q=1#x"),
+                &site,
+            )
+        })
     });
     let body = br#"{"n":"pageview","u":"https://example.org/services","d":"example.org","r":"https://www.google.com/"}"#;
-    c.bench_function("ingest/parse event", |b| b.iter(|| tamis::ingest::event::parse(black_box(body))));
+    c.bench_function("ingest/parse event", |b| {
+        b.iter(|| tamis::ingest::event::parse(black_box(body)))
+    });
 }
 
 criterion_group!(pipeline, benches);

@@ -123,7 +123,6 @@ const MIN_RUNS: usize = 5;
 /// Runs of each statement when timing it straight on ClickHouse.
 const DIAGNOSE_RUNS: usize = 3;
 
-
 /// The issue's targets: p95 per standard query.
 const TARGET_30D_MS: f64 = 300.0;
 const TARGET_12MO_MS: f64 = 1000.0;
@@ -246,9 +245,19 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     println!("command: {}", args.command());
     print_machine();
 
-    let scratch = tempfile::Builder::new().prefix("tamis-query-bench-").tempdir().context("creating a scratch directory")?;
-    let ch = ClickHouse::try_start().map_err(|message| anyhow!("starting ClickHouse: {message}"))?;
-    println!("ClickHouse {} on {}", ch.try_query("SELECT version()").map_err(|e| anyhow!(e))?.trim(), ch.url);
+    let scratch = tempfile::Builder::new()
+        .prefix("tamis-query-bench-")
+        .tempdir()
+        .context("creating a scratch directory")?;
+    let ch =
+        ClickHouse::try_start().map_err(|message| anyhow!("starting ClickHouse: {message}"))?;
+    println!(
+        "ClickHouse {} on {}",
+        ch.try_query("SELECT version()")
+            .map_err(|e| anyhow!(e))?
+            .trim(),
+        ch.url
+    );
     let config = scratch.path().join("tamis.toml");
     fs::write(&config, config_text(&ch)).context("writing the tamis config")?;
     migrate(&config)?;
@@ -273,7 +282,14 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let server = Tamis::start(&config, scratch.path())?;
     wait_idle(&ch);
     // This process, ClickHouse and tamis: everything else is "other processes".
-    let ours: Vec<u32> = [Some(std::process::id()), Some(server.child.id()), clickhouse_pid(&ch)].into_iter().flatten().collect();
+    let ours: Vec<u32> = [
+        Some(std::process::id()),
+        Some(server.child.id()),
+        clickhouse_pid(&ch),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let cases = cases(now)?;
     let mut outcomes = Vec::new();
     for case in &cases {
@@ -289,26 +305,45 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         );
         outcomes.push(outcome);
     }
-    let merges_after = ch.query(&format!("SELECT count() FROM system.merges WHERE database = '{DATABASE}'"));
+    let merges_after = ch.query(&format!(
+        "SELECT count() FROM system.merges WHERE database = '{DATABASE}'"
+    ));
 
     println!("\n-- checks of the answers");
     let sane = checks(&ch, &cases, &outcomes)?;
 
     let cpu = cpu::Window::start(&ours);
-    let diagnosis = if args.diagnose { Some(diagnose(&ch, &cases, &outcomes, now)?) } else { None };
-    let explored = if args.explore { Some(explore::run(&ch, &cases, now, diagnosis.as_deref())?) } else { None };
+    let diagnosis = if args.diagnose {
+        Some(diagnose(&ch, &cases, &outcomes, now)?)
+    } else {
+        None
+    };
+    let explored = if args.explore {
+        Some(explore::run(&ch, &cases, now, diagnosis.as_deref())?)
+    } else {
+        None
+    };
     let others_after = (args.diagnose || args.explore).then(|| cpu.others());
 
     let log = server.stop();
-    let noisy: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") || l.contains("WARN")).collect();
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .collect();
     if !noisy.is_empty() {
-        println!("\ntamis logged {} warning/error lines; last ones:", noisy.len());
+        println!(
+            "\ntamis logged {} warning/error lines; last ones:",
+            noisy.len()
+        );
         for line in &noisy[noisy.len().saturating_sub(5)..] {
             println!("  {line}");
         }
     }
 
-    println!("\n== results ({} merges still running at the end of the timed runs)", merges_after.trim());
+    println!(
+        "\n== results ({} merges still running at the end of the timed runs)",
+        merges_after.trim()
+    );
     println!("command: {}", args.command());
     println!("{}", table.describe(&seeded, &plan));
     report(&cases, &outcomes, diagnosis.as_deref());
@@ -325,22 +360,42 @@ fn print_machine() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string())))
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, m)| m.trim().to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let memory_mb = fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
         .map_or(0, |kb| kb / 1024);
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "machine: {cores} cores ({model}), {memory_mb} MB memory, load average {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 }
 
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn config_text(ch: &ClickHouse) -> String {
@@ -373,12 +428,24 @@ sites = ["{SITE}"]
 /// them. Prints how long that took and what the tables hold.
 fn roll_up(ch: &ClickHouse, config: &Path) -> anyhow::Result<()> {
     let text = fs::read_to_string(config).context("reading the tamis config")?;
-    let parsed: tamis::config::Config = toml::from_str(&text).context("parsing the tamis config")?;
-    let settings = tamis::config::Settings::from_config(parsed, config.parent().unwrap_or(Path::new("."))).map_err(|e| anyhow!("{e}"))?;
-    let job = tamis::sink::rollup::Rollup::new(tamis::sink::client(&settings.clickhouse), settings.sites.clone(), tamis::clock::Clock::system());
+    let parsed: tamis::config::Config =
+        toml::from_str(&text).context("parsing the tamis config")?;
+    let settings =
+        tamis::config::Settings::from_config(parsed, config.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| anyhow!("{e}"))?;
+    let job = tamis::sink::rollup::Rollup::new(
+        tamis::sink::client(&settings.clickhouse),
+        settings.sites.clone(),
+        tamis::clock::Clock::system(),
+    );
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
-    let days = runtime.block_on(job.pass(None)).context("rolling up the seeded days")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let days = runtime
+        .block_on(job.pass(None))
+        .context("rolling up the seeded days")?;
     let elapsed = started.elapsed().as_secs_f64();
     let sizes = ch.query(&format!(
         "SELECT table, sum(rows), round(sum(data_compressed_bytes) / 1e6, 1) FROM system.parts \
@@ -399,7 +466,11 @@ fn wait_idle(ch: &ClickHouse) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut quiet = 0;
     while quiet < 6 && Instant::now() < deadline {
-        let running = ch.try_query("SELECT count() FROM system.processes WHERE query NOT LIKE '%system.processes%'").unwrap_or_default();
+        let running = ch
+            .try_query(
+                "SELECT count() FROM system.processes WHERE query NOT LIKE '%system.processes%'",
+            )
+            .unwrap_or_default();
         quiet = if running.trim() == "0" { quiet + 1 } else { 0 };
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -408,7 +479,12 @@ fn wait_idle(ch: &ClickHouse) {
 /// The statement tamis runs for `q` broken down by `dimensions` (see
 /// `Api::rolled_statement`): on the rollups when its shape and range allow
 /// and days are rolled, else on the hourly aggregates.
-fn tamis_statement(ch: &ClickHouse, q: &request::Query, dimensions: &[request::Dimension], now: DateTime<Utc>) -> anyhow::Result<sql::Statement> {
+fn tamis_statement(
+    ch: &ClickHouse,
+    q: &request::Query,
+    dimensions: &[request::Dimension],
+    now: DateTime<Utc>,
+) -> anyhow::Result<sql::Statement> {
     let hourly = || sql::build(q, dimensions, TZ.name(), Scope::Selected);
     if sql::rollup_dimension(q, dimensions).is_none() {
         return Ok(hourly());
@@ -419,7 +495,10 @@ fn tamis_statement(ch: &ClickHouse, q: &request::Query, dimensions: &[request::D
     let days = ch.try_query(&format!(
         "SELECT DISTINCT toString(day) FROM {DATABASE}.rollup_days WHERE site_id = '{SITE}' AND day >= toDate('{first}') AND day <= toDate('{last}')"
     )).map_err(|e| anyhow!(e))?;
-    let days: Vec<NaiveDate> = days.lines().filter_map(|d| NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").ok()).collect();
+    let days: Vec<NaiveDate> = days
+        .lines()
+        .filter_map(|d| NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").ok())
+        .collect();
     if days.is_empty() {
         return Ok(hourly());
     }
@@ -439,9 +518,17 @@ fn migrate(config: &Path) -> anyhow::Result<()> {
         .output()
         .context("running tamis migrate")?;
     if !out.status.success() {
-        bail!("tamis migrate failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "tamis migrate failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    println!("tamis migrate: {}", String::from_utf8_lossy(&out.stdout).trim());
+    println!(
+        "tamis migrate: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
     Ok(())
 }
 
@@ -462,10 +549,15 @@ struct SeedPlan {
 impl SeedPlan {
     fn new(args: &Args, now: DateTime<Utc>) -> anyhow::Result<SeedPlan> {
         let today = now.with_timezone(&TZ).date_naive();
-        let start = request::local_midnight(today - chrono::Duration::days(i64::from(args.days) - 1), TZ);
+        let start =
+            request::local_midnight(today - chrono::Duration::days(i64::from(args.days) - 1), TZ);
         let twelve = range_of(&json!("12mo"), now)?.0;
         if start > twelve {
-            println!("note: --days {} does not cover the whole \"12mo\" range (from {})", args.days, twelve.with_timezone(&TZ).date_naive());
+            println!(
+                "note: --days {} does not cover the whole \"12mo\" range (from {})",
+                args.days,
+                twelve.with_timezone(&TZ).date_naive()
+            );
         }
         let end_ts = now.timestamp() / 3600 * 3600 + 3600;
         let hours = ((end_ts - start.timestamp()) / 3600) as u64;
@@ -504,9 +596,15 @@ impl SeedPlan {
         // u*: drawn per row (page, entry page, counts); v*: per visitor key,
         // so a visitor keeps one source, region, browser, OS, device,
         // language and consent state all day.
-        let u: String = [1, 2, 3, 10, 14, 15, 16].iter().map(|k| format!(", cityHash64(n, {k}) / 18446744073709551616. AS u{k}")).collect();
-        let v: String = (4..=13).map(|k| format!(", cityHash64(vk, {k}) / 18446744073709551616. AS v{k}")).collect();
-        let sections = "['/blog/', '/nouvelles/', '/produits/', '/aide/', '/evenements/', '/carrieres/']";
+        let u: String = [1, 2, 3, 10, 14, 15, 16]
+            .iter()
+            .map(|k| format!(", cityHash64(n, {k}) / 18446744073709551616. AS u{k}"))
+            .collect();
+        let v: String = (4..=13)
+            .map(|k| format!(", cityHash64(vk, {k}) / 18446744073709551616. AS v{k}"))
+            .collect();
+        let sections =
+            "['/blog/', '/nouvelles/', '/produits/', '/aide/', '/evenements/', '/carrieres/']";
         let sources = "['Direct / None', 'Google', 'Bing', 'DuckDuckGo', 'Facebook', 'Reddit', 'LinkedIn', 'Instagram', \
                        'X', 'YouTube', 'Wikipedia', 'Yahoo!', 'Qwant', 'Ecosia', 'La Presse', 'Radio-Canada']";
         let hosts = "['', 'google.com', 'bing.com', 'duckduckgo.com', 'facebook.com', 'reddit.com', 'linkedin.com', 'instagram.com', \
@@ -576,9 +674,11 @@ fn seed(ch: &ClickHouse, plan: &SeedPlan) -> anyhow::Result<Seeded> {
     let mut input_rows = 0;
     for (i, &(ts, first_hour, hours)) in plan.chunks.iter().enumerate() {
         let t = Instant::now();
-        ch.try_query(&plan.sql(ts, first_hour, hours)).map_err(|e| anyhow!(e))?;
+        ch.try_query(&plan.sql(ts, first_hour, hours))
+            .map_err(|e| anyhow!(e))?;
         input_rows += hours * plan.rows_per_hour;
-        let month = DateTime::from_timestamp(ts, 0).map_or(String::new(), |t| t.format("%Y-%m").to_string());
+        let month = DateTime::from_timestamp(ts, 0)
+            .map_or(String::new(), |t| t.format("%Y-%m").to_string());
         println!(
             "  [{:>2}/{}] {month}: {:>4} hours, {:>9} rows in {:>5.1} s  (total {:>11} rows, {:>6.1} s)",
             i + 1,
@@ -590,7 +690,10 @@ fn seed(ch: &ClickHouse, plan: &SeedPlan) -> anyhow::Result<Seeded> {
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(Seeded { input_rows, seconds: started.elapsed().as_secs_f64() })
+    Ok(Seeded {
+        input_rows,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Waits (10 s at least) until no merge runs in the bench database for 5 s
@@ -599,13 +702,21 @@ fn settle(ch: &ClickHouse, longest: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     let merges = || -> anyhow::Result<u64> {
         Ok(ch
-            .try_query(&format!("SELECT count() FROM system.merges WHERE database = '{DATABASE}'"))
+            .try_query(&format!(
+                "SELECT count() FROM system.merges WHERE database = '{DATABASE}'"
+            ))
             .map_err(|e| anyhow!(e))?
             .trim()
             .parse()?)
     };
-    let parts = || ch.query(&format!("SELECT count() FROM system.parts WHERE database = '{DATABASE}' AND table = 'traffic_hourly' AND active")).trim().to_string();
-    println!("-- waiting for background merges (at most {} s): {} active parts", longest.as_secs(), parts());
+    let parts = || {
+        ch.query(&format!("SELECT count() FROM system.parts WHERE database = '{DATABASE}' AND table = 'traffic_hourly' AND active")).trim().to_string()
+    };
+    println!(
+        "-- waiting for background merges (at most {} s): {} active parts",
+        longest.as_secs(),
+        parts()
+    );
     let mut quiet_since: Option<Instant> = None;
     let mut last_print = Instant::now();
     loop {
@@ -614,7 +725,11 @@ fn settle(ch: &ClickHouse, longest: Duration) -> anyhow::Result<()> {
         if running == 0 {
             let since = *quiet_since.get_or_insert_with(Instant::now);
             if elapsed >= Duration::from_secs(10) && since.elapsed() >= Duration::from_secs(5) {
-                println!("   merges done after {:.0} s: {} active parts", elapsed.as_secs_f64(), parts());
+                println!(
+                    "   merges done after {:.0} s: {} active parts",
+                    elapsed.as_secs_f64(),
+                    parts()
+                );
                 return Ok(());
             }
         } else {
@@ -625,7 +740,11 @@ fn settle(ch: &ClickHouse, longest: Duration) -> anyhow::Result<()> {
             return Ok(());
         }
         if last_print.elapsed() >= Duration::from_secs(15) {
-            println!("   {:.0} s: {running} merges running, {} active parts", elapsed.as_secs_f64(), parts());
+            println!(
+                "   {:.0} s: {running} merges running, {} active parts",
+                elapsed.as_secs_f64(),
+                parts()
+            );
             last_print = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -651,7 +770,10 @@ impl TableFacts {
             ch.try_query(sql)
                 .map_err(|e| anyhow!(e))?
                 .split_whitespace()
-                .map(|v| v.parse::<u64>().with_context(|| format!("{v:?} from {sql}")))
+                .map(|v| {
+                    v.parse::<u64>()
+                        .with_context(|| format!("{v:?} from {sql}"))
+                })
                 .collect()
         };
         let parts = q(&format!(
@@ -703,7 +825,11 @@ impl TableFacts {
 // ---------------------------------------------------------------- tamis
 
 fn clickhouse_pid(ch: &ClickHouse) -> Option<u32> {
-    fs::read_to_string(ch.dir.join("server.pid")).ok()?.trim().parse().ok()
+    fs::read_to_string(ch.dir.join("server.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// CPU accounting from `/proc`, to tell whether other processes shared the
@@ -733,7 +859,10 @@ mod cpu {
     fn process(pid: u32) -> u64 {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
         // Fields 14 and 15 of the whole line; `rest` starts at field 3.
         f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
     }
@@ -746,7 +875,11 @@ mod cpu {
 
     impl Window {
         pub fn start(pids: &[u32]) -> Window {
-            Window { pids: pids.to_vec(), host: host(), ours: pids.iter().map(|p| process(*p)).sum() }
+            Window {
+                pids: pids.to_vec(),
+                host: host(),
+                ours: pids.iter().map(|p| process(*p)).sum(),
+            }
         }
 
         /// Share of the machine's capacity (all cores) used since `start` by
@@ -755,7 +888,9 @@ mod cpu {
         pub fn others(&self) -> f64 {
             let (busy, irq, total) = host();
             let ours: u64 = self.pids.iter().map(|p| process(*p)).sum();
-            let busy = busy.saturating_sub(self.host.0).saturating_sub(irq.saturating_sub(self.host.1));
+            let busy = busy
+                .saturating_sub(self.host.0)
+                .saturating_sub(irq.saturating_sub(self.host.1));
             let total = total.saturating_sub(self.host.2);
             if total == 0 {
                 return 0.0;
@@ -773,7 +908,10 @@ struct Tamis {
 
 impl Tamis {
     fn start(config: &Path, scratch: &Path) -> anyhow::Result<Tamis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("finding a free port")?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port")?
+            .port();
         let log = scratch.join("tamis.log");
         let child = Command::new(binary())
             .args(["serve", "--config"])
@@ -782,29 +920,48 @@ impl Tamis {
             .env("TAMIS_LOG", "warn")
             .current_dir(scratch)
             .stdout(Stdio::null())
-            .stderr(Stdio::from(fs::File::create(&log).context("creating the tamis log")?))
+            .stderr(Stdio::from(
+                fs::File::create(&log).context("creating the tamis log")?,
+            ))
             .spawn()
             .context("starting tamis serve")?;
-        let mut tamis = Tamis { addr: SocketAddr::from(([127, 0, 0, 1], port)), log, child };
+        let mut tamis = Tamis {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = tamis.child.try_wait()? {
-                bail!("tamis exited with {status}:\n{}", fs::read_to_string(&tamis.log).unwrap_or_default());
+                bail!(
+                    "tamis exited with {status}:\n{}",
+                    fs::read_to_string(&tamis.log).unwrap_or_default()
+                );
             }
             if http(tamis.addr, "GET", "/healthz", &[], "").is_ok_and(|(status, _)| status == 200) {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("tamis did not answer /healthz within 60 s:\n{}", fs::read_to_string(&tamis.log).unwrap_or_default());
+                bail!(
+                    "tamis did not answer /healthz within 60 s:\n{}",
+                    fs::read_to_string(&tamis.log).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        println!("\n-- tamis {} (pid {}) on {}", binary().display(), tamis.child.id(), tamis.addr);
+        println!(
+            "\n-- tamis {} (pid {}) on {}",
+            binary().display(),
+            tamis.child.id(),
+            tamis.addr
+        );
         Ok(tamis)
     }
 
     fn stop(mut self) -> String {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(20));
@@ -823,11 +980,20 @@ impl Drop for Tamis {
 }
 
 /// One HTTP/1.1 exchange on a fresh connection: status and body.
-fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<(u16, String)> {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     stream.set_nodelay(true)?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         let _ = write!(request, "{name}: {value}\r\n");
     }
@@ -844,16 +1010,30 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Err(std::io::Error::other("chunked answers are not expected from tamis"));
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(std::io::Error::other(
+            "chunked answers are not expected from tamis",
+        ));
     }
     Ok((status, body.to_string()))
 }
 
 fn api(addr: SocketAddr, body: &str) -> anyhow::Result<Value> {
     let auth = format!("Bearer {TOKEN}");
-    let (status, text) = http(addr, "POST", "/api/v2/query", &[("Authorization", &auth), ("Content-Type", "application/json")], body)
-        .context("POST /api/v2/query")?;
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/api/v2/query",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    .context("POST /api/v2/query")?;
     if status != 200 {
         bail!("POST /api/v2/query answered {status}: {text}\nrequest: {body}");
     }
@@ -884,7 +1064,11 @@ struct Case {
 
 /// What the request parser may use of the bench site's settings.
 fn site_view() -> SiteView {
-    SiteView { timezone: TZ, campaigns: false, prop_keys: Vec::new() }
+    SiteView {
+        timezone: TZ,
+        campaigns: false,
+        prop_keys: Vec::new(),
+    }
 }
 
 /// The half-open UTC interval tamis gives a date range right now.
@@ -896,14 +1080,28 @@ fn range_of(range: &Value, now: DateTime<Utc>) -> anyhow::Result<(DateTime<Utc>,
 
 fn cases(now: DateTime<Utc>) -> anyhow::Result<Vec<Case>> {
     let mut out = Vec::new();
-    for (range, time, target_ms) in [("30d", "time:day", TARGET_30D_MS), ("12mo", "time:month", TARGET_12MO_MS)] {
+    for (range, time, target_ms) in [
+        ("30d", "time:day", TARGET_30D_MS),
+        ("12mo", "time:month", TARGET_12MO_MS),
+    ] {
         // The period of the same length just before, as explicit dates.
         let (from, to) = range_of(&json!(range), now)?;
         let first = from.with_timezone(&TZ).date_naive();
-        let last = (to - chrono::Duration::seconds(1)).with_timezone(&TZ).date_naive();
+        let last = (to - chrono::Duration::seconds(1))
+            .with_timezone(&TZ)
+            .date_naive();
         let days = (last - first).num_days() + 1;
-        let previous = json!([(first - chrono::Duration::days(days)).to_string(), (first - chrono::Duration::days(1)).to_string()]);
-        let top = ["visitors", "visits", "pageviews", "bounce_rate", "visit_duration"];
+        let previous = json!([
+            (first - chrono::Duration::days(days)).to_string(),
+            (first - chrono::Duration::days(1)).to_string()
+        ]);
+        let top = [
+            "visitors",
+            "visits",
+            "pageviews",
+            "bounce_rate",
+            "visit_duration",
+        ];
         let body = |range: &Value, metrics: &[&str], dims: &[&str], extra: Value| {
             let mut b = json!({"site_id": SITE, "metrics": metrics, "date_range": range, "dimensions": dims});
             if let (Some(b), Some(extra)) = (b.as_object_mut(), extra.as_object()) {
@@ -913,18 +1111,77 @@ fn cases(now: DateTime<Utc>) -> anyhow::Result<Vec<Case>> {
         };
         let r = json!(range);
         let limit = json!({"pagination": {"limit": 10}});
-        let mut case = |kind, name, bodies| out.push(Case { kind, name, range, bodies, target_ms });
-        case(Kind::Totals, "totals + comparison", vec![body(&r, &top, &[], json!({})), body(&previous, &top, &[], json!({}))]);
+        let mut case = |kind, name, bodies| {
+            out.push(Case {
+                kind,
+                name,
+                range,
+                bodies,
+                target_ms,
+            })
+        };
+        case(
+            Kind::Totals,
+            "totals + comparison",
+            vec![
+                body(&r, &top, &[], json!({})),
+                body(&previous, &top, &[], json!({})),
+            ],
+        );
         case(
             Kind::Timeseries,
-            if range == "30d" { "timeseries (time:day)" } else { "timeseries (time:month)" },
-            vec![body(&r, &["visitors", "pageviews"], &[time], json!({"include": {"time_labels": true}}))],
+            if range == "30d" {
+                "timeseries (time:day)"
+            } else {
+                "timeseries (time:month)"
+            },
+            vec![body(
+                &r,
+                &["visitors", "pageviews"],
+                &[time],
+                json!({"include": {"time_labels": true}}),
+            )],
         );
-        case(Kind::Pages, "top pages (event:page)", vec![body(&r, &["visitors", "pageviews"], &["event:page"], limit.clone())]);
-        case(Kind::Sources, "sources (visit:source)", vec![body(&r, &["visitors"], &["visit:source"], limit.clone())]);
-        case(Kind::Regions, "regions (visit:region)", vec![body(&r, &["visitors"], &["visit:region"], limit.clone())]);
-        case(Kind::Browsers, "browsers (visit:browser)", vec![body(&r, &["visitors", "percentage"], &["visit:browser"], limit.clone())]);
-        case(Kind::Devices, "devices (visit:device)", vec![body(&r, &["visitors", "percentage"], &["visit:device"], limit.clone())]);
+        case(
+            Kind::Pages,
+            "top pages (event:page)",
+            vec![body(
+                &r,
+                &["visitors", "pageviews"],
+                &["event:page"],
+                limit.clone(),
+            )],
+        );
+        case(
+            Kind::Sources,
+            "sources (visit:source)",
+            vec![body(&r, &["visitors"], &["visit:source"], limit.clone())],
+        );
+        case(
+            Kind::Regions,
+            "regions (visit:region)",
+            vec![body(&r, &["visitors"], &["visit:region"], limit.clone())],
+        );
+        case(
+            Kind::Browsers,
+            "browsers (visit:browser)",
+            vec![body(
+                &r,
+                &["visitors", "percentage"],
+                &["visit:browser"],
+                limit.clone(),
+            )],
+        );
+        case(
+            Kind::Devices,
+            "devices (visit:device)",
+            vec![body(
+                &r,
+                &["visitors", "percentage"],
+                &["visit:device"],
+                limit.clone(),
+            )],
+        );
     }
     Ok(out)
 }
@@ -957,19 +1214,28 @@ fn percentile(samples: &[f64], q: f64) -> f64 {
 fn measure(addr: SocketAddr, case: &Case, args: &Args, ours: &[u32]) -> anyhow::Result<Outcome> {
     let mut answers = Vec::new();
     for _ in 0..WARMUP {
-        answers = case.bodies.iter().map(|b| api(addr, b)).collect::<anyhow::Result<_>>()?;
+        answers = case
+            .bodies
+            .iter()
+            .map(|b| api(addr, b))
+            .collect::<anyhow::Result<_>>()?;
     }
     let cpu = cpu::Window::start(ours);
     let started = Instant::now();
     let mut samples = Vec::new();
-    while samples.len() < args.runs && (samples.len() < MIN_RUNS || started.elapsed() < args.budget) {
+    while samples.len() < args.runs && (samples.len() < MIN_RUNS || started.elapsed() < args.budget)
+    {
         let t = Instant::now();
         for b in &case.bodies {
             api(addr, b)?;
         }
         samples.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    Ok(Outcome { samples, others: cpu.others(), answers })
+    Ok(Outcome {
+        samples,
+        others: cpu.others(),
+        answers,
+    })
 }
 
 // ---------------------------------------------------------------- checks
@@ -982,16 +1248,32 @@ fn checks(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome]) -> anyhow::Resu
     };
     let number = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     for (case, outcome) in cases.iter().zip(outcomes) {
-        let rows = |i: usize| outcome.answers[i]["results"].as_array().cloned().unwrap_or_default();
-        let dims = |i: usize| rows(i).iter().map(|r| r["dimensions"][0].as_str().unwrap_or("").to_string()).collect::<Vec<_>>();
+        let rows = |i: usize| {
+            outcome.answers[i]["results"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let dims = |i: usize| {
+            rows(i)
+                .iter()
+                .map(|r| r["dimensions"][0].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        };
         let label = format!("{} {}:", case.range, case.name);
         match case.kind {
             Kind::Totals => {
                 for (i, which) in [(0, "range"), (1, "previous period")] {
                     let answer = &outcome.answers[i];
-                    let got = rows(i).first().map(|r| number(&r["metrics"][2])).unwrap_or(f64::NAN);
+                    let got = rows(i)
+                        .first()
+                        .map(|r| number(&r["metrics"][2]))
+                        .unwrap_or(f64::NAN);
                     let range = &answer["query"]["date_range"];
-                    let (from, to) = (parse_rfc3339(&range[0])?, parse_rfc3339(&range[1])? + chrono::Duration::seconds(1));
+                    let (from, to) = (
+                        parse_rfc3339(&range[0])?,
+                        parse_rfc3339(&range[1])? + chrono::Duration::seconds(1),
+                    );
                     let want: f64 = ch
                         .query(&format!(
                             "SELECT sumMerge(pageviews) FROM {DATABASE}.traffic_hourly WHERE site_id = '{SITE}' \
@@ -1002,7 +1284,12 @@ fn checks(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome]) -> anyhow::Resu
                         .trim()
                         .parse()
                         .unwrap_or(f64::NAN);
-                    let m = |k: usize| rows(i).first().map(|r| number(&r["metrics"][k])).unwrap_or(f64::NAN);
+                    let m = |k: usize| {
+                        rows(i)
+                            .first()
+                            .map(|r| number(&r["metrics"][k]))
+                            .unwrap_or(f64::NAN)
+                    };
                     check(
                         format!(
                             "{label} {which} {} … {}: {:.2}M pageviews (seeded: {:.2}M), {:.2}M visitors, {:.2}M visits, bounce rate {} %, visit duration {} s",
@@ -1020,22 +1307,42 @@ fn checks(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome]) -> anyhow::Resu
                 }
             }
             Kind::Timeseries => {
-                let labels = outcome.answers[0]["meta"]["time_labels"].as_array().map_or(0, Vec::len);
+                let labels = outcome.answers[0]["meta"]["time_labels"]
+                    .as_array()
+                    .map_or(0, Vec::len);
                 let n = rows(0).len();
                 let withheld = rows(0).iter().filter(|r| r["metrics"][0].is_null()).count();
-                check(format!("{label} {n} buckets with data of {labels} labelled, {withheld} withheld"), n > 0 && n <= labels && withheld == 0);
+                check(
+                    format!(
+                        "{label} {n} buckets with data of {labels} labelled, {withheld} withheld"
+                    ),
+                    n > 0 && n <= labels && withheld == 0,
+                );
             }
             Kind::Pages => {
                 let d = dims(0);
-                check(format!("{label} {} rows, first {:?}, last {:?}", d.len(), d.first(), d.last()), d.len() == 10 && d[0] == "/");
+                check(
+                    format!(
+                        "{label} {} rows, first {:?}, last {:?}",
+                        d.len(),
+                        d.first(),
+                        d.last()
+                    ),
+                    d.len() == 10 && d[0] == "/",
+                );
             }
             Kind::Sources => {
                 let d = dims(0);
-                check(format!("{label} {} rows: {}", d.len(), d.join(", ")), d.len() == 10 && d[0] == "Direct / None" && d[1] == "Google");
+                check(
+                    format!("{label} {} rows: {}", d.len(), d.join(", ")),
+                    d.len() == 10 && d[0] == "Direct / None" && d[1] == "Google",
+                );
             }
             Kind::Regions => {
                 let d = dims(0);
-                let names = outcome.answers[0]["meta"]["region_names"].as_object().map_or(0, |m| m.len());
+                let names = outcome.answers[0]["meta"]["region_names"]
+                    .as_object()
+                    .map_or(0, |m| m.len());
                 check(
                     format!("{label} {} rows (limit 10 of 13 provinces and territories), {names} display names: {}", d.len(), d.join(", ")),
                     d.len() == 10 && d[0] == "CA-QC" && d[1] == "CA-ON" && names == 10,
@@ -1045,19 +1352,35 @@ fn checks(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome]) -> anyhow::Resu
                 let d = dims(0);
                 let share: f64 = rows(0).iter().map(|r| number(&r["metrics"][1])).sum();
                 let want = if case.kind == Kind::Browsers { 10 } else { 3 };
-                check(format!("{label} {} rows, shares add up to {share:.1} %: {}", d.len(), d.join(", ")), d.len() == want && (share - 100.0).abs() < 3.0);
+                check(
+                    format!(
+                        "{label} {} rows, shares add up to {share:.1} %: {}",
+                        d.len(),
+                        d.join(", ")
+                    ),
+                    d.len() == want && (share - 100.0).abs() < 3.0,
+                );
             }
         }
     }
     // The regions beyond the page of 10: all 13 are there, none suppressed.
-    let all = ch.query(&format!("SELECT uniqExact(region) FROM {DATABASE}.traffic_hourly"));
-    check(format!("all regions seeded: {}", all.trim()), all.trim() == "13");
+    let all = ch.query(&format!(
+        "SELECT uniqExact(region) FROM {DATABASE}.traffic_hourly"
+    ));
+    check(
+        format!("all regions seeded: {}", all.trim()),
+        all.trim() == "13",
+    );
     Ok(ok)
 }
 
 fn parse_rfc3339(v: &Value) -> anyhow::Result<DateTime<Utc>> {
-    let s = v.as_str().ok_or_else(|| anyhow!("date_range bound is not a string: {v}"))?;
-    Ok(DateTime::parse_from_rfc3339(s).with_context(|| format!("date_range bound {s:?}"))?.with_timezone(&Utc))
+    let s = v
+        .as_str()
+        .ok_or_else(|| anyhow!("date_range bound is not a string: {v}"))?;
+    Ok(DateTime::parse_from_rfc3339(s)
+        .with_context(|| format!("date_range bound {s:?}"))?
+        .with_timezone(&Utc))
 }
 
 // ---------------------------------------------------------------- diagnosis
@@ -1106,29 +1429,56 @@ fn inline(statement: &sql::Statement) -> String {
 fn time_statement(ch: &ClickHouse, sql: &str) -> anyhow::Result<Timed> {
     let mut runs = Vec::new();
     // Slow statements (over 1 s) are timed once: their noise is small next to them.
-    while runs.len() < DIAGNOSE_RUNS && runs.first().is_none_or(|r: &(f64, u64, u64)| r.0 < 1000.0) {
+    while runs.len() < DIAGNOSE_RUNS && runs.first().is_none_or(|r: &(f64, u64, u64)| r.0 < 1000.0)
+    {
         // tamis names its tables without a database (its client sets one).
         let mut qualified = sql.to_string();
         for table in ["traffic_hourly", "rollup_daily", "rollup_days"] {
-            qualified = qualified.replace(&format!(" FROM {table}"), &format!(" FROM {DATABASE}.{table}"));
+            qualified = qualified.replace(
+                &format!(" FROM {table}"),
+                &format!(" FROM {DATABASE}.{table}"),
+            );
         }
-        let text = ch.try_query(&format!("{qualified} FORMAT JSON")).map_err(|e| anyhow!(e))?;
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("FORMAT JSON answer of {sql}"))?;
+        let text = ch
+            .try_query(&format!("{qualified} FORMAT JSON"))
+            .map_err(|e| anyhow!(e))?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("FORMAT JSON answer of {sql}"))?;
         let s = &v["statistics"];
-        runs.push((s["elapsed"].as_f64().unwrap_or(f64::NAN) * 1000.0, s["rows_read"].as_u64().unwrap_or(0), s["bytes_read"].as_u64().unwrap_or(0)));
+        runs.push((
+            s["elapsed"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+            s["rows_read"].as_u64().unwrap_or(0),
+            s["bytes_read"].as_u64().unwrap_or(0),
+        ));
     }
     let elapsed: Vec<f64> = runs.iter().map(|r| r.0).collect();
-    Ok(Timed { elapsed_ms: percentile(&elapsed, 0.5), rows_read: runs[0].1, bytes_read: runs[0].2 })
+    Ok(Timed {
+        elapsed_ms: percentile(&elapsed, 0.5),
+        rows_read: runs[0].1,
+        bytes_read: runs[0].2,
+    })
 }
 
 /// For every case, the statements tamis runs for its requests (as
 /// `Api::run` does: the breakdown, then the totals), timed on ClickHouse.
-fn diagnose(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome], now: DateTime<Utc>) -> anyhow::Result<Vec<Diagnosis>> {
+fn diagnose(
+    ch: &ClickHouse,
+    cases: &[Case],
+    outcomes: &[Outcome],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<Diagnosis>> {
     println!("\n-- the same statements straight on ClickHouse (FORMAT JSON statistics, median of {DIAGNOSE_RUNS} runs, 1 run when over 1 s)");
     let view = site_view();
     let mut out = Vec::new();
     for (case, outcome) in cases.iter().zip(outcomes) {
-        let mut d = Diagnosis { statements: 0, elapsed_ms: 0.0, totals_ms: 0.0, rows_read: 0, bytes_read: 0, identical_pairs: 0 };
+        let mut d = Diagnosis {
+            statements: 0,
+            elapsed_ms: 0.0,
+            totals_ms: 0.0,
+            rows_read: 0,
+            bytes_read: 0,
+            identical_pairs: 0,
+        };
         for body in &case.bodies {
             let q = request::parse(body.as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
             let rows = inline(&tamis_statement(ch, &q, &q.dimensions, now)?);
@@ -1160,9 +1510,17 @@ fn diagnose(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome], now: DateTime
         );
         out.push(d);
     }
-    if let Some(case) = cases.iter().find(|c| c.kind == Kind::Pages && c.range == "12mo") {
-        let q = request::parse(case.bodies[0].as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
-        println!("  e.g. 12mo top pages runs:\n    {}\n    {}", inline(&tamis_statement(ch, &q, &q.dimensions, now)?), inline(&tamis_statement(ch, &q, &[], now)?));
+    if let Some(case) = cases
+        .iter()
+        .find(|c| c.kind == Kind::Pages && c.range == "12mo")
+    {
+        let q =
+            request::parse(case.bodies[0].as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
+        println!(
+            "  e.g. 12mo top pages runs:\n    {}\n    {}",
+            inline(&tamis_statement(ch, &q, &q.dimensions, now)?),
+            inline(&tamis_statement(ch, &q, &[], now)?)
+        );
     }
     Ok(out)
 }
@@ -1175,7 +1533,10 @@ fn report(cases: &[Case], outcomes: &[Outcome], diagnosis: Option<&[Diagnosis]>)
         "range", "query", "runs", "p50(ms)", "p95(ms)", "max(ms)", "target", "result", "others"
     );
     if diagnosis.is_some() {
-        header.push_str(&format!(" {:>8} {:>9} {:>11} {:>8}", "ch_ms", "totals_ms", "rows_read", "MB_read"));
+        header.push_str(&format!(
+            " {:>8} {:>9} {:>11} {:>8}",
+            "ch_ms", "totals_ms", "rows_read", "MB_read"
+        ));
     }
     println!("{header}");
     let mut missed = Vec::new();
@@ -1199,7 +1560,13 @@ fn report(cases: &[Case], outcomes: &[Outcome], diagnosis: Option<&[Diagnosis]>)
             o.others * 100.0
         );
         if let Some(d) = diagnosis.and_then(|d| d.get(i)) {
-            line.push_str(&format!(" {:>8.1} {:>9.1} {:>11} {:>8.1}", d.elapsed_ms, d.totals_ms, d.rows_read, d.bytes_read as f64 / 1e6));
+            line.push_str(&format!(
+                " {:>8.1} {:>9.1} {:>11} {:>8.1}",
+                d.elapsed_ms,
+                d.totals_ms,
+                d.rows_read,
+                d.bytes_read as f64 / 1e6
+            ));
         }
         println!("{line}");
     }
@@ -1302,7 +1669,12 @@ mod explore {
         ("browser_hourly", Grain::Hour, Some("browser"), "uniqIf"),
         ("device_hourly", Grain::Hour, Some("device"), "uniqIf"),
         ("site_hourly_hll", Grain::Hour, None, "uniqHLL12If"),
-        ("source_hourly_hll", Grain::Hour, Some("source"), "uniqHLL12If"),
+        (
+            "source_hourly_hll",
+            Grain::Hour,
+            Some("source"),
+            "uniqHLL12If",
+        ),
         ("page_daily_hll", Grain::Day, Some("page"), "uniqHLL12If"),
     ];
 
@@ -1310,15 +1682,69 @@ mod explore {
     const DERIVED: [(&str, &str, Grain, Grain, Option<&str>); 11] = [
         ("site_daily", "site_hourly", Grain::Day, Grain::Hour, None),
         ("site_monthly", "site_daily", Grain::Month, Grain::Day, None),
-        ("page_monthly", "page_daily", Grain::Month, Grain::Day, Some("page")),
-        ("source_daily", "source_hourly", Grain::Day, Grain::Hour, Some("source")),
-        ("source_monthly", "source_daily", Grain::Month, Grain::Day, Some("source")),
-        ("region_daily", "region_hourly", Grain::Day, Grain::Hour, Some("region")),
-        ("region_monthly", "region_daily", Grain::Month, Grain::Day, Some("region")),
-        ("browser_daily", "browser_hourly", Grain::Day, Grain::Hour, Some("browser")),
-        ("browser_monthly", "browser_daily", Grain::Month, Grain::Day, Some("browser")),
-        ("device_daily", "device_hourly", Grain::Day, Grain::Hour, Some("device")),
-        ("device_monthly", "device_daily", Grain::Month, Grain::Day, Some("device")),
+        (
+            "page_monthly",
+            "page_daily",
+            Grain::Month,
+            Grain::Day,
+            Some("page"),
+        ),
+        (
+            "source_daily",
+            "source_hourly",
+            Grain::Day,
+            Grain::Hour,
+            Some("source"),
+        ),
+        (
+            "source_monthly",
+            "source_daily",
+            Grain::Month,
+            Grain::Day,
+            Some("source"),
+        ),
+        (
+            "region_daily",
+            "region_hourly",
+            Grain::Day,
+            Grain::Hour,
+            Some("region"),
+        ),
+        (
+            "region_monthly",
+            "region_daily",
+            Grain::Month,
+            Grain::Day,
+            Some("region"),
+        ),
+        (
+            "browser_daily",
+            "browser_hourly",
+            Grain::Day,
+            Grain::Hour,
+            Some("browser"),
+        ),
+        (
+            "browser_monthly",
+            "browser_daily",
+            Grain::Month,
+            Grain::Day,
+            Some("browser"),
+        ),
+        (
+            "device_daily",
+            "device_hourly",
+            Grain::Day,
+            Grain::Hour,
+            Some("device"),
+        ),
+        (
+            "device_monthly",
+            "device_daily",
+            Grain::Month,
+            Grain::Day,
+            Some("device"),
+        ),
     ];
 
     const STATE_COLUMNS: &str = "visitors, pageviews, events, visits, bounces, duration, exits";
@@ -1335,7 +1761,13 @@ mod explore {
         ch.try_query(sql).map_err(|e| anyhow!(e))
     }
 
-    fn create_table(ch: &ClickHouse, name: &str, grain: Grain, dim: Option<&str>, distinct: &str) -> anyhow::Result<()> {
+    fn create_table(
+        ch: &ClickHouse,
+        name: &str,
+        grain: Grain,
+        dim: Option<&str>,
+        distinct: &str,
+    ) -> anyhow::Result<()> {
         let col = dim.map_or(String::new(), |d| format!(", {d} String"));
         let key = dim.map_or(String::new(), |d| format!(", {d}"));
         let time = grain.name();
@@ -1372,7 +1804,16 @@ mod explore {
             )?;
         }
         let dims = tamis::sink::schema::TRAFFIC_DIMENSIONS;
-        let cols: Vec<String> = dims.iter().map(|c| if *c == "hour" { "hour DateTime".into() } else { format!("{c} String") }).collect();
+        let cols: Vec<String> = dims
+            .iter()
+            .map(|c| {
+                if *c == "hour" {
+                    "hour DateTime".into()
+                } else {
+                    format!("{c} String")
+                }
+            })
+            .collect();
         let list = dims.join(", ");
         exec(
             ch,
@@ -1398,7 +1839,10 @@ mod explore {
             exec(ch, &format!("INSERT INTO {DATABASE}.x_sum_check SELECT 'a', uniqIfState(toUInt64({visitor}), toUInt8(1)), toUInt64(1)"))?;
         }
         exec(ch, &format!("OPTIMIZE TABLE {DATABASE}.x_sum_check FINAL"))?;
-        let got = exec(ch, &format!("SELECT count(), uniqIfMerge(v), sum(n) FROM {DATABASE}.x_sum_check"))?;
+        let got = exec(
+            ch,
+            &format!("SELECT count(), uniqIfMerge(v), sum(n) FROM {DATABASE}.x_sum_check"),
+        )?;
         println!(
             "--explore: created {} experimental tables fed by materialized views; SummingMergeTree merges an AggregateFunction column: {} (rows, visitors, n after OPTIMIZE FINAL: {})",
             FED.len() + 1,
@@ -1474,7 +1918,11 @@ mod explore {
 
     /// Local days `first..=last` as whole months and the other day ranges.
     /// (A breakdown by day cannot use monthly rows: `months_ok` false.)
-    fn split(first: NaiveDate, last: NaiveDate, months_ok: bool) -> (Vec<(NaiveDate, NaiveDate)>, Vec<NaiveDate>) {
+    fn split(
+        first: NaiveDate,
+        last: NaiveDate,
+        months_ok: bool,
+    ) -> (Vec<(NaiveDate, NaiveDate)>, Vec<NaiveDate>) {
         let mut day_ranges = Vec::new();
         let mut months = Vec::new();
         let mut m = first.with_day(1).unwrap_or(first);
@@ -1495,7 +1943,15 @@ mod explore {
     /// The range from plain tables for finished days (whole months from
     /// `x_<t>_monthly_plain`, other days from `x_<t>_daily_plain`) and from
     /// states for today (`today_states`: table, grouping expression, filter).
-    fn plain(t: &str, d_day: Option<&str>, d_month: Option<&str>, first: NaiveDate, last: NaiveDate, today: NaiveDate, today_states: (&str, Option<&str>, &str)) -> String {
+    fn plain(
+        t: &str,
+        d_day: Option<&str>,
+        d_month: Option<&str>,
+        first: NaiveDate,
+        last: NaiveDate,
+        today: NaiveDate,
+        today_states: (&str, Option<&str>, &str),
+    ) -> String {
         let cols = named(&[
             "toFloat64(visitors)",
             "toFloat64(visits)",
@@ -1509,11 +1965,18 @@ mod explore {
         let mut parts = Vec::new();
         let finished = last.min(today - chrono::Duration::days(1));
         if first <= finished {
-            let (day_ranges, months) = split(first, finished, !(d_day.is_some() && d_month.is_none()));
+            let (day_ranges, months) =
+                split(first, finished, !(d_day.is_some() && d_month.is_none()));
             if !day_ranges.is_empty() {
-                let days: Vec<String> = day_ranges.iter().map(|(a, b)| format!("(day >= toDate('{a}') AND day <= toDate('{b}'))")).collect();
+                let days: Vec<String> = day_ranges
+                    .iter()
+                    .map(|(a, b)| format!("(day >= toDate('{a}') AND day <= toDate('{b}'))"))
+                    .collect();
                 let d = d_day.map_or(String::new(), |d| format!("{d} AS d, "));
-                parts.push(format!("SELECT {d}{cols} FROM {DATABASE}.x_{t}_daily_plain WHERE {site} AND ({})", days.join(" OR ")));
+                parts.push(format!(
+                    "SELECT {d}{cols} FROM {DATABASE}.x_{t}_daily_plain WHERE {site} AND ({})",
+                    days.join(" OR ")
+                ));
             }
             if let (Some(a), Some(b)) = (months.first(), months.last()) {
                 let d = d_month.map_or(String::new(), |d| format!("{d} AS d, "));
@@ -1531,13 +1994,22 @@ mod explore {
         let sums: Vec<String> = (1..=7).map(|i| format!("sum(c{i})")).collect();
         let grouped = if d_day.is_some() { "d, " } else { "" };
         let group = if d_day.is_some() { " GROUP BY d" } else { "" };
-        format!("SELECT {grouped}{} FROM ({}){group}", sums.join(", "), parts.join(" UNION ALL "))
+        format!(
+            "SELECT {grouped}{} FROM ({}){group}",
+            sums.join(", "),
+            parts.join(" UNION ALL ")
+        )
     }
 
     /// Seven value expressions named c1..c7 (a union names its columns
     /// after its first branch).
     fn named(values: &[&str]) -> String {
-        values.iter().enumerate().map(|(i, v)| format!("{v} AS c{}", i + 1)).collect::<Vec<_>>().join(", ")
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{v} AS c{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Server time (ms) and rows read of statements run one after the other.
@@ -1553,14 +2025,18 @@ mod explore {
     }
 
     fn base(distinct: &str) -> String {
-        sql::BASE.join(", ").replace("uniqIfMerge(", &format!("{distinct}Merge("))
+        sql::BASE
+            .join(", ")
+            .replace("uniqIfMerge(", &format!("{distinct}Merge("))
     }
 
     /// `SELECT [d,] base FROM table WHERE filter [GROUP BY d]`.
     fn flat(table: &str, d: Option<&str>, filter: &str, distinct: &str) -> String {
         let base = base(distinct);
         match d {
-            Some(d) => format!("SELECT {d} AS d, {base} FROM {DATABASE}.x_{table} WHERE {filter} GROUP BY d"),
+            Some(d) => format!(
+                "SELECT {d} AS d, {base} FROM {DATABASE}.x_{table} WHERE {filter} GROUP BY d"
+            ),
             None => format!("SELECT {base} FROM {DATABASE}.x_{table} WHERE {filter}"),
         }
     }
@@ -1568,14 +2044,26 @@ mod explore {
     /// The local days `first..=last` from `x_<table>_monthly` (months that
     /// lie wholly inside) and `x_<table>_daily` (the other days); `d_day` and
     /// `d_month` group each table's rows.
-    fn tiled(table: &str, d_day: Option<&str>, d_month: Option<&str>, first: NaiveDate, last: NaiveDate) -> String {
+    fn tiled(
+        table: &str,
+        d_day: Option<&str>,
+        d_month: Option<&str>,
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> String {
         let (day_ranges, months) = split(first, last, !(d_day.is_some() && d_month.is_none()));
         let site = format!("site_id = '{SITE}'");
         let mut parts = Vec::new();
         if !day_ranges.is_empty() {
-            let days: Vec<String> = day_ranges.iter().map(|(a, b)| format!("(day >= toDate('{a}') AND day <= toDate('{b}'))")).collect();
+            let days: Vec<String> = day_ranges
+                .iter()
+                .map(|(a, b)| format!("(day >= toDate('{a}') AND day <= toDate('{b}'))"))
+                .collect();
             let d = d_day.map_or(String::new(), |d| format!("{d} AS d, "));
-            parts.push(format!("SELECT {d}{STATE_COLUMNS} FROM {DATABASE}.x_{table}_daily WHERE {site} AND ({})", days.join(" OR ")));
+            parts.push(format!(
+                "SELECT {d}{STATE_COLUMNS} FROM {DATABASE}.x_{table}_daily WHERE {site} AND ({})",
+                days.join(" OR ")
+            ));
         }
         if let (Some(a), Some(b)) = (months.first(), months.last()) {
             let d = d_month.map_or(String::new(), |d| format!("{d} AS d, "));
@@ -1584,7 +2072,10 @@ mod explore {
         let base = base("uniqIf");
         let group = if d_day.is_some() { " GROUP BY d" } else { "" };
         let d = if d_day.is_some() { "d, " } else { "" };
-        format!("SELECT {d}{base} FROM ({}){group}", parts.join(" UNION ALL "))
+        format!(
+            "SELECT {d}{base} FROM ({}){group}",
+            parts.join(" UNION ALL ")
+        )
     }
 
     fn dimension_of(kind: Kind) -> Option<&'static str> {
@@ -1598,9 +2089,16 @@ mod explore {
         }
     }
 
-    pub fn run(ch: &ClickHouse, cases: &[Case], now: DateTime<Utc>, current: Option<&[Diagnosis]>) -> anyhow::Result<String> {
+    pub fn run(
+        ch: &ClickHouse,
+        cases: &[Case],
+        now: DateTime<Utc>,
+        current: Option<&[Diagnosis]>,
+    ) -> anyhow::Result<String> {
         println!("\n-- exploration: the same requests on experimental tables");
-        debug_assert!(DIMENSIONS.iter().all(|d| FED.iter().any(|f| f.2 == Some(*d))));
+        debug_assert!(DIMENSIONS
+            .iter()
+            .all(|d| FED.iter().any(|f| f.2 == Some(*d))));
         let mut out = String::new();
         let _ = writeln!(out, "\n== exploration (--explore): server time in ms of the statements tamis would run for each request, summed");
         let sizes = exec(
@@ -1610,11 +2108,28 @@ mod explore {
                  WHERE database = '{DATABASE}' AND active AND (table LIKE 'x\\\\_%' OR table = 'traffic_hourly') GROUP BY table ORDER BY table"
             ),
         )?;
-        let _ = writeln!(out, "tables (rows, MB compressed): {}", sizes.lines().map(|l| l.replace('\t', " ")).collect::<Vec<_>>().join("; "));
+        let _ = writeln!(
+            out,
+            "tables (rows, MB compressed): {}",
+            sizes
+                .lines()
+                .map(|l| l.replace('\t', " "))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
         let view = site_view();
         let header = format!(
             "{:<5}  {:<28} {:>8} {:>10} {:>8} {:>8} {:>8} {:>11} {:>8} {:>11}",
-            "range", "query", "now", "plain_sums", "hourly", "tiled", "hll", "tiled_rows", "plain", "plain_rows"
+            "range",
+            "query",
+            "now",
+            "plain_sums",
+            "hourly",
+            "tiled",
+            "hll",
+            "tiled_rows",
+            "plain",
+            "plain_rows"
         );
         println!("  {header}");
         let _ = writeln!(out, "{header}");
@@ -1624,7 +2139,8 @@ mod explore {
         for (i, case) in cases.iter().enumerate() {
             let dim = dimension_of(case.kind);
             let month_series = case.range == "12mo";
-            let (mut wide, mut hourly, mut tiled_s, mut hll, mut plain_s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut wide, mut hourly, mut tiled_s, mut hll, mut plain_s) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let hll_table = match case.kind {
                 Kind::Totals | Kind::Timeseries => Some("site_hourly_hll"),
                 Kind::Sources => Some("source_hourly_hll"),
@@ -1633,13 +2149,31 @@ mod explore {
             };
             for body in &case.bodies {
                 let q = request::parse(body.as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
-                for statement in [sql::build(&q, &q.dimensions, tz, Scope::Selected), sql::build(&q, &[], tz, Scope::Selected)] {
-                    wide.push(inline(&statement).replace(" FROM traffic_hourly", &format!(" FROM {DATABASE}.x_wide_sum")).replace("sumMerge(", "sum("));
+                for statement in [
+                    sql::build(&q, &q.dimensions, tz, Scope::Selected),
+                    sql::build(&q, &[], tz, Scope::Selected),
+                ] {
+                    wide.push(
+                        inline(&statement)
+                            .replace(
+                                " FROM traffic_hourly",
+                                &format!(" FROM {DATABASE}.x_wide_sum"),
+                            )
+                            .replace("sumMerge(", "sum("),
+                    );
                 }
-                let hours = format!("site_id = '{SITE}' AND hour >= toDateTime({}) AND hour < toDateTime({})", q.from.timestamp(), q.to.timestamp());
+                let hours = format!(
+                    "site_id = '{SITE}' AND hour >= toDateTime({}) AND hour < toDateTime({})",
+                    q.from.timestamp(),
+                    q.to.timestamp()
+                );
                 let first = q.from.with_timezone(&TZ).date_naive();
-                let last = (q.to - chrono::Duration::seconds(1)).with_timezone(&TZ).date_naive();
-                let days = format!("site_id = '{SITE}' AND day >= toDate('{first}') AND day <= toDate('{last}')");
+                let last = (q.to - chrono::Duration::seconds(1))
+                    .with_timezone(&TZ)
+                    .date_naive();
+                let days = format!(
+                    "site_id = '{SITE}' AND day >= toDate('{first}') AND day <= toDate('{last}')"
+                );
                 let series_hour = if month_series {
                     format!("toString(toStartOfMonth(toDate(hour, '{tz}')))")
                 } else {
@@ -1647,7 +2181,9 @@ mod explore {
                 };
                 // hourly rollups (pages by local day)
                 hourly.push(match (case.kind, dim) {
-                    (Kind::Timeseries, _) => flat("site_hourly", Some(&series_hour), &hours, "uniqIf"),
+                    (Kind::Timeseries, _) => {
+                        flat("site_hourly", Some(&series_hour), &hours, "uniqIf")
+                    }
                     (Kind::Pages, _) => flat("page_daily", Some("page"), &days, "uniqIf"),
                     (_, Some(d)) => flat(&format!("{d}_hourly"), Some(d), &hours, "uniqIf"),
                     (_, None) => flat("site_hourly", None, &hours, "uniqIf"),
@@ -1655,14 +2191,26 @@ mod explore {
                 hourly.push(flat("site_hourly", None, &hours, "uniqIf"));
                 // tiled daily + monthly rollups
                 tiled_s.push(match (case.kind, dim) {
-                    (Kind::Timeseries, _) if month_series => tiled("site", Some("toString(toStartOfMonth(day))"), Some("toString(month)"), first, last),
-                    (Kind::Timeseries, _) => tiled("site", Some("toString(day)"), None, first, last),
+                    (Kind::Timeseries, _) if month_series => tiled(
+                        "site",
+                        Some("toString(toStartOfMonth(day))"),
+                        Some("toString(month)"),
+                        first,
+                        last,
+                    ),
+                    (Kind::Timeseries, _) => {
+                        tiled("site", Some("toString(day)"), None, first, last)
+                    }
                     (_, Some(d)) => tiled(d, Some(d), Some(d), first, last),
                     (_, None) => tiled("site", None, None, first, last),
                 });
                 tiled_s.push(tiled("site", None, None, first, last));
                 // finished days as plain numbers, today from states
-                let today_hours = format!("hour >= toDateTime({}) AND hour < toDateTime({})", today_start, q.to.timestamp());
+                let today_hours = format!(
+                    "hour >= toDateTime({}) AND hour < toDateTime({})",
+                    today_start,
+                    q.to.timestamp()
+                );
                 let today_day = format!("day = toDate('{today}')");
                 let site_today = ("site_hourly", None, today_hours.as_str());
                 plain_s.push(match (case.kind, dim) {
@@ -1675,9 +2223,33 @@ mod explore {
                         today,
                         ("site_hourly", Some(&series_hour), &today_hours),
                     ),
-                    (Kind::Timeseries, _) => plain("site", Some("toString(day)"), None, first, last, today, ("site_hourly", Some(&series_hour), &today_hours)),
-                    (Kind::Pages, _) => plain("page", Some("page"), Some("page"), first, last, today, ("page_daily", Some("page"), &today_day)),
-                    (_, Some(d)) => plain(d, Some(d), Some(d), first, last, today, (&format!("{d}_hourly"), Some(d), &today_hours)),
+                    (Kind::Timeseries, _) => plain(
+                        "site",
+                        Some("toString(day)"),
+                        None,
+                        first,
+                        last,
+                        today,
+                        ("site_hourly", Some(&series_hour), &today_hours),
+                    ),
+                    (Kind::Pages, _) => plain(
+                        "page",
+                        Some("page"),
+                        Some("page"),
+                        first,
+                        last,
+                        today,
+                        ("page_daily", Some("page"), &today_day),
+                    ),
+                    (_, Some(d)) => plain(
+                        d,
+                        Some(d),
+                        Some(d),
+                        first,
+                        last,
+                        today,
+                        (&format!("{d}_hourly"), Some(d), &today_hours),
+                    ),
                     (_, None) => plain("site", None, None, first, last, today, site_today),
                 });
                 plain_s.push(plain("site", None, None, first, last, today, site_today));
@@ -1695,12 +2267,27 @@ mod explore {
             let wide_ms = time_all(ch, &wide)?.0;
             let hourly_ms = time_all(ch, &hourly)?.0;
             let (tiled_ms, tiled_rows) = time_all(ch, &tiled_s)?;
-            let hll_ms = if hll.is_empty() { "-".to_string() } else { format!("{:.1}", time_all(ch, &hll)?.0) };
+            let hll_ms = if hll.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1}", time_all(ch, &hll)?.0)
+            };
             let (plain_ms, plain_rows) = time_all(ch, &plain_s)?;
-            let now_ms = current.and_then(|d| d.get(i)).map_or("-".to_string(), |d| format!("{:.1}", d.elapsed_ms));
+            let now_ms = current
+                .and_then(|d| d.get(i))
+                .map_or("-".to_string(), |d| format!("{:.1}", d.elapsed_ms));
             let line = format!(
                 "{:<5}  {:<28} {:>8} {:>10.1} {:>8.1} {:>8.1} {:>8} {:>11} {:>8.1} {:>11}",
-                case.range, case.name, now_ms, wide_ms, hourly_ms, tiled_ms, hll_ms, tiled_rows, plain_ms, plain_rows
+                case.range,
+                case.name,
+                now_ms,
+                wide_ms,
+                hourly_ms,
+                tiled_ms,
+                hll_ms,
+                tiled_rows,
+                plain_ms,
+                plain_rows
             );
             println!("  {line}");
             let _ = writeln!(out, "{line}");
@@ -1716,14 +2303,35 @@ mod explore {
         );
 
         // Where the time goes in one statement: the 12-month totals.
-        if let Some(case) = cases.iter().find(|c| c.kind == Kind::Totals && c.range == "12mo") {
-            let q = request::parse(case.bodies[0].as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
-            let filter = format!("site_id = '{SITE}' AND hour >= toDateTime({}) AND hour < toDateTime({})", q.from.timestamp(), q.to.timestamp());
+        if let Some(case) = cases
+            .iter()
+            .find(|c| c.kind == Kind::Totals && c.range == "12mo")
+        {
+            let q = request::parse(case.bodies[0].as_bytes(), &view, now)
+                .map_err(|e| anyhow!("{e}"))?;
+            let filter = format!(
+                "site_id = '{SITE}' AND hour >= toDateTime({}) AND hour < toDateTime({})",
+                q.from.timestamp(),
+                q.to.timestamp()
+            );
             let first = q.from.with_timezone(&TZ).date_naive();
-            let last = (q.to - chrono::Duration::seconds(1)).with_timezone(&TZ).date_naive();
+            let last = (q.to - chrono::Duration::seconds(1))
+                .with_timezone(&TZ)
+                .date_naive();
             let sums = "sumMerge(visits), sumMerge(pageviews), sumMerge(events), sumMerge(bounces), sumMerge(duration), sumMerge(exits)";
-            let today_hours = format!("hour >= toDateTime({today_start}) AND hour < toDateTime({})", q.to.timestamp());
-            let plain_totals = plain("site", None, None, first, last, today, ("site_hourly", None, &today_hours));
+            let today_hours = format!(
+                "hour >= toDateTime({today_start}) AND hour < toDateTime({})",
+                q.to.timestamp()
+            );
+            let plain_totals = plain(
+                "site",
+                None,
+                None,
+                first,
+                last,
+                today,
+                ("site_hourly", None, &today_hours),
+            );
             let mut parts = Vec::new();
             for (label, statement) in [
                 ("count() (scan and filter only)", format!("SELECT count() FROM {DATABASE}.traffic_hourly WHERE {filter}")),
@@ -1740,11 +2348,19 @@ mod explore {
                 let t = time_statement(ch, &statement)?;
                 parts.push(format!("{label}: {:.0} ms ({} rows)", t.elapsed_ms, t.rows_read));
             }
-            let _ = writeln!(out, "12mo totals statement, part by part: {}", parts.join("; "));
+            let _ = writeln!(
+                out,
+                "12mo totals statement, part by part: {}",
+                parts.join("; ")
+            );
             let answer = |statement: String| -> anyhow::Result<String> {
                 let row = exec(ch, &statement)?;
                 let v: Vec<&str> = row.trim().split('\t').collect();
-                Ok(format!("{} visitors, {} pageviews", v.first().unwrap_or(&"?"), v.get(2).unwrap_or(&"?")))
+                Ok(format!(
+                    "{} visitors, {} pageviews",
+                    v.first().unwrap_or(&"?"),
+                    v.get(2).unwrap_or(&"?")
+                ))
             };
             let _ = writeln!(
                 out,

@@ -39,7 +39,12 @@ pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     }
     let listener = TcpListener::bind(settings.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (server.listen)", settings.server.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.listen)",
+                settings.server.listen
+            )
+        })?;
     run_server(settings, listener, shutdown_signal(), Options::production()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -49,13 +54,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -80,7 +86,10 @@ pub async fn migrate(path: &Path, print: bool) -> anyhow::Result<ExitCode> {
     if applied.is_empty() {
         println!("schema of `{}` is up to date", settings.clickhouse.database);
     } else {
-        println!("applied migrations {applied:?} to `{}`", settings.clickhouse.database);
+        println!(
+            "applied migrations {applied:?} to `{}`",
+            settings.clickhouse.database
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -89,34 +98,63 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let settings = load(path)?;
     println!("configuration {}: valid", path.display());
     println!("listen: {}", settings.server.listen);
-    println!("trusted proxies: {}", list(settings.server.trusted_proxies.iter().map(|n| n.to_string())));
+    println!(
+        "trusted proxies: {}",
+        list(
+            settings
+                .server
+                .trusted_proxies
+                .iter()
+                .map(|n| n.to_string())
+        )
+    );
     for missing in &settings.geo.missing {
         println!("geolocation: WARNING {missing} not found");
     }
     println!(
         "geolocation: {}",
-        if settings.geo.db.is_enabled() { settings.geo.db.describe() } else { "off (no GeoIP database configured)".into() }
+        if settings.geo.db.is_enabled() {
+            settings.geo.db.describe()
+        } else {
+            "off (no GeoIP database configured)".into()
+        }
     );
     let client = crate::sink::client(&settings.clickhouse);
     let reachable = client.query("SELECT version()").fetch_one::<String>().await;
     let mut ok = true;
     match reachable {
-        Ok(version) => println!("clickhouse: {} reachable, version {version}, database `{}`", settings.clickhouse.url, settings.clickhouse.database),
+        Ok(version) => println!(
+            "clickhouse: {} reachable, version {version}, database `{}`",
+            settings.clickhouse.url, settings.clickhouse.database
+        ),
         Err(error) => {
             ok = false;
-            println!("clickhouse: {} NOT reachable: {error}", settings.clickhouse.url);
+            println!(
+                "clickhouse: {} NOT reachable: {error}",
+                settings.clickhouse.url
+            );
         }
     }
     for site in &settings.sites {
         println!("\nsite {}", site.id);
-        println!("  host names:            {}", list(site.hostnames.iter().cloned()));
-        println!("  time zone:             {} (daily key rotates at local midnight)", site.timezone.name());
-        println!("  IP truncation:         IPv4 /{}, IPv6 /{} (before any other use)", site.ipv4_prefix, site.ipv6_prefix);
+        println!(
+            "  host names:            {}",
+            list(site.hostnames.iter().cloned())
+        );
+        println!(
+            "  time zone:             {} (daily key rotates at local midnight)",
+            site.timezone.name()
+        );
+        println!(
+            "  IP truncation:         IPv4 /{}, IPv6 /{} (before any other use)",
+            site.ipv4_prefix, site.ipv6_prefix
+        );
         println!("  geolocation level:     {:?}", site.geo_level);
         println!(
             "  consent mode:          {}",
             match site.consent_mode {
-                ConsentMode::NotRequired => "not-required (daily visitor key without consent, CNIL-exempt style)",
+                ConsentMode::NotRequired =>
+                    "not-required (daily visitor key without consent, CNIL-exempt style)",
                 ConsentMode::Required => "required (no visitor key until consent is granted)",
             }
         );
@@ -136,15 +174,28 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
             yes_no(site.honour_gpc),
             yes_no(site.honour_dnt)
         );
-        println!("  query parameters kept: {}", list(site.query_params.iter().cloned()));
-        println!("  campaigns (utm_*):     {}", yes_no(site.collect_campaigns));
+        println!(
+            "  query parameters kept: {}",
+            list(site.query_params.iter().cloned())
+        );
+        println!(
+            "  campaigns (utm_*):     {}",
+            yes_no(site.collect_campaigns)
+        );
         println!("  hash routing:          {}", yes_no(site.hash_routing));
-        println!("  custom events:         {}", list(sorted(&site.event_names)));
+        println!(
+            "  custom events:         {}",
+            list(sorted(&site.event_names))
+        );
         println!("  event property keys:   {}", list(sorted(&site.prop_keys)));
         println!("  small-count threshold: k = {}", site.k_threshold);
         println!("  retention:             {} months", site.retention_months);
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn sorted(set: &std::collections::HashSet<String>) -> impl Iterator<Item = String> {

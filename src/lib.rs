@@ -6,6 +6,7 @@
 //! [`sink`] (batching, ClickHouse). [`query`] only reads. See ARCHITECTURE.md.
 
 pub mod aggregate;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod ingest;
@@ -15,4 +16,3 @@ pub mod query;
 pub mod server;
 pub mod sink;
 pub mod web;
-pub mod cli;

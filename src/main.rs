@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tamis", version, about = "Web analytics with privacy built in: aggregates only, in ClickHouse.")]
+#[command(
+    name = "tamis",
+    version,
+    about = "Web analytics with privacy built in: aggregates only, in ClickHouse."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +43,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tamis::cli::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("tamis: cannot start the runtime: {error}");

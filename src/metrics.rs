@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::privacy::pipeline::DropReason;
 
-const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -47,7 +49,8 @@ impl Metrics {
                 bucket.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.insert_latency_sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.insert_latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.insert_latency_count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -55,38 +58,112 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            );
         };
-        counter("tamis_hits_received_total", "Hits received on ingestion endpoints.", get(&self.hits_received));
-        counter("tamis_hits_accepted_total", "Hits accepted (answered 202) and counted.", get(&self.hits_accepted));
-        counter("tamis_hits_overloaded_total", "Hits refused with 503 because the queue was full.", get(&self.hits_overloaded));
-        counter("tamis_hits_written_total", "Hits whose aggregates were written to ClickHouse.", get(&self.hits_written));
-        counter("tamis_batches_written_total", "Inserts that ClickHouse confirmed.", get(&self.batches_written));
-        counter("tamis_rows_written_total", "Aggregate input rows ClickHouse confirmed.", get(&self.rows_written));
-        counter("tamis_rows_rejected_total", "Rows ClickHouse refused as bad data (not retried).", get(&self.rows_rejected));
-        counter("tamis_insert_failures_total", "Failed insert attempts (retried).", get(&self.insert_failures));
-        counter("tamis_api_queries_total", "Stats API queries answered.", get(&self.api_queries));
+        counter(
+            "tamis_hits_received_total",
+            "Hits received on ingestion endpoints.",
+            get(&self.hits_received),
+        );
+        counter(
+            "tamis_hits_accepted_total",
+            "Hits accepted (answered 202) and counted.",
+            get(&self.hits_accepted),
+        );
+        counter(
+            "tamis_hits_overloaded_total",
+            "Hits refused with 503 because the queue was full.",
+            get(&self.hits_overloaded),
+        );
+        counter(
+            "tamis_hits_written_total",
+            "Hits whose aggregates were written to ClickHouse.",
+            get(&self.hits_written),
+        );
+        counter(
+            "tamis_batches_written_total",
+            "Inserts that ClickHouse confirmed.",
+            get(&self.batches_written),
+        );
+        counter(
+            "tamis_rows_written_total",
+            "Aggregate input rows ClickHouse confirmed.",
+            get(&self.rows_written),
+        );
+        counter(
+            "tamis_rows_rejected_total",
+            "Rows ClickHouse refused as bad data (not retried).",
+            get(&self.rows_rejected),
+        );
+        counter(
+            "tamis_insert_failures_total",
+            "Failed insert attempts (retried).",
+            get(&self.insert_failures),
+        );
+        counter(
+            "tamis_api_queries_total",
+            "Stats API queries answered.",
+            get(&self.api_queries),
+        );
 
         out.push_str("# HELP tamis_hits_dropped_total Hits not counted, by reason.\n# TYPE tamis_hits_dropped_total counter\n");
         for reason in DropReason::ALL {
-            let _ = writeln!(out, "tamis_hits_dropped_total{{reason=\"{}\"}} {}", reason.as_str(), self.dropped_count(reason));
+            let _ = writeln!(
+                out,
+                "tamis_hits_dropped_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                self.dropped_count(reason)
+            );
         }
 
         let mut gauge = |name: &str, help: &str, value: u64| {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            );
         };
-        gauge("tamis_queue_depth", "Hits accepted and not yet written to ClickHouse.", get(&self.queue_depth));
-        gauge("tamis_batches_pending", "Batches waiting to be written.", get(&self.batches_pending));
-        gauge("tamis_sessions_open", "Visits held in memory.", get(&self.sessions_open));
-        gauge("tamis_clickhouse_up", "1 when the last ClickHouse call succeeded.", get(&self.clickhouse_up));
+        gauge(
+            "tamis_queue_depth",
+            "Hits accepted and not yet written to ClickHouse.",
+            get(&self.queue_depth),
+        );
+        gauge(
+            "tamis_batches_pending",
+            "Batches waiting to be written.",
+            get(&self.batches_pending),
+        );
+        gauge(
+            "tamis_sessions_open",
+            "Visits held in memory.",
+            get(&self.sessions_open),
+        );
+        gauge(
+            "tamis_clickhouse_up",
+            "1 when the last ClickHouse call succeeded.",
+            get(&self.clickhouse_up),
+        );
 
         out.push_str("# HELP tamis_insert_duration_seconds ClickHouse insert latency.\n# TYPE tamis_insert_duration_seconds histogram\n");
         for (bucket, le) in self.insert_latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            let _ = writeln!(out, "tamis_insert_duration_seconds_bucket{{le=\"{le}\"}} {}", get(bucket));
+            let _ = writeln!(
+                out,
+                "tamis_insert_duration_seconds_bucket{{le=\"{le}\"}} {}",
+                get(bucket)
+            );
         }
         let count = get(&self.insert_latency_count);
-        let _ = writeln!(out, "tamis_insert_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "tamis_insert_duration_seconds_sum {}", get(&self.insert_latency_sum_us) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "tamis_insert_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "tamis_insert_duration_seconds_sum {}",
+            get(&self.insert_latency_sum_us) as f64 / 1e6
+        );
         let _ = writeln!(out, "tamis_insert_duration_seconds_count {count}");
         out
     }

@@ -54,15 +54,29 @@ impl Options {
 /// by `server.queue_capacity` hits in any case (see `aggregate::Intake`).
 const BATCH_QUEUE: usize = 64;
 
-pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Future<Output = ()>, options: Options) -> anyhow::Result<()> {
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    options: Options,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let client = crate::sink::client(&settings.clickhouse);
     migrate_when_reachable(&settings, options.startup_wait).await?;
 
     let salts = Arc::new(SaltStore::new());
-    let keeper = SaltKeeper::new(client.clone(), settings.sites.clone(), salts.clone(), options.clock.clone());
-    keeper.tick().await.context("sharing today's salts through ClickHouse")?;
-    let keeper_task = tokio::spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
+    let keeper = SaltKeeper::new(
+        client.clone(),
+        settings.sites.clone(),
+        salts.clone(),
+        options.clock.clone(),
+    );
+    keeper
+        .tick()
+        .await
+        .context("sharing today's salts through ClickHouse")?;
+    let keeper_task =
+        tokio::spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
 
     let privacy = Privacy::new(settings.sites.clone(), settings.geo.db.clone(), salts)?;
     let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
@@ -78,9 +92,16 @@ pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Fut
     let flusher_task = tokio::spawn(intake.clone().run(batches_tx, flusher_stop));
     let writer = Writer::new(client.clone(), settings.clickhouse.timeout, metrics.clone());
     let writer_task = tokio::spawn(writer.run(batches_rx));
-    let rollup_task = options
-        .rollup_period
-        .map(|period| tokio::spawn(crate::sink::rollup::Rollup::new(client.clone(), settings.sites.clone(), options.clock.clone()).run(period)));
+    let rollup_task = options.rollup_period.map(|period| {
+        tokio::spawn(
+            crate::sink::rollup::Rollup::new(
+                client.clone(),
+                settings.sites.clone(),
+                options.clock.clone(),
+            )
+            .run(period),
+        )
+    });
 
     let app = Arc::new(App {
         ingest: Ingest {
@@ -133,12 +154,20 @@ async fn migrate_when_reachable(settings: &Settings, wait: Duration) -> anyhow::
                 }
                 return Ok(());
             }
-            Err(error) if tokio::time::Instant::now() < deadline && crate::sink::is_transport_error(&error) => {
+            Err(error)
+                if tokio::time::Instant::now() < deadline
+                    && crate::sink::is_transport_error(&error) =>
+            {
                 tracing::warn!(error = %error, url = %settings.clickhouse.url, "ClickHouse not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(error) => {
-                return Err(anyhow::anyhow!(error)).with_context(|| format!("migrating ClickHouse at {} (database {})", settings.clickhouse.url, settings.clickhouse.database));
+                return Err(anyhow::anyhow!(error)).with_context(|| {
+                    format!(
+                        "migrating ClickHouse at {} (database {})",
+                        settings.clickhouse.url, settings.clickhouse.database
+                    )
+                });
             }
         }
     }

@@ -13,7 +13,9 @@ fn day_query(site: &str, metrics: &[&str], dimensions: &[&str]) -> serde_json::V
 }
 
 fn metric(resp: &Response, row: usize, index: usize) -> f64 {
-    resp.json()["results"][row]["metrics"][index].as_f64().unwrap_or_else(|| panic!("no metric in {}", resp.body))
+    resp.json()["results"][row]["metrics"][index]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no metric in {}", resp.body))
 }
 
 /// The issue's main acceptance scenario: 1,000 pageviews from 100 (IP, user
@@ -53,21 +55,51 @@ fn thousand_pageviews_through_a_trusted_proxy() {
         "curl/8.5.0",
     ];
     for bot in bots {
-        let r = send_hit(server.addr, "100.80.1.1", bot, &pageview("https://example.org/"), &[]);
-        assert_eq!((r.status, r.header("x-tamis-dropped")), (202, Some("bot")), "{bot}");
+        let r = send_hit(
+            server.addr,
+            "100.80.1.1",
+            bot,
+            &pageview("https://example.org/"),
+            &[],
+        );
+        assert_eq!(
+            (r.status, r.header("x-tamis-dropped")),
+            (202, Some("bot")),
+            "{bot}"
+        );
     }
 
-    let total = || stats(server.addr, TOKEN, day_query("example.org", &["pageviews", "visitors", "visits"], &[]));
-    wait_until(Duration::from_secs(10), "900 pageviews in the stats API", || {
-        let r = total();
-        r.status == 200 && r.json()["results"][0]["metrics"][0].as_f64() == Some(900.0)
-    });
+    let total = || {
+        stats(
+            server.addr,
+            TOKEN,
+            day_query("example.org", &["pageviews", "visitors", "visits"], &[]),
+        )
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "900 pageviews in the stats API",
+        || {
+            let r = total();
+            r.status == 200 && r.json()["results"][0]["metrics"][0].as_f64() == Some(900.0)
+        },
+    );
     let r = total();
     let visitors = metric(&r, 0, 1);
-    assert!((87.0..=93.0).contains(&visitors), "visitors {visitors} not within 3% of 90");
-    assert!(metric(&r, 0, 2) >= 90.0, "every visitor made at least one visit");
+    assert!(
+        (87.0..=93.0).contains(&visitors),
+        "visitors {visitors} not within 3% of 90"
+    );
+    assert!(
+        metric(&r, 0, 2) >= 90.0,
+        "every visitor made at least one visit"
+    );
 
-    let by_page = stats(server.addr, TOKEN, day_query("example.org", &["pageviews", "visitors"], &["event:page"]));
+    let by_page = stats(
+        server.addr,
+        TOKEN,
+        day_query("example.org", &["pageviews", "visitors"], &["event:page"]),
+    );
     assert_eq!(by_page.status, 200, "{}", by_page.body);
     let rows = by_page.json()["results"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 5, "{}", by_page.body);
@@ -79,14 +111,29 @@ fn thousand_pageviews_through_a_trusted_proxy() {
     }
 
     let metrics = http(server.addr, "GET", "/metrics", &[], b"").body;
-    assert!(metrics.contains("tamis_hits_dropped_total{reason=\"opt_out\"} 100"), "{metrics}");
-    assert!(metrics.contains("tamis_hits_dropped_total{reason=\"bot\"} 3"), "{metrics}");
-    assert!(metrics.contains("tamis_hits_accepted_total 900"), "{metrics}");
-    assert!(metrics.contains("tamis_hits_received_total 1003"), "{metrics}");
+    assert!(
+        metrics.contains("tamis_hits_dropped_total{reason=\"opt_out\"} 100"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tamis_hits_dropped_total{reason=\"bot\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tamis_hits_accepted_total 900"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tamis_hits_received_total 1003"),
+        "{metrics}"
+    );
 
     // The dropped hits are in ClickHouse as counts by reason, not as hits.
     wait_until(Duration::from_secs(10), "dropped counts written", || {
-        ch.query_in(&db, "SELECT reason, sum(hits) FROM dropped_hourly GROUP BY reason ORDER BY reason") == "bot\t3\nopt_out\t100\n"
+        ch.query_in(
+            &db,
+            "SELECT reason, sum(hits) FROM dropped_hourly GROUP BY reason ORDER BY reason",
+        ) == "bot\t3\nopt_out\t100\n"
     });
     server.stop();
 }
@@ -98,10 +145,17 @@ fn a_hit_reaches_clickhouse_within_two_seconds() {
     let ch = ClickHouse::shared();
     let db = ch.create_database("latency");
     let scratch = Scratch::new();
-    let text = config(ch, &db, None, "").replace("flush_interval_ms = 200", "flush_interval_ms = 1000");
+    let text =
+        config(ch, &db, None, "").replace("flush_interval_ms = 200", "flush_interval_ms = 1000");
     let server = Binary::serve(&scratch, &text);
     let sent = std::time::Instant::now();
-    let r = send_hit(server.addr, "100.64.0.1", CHROME, &pageview("https://example.org/"), &[]);
+    let r = send_hit(
+        server.addr,
+        "100.64.0.1",
+        CHROME,
+        &pageview("https://example.org/"),
+        &[],
+    );
     assert_eq!(r.status, 202);
     wait_until(Duration::from_secs(2), "the hit in traffic_hourly", || {
         ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "1\n"
@@ -125,25 +179,59 @@ fn region_only_and_no_ip_anywhere() {
     let v6 = "2001:db8:1:2::77";
     for (ip, ua) in [(quebec, FIREFOX), (ontario, CHROME), (v6, SAFARI_IPHONE)] {
         for page in ["/", "/a"] {
-            let r = send_hit(server.addr, ip, ua, &pageview(&format!("https://example.org{page}")), &[("Accept-Language", "fr-CA")]);
+            let r = send_hit(
+                server.addr,
+                ip,
+                ua,
+                &pageview(&format!("https://example.org{page}")),
+                &[("Accept-Language", "fr-CA")],
+            );
             assert_eq!(r.status, 202, "{}", r.body);
         }
         // Also through a garbled hop and a direct connection: the log must
         // not quote them either.
-        send_hit(server.addr, &format!("{ip}, not-an-ip"), ua, &pageview("https://example.org/"), &[]);
+        send_hit(
+            server.addr,
+            &format!("{ip}, not-an-ip"),
+            ua,
+            &pageview("https://example.org/"),
+            &[],
+        );
         send_hit(server.addr, ip, ua, "{not json", &[]);
     }
     wait_until(Duration::from_secs(10), "6 pageviews stored", || {
-        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly WHERE country != ''") == "6\n"
+        ch.query_in(
+            &db,
+            "SELECT sumMerge(pageviews) FROM traffic_hourly WHERE country != ''",
+        ) == "6\n"
     });
-    let places = ch.query_in(&db, "SELECT DISTINCT country, region FROM traffic_hourly WHERE country != '' ORDER BY region");
+    let places = ch.query_in(
+        &db,
+        "SELECT DISTINCT country, region FROM traffic_hourly WHERE country != '' ORDER BY region",
+    );
     assert_eq!(places, "CA\tCA-ON\nCA\tCA-QC\n");
     // The stats API names regions in the site's language (French by default).
-    let r = stats(server.addr, TOKEN, json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "dimensions": ["visit:region"]}));
-    assert_eq!(r.json()["meta"]["region_names"], json!({"CA-QC": "Québec", "CA-ON": "Ontario"}), "{}", r.body);
+    let r = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "dimensions": ["visit:region"]}),
+    );
+    assert_eq!(
+        r.json()["meta"]["region_names"],
+        json!({"CA-QC": "Québec", "CA-ON": "Ontario"}),
+        "{}",
+        r.body
+    );
     // (The hits with a garbled X-Forwarded-For count from the proxy's own
     // address, which has no region.)
-    assert!(r.json()["results"].as_array().unwrap().contains(&json!({"dimensions": ["CA-QC"], "metrics": [2]})), "{}", r.body);
+    assert!(
+        r.json()["results"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"dimensions": ["CA-QC"], "metrics": [2]})),
+        "{}",
+        r.body
+    );
     let log = server.stop();
 
     let forms = |ip: &str| -> Vec<String> {
@@ -156,15 +244,31 @@ fn region_only_and_no_ip_anywhere() {
             forms.push(format!("{:08x}", n.swap_bytes()));
         } else if let Ok(std::net::IpAddr::V6(v6)) = ip.parse() {
             forms.push(v6.to_string());
-            forms.push(v6.segments().iter().map(|s| format!("{s:04x}")).collect::<String>());
+            forms.push(
+                v6.segments()
+                    .iter()
+                    .map(|s| format!("{s:04x}"))
+                    .collect::<String>(),
+            );
             forms.push(u128::from(v6).to_string());
         }
         forms
     };
     let mut haystacks: Vec<(String, Vec<u8>)> = vec![("tamis log".into(), log.into_bytes())];
     // Every table of the test database, every column, as text…
-    for table in ch.query(&format!("SELECT name FROM system.tables WHERE database = '{db}'")).lines() {
-        if ch.query(&format!("SELECT engine FROM system.tables WHERE database = '{db}' AND name = '{table}'")).trim() == "Null" {
+    for table in ch
+        .query(&format!(
+            "SELECT name FROM system.tables WHERE database = '{db}'"
+        ))
+        .lines()
+    {
+        if ch
+            .query(&format!(
+                "SELECT engine FROM system.tables WHERE database = '{db}' AND name = '{table}'"
+            ))
+            .trim()
+            == "Null"
+        {
             continue;
         }
         let dump = ch.query_in(&db, &format!("SELECT * FROM {table} FORMAT TSV"));
@@ -188,12 +292,23 @@ fn region_only_and_no_ip_anywhere() {
             }
         }
         if let Ok(std::net::IpAddr::V4(v4)) = ip.parse() {
-            for (name, bytes) in haystacks.iter().filter(|(n, _)| !n.starts_with("table") && !n.ends_with(".bin")) {
-                assert!(!contains(bytes, &v4.octets()), "raw bytes of {ip} in {name}");
+            for (name, bytes) in haystacks
+                .iter()
+                .filter(|(n, _)| !n.starts_with("table") && !n.ends_with(".bin"))
+            {
+                assert!(
+                    !contains(bytes, &v4.octets()),
+                    "raw bytes of {ip} in {name}"
+                );
             }
         }
     }
-    assert!(!haystacks.iter().any(|(_, b)| contains(b, "Montr".as_bytes())), "the city must never be read");
+    assert!(
+        !haystacks
+            .iter()
+            .any(|(_, b)| contains(b, "Montr".as_bytes())),
+        "the city must never be read"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -223,12 +338,21 @@ fn urls_are_reduced_before_storage() {
     let scratch = Scratch::new();
     let server = Binary::serve(&scratch, &config(ch, &db, None, ""));
     let url = "https://example.org/users/jean.tremblay@example.com/4501234567?email=a@b.c&utm_source=x#top";
-    assert_eq!(send_hit(server.addr, "100.64.9.9", FIREFOX, &pageview(url), &[]).status, 202);
+    assert_eq!(
+        send_hit(server.addr, "100.64.9.9", FIREFOX, &pageview(url), &[]).status,
+        202
+    );
     wait_until(Duration::from_secs(10), "the page stored", || {
         ch.query_in(&db, "SELECT count() FROM traffic_hourly") != "0\n"
     });
-    let stored = ch.query_in(&db, "SELECT DISTINCT page, entry_page, utm_source FROM traffic_hourly");
-    assert_eq!(stored, "/users/[email]/[number]\t/users/[email]/[number]\t\n");
+    let stored = ch.query_in(
+        &db,
+        "SELECT DISTINCT page, entry_page, utm_source FROM traffic_hourly",
+    );
+    assert_eq!(
+        stored,
+        "/users/[email]/[number]\t/users/[email]/[number]\t\n"
+    );
     server.stop();
 }
 
@@ -242,26 +366,76 @@ fn daily_keys_rotate_and_salts_are_destroyed() {
     let clock = tamis::clock::Clock::manual(start);
     // One visitor per day: k = 1 so the daily rows are shown.
     let server = InProcess::serve(&config(ch, &db, None, "k_threshold = 1"), clock.clone());
-    let salt_days = || ch.query_in(&db, "SELECT toString(day) FROM salts WHERE site_id = 'example.org' ORDER BY day");
+    let salt_days = || {
+        ch.query_in(
+            &db,
+            "SELECT toString(day) FROM salts WHERE site_id = 'example.org' ORDER BY day",
+        )
+    };
 
     for _ in 0..3 {
-        assert_eq!(send_hit(server.addr, "100.64.1.1", FIREFOX, &pageview("https://example.org/"), &[]).status, 202);
+        assert_eq!(
+            send_hit(
+                server.addr,
+                "100.64.1.1",
+                FIREFOX,
+                &pageview("https://example.org/"),
+                &[]
+            )
+            .status,
+            202
+        );
     }
-    wait_until(Duration::from_secs(10), "day D's salt shared", || salt_days().contains("2026-03-07"));
-    let salt_d = ch.query_in(&db, "SELECT salt FROM salts WHERE site_id = 'example.org' AND day = '2026-03-07'").trim().to_string();
-    assert_eq!(salt_d.len(), 64, "{}", ch.query_in(&db, "SELECT site_id, day, created_at, substring(salt, 1, 8) FROM salts"));
+    wait_until(Duration::from_secs(10), "day D's salt shared", || {
+        salt_days().contains("2026-03-07")
+    });
+    let salt_d = ch
+        .query_in(
+            &db,
+            "SELECT salt FROM salts WHERE site_id = 'example.org' AND day = '2026-03-07'",
+        )
+        .trim()
+        .to_string();
+    assert_eq!(
+        salt_d.len(),
+        64,
+        "{}",
+        ch.query_in(
+            &db,
+            "SELECT site_id, day, created_at, substring(salt, 1, 8) FROM salts"
+        )
+    );
 
     // Day D+1 (the night of D+1 to D+2 is a DST change in Toronto).
     clock.set(start + chrono::Duration::days(1));
     for _ in 0..2 {
-        assert_eq!(send_hit(server.addr, "100.64.1.1", FIREFOX, &pageview("https://example.org/"), &[]).status, 202);
+        assert_eq!(
+            send_hit(
+                server.addr,
+                "100.64.1.1",
+                FIREFOX,
+                &pageview("https://example.org/"),
+                &[]
+            )
+            .status,
+            202
+        );
     }
-    wait_until(Duration::from_secs(10), "day D+1's salt shared, day D's destroyed", || salt_days() == "2026-03-08\n");
+    wait_until(
+        Duration::from_secs(10),
+        "day D+1's salt shared, day D's destroyed",
+        || salt_days() == "2026-03-08\n",
+    );
 
     let query = json!({"site_id": "example.org", "metrics": ["visitors", "pageviews"], "date_range": ["2026-03-07", "2026-03-08"], "dimensions": ["time:day"]});
     wait_until(Duration::from_secs(10), "5 pageviews", || {
         let r = stats(server.addr, TOKEN, query.clone());
-        r.json()["results"].as_array().is_some_and(|rows| rows.iter().map(|r| r["metrics"][1].as_f64().unwrap_or(0.0)).sum::<f64>() == 5.0)
+        r.json()["results"].as_array().is_some_and(|rows| {
+            rows.iter()
+                .map(|r| r["metrics"][1].as_f64().unwrap_or(0.0))
+                .sum::<f64>()
+                == 5.0
+        })
     });
     let r = stats(server.addr, TOKEN, query.clone());
     let results = r.json()["results"].clone();
@@ -269,17 +443,41 @@ fn daily_keys_rotate_and_salts_are_destroyed() {
     assert_eq!(results[0]["metrics"], json!([1, 3]), "{}", r.body);
     assert_eq!(results[1]["dimensions"][0], "2026-03-08", "{}", r.body);
     assert_eq!(results[1]["metrics"], json!([1, 2]), "{}", r.body);
-    let both = stats(server.addr, TOKEN, json!({"site_id": "example.org", "metrics": ["visitors"], "date_range": ["2026-03-07", "2026-03-08"]}));
-    assert_eq!(both.json()["results"][0]["metrics"][0], 2, "two days, two visitors: {}", both.body);
+    let both = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "metrics": ["visitors"], "date_range": ["2026-03-07", "2026-03-08"]}),
+    );
+    assert_eq!(
+        both.json()["results"][0]["metrics"][0],
+        2,
+        "two days, two visitors: {}",
+        both.body
+    );
 
     // D+2: no salt of D or D+1 remains.
     clock.set(start + chrono::Duration::days(2));
-    assert_eq!(send_hit(server.addr, "100.64.1.1", FIREFOX, &pageview("https://example.org/"), &[]).status, 202);
-    wait_until(Duration::from_secs(10), "only D+2's salt left", || salt_days() == "2026-03-09\n");
+    assert_eq!(
+        send_hit(
+            server.addr,
+            "100.64.1.1",
+            FIREFOX,
+            &pageview("https://example.org/"),
+            &[]
+        )
+        .status,
+        202
+    );
+    wait_until(Duration::from_secs(10), "only D+2's salt left", || {
+        salt_days() == "2026-03-09\n"
+    });
     server.stop();
     // The salt never travelled in SQL text, so ClickHouse's logs never
     // held it.
-    for file in walk(&ch.dir).into_iter().filter(|f| f.extension().is_some_and(|e| e == "log")) {
+    for file in walk(&ch.dir)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "log"))
+    {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         assert!(!text.contains(&salt_d), "salt in {}", file.display());
     }
@@ -299,14 +497,20 @@ fn printed_migrations_run_on_this_clickhouse() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sql = String::from_utf8(out.stdout).unwrap();
     for _ in 0..2 {
         for statement in sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
             ch.query(statement);
         }
     }
-    let tables = ch.query(&format!("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name"));
+    let tables = ch.query(&format!(
+        "SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name"
+    ));
     assert_eq!(tables, "dropped_hourly\nprops_hourly\nprops_in\nprops_mv\nrollup_daily\nrollup_days\nsalts\nschema_migrations\ntraffic_hourly\ntraffic_in\ntraffic_mv\n");
 
     // And `tamis migrate` itself applies nothing more on that schema… after
@@ -314,9 +518,17 @@ fn printed_migrations_run_on_this_clickhouse() {
     let fresh = ch.create_database("migrated");
     std::fs::write(&path, config(ch, &fresh, None, "")).unwrap();
     for expected in ["applied migrations [1, 2, 3, 10]", "up to date"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamis")).args(["migrate", "--config"]).arg(&path).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamis"))
+            .args(["migrate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains(expected), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            stdout.contains(expected),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -328,32 +540,85 @@ fn bad_input_gets_clear_errors() {
     let db = ch.create_database("badinput");
     let scratch = Scratch::new();
     let server = Binary::serve(&scratch, &config(ch, &db, None, ""));
-    let post = |body: &[u8]| http(server.addr, "POST", "/api/event", &[("User-Agent", FIREFOX)], body);
+    let post = |body: &[u8]| {
+        http(
+            server.addr,
+            "POST",
+            "/api/event",
+            &[("User-Agent", FIREFOX)],
+            body,
+        )
+    };
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"{\"n\":\"pageview\"".to_vec(), 400, "ends too early"),
         (b"not json".to_vec(), 400, "syntax"),
-        (b"{\"u\":\"https://example.org/\",\"d\":\"example.org\"}".to_vec(), 400, "`n`"),
-        (b"{\"n\":\"pageview\",\"d\":\"example.org\"}".to_vec(), 400, "`u`"),
-        (b"{\"n\":\"pageview\",\"u\":\"https://example.org/\"}".to_vec(), 400, "`d`"),
-        (b"{\"n\":\"pageview\",\"u\":\"https://example.org/\xff\",\"d\":\"example.org\"}".to_vec(), 400, "line 1"),
+        (
+            b"{\"u\":\"https://example.org/\",\"d\":\"example.org\"}".to_vec(),
+            400,
+            "`n`",
+        ),
+        (
+            b"{\"n\":\"pageview\",\"d\":\"example.org\"}".to_vec(),
+            400,
+            "`u`",
+        ),
+        (
+            b"{\"n\":\"pageview\",\"u\":\"https://example.org/\"}".to_vec(),
+            400,
+            "`d`",
+        ),
+        (
+            b"{\"n\":\"pageview\",\"u\":\"https://example.org/\xff\",\"d\":\"example.org\"}"
+                .to_vec(),
+            400,
+            "line 1",
+        ),
         (vec![b' '; 9 * 1024], 413, "larger than 8192"),
     ];
     for (body, status, message) in cases {
         let r = post(&body);
         assert_eq!(r.status, status, "{}", r.body);
-        assert!(r.json()["error"].as_str().unwrap().contains(message), "{}", r.body);
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(message),
+            "{}",
+            r.body
+        );
     }
     let r = http(server.addr, "GET", "/api/event", &[], b"");
     assert_eq!(r.status, 405);
-    let r = http(server.addr, "OPTIONS", "/api/event", &[("Origin", "https://example.org")], b"");
+    let r = http(
+        server.addr,
+        "OPTIONS",
+        "/api/event",
+        &[("Origin", "https://example.org")],
+        b"",
+    );
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
 
     // Unknown site and foreign host name are dropped with a reason.
-    let r = send_hit(server.addr, "100.64.0.9", FIREFOX, r#"{"n":"pageview","u":"https://example.org/","d":"unknown.org"}"#, &[]);
-    assert_eq!((r.status, r.header("x-tamis-dropped")), (202, Some("unknown_site")));
-    let r = send_hit(server.addr, "100.64.0.9", FIREFOX, r#"{"n":"pageview","u":"https://phishing.example/","d":"example.org"}"#, &[]);
-    assert_eq!((r.status, r.header("x-tamis-dropped")), (202, Some("hostname_not_allowed")));
+    let r = send_hit(
+        server.addr,
+        "100.64.0.9",
+        FIREFOX,
+        r#"{"n":"pageview","u":"https://example.org/","d":"unknown.org"}"#,
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.header("x-tamis-dropped")),
+        (202, Some("unknown_site"))
+    );
+    let r = send_hit(
+        server.addr,
+        "100.64.0.9",
+        FIREFOX,
+        r#"{"n":"pageview","u":"https://phishing.example/","d":"example.org"}"#,
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.header("x-tamis-dropped")),
+        (202, Some("hostname_not_allowed"))
+    );
 
     // A bounded stream of garbage, some of it almost valid.
     let mut seed = 0x2545F4914F6CDD1Du64;
@@ -362,12 +627,18 @@ fn bad_input_gets_clear_errors() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let len = (seed % 300) as usize;
-        let mut body: Vec<u8> = (0..len).map(|j| (seed.rotate_left(j as u32) & 0xff) as u8).collect();
+        let mut body: Vec<u8> = (0..len)
+            .map(|j| (seed.rotate_left(j as u32) & 0xff) as u8)
+            .collect();
         if i % 3 == 0 {
             body = format!("{{\"n\":\"pageview\",\"u\":\"https://example.org/{}\",\"d\":\"example.org\",\"p\":{}}}", i, String::from_utf8_lossy(&body)).into_bytes();
         }
         let r = post(&body);
-        assert!(r.status == 202 || (400..500).contains(&r.status), "{} for case {i}", r.status);
+        assert!(
+            r.status == 202 || (400..500).contains(&r.status),
+            "{} for case {i}",
+            r.status
+        );
     }
     assert_eq!(http(server.addr, "GET", "/healthz", &[], b"").status, 200);
     let log = server.stop();
@@ -385,16 +656,47 @@ fn stats_api_checks_tokens_and_sites() {
     let q = day_query("example.org", &["visitors"], &[]);
     assert_eq!(stats(server.addr, TOKEN, q.clone()).status, 200);
     assert_eq!(stats(server.addr, "wrong", q.clone()).status, 401);
-    let none = http(server.addr, "POST", "/api/v2/query", &[], q.to_string().as_bytes());
+    let none = http(
+        server.addr,
+        "POST",
+        "/api/v2/query",
+        &[],
+        q.to_string().as_bytes(),
+    );
     assert_eq!(none.status, 401);
     assert_eq!(stats(server.addr, OTHER_TOKEN, q.clone()).status, 404);
-    assert_eq!(stats(server.addr, TOKEN, day_query("nope.org", &["visitors"], &[])).status, 404);
-    let bad = stats(server.addr, TOKEN, day_query("example.org", &["visitors'; DROP TABLE traffic_hourly --"], &[]));
+    assert_eq!(
+        stats(
+            server.addr,
+            TOKEN,
+            day_query("nope.org", &["visitors"], &[])
+        )
+        .status,
+        404
+    );
+    let bad = stats(
+        server.addr,
+        TOKEN,
+        day_query(
+            "example.org",
+            &["visitors'; DROP TABLE traffic_hourly --"],
+            &[],
+        ),
+    );
     assert_eq!(bad.status, 400);
     assert!(bad.json()["error"].as_str().unwrap().contains("metrics"));
-    let filtered = stats(server.addr, TOKEN, json!({"site_id": "example.org", "metrics": ["pageviews"], "date_range": "7d", "filters": [["is", "event:page", ["/'; DROP TABLE traffic_hourly; --"]]]}));
+    let filtered = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "metrics": ["pageviews"], "date_range": "7d", "filters": [["is", "event:page", ["/'; DROP TABLE traffic_hourly; --"]]]}),
+    );
     assert_eq!(filtered.status, 200, "{}", filtered.body);
-    assert_eq!(ch.query(&format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'traffic_hourly'")), "1\n");
+    assert_eq!(
+        ch.query(&format!(
+            "SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'traffic_hourly'"
+        )),
+        "1\n"
+    );
     assert_eq!(http(server.addr, "GET", "/readyz", &[], b"").status, 200);
     server.stop();
 }
@@ -408,8 +710,14 @@ fn overload_answers_503_and_loses_no_accepted_hit() {
     let db = ch.create_database("overload");
     let scratch = Scratch::new();
     let text = config(ch, &db, None, "")
-        .replace("flush_interval_ms = 200", "flush_interval_ms = 50\nbatch_rows = 5")
-        .replace("trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]", "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\nqueue_capacity = 20");
+        .replace(
+            "flush_interval_ms = 200",
+            "flush_interval_ms = 50\nbatch_rows = 5",
+        )
+        .replace(
+            "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]",
+            "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\nqueue_capacity = 20",
+        );
     let server = Binary::serve(&scratch, &text);
     // Take the aggregate table away: inserts fail (the view has nowhere to
     // write) and are retried. One statement brings it back, so no insert
@@ -419,7 +727,13 @@ fn overload_answers_503_and_loses_no_accepted_hit() {
     let (mut accepted, mut refused) = (0u32, 0u32);
     for i in 0..400 {
         let ip = format!("100.64.{}.1", i % 200);
-        let r = send_hit(server.addr, &ip, FIREFOX, &pageview("https://example.org/"), &[]);
+        let r = send_hit(
+            server.addr,
+            &ip,
+            FIREFOX,
+            &pageview("https://example.org/"),
+            &[],
+        );
         match r.status {
             202 => accepted += 1,
             503 => {
@@ -429,15 +743,21 @@ fn overload_answers_503_and_loses_no_accepted_hit() {
             other => panic!("unexpected {other}: {}", r.body),
         }
     }
-    assert!(refused > 0, "the bounded queue must push back ({accepted} accepted)");
-    assert!(http(server.addr, "GET", "/metrics", &[], b"").body.contains(&format!("tamis_hits_overloaded_total {refused}")));
+    assert!(
+        refused > 0,
+        "the bounded queue must push back ({accepted} accepted)"
+    );
+    assert!(http(server.addr, "GET", "/metrics", &[], b"")
+        .body
+        .contains(&format!("tamis_hits_overloaded_total {refused}")));
 
     // ClickHouse takes writes again: the backlog drains, exactly.
     for statement in tamis::sink::schema::script(&db) {
         ch.query(&statement);
     }
     wait_until(Duration::from_secs(30), "the backlog written", || {
-        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == format!("{accepted}\n")
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly")
+            == format!("{accepted}\n")
     });
     server.stop();
 }
@@ -448,17 +768,33 @@ fn bad_config_names_the_key() {
     let scratch = Scratch::new();
     let path = scratch.path("bad.toml");
     for (text, key) in [
-        ("[[site]]\nid = 'example.org'\nipv4_prefix = 32\n", "site[0].ipv4_prefix"),
-        ("[[site]]\nid = 'example.org'\ntimezone = 'Mars/Olympus'\n", "site[0].timezone"),
-        ("[server]\nlisten = 'everywhere'\n[[site]]\nid = 'example.org'\n", "server.listen"),
+        (
+            "[[site]]\nid = 'example.org'\nipv4_prefix = 32\n",
+            "site[0].ipv4_prefix",
+        ),
+        (
+            "[[site]]\nid = 'example.org'\ntimezone = 'Mars/Olympus'\n",
+            "site[0].timezone",
+        ),
+        (
+            "[server]\nlisten = 'everywhere'\n[[site]]\nid = 'example.org'\n",
+            "server.listen",
+        ),
         ("[[site]]\nid = 'example.org'\ncolour = 'blue'\n", "colour"),
     ] {
         std::fs::write(&path, text).unwrap();
         for command in ["serve", "check"] {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamis")).args([command, "--config"]).arg(&path).output().unwrap();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamis"))
+                .args([command, "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
             assert!(!out.status.success(), "{command} accepted {text}");
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(stderr.contains(key), "{command}: {stderr} does not name {key}");
+            assert!(
+                stderr.contains(key),
+                "{command}: {stderr} does not name {key}"
+            );
         }
     }
 }
@@ -470,14 +806,28 @@ fn sigterm_writes_every_accepted_hit() {
     let ch = ClickHouse::shared();
     let db = ch.create_database("sigterm");
     let scratch = Scratch::new();
-    let text = config(ch, &db, None, "").replace("flush_interval_ms = 200", "flush_interval_ms = 60000");
+    let text =
+        config(ch, &db, None, "").replace("flush_interval_ms = 200", "flush_interval_ms = 60000");
     let server = Binary::serve(&scratch, &text);
     for i in 0..50 {
-        let r = send_hit(server.addr, &format!("100.64.{i}.1"), CHROME, &pageview("https://example.org/"), &[]);
+        let r = send_hit(
+            server.addr,
+            &format!("100.64.{i}.1"),
+            CHROME,
+            &pageview("https://example.org/"),
+            &[],
+        );
         assert_eq!(r.status, 202);
     }
-    assert_eq!(ch.query_in(&db, "SELECT count() FROM traffic_hourly"), "0\n", "nothing is due yet");
+    assert_eq!(
+        ch.query_in(&db, "SELECT count() FROM traffic_hourly"),
+        "0\n",
+        "nothing is due yet"
+    );
     let log = server.stop();
     assert!(log.contains("tamis stopped"), "{log}");
-    assert_eq!(ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly"), "50\n");
+    assert_eq!(
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly"),
+        "50\n"
+    );
 }

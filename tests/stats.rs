@@ -17,7 +17,13 @@ fn seeded(db: &str) -> InProcess {
     let clock = tamis::clock::Clock::manual(start);
     let server = InProcess::serve(&config(ch, db, None, ""), clock.clone());
     let hit = |ip: &str, page: &str| {
-        let r = send_hit(server.addr, ip, FIREFOX, &pageview(&format!("https://example.org{page}")), &[]);
+        let r = send_hit(
+            server.addr,
+            ip,
+            FIREFOX,
+            &pageview(&format!("https://example.org{page}")),
+            &[],
+        );
         assert_eq!(r.status, 202, "{}", r.body);
     };
     for v in 0..20 {
@@ -27,7 +33,10 @@ fn seeded(db: &str) -> InProcess {
     for v in 0..10 {
         hit(&format!("100.64.{v}.1"), "/popular/suite");
     }
-    for (p, (page, n)) in [("/rare-a", 3), ("/rare-b", 2), ("/rare-c", 1)].into_iter().enumerate() {
+    for (p, (page, n)) in [("/rare-a", 3), ("/rare-b", 2), ("/rare-c", 1)]
+        .into_iter()
+        .enumerate()
+    {
         for v in 0..n {
             hit(&format!("100.65.{}.1", p * 10 + v), page);
         }
@@ -53,24 +62,47 @@ fn plausible_examples_and_small_count_suppression() {
     let server = seeded(&db);
 
     // Aggregate, with every derived metric.
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY,
-        "metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration", "events"]}));
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY,
+        "metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration", "events"]}),
+    );
     // 26 visitors, 26 visits, 36 pageviews; 10 of 26 visits saw two pages
     // (60 s each): bounce rate 16/26 = 62%, duration 600/26 = 23 s.
-    assert_eq!(r["results"][0]["metrics"], json!([26, 26, 36, 1.38, 62, 23, 36]), "{r}");
-    assert_eq!(r["query"]["date_range"], json!(["2026-03-10T00:00:00-04:00", "2026-03-10T23:59:59-04:00"]));
+    assert_eq!(
+        r["results"][0]["metrics"],
+        json!([26, 26, 36, 1.38, 62, 23, 36]),
+        "{r}"
+    );
+    assert_eq!(
+        r["query"]["date_range"],
+        json!(["2026-03-10T00:00:00-04:00", "2026-03-10T23:59:59-04:00"])
+    );
 
     // Timeseries by day with labels.
-    let r = query(&server, json!({"site_id": "example.org", "date_range": ["2026-03-09", "2026-03-11"],
-        "metrics": ["visitors"], "dimensions": ["time:day"], "include": {"time_labels": true, "totals": true}}));
-    assert_eq!(r["results"], json!([{"dimensions": ["2026-03-10"], "metrics": [26]}]), "{r}");
-    assert_eq!(r["meta"]["time_labels"], json!(["2026-03-09", "2026-03-10", "2026-03-11"]));
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": ["2026-03-09", "2026-03-11"],
+        "metrics": ["visitors"], "dimensions": ["time:day"], "include": {"time_labels": true, "totals": true}}),
+    );
+    assert_eq!(
+        r["results"],
+        json!([{"dimensions": ["2026-03-10"], "metrics": [26]}]),
+        "{r}"
+    );
+    assert_eq!(
+        r["meta"]["time_labels"],
+        json!(["2026-03-09", "2026-03-10", "2026-03-11"])
+    );
     assert_eq!(r["meta"]["totals"], json!([26]));
 
     // Breakdown by page: rare pages never appear by name; (other) carries
     // their sum; totals are unchanged.
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY,
-        "metrics": ["visitors", "pageviews"], "dimensions": ["event:page"], "include": {"totals": true}}));
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY,
+        "metrics": ["visitors", "pageviews"], "dimensions": ["event:page"], "include": {"totals": true}}),
+    );
     assert_eq!(
         r["results"],
         json!([
@@ -93,25 +125,38 @@ fn plausible_examples_and_small_count_suppression() {
         json!([["not", ["is", "event:page", ["/rare-b"]]]]),
     ] {
         for dims in [json!([]), json!(["event:page"]), json!(["time:day"])] {
-            let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "pageviews"],
-                "dimensions": dims, "filters": filters, "include": {"totals": true}}));
+            let r = query(
+                &server,
+                json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "pageviews"],
+                "dimensions": dims, "filters": filters, "include": {"totals": true}}),
+            );
             for row in r["results"].as_array().unwrap() {
                 // Only rows that no rare visitor touches may keep numbers,
                 // and then exactly the unfiltered ones.
                 match row["dimensions"][0].as_str() {
-                    Some("/popular") => assert_eq!(row["metrics"], json!([20, 20]), "{filters}: {r}"),
-                    Some("/popular/suite") => assert_eq!(row["metrics"], json!([10, 10]), "{filters}: {r}"),
+                    Some("/popular") => {
+                        assert_eq!(row["metrics"], json!([20, 20]), "{filters}: {r}")
+                    }
+                    Some("/popular/suite") => {
+                        assert_eq!(row["metrics"], json!([10, 10]), "{filters}: {r}")
+                    }
                     _ => assert_eq!(row["metrics"], json!([null, null]), "{filters} {dims}: {r}"),
                 }
-                assert!(!row["dimensions"].to_string().contains("rare"), "{filters} {dims}: {r}");
+                assert!(
+                    !row["dimensions"].to_string().contains("rare"),
+                    "{filters} {dims}: {r}"
+                );
             }
             assert_eq!(r["meta"]["totals"], json!([null, null]), "{filters}: {r}");
         }
     }
     // Nor by subtraction: unfiltered rows minus the rows of a filter that
     // leaves out a small group would describe that group.
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
-        "dimensions": ["event:page"], "filters": [["is_not", "event:page", ["/rare-c", "/rare-b"]]]}));
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
+        "dimensions": ["event:page"], "filters": [["is_not", "event:page", ["/rare-c", "/rare-b"]]]}),
+    );
     assert_eq!(
         r["results"],
         json!([
@@ -122,19 +167,40 @@ fn plausible_examples_and_small_count_suppression() {
         "{r}"
     );
     // A filter that selects enough visitors answers normally.
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
-        "filters": [["contains", "event:page", ["popular"]]]}));
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
+        "filters": [["contains", "event:page", ["popular"]]]}),
+    );
     assert_eq!(r["results"][0]["metrics"], json!([20]), "{r}");
 
     // Multiple dimensions.
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "percentage"],
-        "dimensions": ["visit:browser", "visit:device"]}));
-    assert_eq!(r["results"], json!([{"dimensions": ["Firefox", "Desktop"], "metrics": [26, 100]}]), "{r}");
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "percentage"],
+        "dimensions": ["visit:browser", "visit:device"]}),
+    );
+    assert_eq!(
+        r["results"],
+        json!([{"dimensions": ["Firefox", "Desktop"], "metrics": [26, 100]}]),
+        "{r}"
+    );
 
     // Entry and exit pages.
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visits"], "dimensions": ["visit:exit_page"]}));
-    assert_eq!(r["results"][0], json!({"dimensions": ["/popular"], "metrics": [10]}), "{r}");
-    assert_eq!(r["results"][1], json!({"dimensions": ["/popular/suite"], "metrics": [10]}), "{r}");
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visits"], "dimensions": ["visit:exit_page"]}),
+    );
+    assert_eq!(
+        r["results"][0],
+        json!({"dimensions": ["/popular"], "metrics": [10]}),
+        "{r}"
+    );
+    assert_eq!(
+        r["results"][1],
+        json!({"dimensions": ["/popular/suite"], "metrics": [10]}),
+        "{r}"
+    );
 
     // CSV: same rows, same suppression.
     let csv = http(server.addr, "POST", "/api/v2/query", &[("Authorization", &format!("Bearer {TOKEN}")), ("Accept", "text/csv")],
@@ -142,8 +208,12 @@ fn plausible_examples_and_small_count_suppression() {
     assert_eq!(csv.status, 200);
     assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
     assert_eq!(csv.body, "event:page,visitors,pageviews\r\n/popular,20,20\r\n/popular/suite,10,10\r\n(other),6,6\r\n");
-    let csv = stats(server.addr, TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
-        "dimensions": ["event:page"], "filters": [["is", "event:page", ["/rare-a"]]], "format": "csv"}));
+    let csv = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
+        "dimensions": ["event:page"], "filters": [["is", "event:page", ["/rare-a"]]], "format": "csv"}),
+    );
     assert_eq!(csv.body, "event:page,visitors\r\n(other),\r\n");
     server.stop();
 }
@@ -157,21 +227,57 @@ fn bad_queries_are_refused_before_sql() {
     let server = InProcess::serve(&config(ch, &db, None, ""), tamis::clock::Clock::system());
     let long = "x".repeat(2000);
     for (body, field) in [
-        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors'; DROP TABLE traffic_hourly"]}), "metrics"),
-        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "dimensions": ["page) --"]}), "dimensions"),
-        (json!({"site_id": "example.org", "date_range": "1=1", "metrics": ["visitors"]}), "date_range"),
-        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "filters": [["is", "event:page", [long]]]}), "filters"),
-        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "filters": [["matches", "event:page", ["(a+"]]]}), "filters"),
-        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "order_by": [["visitors", "sideways"]]}), "order_by"),
-        (json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "pagination": {"limit": 1000000}}), "pagination"),
-        (json!({"site_id": "example.org", "date_range": "day"}), "metrics"),
-        (json!({"site_id": 5, "date_range": "day", "metrics": ["visitors"]}), "site_id"),
+        (
+            json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors'; DROP TABLE traffic_hourly"]}),
+            "metrics",
+        ),
+        (
+            json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "dimensions": ["page) --"]}),
+            "dimensions",
+        ),
+        (
+            json!({"site_id": "example.org", "date_range": "1=1", "metrics": ["visitors"]}),
+            "date_range",
+        ),
+        (
+            json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "filters": [["is", "event:page", [long]]]}),
+            "filters",
+        ),
+        (
+            json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "filters": [["matches", "event:page", ["(a+"]]]}),
+            "filters",
+        ),
+        (
+            json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "order_by": [["visitors", "sideways"]]}),
+            "order_by",
+        ),
+        (
+            json!({"site_id": "example.org", "date_range": "day", "metrics": ["visitors"], "pagination": {"limit": 1000000}}),
+            "pagination",
+        ),
+        (
+            json!({"site_id": "example.org", "date_range": "day"}),
+            "metrics",
+        ),
+        (
+            json!({"site_id": 5, "date_range": "day", "metrics": ["visitors"]}),
+            "site_id",
+        ),
     ] {
         let r = stats(server.addr, TOKEN, body.clone());
         assert_eq!(r.status, 400, "{body}: {}", r.body);
-        assert!(r.json()["error"].as_str().unwrap().contains(field), "{body}: {}", r.body);
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(field),
+            "{body}: {}",
+            r.body
+        );
     }
-    assert_eq!(ch.query(&format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'traffic_hourly'")), "1\n");
+    assert_eq!(
+        ch.query(&format!(
+            "SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'traffic_hourly'"
+        )),
+        "1\n"
+    );
     server.stop();
 }
 
@@ -181,33 +287,76 @@ fn bad_queries_are_refused_before_sql() {
 fn consent_report_gives_exact_shares() {
     let ch = ClickHouse::shared();
     let db = ch.create_database("consent");
-    let server = InProcess::serve(&config(ch, &db, None, ""), tamis::clock::Clock::manual("2026-03-10T15:00:00Z".parse().unwrap()));
+    let server = InProcess::serve(
+        &config(ch, &db, None, ""),
+        tamis::clock::Clock::manual("2026-03-10T15:00:00Z".parse().unwrap()),
+    );
     let send = |i: usize, consent: Option<&str>, gpc: bool| {
         let mut body = json!({"n": "pageview", "u": "https://example.org/", "d": "example.org"});
         if let Some(c) = consent {
             body["c"] = json!(c);
         }
         let extra: &[(&str, &str)] = if gpc { &[("Sec-GPC", "1")] } else { &[] };
-        assert_eq!(send_hit(server.addr, &format!("100.66.{i}.1"), FIREFOX, &body.to_string(), extra).status, 202);
+        assert_eq!(
+            send_hit(
+                server.addr,
+                &format!("100.66.{i}.1"),
+                FIREFOX,
+                &body.to_string(),
+                extra
+            )
+            .status,
+            202
+        );
     };
     let mut i = 0;
-    for (consent, gpc, n) in [(Some("granted"), false, 8), (Some("denied"), false, 6), (None, false, 4), (None, true, 2)] {
+    for (consent, gpc, n) in [
+        (Some("granted"), false, 8),
+        (Some("denied"), false, 6),
+        (None, false, 4),
+        (None, true, 2),
+    ] {
         for _ in 0..n {
             send(i, consent, gpc);
             i += 1;
         }
     }
-    wait_until(Duration::from_secs(10), "18 pageviews and 2 opt-outs stored", || {
-        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "18\n"
-            && ch.query_in(&db, "SELECT sum(hits) FROM dropped_hourly WHERE reason = 'opt_out'") == "2\n"
-    });
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY,
-        "metrics": ["consent_rate", "consent_denied_rate", "consent_unset_rate", "opt_out_rate", "pageviews", "visitors"]}));
+    wait_until(
+        Duration::from_secs(10),
+        "18 pageviews and 2 opt-outs stored",
+        || {
+            ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "18\n"
+                && ch.query_in(
+                    &db,
+                    "SELECT sum(hits) FROM dropped_hourly WHERE reason = 'opt_out'",
+                ) == "2\n"
+        },
+    );
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY,
+        "metrics": ["consent_rate", "consent_denied_rate", "consent_unset_rate", "opt_out_rate", "pageviews", "visitors"]}),
+    );
     // Denied hits are counted without a visitor key: 12 visitors, 18 pageviews.
-    assert_eq!(r["results"][0]["metrics"], json!([40, 30, 20, 10, 18, 12]), "{r}");
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["consent_rate", "opt_out_rate"], "dimensions": ["time:day"]}));
-    assert_eq!(r["results"], json!([{"dimensions": ["2026-03-10"], "metrics": [40, 10]}]), "{r}");
-    let refused = stats(server.addr, TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["consent_rate"], "dimensions": ["event:page"]}));
+    assert_eq!(
+        r["results"][0]["metrics"],
+        json!([40, 30, 20, 10, 18, 12]),
+        "{r}"
+    );
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["consent_rate", "opt_out_rate"], "dimensions": ["time:day"]}),
+    );
+    assert_eq!(
+        r["results"],
+        json!([{"dimensions": ["2026-03-10"], "metrics": [40, 10]}]),
+        "{r}"
+    );
+    let refused = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["consent_rate"], "dimensions": ["event:page"]}),
+    );
     assert_eq!(refused.status, 400);
     server.stop();
 }
@@ -229,7 +378,11 @@ fn answers_match_the_openapi_document() {
         });
         jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
     };
-    let (request, response, error) = (validator("QueryRequest"), validator("QueryResponse"), validator("Error"));
+    let (request, response, error) = (
+        validator("QueryRequest"),
+        validator("QueryResponse"),
+        validator("Error"),
+    );
     let requests = [
         json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "pageviews", "bounce_rate", "visit_duration"]}),
         json!({"site_id": "example.org", "date_range": "7d", "metrics": ["visitors"], "dimensions": ["time:day"], "include": {"time_labels": true, "totals": true}}),
@@ -240,21 +393,50 @@ fn answers_match_the_openapi_document() {
         json!({"site_id": "example.org", "date_range": DAY, "metrics": ["consent_rate", "opt_out_rate"]}),
     ];
     for body in requests {
-        assert!(request.is_valid(&body), "request {body}: {:?}", request.iter_errors(&body).map(|e| e.to_string()).collect::<Vec<_>>());
+        assert!(
+            request.is_valid(&body),
+            "request {body}: {:?}",
+            request
+                .iter_errors(&body)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
         let r = stats(server.addr, TOKEN, body.clone());
         assert_eq!(r.status, 200, "{}", r.body);
         let answer = r.json();
-        assert!(response.is_valid(&answer), "{answer}: {:?}", response.iter_errors(&answer).map(|e| e.to_string()).collect::<Vec<_>>());
+        assert!(
+            response.is_valid(&answer),
+            "{answer}: {:?}",
+            response
+                .iter_errors(&answer)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
     }
     for (token, body, status) in [
-        (TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["nope"]}), 400),
-        ("wrong", json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"]}), 401),
-        (OTHER_TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"]}), 404),
+        (
+            TOKEN,
+            json!({"site_id": "example.org", "date_range": DAY, "metrics": ["nope"]}),
+            400,
+        ),
+        (
+            "wrong",
+            json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"]}),
+            401,
+        ),
+        (
+            OTHER_TOKEN,
+            json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"]}),
+            404,
+        ),
     ] {
         let r = stats(server.addr, token, body);
         assert_eq!(r.status, status);
         assert!(error.is_valid(&r.json()), "{}", r.body);
-        assert!(doc["paths"]["/api/v2/query"]["post"]["responses"][status.to_string()].is_object(), "{status} is documented");
+        assert!(
+            doc["paths"]["/api/v2/query"]["post"]["responses"][status.to_string()].is_object(),
+            "{status} is documented"
+        );
     }
     server.stop();
 }
@@ -266,7 +448,12 @@ fn custom_event_properties() {
     let ch = ClickHouse::shared();
     let db = ch.create_database("props");
     let server = InProcess::serve(
-        &config(ch, &db, None, "event_names = [\"signup\"]\nprop_keys = [\"plan\"]"),
+        &config(
+            ch,
+            &db,
+            None,
+            "event_names = [\"signup\"]\nprop_keys = [\"plan\"]",
+        ),
         tamis::clock::Clock::manual("2026-03-10T15:00:00Z".parse().unwrap()),
     );
     let mut i = 0;
@@ -274,24 +461,62 @@ fn custom_event_properties() {
         for _ in 0..n {
             let body = json!({"n": "signup", "u": "https://example.org/inscription", "d": "example.org",
                 "p": {"plan": plan, "email": "jean@example.com"}});
-            assert_eq!(send_hit(server.addr, &format!("100.67.{i}.1"), FIREFOX, &body.to_string(), &[]).status, 202);
+            assert_eq!(
+                send_hit(
+                    server.addr,
+                    &format!("100.67.{i}.1"),
+                    FIREFOX,
+                    &body.to_string(),
+                    &[]
+                )
+                .status,
+                202
+            );
             i += 1;
         }
     }
-    let r = send_hit(server.addr, "100.67.200.1", FIREFOX, &json!({"n": "purchase", "u": "https://example.org/", "d": "example.org"}).to_string(), &[]);
+    let r = send_hit(
+        server.addr,
+        "100.67.200.1",
+        FIREFOX,
+        &json!({"n": "purchase", "u": "https://example.org/", "d": "example.org"}).to_string(),
+        &[],
+    );
     assert_eq!(r.header("x-tamis-dropped"), Some("event_not_allowed"));
     wait_until(Duration::from_secs(10), "8 signups stored", || {
         ch.query_in(&db, "SELECT sumMerge(events) FROM props_hourly") == "8\n"
     });
-    assert_eq!(ch.query_in(&db, "SELECT DISTINCT prop_key FROM props_hourly"), "plan\n", "only allow-listed keys are stored");
+    assert_eq!(
+        ch.query_in(&db, "SELECT DISTINCT prop_key FROM props_hourly"),
+        "plan\n",
+        "only allow-listed keys are stored"
+    );
 
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "events"],
-        "dimensions": ["event:props:plan"], "filters": [["is", "event:name", ["signup"]]]}));
-    assert_eq!(r["results"], json!([{"dimensions": ["basic"], "metrics": [6, 6]}, {"dimensions": ["(other)"], "metrics": [null, null]}]), "{r}");
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors", "events"],
+        "dimensions": ["event:props:plan"], "filters": [["is", "event:name", ["signup"]]]}),
+    );
+    assert_eq!(
+        r["results"],
+        json!([{"dimensions": ["basic"], "metrics": [6, 6]}, {"dimensions": ["(other)"], "metrics": [null, null]}]),
+        "{r}"
+    );
     assert_eq!(r["query"]["dimensions"], json!(["event:props:plan"]));
-    let r = query(&server, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["events"], "dimensions": ["event:name"]}));
-    assert_eq!(r["results"], json!([{"dimensions": ["signup"], "metrics": [8]}]), "{r}");
-    let refused = stats(server.addr, TOKEN, json!({"site_id": "example.org", "date_range": DAY, "metrics": ["events"], "dimensions": ["event:props:email"]}));
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["events"], "dimensions": ["event:name"]}),
+    );
+    assert_eq!(
+        r["results"],
+        json!([{"dimensions": ["signup"], "metrics": [8]}]),
+        "{r}"
+    );
+    let refused = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["events"], "dimensions": ["event:props:email"]}),
+    );
     assert_eq!(refused.status, 400, "{}", refused.body);
     server.stop();
 }

@@ -21,16 +21,40 @@ mod tests {
     fn check(at: &str, tz: Tz, expected: &str) {
         let at: DateTime<Utc> = at.parse().unwrap();
         let want: DateTime<Utc> = expected.parse().unwrap();
-        assert_eq!(local_hour_start(at, tz), want.timestamp() as u32, "{at} in {tz}");
+        assert_eq!(
+            local_hour_start(at, tz),
+            want.timestamp() as u32,
+            "{at} in {tz}"
+        );
     }
 
     #[test]
     fn buckets_follow_local_hours() {
-        check("2026-11-23T15:42:10Z", chrono_tz::America::Toronto, "2026-11-23T15:00:00Z");
-        check("2026-11-23T15:42:10Z", chrono_tz::America::St_Johns, "2026-11-23T15:30:00Z");
-        check("2026-11-23T15:12:10Z", chrono_tz::America::St_Johns, "2026-11-23T14:30:00Z");
+        check(
+            "2026-11-23T15:42:10Z",
+            chrono_tz::America::Toronto,
+            "2026-11-23T15:00:00Z",
+        );
+        check(
+            "2026-11-23T15:42:10Z",
+            chrono_tz::America::St_Johns,
+            "2026-11-23T15:30:00Z",
+        );
+        check(
+            "2026-11-23T15:12:10Z",
+            chrono_tz::America::St_Johns,
+            "2026-11-23T14:30:00Z",
+        );
         // Fall-back night: 01:30 EDT and 01:30 EST are different buckets.
-        check("2026-11-01T05:30:00Z", chrono_tz::America::Toronto, "2026-11-01T05:00:00Z");
-        check("2026-11-01T06:30:00Z", chrono_tz::America::Toronto, "2026-11-01T06:00:00Z");
+        check(
+            "2026-11-01T05:30:00Z",
+            chrono_tz::America::Toronto,
+            "2026-11-01T05:00:00Z",
+        );
+        check(
+            "2026-11-01T06:30:00Z",
+            chrono_tz::America::Toronto,
+            "2026-11-01T06:00:00Z",
+        );
     }
 }

@@ -76,7 +76,14 @@ pub struct Intake {
 pub struct Overloaded;
 
 impl Intake {
-    pub fn new(sites: Vec<Arc<SiteSettings>>, capacity: usize, batch_rows: usize, flush_interval: Duration, metrics: Arc<Metrics>, clock: Clock) -> Intake {
+    pub fn new(
+        sites: Vec<Arc<SiteSettings>>,
+        capacity: usize,
+        batch_rows: usize,
+        flush_interval: Duration,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Intake {
         Intake {
             state: Mutex::new(Some(Aggregator::new(sites))),
             capacity: capacity as u64,
@@ -119,7 +126,11 @@ impl Intake {
     /// Hands batches to the writer when full or old enough, until
     /// `shutdown` turns true; then hands over what is left and returns,
     /// which closes the writer's input.
-    pub async fn run(self: Arc<Self>, output: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        output: mpsc::Sender<Batch>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let tick = (self.flush_interval / 4).max(Duration::from_millis(5));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,8 +176,14 @@ impl Intake {
             return;
         };
         let gone = state.sessions.sweep(self.clock.now());
-        self.metrics.sessions_open.store(state.sessions.len() as u64, Ordering::Relaxed);
-        tracing::debug!(closed = gone, open = state.sessions.len(), "swept idle visits");
+        self.metrics
+            .sessions_open
+            .store(state.sessions.len() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            closed = gone,
+            open = state.sessions.len(),
+            "swept idle visits"
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Aggregator>> {
@@ -216,7 +233,10 @@ impl Aggregator {
                     Some(i) => hour::local_hour_start(at, self.sites[i].timezone),
                     None => hour::local_hour_start(at, chrono_tz::UTC),
                 };
-                *self.dropped.entry((dropped.site, hour, dropped.reason)).or_default() += 1;
+                *self
+                    .dropped
+                    .entry((dropped.site, hour, dropped.reason))
+                    .or_default() += 1;
             }
             Message::Event(event) => self.record(event),
         }
@@ -234,7 +254,15 @@ impl Aggregator {
         if let EventKind::Custom(_) = &event.kind {
             let visitor = event.visitor.map(|v| v.sketch_input()).unwrap_or(0);
             for (key, value) in &event.props {
-                let row = (event.site, hour, name.clone(), page.clone(), key.clone(), value.clone(), visitor);
+                let row = (
+                    event.site,
+                    hour,
+                    name.clone(),
+                    page.clone(),
+                    key.clone(),
+                    value.clone(),
+                    visitor,
+                );
                 *self.props.entry(row).or_default() += 1;
             }
         }
@@ -298,7 +326,9 @@ impl Aggregator {
     /// Adds a delta to the batch, merged into an equal-keyed row if any.
     fn add(&mut self, delta: TrafficDelta) {
         match self.rows.entry(RowKey::of(&delta)) {
-            std::collections::hash_map::Entry::Occupied(slot) => self.traffic[*slot.get()].absorb(&delta),
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                self.traffic[*slot.get()].absorb(&delta)
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(self.traffic.len());
                 self.traffic.push(delta);
@@ -326,16 +356,18 @@ impl Aggregator {
         let props = self
             .props
             .drain()
-            .map(|((site, hour, event, page, prop_key, prop_value, visitor), events)| PropRow {
-                site_id: self.sites[site].id.clone(),
-                hour,
-                event: event.to_string(),
-                page: page.to_string(),
-                prop_key,
-                prop_value,
-                visitor,
-                events,
-            })
+            .map(
+                |((site, hour, event, page, prop_key, prop_value, visitor), events)| PropRow {
+                    site_id: self.sites[site].id.clone(),
+                    hour,
+                    event: event.to_string(),
+                    page: page.to_string(),
+                    prop_key,
+                    prop_value,
+                    visitor,
+                    events,
+                },
+            )
             .collect();
         self.oldest = None;
         self.rows.clear();
@@ -364,12 +396,21 @@ mod tests {
             at: start + chrono::Duration::minutes(minute),
             kind: EventKind::Pageview,
             path: page.into(),
-            referrer: Referrer { host: String::new(), source: "Direct / None".into(), medium: Medium::Direct },
+            referrer: Referrer {
+                host: String::new(),
+                source: "Direct / None".into(),
+                medium: Medium::Direct,
+            },
             campaign: Campaign::default(),
             location: Location::default(),
             agent: Arc::new(Agent {
                 bot: false,
-                reduced: ReducedAgent { browser: "Firefox".into(), browser_version: "133".into(), os: "Linux".into(), device: Device::Desktop },
+                reduced: ReducedAgent {
+                    browser: "Firefox".into(),
+                    browser_version: "133".into(),
+                    os: "Linux".into(),
+                    device: Device::Desktop,
+                },
             }),
             language: "fr".into(),
             consent: "none",
@@ -385,7 +426,14 @@ mod tests {
         }
         let batch = agg.take_batch();
         assert_eq!(batch.traffic.len(), expected_rows);
-        let t = batch.traffic.iter().fold((0, 0, 0, 0), |t, d| (t.0 + d.pageviews, t.1 + d.visits, t.2 + d.bounces, t.3 + d.exits));
+        let t = batch.traffic.iter().fold((0, 0, 0, 0), |t, d| {
+            (
+                t.0 + d.pageviews,
+                t.1 + d.visits,
+                t.2 + d.bounces,
+                t.3 + d.exits,
+            )
+        });
         assert_eq!(t, expected);
     }
 
@@ -393,11 +441,23 @@ mod tests {
     fn a_visit_back_and_forth_merges_into_one_row_per_page() {
         // A → B → A → B: the exit corrections cancel against the pages.
         let pages = ["/a", "/b", "/a", "/b"];
-        check(pages.iter().enumerate().map(|(i, p)| event(i as i64, p, Some(7))).collect(), 2, (4, 1, 0, 1));
+        check(
+            pages
+                .iter()
+                .enumerate()
+                .map(|(i, p)| event(i as i64, p, Some(7)))
+                .collect(),
+            2,
+            (4, 1, 0, 1),
+        );
     }
 
     #[test]
     fn anonymous_hits_are_not_visits() {
-        check(vec![event(0, "/", None), event(1, "/", None)], 2, (2, 0, 0, 0));
+        check(
+            vec![event(0, "/", None), event(1, "/", None)],
+            2,
+            (2, 0, 0, 0),
+        );
     }
 }

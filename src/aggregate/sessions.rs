@@ -106,7 +106,9 @@ impl Sessions {
             d.exits = 1;
             out.push(d);
             if self.open.len() >= MAX_OPEN {
-                let due = self.last_full_sweep.is_none_or(|t| c.at.signed_duration_since(t) >= Duration::minutes(1));
+                let due = self
+                    .last_full_sweep
+                    .is_none_or(|t| c.at.signed_duration_since(t) >= Duration::minutes(1));
                 if !due {
                     return;
                 }
@@ -135,10 +137,17 @@ impl Sessions {
         let Some(session) = self.open.get_mut(&key) else {
             return;
         };
-        let elapsed = c.at.signed_duration_since(session.last_seen).num_seconds().max(0);
+        let elapsed =
+            c.at.signed_duration_since(session.last_seen)
+                .num_seconds()
+                .max(0);
         session.last_seen = session.last_seen.max(c.at);
         let dims = session.dims.clone();
-        let pageview: Arc<str> = if c.is_pageview { c.event.clone() } else { Arc::from("pageview") };
+        let pageview: Arc<str> = if c.is_pageview {
+            c.event.clone()
+        } else {
+            Arc::from("pageview")
+        };
 
         // The visit's own counts go to its first row.
         let mut visit = delta(&dims, pageview.clone(), session.entry.clone());
@@ -180,7 +189,8 @@ impl Sessions {
     /// Forgets visits idle for longer than [`IDLE`]; returns how many.
     pub fn sweep(&mut self, now: DateTime<Utc>) -> usize {
         let before = self.open.len();
-        self.open.retain(|_, s| now.signed_duration_since(s.last_seen) < IDLE);
+        self.open
+            .retain(|_, s| now.signed_duration_since(s.last_seen) < IDLE);
         before - self.open.len()
     }
 }
@@ -212,7 +222,8 @@ mod tests {
         Contribution {
             site: 0,
             visitor: 42,
-            at: "2026-11-23T15:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::minutes(minute),
+            at: "2026-11-23T15:00:00Z".parse::<DateTime<Utc>>().unwrap()
+                + Duration::minutes(minute),
             hour: 0,
             event: Arc::from(if pageview { "pageview" } else { "signup" }),
             page: Arc::from(page),
@@ -224,13 +235,24 @@ mod tests {
     }
 
     /// Sums of (pageviews, visits, bounces, duration) and exits by page.
-    fn check(hits: Vec<Contribution>, expected: (u64, i64, i64, i64), expected_exits: &[(&str, i64)]) {
+    fn check(
+        hits: Vec<Contribution>,
+        expected: (u64, i64, i64, i64),
+        expected_exits: &[(&str, i64)],
+    ) {
         let mut sessions = Sessions::default();
         let mut out = Vec::new();
         for h in hits {
             sessions.record(h, &mut out);
         }
-        let totals = out.iter().fold((0, 0, 0, 0), |t, d| (t.0 + d.pageviews, t.1 + d.visits, t.2 + d.bounces, t.3 + d.duration));
+        let totals = out.iter().fold((0, 0, 0, 0), |t, d| {
+            (
+                t.0 + d.pageviews,
+                t.1 + d.visits,
+                t.2 + d.bounces,
+                t.3 + d.duration,
+            )
+        });
         assert_eq!(totals, expected);
         let mut exits: HashMap<&str, i64> = HashMap::new();
         for d in &out {
@@ -249,18 +271,30 @@ mod tests {
 
     #[test]
     fn second_page_undoes_the_bounce_and_moves_the_exit() {
-        check(vec![hit(0, "/", true), hit(2, "/a", true), hit(5, "/b", true)], (3, 1, 0, 300), &[("/b", 1)]);
+        check(
+            vec![hit(0, "/", true), hit(2, "/a", true), hit(5, "/b", true)],
+            (3, 1, 0, 300),
+            &[("/b", 1)],
+        );
     }
 
     #[test]
     fn thirty_idle_minutes_start_a_new_visit() {
-        check(vec![hit(0, "/", true), hit(31, "/a", true)], (2, 2, 2, 0), &[("/", 1), ("/a", 1)]);
+        check(
+            vec![hit(0, "/", true), hit(31, "/a", true)],
+            (2, 2, 2, 0),
+            &[("/", 1), ("/a", 1)],
+        );
     }
 
     #[test]
     fn events_extend_but_do_not_start_visits() {
         check(vec![hit(0, "/x", false)], (0, 0, 0, 0), &[]);
-        check(vec![hit(0, "/", true), hit(3, "/", false)], (1, 1, 1, 180), &[("/", 1)]);
+        check(
+            vec![hit(0, "/", true), hit(3, "/", false)],
+            (1, 1, 1, 180),
+            &[("/", 1)],
+        );
     }
 
     #[test]
@@ -279,7 +313,12 @@ mod tests {
         let mut rows: HashMap<(u32, &str, &str), (i64, i64, i64, i64)> = HashMap::new();
         for d in &out {
             let r = rows.entry((d.hour, &*d.page, d.consent)).or_default();
-            *r = (r.0 + d.visits, r.1 + d.bounces, r.2 + d.duration, r.3 + d.exits);
+            *r = (
+                r.0 + d.visits,
+                r.1 + d.bounces,
+                r.2 + d.duration,
+                r.3 + d.exits,
+            );
         }
         assert_eq!(rows[&(100, "/", "none")], (1, 0, 600, 0));
         assert_eq!(rows[&(200, "/a", "granted")], (0, 0, 0, 1));

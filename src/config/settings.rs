@@ -124,17 +124,25 @@ impl Settings {
     /// then against `base` (the config file's folder).
     pub fn from_config(config: Config, base: &Path) -> Result<Settings, ConfigError> {
         let server = ServerSettings {
-            listen: config
-                .server
-                .listen
-                .parse()
-                .map_err(|_| invalid("server.listen", format!("`{}` is not an address:port", config.server.listen)))?,
+            listen: config.server.listen.parse().map_err(|_| {
+                invalid(
+                    "server.listen",
+                    format!("`{}` is not an address:port", config.server.listen),
+                )
+            })?,
             trusted_proxies: config
                 .server
                 .trusted_proxies
                 .iter()
                 .enumerate()
-                .map(|(i, net)| parse_net(net).ok_or_else(|| invalid(format!("server.trusted_proxies[{i}]"), format!("`{net}` is not an IP network such as 10.0.0.0/8"))))
+                .map(|(i, net)| {
+                    parse_net(net).ok_or_else(|| {
+                        invalid(
+                            format!("server.trusted_proxies[{i}]"),
+                            format!("`{net}` is not an IP network such as 10.0.0.0/8"),
+                        )
+                    })
+                })
                 .collect::<Result<_, _>>()?,
             queue_capacity: positive("server.queue_capacity", config.server.queue_capacity)?,
             cors_allow_origin: config.server.cors_allow_origin,
@@ -172,7 +180,10 @@ impl Settings {
         for (i, site) in config.sites.into_iter().enumerate() {
             let site = site_settings(i, site)?;
             if sites.iter().any(|s: &Arc<SiteSettings>| s.id == site.id) {
-                return Err(invalid(format!("site[{i}].id"), format!("`{}` is configured twice", site.id)));
+                return Err(invalid(
+                    format!("site[{i}].id"),
+                    format!("`{}` is configured twice", site.id),
+                ));
             }
             sites.push(Arc::new(site));
         }
@@ -182,11 +193,18 @@ impl Settings {
             if token.name.trim().is_empty() {
                 return Err(invalid(key("name"), "must not be empty"));
             }
-            let secret_sha256 = parse_sha256(&token.secret_sha256)
-                .ok_or_else(|| invalid(key("secret_sha256"), "must be 64 hexadecimal characters (the SHA-256 of the token)"))?;
+            let secret_sha256 = parse_sha256(&token.secret_sha256).ok_or_else(|| {
+                invalid(
+                    key("secret_sha256"),
+                    "must be 64 hexadecimal characters (the SHA-256 of the token)",
+                )
+            })?;
             for site in &token.sites {
                 if !sites.iter().any(|s| &s.id == site) {
-                    return Err(invalid(key("sites"), format!("`{site}` is not a configured site id")));
+                    return Err(invalid(
+                        key("sites"),
+                        format!("`{site}` is not a configured site id"),
+                    ));
                 }
             }
             tokens.push(TokenSettings {
@@ -212,13 +230,25 @@ impl Settings {
 fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, ConfigError> {
     let url = c.url.trim_end_matches('/').to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(invalid("clickhouse.url", format!("`{url}` must start with http:// or https://")));
+        return Err(invalid(
+            "clickhouse.url",
+            format!("`{url}` must start with http:// or https://"),
+        ));
     }
     if !is_identifier(&c.database) {
-        return Err(invalid("clickhouse.database", format!("`{}` must be letters, digits and underscores, not starting with a digit", c.database)));
+        return Err(invalid(
+            "clickhouse.database",
+            format!(
+                "`{}` must be letters, digits and underscores, not starting with a digit",
+                c.database
+            ),
+        ));
     }
     if !(10..=60_000).contains(&c.flush_interval_ms) {
-        return Err(invalid("clickhouse.flush_interval_ms", "must be between 10 and 60000"));
+        return Err(invalid(
+            "clickhouse.flush_interval_ms",
+            "must be between 10 and 60000",
+        ));
     }
     Ok(ClickHouseSettings {
         url,
@@ -227,7 +257,9 @@ fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, Config
         password: c.password,
         batch_rows: positive("clickhouse.batch_rows", c.batch_rows)?,
         flush_interval: Duration::from_millis(c.flush_interval_ms),
-        timeout: Duration::from_millis(positive("clickhouse.timeout_ms", c.timeout_ms as usize)? as u64),
+        timeout: Duration::from_millis(
+            positive("clickhouse.timeout_ms", c.timeout_ms as usize)? as u64
+        ),
     })
 }
 
@@ -235,20 +267,43 @@ fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
     let key = |field: &str| format!("site[{i}].{field}");
     let id = s.id.trim().to_ascii_lowercase();
     if id.is_empty() || id.len() > 253 || id.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err(invalid(key("id"), format!("`{}` must be a domain-like name such as example.org", s.id)));
+        return Err(invalid(
+            key("id"),
+            format!("`{}` must be a domain-like name such as example.org", s.id),
+        ));
     }
-    let timezone: Tz = s
-        .timezone
-        .parse()
-        .map_err(|_| invalid(key("timezone"), format!("`{}` is not an IANA time zone such as America/Toronto", s.timezone)))?;
+    let timezone: Tz = s.timezone.parse().map_err(|_| {
+        invalid(
+            key("timezone"),
+            format!(
+                "`{}` is not an IANA time zone such as America/Toronto",
+                s.timezone
+            ),
+        )
+    })?;
     if !matches!(s.language.as_str(), "fr" | "en") {
-        return Err(invalid(key("language"), format!("`{}` must be fr or en", s.language)));
+        return Err(invalid(
+            key("language"),
+            format!("`{}` must be fr or en", s.language),
+        ));
     }
     if s.ipv4_prefix > MAX_V4_PREFIX {
-        return Err(invalid(key("ipv4_prefix"), format!("{} keeps too much of the address: at most /{MAX_V4_PREFIX}", s.ipv4_prefix)));
+        return Err(invalid(
+            key("ipv4_prefix"),
+            format!(
+                "{} keeps too much of the address: at most /{MAX_V4_PREFIX}",
+                s.ipv4_prefix
+            ),
+        ));
     }
     if s.ipv6_prefix > MAX_V6_PREFIX {
-        return Err(invalid(key("ipv6_prefix"), format!("{} keeps too much of the address: at most /{MAX_V6_PREFIX}", s.ipv6_prefix)));
+        return Err(invalid(
+            key("ipv6_prefix"),
+            format!(
+                "{} keeps too much of the address: at most /{MAX_V6_PREFIX}",
+                s.ipv6_prefix
+            ),
+        ));
     }
     if s.retention_months == 0 {
         return Err(invalid(key("retention_months"), "must be at least 1"));
@@ -256,18 +311,31 @@ fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
     if s.k_threshold == 0 {
         return Err(invalid(key("k_threshold"), "must be at least 1"));
     }
-    let mut hostnames: Vec<String> = s.hostnames.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let mut hostnames: Vec<String> = s
+        .hostnames
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
     if hostnames.is_empty() {
         hostnames.push(id.clone());
     }
-    if let Some(bad) = hostnames.iter().find(|h| h.is_empty() || h.contains('/') || h.contains(':')) {
-        return Err(invalid(key("hostnames"), format!("`{bad}` is not a bare host name")));
+    if let Some(bad) = hostnames
+        .iter()
+        .find(|h| h.is_empty() || h.contains('/') || h.contains(':'))
+    {
+        return Err(invalid(
+            key("hostnames"),
+            format!("`{bad}` is not a bare host name"),
+        ));
     }
     let names = |field: &str, list: Vec<String>| -> Result<HashSet<String>, ConfigError> {
         list.into_iter()
             .map(|n| {
                 if n.is_empty() || n.len() > 64 {
-                    Err(invalid(key(field), format!("`{n}` must be 1 to 64 characters")))
+                    Err(invalid(
+                        key(field),
+                        format!("`{n}` must be 1 to 64 characters"),
+                    ))
                 } else {
                     Ok(n)
                 }
@@ -350,9 +418,14 @@ mod tests {
 
     fn check(toml_text: &str, expected_error: Option<&str>) {
         let config: Config = toml::from_str(toml_text).expect("parses");
-        match (Settings::from_config(config, Path::new(".")), expected_error) {
+        match (
+            Settings::from_config(config, Path::new(".")),
+            expected_error,
+        ) {
             (Ok(_), None) => {}
-            (Err(e), Some(want)) => assert!(e.to_string().contains(want), "{e} does not mention {want}"),
+            (Err(e), Some(want)) => {
+                assert!(e.to_string().contains(want), "{e} does not mention {want}")
+            }
             (Ok(_), Some(want)) => panic!("accepted, expected error about {want}"),
             (Err(e), None) => panic!("rejected: {e}"),
         }
@@ -361,17 +434,44 @@ mod tests {
     #[test]
     fn validation_names_the_key() {
         check(MINIMAL, None);
-        check("[[site]]\nid='a.org'\nipv4_prefix=32", Some("site[0].ipv4_prefix"));
-        check("[[site]]\nid='a.org'\nipv6_prefix=64", Some("site[0].ipv6_prefix"));
-        check("[[site]]\nid='a.org'\nipv4_prefix=16\nipv6_prefix=32", None);
-        check("[[site]]\nid='a.org'\ntimezone='Mars/Olympus'", Some("site[0].timezone"));
-        check("[server]\nlisten='nowhere'\n[[site]]\nid='a.org'", Some("server.listen"));
-        check("[server]\ntrusted_proxies=['10.0.0.0/33']\n[[site]]\nid='a.org'", Some("server.trusted_proxies[0]"));
-        check("[clickhouse]\ndatabase='x; DROP'\n[[site]]\nid='a.org'", Some("clickhouse.database"));
-        check("[[site]]\nid='a.org'\n[[site]]\nid='a.org'", Some("site[1].id"));
-        check("[[site]]\nid='a.org'\n[[token]]\nname='t'\nsecret_sha256='abc'\nsites=['a.org']", Some("token[0].secret_sha256"));
         check(
-            &format!("[[site]]\nid='a.org'\n[[token]]\nname='t'\nsecret_sha256='{}'\nsites=['b.org']", "0".repeat(64)),
+            "[[site]]\nid='a.org'\nipv4_prefix=32",
+            Some("site[0].ipv4_prefix"),
+        );
+        check(
+            "[[site]]\nid='a.org'\nipv6_prefix=64",
+            Some("site[0].ipv6_prefix"),
+        );
+        check("[[site]]\nid='a.org'\nipv4_prefix=16\nipv6_prefix=32", None);
+        check(
+            "[[site]]\nid='a.org'\ntimezone='Mars/Olympus'",
+            Some("site[0].timezone"),
+        );
+        check(
+            "[server]\nlisten='nowhere'\n[[site]]\nid='a.org'",
+            Some("server.listen"),
+        );
+        check(
+            "[server]\ntrusted_proxies=['10.0.0.0/33']\n[[site]]\nid='a.org'",
+            Some("server.trusted_proxies[0]"),
+        );
+        check(
+            "[clickhouse]\ndatabase='x; DROP'\n[[site]]\nid='a.org'",
+            Some("clickhouse.database"),
+        );
+        check(
+            "[[site]]\nid='a.org'\n[[site]]\nid='a.org'",
+            Some("site[1].id"),
+        );
+        check(
+            "[[site]]\nid='a.org'\n[[token]]\nname='t'\nsecret_sha256='abc'\nsites=['a.org']",
+            Some("token[0].secret_sha256"),
+        );
+        check(
+            &format!(
+                "[[site]]\nid='a.org'\n[[token]]\nname='t'\nsecret_sha256='{}'\nsites=['b.org']",
+                "0".repeat(64)
+            ),
             Some("token[0].sites"),
         );
         check("", Some("at least one [[site]]"));
@@ -410,7 +510,9 @@ mod tests {
         assert_eq!(site.consent_mode, ConsentMode::NotRequired);
         assert_eq!(site.on_denied, OnDenied::Anonymous);
         assert_eq!(site.on_opt_out, OnOptOut::Drop);
-        assert!(!site.collect_campaigns && site.query_params.is_empty() && site.prop_keys.is_empty());
+        assert!(
+            !site.collect_campaigns && site.query_params.is_empty() && site.prop_keys.is_empty()
+        );
         assert_eq!((site.k_threshold, site.retention_months), (5, 25));
         assert_eq!(site.timezone, chrono_tz::America::Toronto);
         assert_eq!(site.hostnames, vec!["example.org".to_string()]);

@@ -14,7 +14,10 @@ pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> IpA
     }
     let mut client = peer;
     // Several headers are one list, in order; walk it from the right.
-    let hops = forwarded_for.iter().flat_map(|h| h.split(',')).collect::<Vec<_>>();
+    let hops = forwarded_for
+        .iter()
+        .flat_map(|h| h.split(','))
+        .collect::<Vec<_>>();
     for hop in hops.iter().rev() {
         match parse_hop(hop) {
             Some(ip) => {
@@ -50,7 +53,10 @@ mod tests {
     use super::*;
 
     fn check(peer: &str, xff: &[&str], expected: &str) {
-        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let trusted: Vec<IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
         let got = client_ip(peer.parse().unwrap(), xff, &trusted);
         assert_eq!(got, expected.parse::<IpAddr>().unwrap(), "{peer} {xff:?}");
     }
@@ -61,7 +67,11 @@ mod tests {
         check("127.0.0.1", &[], "127.0.0.1");
         check("127.0.0.1", &["203.0.113.9"], "203.0.113.9");
         check("127.0.0.1", &["6.6.6.6, 203.0.113.9"], "203.0.113.9");
-        check("127.0.0.1", &["6.6.6.6, 203.0.113.9, 10.1.1.1"], "203.0.113.9");
+        check(
+            "127.0.0.1",
+            &["6.6.6.6, 203.0.113.9, 10.1.1.1"],
+            "203.0.113.9",
+        );
         check("127.0.0.1", &["6.6.6.6", "203.0.113.9"], "203.0.113.9");
         check("127.0.0.1", &["203.0.113.9:5555"], "203.0.113.9");
         check("127.0.0.1", &["[2001:db8::1]:443"], "2001:db8::1");

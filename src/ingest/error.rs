@@ -11,7 +11,10 @@ pub enum IngestError {
     #[error("field `{0}` is required")]
     Missing(&'static str),
     #[error("field `{field}`: {problem}")]
-    Invalid { field: &'static str, problem: &'static str },
+    Invalid {
+        field: &'static str,
+        problem: &'static str,
+    },
     #[error("only POST is accepted here")]
     Method,
     #[error("tamis is overloaded; retry later")]
@@ -24,9 +27,10 @@ impl IngestError {
     pub fn status(&self) -> StatusCode {
         match self {
             IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::Malformed(_) | IngestError::Missing(_) | IngestError::Invalid { .. } | IngestError::Body => {
-                StatusCode::BAD_REQUEST
-            }
+            IngestError::Malformed(_)
+            | IngestError::Missing(_)
+            | IngestError::Invalid { .. }
+            | IngestError::Body => StatusCode::BAD_REQUEST,
             IngestError::Method => StatusCode::METHOD_NOT_ALLOWED,
             IngestError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -54,15 +54,24 @@ pub fn parse(body: &[u8]) -> Result<IncomingEvent, IngestError> {
         };
         IngestError::Malformed(format!("{what} at line {} column {}", e.line(), e.column()))
     })?;
-    let name = wire.n.filter(|n| !n.trim().is_empty()).ok_or(IngestError::Missing("n"))?;
+    let name = wire
+        .n
+        .filter(|n| !n.trim().is_empty())
+        .ok_or(IngestError::Missing("n"))?;
     if name.len() > MAX_NAME {
         return Err(IngestError::Invalid {
             field: "n",
             problem: "event names are at most 120 bytes",
         });
     }
-    let url = wire.u.filter(|u| !u.trim().is_empty()).ok_or(IngestError::Missing("u"))?;
-    let domain = wire.d.filter(|d| !d.trim().is_empty()).ok_or(IngestError::Missing("d"))?;
+    let url = wire
+        .u
+        .filter(|u| !u.trim().is_empty())
+        .ok_or(IngestError::Missing("u"))?;
+    let domain = wire
+        .d
+        .filter(|d| !d.trim().is_empty())
+        .ok_or(IngestError::Missing("d"))?;
     let referrer = match wire.r {
         Some(Value::String(r)) if !r.is_empty() => Some(r),
         Some(Value::String(_)) | Some(Value::Null) | None => None,
@@ -80,14 +89,18 @@ pub fn parse(body: &[u8]) -> Result<IncomingEvent, IngestError> {
         referrer,
         props: props(wire.p)?,
         consent: wire.c,
-        opt_out: matches!(wire.o, Some(Value::Bool(true))) || matches!(wire.o, Some(Value::Number(ref n)) if n.as_u64() == Some(1)),
+        opt_out: matches!(wire.o, Some(Value::Bool(true)))
+            || matches!(wire.o, Some(Value::Number(ref n)) if n.as_u64() == Some(1)),
     })
 }
 
 /// Props come as an object, or (older Plausible scripts) as a JSON string of
 /// one. Values become strings; nested values are refused.
 fn props(value: Option<Value>) -> Result<Vec<(String, String)>, IngestError> {
-    let bad = |problem| IngestError::Invalid { field: "p", problem };
+    let bad = |problem| IngestError::Invalid {
+        field: "p",
+        problem,
+    };
     let object = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(s)) => match serde_json::from_str::<Value>(&s) {
@@ -122,17 +135,34 @@ mod tests {
     fn check(body: &[u8], expected: Result<(&str, &str, &str), &str>) {
         let got = parse(body);
         match (got, expected) {
-            (Ok(e), Ok((n, u, d))) => assert_eq!((e.name.as_str(), e.url.as_str(), e.domain.as_str()), (n, u, d)),
-            (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{e} does not contain {want}"),
-            (got, want) => panic!("{:?}: got {got:?}, want {want:?}", String::from_utf8_lossy(body)),
+            (Ok(e), Ok((n, u, d))) => assert_eq!(
+                (e.name.as_str(), e.url.as_str(), e.domain.as_str()),
+                (n, u, d)
+            ),
+            (Err(e), Err(want)) => {
+                assert!(e.to_string().contains(want), "{e} does not contain {want}")
+            }
+            (got, want) => panic!(
+                "{:?}: got {got:?}, want {want:?}",
+                String::from_utf8_lossy(body)
+            ),
         }
     }
 
     #[test]
     fn short_and_long_field_names() {
-        check(br#"{"n":"pageview","u":"https://a.org/","d":"a.org"}"#, Ok(("pageview", "https://a.org/", "a.org")));
-        check(br#"{"name":"pageview","url":"https://a.org/","domain":"a.org","referrer":null}"#, Ok(("pageview", "https://a.org/", "a.org")));
-        check(br#"{"n":"pageview","u":"https://a.org/","d":"a.org","extra":[1,2],"h":1,"i":true}"#, Ok(("pageview", "https://a.org/", "a.org")));
+        check(
+            br#"{"n":"pageview","u":"https://a.org/","d":"a.org"}"#,
+            Ok(("pageview", "https://a.org/", "a.org")),
+        );
+        check(
+            br#"{"name":"pageview","url":"https://a.org/","domain":"a.org","referrer":null}"#,
+            Ok(("pageview", "https://a.org/", "a.org")),
+        );
+        check(
+            br#"{"n":"pageview","u":"https://a.org/","d":"a.org","extra":[1,2],"h":1,"i":true}"#,
+            Ok(("pageview", "https://a.org/", "a.org")),
+        );
     }
 
     #[test]
@@ -140,12 +170,21 @@ mod tests {
         check(b"", Err("ends too early"));
         check(b"{", Err("ends too early"));
         check(b"[]", Err("wrong type"));
-        check(b"{\"n\":\"pageview\",\"u\":\"\xff\xfe\",\"d\":\"a.org\"}", Err("line 1"));
+        check(
+            b"{\"n\":\"pageview\",\"u\":\"\xff\xfe\",\"d\":\"a.org\"}",
+            Err("line 1"),
+        );
         check(br#"{"u":"https://a.org/","d":"a.org"}"#, Err("`n`"));
         check(br#"{"n":"pageview","d":"a.org"}"#, Err("`u`"));
         check(br#"{"n":"pageview","u":"https://a.org/"}"#, Err("`d`"));
-        check(br#"{"n":"pageview","u":"https://a.org/","d":"a.org","r":5}"#, Err("`r`"));
-        check(br#"{"n":"pageview","u":"https://a.org/","d":"a.org","p":{"a":{"b":1}}}"#, Err("`p`"));
+        check(
+            br#"{"n":"pageview","u":"https://a.org/","d":"a.org","r":5}"#,
+            Err("`r`"),
+        );
+        check(
+            br#"{"n":"pageview","u":"https://a.org/","d":"a.org","p":{"a":{"b":1}}}"#,
+            Err("`p`"),
+        );
     }
 
     #[test]
@@ -156,15 +195,30 @@ mod tests {
 
     #[test]
     fn props_as_object_or_string() {
-        let e = parse(br#"{"n":"signup","u":"https://a.org/","d":"a.org","p":{"plan":"basic","seats":3}}"#).unwrap();
-        assert_eq!(e.props, vec![("plan".into(), "basic".into()), ("seats".into(), "3".into())]);
-        let e = parse(br#"{"n":"signup","u":"https://a.org/","d":"a.org","props":"{\"plan\":\"pro\"}"}"#).unwrap();
+        let e = parse(
+            br#"{"n":"signup","u":"https://a.org/","d":"a.org","p":{"plan":"basic","seats":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e.props,
+            vec![
+                ("plan".into(), "basic".into()),
+                ("seats".into(), "3".into())
+            ]
+        );
+        let e = parse(
+            br#"{"n":"signup","u":"https://a.org/","d":"a.org","props":"{\"plan\":\"pro\"}"}"#,
+        )
+        .unwrap();
         assert_eq!(e.props, vec![("plan".into(), "pro".into())]);
     }
 
     #[test]
     fn tamis_extensions() {
-        let e = parse(br#"{"n":"pageview","u":"https://a.org/","d":"a.org","c":"denied","o":true,"w":1280}"#).unwrap();
+        let e = parse(
+            br#"{"n":"pageview","u":"https://a.org/","d":"a.org","c":"denied","o":true,"w":1280}"#,
+        )
+        .unwrap();
         assert_eq!(e.consent.as_deref(), Some("denied"));
         assert!(e.opt_out);
     }

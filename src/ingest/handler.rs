@@ -64,7 +64,8 @@ impl Ingest {
             }
             Ok(Outcome::Dropped(reason)) => {
                 let mut r = plain(StatusCode::ACCEPTED, "ok");
-                r.headers_mut().insert("x-tamis-dropped", HeaderValue::from_static(reason.as_str()));
+                r.headers_mut()
+                    .insert("x-tamis-dropped", HeaderValue::from_static(reason.as_str()));
                 r
             }
             Err(error) => {
@@ -81,7 +82,11 @@ impl Ingest {
         response
     }
 
-    async fn accept(&self, request: Request<Incoming>, peer: IpAddr) -> Result<Outcome, IngestError> {
+    async fn accept(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Outcome, IngestError> {
         let declared = request
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
@@ -157,7 +162,9 @@ impl Ingest {
         for message in &messages {
             match message {
                 Message::Event(_) => outcome = Some(Outcome::Accepted),
-                Message::Dropped(d, _) if outcome.is_none() => outcome = Some(Outcome::Dropped(d.reason)),
+                Message::Dropped(d, _) if outcome.is_none() => {
+                    outcome = Some(Outcome::Dropped(d.reason))
+                }
                 Message::Dropped(..) => {}
             }
         }
@@ -168,7 +175,9 @@ impl Ingest {
                 Message::Event(_) => None,
             })
             .collect();
-        self.intake.admit(messages).map_err(|_| IngestError::Overloaded)?;
+        self.intake
+            .admit(messages)
+            .map_err(|_| IngestError::Overloaded)?;
         for reason in reasons {
             self.metrics.dropped(reason);
         }
@@ -183,7 +192,9 @@ impl Ingest {
             reason: DropReason::Invalid,
             site: None,
         };
-        let _ = self.intake.admit(vec![Message::Dropped(dropped, self.clock.now())]);
+        let _ = self
+            .intake
+            .admit(vec![Message::Dropped(dropped, self.clock.now())]);
     }
 }
 
@@ -192,8 +203,14 @@ fn preflight() -> Response<Full<Bytes>> {
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
     cors(h);
-    h.insert("access-control-allow-methods", HeaderValue::from_static("POST, OPTIONS"));
-    h.insert("access-control-allow-headers", HeaderValue::from_static("Content-Type"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("Content-Type"),
+    );
     h.insert("access-control-max-age", HeaderValue::from_static("86400"));
     r
 }
@@ -207,7 +224,10 @@ fn cors(h: &mut HeaderMap) {
 pub fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -215,17 +235,20 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": message }).to_string();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     r
 }
 
 fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
     let mut r = json_error(error.status(), &error.to_string());
     if matches!(error, IngestError::Overloaded) {
-        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
     }
     if matches!(error, IngestError::Method) {
-        r.headers_mut().insert("allow", HeaderValue::from_static("POST, OPTIONS"));
+        r.headers_mut()
+            .insert("allow", HeaderValue::from_static("POST, OPTIONS"));
     }
     r
 }

@@ -72,28 +72,101 @@ mod tests {
     use super::*;
     use crate::privacy::pipeline::test_site;
 
-    fn check(state: &str, opt_out: Option<OptOut>, mode: ConsentMode, on_denied: OnDenied, on_opt_out: OnOptOut, expected: Decision) {
+    fn check(
+        state: &str,
+        opt_out: Option<OptOut>,
+        mode: ConsentMode,
+        on_denied: OnDenied,
+        on_opt_out: OnOptOut,
+        expected: Decision,
+    ) {
         let mut site = test_site("example.org");
         site.consent_mode = mode;
         site.on_denied = on_denied;
         site.on_opt_out = on_opt_out;
         let got = decide(ConsentState::parse(Some(state)), opt_out, &site);
-        assert_eq!(got, expected, "{state} {opt_out:?} {mode:?} {on_denied:?} {on_opt_out:?}");
+        assert_eq!(
+            got, expected,
+            "{state} {opt_out:?} {mode:?} {on_denied:?} {on_opt_out:?}"
+        );
     }
 
     #[test]
     fn follows_the_site_policy() {
         use ConsentMode::*;
         use Decision::*;
-        check("", None, NotRequired, OnDenied::Anonymous, OnOptOut::Drop, Identified);
-        check("granted", None, NotRequired, OnDenied::Anonymous, OnOptOut::Drop, Identified);
-        check("denied", None, NotRequired, OnDenied::Anonymous, OnOptOut::Drop, Anonymous);
-        check("denied", None, NotRequired, OnDenied::Drop, OnOptOut::Drop, Drop);
-        check("", None, Required, OnDenied::Anonymous, OnOptOut::Drop, Anonymous);
-        check("GRANTED", None, Required, OnDenied::Anonymous, OnOptOut::Drop, Identified);
-        check("maybe", None, Required, OnDenied::Drop, OnOptOut::Drop, Drop);
-        check("granted", Some(OptOut::Gpc), NotRequired, OnDenied::Anonymous, OnOptOut::Drop, Drop);
-        check("granted", Some(OptOut::Dnt), NotRequired, OnDenied::Anonymous, OnOptOut::Anonymous, Anonymous);
+        check(
+            "",
+            None,
+            NotRequired,
+            OnDenied::Anonymous,
+            OnOptOut::Drop,
+            Identified,
+        );
+        check(
+            "granted",
+            None,
+            NotRequired,
+            OnDenied::Anonymous,
+            OnOptOut::Drop,
+            Identified,
+        );
+        check(
+            "denied",
+            None,
+            NotRequired,
+            OnDenied::Anonymous,
+            OnOptOut::Drop,
+            Anonymous,
+        );
+        check(
+            "denied",
+            None,
+            NotRequired,
+            OnDenied::Drop,
+            OnOptOut::Drop,
+            Drop,
+        );
+        check(
+            "",
+            None,
+            Required,
+            OnDenied::Anonymous,
+            OnOptOut::Drop,
+            Anonymous,
+        );
+        check(
+            "GRANTED",
+            None,
+            Required,
+            OnDenied::Anonymous,
+            OnOptOut::Drop,
+            Identified,
+        );
+        check(
+            "maybe",
+            None,
+            Required,
+            OnDenied::Drop,
+            OnOptOut::Drop,
+            Drop,
+        );
+        check(
+            "granted",
+            Some(OptOut::Gpc),
+            NotRequired,
+            OnDenied::Anonymous,
+            OnOptOut::Drop,
+            Drop,
+        );
+        check(
+            "granted",
+            Some(OptOut::Dnt),
+            NotRequired,
+            OnDenied::Anonymous,
+            OnOptOut::Anonymous,
+            Anonymous,
+        );
     }
 
     #[test]

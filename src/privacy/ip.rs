@@ -68,7 +68,8 @@ fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(v4);
     }
     let s = v6.segments();
-    (s[0] == 0x2002).then(|| Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8))
+    (s[0] == 0x2002)
+        .then(|| Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8))
 }
 
 #[cfg(test)]

@@ -38,7 +38,13 @@ mod tests {
     use super::*;
     use crate::privacy::pipeline::test_site;
 
-    fn check(gpc: Option<&str>, dnt: Option<&str>, flag: bool, honour_dnt: bool, expected: Option<OptOut>) {
+    fn check(
+        gpc: Option<&str>,
+        dnt: Option<&str>,
+        flag: bool,
+        honour_dnt: bool,
+        expected: Option<OptOut>,
+    ) {
         let mut site = test_site("example.org");
         site.honour_dnt = honour_dnt;
         let signals = Signals {

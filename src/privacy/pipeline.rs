@@ -131,7 +131,11 @@ impl Privacy {
         geo: Arc<GeoDb>,
         salts: Arc<SaltStore>,
     ) -> anyhow::Result<Privacy> {
-        let by_domain = sites.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        let by_domain = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
         Ok(Privacy {
             sites,
             by_domain,
@@ -153,7 +157,11 @@ impl Privacy {
         let mut sites: Vec<usize> = domain
             .split(',')
             .take(MAX_DOMAINS)
-            .filter_map(|d| self.by_domain.get(d.trim().to_ascii_lowercase().as_str()).copied())
+            .filter_map(|d| {
+                self.by_domain
+                    .get(d.trim().to_ascii_lowercase().as_str())
+                    .copied()
+            })
             .collect();
         sites.sort_unstable();
         sites.dedup();
@@ -217,7 +225,9 @@ impl Privacy {
 
         // 9. Daily visitor key, only for identified hits.
         let visitor = (decision == Decision::Identified).then(|| {
-            let salt = self.salts.get_or_create(site_index, local_day(site, hit.at));
+            let salt = self
+                .salts
+                .get_or_create(site_index, local_day(site, hit.at));
             visitor::key(&salt, &site.id, &truncated, &agent.reduced)
         });
 
@@ -271,8 +281,10 @@ pub fn language(accept_language: Option<&str>) -> String {
 /// A site with PRIVACY.md's defaults, for tests of the steps.
 #[cfg(test)]
 pub(crate) fn test_site(id: &str) -> SiteSettings {
-    let config: crate::config::Config = toml::from_str(&format!("[[site]]\nid = '{id}'")).expect("parses");
-    let settings = crate::config::Settings::from_config(config, std::path::Path::new(".")).expect("valid");
+    let config: crate::config::Config =
+        toml::from_str(&format!("[[site]]\nid = '{id}'")).expect("parses");
+    let settings =
+        crate::config::Settings::from_config(config, std::path::Path::new(".")).expect("valid");
     (*settings.sites[0]).clone()
 }
 
@@ -295,7 +307,12 @@ mod tests {
 
     fn privacy() -> Privacy {
         let sites = vec![Arc::new(test_site("example.org"))];
-        Privacy::new(sites, Arc::new(GeoDb::open(None, None).unwrap()), Arc::new(SaltStore::new())).unwrap()
+        Privacy::new(
+            sites,
+            Arc::new(GeoDb::open(None, None).unwrap()),
+            Arc::new(SaltStore::new()),
+        )
+        .unwrap()
     }
 
     const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
@@ -329,7 +346,11 @@ mod tests {
         assert_eq!(reason(&hit(FIREFOX)), None);
         let mut h = hit("Googlebot/2.1 (+http://www.google.com/bot.html)");
         h.sec_gpc = Some(b"1");
-        assert_eq!(reason(&h), Some("opt_out"), "opt-out is read before the bot check");
+        assert_eq!(
+            reason(&h),
+            Some("opt_out"),
+            "opt-out is read before the bot check"
+        );
         assert_eq!(reason(&hit("curl/8.5.0")), Some("bot"));
         let mut h = hit(FIREFOX);
         h.sec_purpose = Some("prefetch");
@@ -362,7 +383,11 @@ mod tests {
     fn several_domains_fan_out() {
         let p = privacy();
         assert_eq!(p.sites_for("Example.org, unknown.org"), vec![0]);
-        assert_eq!(p.sites_for("example.org,example.org,EXAMPLE.ORG"), vec![0], "a site counts once");
+        assert_eq!(
+            p.sites_for("example.org,example.org,EXAMPLE.ORG"),
+            vec![0],
+            "a site counts once"
+        );
         assert!(p.sites_for("unknown.org").is_empty());
     }
 }

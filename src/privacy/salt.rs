@@ -95,7 +95,11 @@ impl SaltStore {
     }
 
     /// Forgets every salt of `site` for days before `first_kept`.
-    pub fn destroy_before(&self, site: usize, first_kept: NaiveDate) -> Vec<(NaiveDate, DailySalt)> {
+    pub fn destroy_before(
+        &self,
+        site: usize,
+        first_kept: NaiveDate,
+    ) -> Vec<(NaiveDate, DailySalt)> {
         let mut map = self.salts.write().unwrap_or_else(|e| e.into_inner());
         let old: Vec<_> = map
             .keys()
@@ -109,12 +113,19 @@ impl SaltStore {
 
     /// Days held for `site`, oldest first (for tests and `/metrics`).
     pub fn days(&self, site: usize) -> Vec<NaiveDate> {
-        let mut days: Vec<_> = self.read().keys().filter(|(s, _)| *s == site).map(|(_, d)| *d).collect();
+        let mut days: Vec<_> = self
+            .read()
+            .keys()
+            .filter(|(s, _)| *s == site)
+            .map(|(_, d)| *d)
+            .collect();
         days.sort();
         days
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(usize, NaiveDate), (DailySalt, Origin)>> {
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<(usize, NaiveDate), (DailySalt, Origin)>> {
         self.salts.read().unwrap_or_else(|e| e.into_inner())
     }
 }

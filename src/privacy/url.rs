@@ -39,10 +39,12 @@ pub enum UrlError {
     NotHttp,
 }
 
-static EMAIL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}").expect("static regex"));
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}").expect("static regex")
+});
 static UUID: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").expect("static regex")
+    Regex::new(r"(?i)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+        .expect("static regex")
 });
 static IPV4: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b").expect("static regex"));
@@ -58,7 +60,10 @@ pub fn reduce(raw: &str, site: &SiteSettings) -> Result<PageUrl, UrlError> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(UrlError::NotHttp);
     }
-    let hostname = parsed.host_str().ok_or(UrlError::NotHttp)?.to_ascii_lowercase();
+    let hostname = parsed
+        .host_str()
+        .ok_or(UrlError::NotHttp)?
+        .to_ascii_lowercase();
 
     let mut path = redact(&decode(parsed.path()));
     if path.is_empty() {
@@ -80,7 +85,11 @@ pub fn reduce(raw: &str, site: &SiteSettings) -> Result<PageUrl, UrlError> {
                 continue;
             }
         }
-        if site.query_params.iter().any(|allowed| allowed == name.as_ref()) {
+        if site
+            .query_params
+            .iter()
+            .any(|allowed| allowed == name.as_ref())
+        {
             kept.push(format!("{}={}", name, redact(&value)));
         }
     }
@@ -89,7 +98,10 @@ pub fn reduce(raw: &str, site: &SiteSettings) -> Result<PageUrl, UrlError> {
         path.push_str(&kept.join("&"));
     }
     if site.hash_routing {
-        if let Some(fragment) = parsed.fragment().filter(|f| f.starts_with('/') || f.starts_with("!/")) {
+        if let Some(fragment) = parsed
+            .fragment()
+            .filter(|f| f.starts_with('/') || f.starts_with("!/"))
+        {
             let route = redact(&decode(fragment));
             // The route's own query string is dropped like the page's.
             let route = route.split('?').next().unwrap_or_default();
@@ -139,9 +151,23 @@ fn may_need_redaction(s: &str) -> bool {
             return true;
         }
         previous = b;
-        digits = if b.is_ascii_digit() { digits + 1 } else if b == b'.' { digits.min(1) } else { 0 };
-        alnum = if b.is_ascii_alphanumeric() { alnum + 1 } else { 0 };
-        word = if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { word + 1 } else { 0 };
+        digits = if b.is_ascii_digit() {
+            digits + 1
+        } else if b == b'.' {
+            digits.min(1)
+        } else {
+            0
+        };
+        alnum = if b.is_ascii_alphanumeric() {
+            alnum + 1
+        } else {
+            0
+        };
+        word = if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            word + 1
+        } else {
+            0
+        };
         if digits >= 6 || alnum >= 16 || word >= 24 {
             return true;
         }
@@ -193,15 +219,51 @@ mod tests {
         check("https://example.org", defaults, Some("/"));
         check("https://example.org/a/b?x=1#top", defaults, Some("/a/b"));
         check("https://example.org/users/jean.tremblay@example.com/4501234567?email=a@b.c&utm_source=x#top", defaults, Some("/users/[email]/[number]"));
-        check("https://example.org/users/jean.tremblay%40example.com/", defaults, Some("/users/[email]/"));
-        check("https://example.org/dossier/123e4567-e89b-12d3-a456-426614174000", defaults, Some("/dossier/[uuid]"));
-        check("https://example.org/reset/a8f3K29xLq0Zp7Rt", defaults, Some("/reset/[token]"));
-        check("https://example.org/commande-1234567", defaults, Some("/commande-[number]"));
-        check("https://example.org/whois/198.51.100.77/details", defaults, Some("/whois/[ip]/details"));
-        check("https://example.org/v1.2/guide", defaults, Some("/v1.2/guide"));
-        check("https://example.org/guide-du-citoyen-2025/annexe-12", defaults, Some("/guide-du-citoyen-2025/annexe-12"));
-        check("https://example.org/programme/aide-financiere-aux-etudes", defaults, Some("/programme/aide-financiere-aux-etudes"));
-        check("https://example.org/2025/11/nouvelles", defaults, Some("/2025/11/nouvelles"));
+        check(
+            "https://example.org/users/jean.tremblay%40example.com/",
+            defaults,
+            Some("/users/[email]/"),
+        );
+        check(
+            "https://example.org/dossier/123e4567-e89b-12d3-a456-426614174000",
+            defaults,
+            Some("/dossier/[uuid]"),
+        );
+        check(
+            "https://example.org/reset/a8f3K29xLq0Zp7Rt",
+            defaults,
+            Some("/reset/[token]"),
+        );
+        check(
+            "https://example.org/commande-1234567",
+            defaults,
+            Some("/commande-[number]"),
+        );
+        check(
+            "https://example.org/whois/198.51.100.77/details",
+            defaults,
+            Some("/whois/[ip]/details"),
+        );
+        check(
+            "https://example.org/v1.2/guide",
+            defaults,
+            Some("/v1.2/guide"),
+        );
+        check(
+            "https://example.org/guide-du-citoyen-2025/annexe-12",
+            defaults,
+            Some("/guide-du-citoyen-2025/annexe-12"),
+        );
+        check(
+            "https://example.org/programme/aide-financiere-aux-etudes",
+            defaults,
+            Some("/programme/aide-financiere-aux-etudes"),
+        );
+        check(
+            "https://example.org/2025/11/nouvelles",
+            defaults,
+            Some("/2025/11/nouvelles"),
+        );
         check("ftp://example.org/", defaults, None);
         check("/relative", defaults, None);
         check("javascript:alert(1)", defaults, None);
@@ -209,10 +271,26 @@ mod tests {
 
     #[test]
     fn allow_listed_parameters_and_hash_routes() {
-        check("https://example.org/recherche?q=permis&page=2&token=abc", |s| s.query_params = vec!["q".into()], Some("/recherche?q=permis"));
-        check("https://example.org/recherche?q=moi@ici.ca", |s| s.query_params = vec!["q".into()], Some("/recherche?q=[email]"));
-        check("https://example.org/app#/dossiers/4501234567?x=1", |s| s.hash_routing = true, Some("/app#/dossiers/[number]"));
-        check("https://example.org/app#section-2", |s| s.hash_routing = true, Some("/app"));
+        check(
+            "https://example.org/recherche?q=permis&page=2&token=abc",
+            |s| s.query_params = vec!["q".into()],
+            Some("/recherche?q=permis"),
+        );
+        check(
+            "https://example.org/recherche?q=moi@ici.ca",
+            |s| s.query_params = vec!["q".into()],
+            Some("/recherche?q=[email]"),
+        );
+        check(
+            "https://example.org/app#/dossiers/4501234567?x=1",
+            |s| s.hash_routing = true,
+            Some("/app#/dossiers/[number]"),
+        );
+        check(
+            "https://example.org/app#section-2",
+            |s| s.hash_routing = true,
+            Some("/app"),
+        );
     }
 
     #[test]

@@ -74,19 +74,74 @@ mod tests {
     #[test]
     fn same_inputs_same_key_and_any_change_changes_it() {
         let salt = DailySalt::from_bytes([1; 32]);
-        let base = key(&salt, "example.org", &ip("198.51.100.0"), &agent("Firefox", "133"));
-        assert_eq!(base, key(&salt, "example.org", &ip("198.51.100.0"), &agent("Firefox", "133")));
-        assert_ne!(base, key(&DailySalt::from_bytes([2; 32]), "example.org", &ip("198.51.100.0"), &agent("Firefox", "133")));
-        assert_ne!(base, key(&salt, "example.com", &ip("198.51.100.0"), &agent("Firefox", "133")));
-        assert_ne!(base, key(&salt, "example.org", &ip("198.51.101.0"), &agent("Firefox", "133")));
-        assert_ne!(base, key(&salt, "example.org", &ip("198.51.100.0"), &agent("Firefox", "134")));
+        let base = key(
+            &salt,
+            "example.org",
+            &ip("198.51.100.0"),
+            &agent("Firefox", "133"),
+        );
+        assert_eq!(
+            base,
+            key(
+                &salt,
+                "example.org",
+                &ip("198.51.100.0"),
+                &agent("Firefox", "133")
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                &DailySalt::from_bytes([2; 32]),
+                "example.org",
+                &ip("198.51.100.0"),
+                &agent("Firefox", "133")
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                &salt,
+                "example.com",
+                &ip("198.51.100.0"),
+                &agent("Firefox", "133")
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                &salt,
+                "example.org",
+                &ip("198.51.101.0"),
+                &agent("Firefox", "133")
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                &salt,
+                "example.org",
+                &ip("198.51.100.0"),
+                &agent("Firefox", "134")
+            )
+        );
     }
 
     #[test]
     fn fields_are_length_prefixed() {
         let salt = DailySalt::from_bytes([1; 32]);
-        let a = key(&salt, "example.org", &ip("198.51.100.0"), &agent("Fire", "fox133"));
-        let b = key(&salt, "example.org", &ip("198.51.100.0"), &agent("Firefox", "133"));
+        let a = key(
+            &salt,
+            "example.org",
+            &ip("198.51.100.0"),
+            &agent("Fire", "fox133"),
+        );
+        let b = key(
+            &salt,
+            "example.org",
+            &ip("198.51.100.0"),
+            &agent("Firefox", "133"),
+        );
         assert_ne!(a, b);
     }
 }

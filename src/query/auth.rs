@@ -11,12 +11,18 @@ use crate::config::TokenSettings;
 pub enum Access<'a> {
     /// No token, or an unknown one.
     Unauthorized,
-    Granted { token: &'a str, sites: &'a [String] },
+    Granted {
+        token: &'a str,
+        sites: &'a [String],
+    },
 }
 
 pub fn authorize<'a>(authorization: Option<&str>, tokens: &'a [TokenSettings]) -> Access<'a> {
     let Some(secret) = authorization
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|s| !s.is_empty())
     else {

@@ -6,7 +6,11 @@ use super::Report;
 
 pub fn render(query: &Query, report: &Report) -> String {
     let mut out = String::new();
-    let header = query.dimensions.iter().map(|d| query.dimension_name(*d)).chain(query.metrics.iter().map(|m| m.name().to_string()));
+    let header = query
+        .dimensions
+        .iter()
+        .map(|d| query.dimension_name(*d))
+        .chain(query.metrics.iter().map(|m| m.name().to_string()));
     line(&mut out, header);
     for row in &report.rows {
         let metrics: Vec<String> = match &row.metrics {
@@ -28,7 +32,9 @@ fn line(out: &mut String, cells: impl Iterator<Item = String>) {
 /// (a leading `=`, `+`, `-`, `@`, tab or carriage return) by prefixing `'`.
 pub fn cell(value: &str) -> String {
     let defused = match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') if value.parse::<f64>().is_err() => format!("'{value}"),
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') if value.parse::<f64>().is_err() => {
+            format!("'{value}")
+        }
         _ => value.to_string(),
     };
     if defused.contains([',', '"', '\n', '\r']) || defused != defused.trim() {
@@ -51,7 +57,10 @@ mod tests {
         check("/page", "/page");
         check("a,b", "\"a,b\"");
         check("say \"hi\"", "\"say \"\"hi\"\"\"");
-        check("=HYPERLINK(\"http://x\")", "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        check(
+            "=HYPERLINK(\"http://x\")",
+            "\"'=HYPERLINK(\"\"http://x\"\")\"",
+        );
         check("+1+1", "'+1+1");
         check("@SUM(A1)", "'@SUM(A1)");
         check("-12", "-12");

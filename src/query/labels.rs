@@ -9,9 +9,17 @@ const CANADA: [(&str, &str, &str); 13] = [
     ("CA-BC", "Colombie-Britannique", "British Columbia"),
     ("CA-MB", "Manitoba", "Manitoba"),
     ("CA-NB", "Nouveau-Brunswick", "New Brunswick"),
-    ("CA-NL", "Terre-Neuve-et-Labrador", "Newfoundland and Labrador"),
+    (
+        "CA-NL",
+        "Terre-Neuve-et-Labrador",
+        "Newfoundland and Labrador",
+    ),
     ("CA-NS", "Nouvelle-Écosse", "Nova Scotia"),
-    ("CA-NT", "Territoires du Nord-Ouest", "Northwest Territories"),
+    (
+        "CA-NT",
+        "Territoires du Nord-Ouest",
+        "Northwest Territories",
+    ),
     ("CA-NU", "Nunavut", "Nunavut"),
     ("CA-ON", "Ontario", "Ontario"),
     ("CA-PE", "Île-du-Prince-Édouard", "Prince Edward Island"),
@@ -40,7 +48,11 @@ mod tests {
     use super::*;
 
     fn check(code: &str, language: &str, expected: Option<&str>) {
-        assert_eq!(region_name(code, language).as_deref(), expected, "{code} {language}");
+        assert_eq!(
+            region_name(code, language).as_deref(),
+            expected,
+            "{code} {language}"
+        );
     }
 
     #[test]

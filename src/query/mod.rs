@@ -40,7 +40,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn openapi() -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     r
 }
 pub const OTHER: &str = "(other)";
@@ -80,7 +81,16 @@ pub struct Base {
 impl Base {
     fn from_slice(b: &[f64]) -> Option<Base> {
         match *b {
-            [visitors, visits, pageviews, events, bounces, duration, exits] => Some(Base { visitors, visits, pageviews, events, bounces, duration, exits, consent: [0.0; 4] }),
+            [visitors, visits, pageviews, events, bounces, duration, exits] => Some(Base {
+                visitors,
+                visits,
+                pageviews,
+                events,
+                bounces,
+                duration,
+                exits,
+                consent: [0.0; 4],
+            }),
             _ => None,
         }
     }
@@ -109,10 +119,20 @@ impl Base {
     }
 
     fn value(&self, metric: Metric, exits_as_visits: bool, total_visitors: f64) -> f64 {
-        let visits = if exits_as_visits { self.exits } else { self.visits };
+        let visits = if exits_as_visits {
+            self.exits
+        } else {
+            self.visits
+        };
         let per_visit = |x: f64| if visits > 0.0 { x / visits } else { 0.0 };
         let all: f64 = self.consent.iter().sum();
-        let share = |i: usize| if all > 0.0 { (self.consent[i] / all * 1000.0).round() / 10.0 } else { 0.0 };
+        let share = |i: usize| {
+            if all > 0.0 {
+                (self.consent[i] / all * 1000.0).round() / 10.0
+            } else {
+                0.0
+            }
+        };
         match metric {
             Metric::Visitors => self.visitors,
             Metric::Visits => visits,
@@ -157,16 +177,32 @@ impl Api {
         if request.method() != Method::POST {
             return json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         }
-        let header = |name| request.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
         let authorization = header(hyper::header::AUTHORIZATION);
         let wants_csv = header(hyper::header::ACCEPT).is_some_and(|a| a.contains("text/csv"));
         let (token, allowed) = match auth::authorize(authorization.as_deref(), &self.tokens) {
-            Access::Unauthorized => return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token"),
+            Access::Unauthorized => {
+                return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
+            }
             Access::Granted { token, sites } => (token.to_string(), sites.to_vec()),
         };
-        let body = match Limited::new(request.into_body(), MAX_QUERY_BODY).collect().await {
+        let body = match Limited::new(request.into_body(), MAX_QUERY_BODY)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
-            Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "query body is larger than 64 KiB"),
+            Err(_) => {
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "query body is larger than 64 KiB",
+                )
+            }
         };
         let site_id = match request::site_id(&body) {
             Ok(id) => id,
@@ -179,7 +215,11 @@ impl Api {
         };
         let mut prop_keys: Vec<String> = site.prop_keys.iter().cloned().collect();
         prop_keys.sort();
-        let view = SiteView { timezone: site.timezone, campaigns: site.collect_campaigns, prop_keys };
+        let view = SiteView {
+            timezone: site.timezone,
+            campaigns: site.collect_campaigns,
+            prop_keys,
+        };
         let mut query = match request::parse(&body, &view, self.clock.now()) {
             Ok(q) => q,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -191,23 +231,39 @@ impl Api {
                 tracing::info!(token = %token, site = %site.id, rows = report.rows.len(), csv = query.csv, "stats query");
                 if query.csv {
                     let mut r = Response::new(Full::new(Bytes::from(csv::render(&query, &report))));
-                    r.headers_mut().insert("content-type", HeaderValue::from_static("text/csv; charset=utf-8"));
-                    r.headers_mut().insert("content-disposition", HeaderValue::from_static("attachment; filename=\"tamis.csv\""));
+                    r.headers_mut().insert(
+                        "content-type",
+                        HeaderValue::from_static("text/csv; charset=utf-8"),
+                    );
+                    r.headers_mut().insert(
+                        "content-disposition",
+                        HeaderValue::from_static("attachment; filename=\"tamis.csv\""),
+                    );
                     return r;
                 }
                 let body = respond(&query, &site, report);
                 let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-                r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/json"));
                 r
             }
             Err(error) => {
                 tracing::error!(error = %error, "stats query failed");
-                json_error(StatusCode::SERVICE_UNAVAILABLE, "statistics are unavailable right now")
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "statistics are unavailable right now",
+                )
             }
         }
     }
 
-    async fn fetch(&self, query: &Query, dimensions: &[Dimension], tz: Tz, scope: Scope) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
+    async fn fetch(
+        &self,
+        query: &Query,
+        dimensions: &[Dimension],
+        tz: Tz,
+        scope: Scope,
+    ) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
         let statement = match self.rolled_statement(query, dimensions, tz).await? {
             Some(statement) => statement,
             None => sql::build(query, dimensions, tz.name(), scope),
@@ -228,11 +284,17 @@ impl Api {
     /// rolled yet) from the hourly aggregates, or `None` when the hourly
     /// aggregates alone answer (shape not rolled up, no whole closed day in
     /// the range, or none rolled yet). Both give the same numbers.
-    async fn rolled_statement(&self, query: &Query, dimensions: &[Dimension], tz: Tz) -> Result<Option<sql::Statement>, clickhouse::error::Error> {
+    async fn rolled_statement(
+        &self,
+        query: &Query,
+        dimensions: &[Dimension],
+        tz: Tz,
+    ) -> Result<Option<sql::Statement>, clickhouse::error::Error> {
         if !self.rollups || sql::rollup_dimension(query, dimensions).is_none() {
             return Ok(None);
         }
-        let Some((first, last)) = whole_closed_days(query.from, query.to, self.clock.now(), tz) else {
+        let Some((first, last)) = whole_closed_days(query.from, query.to, self.clock.now(), tz)
+        else {
             return Ok(None);
         };
         let days: Vec<String> = self
@@ -243,19 +305,37 @@ impl Api {
             .bind(last.to_string())
             .fetch_all::<String>()
             .await?;
-        let days: Vec<NaiveDate> = days.iter().filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()).collect();
+        let days: Vec<NaiveDate> = days
+            .iter()
+            .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .collect();
         if days.is_empty() {
             return Ok(None);
         }
         let (runs, hours) = rollup_plan(query.from, query.to, days, tz);
-        Ok(Some(sql::rolled(query, dimensions, tz.name(), &runs, &hours)))
+        Ok(Some(sql::rolled(
+            query,
+            dimensions,
+            tz.name(),
+            &runs,
+            &hours,
+        )))
     }
 
     /// Hits by consent state per value of the time dimension ("" without
     /// one): counted hits by their `consent` column, plus hits dropped for
     /// an opt-out signal or a denied consent.
-    async fn consent_counts(&self, query: &Query, tz: Tz) -> Result<Vec<(String, [f64; 4])>, clickhouse::error::Error> {
-        let time: Vec<Dimension> = query.dimensions.iter().copied().filter(|d| d.is_time()).collect();
+    async fn consent_counts(
+        &self,
+        query: &Query,
+        tz: Tz,
+    ) -> Result<Vec<(String, [f64; 4])>, clickhouse::error::Error> {
+        let time: Vec<Dimension> = query
+            .dimensions
+            .iter()
+            .copied()
+            .filter(|d| d.is_time())
+            .collect();
         let mut dims = time.clone();
         dims.push(Dimension::Consent);
         let mut out: Vec<(String, [f64; 4])> = Vec::new();
@@ -277,8 +357,16 @@ impl Api {
             }
         };
         for (d, base) in self.fetch(query, &dims, tz, Scope::Selected).await? {
-            let time = if time.is_empty() { String::new() } else { d[0].clone() };
-            add(time, d.last().map(String::as_str).unwrap_or_default(), base.pageviews + base.events);
+            let time = if time.is_empty() {
+                String::new()
+            } else {
+                d[0].clone()
+            };
+            add(
+                time,
+                d.last().map(String::as_str).unwrap_or_default(),
+                base.pageviews + base.events,
+            );
         }
         let statement = sql::dropped(query, &time, tz.name());
         let mut q = self.client.query(&statement.sql);
@@ -286,29 +374,58 @@ impl Api {
             q = q.bind(p);
         }
         for row in q.fetch_all::<ResultRow>().await? {
-            let time = if time.is_empty() { String::new() } else { row.dims[0].clone() };
-            add(time, row.dims.last().map(String::as_str).unwrap_or_default(), row.base.first().copied().unwrap_or(0.0));
+            let time = if time.is_empty() {
+                String::new()
+            } else {
+                row.dims[0].clone()
+            };
+            add(
+                time,
+                row.dims.last().map(String::as_str).unwrap_or_default(),
+                row.base.first().copied().unwrap_or(0.0),
+            );
         }
         Ok(out)
     }
 
-    pub async fn run(&self, query: &Query, site: &SiteSettings) -> Result<Report, clickhouse::error::Error> {
+    pub async fn run(
+        &self,
+        query: &Query,
+        site: &SiteSettings,
+    ) -> Result<Report, clickhouse::error::Error> {
         let tz = site.timezone;
         let k = f64::from(site.k_threshold);
-        let rows = self.fetch(query, &query.dimensions, tz, Scope::Selected).await?;
-        let total = self.fetch(query, &[], tz, Scope::Selected).await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+        let rows = self
+            .fetch(query, &query.dimensions, tz, Scope::Selected)
+            .await?;
+        let total = self
+            .fetch(query, &[], tz, Scope::Selected)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         // Filtered numbers subtracted from unfiltered ones describe the rows
         // a filter leaves out: where that group is small, the filtered
         // numbers are withheld too.
         let (excluded_rows, excluded_total) = if query.filters.is_empty() {
             (Vec::new(), Base::default())
         } else {
-            let rows = self.fetch(query, &query.dimensions, tz, Scope::Excluded).await?;
-            let total = self.fetch(query, &[], tz, Scope::Excluded).await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+            let rows = self
+                .fetch(query, &query.dimensions, tz, Scope::Excluded)
+                .await?;
+            let total = self
+                .fetch(query, &[], tz, Scope::Excluded)
+                .await?
+                .into_iter()
+                .next()
+                .map(|(_, b)| b)
+                .unwrap_or_default();
             (rows, total)
         };
         let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
-        let reveals_row = |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
+        let reveals_row =
+            |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
         let mut rows = rows;
         let mut total = total;
         if query.metrics.iter().any(|m| m.is_consent()) {
@@ -317,7 +434,10 @@ impl Api {
                 for (a, b) in total.consent.iter_mut().zip(counts) {
                     *a += b;
                 }
-                if let Some((_, base)) = rows.iter_mut().find(|(dims, _)| dims.first() == Some(&time) || dims.is_empty()) {
+                if let Some((_, base)) = rows
+                    .iter_mut()
+                    .find(|(dims, _)| dims.first() == Some(&time) || dims.is_empty())
+                {
                     for (a, b) in base.consent.iter_mut().zip(counts) {
                         *a += b;
                     }
@@ -326,16 +446,27 @@ impl Api {
         }
         let withhold_small = !query.filters.is_empty();
         let exits = query.dimensions.contains(&Dimension::ExitPage);
-        let values = |b: &Base| query.metrics.iter().map(|m| b.value(*m, exits, total.visitors)).collect::<Vec<_>>();
+        let values = |b: &Base| {
+            query
+                .metrics
+                .iter()
+                .map(|m| b.value(*m, exits, total.visitors))
+                .collect::<Vec<_>>()
+        };
 
         let revealing: Vec<bool> = rows.iter().map(|(dims, _)| reveals_row(dims)).collect();
         let answers = rows
             .into_iter()
             .zip(revealing)
-            .map(|((dimensions, base), revealing)| Answer { dimensions, base, metrics: (!revealing).then(Vec::new) })
+            .map(|((dimensions, base), revealing)| Answer {
+                dimensions,
+                base,
+                metrics: (!revealing).then(Vec::new),
+            })
             .collect();
         let mut answers = suppress(answers, &query.dimensions, k);
-        let time_only = query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
+        let time_only =
+            query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
         // `(other)` rows compare with the unfiltered `(other)`, which holds
         // the small excluded rows: any of those would show by difference.
         let other_reveals = excluded_rows.iter().any(|(_, b)| reveals(b));
@@ -343,24 +474,38 @@ impl Api {
             let is_other = a.dimensions.iter().any(|d| d == OTHER);
             let withheld = a.metrics.is_none()
                 || is_other && other_reveals
-                || a.base.is_small(k) && (withhold_small || time_only || a.dimensions.iter().any(|d| d == OTHER));
+                || a.base.is_small(k)
+                    && (withhold_small || time_only || a.dimensions.iter().any(|d| d == OTHER));
             a.metrics = (!withheld).then(|| values(&a.base));
         }
         order(&mut answers, query);
-        let rows = answers.into_iter().skip(query.offset).take(query.limit).collect();
+        let rows = answers
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .collect();
         let totals = query.include_totals.then(|| {
             let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
             (!withheld).then(|| values(&total))
         });
         let time_labels = query.include_time_labels.then(|| time_labels(query, tz));
-        Ok(Report { rows, totals, time_labels })
+        Ok(Report {
+            rows,
+            totals,
+            time_labels,
+        })
     }
 }
 
 /// How `[from, to)` is read when the local `days` (inside it) are rolled
 /// up: those days as inclusive runs (`YYYY-MM-DD`), and the UTC hours
 /// around them (seconds, half-open) read hourly.
-pub fn rollup_plan(from: DateTime<Utc>, to: DateTime<Utc>, mut days: Vec<NaiveDate>, tz: Tz) -> (Vec<(String, String)>, Vec<(i64, i64)>) {
+pub fn rollup_plan(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    mut days: Vec<NaiveDate>,
+    tz: Tz,
+) -> (Vec<(String, String)>, Vec<(i64, i64)>) {
     // Sorted here: ClickHouse 18.16 does not know `ORDER BY 1`.
     days.sort_unstable();
     days.dedup();
@@ -383,12 +528,22 @@ pub fn rollup_plan(from: DateTime<Utc>, to: DateTime<Utc>, mut days: Vec<NaiveDa
     if at < to {
         hours.push((at.timestamp(), to.timestamp()));
     }
-    (runs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), hours)
+    (
+        runs.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+        hours,
+    )
 }
 
 /// The whole local days inside `[from, to)` that have ended by `now`, as
 /// the first and last, if any.
-pub fn whole_closed_days(from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<Utc>, tz: Tz) -> Option<(NaiveDate, NaiveDate)> {
+pub fn whole_closed_days(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Option<(NaiveDate, NaiveDate)> {
     let mut first = from.with_timezone(&tz).date_naive();
     if request::local_midnight(first, tz) < from {
         first = first.succ_opt()?;
@@ -420,7 +575,13 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
         let key: Vec<String> = dimensions
             .iter()
             .zip(&a.dimensions)
-            .map(|(d, v)| if d.is_time() { v.clone() } else { OTHER.to_string() })
+            .map(|(d, v)| {
+                if d.is_time() {
+                    v.clone()
+                } else {
+                    OTHER.to_string()
+                }
+            })
             .collect();
         match others.iter_mut().find(|o| o.dimensions == key) {
             Some(o) => {
@@ -429,7 +590,10 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
                     o.metrics = None;
                 }
             }
-            None => others.push(Answer { dimensions: key, ..a }),
+            None => others.push(Answer {
+                dimensions: key,
+                ..a
+            }),
         }
     }
     kept.extend(others);
@@ -440,7 +604,12 @@ pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<A
 /// descending; `(other)` rows last.
 fn order(answers: &mut [Answer], query: &Query) {
     let metric_index = |name: &str| query.metrics.iter().position(|m| m.name() == name);
-    let dim_index = |name: &str| query.dimensions.iter().position(|d| query.dimension_name(*d) == name);
+    let dim_index = |name: &str| {
+        query
+            .dimensions
+            .iter()
+            .position(|d| query.dimension_name(*d) == name)
+    };
     let mut keys: Vec<(Option<usize>, Option<usize>, bool)> = query
         .order_by
         .iter()
@@ -486,7 +655,8 @@ fn time_labels(query: &Query, tz: Tz) -> Vec<String> {
     match d {
         Dimension::Hour => {
             let start = crate::aggregate::hour::local_hour_start(query.from, tz);
-            let mut t: DateTime<Utc> = DateTime::from_timestamp(i64::from(start), 0).unwrap_or(query.from);
+            let mut t: DateTime<Utc> =
+                DateTime::from_timestamp(i64::from(start), 0).unwrap_or(query.from);
             while t < query.to && labels.len() < 24 * 31 + 2 {
                 labels.push(t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string());
                 t += Duration::hours(1);
@@ -496,7 +666,9 @@ fn time_labels(query: &Query, tz: Tz) -> Vec<String> {
             let mut day = first.date_naive();
             while day <= last.date_naive() {
                 let label = match d {
-                    Dimension::Week => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+                    Dimension::Week => {
+                        day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
+                    }
                     Dimension::Month => day.with_day(1).unwrap_or(day),
                     _ => day,
                 };
@@ -530,12 +702,18 @@ fn respond(query: &Query, site: &SiteSettings, report: Report) -> Value {
     if let Some(labels) = report.time_labels {
         meta["time_labels"] = json!(labels);
     }
-    if let Some(i) = query.dimensions.iter().position(|d| *d == Dimension::Region) {
+    if let Some(i) = query
+        .dimensions
+        .iter()
+        .position(|d| *d == Dimension::Region)
+    {
         let names: serde_json::Map<String, Value> = report
             .rows
             .iter()
             .filter_map(|a| a.dimensions.get(i))
-            .filter_map(|code| labels::region_name(code, &site.language).map(|n| (code.clone(), Value::String(n))))
+            .filter_map(|code| {
+                labels::region_name(code, &site.language).map(|n| (code.clone(), Value::String(n)))
+            })
             .collect();
         meta["region_names"] = Value::Object(names);
     }
@@ -574,24 +752,47 @@ mod tests {
     fn answer(page: &str, visitors: f64, pageviews: f64) -> Answer {
         Answer {
             dimensions: vec![page.into()],
-            base: Base { visitors, pageviews, ..Base::default() },
+            base: Base {
+                visitors,
+                pageviews,
+                ..Base::default()
+            },
             metrics: None,
         }
     }
 
     fn check(rows: Vec<Answer>, expected: &[(&str, f64, f64)]) {
         let got = suppress(rows, &[Dimension::Page], 5.0);
-        let got: Vec<(String, f64, f64)> = got.into_iter().map(|a| (a.dimensions[0].clone(), a.base.visitors, a.base.pageviews)).collect();
-        let want: Vec<(String, f64, f64)> = expected.iter().map(|(p, v, pv)| (p.to_string(), *v, *pv)).collect();
+        let got: Vec<(String, f64, f64)> = got
+            .into_iter()
+            .map(|a| (a.dimensions[0].clone(), a.base.visitors, a.base.pageviews))
+            .collect();
+        let want: Vec<(String, f64, f64)> = expected
+            .iter()
+            .map(|(p, v, pv)| (p.to_string(), *v, *pv))
+            .collect();
         assert_eq!(got, want);
     }
 
     #[test]
     fn small_rows_merge_into_other() {
-        check(vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0), answer("/b", 2.0, 4.0)], &[("/", 10.0, 20.0), (OTHER, 5.0, 7.0)]);
-        check(vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0)], &[("/", 10.0, 20.0), (OTHER, 3.0, 3.0)]);
+        check(
+            vec![
+                answer("/", 10.0, 20.0),
+                answer("/a", 3.0, 3.0),
+                answer("/b", 2.0, 4.0),
+            ],
+            &[("/", 10.0, 20.0), (OTHER, 5.0, 7.0)],
+        );
+        check(
+            vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0)],
+            &[("/", 10.0, 20.0), (OTHER, 3.0, 3.0)],
+        );
         // Counted without visitor keys: k pageviews.
-        check(vec![answer("/anon", 0.0, 6.0), answer("/few", 0.0, 2.0)], &[("/anon", 0.0, 6.0), (OTHER, 0.0, 2.0)]);
+        check(
+            vec![answer("/anon", 0.0, 6.0), answer("/few", 0.0, 2.0)],
+            &[("/anon", 0.0, 6.0), (OTHER, 0.0, 2.0)],
+        );
     }
 
     #[test]
@@ -601,13 +802,38 @@ mod tests {
         let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
         // From mid-day on 2026-10-30 to the end of today (2026-11-03, now
         // 14:00): whole closed days are 10-31 … 11-02 (11-01 has 25 hours).
-        let (from, to, now) = (t("2026-10-30T16:00:00Z"), t("2026-11-04T05:00:00Z"), t("2026-11-03T19:00:00Z"));
-        assert_eq!(whole_closed_days(from, to, now, tz), Some((d("2026-10-31"), d("2026-11-02"))));
-        assert_eq!(whole_closed_days(t("2026-11-03T05:00:00Z"), to, now, tz), None, "today alone");
-        assert_eq!(whole_closed_days(t("2026-11-01T04:00:00Z"), t("2026-11-02T05:00:00Z"), now, tz), Some((d("2026-11-01"), d("2026-11-01"))));
+        let (from, to, now) = (
+            t("2026-10-30T16:00:00Z"),
+            t("2026-11-04T05:00:00Z"),
+            t("2026-11-03T19:00:00Z"),
+        );
+        assert_eq!(
+            whole_closed_days(from, to, now, tz),
+            Some((d("2026-10-31"), d("2026-11-02")))
+        );
+        assert_eq!(
+            whole_closed_days(t("2026-11-03T05:00:00Z"), to, now, tz),
+            None,
+            "today alone"
+        );
+        assert_eq!(
+            whole_closed_days(
+                t("2026-11-01T04:00:00Z"),
+                t("2026-11-02T05:00:00Z"),
+                now,
+                tz
+            ),
+            Some((d("2026-11-01"), d("2026-11-01")))
+        );
         // 11-01 not rolled: read hourly between the two runs.
         let (runs, hours) = rollup_plan(from, to, vec![d("2026-11-02"), d("2026-10-31")], tz);
-        assert_eq!(runs, vec![("2026-10-31".to_string(), "2026-10-31".to_string()), ("2026-11-02".to_string(), "2026-11-02".to_string())]);
+        assert_eq!(
+            runs,
+            vec![
+                ("2026-10-31".to_string(), "2026-10-31".to_string()),
+                ("2026-11-02".to_string(), "2026-11-02".to_string())
+            ]
+        );
         let secs = |s: &str| t(s).timestamp();
         assert_eq!(
             hours,
@@ -621,7 +847,16 @@ mod tests {
 
     #[test]
     fn derived_metrics() {
-        let b = Base { visitors: 8.0, visits: 10.0, pageviews: 25.0, events: 5.0, bounces: 4.0, duration: 1234.0, exits: 3.0, consent: [2.0, 1.0, 1.0, 0.0] };
+        let b = Base {
+            visitors: 8.0,
+            visits: 10.0,
+            pageviews: 25.0,
+            events: 5.0,
+            bounces: 4.0,
+            duration: 1234.0,
+            exits: 3.0,
+            consent: [2.0, 1.0, 1.0, 0.0],
+        };
         let v = |m| b.value(m, false, 16.0);
         assert_eq!(v(Metric::ViewsPerVisit), 2.5);
         assert_eq!(v(Metric::BounceRate), 40.0);

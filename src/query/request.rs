@@ -63,7 +63,13 @@ impl Metric {
     }
 
     pub fn is_consent(self) -> bool {
-        matches!(self, Metric::ConsentRate | Metric::ConsentDeniedRate | Metric::ConsentUnsetRate | Metric::OptOutRate)
+        matches!(
+            self,
+            Metric::ConsentRate
+                | Metric::ConsentDeniedRate
+                | Metric::ConsentUnsetRate
+                | Metric::OptOutRate
+        )
     }
 }
 
@@ -121,7 +127,10 @@ impl Dimension {
     ];
 
     fn parse(s: &str) -> Option<Dimension> {
-        Dimension::ALL.into_iter().filter(|d| *d != Dimension::Prop).find(|d| d.name() == s)
+        Dimension::ALL
+            .into_iter()
+            .filter(|d| *d != Dimension::Prop)
+            .find(|d| d.name() == s)
     }
 
     /// What property queries can be broken down or filtered by.
@@ -157,12 +166,18 @@ impl Dimension {
     }
 
     pub fn is_time(self) -> bool {
-        matches!(self, Dimension::Hour | Dimension::Day | Dimension::Week | Dimension::Month)
+        matches!(
+            self,
+            Dimension::Hour | Dimension::Day | Dimension::Week | Dimension::Month
+        )
     }
 
     /// Campaign dimensions exist only for sites that collect campaigns.
     pub fn is_campaign(self) -> bool {
-        matches!(self, Dimension::UtmSource | Dimension::UtmMedium | Dimension::UtmCampaign)
+        matches!(
+            self,
+            Dimension::UtmSource | Dimension::UtmMedium | Dimension::UtmCampaign
+        )
     }
 }
 
@@ -189,22 +204,36 @@ impl FilterOp {
     }
 
     fn parse(s: &str) -> Option<FilterOp> {
-        [FilterOp::Is, FilterOp::IsNot, FilterOp::Contains, FilterOp::ContainsNot, FilterOp::Matches, FilterOp::MatchesNot]
-            .into_iter()
-            .find(|op| op.name() == s)
+        [
+            FilterOp::Is,
+            FilterOp::IsNot,
+            FilterOp::Contains,
+            FilterOp::ContainsNot,
+            FilterOp::Matches,
+            FilterOp::MatchesNot,
+        ]
+        .into_iter()
+        .find(|op| op.name() == s)
     }
 
     /// Whether the filter keeps rows *outside* the named values: such a
     /// filter could single out the small group it excludes by difference.
     pub fn is_negative(self) -> bool {
-        matches!(self, FilterOp::IsNot | FilterOp::ContainsNot | FilterOp::MatchesNot)
+        matches!(
+            self,
+            FilterOp::IsNot | FilterOp::ContainsNot | FilterOp::MatchesNot
+        )
     }
 }
 
 /// Plausible's filter tree: conditions combined with `and`, `or`, `not`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    Condition { op: FilterOp, dimension: Dimension, values: Vec<String> },
+    Condition {
+        op: FilterOp,
+        dimension: Dimension,
+        values: Vec<String>,
+    },
     And(Vec<Filter>),
     Or(Vec<Filter>),
     Not(Box<Filter>),
@@ -215,7 +244,11 @@ impl Filter {
     pub fn to_json(&self, query: &Query) -> Value {
         let all = |fs: &[Filter]| fs.iter().map(|f| f.to_json(query)).collect::<Vec<_>>();
         match self {
-            Filter::Condition { op, dimension, values } => serde_json::json!([op.name(), query.dimension_name(*dimension), values]),
+            Filter::Condition {
+                op,
+                dimension,
+                values,
+            } => serde_json::json!([op.name(), query.dimension_name(*dimension), values]),
             Filter::And(fs) => serde_json::json!(["and", all(fs)]),
             Filter::Or(fs) => serde_json::json!(["or", all(fs)]),
             Filter::Not(f) => serde_json::json!(["not", f.to_json(query)]),
@@ -369,8 +402,17 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         bad(
             "body",
             match field {
-                Some(f) if !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => format!("problem with field `{f}`"),
-                _ => format!("not a valid query at line {} column {}", e.line(), e.column()),
+                Some(f)
+                    if !f.is_empty()
+                        && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
+                    format!("problem with field `{f}`")
+                }
+                _ => format!(
+                    "not a valid query at line {} column {}",
+                    e.line(),
+                    e.column()
+                ),
             },
         )
     })?;
@@ -384,14 +426,20 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     let metrics = wire
         .metrics
         .iter()
-        .map(|m| Metric::parse(m).ok_or_else(|| bad("metrics", format!("unknown metric `{}`", printable(m)))))
+        .map(|m| {
+            Metric::parse(m)
+                .ok_or_else(|| bad("metrics", format!("unknown metric `{}`", printable(m))))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut prop_key = None;
     let mut dimensions = Vec::new();
     for d in &wire.dimensions {
         let dimension = dimension(d, site, &mut prop_key).map_err(|p| bad("dimensions", p))?;
         if dimensions.contains(&dimension) {
-            return Err(bad("dimensions", format!("`{}` is listed twice", dimension.name())));
+            return Err(bad(
+                "dimensions",
+                format!("`{}` is listed twice", dimension.name()),
+            ));
         }
         dimensions.push(dimension);
     }
@@ -404,8 +452,13 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     if metrics.contains(&Metric::Percentage) && dimensions.is_empty() {
         return Err(bad("metrics", "percentage needs a dimension"));
     }
-    if metrics.iter().any(|m| m.is_consent()) && (!wire.filters.is_empty() || dimensions.iter().any(|d| !d.is_time())) {
-        return Err(bad("metrics", "consent rates are shares of all hits: only time dimensions, no filters"));
+    if metrics.iter().any(|m| m.is_consent())
+        && (!wire.filters.is_empty() || dimensions.iter().any(|d| !d.is_time()))
+    {
+        return Err(bad(
+            "metrics",
+            "consent rates are shares of all hits: only time dimensions, no filters",
+        ));
     }
     let mut conditions = 0;
     let filters = wire
@@ -414,11 +467,24 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         .map(|f| parse_filter(f, site, 0, &mut conditions, &mut prop_key))
         .collect::<Result<Vec<_>, _>>()?;
     if prop_key.is_some() {
-        if !dimensions.iter().all(|d| d.works_with_props()) || !filters.iter().all(|f| f.dimensions().iter().all(|d| d.works_with_props())) {
-            return Err(bad("dimensions", "event:props combines only with event:name, event:page and time"));
+        if !dimensions.iter().all(|d| d.works_with_props())
+            || !filters
+                .iter()
+                .all(|f| f.dimensions().iter().all(|d| d.works_with_props()))
+        {
+            return Err(bad(
+                "dimensions",
+                "event:props combines only with event:name, event:page and time",
+            ));
         }
-        if !metrics.iter().all(|m| matches!(m, Metric::Visitors | Metric::Events | Metric::Percentage)) {
-            return Err(bad("metrics", "event:props queries take visitors, events and percentage"));
+        if !metrics
+            .iter()
+            .all(|m| matches!(m, Metric::Visitors | Metric::Events | Metric::Percentage))
+        {
+            return Err(bad(
+                "metrics",
+                "event:props queries take visitors, events and percentage",
+            ));
         }
     }
     let (from, to) = date_range(&wire.date_range, site.timezone, now)?;
@@ -426,20 +492,38 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     let days = (to - from).num_hours() / 24;
     for d in dimensions.iter_mut() {
         if *d == Dimension::Hour && wire.dimensions.iter().any(|n| n == "time") {
-            *d = if days <= 1 { Dimension::Hour } else if days <= 62 { Dimension::Day } else { Dimension::Month };
+            *d = if days <= 1 {
+                Dimension::Hour
+            } else if days <= 62 {
+                Dimension::Day
+            } else {
+                Dimension::Month
+            };
         }
     }
     if dimensions.contains(&Dimension::Hour) && days > 31 {
-        return Err(bad("dimensions", "time:hour is limited to ranges of 31 days"));
+        return Err(bad(
+            "dimensions",
+            "time:hour is limited to ranges of 31 days",
+        ));
     }
     let order_by = wire
         .order_by
         .iter()
         .map(|(field, dir)| {
             let known = metrics.iter().any(|m| m.name() == field)
-                || dimensions.iter().any(|d| d.name() == field || (*d == Dimension::Prop && field.starts_with("event:props:")));
+                || dimensions.iter().any(|d| {
+                    d.name() == field
+                        || (*d == Dimension::Prop && field.starts_with("event:props:"))
+                });
             if !known {
-                return Err(bad("order_by", format!("`{}` is not a requested metric or dimension", printable(field))));
+                return Err(bad(
+                    "order_by",
+                    format!(
+                        "`{}` is not a requested metric or dimension",
+                        printable(field)
+                    ),
+                ));
             }
             match dir.as_str() {
                 "asc" => Ok((field.clone(), true)),
@@ -449,8 +533,12 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (limit, offset) = match wire.pagination {
-        Some(p) if p.limit == 0 || p.limit > MAX_LIMIT => return Err(bad("pagination", "limit must be 1 to 10000")),
-        Some(p) if p.offset > 1_000_000 => return Err(bad("pagination", "offset is at most 1000000")),
+        Some(p) if p.limit == 0 || p.limit > MAX_LIMIT => {
+            return Err(bad("pagination", "limit must be 1 to 10000"))
+        }
+        Some(p) if p.offset > 1_000_000 => {
+            return Err(bad("pagination", "offset is at most 1000000"))
+        }
         Some(p) => (p.limit, p.offset),
         None => (default_limit(), 0),
     };
@@ -479,10 +567,17 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     })
 }
 
-fn dimension(name: &str, site: &SiteView, prop_key: &mut Option<String>) -> Result<Dimension, String> {
+fn dimension(
+    name: &str,
+    site: &SiteView,
+    prop_key: &mut Option<String>,
+) -> Result<Dimension, String> {
     if let Some(key) = name.strip_prefix("event:props:") {
         if !site.prop_keys.iter().any(|k| k == key) {
-            return Err(format!("`{}` is not an allow-listed property key of this site", printable(key)));
+            return Err(format!(
+                "`{}` is not an allow-listed property key of this site",
+                printable(key)
+            ));
         }
         match prop_key {
             Some(other) if other != key => return Err("one property key per query".into()),
@@ -491,16 +586,30 @@ fn dimension(name: &str, site: &SiteView, prop_key: &mut Option<String>) -> Resu
         return Ok(Dimension::Prop);
     }
     // `time` is resolved once the date range is known; Hour stands for it.
-    let d = if name == "time" { Some(Dimension::Hour) } else { Dimension::parse(name) };
+    let d = if name == "time" {
+        Some(Dimension::Hour)
+    } else {
+        Dimension::parse(name)
+    };
     match d {
-        Some(d) if d.is_campaign() && !site.campaigns => Err(format!("`{name}` needs collect_campaigns on this site")),
+        Some(d) if d.is_campaign() && !site.campaigns => {
+            Err(format!("`{name}` needs collect_campaigns on this site"))
+        }
         Some(d) => Ok(d),
         None => Err(format!("unknown dimension `{}`", printable(name))),
     }
 }
 
-fn parse_filter(value: &Value, site: &SiteView, depth: usize, conditions: &mut usize, prop_key: &mut Option<String>) -> Result<Filter, RequestError> {
-    let shape = || bad("filters", "each filter is [operator, dimension, [values]], or [\"and\"|\"or\", [filters]], or [\"not\", filter]");
+fn parse_filter(
+    value: &Value,
+    site: &SiteView,
+    depth: usize,
+    conditions: &mut usize,
+    prop_key: &mut Option<String>,
+) -> Result<Filter, RequestError> {
+    let shape = || {
+        bad("filters", "each filter is [operator, dimension, [values]], or [\"and\"|\"or\", [filters]], or [\"not\", filter]")
+    };
     if depth > MAX_FILTER_DEPTH {
         return Err(bad("filters", "filters nest at most 4 deep"));
     }
@@ -512,21 +621,35 @@ fn parse_filter(value: &Value, site: &SiteView, depth: usize, conditions: &mut u
                 .iter()
                 .map(|c| parse_filter(c, site, depth + 1, conditions, prop_key))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(if op == "and" { Filter::And(children) } else { Filter::Or(children) })
+            Ok(if op == "and" {
+                Filter::And(children)
+            } else {
+                Filter::Or(children)
+            })
         }
-        ("not", [_, child]) => Ok(Filter::Not(Box::new(parse_filter(child, site, depth + 1, conditions, prop_key)?))),
+        ("not", [_, child]) => Ok(Filter::Not(Box::new(parse_filter(
+            child,
+            site,
+            depth + 1,
+            conditions,
+            prop_key,
+        )?))),
         (_, [_, dimension_name, values]) => {
             *conditions += 1;
             if *conditions > MAX_CONDITIONS {
                 return Err(bad("filters", "at most 20 conditions"));
             }
-            let op = FilterOp::parse(op).ok_or_else(|| bad("filters", format!("unknown operator `{}`", printable(op))))?;
+            let op = FilterOp::parse(op)
+                .ok_or_else(|| bad("filters", format!("unknown operator `{}`", printable(op))))?;
             let dimension = dimension_name
                 .as_str()
                 .ok_or_else(shape)
                 .and_then(|n| dimension(n, site, prop_key).map_err(|p| bad("filters", p)))?;
             if dimension.is_time() {
-                return Err(bad("filters", "time dimensions are filtered with date_range"));
+                return Err(bad(
+                    "filters",
+                    "time dimensions are filtered with date_range",
+                ));
             }
             let values = values
                 .as_array()
@@ -535,29 +658,52 @@ fn parse_filter(value: &Value, site: &SiteView, depth: usize, conditions: &mut u
                 .iter()
                 .map(|v| match v.as_str() {
                     Some(s) if s.len() <= MAX_VALUE => Ok(s.to_string()),
-                    _ => Err(bad("filters", "values must be strings of at most 1024 bytes")),
+                    _ => Err(bad(
+                        "filters",
+                        "values must be strings of at most 1024 bytes",
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if matches!(op, FilterOp::Matches | FilterOp::MatchesNot) {
                 for pattern in &values {
                     if pattern.len() > MAX_PATTERN || regex::Regex::new(pattern).is_err() {
-                        return Err(bad("filters", "matches takes regular expressions of at most 256 bytes"));
+                        return Err(bad(
+                            "filters",
+                            "matches takes regular expressions of at most 256 bytes",
+                        ));
                     }
                 }
             }
-            Ok(Filter::Condition { op, dimension, values })
+            Ok(Filter::Condition {
+                op,
+                dimension,
+                values,
+            })
         }
         _ => Err(shape()),
     }
 }
 
 /// The half-open UTC interval of a date range, in the site's zone.
-fn date_range(value: &Value, tz: Tz, now: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>), RequestError> {
+fn date_range(
+    value: &Value,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), RequestError> {
     let local_now = now.with_timezone(&tz);
     let today = local_now.date_naive();
-    let days = |first: NaiveDate, last: NaiveDate| (local_midnight(first, tz), local_midnight(last + Duration::days(1), tz));
+    let days = |first: NaiveDate, last: NaiveDate| {
+        (
+            local_midnight(first, tz),
+            local_midnight(last + Duration::days(1), tz),
+        )
+    };
     let first_of_month = |d: NaiveDate| d.with_day(1).unwrap_or(d);
-    let months_back = |n: u32| first_of_month(today).checked_sub_months(chrono::Months::new(n)).unwrap_or(today);
+    let months_back = |n: u32| {
+        first_of_month(today)
+            .checked_sub_months(chrono::Months::new(n))
+            .unwrap_or(today)
+    };
     let range = match value {
         Value::String(s) => match s.as_str() {
             "day" => days(today, today),
@@ -567,36 +713,74 @@ fn date_range(value: &Value, tz: Tz, now: DateTime<Utc>) -> Result<(DateTime<Utc
             "month" => days(first_of_month(today), today),
             "6mo" => days(months_back(5), today),
             "12mo" => days(months_back(11), today),
-            "year" => days(NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap_or(today), today),
-            "all" => (DateTime::<Utc>::UNIX_EPOCH, local_midnight(today + Duration::days(1), tz)),
+            "year" => days(
+                NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap_or(today),
+                today,
+            ),
+            "all" => (
+                DateTime::<Utc>::UNIX_EPOCH,
+                local_midnight(today + Duration::days(1), tz),
+            ),
             // Aggregates are hourly: "realtime" is the hour bucket holding
             // the moment 30 minutes ago, up to now.
             "realtime" => (now - Duration::minutes(90), now + Duration::minutes(1)),
-            _ => return Err(bad("date_range", "must be day, 7d, 28d, 30d, month, 6mo, 12mo, year, all, realtime or [from, to]")),
+            _ => return Err(bad(
+                "date_range",
+                "must be day, 7d, 28d, 30d, month, 6mo, 12mo, year, all, realtime or [from, to]",
+            )),
         },
         Value::Array(pair) if pair.len() == 2 => {
             let bound = |v: &Value, end: bool| -> Result<DateTime<Utc>, RequestError> {
-                let s = v.as_str().ok_or_else(|| bad("date_range", "bounds are strings"))?;
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| bad("date_range", "bounds are strings"))?;
                 // Years outside what ClickHouse's DateTime holds are refused
                 // before any date arithmetic.
-                if !s.get(..4).is_some_and(|y| y.parse::<u32>().is_ok_and(|y| (1970..=2105).contains(&y))) {
+                if !s
+                    .get(..4)
+                    .is_some_and(|y| y.parse::<u32>().is_ok_and(|y| (1970..=2105).contains(&y)))
+                {
                     return Err(bad("date_range", "years are 1970 to 2105"));
                 }
                 if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-                    return Ok(local_midnight(if end { d + Duration::days(1) } else { d }, tz));
+                    return Ok(local_midnight(
+                        if end { d + Duration::days(1) } else { d },
+                        tz,
+                    ));
                 }
                 if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-                    return Ok(t.with_timezone(&Utc) + if end { Duration::seconds(1) } else { Duration::zero() });
+                    return Ok(t.with_timezone(&Utc)
+                        + if end {
+                            Duration::seconds(1)
+                        } else {
+                            Duration::zero()
+                        });
                 }
                 if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
-                    let t = tz.from_local_datetime(&t).earliest().ok_or_else(|| bad("date_range", "that local time does not exist"))?;
-                    return Ok(t.with_timezone(&Utc) + if end { Duration::seconds(1) } else { Duration::zero() });
+                    let t = tz
+                        .from_local_datetime(&t)
+                        .earliest()
+                        .ok_or_else(|| bad("date_range", "that local time does not exist"))?;
+                    return Ok(t.with_timezone(&Utc)
+                        + if end {
+                            Duration::seconds(1)
+                        } else {
+                            Duration::zero()
+                        });
                 }
-                Err(bad("date_range", "bounds are YYYY-MM-DD dates or ISO 8601 date-times"))
+                Err(bad(
+                    "date_range",
+                    "bounds are YYYY-MM-DD dates or ISO 8601 date-times",
+                ))
             };
             (bound(&pair[0], false)?, bound(&pair[1], true)?)
         }
-        _ => return Err(bad("date_range", "must be day, 7d, 28d, 30d, month, 6mo, 12mo, year, all, realtime or [from, to]")),
+        _ => {
+            return Err(bad(
+                "date_range",
+                "must be day, 7d, 28d, 30d, month, 6mo, 12mo, year, all, realtime or [from, to]",
+            ))
+        }
     };
     if range.0 >= range.1 {
         return Err(bad("date_range", "from is after to"));
@@ -612,7 +796,10 @@ fn date_range(value: &Value, tz: Tz, now: DateTime<Utc>) -> Result<(DateTime<Utc
 pub fn local_midnight(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
     let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
     (0..4)
-        .find_map(|h| tz.from_local_datetime(&(midnight + Duration::hours(h))).earliest())
+        .find_map(|h| {
+            tz.from_local_datetime(&(midnight + Duration::hours(h)))
+                .earliest()
+        })
         .map(|d| d.with_timezone(&Utc))
         .unwrap_or_else(|| Utc.from_utc_datetime(&midnight))
 }
@@ -631,7 +818,11 @@ mod tests {
     }
 
     fn view() -> SiteView {
-        SiteView { timezone: chrono_tz::America::Toronto, campaigns: false, prop_keys: vec!["plan".into()] }
+        SiteView {
+            timezone: chrono_tz::America::Toronto,
+            campaigns: false,
+            prop_keys: vec!["plan".into()],
+        }
     }
 
     /// Expected: the local first and last day of the range, or an error part.
@@ -641,8 +832,15 @@ mod tests {
         match (got, expected) {
             (Ok(q), Ok((first, last))) => {
                 let first_got = q.from.with_timezone(&tz).date_naive().to_string();
-                let last_got = (q.to - Duration::seconds(1)).with_timezone(&tz).date_naive().to_string();
-                assert_eq!((first_got.as_str(), last_got.as_str()), (first, last), "{body}");
+                let last_got = (q.to - Duration::seconds(1))
+                    .with_timezone(&tz)
+                    .date_naive()
+                    .to_string();
+                assert_eq!(
+                    (first_got.as_str(), last_got.as_str()),
+                    (first, last),
+                    "{body}"
+                );
             }
             (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{e} lacks {want}"),
             (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
@@ -663,46 +861,117 @@ mod tests {
         check(&range(r#""6mo""#), Ok(("2026-06-01", "2026-11-23")));
         check(&range(r#""12mo""#), Ok(("2025-12-01", "2026-11-23")));
         check(&range(r#""year""#), Ok(("2026-01-01", "2026-11-23")));
-        check(&range(r#"["2026-01-01","2026-01-31"]"#), Ok(("2026-01-01", "2026-01-31")));
-        check(&range(r#"["2026-01-01T08:00:00-05:00","2026-01-01T17:59:59-05:00"]"#), Ok(("2026-01-01", "2026-01-01")));
+        check(
+            &range(r#"["2026-01-01","2026-01-31"]"#),
+            Ok(("2026-01-01", "2026-01-31")),
+        );
+        check(
+            &range(r#"["2026-01-01T08:00:00-05:00","2026-01-01T17:59:59-05:00"]"#),
+            Ok(("2026-01-01", "2026-01-01")),
+        );
         check(&range(r#"["2026-02-01","2026-01-31"]"#), Err("after"));
         check(&range(r#""forever""#), Err("date_range"));
         check(&range(r#"["2026-13-01","2026-01-31"]"#), Err("date_range"));
-        check(&range(r#"["2026-01-01","+262142-12-31"]"#), Err("1970 to 2105"));
-        check(&range(r#"["2026-01-01","2105-12-31"]"#), Ok(("2026-01-01", "2105-12-31")));
+        check(
+            &range(r#"["2026-01-01","+262142-12-31"]"#),
+            Err("1970 to 2105"),
+        );
+        check(
+            &range(r#"["2026-01-01","2105-12-31"]"#),
+            Ok(("2026-01-01", "2105-12-31")),
+        );
     }
 
     #[test]
     fn names_are_allow_listed() {
-        check(r#"{"site_id":"a","metrics":["visitors; DROP TABLE x"],"date_range":"day"}"#, Err("unknown metric"));
-        check(r#"{"site_id":"a","metrics":["visitors"],"dimensions":["event:page'--"],"date_range":"day"}"#, Err("unknown dimension"));
-        check(r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:utm_source"],"date_range":"day"}"#, Err("collect_campaigns"));
-        check(r#"{"site_id":"a","metrics":[],"date_range":"day"}"#, Err("at least one"));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","bogus":1}"#, Err("bogus"));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","order_by":[["pageviews","desc"]]}"#, Err("order_by"));
-        check(r#"{"site_id":"a","metrics":["percentage"],"date_range":"day"}"#, Err("needs a dimension"));
-        check(r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","format":"xml"}"#, Err("format"));
-        check(r#"{"site_id":"a","metrics":["events"],"date_range":"day","dimensions":["event:props:plan"]}"#, Ok(("2026-11-23", "2026-11-23")));
-        check(r#"{"site_id":"a","metrics":["events"],"date_range":"day","dimensions":["event:props:email"]}"#, Err("allow-listed"));
-        check(r#"{"site_id":"a","metrics":["events"],"date_range":"day","dimensions":["event:props:plan","visit:country"]}"#, Err("combines only"));
+        check(
+            r#"{"site_id":"a","metrics":["visitors; DROP TABLE x"],"date_range":"day"}"#,
+            Err("unknown metric"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"dimensions":["event:page'--"],"date_range":"day"}"#,
+            Err("unknown dimension"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:utm_source"],"date_range":"day"}"#,
+            Err("collect_campaigns"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":[],"date_range":"day"}"#,
+            Err("at least one"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","bogus":1}"#,
+            Err("bogus"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","order_by":[["pageviews","desc"]]}"#,
+            Err("order_by"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["percentage"],"date_range":"day"}"#,
+            Err("needs a dimension"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","format":"xml"}"#,
+            Err("format"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["events"],"date_range":"day","dimensions":["event:props:plan"]}"#,
+            Ok(("2026-11-23", "2026-11-23")),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["events"],"date_range":"day","dimensions":["event:props:email"]}"#,
+            Err("allow-listed"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["events"],"date_range":"day","dimensions":["event:props:plan","visit:country"]}"#,
+            Err("combines only"),
+        );
     }
 
     #[test]
     fn filters_nest_and_are_bounded() {
-        let f = |filters: &str| format!(r#"{{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":{filters}}}"#);
-        check(&f(r#"[["is","event:page",["/"]]]"#), Ok(("2026-11-23", "2026-11-23")));
-        check(&f(r#"[["or",[["is","visit:country",["CA"]],["not",["contains","event:page",["admin"]]]]]]"#), Ok(("2026-11-23", "2026-11-23")));
-        check(&f(r#"[["matches","event:page",["^/blog/[0-9]+$"]]]"#), Ok(("2026-11-23", "2026-11-23")));
-        check(&f(r#"[["matches","event:page",["(unclosed"]]]"#), Err("regular expressions"));
+        let f = |filters: &str| {
+            format!(
+                r#"{{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":{filters}}}"#
+            )
+        };
+        check(
+            &f(r#"[["is","event:page",["/"]]]"#),
+            Ok(("2026-11-23", "2026-11-23")),
+        );
+        check(
+            &f(
+                r#"[["or",[["is","visit:country",["CA"]],["not",["contains","event:page",["admin"]]]]]]"#,
+            ),
+            Ok(("2026-11-23", "2026-11-23")),
+        );
+        check(
+            &f(r#"[["matches","event:page",["^/blog/[0-9]+$"]]]"#),
+            Ok(("2026-11-23", "2026-11-23")),
+        );
+        check(
+            &f(r#"[["matches","event:page",["(unclosed"]]]"#),
+            Err("regular expressions"),
+        );
         check(&f(r#"[["like","event:page",["/"]]]"#), Err("operator"));
-        check(&f(r#"[["is","time:day",["2026-01-01"]]]"#), Err("date_range"));
-        check(&f(r#"[["not",["not",["not",["not",["not",["is","event:page",["/"]]]]]]]]"#), Err("4 deep"));
+        check(
+            &f(r#"[["is","time:day",["2026-01-01"]]]"#),
+            Err("date_range"),
+        );
+        check(
+            &f(r#"[["not",["not",["not",["not",["not",["is","event:page",["/"]]]]]]]]"#),
+            Err("4 deep"),
+        );
         check(&f(r#"[["and",[]]]"#), Err("each filter"));
     }
 
     #[test]
     fn time_follows_the_range() {
-        let q = |r: &str| parse(format!(r#"{{"site_id":"a","metrics":["visitors"],"date_range":{r},"dimensions":["time"]}}"#).as_bytes(), &view(), now()).unwrap().dimensions;
+        let q = |r: &str| {
+            parse(format!(r#"{{"site_id":"a","metrics":["visitors"],"date_range":{r},"dimensions":["time"]}}"#).as_bytes(), &view(), now()).unwrap().dimensions
+        };
         assert_eq!(q(r#""day""#), vec![Dimension::Hour]);
         assert_eq!(q(r#""30d""#), vec![Dimension::Day]);
         assert_eq!(q(r#""12mo""#), vec![Dimension::Month]);
@@ -711,6 +980,9 @@ mod tests {
     #[test]
     fn local_midnight_is_utc_offset() {
         let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
-        assert_eq!(local_midnight(day, chrono_tz::America::Toronto).to_rfc3339(), "2026-11-23T05:00:00+00:00");
+        assert_eq!(
+            local_midnight(day, chrono_tz::America::Toronto).to_rfc3339(),
+            "2026-11-23T05:00:00+00:00"
+        );
     }
 }

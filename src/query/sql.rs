@@ -68,7 +68,11 @@ fn dimension(s: &mut Statement, d: Dimension, tz: &str) {
 fn filter(s: &mut Statement, f: &Filter, tz: &str) {
     match f {
         Filter::And(children) | Filter::Or(children) => {
-            let joiner = if matches!(f, Filter::And(_)) { " AND " } else { " OR " };
+            let joiner = if matches!(f, Filter::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
             s.push("(");
             for (i, child) in children.iter().enumerate() {
                 if i > 0 {
@@ -83,7 +87,11 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str) {
             filter(s, child, tz);
             s.push(")");
         }
-        Filter::Condition { op, dimension: d, values } => {
+        Filter::Condition {
+            op,
+            dimension: d,
+            values,
+        } => {
             let negated = op.is_negative();
             s.push(if negated { "NOT (" } else { "(" });
             match op {
@@ -96,13 +104,20 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str) {
                     }
                     s.push(")");
                 }
-                FilterOp::Contains | FilterOp::ContainsNot | FilterOp::Matches | FilterOp::MatchesNot => {
+                FilterOp::Contains
+                | FilterOp::ContainsNot
+                | FilterOp::Matches
+                | FilterOp::MatchesNot => {
                     let contains = matches!(op, FilterOp::Contains | FilterOp::ContainsNot);
                     for (i, v) in values.iter().enumerate() {
                         if i > 0 {
                             s.push(" OR ");
                         }
-                        s.push(if contains { "positionCaseInsensitiveUTF8(" } else { "match(" });
+                        s.push(if contains {
+                            "positionCaseInsensitiveUTF8("
+                        } else {
+                            "match("
+                        });
                         dimension(s, *d, tz);
                         s.push(", ?)");
                         if contains {
@@ -220,11 +235,21 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
 /// `rollup_daily`, and the half-open UTC `hours` ranges (seconds) from
 /// `traffic_hourly`, added up. Visitors add up because no visitor key spans
 /// two local days, so the numbers are those [`build`] gives.
-pub fn rolled(query: &Query, dimensions: &[Dimension], tz: &str, rolled: &[(String, String)], hours: &[(i64, i64)]) -> Statement {
+pub fn rolled(
+    query: &Query,
+    dimensions: &[Dimension],
+    tz: &str,
+    rolled: &[(String, String)],
+    hours: &[(i64, i64)],
+) -> Statement {
     let mut s = Statement::default();
     let grouped = !dimensions.is_empty();
     let sums: Vec<String> = (1..=BASE.len()).map(|i| format!("sum(c{i})")).collect();
-    s.push(if grouped { "SELECT [d] AS dims, [" } else { "SELECT emptyArrayString() AS dims, [" });
+    s.push(if grouped {
+        "SELECT [d] AS dims, ["
+    } else {
+        "SELECT emptyArrayString() AS dims, ["
+    });
     s.push(&sums.join(", "));
     s.push("] AS base FROM (");
     let mut branches = 0;
@@ -264,7 +289,11 @@ pub fn rolled(query: &Query, dimensions: &[Dimension], tz: &str, rolled: &[(Stri
             dimension(&mut s, *d, tz);
             s.push(" AS d, ");
         }
-        let named: Vec<String> = BASE.iter().enumerate().map(|(i, b)| format!("{b} AS c{}", i + 1)).collect();
+        let named: Vec<String> = BASE
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("{b} AS c{}", i + 1))
+            .collect();
         s.push(&named.join(", "));
         s.push(" FROM traffic_hourly WHERE site_id = ? AND (");
         s.bind(query.site_id.as_str());
@@ -272,7 +301,11 @@ pub fn rolled(query: &Query, dimensions: &[Dimension], tz: &str, rolled: &[(Stri
             s.push("0");
         }
         for (i, (from, to)) in hours.iter().enumerate() {
-            s.push(if i > 0 { " OR (hour >= toDateTime(?) AND hour < toDateTime(?))" } else { "(hour >= toDateTime(?) AND hour < toDateTime(?))" });
+            s.push(if i > 0 {
+                " OR (hour >= toDateTime(?) AND hour < toDateTime(?))"
+            } else {
+                "(hour >= toDateTime(?) AND hour < toDateTime(?))"
+            });
             s.bind(from.to_string());
             s.bind(to.to_string());
         }
@@ -292,7 +325,11 @@ pub fn rolled(query: &Query, dimensions: &[Dimension], tz: &str, rolled: &[(Stri
 fn day_runs(s: &mut Statement, runs: &[(String, String)]) {
     s.push("(");
     for (i, (first, last)) in runs.iter().enumerate() {
-        s.push(if i > 0 { " OR (day >= toDate(?) AND day <= toDate(?))" } else { "(day >= toDate(?) AND day <= toDate(?))" });
+        s.push(if i > 0 {
+            " OR (day >= toDate(?) AND day <= toDate(?))"
+        } else {
+            "(day >= toDate(?) AND day <= toDate(?))"
+        });
         s.bind(first.as_str());
         s.bind(last.as_str());
     }
@@ -327,8 +364,17 @@ mod tests {
     use crate::query::request::{parse, SiteView};
 
     fn check(body: &str, expected_where: &str, expected_params: usize) {
-        let view = SiteView { timezone: chrono_tz::America::Toronto, campaigns: false, prop_keys: Vec::new() };
-        let q = parse(body.as_bytes(), &view, "2026-11-23T15:00:00Z".parse().unwrap()).unwrap();
+        let view = SiteView {
+            timezone: chrono_tz::America::Toronto,
+            campaigns: false,
+            prop_keys: Vec::new(),
+        };
+        let q = parse(
+            body.as_bytes(),
+            &view,
+            "2026-11-23T15:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
         let s = build(&q, &q.dimensions, "America/Toronto", Scope::Selected);
         assert!(s.sql.contains(expected_where), "{}", s.sql);
         assert_eq!(s.sql.matches('?').count(), s.params.len());
@@ -338,9 +384,22 @@ mod tests {
 
     #[test]
     fn rolled_shapes_and_bound_values() {
-        let view = SiteView { timezone: chrono_tz::America::Toronto, campaigns: false, prop_keys: Vec::new() };
-        let q = |body: &str| parse(body.as_bytes(), &view, "2026-11-23T15:00:00Z".parse().unwrap()).unwrap();
-        let pages = q(r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["event:page"]}"#);
+        let view = SiteView {
+            timezone: chrono_tz::America::Toronto,
+            campaigns: false,
+            prop_keys: Vec::new(),
+        };
+        let q = |body: &str| {
+            parse(
+                body.as_bytes(),
+                &view,
+                "2026-11-23T15:00:00Z".parse().unwrap(),
+            )
+            .unwrap()
+        };
+        let pages = q(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["event:page"]}"#,
+        );
         assert_eq!(rollup_dimension(&pages, &pages.dimensions), Some("page"));
         assert_eq!(rollup_dimension(&pages, &[]), Some(""));
         let runs = [("2026-10-25".to_string(), "2026-11-22".to_string())];
@@ -350,11 +409,26 @@ mod tests {
             assert_eq!(s.sql.contains("traffic_hourly"), !hours.is_empty());
         }
         for (body, expected) in [
-            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["time:week"]}"#, Some("")),
-            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["visit:exit_page"]}"#, Some("page")),
-            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","dimensions":["time:hour"]}"#, None),
-            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["time:day","event:page"]}"#, None),
-            (r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","filters":[["is","event:page",["/"]]]}"#, None),
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["time:week"]}"#,
+                Some(""),
+            ),
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["visit:exit_page"]}"#,
+                Some("page"),
+            ),
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","dimensions":["time:hour"]}"#,
+                None,
+            ),
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["time:day","event:page"]}"#,
+                None,
+            ),
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","filters":[["is","event:page",["/"]]]}"#,
+                None,
+            ),
         ] {
             let q = q(body);
             assert_eq!(rollup_dimension(&q, &q.dimensions), expected, "{body}");

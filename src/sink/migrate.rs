@@ -17,8 +17,14 @@ pub async fn run(settings: &ClickHouseSettings) -> Result<Vec<u32>, clickhouse::
     let db = &settings.database;
     // The database may not exist yet, so this client names none.
     let server = super::client(settings).with_database("default");
-    server.query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await?;
-    server.query(&MIGRATIONS_TABLE.replace("{db}", db)).execute().await?;
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .execute()
+        .await?;
+    server
+        .query(&MIGRATIONS_TABLE.replace("{db}", db))
+        .execute()
+        .await?;
     let applied: Vec<u32> = server
         .query(&format!("SELECT version FROM {db}.schema_migrations"))
         .fetch_all::<Applied>()
@@ -27,7 +33,10 @@ pub async fn run(settings: &ClickHouseSettings) -> Result<Vec<u32>, clickhouse::
         .map(|a| a.version)
         .collect();
     let mut now = Vec::new();
-    for m in migrations().into_iter().filter(|m| !applied.contains(&m.version)) {
+    for m in migrations()
+        .into_iter()
+        .filter(|m| !applied.contains(&m.version))
+    {
         for sql in &m.statements {
             server.query(&sql.replace("{db}", db)).execute().await?;
         }

@@ -39,5 +39,8 @@ pub fn is_data_error(error: &clickhouse::error::Error) -> bool {
 /// Whether an error means ClickHouse could not be reached (worth waiting
 /// for), as opposed to an answer that refused the request.
 pub fn is_transport_error(error: &clickhouse::error::Error) -> bool {
-    matches!(error, clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut)
+    matches!(
+        error,
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+    )
 }

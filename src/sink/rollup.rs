@@ -94,7 +94,11 @@ fn to_sums(v: &[i64]) -> Sums {
 
 impl Rollup {
     pub fn new(client: clickhouse::Client, sites: Vec<Arc<SiteSettings>>, clock: Clock) -> Self {
-        Rollup { client, sites, clock }
+        Rollup {
+            client,
+            sites,
+            clock,
+        }
     }
 
     /// Checks every day since each site's first traffic at start-up
@@ -115,7 +119,9 @@ impl Rollup {
                         tracing::info!(days = rolled, "daily rollups computed");
                     }
                 }
-                Err(error) => tracing::warn!(error = %error, "daily rollup pass failed; retrying later"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "daily rollup pass failed; retrying later")
+                }
             }
             tokio::time::sleep(period).await;
         }
@@ -142,7 +148,10 @@ impl Rollup {
     }
 
     /// The site's first local day with traffic.
-    async fn first_day(&self, site: &SiteSettings) -> Result<Option<NaiveDate>, clickhouse::error::Error> {
+    async fn first_day(
+        &self,
+        site: &SiteSettings,
+    ) -> Result<Option<NaiveDate>, clickhouse::error::Error> {
         let first = self
             .client
             .query("SELECT count() AS rows, toString(toDate(min(hour), ?)) AS day FROM traffic_hourly WHERE site_id = ?")
@@ -150,12 +159,21 @@ impl Rollup {
             .bind(&site.id)
             .fetch_one::<FirstDay>()
             .await?;
-        Ok(if first.rows == 0 { None } else { parse_day(&first.day) })
+        Ok(if first.rows == 0 {
+            None
+        } else {
+            parse_day(&first.day)
+        })
     }
 
     /// Computes the days `first..=last` whose hourly sums differ from what
     /// was rolled (or that were never rolled). Returns how many.
-    pub async fn check(&self, site: &SiteSettings, first: NaiveDate, last: NaiveDate) -> Result<usize, clickhouse::error::Error> {
+    pub async fn check(
+        &self,
+        site: &SiteSettings,
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> Result<usize, clickhouse::error::Error> {
         if first > last {
             return Ok(0);
         }
@@ -185,7 +203,11 @@ impl Rollup {
             .bind(last.to_string())
             .fetch_all::<DaySums>()
             .await?;
-        let find = |rows: &[DaySums], day: NaiveDate| rows.iter().find(|r| parse_day(&r.day) == Some(day)).map(|r| to_sums(&r.sums));
+        let find = |rows: &[DaySums], day: NaiveDate| {
+            rows.iter()
+                .find(|r| parse_day(&r.day) == Some(day))
+                .map(|r| to_sums(&r.sums))
+        };
         let mut count = 0;
         let mut day = first;
         while day <= last {
@@ -202,7 +224,11 @@ impl Rollup {
     /// Computes one local day of one site from `traffic_hourly`: every
     /// dimension's rows in one `INSERT … SELECT` under a new version, then
     /// the record that makes them visible to queries.
-    pub async fn roll_day(&self, site: &SiteSettings, day: NaiveDate) -> Result<(), clickhouse::error::Error> {
+    pub async fn roll_day(
+        &self,
+        site: &SiteSettings,
+        day: NaiveDate,
+    ) -> Result<(), clickhouse::error::Error> {
         let tz = site.timezone;
         let from = local_midnight(day, tz).timestamp();
         let to = local_midnight(day + chrono::Duration::days(1), tz).timestamp();
@@ -214,8 +240,12 @@ impl Rollup {
             .fetch_one::<u64>()
             .await?;
         let version = next_version(latest);
-        let names: Vec<String> = std::iter::once("''".to_string()).chain(ROLLUP_DIMENSIONS.iter().map(|d| format!("'{d}'"))).collect();
-        let values: Vec<&str> = std::iter::once("''").chain(ROLLUP_DIMENSIONS.iter().copied()).collect();
+        let names: Vec<String> = std::iter::once("''".to_string())
+            .chain(ROLLUP_DIMENSIONS.iter().map(|d| format!("'{d}'")))
+            .collect();
+        let values: Vec<&str> = std::iter::once("''")
+            .chain(ROLLUP_DIMENSIONS.iter().copied())
+            .collect();
         // The dimension names and columns come from the schema's constant
         // list; only the site, day, version and hours are values.
         let sql = format!(
@@ -265,7 +295,10 @@ impl Rollup {
 /// the same day in the same millisecond write distinct versions. Wall
 /// time, not the injected clock: it orders computations, not days.
 fn next_version(latest: u64) -> u64 {
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     let ms = wall.max((latest >> 20) + 1);
     (ms << 20) | (u64::from(rand::random::<u32>()) & 0xF_FFFF)
 }
@@ -276,7 +309,11 @@ mod tests {
 
     fn check(now: &str, tz: Tz, expected: &str) {
         let now: DateTime<Utc> = now.parse().unwrap();
-        assert_eq!(last_closed_day(now, tz).to_string(), expected, "{now} in {tz}");
+        assert_eq!(
+            last_closed_day(now, tz).to_string(),
+            expected,
+            "{now} in {tz}"
+        );
     }
 
     #[test]

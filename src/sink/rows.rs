@@ -116,7 +116,11 @@ impl TrafficDelta {
             consent: self.consent,
             // A row that counts no pageview or event (a correction) must not
             // count its visitor for that page.
-            visitor: if self.pageviews + self.events > 0 { self.visitor } else { 0 },
+            visitor: if self.pageviews + self.events > 0 {
+                self.visitor
+            } else {
+                0
+            },
             pageviews: self.pageviews,
             events: self.events,
             visits: self.visits,

@@ -42,8 +42,18 @@ pub struct SaltKeeper {
 }
 
 impl SaltKeeper {
-    pub fn new(client: clickhouse::Client, sites: Vec<Arc<SiteSettings>>, store: Arc<SaltStore>, clock: Clock) -> Self {
-        SaltKeeper { client, sites, store, clock }
+    pub fn new(
+        client: clickhouse::Client,
+        sites: Vec<Arc<SiteSettings>>,
+        store: Arc<SaltStore>,
+        clock: Clock,
+    ) -> Self {
+        SaltKeeper {
+            client,
+            sites,
+            store,
+            clock,
+        }
     }
 
     /// Keeps salts in step every `period` (and at once when `wake` fires).
@@ -80,7 +90,11 @@ impl SaltKeeper {
         result
     }
 
-    async fn destroy_expired(&self, site: &SiteSettings, now: DateTime<Utc>) -> Result<(), clickhouse::error::Error> {
+    async fn destroy_expired(
+        &self,
+        site: &SiteSettings,
+        now: DateTime<Utc>,
+    ) -> Result<(), clickhouse::error::Error> {
         let first_kept = first_kept(site, now);
         // Partitions are (site, day): dropping one removes exactly that
         // site's salt of that day, on every collector at once.
@@ -93,7 +107,10 @@ impl SaltKeeper {
             .await?;
         for yyyymmdd in days {
             self.client
-                .query(&format!("ALTER TABLE salts DROP PARTITION ({}, {yyyymmdd})", quote(&site.id)))
+                .query(&format!(
+                    "ALTER TABLE salts DROP PARTITION ({}, {yyyymmdd})",
+                    quote(&site.id)
+                ))
                 .execute()
                 .await?;
             tracing::info!(site = %site.id, day = yyyymmdd, "daily salt destroyed in ClickHouse");
@@ -101,7 +118,12 @@ impl SaltKeeper {
         Ok(())
     }
 
-    async fn share(&self, index: usize, site: &SiteSettings, day: NaiveDate) -> Result<(), clickhouse::error::Error> {
+    async fn share(
+        &self,
+        index: usize,
+        site: &SiteSettings,
+        day: NaiveDate,
+    ) -> Result<(), clickhouse::error::Error> {
         if let Some(salt) = self.read_shared(site, day).await? {
             self.store.set_shared(index, day, salt);
             return Ok(());
@@ -110,7 +132,9 @@ impl SaltKeeper {
         // whichever was written first, in case another collector raced us.
         let candidate = self.store.get_or_create(index, day);
         let salt = hex(candidate.as_bytes());
-        let days = day.signed_duration_since(DateTime::UNIX_EPOCH.date_naive()).num_days();
+        let days = day
+            .signed_duration_since(DateTime::UNIX_EPOCH.date_naive())
+            .num_days();
         let mut insert = self.client.insert::<SaltRow<'_>>("salts").await?;
         insert
             .write(&SaltRow {
@@ -127,7 +151,11 @@ impl SaltKeeper {
         Ok(())
     }
 
-    async fn read_shared(&self, site: &SiteSettings, day: NaiveDate) -> Result<Option<DailySalt>, clickhouse::error::Error> {
+    async fn read_shared(
+        &self,
+        site: &SiteSettings,
+        day: NaiveDate,
+    ) -> Result<Option<DailySalt>, clickhouse::error::Error> {
         let rows = self
             .client
             .query("SELECT salt FROM salts WHERE site_id = ? AND day = toDate(?) ORDER BY created_at, salt LIMIT 1")
@@ -135,7 +163,10 @@ impl SaltKeeper {
             .bind(day.to_string())
             .fetch_all::<String>()
             .await?;
-        Ok(rows.first().and_then(|s| parse_hex(s)).map(DailySalt::from_bytes))
+        Ok(rows
+            .first()
+            .and_then(|s| parse_hex(s))
+            .map(DailySalt::from_bytes))
     }
 }
 
@@ -182,7 +213,10 @@ mod tests {
 
     fn check(now: &str, expected: &[&str]) {
         let site = test_site("example.org");
-        let got: Vec<String> = days_needed(&site, now.parse().unwrap()).iter().map(|d| d.to_string()).collect();
+        let got: Vec<String> = days_needed(&site, now.parse().unwrap())
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         assert_eq!(got, expected, "{now}");
     }
 

@@ -61,7 +61,13 @@ pub struct Migration {
 fn dimension_columns() -> String {
     TRAFFIC_DIMENSIONS
         .iter()
-        .map(|c| if *c == "hour" { "hour DateTime".to_string() } else { format!("{c} String") })
+        .map(|c| {
+            if *c == "hour" {
+                "hour DateTime".to_string()
+            } else {
+                format!("{c} String")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -194,7 +200,10 @@ pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migra
 /// Every statement for `database`, in order, as `tamis migrate --print`
 /// shows them.
 pub fn script(database: &str) -> Vec<String> {
-    let mut out = vec![format!("CREATE DATABASE IF NOT EXISTS {database}"), MIGRATIONS_TABLE.replace("{db}", database)];
+    let mut out = vec![
+        format!("CREATE DATABASE IF NOT EXISTS {database}"),
+        MIGRATIONS_TABLE.replace("{db}", database),
+    ];
     for m in migrations() {
         out.extend(m.statements.iter().map(|s| s.replace("{db}", database)));
     }

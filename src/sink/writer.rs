@@ -20,7 +20,11 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(client: clickhouse::Client, timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        Writer { client, timeout, metrics }
+        Writer {
+            client,
+            timeout,
+            metrics,
+        }
     }
 
     /// Writes batches until the aggregator is gone and the queue is empty.
@@ -32,18 +36,28 @@ impl Writer {
     }
 
     async fn write(&self, batch: Batch) {
-        let Batch { traffic, dropped, props, hits } = batch;
+        let Batch {
+            traffic,
+            dropped,
+            props,
+            hits,
+        } = batch;
         if !traffic.is_empty() {
             let rows = traffic.len();
-            self.with_retries("traffic_in", rows, || self.insert_traffic(&traffic)).await;
+            self.with_retries("traffic_in", rows, || self.insert_traffic(&traffic))
+                .await;
         }
         if !dropped.is_empty() {
             let rows = dropped.len();
-            self.with_retries("dropped_hourly", rows, || self.insert_rows("dropped_hourly", &dropped)).await;
+            self.with_retries("dropped_hourly", rows, || {
+                self.insert_rows("dropped_hourly", &dropped)
+            })
+            .await;
         }
         if !props.is_empty() {
             let rows = props.len();
-            self.with_retries("props_in", rows, || self.insert_rows("props_in", &props)).await;
+            self.with_retries("props_in", rows, || self.insert_rows("props_in", &props))
+                .await;
         }
         self.metrics.hits_written.fetch_add(hits, Ordering::Relaxed);
         self.metrics.queue_depth.fetch_sub(hits, Ordering::AcqRel);
@@ -61,12 +75,16 @@ impl Writer {
                 Ok(()) => {
                     self.metrics.observe_insert(started.elapsed());
                     self.metrics.batches_written.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.rows_written.fetch_add(rows as u64, Ordering::Relaxed);
+                    self.metrics
+                        .rows_written
+                        .fetch_add(rows as u64, Ordering::Relaxed);
                     self.metrics.clickhouse_up.store(1, Ordering::Relaxed);
                     return;
                 }
                 Err(error) if super::is_data_error(&error) => {
-                    self.metrics.rows_rejected.fetch_add(rows as u64, Ordering::Relaxed);
+                    self.metrics
+                        .rows_rejected
+                        .fetch_add(rows as u64, Ordering::Relaxed);
                     tracing::error!(table, rows, error = %error, "ClickHouse refused the batch's data; not retried");
                     return;
                 }
@@ -81,7 +99,10 @@ impl Writer {
         }
     }
 
-    async fn insert_traffic(&self, deltas: &[super::rows::TrafficDelta]) -> Result<(), clickhouse::error::Error> {
+    async fn insert_traffic(
+        &self,
+        deltas: &[super::rows::TrafficDelta],
+    ) -> Result<(), clickhouse::error::Error> {
         let mut insert = self
             .client
             .insert::<TrafficRow<'_>>("traffic_in")

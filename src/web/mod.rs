@@ -50,7 +50,12 @@ impl App {
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets open
 /// requests finish (for at most `drain`).
-pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>, drain: Duration) {
+pub async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -86,7 +91,13 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     }
     app.accepting.store(false, Ordering::Relaxed);
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(after_ms = drain.as_millis() as u64, "connections still open at shutdown deadline");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            after_ms = drain.as_millis() as u64,
+            "connections still open at shutdown deadline"
+        );
     }
 }

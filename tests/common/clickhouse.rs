@@ -35,8 +35,10 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 /// The server configuration template shared with `deploy/run.sh`.
-const CONFIG_TEMPLATE: &str =
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/clickhouse/config.xml.in"));
+const CONFIG_TEMPLATE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/clickhouse/config.xml.in"
+));
 
 const NOT_FOUND: &str =
     "clickhouse-server not found: run `deploy/setup.sh` (or `apt-get install clickhouse-server`)";
@@ -109,8 +111,12 @@ impl ClickHouse {
         for attempt in 1..=START_ATTEMPTS {
             match start_once(&command) {
                 Ok(server) => return Ok(server),
-                Err(Failure::PortTaken(message)) if attempt < START_ATTEMPTS => last_error = message,
-                Err(Failure::PortTaken(message)) | Err(Failure::Fatal(message)) => return Err(message),
+                Err(Failure::PortTaken(message)) if attempt < START_ATTEMPTS => {
+                    last_error = message
+                }
+                Err(Failure::PortTaken(message)) | Err(Failure::Fatal(message)) => {
+                    return Err(message)
+                }
             }
         }
         Err(last_error)
@@ -156,12 +162,22 @@ impl ClickHouse {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let mut name: String = prefix
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
             name.insert_str(0, "db_");
         }
-        let name = format!("{name}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{name}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         self.query(&format!("CREATE DATABASE {name}"));
         name
     }
@@ -236,12 +252,16 @@ fn server_command() -> Option<Vec<String>> {
     if is_executable(fixed) {
         return Some(for_binary(fixed.to_path_buf()));
     }
-    ["clickhouse-server", "clickhouse"].iter().find_map(|name| on_path(name).map(for_binary))
+    ["clickhouse-server", "clickhouse"]
+        .iter()
+        .find_map(|name| on_path(name).map(for_binary))
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -257,7 +277,8 @@ fn free_ports() -> io::Result<(u16, u16)> {
 }
 
 fn start_once(command: &[String]) -> Result<ClickHouse, Failure> {
-    let fatal = |what: &str, e: io::Error| Failure::Fatal(format!("ClickHouse test server: {what}: {e}"));
+    let fatal =
+        |what: &str, e: io::Error| Failure::Fatal(format!("ClickHouse test server: {what}: {e}"));
     let tempdir = tempfile::Builder::new()
         .prefix("tamis-clickhouse-")
         .tempdir()
@@ -383,7 +404,11 @@ fn tail(path: &Path, lines: usize) -> String {
             let text = String::from_utf8_lossy(&bytes);
             let all: Vec<&str> = text.lines().collect();
             let text = all[all.len().saturating_sub(lines)..].join("\n");
-            if text.trim().is_empty() { "(empty)".to_string() } else { text }
+            if text.trim().is_empty() {
+                "(empty)".to_string()
+            } else {
+                text
+            }
         }
         Err(e) => format!("({}: {e})", path.display()),
     }
@@ -396,7 +421,13 @@ fn ping(port: u16) -> bool {
 /// A minimal blocking HTTP/1.0 exchange with 127.0.0.1:`port`: returns the
 /// status code and the body. ClickHouse closes the connection after an
 /// HTTP/1.0 response and does not chunk it (chunked bodies are decoded anyway).
-fn http(port: u16, method: &str, target: &str, body: &[u8], timeout: Duration) -> io::Result<(u16, Vec<u8>)> {
+fn http(
+    port: u16,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<(u16, Vec<u8>)> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(timeout))?;
@@ -411,7 +442,12 @@ fn http(port: u16, method: &str, target: &str, body: &[u8], timeout: Duration) -
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
 
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad HTTP response: {what}"));
+    let invalid = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad HTTP response: {what}"),
+        )
+    };
     let end = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -23,7 +23,10 @@ pub const OTHER_TOKEN: &str = "other-site-token";
 
 pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A scratch folder for one test: config, GeoIP file, logs.
@@ -53,7 +56,9 @@ impl Scratch {
 /// A config for `database` on `ch`, with `example.org` and `other.org`,
 /// flushing every 200 ms. `site_extra` is appended to example.org's table.
 pub fn config(ch: &ClickHouse, database: &str, geoip: Option<&Path>, site_extra: &str) -> String {
-    let geo = geoip.map(|p| format!("[geoip]\npath = \"{}\"\n", p.display())).unwrap_or_default();
+    let geo = geoip
+        .map(|p| format!("[geoip]\npath = \"{}\"\n", p.display()))
+        .unwrap_or_default();
     format!(
         r#"
 [server]
@@ -111,7 +116,9 @@ impl Binary {
             .env("TAMIS_LISTEN", format!("127.0.0.1:{port}"))
             .env("TAMIS_LOG", "debug")
             .current_dir(scratch.dir.path())
-            .stdout(Stdio::from(std::fs::File::create(scratch.path("tamis.stdout")).expect("stdout file")))
+            .stdout(Stdio::from(
+                std::fs::File::create(scratch.path("tamis.stdout")).expect("stdout file"),
+            ))
             .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
             .spawn()
             .expect("start the tamis binary");
@@ -128,19 +135,28 @@ impl Binary {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("child status") {
-                panic!("tamis exited with {status}:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+                panic!(
+                    "tamis exited with {status}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             if try_http(self.addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("tamis did not become healthy:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        panic!(
+            "tamis did not become healthy:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     /// SIGTERM, then wait: tamis flushes everything before exiting.
     pub fn stop(mut self) -> String {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self.child.try_wait().expect("child status").is_some() {
@@ -176,9 +192,14 @@ impl InProcess {
 
     /// Like [`InProcess::serve`], rolling finished days up every `period`
     /// and reading the rollups (`None`: neither, as `serve`).
-    pub fn serve_with_rollups(config_text: &str, clock: tamis::clock::Clock, rollup_period: Option<Duration>) -> InProcess {
+    pub fn serve_with_rollups(
+        config_text: &str,
+        clock: tamis::clock::Clock,
+        rollup_period: Option<Duration>,
+    ) -> InProcess {
         let config: tamis::config::Config = toml::from_str(config_text).expect("config parses");
-        let settings = tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
+        let settings =
+            tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -191,10 +212,23 @@ impl InProcess {
             rollup_period,
         };
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                tamis::server::serve(settings, listener, async { let _ = rx.await; }, options).await.expect("serve");
+                tamis::server::serve(
+                    settings,
+                    listener,
+                    async {
+                        let _ = rx.await;
+                    },
+                    options,
+                )
+                .await
+                .expect("serve");
             });
         });
         let server = InProcess {
@@ -240,7 +274,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -248,15 +285,30 @@ impl Response {
     }
 }
 
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     try_http(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`).
-pub fn try_http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -277,9 +329,19 @@ pub fn try_http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &s
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect::<Vec<_>>();
-    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    Ok(Response { status, headers, body })
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -297,8 +359,18 @@ fn dechunk(mut s: &str) -> String {
 
 /// Sends one hit as the Plausible script would, through a trusted proxy
 /// (the test connects from 127.0.0.1) that forwards `client_ip`.
-pub fn send_hit(addr: SocketAddr, client_ip: &str, user_agent: &str, body: &str, extra: &[(&str, &str)]) -> Response {
-    let mut headers = vec![("Content-Type", "text/plain"), ("User-Agent", user_agent), ("X-Forwarded-For", client_ip)];
+pub fn send_hit(
+    addr: SocketAddr,
+    client_ip: &str,
+    user_agent: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Response {
+    let mut headers = vec![
+        ("Content-Type", "text/plain"),
+        ("User-Agent", user_agent),
+        ("X-Forwarded-For", client_ip),
+    ];
     headers.extend_from_slice(extra);
     http(addr, "POST", "/api/event", &headers, body.as_bytes())
 }
@@ -309,7 +381,16 @@ pub fn pageview(url: &str) -> String {
 
 pub fn stats(addr: SocketAddr, token: &str, query: serde_json::Value) -> Response {
     let auth = format!("Bearer {token}");
-    http(addr, "POST", "/api/v2/query", &[("Authorization", &auth), ("Content-Type", "application/json")], query.to_string().as_bytes())
+    http(
+        addr,
+        "POST",
+        "/api/v2/query",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        query.to_string().as_bytes(),
+    )
 }
 
 pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
@@ -324,7 +405,11 @@ pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
