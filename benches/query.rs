@@ -37,6 +37,12 @@
 //!   with them). Then it waits for background merges to finish (production
 //!   never runs `OPTIMIZE … FINAL`, and neither does this bench) and
 //!   reports the table's parts, rows and bytes.
+//! - **rollups**: tamis's own rollup job (`tamis::sink::rollup`, one pass
+//!   over every closed day since the first) then writes the daily rollups a
+//!   collector running all year would have; the time it takes and the
+//!   tables' size are printed, and it waits for merges again. Once tamis is up, the bench waits until
+//!   ClickHouse has been idle for 3 s (tamis checks every rolled day at
+//!   start-up) before timing anything.
 //! - **tamis**: the release binary, `tamis serve`, as a child process.
 //! - **queries**: the dashboard's standard set through the real HTTP API
 //!   (`POST /api/v2/query`, Bearer token), one request at a time on a fresh
@@ -58,7 +64,8 @@
 //!   exact only up to 65,536 visitors, …); the run fails if they do not, or
 //!   if any request is not answered 200.
 //! - **where the time goes**: unless `--no-diagnose`, the exact statements
-//!   tamis runs for each request (built with `tamis::query::sql`, the values
+//!   tamis runs for each request (built with `tamis::query::sql` —
+//!   `rolled` where tamis reads rollups, `build` elsewhere —, the values
 //!   bound as the `clickhouse` crate binds them) are run again straight on
 //!   ClickHouse's HTTP interface with `FORMAT JSON`, whose `statistics`
 //!   give the server's own elapsed time, rows and bytes read: the
@@ -262,6 +269,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let plan = SeedPlan::new(args, now)?;
     let seeded = seed(&ch, &plan)?;
     settle(&ch, args.settle)?;
+    roll_up(&ch, &config)?;
+    // Each rolled day is a part of its own: let them merge, as months-old
+    // rollups have on a collector that has run all year.
+    settle(&ch, args.settle)?;
     if args.explore {
         explore::derive(&ch)?;
     }
@@ -269,6 +280,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     println!("{}", table.describe(&seeded, &plan));
 
     let server = Tamis::start(&config, scratch.path())?;
+    wait_idle(&ch);
     // This process, ClickHouse and tamis: everything else is "other processes".
     let ours: Vec<u32> = [
         Some(std::process::id()),
@@ -408,6 +420,90 @@ sites = ["{SITE}"]
         url = ch.url,
         token = sha256_hex(TOKEN),
     )
+}
+
+/// The daily rollups of every seeded closed day, made by tamis's own job
+/// (`tamis::sink::rollup`, one pass over every day since the first) before
+/// tamis starts, as a collector that has been running all year would have
+/// them. Prints how long that took and what the tables hold.
+fn roll_up(ch: &ClickHouse, config: &Path) -> anyhow::Result<()> {
+    let text = fs::read_to_string(config).context("reading the tamis config")?;
+    let parsed: tamis::config::Config =
+        toml::from_str(&text).context("parsing the tamis config")?;
+    let settings =
+        tamis::config::Settings::from_config(parsed, config.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| anyhow!("{e}"))?;
+    let job = tamis::sink::rollup::Rollup::new(
+        tamis::sink::client(&settings.clickhouse),
+        settings.sites.clone(),
+        tamis::clock::Clock::system(),
+    );
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let days = runtime
+        .block_on(job.pass(None))
+        .context("rolling up the seeded days")?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let sizes = ch.query(&format!(
+        "SELECT table, sum(rows), round(sum(data_compressed_bytes) / 1e6, 1) FROM system.parts \
+         WHERE database = '{DATABASE}' AND active AND table IN ('rollup_daily', 'rollup_days') GROUP BY table ORDER BY table"
+    ));
+    println!(
+        "rolled up {days} closed days with tamis's rollup job in {elapsed:.0} s ({:.2} s a day); tables (rows, MB compressed): {}",
+        elapsed / days.max(1) as f64,
+        sizes.lines().map(|l| l.replace('\t', " ")).collect::<Vec<_>>().join("; ")
+    );
+    Ok(())
+}
+
+/// Waits (up to 2 minutes) until ClickHouse has run no statement for 3 s:
+/// tamis checks every rolled day against the hourly aggregates when it
+/// starts, which is not what the timed runs should compete with.
+fn wait_idle(ch: &ClickHouse) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut quiet = 0;
+    while quiet < 6 && Instant::now() < deadline {
+        let running = ch
+            .try_query(
+                "SELECT count() FROM system.processes WHERE query NOT LIKE '%system.processes%'",
+            )
+            .unwrap_or_default();
+        quiet = if running.trim() == "0" { quiet + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The statement tamis runs for `q` broken down by `dimensions` (see
+/// `Api::rolled_statement`): on the rollups when its shape and range allow
+/// and days are rolled, else on the hourly aggregates.
+fn tamis_statement(
+    ch: &ClickHouse,
+    q: &request::Query,
+    dimensions: &[request::Dimension],
+    now: DateTime<Utc>,
+) -> anyhow::Result<sql::Statement> {
+    let hourly = || sql::build(q, dimensions, TZ.name(), Scope::Selected);
+    if sql::rollup_dimension(q, dimensions).is_none() {
+        return Ok(hourly());
+    }
+    let Some((first, last)) = tamis::query::whole_closed_days(q.from, q.to, now, TZ) else {
+        return Ok(hourly());
+    };
+    let days = ch.try_query(&format!(
+        "SELECT DISTINCT toString(day) FROM {DATABASE}.rollup_days WHERE site_id = '{SITE}' AND day >= toDate('{first}') AND day <= toDate('{last}')"
+    )).map_err(|e| anyhow!(e))?;
+    let days: Vec<NaiveDate> = days
+        .lines()
+        .filter_map(|d| NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").ok())
+        .collect();
+    if days.is_empty() {
+        return Ok(hourly());
+    }
+    let (runs, hours) = tamis::query::rollup_plan(q.from, q.to, days, TZ);
+    Ok(sql::rolled(q, dimensions, TZ.name(), &runs, &hours))
 }
 
 fn binary() -> PathBuf {
@@ -1336,10 +1432,13 @@ fn time_statement(ch: &ClickHouse, sql: &str) -> anyhow::Result<Timed> {
     while runs.len() < DIAGNOSE_RUNS && runs.first().is_none_or(|r: &(f64, u64, u64)| r.0 < 1000.0)
     {
         // tamis names its tables without a database (its client sets one).
-        let qualified = sql.replace(
-            " FROM traffic_hourly",
-            &format!(" FROM {DATABASE}.traffic_hourly"),
-        );
+        let mut qualified = sql.to_string();
+        for table in ["traffic_hourly", "rollup_daily", "rollup_days"] {
+            qualified = qualified.replace(
+                &format!(" FROM {table}"),
+                &format!(" FROM {DATABASE}.{table}"),
+            );
+        }
         let text = ch
             .try_query(&format!("{qualified} FORMAT JSON"))
             .map_err(|e| anyhow!(e))?;
@@ -1382,8 +1481,8 @@ fn diagnose(
         };
         for body in &case.bodies {
             let q = request::parse(body.as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
-            let rows = inline(&sql::build(&q, &q.dimensions, TZ.name(), Scope::Selected));
-            let total = inline(&sql::build(&q, &[], TZ.name(), Scope::Selected));
+            let rows = inline(&tamis_statement(ch, &q, &q.dimensions, now)?);
+            let total = inline(&tamis_statement(ch, &q, &[], now)?);
             if rows == total {
                 d.identical_pairs += 1;
             }
@@ -1419,8 +1518,8 @@ fn diagnose(
             request::parse(case.bodies[0].as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
         println!(
             "  e.g. 12mo top pages runs:\n    {}\n    {}",
-            inline(&sql::build(&q, &q.dimensions, TZ.name(), Scope::Selected)),
-            inline(&sql::build(&q, &[], TZ.name(), Scope::Selected))
+            inline(&tamis_statement(ch, &q, &q.dimensions, now)?),
+            inline(&tamis_statement(ch, &q, &[], now)?)
         );
     }
     Ok(out)

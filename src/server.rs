@@ -35,6 +35,10 @@ pub struct Options {
     /// How long to wait for ClickHouse at start-up before serving without
     /// it (hits then wait in the durable log).
     pub startup_wait: Duration,
+    /// How often finished days are rolled up and checked for late data;
+    /// `None` neither rolls up nor reads rollups (answers come from the
+    /// hourly aggregates alone, as tests compare).
+    pub rollup_period: Option<Duration>,
 }
 
 impl Options {
@@ -44,6 +48,7 @@ impl Options {
             salt_period: Duration::from_secs(60),
             drain: Duration::from_secs(10),
             startup_wait: Duration::from_secs(10),
+            rollup_period: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -170,6 +175,16 @@ pub async fn serve(
     }
     .start(delivery_stop);
     let delivery_task = tokio::spawn(delivery);
+    let rollup_task = options.rollup_period.map(|period| {
+        tokio::spawn(
+            crate::sink::rollup::Rollup::new(
+                client.clone(),
+                settings.sites.clone(),
+                options.clock.clone(),
+            )
+            .run(period),
+        )
+    });
 
     let app = Arc::new(App {
         ingest: Ingest {
@@ -187,6 +202,7 @@ pub async fn serve(
             clock: options.clock.clone(),
             metrics: metrics.clone(),
             audit,
+            rollups: options.rollup_period.is_some(),
         },
         privacy: published,
         metrics: metrics.clone(),
@@ -224,6 +240,10 @@ pub async fn serve(
     let _ = stop_delivery.send(true);
     let flushed = tokio::time::timeout_at(stop_at, delivery_task).await;
     keeper_task.abort();
+    // A computation cut short is never read (see sink::rollup).
+    if let Some(task) = rollup_task {
+        task.abort();
+    }
     janitor_task.abort();
     // Audit rows still queued get what is left of the deadline.
     let _ = tokio::time::timeout_at(stop_at, audit_task).await;

@@ -514,8 +514,8 @@ fn printed_migrations_run_on_this_clickhouse() {
     assert_eq!(
         tables,
         "audit_log\nbatch_dropped_mv\nbatch_in\nbatch_props_mv\nbatch_receipts\nbatch_traffic_mv\n\
-         dropped_hourly\nprops_hourly\nprops_in\nprops_mv\nretention_log\nsalt_destructions\nsalts\n\
-         schema_migrations\ntraffic_hourly\ntraffic_in\ntraffic_mv\nz_batch_receipts_mv\n"
+         dropped_hourly\nprops_hourly\nprops_in\nprops_mv\nretention_log\nrollup_daily\nrollup_days\n\
+         salt_destructions\nsalts\nschema_migrations\ntraffic_hourly\ntraffic_in\ntraffic_mv\nz_batch_receipts_mv\n"
     );
 
     // And `tamis migrate` itself applies nothing more on that schema… after

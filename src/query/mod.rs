@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use clickhouse::Row;
 use http_body_util::{BodyExt, Full, Limited};
@@ -69,6 +69,9 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     /// Every answered read is recorded here (see `sink::audit`).
     pub audit: AuditLog,
+    /// Whether finished days are read from the daily rollups where a
+    /// query's shape allows (see [`Api::rolled_statement`]).
+    pub rollups: bool,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -389,7 +392,10 @@ impl Api {
         tz: Tz,
         scope: Scope,
     ) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
-        let statement = sql::build(query, dimensions, tz.name(), scope);
+        let statement = match self.rolled_statement(query, dimensions, tz).await? {
+            Some(statement) => statement,
+            None => sql::build(query, dimensions, tz.name(), scope),
+        };
         let mut q = self.client.query(&statement.sql);
         for p in statement.params {
             q = q.bind(p);
@@ -399,6 +405,49 @@ impl Api {
             .into_iter()
             .filter_map(|r| Base::from_slice(&r.base).map(|b| (r.dims, b)))
             .collect())
+    }
+
+    /// The statement reading the query's rolled-up days from the daily
+    /// rollups and the rest of its range (today, partial days, days not
+    /// rolled yet) from the hourly aggregates, or `None` when the hourly
+    /// aggregates alone answer (shape not rolled up, no whole closed day in
+    /// the range, or none rolled yet). Both give the same numbers.
+    async fn rolled_statement(
+        &self,
+        query: &Query,
+        dimensions: &[Dimension],
+        tz: Tz,
+    ) -> Result<Option<sql::Statement>, clickhouse::error::Error> {
+        if !self.rollups || sql::rollup_dimension(query, dimensions).is_none() {
+            return Ok(None);
+        }
+        let Some((first, last)) = whole_closed_days(query.from, query.to, self.clock.now(), tz)
+        else {
+            return Ok(None);
+        };
+        let days: Vec<String> = self
+            .client
+            .query("SELECT DISTINCT toString(day) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?)")
+            .bind(query.site_id.as_str())
+            .bind(first.to_string())
+            .bind(last.to_string())
+            .fetch_all::<String>()
+            .await?;
+        let days: Vec<NaiveDate> = days
+            .iter()
+            .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .collect();
+        if days.is_empty() {
+            return Ok(None);
+        }
+        let (runs, hours) = rollup_plan(query.from, query.to, days, tz);
+        Ok(Some(sql::rolled(
+            query,
+            dimensions,
+            tz.name(),
+            &runs,
+            &hours,
+        )))
     }
 
     /// Hits by consent state per value of the time dimension ("" without
@@ -574,6 +623,65 @@ impl Api {
             time_labels,
         })
     }
+}
+
+/// How `[from, to)` is read when the local `days` (inside it) are rolled
+/// up: those days as inclusive runs (`YYYY-MM-DD`), and the UTC hours
+/// around them (seconds, half-open) read hourly.
+pub fn rollup_plan(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    mut days: Vec<NaiveDate>,
+    tz: Tz,
+) -> (Vec<(String, String)>, Vec<(i64, i64)>) {
+    // Sorted here: ClickHouse 18.16 does not know `ORDER BY 1`.
+    days.sort_unstable();
+    days.dedup();
+    let mut runs: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+    for day in days {
+        match runs.last_mut() {
+            Some((_, end)) if end.succ_opt() == Some(day) => *end = day,
+            _ => runs.push((day, day)),
+        }
+    }
+    let mut hours = Vec::new();
+    let mut at = from;
+    for (a, b) in &runs {
+        let start = request::local_midnight(*a, tz);
+        if at < start {
+            hours.push((at.timestamp(), start.timestamp()));
+        }
+        at = request::local_midnight(*b + Duration::days(1), tz);
+    }
+    if at < to {
+        hours.push((at.timestamp(), to.timestamp()));
+    }
+    (
+        runs.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+        hours,
+    )
+}
+
+/// The whole local days inside `[from, to)` that have ended by `now`, as
+/// the first and last, if any.
+pub fn whole_closed_days(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Option<(NaiveDate, NaiveDate)> {
+    let mut first = from.with_timezone(&tz).date_naive();
+    if request::local_midnight(first, tz) < from {
+        first = first.succ_opt()?;
+    }
+    let end = to.min(now);
+    let mut last = end.with_timezone(&tz).date_naive();
+    while request::local_midnight(last.succ_opt()?, tz) > end {
+        last = last.pred_opt()?;
+    }
+    (first <= last).then_some((first, last))
 }
 
 /// Merges rows backed by too few visitors (see [`Base::is_small`]) into one
@@ -812,6 +920,56 @@ mod tests {
         check(
             vec![answer("/anon", 0.0, 6.0), answer("/few", 0.0, 2.0)],
             &[("/anon", 0.0, 6.0), (OTHER, 0.0, 2.0)],
+        );
+    }
+
+    #[test]
+    fn rolled_days_and_the_hours_around_them() {
+        let tz = chrono_tz::America::Toronto;
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        // From mid-day on 2026-10-30 to the end of today (2026-11-03, now
+        // 14:00): whole closed days are 10-31 … 11-02 (11-01 has 25 hours).
+        let (from, to, now) = (
+            t("2026-10-30T16:00:00Z"),
+            t("2026-11-04T05:00:00Z"),
+            t("2026-11-03T19:00:00Z"),
+        );
+        assert_eq!(
+            whole_closed_days(from, to, now, tz),
+            Some((d("2026-10-31"), d("2026-11-02")))
+        );
+        assert_eq!(
+            whole_closed_days(t("2026-11-03T05:00:00Z"), to, now, tz),
+            None,
+            "today alone"
+        );
+        assert_eq!(
+            whole_closed_days(
+                t("2026-11-01T04:00:00Z"),
+                t("2026-11-02T05:00:00Z"),
+                now,
+                tz
+            ),
+            Some((d("2026-11-01"), d("2026-11-01")))
+        );
+        // 11-01 not rolled: read hourly between the two runs.
+        let (runs, hours) = rollup_plan(from, to, vec![d("2026-11-02"), d("2026-10-31")], tz);
+        assert_eq!(
+            runs,
+            vec![
+                ("2026-10-31".to_string(), "2026-10-31".to_string()),
+                ("2026-11-02".to_string(), "2026-11-02".to_string())
+            ]
+        );
+        let secs = |s: &str| t(s).timestamp();
+        assert_eq!(
+            hours,
+            vec![
+                (secs("2026-10-30T16:00:00Z"), secs("2026-10-31T04:00:00Z")),
+                (secs("2026-11-01T04:00:00Z"), secs("2026-11-02T05:00:00Z")),
+                (secs("2026-11-03T05:00:00Z"), secs("2026-11-04T05:00:00Z")),
+            ]
         );
     }
 

@@ -195,6 +195,147 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
     s
 }
 
+/// The `rollup_daily` dimension that answers `dimensions` for whole closed
+/// days (`""`: the site's totals, also behind time series by day, week or
+/// month), or `None` when the query's shape needs the hourly aggregates:
+/// filters, a custom property, an hour series, or two dimensions.
+pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'static str> {
+    if !query.filters.is_empty() || query.prop_key.is_some() {
+        return None;
+    }
+    match dimensions {
+        [] => Some(""),
+        [d] => match d {
+            Dimension::Page | Dimension::ExitPage => Some("page"),
+            Dimension::Name => Some("event"),
+            Dimension::EntryPage => Some("entry_page"),
+            Dimension::Source => Some("source"),
+            Dimension::Referrer => Some("referrer"),
+            Dimension::UtmSource => Some("utm_source"),
+            Dimension::UtmMedium => Some("utm_medium"),
+            Dimension::UtmCampaign => Some("utm_campaign"),
+            Dimension::Country => Some("country"),
+            Dimension::Region => Some("region"),
+            Dimension::Browser => Some("browser"),
+            Dimension::BrowserVersion => Some("browser_version"),
+            Dimension::Os => Some("os"),
+            Dimension::Device => Some("device"),
+            Dimension::Language => Some("language"),
+            Dimension::Consent => Some("consent"),
+            Dimension::Day | Dimension::Week | Dimension::Month => Some(""),
+            Dimension::Prop | Dimension::Hour => None,
+        },
+        _ => None,
+    }
+}
+
+/// `SELECT dims, base` like [`build`], for a query that
+/// [`rollup_dimension`] accepts: the local days `rolled` (inclusive runs,
+/// read at the newest version recorded in `rollup_days`) from
+/// `rollup_daily`, and the half-open UTC `hours` ranges (seconds) from
+/// `traffic_hourly`, added up. Visitors add up because no visitor key spans
+/// two local days, so the numbers are those [`build`] gives.
+pub fn rolled(
+    query: &Query,
+    dimensions: &[Dimension],
+    tz: &str,
+    rolled: &[(String, String)],
+    hours: &[(i64, i64)],
+) -> Statement {
+    let mut s = Statement::default();
+    let grouped = !dimensions.is_empty();
+    let sums: Vec<String> = (1..=BASE.len()).map(|i| format!("sum(c{i})")).collect();
+    s.push(if grouped {
+        "SELECT [d] AS dims, ["
+    } else {
+        "SELECT emptyArrayString() AS dims, ["
+    });
+    s.push(&sums.join(", "));
+    s.push("] AS base FROM (");
+    let mut branches = 0;
+    if !rolled.is_empty() {
+        let d = match dimensions.first() {
+            Some(Dimension::Day) => "toString(day) AS d, ",
+            Some(Dimension::Week) => "toString(toMonday(day)) AS d, ",
+            Some(Dimension::Month) => "toString(toStartOfMonth(day)) AS d, ",
+            Some(_) => "value AS d, ",
+            None => "",
+        };
+        s.push("SELECT ");
+        s.push(d);
+        s.push(
+            "toFloat64(sum(visitors)) AS c1, toFloat64(sum(visits)) AS c2, toFloat64(sum(pageviews)) AS c3, \
+             toFloat64(sum(events)) AS c4, toFloat64(sum(bounces)) AS c5, toFloat64(sum(duration)) AS c6, \
+             toFloat64(sum(exits)) AS c7 FROM rollup_daily WHERE site_id = ? AND dimension = ? AND ",
+        );
+        s.bind(query.site_id.as_str());
+        s.bind(rollup_dimension(query, dimensions).unwrap_or_default());
+        day_runs(&mut s, rolled);
+        s.push(" AND (day, version) IN (SELECT day, max(version) FROM rollup_days WHERE site_id = ? AND ");
+        s.bind(query.site_id.as_str());
+        day_runs(&mut s, rolled);
+        s.push(" GROUP BY day)");
+        if grouped {
+            s.push(" GROUP BY d");
+        }
+        branches += 1;
+    }
+    if !hours.is_empty() || branches == 0 {
+        if branches > 0 {
+            s.push(" UNION ALL ");
+        }
+        s.push("SELECT ");
+        if let Some(d) = dimensions.first() {
+            dimension(&mut s, *d, tz);
+            s.push(" AS d, ");
+        }
+        let named: Vec<String> = BASE
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("{b} AS c{}", i + 1))
+            .collect();
+        s.push(&named.join(", "));
+        s.push(" FROM traffic_hourly WHERE site_id = ? AND (");
+        s.bind(query.site_id.as_str());
+        if hours.is_empty() {
+            s.push("0");
+        }
+        for (i, (from, to)) in hours.iter().enumerate() {
+            s.push(if i > 0 {
+                " OR (hour >= toDateTime(?) AND hour < toDateTime(?))"
+            } else {
+                "(hour >= toDateTime(?) AND hour < toDateTime(?))"
+            });
+            s.bind(from.to_string());
+            s.bind(to.to_string());
+        }
+        s.push(")");
+        if grouped {
+            s.push(" GROUP BY d");
+        }
+    }
+    s.push(")");
+    if grouped {
+        s.push(" GROUP BY d");
+    }
+    s
+}
+
+/// `(day >= ? AND day <= ?) OR …` over inclusive runs of days, in brackets.
+fn day_runs(s: &mut Statement, runs: &[(String, String)]) {
+    s.push("(");
+    for (i, (first, last)) in runs.iter().enumerate() {
+        s.push(if i > 0 {
+            " OR (day >= toDate(?) AND day <= toDate(?))"
+        } else {
+            "(day >= toDate(?) AND day <= toDate(?))"
+        });
+        s.bind(first.as_str());
+        s.bind(last.as_str());
+    }
+    s.push(")");
+}
+
 /// Hits dropped for an opt-out signal or a denied consent, by the time
 /// dimension and reason: `SELECT [time…, reason], [hits] FROM dropped_hourly`.
 pub fn dropped(query: &Query, time: &[Dimension], tz: &str) -> Statement {
@@ -239,6 +380,59 @@ mod tests {
         assert_eq!(s.sql.matches('?').count(), s.params.len());
         assert_eq!(s.params.len(), expected_params, "{:?}", s.params);
         assert!(!s.sql.contains("DROP"), "values never reach the SQL text");
+    }
+
+    #[test]
+    fn rolled_shapes_and_bound_values() {
+        let view = SiteView {
+            timezone: chrono_tz::America::Toronto,
+            campaigns: false,
+            prop_keys: Vec::new(),
+        };
+        let q = |body: &str| {
+            parse(
+                body.as_bytes(),
+                &view,
+                "2026-11-23T15:00:00Z".parse().unwrap(),
+            )
+            .unwrap()
+        };
+        let pages = q(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["event:page"]}"#,
+        );
+        assert_eq!(rollup_dimension(&pages, &pages.dimensions), Some("page"));
+        assert_eq!(rollup_dimension(&pages, &[]), Some(""));
+        let runs = [("2026-10-25".to_string(), "2026-11-22".to_string())];
+        for hours in [vec![], vec![(1, 2), (3, 4)]] {
+            let s = rolled(&pages, &pages.dimensions, "America/Toronto", &runs, &hours);
+            assert_eq!(s.sql.matches('?').count(), s.params.len(), "{}", s.sql);
+            assert_eq!(s.sql.contains("traffic_hourly"), !hours.is_empty());
+        }
+        for (body, expected) in [
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["time:week"]}"#,
+                Some(""),
+            ),
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["visit:exit_page"]}"#,
+                Some("page"),
+            ),
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","dimensions":["time:hour"]}"#,
+                None,
+            ),
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["time:day","event:page"]}"#,
+                None,
+            ),
+            (
+                r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","filters":[["is","event:page",["/"]]]}"#,
+                None,
+            ),
+        ] {
+            let q = q(body);
+            assert_eq!(rollup_dimension(&q, &q.dimensions), expected, "{body}");
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The sink: everything that writes to ClickHouse. Migrations ([`schema`],
 //! [`migrate`]), the batch writer ([`writer`]), the shared daily salts
-//! ([`salts`]) and the privacy-operations records: retention ([`retention`])
-//! and the audit log ([`audit`]). Only this module and `query` use the `clickhouse` crate.
+//! ([`salts`]), the daily rollups of finished days ([`rollup`]) and the
+//! privacy-operations records: retention ([`retention`]) and the audit log
+//! ([`audit`]). Only this module and `query` use the `clickhouse` crate.
 
 pub mod audit;
 pub mod migrate;
 pub mod retention;
+pub mod rollup;
 pub mod rows;
 pub mod salts;
 pub mod schema;

@@ -21,10 +21,22 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Clock;
 use crate::config::SiteSettings;
 
-/// Aggregate tables partitioned by `(site_id, toYYYYMM(hour))`.
-pub const SITE_TABLES: [&str; 3] = ["traffic_hourly", "props_hourly", "dropped_hourly"];
-/// tamis's own records, partitioned by `toYYYYMM(time)`.
-pub const RECORD_TABLES: [&str; 3] = ["audit_log", "retention_log", "salt_destructions"];
+/// Aggregate tables partitioned by `(site_id, toYYYYMM(hour))` (the
+/// rollups by `(site_id, toYYYYMM(day))`, the site's local day).
+pub const SITE_TABLES: [&str; 5] = [
+    "traffic_hourly",
+    "props_hourly",
+    "dropped_hourly",
+    "rollup_daily",
+    "rollup_days",
+];
+/// tamis's own records (and batch receipts), partitioned by `toYYYYMM(time)`.
+pub const RECORD_TABLES: [&str; 4] = [
+    "audit_log",
+    "retention_log",
+    "salt_destructions",
+    "batch_receipts",
+];
 
 /// One dropped partition.
 #[derive(Debug, Clone, PartialEq, Eq)]

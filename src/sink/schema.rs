@@ -28,6 +28,29 @@ pub const TRAFFIC_DIMENSIONS: [&str; 18] = [
     "consent",
 ];
 
+/// What `rollup_daily` holds per finished local day, as (`dimension`
+/// value, `traffic_hourly` column): every single dimension of the stats API
+/// except custom properties and time. `visit:exit_page` reads the `page`
+/// rows (their `exits`). The site's totals are dimension `''`.
+pub const ROLLUP_DIMENSIONS: [&str; 16] = [
+    "page",
+    "event",
+    "entry_page",
+    "source",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "country",
+    "region",
+    "browser",
+    "browser_version",
+    "os",
+    "device",
+    "language",
+    "consent",
+];
+
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
@@ -206,6 +229,43 @@ pub fn migrations() -> Vec<Migration> {
                  ENGINE = MergeTree() \
                  PARTITION BY toYYYYMM(at) \
                  ORDER BY (at, kind, site_id)"
+                    .to_string(),
+            ],
+        },
+        Migration {
+            version: 6,
+            name: "daily rollups of finished local days",
+            statements: vec![
+                // Plain numbers per (local day, dimension, value), `dimension`
+                // '' being the site's totals. One table rather than one per
+                // dimension: sorted by dimension first, a dimension's rows
+                // are contiguous, and small granules keep the small ones
+                // (totals, regions) from reading 8,192 rows per month
+                // (measured on 18.16 over 12 months: totals 3 ms against
+                // 1.4 ms in a table of their own and 6.6 ms with the default
+                // granules; pages 65 ms against 67 ms). Every computation of a day is
+                // written whole under its own `version`; queries read the
+                // newest version recorded in `rollup_days`, so a crashed or
+                // concurrent computation is never counted (see sink::rollup).
+                "CREATE TABLE IF NOT EXISTS {db}.rollup_daily (\
+                 site_id String, day Date, version UInt64, dimension String, value String, \
+                 visitors UInt64, visits Int64, pageviews UInt64, events UInt64, \
+                 bounces Int64, duration Int64, exits Int64) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY (site_id, toYYYYMM(day)) \
+                 ORDER BY (site_id, dimension, day, version, value) \
+                 SETTINGS index_granularity = 1024"
+                    .to_string(),
+                // One row per finished computation, written after its rows:
+                // the day's totals as rolled, compared with `traffic_hourly`
+                // to notice late data.
+                "CREATE TABLE IF NOT EXISTS {db}.rollup_days (\
+                 site_id String, day Date, version UInt64, \
+                 pageviews UInt64, events UInt64, visits Int64, bounces Int64, duration Int64, exits Int64, \
+                 rolled_at DateTime) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY (site_id, toYYYYMM(day)) \
+                 ORDER BY (site_id, day, version)"
                     .to_string(),
             ],
         },

@@ -296,6 +296,16 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn serve(config_text: &str, clock: tamis::clock::Clock) -> InProcess {
+        InProcess::serve_with_rollups(config_text, clock, None)
+    }
+
+    /// Like [`InProcess::serve`], rolling finished days up every `period`
+    /// and reading the rollups (`None`: neither, as `serve`).
+    pub fn serve_with_rollups(
+        config_text: &str,
+        clock: tamis::clock::Clock,
+        rollup_period: Option<Duration>,
+    ) -> InProcess {
         let config: tamis::config::Config = toml::from_str(config_text).expect("config parses");
         let settings =
             tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
@@ -308,6 +318,7 @@ impl InProcess {
             salt_period: Duration::from_millis(100),
             drain: Duration::from_secs(5),
             startup_wait: Duration::from_secs(30),
+            rollup_period,
         };
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()

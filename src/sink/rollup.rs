@@ -1,0 +1,341 @@
+//! Daily rollups: closes each site's finished local days into
+//! `rollup_daily`, plain numbers per (day, dimension, value), so that ranges
+//! of whole days are answered without merging a month of hourly sketches.
+//! It reads `traffic_hourly` and writes only the rollup tables; it never
+//! touches visitor keys (the day's visitors are already a count).
+//!
+//! Why plain numbers are exact: a visitor key is a keyed hash under the
+//! site's salt of one local day, so no key appears in two local days, and
+//! the visitors of whole days are the sum of each day's visitors.
+//!
+//! Safety with late data, crashes and several collectors:
+//! - each computation of a (site, day) is one `INSERT … SELECT` under a
+//!   fresh `version`, followed by a record in `rollup_days` (the day's
+//!   totals as rolled) once the rows are in. Queries read only the newest
+//!   recorded version of a day: rows of a computation that crashed before
+//!   its record, or of a concurrent one that lost, are never counted;
+//! - every pass compares, for the recent [`RECHECK_DAYS`] (at start-up and
+//!   once an hour every day since the site's first traffic), the day's sums in
+//!   `traffic_hourly` with the recorded ones; a day whose data changed (a
+//!   collector replaying its log late) is computed again.
+//!
+//! Superseded versions stay in `rollup_daily` until retention drops their
+//! month: they are rare (late data, concurrent passes) and cost only space.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use clickhouse::Row;
+use serde::Deserialize;
+
+use super::schema::ROLLUP_DIMENSIONS;
+use crate::clock::Clock;
+use crate::config::SiteSettings;
+use crate::query::request::local_midnight;
+
+/// How long after a local day ends it is closed: the flusher's last batch
+/// and the sessions' corrections of that day have long landed by then.
+/// Anything later is late data, found by the next check.
+pub const GRACE: chrono::Duration = chrono::Duration::minutes(30);
+
+/// Closed days checked for late data on every pass (every day is checked
+/// at start-up and once an hour, see [`Rollup::run`]).
+pub const RECHECK_DAYS: i64 = 10;
+
+/// Passes between two checks of every day (an hour at one a minute).
+pub const FULL_CHECK_EVERY: u32 = 60;
+
+/// The sums compared between `traffic_hourly` and `rollup_days`:
+/// pageviews, events, visits, bounces, duration, exits.
+type Sums = [i64; 6];
+
+#[derive(Row, Deserialize)]
+struct DaySums {
+    day: String,
+    sums: Vec<i64>,
+}
+
+#[derive(Row, Deserialize)]
+struct FirstDay {
+    rows: u64,
+    day: String,
+}
+
+pub struct Rollup {
+    client: clickhouse::Client,
+    sites: Vec<Arc<SiteSettings>>,
+    clock: Clock,
+}
+
+/// The last local day of `tz` that is closed at `now`.
+pub fn last_closed_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
+    let today = now.with_timezone(&tz).date_naive();
+    let yesterday = today.pred_opt().unwrap_or(today);
+    if local_midnight(today, tz) + GRACE <= now {
+        yesterday
+    } else {
+        yesterday.pred_opt().unwrap_or(yesterday)
+    }
+}
+
+fn parse_day(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+fn to_sums(v: &[i64]) -> Sums {
+    let mut out = [0; 6];
+    for (o, x) in out.iter_mut().zip(v) {
+        *o = *x;
+    }
+    out
+}
+
+impl Rollup {
+    pub fn new(client: clickhouse::Client, sites: Vec<Arc<SiteSettings>>, clock: Clock) -> Self {
+        Rollup {
+            client,
+            sites,
+            clock,
+        }
+    }
+
+    /// Checks every day since each site's first traffic at start-up
+    /// (retrying until that succeeds) and every [`FULL_CHECK_EVERY`] passes
+    /// after that — a collector replaying its log after a long outage may
+    /// finish after its own start-up check —, the recent days on the other
+    /// passes, one every `period`. Errors are logged and the next pass
+    /// tries again; it never stops on its own.
+    pub async fn run(self, period: Duration) {
+        let mut since_full: Option<u32> = None;
+        loop {
+            let full = since_full.is_none_or(|n| n + 1 >= FULL_CHECK_EVERY);
+            let window = if full { None } else { Some(RECHECK_DAYS) };
+            match self.pass(window).await {
+                Ok(rolled) => {
+                    since_full = Some(if full { 0 } else { since_full.unwrap_or(0) + 1 });
+                    if rolled > 0 {
+                        tracing::info!(days = rolled, "daily rollups computed");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "daily rollup pass failed; retrying later")
+                }
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+
+    /// One pass over every site: the last `window` closed days, or with
+    /// `None` every day since the site's first traffic. Returns how many
+    /// days were (re)computed.
+    pub async fn pass(&self, window: Option<i64>) -> Result<usize, clickhouse::error::Error> {
+        let now = self.clock.now();
+        let mut rolled = 0;
+        for site in &self.sites {
+            let last = last_closed_day(now, site.timezone);
+            let first = match window {
+                Some(n) => last - chrono::Duration::days(n - 1),
+                None => match self.first_day(site).await? {
+                    Some(day) => day,
+                    None => continue,
+                },
+            };
+            rolled += self.check(site, first, last).await?;
+        }
+        Ok(rolled)
+    }
+
+    /// The site's first local day with traffic.
+    async fn first_day(
+        &self,
+        site: &SiteSettings,
+    ) -> Result<Option<NaiveDate>, clickhouse::error::Error> {
+        let first = self
+            .client
+            .query("SELECT count() AS rows, toString(toDate(min(hour), ?)) AS day FROM traffic_hourly WHERE site_id = ?")
+            .bind(site.timezone.name())
+            .bind(&site.id)
+            .fetch_one::<FirstDay>()
+            .await?;
+        Ok(if first.rows == 0 {
+            None
+        } else {
+            parse_day(&first.day)
+        })
+    }
+
+    /// Computes the days `first..=last` whose hourly sums differ from what
+    /// was rolled (or that were never rolled). Returns how many.
+    pub async fn check(
+        &self,
+        site: &SiteSettings,
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> Result<usize, clickhouse::error::Error> {
+        if first > last {
+            return Ok(0);
+        }
+        let tz = site.timezone;
+        let hourly = self
+            .client
+            .query(
+                "SELECT toString(toDate(hour, ?)) AS day, [toInt64(sumMerge(pageviews)), toInt64(sumMerge(events)), \
+                 sumMerge(visits), sumMerge(bounces), sumMerge(duration), sumMerge(exits)] AS sums \
+                 FROM traffic_hourly WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) GROUP BY day",
+            )
+            .bind(tz.name())
+            .bind(&site.id)
+            .bind(local_midnight(first, tz).timestamp())
+            .bind(local_midnight(last + chrono::Duration::days(1), tz).timestamp())
+            .fetch_all::<DaySums>()
+            .await?;
+        let rolled = self
+            .client
+            .query(
+                "SELECT toString(day) AS d, [toInt64(argMax(pageviews, version)), toInt64(argMax(events, version)), \
+                 argMax(visits, version), argMax(bounces, version), argMax(duration, version), argMax(exits, version)] AS sums \
+                 FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY d",
+            )
+            .bind(&site.id)
+            .bind(first.to_string())
+            .bind(last.to_string())
+            .fetch_all::<DaySums>()
+            .await?;
+        let find = |rows: &[DaySums], day: NaiveDate| {
+            rows.iter()
+                .find(|r| parse_day(&r.day) == Some(day))
+                .map(|r| to_sums(&r.sums))
+        };
+        let mut count = 0;
+        let mut day = first;
+        while day <= last {
+            let want = find(&hourly, day).unwrap_or_default();
+            if find(&rolled, day) != Some(want) {
+                self.roll_day(site, day).await?;
+                count += 1;
+            }
+            day += chrono::Duration::days(1);
+        }
+        Ok(count)
+    }
+
+    /// Computes one local day of one site from `traffic_hourly`: every
+    /// dimension's rows in one `INSERT … SELECT` under a new version, then
+    /// the record that makes them visible to queries.
+    pub async fn roll_day(
+        &self,
+        site: &SiteSettings,
+        day: NaiveDate,
+    ) -> Result<(), clickhouse::error::Error> {
+        let tz = site.timezone;
+        let from = local_midnight(day, tz).timestamp();
+        let to = local_midnight(day + chrono::Duration::days(1), tz).timestamp();
+        let latest = self
+            .client
+            .query("SELECT max(version) FROM rollup_days WHERE site_id = ? AND day = toDate(?)")
+            .bind(&site.id)
+            .bind(day.to_string())
+            .fetch_one::<u64>()
+            .await?;
+        let version = next_version(latest);
+        let names: Vec<String> = std::iter::once("''".to_string())
+            .chain(ROLLUP_DIMENSIONS.iter().map(|d| format!("'{d}'")))
+            .collect();
+        let values: Vec<&str> = std::iter::once("''")
+            .chain(ROLLUP_DIMENSIONS.iter().copied())
+            .collect();
+        // The dimension names and columns come from the schema's constant
+        // list; only the site, day, version and hours are values.
+        let sql = format!(
+            "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits) \
+             SELECT ?, toDate(?), toUInt64(?), dimension, value, uniqIfMerge(visitors), sumMerge(visits), sumMerge(pageviews), \
+             sumMerge(events), sumMerge(bounces), sumMerge(duration), sumMerge(exits) \
+             FROM traffic_hourly ARRAY JOIN [{}] AS dimension, [{}] AS value \
+             WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) GROUP BY dimension, value",
+            names.join(", "),
+            values.join(", ")
+        );
+        self.client
+            .query(&sql)
+            .bind(&site.id)
+            .bind(day.to_string())
+            .bind(version.to_string())
+            .bind(&site.id)
+            .bind(from)
+            .bind(to)
+            .execute()
+            .await?;
+        // Summed from the rows just written, so the record describes exactly
+        // what was rolled even if more data landed meanwhile (the next
+        // check then sees the difference).
+        self.client
+            .query(
+                "INSERT INTO rollup_days (site_id, day, version, pageviews, events, visits, bounces, duration, exits, rolled_at) \
+                 SELECT ?, toDate(?), toUInt64(?), sum(pageviews), sum(events), sum(visits), sum(bounces), sum(duration), sum(exits), now() \
+                 FROM rollup_daily WHERE site_id = ? AND dimension = '' AND day = toDate(?) AND version = toUInt64(?)",
+            )
+            .bind(&site.id)
+            .bind(day.to_string())
+            .bind(version.to_string())
+            .bind(&site.id)
+            .bind(day.to_string())
+            .bind(version.to_string())
+            .execute()
+            .await?;
+        tracing::debug!(site = %site.id, day = %day, version, "day rolled up");
+        Ok(())
+    }
+}
+
+/// A version newer than `latest`: wall-clock milliseconds (never below
+/// `latest`'s plus one, so a collector whose clock lags still supersedes)
+/// in the high bits, 20 random bits below so that two collectors rolling
+/// the same day in the same millisecond write distinct versions. Wall
+/// time, not the injected clock: it orders computations, not days.
+fn next_version(latest: u64) -> u64 {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let ms = wall.max((latest >> 20) + 1);
+    (ms << 20) | (u64::from(rand::random::<u32>()) & 0xF_FFFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(now: &str, tz: Tz, expected: &str) {
+        let now: DateTime<Utc> = now.parse().unwrap();
+        assert_eq!(
+            last_closed_day(now, tz).to_string(),
+            expected,
+            "{now} in {tz}"
+        );
+    }
+
+    #[test]
+    fn days_close_after_their_local_midnight_and_the_grace() {
+        let toronto = chrono_tz::America::Toronto;
+        // 2026-11-23 00:29 and 00:31 in Toronto (UTC-5).
+        check("2026-11-23T05:29:00Z", toronto, "2026-11-21");
+        check("2026-11-23T05:31:00Z", toronto, "2026-11-22");
+        // Spring forward (2026-03-08 is 23 hours long) and fall back
+        // (2026-11-01 is 25 hours long): the next midnight is what counts.
+        check("2026-03-09T04:29:00Z", toronto, "2026-03-07");
+        check("2026-03-09T04:31:00Z", toronto, "2026-03-08");
+        check("2026-11-02T05:31:00Z", toronto, "2026-11-01");
+        check("2026-11-02T05:29:00Z", toronto, "2026-10-31");
+        check("2026-11-23T00:31:00Z", chrono_tz::UTC, "2026-11-22");
+    }
+
+    #[test]
+    fn versions_grow_past_the_latest() {
+        let a = next_version(0);
+        assert!(next_version(a) > a);
+        let future = (u64::MAX >> 21) << 20;
+        assert!(next_version(future) >> 20 == (future >> 20) + 1);
+    }
+}

@@ -1,0 +1,426 @@
+//! Daily rollups answer exactly what the hourly aggregates answer. Traffic
+//! goes through the real pipeline over several local days (one of them the
+//! 25-hour day when Toronto falls back) into a real ClickHouse; one
+//! in-process tamis rolls finished days up and reads the rollups, another
+//! on the same database reads only the hourly aggregates, and every query
+//! of the dashboard's standard set (and a few shapes around it) must get
+//! the same JSON from both: after the days close, after late data for a
+//! closed day, after the job runs again and concurrently, and after a
+//! computation that crashed half-way.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::*;
+use serde_json::{json, Value};
+
+const TZ: &str = "America/Toronto";
+/// The closed days seeded, and today (2026-11-03, seeded up to 14:00).
+const CLOSED: [&str; 5] = [
+    "2026-10-29",
+    "2026-10-30",
+    "2026-10-31",
+    "2026-11-01",
+    "2026-11-02",
+];
+
+fn utc(s: &str) -> DateTime<Utc> {
+    s.parse().expect("test instant")
+}
+
+fn hit(server: &InProcess, ip: &str, agent: &str, page: &str, referrer: Option<&str>) {
+    let body = json!({"n": "pageview", "u": format!("https://example.org{page}"), "d": "example.org", "r": referrer}).to_string();
+    let r = send_hit(server.addr, ip, agent, &body, &[]);
+    assert_eq!(r.status, 202, "{}", r.body);
+}
+
+/// One day's traffic from `morning` (a UTC instant): 6 + `n` visitors over
+/// four pages and three referrers, half of them going on to `/next` a
+/// minute later, and three visitors late in the evening on a page of its
+/// own (a small row, merged into `(other)`).
+fn seed_day(server: &InProcess, morning: DateTime<Utc>, evening: DateTime<Utc>, n: u8) {
+    let referrers = [
+        Some("https://www.google.com/"),
+        Some("https://news.example.net/a"),
+        None,
+    ];
+    let pages = ["/", "/a", "/b", "/c"];
+    server.clock.set(morning);
+    for v in 0..6 + n {
+        let ip = format!("100.64.{v}.1");
+        hit(
+            server,
+            &ip,
+            BROWSERS[usize::from(v) % 5],
+            pages[usize::from(v) % 4],
+            referrers[usize::from(v) % 3],
+        );
+    }
+    server.clock.set(morning + chrono::Duration::minutes(1));
+    for v in (0..6 + n).step_by(2) {
+        hit(
+            server,
+            &format!("100.64.{v}.1"),
+            BROWSERS[usize::from(v) % 5],
+            "/next",
+            None,
+        );
+    }
+    server.clock.set(evening);
+    for v in 0..3 {
+        hit(
+            server,
+            &format!("100.65.{v}.1"),
+            FIREFOX,
+            "/late-night",
+            None,
+        );
+    }
+}
+
+/// The requests compared, over ranges that are all closed days, end today,
+/// start mid-day, or cover the DST day.
+fn requests() -> Vec<Value> {
+    let ranges = [
+        json!("30d"),
+        json!("7d"),
+        json!(["2026-10-29", "2026-11-02"]),
+        json!(["2026-10-30T12:00:00", "2026-11-03T10:00:00"]),
+        json!(["2026-11-01", "2026-11-01"]),
+        json!("day"),
+        json!("month"),
+    ];
+    let all = [
+        "visitors",
+        "visits",
+        "pageviews",
+        "views_per_visit",
+        "bounce_rate",
+        "visit_duration",
+        "events",
+    ];
+    let mut out = Vec::new();
+    for range in ranges {
+        let q = |metrics: &[&str], dimensions: &[&str], extra: Value| {
+            let mut q = json!({"site_id": "example.org", "date_range": range, "metrics": metrics, "dimensions": dimensions});
+            if let (Some(q), Some(extra)) = (q.as_object_mut(), extra.as_object()) {
+                q.extend(extra.clone());
+            }
+            q
+        };
+        let totals = json!({"include": {"totals": true}});
+        out.push(q(&all, &[], json!({})));
+        out.push(q(&all, &[], totals.clone()));
+        for time in ["time:day", "time:week", "time:month"] {
+            out.push(q(
+                &["visitors", "pageviews", "visits", "bounce_rate"],
+                &[time],
+                json!({"include": {"totals": true, "time_labels": true}}),
+            ));
+        }
+        for dim in [
+            "event:page",
+            "visit:source",
+            "visit:region",
+            "visit:browser",
+            "visit:device",
+        ] {
+            out.push(q(
+                &["visitors", "pageviews", "percentage"],
+                &[dim],
+                json!({"pagination": {"limit": 10}}),
+            ));
+            out.push(q(&all, &[dim], totals.clone()));
+        }
+        for dim in [
+            "visit:exit_page",
+            "visit:entry_page",
+            "visit:referrer",
+            "visit:os",
+            "visit:browser_version",
+            "visit:country",
+            "visit:language",
+            "event:name",
+        ] {
+            out.push(q(&["visitors", "visits", "bounce_rate"], &[dim], json!({})));
+        }
+        out.push(q(
+            &["visitors", "consent_rate", "opt_out_rate"],
+            &[],
+            json!({}),
+        ));
+        // Shapes that stay on the hourly aggregates.
+        out.push(q(
+            &["visitors", "pageviews"],
+            &["time:day", "event:page"],
+            json!({}),
+        ));
+        out.push(q(
+            &["visitors", "pageviews"],
+            &["event:page"],
+            json!({"filters": [["is_not", "event:page", ["/a"]]], "include": {"totals": true}}),
+        ));
+    }
+    out
+}
+
+fn answer(server: &InProcess, request: &Value) -> Value {
+    let r = stats(server.addr, TOKEN, request.clone());
+    assert_eq!(r.status, 200, "{request}: {}", r.body);
+    r.json()
+}
+
+/// Every request answered identically by the server reading rollups and
+/// the one reading hourly aggregates only.
+fn assert_same(rolled: &InProcess, hourly: &InProcess, when: &str) {
+    for request in requests() {
+        assert_eq!(
+            answer(rolled, &request),
+            answer(hourly, &request),
+            "{when}: {request}"
+        );
+    }
+}
+
+/// Sums by local day: from the hourly aggregates, and as last rolled.
+fn day_sums(ch: &ClickHouse, db: &str) -> (String, String) {
+    let days = CLOSED.map(|d| format!("'{d}'")).join(", ");
+    let hourly = ch.query_in(
+        db,
+        &format!(
+            "SELECT toDate(hour, '{TZ}') AS day, sumMerge(pageviews), sumMerge(events), sumMerge(visits), sumMerge(bounces), \
+             sumMerge(duration), sumMerge(exits) FROM traffic_hourly WHERE site_id = 'example.org' AND day IN ({days}) GROUP BY day ORDER BY day"
+        ),
+    );
+    let rolled = ch.query_in(
+        db,
+        &format!(
+            "SELECT day, argMax(pageviews, version), argMax(events, version), argMax(visits, version), argMax(bounces, version), \
+             argMax(duration, version), argMax(exits, version) FROM rollup_days WHERE site_id = 'example.org' AND day IN ({days}) \
+             GROUP BY day ORDER BY day"
+        ),
+    );
+    (hourly, rolled)
+}
+
+fn wait_rolled(ch: &ClickHouse, db: &str, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (hourly, rolled) = day_sums(ch, db);
+        if hourly.lines().count() == CLOSED.len() && hourly == rolled {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}\nhourly sums:\n{hourly}rolled sums:\n{rolled}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pageviews_30d(server: &InProcess) -> Value {
+    answer(
+        server,
+        &json!({"site_id": "example.org", "date_range": "30d", "metrics": ["pageviews"]}),
+    )["results"][0]["metrics"][0]
+        .clone()
+}
+
+#[test]
+fn rollups_answer_exactly_like_hourly_aggregates() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("rollup");
+    let scratch = Scratch::new();
+    let geo = scratch.geodb();
+    let cfg = config(ch, &db, Some(&geo), "");
+    let clock = tamis::clock::Clock::manual(utc("2026-10-29T13:00:00Z"));
+    let hourly = InProcess::serve(&cfg, clock.clone());
+    let rolled =
+        InProcess::serve_with_rollups(&cfg, clock.clone(), Some(Duration::from_millis(100)));
+
+    // Toronto is UTC-4 until 2026-11-01 02:00, UTC-5 after: mornings at
+    // 09:10 local, evenings at 23:40 local; the DST day also gets traffic
+    // in both of its 01:30 hours.
+    seed_day(
+        &rolled,
+        utc("2026-10-29T13:10:00Z"),
+        utc("2026-10-30T03:40:00Z"),
+        0,
+    );
+    seed_day(
+        &rolled,
+        utc("2026-10-30T13:10:00Z"),
+        utc("2026-10-31T03:40:00Z"),
+        1,
+    );
+    seed_day(
+        &rolled,
+        utc("2026-10-31T13:10:00Z"),
+        utc("2026-11-01T03:40:00Z"),
+        2,
+    );
+    rolled.clock.set(utc("2026-11-01T05:30:00Z"));
+    for v in 0..6 {
+        hit(
+            &rolled,
+            &format!("100.64.{v}.1"),
+            CHROME,
+            "/fall-back",
+            None,
+        );
+    }
+    rolled.clock.set(utc("2026-11-01T06:30:00Z"));
+    for v in 3..9 {
+        hit(
+            &rolled,
+            &format!("100.64.{v}.1"),
+            CHROME,
+            "/fall-back",
+            None,
+        );
+    }
+    seed_day(
+        &rolled,
+        utc("2026-11-01T14:10:00Z"),
+        utc("2026-11-02T04:40:00Z"),
+        3,
+    );
+    seed_day(
+        &rolled,
+        utc("2026-11-02T14:10:00Z"),
+        utc("2026-11-03T04:40:00Z"),
+        4,
+    );
+    // Today, up to 14:00 local.
+    seed_day(
+        &rolled,
+        utc("2026-11-03T14:10:00Z"),
+        utc("2026-11-03T18:40:00Z"),
+        5,
+    );
+    rolled.clock.set(utc("2026-11-03T19:00:00Z"));
+    let expected: u64 = (0..6u64)
+        .map(|n| (6 + n) + (6 + n).div_ceil(2) + 3)
+        .sum::<u64>()
+        + 12;
+    wait_until(Duration::from_secs(20), "every pageview stored", || {
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly")
+            == format!("{expected}\n")
+    });
+    wait_rolled(ch, &db, "the closed days rolled up");
+    assert_same(&rolled, &hourly, "closed days rolled up");
+
+    // The rolled server does read the rollups: a newer recorded version of
+    // a day whose totals row has 1000 pageviews more changes its answer
+    // (its record keeps the true sums, so the job sees nothing to redo);
+    // computing the day again puts it right.
+    let config: tamis::config::Config = toml::from_str(&cfg).expect("config parses");
+    let settings =
+        tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
+    let site = settings
+        .sites
+        .iter()
+        .find(|s| s.id == "example.org")
+        .expect("site")
+        .clone();
+    let job = tamis::sink::rollup::Rollup::new(
+        tamis::sink::client(&settings.clickhouse),
+        settings.sites.clone(),
+        clock.clone(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let day = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("day");
+    let before = pageviews_30d(&hourly);
+    ch.query_in(
+        &db,
+        "INSERT INTO rollup_daily SELECT site_id, day, version + 1, dimension, value, visitors, visits, pageviews + 1000, events, \
+         bounces, duration, exits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-10-30' AND dimension = '' \
+         AND version = (SELECT max(version) FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-10-30')",
+    );
+    ch.query_in(
+        &db,
+        "INSERT INTO rollup_days SELECT site_id, day, version + 1, pageviews, events, visits, bounces, duration, exits, now() \
+         FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-10-30' ORDER BY version DESC LIMIT 1",
+    );
+    assert_eq!(
+        pageviews_30d(&rolled).as_u64(),
+        before.as_u64().map(|b| b + 1000),
+        "the rolled server reads rollup_daily"
+    );
+    rt.block_on(job.roll_day(&site, day("2026-10-30")))
+        .expect("roll 2026-10-30 again");
+    assert_same(&rolled, &hourly, "after the tampered day was rolled again");
+
+    // Late data: a collector replays hits of 2026-10-30 (closed) hours
+    // later. They land in traffic_hourly; the job sees the day's sums
+    // change and rolls it again.
+    let now = rolled.clock.now();
+    rolled.clock.set(utc("2026-10-30T16:00:00Z"));
+    for v in 0..7 {
+        hit(
+            &rolled,
+            &format!("100.66.{v}.1"),
+            EDGE,
+            "/replayed",
+            Some("https://www.google.com/"),
+        );
+    }
+    rolled.clock.set(now);
+    wait_until(Duration::from_secs(20), "late pageviews stored", || {
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly")
+            == format!("{}\n", expected + 7)
+    });
+    wait_rolled(ch, &db, "the late day rolled again");
+    assert_eq!(
+        pageviews_30d(&rolled).as_u64(),
+        before.as_u64().map(|b| b + 7)
+    );
+    assert_same(&rolled, &hourly, "after late data");
+
+    // Running the job again, twice at once, and a computation that crashed
+    // before its record: nothing changes.
+    let versions = || {
+        ch.query_in(
+            &db,
+            "SELECT count() FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-11-01'",
+        )
+    };
+    let versions_before: u64 = versions().trim().parse().expect("count");
+    rt.block_on(async {
+        let day = day("2026-11-01");
+        let (a, b, c) = tokio::join!(
+            job.roll_day(&site, day),
+            job.roll_day(&site, day),
+            job.pass(None)
+        );
+        a.expect("first roll");
+        b.expect("second roll");
+        c.expect("full pass");
+    });
+    let versions_after: u64 = versions().trim().parse().expect("count");
+    assert!(
+        versions_after >= versions_before + 2,
+        "two more computations of 2026-11-01 recorded ({versions_before} → {versions_after})"
+    );
+    ch.query_in(
+        &db,
+        "INSERT INTO rollup_daily SELECT site_id, day, version + 7, dimension, value, visitors * 2, visits, pageviews * 2, events, \
+         bounces, duration, exits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-11-02' \
+         AND version = (SELECT max(version) FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-11-02')",
+    );
+    assert_same(
+        &rolled,
+        &hourly,
+        "after concurrent runs and a crashed computation",
+    );
+    let (h, r) = day_sums(ch, &db);
+    assert_eq!(h, r, "rolled sums still match");
+
+    rolled.stop();
+    hourly.stop();
+}
