@@ -237,8 +237,12 @@ fn rollups_answer_exactly_like_hourly_aggregates() {
     let cfg = config(ch, &db, Some(&geo), "");
     let clock = tamis::clock::Clock::manual(utc("2026-10-29T13:00:00Z"));
     let hourly = InProcess::serve(&cfg, clock.clone());
-    let rolled =
-        InProcess::serve_with_rollups(&cfg, clock.clone(), Some(Duration::from_millis(100)));
+    // Two collectors on one database: each has its own durable log.
+    let rolled = InProcess::serve_with_rollups(
+        &config(ch, &db, Some(&geo), ""),
+        clock.clone(),
+        Some(Duration::from_millis(100)),
+    );
 
     // Toronto is UTC-4 until 2026-11-01 02:00, UTC-5 after: mornings at
     // 09:10 local, evenings at 23:40 local; the DST day also gets traffic
