@@ -62,10 +62,7 @@ impl Ingest {
             _ => Err(IngestError::Method),
         };
         let mut response = match result {
-            Ok(Outcome::Accepted) => {
-                self.metrics.hits_accepted.fetch_add(1, Ordering::Relaxed);
-                plain(StatusCode::ACCEPTED, "ok")
-            }
+            Ok(Outcome::Accepted) => plain(StatusCode::ACCEPTED, "ok"),
             Ok(Outcome::Dropped(reason)) => {
                 let mut r = plain(StatusCode::ACCEPTED, "ok");
                 r.headers_mut()
@@ -180,16 +177,33 @@ impl Ingest {
         }
         let mut payload = Vec::with_capacity(512);
         record::encode(&messages, &self.site_ids, &mut payload);
-        let durable = self.journal.append(&payload).map_err(append_error)?;
+        // Counted once durable, even if the client hangs up meanwhile (its
+        // hit is logged and will be in ClickHouse).
+        let metrics = self.metrics.clone();
+        let accepted = matches!(outcome, Some(Outcome::Accepted));
+        let reasons: Vec<DropReason> = messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Dropped(d, _) => Some(d.reason),
+                Message::Event(_) => None,
+            })
+            .collect();
+        let count = Box::new(move || {
+            if accepted {
+                metrics.hits_accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            for reason in reasons {
+                metrics.dropped(reason);
+            }
+        });
+        let durable = self
+            .journal
+            .append_then(&payload, Some(count))
+            .map_err(append_error)?;
         match durable.await {
             Ok(Ok(_seq)) => {}
             Ok(Err(error)) => return Err(append_error(error)),
             Err(_) => return Err(IngestError::LogUnavailable),
-        }
-        for message in &messages {
-            if let Message::Dropped(d, _) = message {
-                self.metrics.dropped(d.reason);
-            }
         }
         Ok(outcome.unwrap_or(Outcome::Dropped(DropReason::Invalid)))
     }

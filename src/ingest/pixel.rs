@@ -36,10 +36,7 @@ impl Ingest {
             Err(error) => Err(error),
         };
         match outcome {
-            Ok(Outcome::Accepted) => {
-                self.metrics.hits_accepted.fetch_add(1, Ordering::Relaxed);
-                gif(None)
-            }
+            Ok(Outcome::Accepted) => gif(None),
             Ok(Outcome::Dropped(reason)) => gif(Some(reason.as_str())),
             Err(error) => {
                 match &error {

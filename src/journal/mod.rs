@@ -155,9 +155,14 @@ impl Shared {
     }
 }
 
+/// Work to do once a record is durable, whether or not anybody still
+/// waits for it (a client that hung up still had its hit logged).
+pub type OnDurable = Box<dyn FnOnce() + Send>;
+
 struct Append {
     framed: Vec<u8>,
     done: Option<oneshot::Sender<Result<u64, AppendError>>>,
+    on_durable: Option<OnDurable>,
 }
 
 /// Handle to the log, shared by request handlers, the feeder and the writer.
@@ -333,20 +338,31 @@ impl Journal {
         &self,
         payload: &[u8],
     ) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
+        self.append_then(payload, None)
+    }
+
+    /// Like [`Journal::append`], and runs `on_durable` on the appender
+    /// thread once the record is on disk.
+    pub fn append_then(
+        &self,
+        payload: &[u8],
+        on_durable: Option<OnDurable>,
+    ) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
         let (tx, rx) = oneshot::channel();
-        self.queue(payload, Some(tx))?;
+        self.queue(payload, Some(tx), on_durable)?;
         Ok(rx)
     }
 
     /// Queues `payload` without waiting for it (counters nobody waits for).
     pub fn append_detached(&self, payload: &[u8]) -> Result<(), AppendError> {
-        self.queue(payload, None)
+        self.queue(payload, None, None)
     }
 
     fn queue(
         &self,
         payload: &[u8],
         done: Option<oneshot::Sender<Result<u64, AppendError>>>,
+        on_durable: Option<OnDurable>,
     ) -> Result<(), AppendError> {
         if payload.len() > MAX_PAYLOAD as usize {
             return Err(AppendError::TooLarge(payload.len()));
@@ -366,10 +382,16 @@ impl Journal {
         self.shared.metrics.log_full.store(0, Ordering::Relaxed);
         let mut framed = Vec::with_capacity(size as usize);
         segment::frame(payload, &mut framed);
-        self.appends.send(Append { framed, done }).map_err(|_| {
-            self.shared.bytes.fetch_sub(size, Ordering::AcqRel);
-            AppendError::Io("the log writer has stopped".into())
-        })
+        self.appends
+            .send(Append {
+                framed,
+                done,
+                on_durable,
+            })
+            .map_err(|_| {
+                self.shared.bytes.fetch_sub(size, Ordering::AcqRel);
+                AppendError::Io("the log writer has stopped".into())
+            })
     }
 
     /// Whether appends are refused for lack of room.
@@ -421,6 +443,7 @@ impl Journal {
             let _ = self.appends.send(Append {
                 framed: Vec::new(),
                 done: None,
+                on_durable: None,
             });
         }
     }
@@ -545,6 +568,9 @@ impl Appender {
                     for a in group.drain(..) {
                         if a.framed.is_empty() {
                             continue;
+                        }
+                        if let Some(on_durable) = a.on_durable {
+                            on_durable();
                         }
                         if let Some(done) = a.done {
                             let _ = done.send(Ok(seq));
