@@ -321,6 +321,21 @@ impl Delivery<'_> {
             if replay > 0 {
                 tracing::info!(hits = replay, "writing logged hits not yet in ClickHouse");
             }
+            // The batch the writer was applying when tamis stopped, if it
+            // has no receipt: replay cuts its records into the same batch.
+            let cut = crate::journal::in_flight::read(journal.dir())
+                .filter(|(_, end)| *end > from)
+                .map(|(first, end)| {
+                    if first != from {
+                        tracing::warn!(
+                            first,
+                            end,
+                            from,
+                            "the batch noted in flight does not start where replay starts"
+                        );
+                    }
+                    end
+                });
 
             let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
             let intake = Arc::new(Intake::new(
@@ -329,6 +344,7 @@ impl Delivery<'_> {
                 clickhouse.flush_interval,
                 metrics.clone(),
                 clock,
+                cut,
             ));
             let stop_feeding = Arc::new(AtomicBool::new(false));
             let feeder = Feeder {

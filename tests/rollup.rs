@@ -192,7 +192,7 @@ fn day_sums(ch: &ClickHouse, db: &str) -> (String, String) {
         db,
         &format!(
             "SELECT toDate(hour, '{TZ}') AS day, sumMerge(pageviews), sumMerge(events), sumMerge(visits), sumMerge(bounces), \
-             sumMerge(duration), sumMerge(exits) FROM traffic_hourly WHERE site_id = 'example.org' AND day IN ({days}) GROUP BY day ORDER BY day"
+             sumMerge(duration), sumMerge(exits) FROM traffic_hourly WHERE site_id = 'example.org' AND event != 'tamis:delivered' AND day IN ({days}) GROUP BY day ORDER BY day"
         ),
     );
     let rolled = ch.query_in(

@@ -2,7 +2,10 @@
 //! aggregate deltas out. The feeder ([`feed`]) reads records back from the
 //! journal in order and records them under a short lock
 //! ([`Intake::feed`]); a flusher task hands full or old-enough batches,
-//! each covering a contiguous range of log records, to the writer. Hits
+//! each covering a contiguous range of log records, to the writer. After a
+//! restart, the first batch ends exactly where the batch the writer was
+//! applying when tamis stopped ended (`cut`), so its groups already in
+//! ClickHouse are recognised (see sink::writer). Hits
 //! held in memory are bounded by `server.queue_capacity`: past it the
 //! feeder waits and the backlog stays on disk.
 
@@ -76,15 +79,20 @@ pub struct Intake {
 pub type Logged = (u64, Option<Vec<Message>>);
 
 impl Intake {
+    /// `cut`: the end of the batch in flight when tamis last stopped, if
+    /// replay starts inside it.
     pub fn new(
         sites: Vec<Arc<SiteSettings>>,
         batch_rows: usize,
         flush_interval: Duration,
         metrics: Arc<Metrics>,
         clock: Clock,
+        cut: Option<u64>,
     ) -> Intake {
+        let mut aggregator = Aggregator::new(sites);
+        aggregator.cut = cut;
         Intake {
-            state: Mutex::new(Some(Aggregator::new(sites))),
+            state: Mutex::new(Some(aggregator)),
             batch_rows,
             flush_interval,
             due: Notify::new(),
@@ -105,12 +113,13 @@ impl Intake {
                 return false;
             };
             for (seq, messages) in records {
+                state.reach(seq);
                 state.note_seq(seq);
                 for message in messages.into_iter().flatten() {
                     state.handle(message);
                 }
             }
-            state.rows() >= self.batch_rows
+            !state.ready.is_empty() || state.rows() >= self.batch_rows
         };
         self.metrics.queue_depth.fetch_add(n, Ordering::AcqRel);
         if full {
@@ -132,37 +141,52 @@ impl Intake {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sweep = Instant::now();
         loop {
-            let take = tokio::select! {
+            tokio::select! {
                 _ = ticker.tick() => {
                     if last_sweep.elapsed() >= Duration::from_secs(10) {
                         self.sweep();
                         last_sweep = Instant::now();
                     }
-                    self.lock().as_ref().is_some_and(|state| {
-                        state.oldest.is_some_and(|t| t.elapsed() >= self.flush_interval) || state.rows() >= self.batch_rows
-                    })
                 }
-                _ = self.due.notified() => true,
+                _ = self.due.notified() => {}
                 _ = shutdown.changed() => break,
-            };
-            if take {
-                let batch = self.lock().as_mut().map(Aggregator::take_batch);
-                self.hand_over(batch, &output).await;
             }
+            let batches = self
+                .lock()
+                .as_mut()
+                .map(|state| state.take_due(self.flush_interval, self.batch_rows))
+                .unwrap_or_default();
+            self.hand_over(batches, &output).await;
         }
         // Close admission and take what is left in one step, so no hit can
         // slip in after the last batch.
-        let last = self.lock().take().map(|mut state| state.take_batch());
+        let last = self
+            .lock()
+            .take()
+            .map(|mut state| {
+                let mut batches = std::mem::take(&mut state.ready);
+                if state.cut.is_some_and(|cut| state.end_seq < cut) {
+                    // Cut short, it would not line up with the batch it
+                    // replays: its records stay in the log for the next start.
+                    tracing::info!("stopping before the replayed batch was complete; its records stay in the log");
+                } else {
+                    batches.push(state.take_batch());
+                }
+                batches
+            })
+            .unwrap_or_default();
         self.hand_over(last, &output).await;
     }
 
-    async fn hand_over(&self, batch: Option<Batch>, output: &mpsc::Sender<Batch>) {
-        let Some(batch) = batch.filter(|b| b.end_seq > b.first_seq) else {
-            return;
-        };
-        self.metrics.batches_pending.fetch_add(1, Ordering::Relaxed);
-        if output.send(batch).await.is_err() {
-            tracing::error!("writer is gone; aggregated rows cannot be written");
+    async fn hand_over(&self, batches: Vec<Batch>, output: &mpsc::Sender<Batch>) {
+        for batch in batches {
+            if batch.end_seq <= batch.first_seq {
+                continue;
+            }
+            self.metrics.batches_pending.fetch_add(1, Ordering::Relaxed);
+            if output.send(batch).await.is_err() {
+                tracing::error!("writer is gone; aggregated rows cannot be written");
+            }
         }
     }
 
@@ -204,6 +228,11 @@ pub struct Aggregator {
     end_seq: u64,
     oldest: Option<Instant>,
     pageview: Arc<str>,
+    /// Where the current batch must end, if it replays a batch in flight
+    /// when tamis stopped: no batch ends before it, and one ends at it.
+    cut: Option<u64>,
+    /// Batches ended at the cut, waiting for the flusher.
+    ready: Vec<Batch>,
 }
 
 impl Aggregator {
@@ -222,7 +251,31 @@ impl Aggregator {
             end_seq: 0,
             oldest: None,
             pageview: Arc::from("pageview"),
+            cut: None,
+            ready: Vec::new(),
         }
+    }
+
+    /// Called before record `seq` is fed: at the cut, the batch so far is
+    /// set aside, ending exactly there.
+    fn reach(&mut self, seq: u64) {
+        if self.cut.is_some_and(|cut| seq >= cut) {
+            let batch = self.take_batch();
+            self.ready.push(batch);
+            self.cut = None;
+        }
+    }
+
+    /// Batches to hand over now: those ended at the cut, and the current
+    /// one if it is full or old enough (and does not stop short of the cut).
+    fn take_due(&mut self, flush_interval: Duration, batch_rows: usize) -> Vec<Batch> {
+        let mut batches = std::mem::take(&mut self.ready);
+        let due =
+            self.oldest.is_some_and(|t| t.elapsed() >= flush_interval) || self.rows() >= batch_rows;
+        if due && self.cut.is_none_or(|cut| self.end_seq >= cut) {
+            batches.push(self.take_batch());
+        }
+        batches
     }
 
     /// Notes that log record `seq` is part of the next batch.
@@ -379,6 +432,9 @@ impl Aggregator {
             .collect();
         self.oldest = None;
         self.rows.clear();
+        if self.cut.is_some_and(|cut| self.end_seq >= cut) {
+            self.cut = None;
+        }
         let first_seq = self.first_seq.take().unwrap_or(self.end_seq);
         Batch {
             props,
@@ -461,6 +517,66 @@ mod tests {
             2,
             (4, 1, 0, 1),
         );
+    }
+
+    /// Feeds records `seqs` (a pageview each) as the feeder does.
+    fn feed(intake: &Intake, seqs: std::ops::Range<u64>) {
+        let records = seqs
+            .map(|seq| {
+                let message = Message::Event(event(seq as i64 % 50, "/", Some(seq)));
+                (seq, Some(vec![message]))
+            })
+            .collect();
+        assert!(intake.feed(records));
+    }
+
+    fn take(intake: &Intake, interval: Duration, rows: usize) -> Vec<(u64, u64)> {
+        intake
+            .lock()
+            .as_mut()
+            .unwrap()
+            .take_due(interval, rows)
+            .into_iter()
+            .map(|b| (b.first_seq, b.end_seq))
+            .collect()
+    }
+
+    #[test]
+    fn replay_cuts_the_batch_in_flight_at_the_same_record() {
+        // The writer was applying records 10..17 when tamis stopped.
+        let intake = Intake::new(
+            vec![Arc::new(test_site("example.org"))],
+            3,
+            Duration::ZERO,
+            Arc::new(Metrics::default()),
+            Clock::system(),
+            Some(17),
+        );
+        // Full (3 rows) and old enough, but short of the cut: kept.
+        feed(&intake, 10..15);
+        assert_eq!(take(&intake, Duration::ZERO, 3), vec![]);
+        // Records past the cut arrive in the same feed: the batch ends at 17.
+        feed(&intake, 15..20);
+        assert_eq!(take(&intake, Duration::ZERO, 3), vec![(10, 17), (17, 20)]);
+        // After the cut, batches are taken as usual.
+        feed(&intake, 20..22);
+        assert_eq!(take(&intake, Duration::ZERO, 3), vec![(20, 22)]);
+    }
+
+    #[test]
+    fn a_cut_at_the_end_of_what_is_fed_is_taken_whole() {
+        let intake = Intake::new(
+            vec![Arc::new(test_site("example.org"))],
+            100,
+            Duration::ZERO,
+            Arc::new(Metrics::default()),
+            Clock::system(),
+            Some(13),
+        );
+        feed(&intake, 10..13);
+        assert_eq!(take(&intake, Duration::ZERO, 100), vec![(10, 13)]);
+        feed(&intake, 13..15);
+        assert_eq!(take(&intake, Duration::ZERO, 100), vec![(13, 15)]);
     }
 
     #[test]

@@ -327,12 +327,21 @@ fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, Config
             "must be between 10 and 60000",
         ));
     }
+    // One group of a batch is one ClickHouse block (below its
+    // `max_insert_block_size` of 1,048,576 rows), and its steps fit below a
+    // delivery mark's record number (sink::writer::SHIFT).
+    if !(1..=1_000_000).contains(&c.batch_rows) {
+        return Err(invalid(
+            "clickhouse.batch_rows",
+            "must be between 1 and 1000000",
+        ));
+    }
     Ok(ClickHouseSettings {
         url,
         database: c.database,
         user: c.user,
         password: c.password,
-        batch_rows: positive("clickhouse.batch_rows", c.batch_rows)?,
+        batch_rows: c.batch_rows,
         flush_interval: Duration::from_millis(c.flush_interval_ms),
         timeout: Duration::from_millis(
             positive("clickhouse.timeout_ms", c.timeout_ms as usize)? as u64
@@ -473,6 +482,11 @@ fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
                     Err(invalid(
                         key(field),
                         format!("`{n}` must be 1 to 64 characters"),
+                    ))
+                } else if field == "event_names" && n == crate::sink::rows::DELIVERY_MARK {
+                    Err(invalid(
+                        key(field),
+                        format!("`{n}` is reserved for tamis's delivery marks"),
                     ))
                 } else {
                     Ok(n)

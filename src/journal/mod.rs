@@ -15,6 +15,7 @@
 //! client address or raw header (records are encoded after the privacy
 //! pipeline), or talk to ClickHouse.
 
+pub mod in_flight;
 pub mod record;
 pub mod segment;
 

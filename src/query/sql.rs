@@ -3,6 +3,7 @@
 //! parameter.
 
 use super::request::{Dimension, Filter, FilterOp, Query};
+use crate::sink::rows::DELIVERY_MARK;
 
 /// The aggregates every statement reads, in this order; the requested
 /// metrics are computed from them (see `super::metrics`).
@@ -166,10 +167,11 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
         // Property aggregates hold visitors and events only.
         Some(_) => s.push("toFloat64(uniqIfMerge(visitors)), 0, 0, toFloat64(sumMerge(events)), 0, 0, 0] AS base FROM props_hourly"),
     }
-    s.push(" WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?)");
+    s.push(" WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ?");
     s.bind(query.site_id.as_str());
     s.bind(query.from.timestamp().to_string());
     s.bind(query.to.timestamp().to_string());
+    s.bind(DELIVERY_MARK);
     if let Some(key) = &query.prop_key {
         s.push(" AND prop_key = ?");
         s.bind(key.as_str());
@@ -309,7 +311,8 @@ pub fn rolled(
             s.bind(from.to_string());
             s.bind(to.to_string());
         }
-        s.push(")");
+        s.push(") AND event != ?");
+        s.bind(DELIVERY_MARK);
         if grouped {
             s.push(" GROUP BY d");
         }
@@ -440,17 +443,17 @@ mod tests {
         check(
             r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":[["is","event:page",["/'; DROP TABLE x; --","/b"]]]}"#,
             "AND (((page IN (?, ?))))",
-            5,
+            6,
         );
         check(
             r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":[["or",[["contains","event:page",["blog"]],["not",["is","visit:country",["CA"]]]]]]}"#,
             "AND ((((positionCaseInsensitiveUTF8(page, ?) > 0) OR NOT ((country IN (?))))))",
-            5,
+            6,
         );
         check(
             r#"{"site_id":"a","metrics":["visitors"],"date_range":"7d","dimensions":["time:day","visit:region"]}"#,
             "GROUP BY toString(toDate(hour, ?)), region",
-            5,
+            6,
         );
     }
 }

@@ -30,6 +30,7 @@ use chrono_tz::Tz;
 use clickhouse::Row;
 use serde::Deserialize;
 
+use super::rows::DELIVERY_MARK;
 use super::schema::ROLLUP_DIMENSIONS;
 use crate::clock::Clock;
 use crate::config::SiteSettings;
@@ -154,9 +155,10 @@ impl Rollup {
     ) -> Result<Option<NaiveDate>, clickhouse::error::Error> {
         let first = self
             .client
-            .query("SELECT count() AS rows, toString(toDate(min(hour), ?)) AS day FROM traffic_hourly WHERE site_id = ?")
+            .query("SELECT count() AS rows, toString(toDate(min(hour), ?)) AS day FROM traffic_hourly WHERE site_id = ? AND event != ?")
             .bind(site.timezone.name())
             .bind(&site.id)
+            .bind(DELIVERY_MARK)
             .fetch_one::<FirstDay>()
             .await?;
         Ok(if first.rows == 0 {
@@ -183,12 +185,13 @@ impl Rollup {
             .query(
                 "SELECT toString(toDate(hour, ?)) AS day, [toInt64(sumMerge(pageviews)), toInt64(sumMerge(events)), \
                  sumMerge(visits), sumMerge(bounces), sumMerge(duration), sumMerge(exits)] AS sums \
-                 FROM traffic_hourly WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) GROUP BY day",
+                 FROM traffic_hourly WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ? GROUP BY day",
             )
             .bind(tz.name())
             .bind(&site.id)
             .bind(local_midnight(first, tz).timestamp())
             .bind(local_midnight(last + chrono::Duration::days(1), tz).timestamp())
+            .bind(DELIVERY_MARK)
             .fetch_all::<DaySums>()
             .await?;
         let rolled = self
@@ -253,7 +256,7 @@ impl Rollup {
              SELECT ?, toDate(?), toUInt64(?), dimension, value, uniqIfMerge(visitors), sumMerge(visits), sumMerge(pageviews), \
              sumMerge(events), sumMerge(bounces), sumMerge(duration), sumMerge(exits) \
              FROM traffic_hourly ARRAY JOIN [{}] AS dimension, [{}] AS value \
-             WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) GROUP BY dimension, value",
+             WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ? GROUP BY dimension, value",
             names.join(", "),
             values.join(", ")
         );
@@ -265,6 +268,7 @@ impl Rollup {
             .bind(&site.id)
             .bind(from)
             .bind(to)
+            .bind(DELIVERY_MARK)
             .execute()
             .await?;
         // Summed from the rows just written, so the record describes exactly

@@ -166,23 +166,33 @@ pub struct Batch {
     pub end_seq: u64,
 }
 
-/// What a batch's receipt says: which log records it applied. Written by
-/// the same insert as the batch's rows (`batch_in` → `batch_receipts`).
+/// What a batch's receipt says: which log records it applied. Written once
+/// every group of the batch is in, by its own insert (`batch_in` →
+/// `batch_receipts`).
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, serde::Deserialize)]
 pub struct Receipt {
     pub journal_id: String,
     pub first_seq: u64,
     pub end_seq: u64,
-    /// "" for a whole batch; "<from>-<to>" (row positions) for a part of a
-    /// batch split up because ClickHouse refused some of its rows.
+    /// "" (batches written before delivery marks used it for parts of a
+    /// batch split up because ClickHouse refused some of its rows).
     pub part: String,
     pub hits: u64,
 }
 
-/// One row of the `batch_in` Null table: every kind of input of a batch
-/// (traffic deltas, dropped counts, properties and the receipt) goes in
-/// one insert, so ClickHouse applies a batch and its receipt together.
-/// Field order is the column order of `batch_in`.
+/// Event name of the delivery marks in `traffic_hourly` and
+/// `props_hourly`, and prefix of their reason in `dropped_hourly`. A mark
+/// is a row of its own (page: the journal id) whose `events` (`hits` in
+/// `dropped_hourly`) add up to how far the journal's records are applied
+/// to that table, site and hour; it is written by the same insert, hence
+/// in the same part, as the rows it vouches for (see sink::writer). It
+/// counts no pageview, visit or visitor; readers of `events` or `hits`
+/// leave it out, and `event_names` may not use the name.
+pub const DELIVERY_MARK: &str = "tamis:delivered";
+
+/// One row of the `batch_in` Null table: the materialized views route each
+/// kind of row (traffic deltas, dropped counts, properties, receipts) to
+/// its table. Field order is the column order of `batch_in`.
 #[derive(Debug, Default, Row, Serialize)]
 pub struct BatchRow<'a> {
     pub kind: &'a str,
@@ -279,6 +289,27 @@ impl<'a> BatchRow<'a> {
             events: p.events,
             ..BatchRow::default()
         }
+    }
+
+    /// The delivery mark of `kind` rows for `site_id` and `hour`: moves the
+    /// mark forward by `step`. `label` is the journal id, or for dropped
+    /// rows the reason `tamis:delivered:<journal id>`.
+    pub fn mark(kind: &'a str, site_id: &'a str, hour: u32, label: &'a str, step: u64) -> Self {
+        let mut row = BatchRow {
+            kind,
+            site_id,
+            hour,
+            ..BatchRow::default()
+        };
+        if kind == "dropped" {
+            row.reason = label;
+            row.hits = step;
+        } else {
+            row.event = DELIVERY_MARK;
+            row.page = label;
+            row.events = step;
+        }
+        row
     }
 
     pub fn receipt(r: &'a Receipt) -> Self {

@@ -190,11 +190,10 @@ pub fn migrations() -> Vec<Migration> {
                  uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, sumState(events) AS events \
                  FROM {db}.batch_in WHERE kind = 'prop' GROUP BY site_id, hour, event, page, prop_key, prop_value"
                     .to_string(),
-                // ClickHouse feeds an insert's views one after the other, in
-                // name order (18.16 and other Ordinary databases; parallel
-                // view processing off): the receipt's view is named to come
-                // last, so a receipt exists only if every other view of
-                // its insert succeeded.
+                // Receipts are inserted alone, once every group of their
+                // batch is in (see sink::writer); the view's name, chosen
+                // when a batch was one insert, is kept so existing
+                // databases need no change.
                 "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.z_batch_receipts_mv TO {db}.batch_receipts AS \
                  SELECT journal_id, first_seq, end_seq, part, hits, now() AS written_at \
                  FROM {db}.batch_in WHERE kind = 'receipt'"

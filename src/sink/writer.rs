@@ -1,19 +1,34 @@
-//! The batch writer: inserts each batch, with its receipt, as one RowBinary
-//! insert into `batch_in`, then tells the journal the batch's records are
-//! in ClickHouse so their segment can go.
+//! The batch writer: applies each batch to ClickHouse exactly once, then
+//! tells the journal the batch's records are in ClickHouse so their segment
+//! can go.
 //!
-//! Exactly once: every insert carries a query id made of the journal id
-//! and the batch's last record, and a receipt row that a materialized view
-//! stores in `batch_receipts` as part of the same insert. When an attempt
-//! fails without a clear answer (timeout, connection lost after sending),
-//! the writer first looks for the receipt: found, the batch is applied; a
-//! query with the same id still running, it waits; neither, it sends the
-//! batch again. Transport failures are retried for as long as it takes —
-//! the records wait safely in the journal. Data errors are not retried:
-//! the batch is split in halves until the refused rows are isolated; those
-//! go to the dead-letter folder with ClickHouse's reason, the rest is
-//! inserted.
+//! ClickHouse makes one insert atomic only within one part: one table, one
+//! partition. A batch touches several tables and sites, so it is applied
+//! as one insert per group of rows of one kind (traffic, property,
+//! dropped), one site and one hour, and each such insert carries its own
+//! proof: a delivery mark row ([`DELIVERY_MARK`]) in the same table, site
+//! and hour, hence in the same part as the rows. A mark's counter adds up
+//! to how far the journal's records are applied there (`end_seq <<`
+//! [`SHIFT`]), so whether an insert took effect is one lookup, whatever
+//! happened to the connection, to ClickHouse or to tamis meanwhile. When
+//! every group is in, a receipt row goes to `batch_receipts`: replay after a
+//! restart starts after the last one.
+//!
+//! Before the first insert of a batch its record range is noted in the
+//! journal ([`in_flight`](crate::journal::in_flight)): after a crash the
+//! aggregator cuts the replayed records into that same batch, and its
+//! groups already applied are found by their marks and skipped.
+//!
+//! Every insert has a query id made of the journal id and what it applies,
+//! the same on every attempt and after a restart: ClickHouse refuses a
+//! second query with the id of one still running, and before a retry the
+//! writer looks at the mark (or receipt) and at the running queries.
+//! Transport failures are retried for as long as it takes — the records
+//! wait safely in the journal. Data errors are not retried: the group is
+//! split in halves until the refused rows are isolated; those go to the
+//! dead-letter folder with ClickHouse's reason, the rest is inserted.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -23,15 +38,33 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::rows::{Batch, BatchRow, Receipt};
+use super::rows::{Batch, BatchRow, Receipt, DELIVERY_MARK};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
+
+/// Bits below a mark's record number: the steps of a group split up
+/// because ClickHouse refused some of its rows. `clickhouse.batch_rows` is
+/// at most 1,000,000, below 2^20, so the steps of one group never reach
+/// the next record number; and 2^44 records (over five years at 100,000
+/// hits a second) fit above them.
+pub const SHIFT: u32 = 20;
+
+/// Marks remembered per process; past it the memory is cleared and
+/// positions are looked up again (late hits of long-gone hours are rare).
+const MARKS_REMEMBERED: usize = 100_000;
+
+/// (kind, site, hour): one group of a batch, one mark.
+type GroupKey = (&'static str, String, u32);
 
 pub struct Writer {
     client: clickhouse::Client,
     timeout: Duration,
     metrics: Arc<Metrics>,
     journal: Journal,
+    /// Where this process last moved each mark.
+    marks: HashMap<GroupKey, u64>,
+    /// The reason column of the marks in `dropped_hourly`.
+    dropped_label: String,
 }
 
 /// How an insert attempt ended.
@@ -41,6 +74,18 @@ enum Attempt {
     Refused(String),
 }
 
+/// What proves an insert took effect.
+enum Proof<'k> {
+    /// A group's rows, with its mark moved from `from` to `to`.
+    Mark {
+        key: &'k GroupKey,
+        from: u64,
+        to: u64,
+    },
+    /// A batch's receipt.
+    Receipt(&'k Receipt),
+}
+
 impl Writer {
     pub fn new(
         client: clickhouse::Client,
@@ -48,23 +93,26 @@ impl Writer {
         metrics: Arc<Metrics>,
         journal: Journal,
     ) -> Self {
+        let dropped_label = format!("{DELIVERY_MARK}:{}", journal.id());
         Writer {
             client,
             timeout,
             metrics,
             journal,
+            marks: HashMap::new(),
+            dropped_label,
         }
     }
 
     /// Writes batches until the aggregator is gone and the queue is empty.
-    pub async fn run(self, mut batches: mpsc::Receiver<Batch>) {
+    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) {
         while let Some(batch) = batches.recv().await {
             self.write(batch).await;
             self.metrics.batches_pending.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    async fn write(&self, batch: Batch) {
+    async fn write(&mut self, batch: Batch) {
         let receipt = Receipt {
             journal_id: self.journal.id().to_string(),
             first_seq: batch.first_seq,
@@ -72,26 +120,51 @@ impl Writer {
             part: String::new(),
             hits: batch.hits,
         };
-        let rows: Vec<BatchRow<'_>> = batch
+        let journal = self.journal.clone();
+        let (first, end) = (batch.first_seq, batch.end_seq);
+        let noted = tokio::task::spawn_blocking(move || {
+            crate::journal::in_flight::note(journal.dir(), first, end)
+        })
+        .await;
+        if !matches!(noted, Ok(Ok(()))) {
+            tracing::error!(
+                "cannot note the batch in flight in the log folder; a crash during its inserts could count part of it twice"
+            );
+        }
+        let mut groups: BTreeMap<(&'static str, &str, u32), Vec<BatchRow<'_>>> = BTreeMap::new();
+        let rows = batch
             .traffic
             .iter()
-            .map(BatchRow::traffic)
-            .chain(batch.dropped.iter().map(BatchRow::dropped))
-            .chain(batch.props.iter().map(BatchRow::prop))
-            .collect();
-        if let Attempt::Refused(reason) = self.insert_once(&rows, &receipt).await {
-            tracing::error!(rows = rows.len(), error = %reason, "ClickHouse refused rows of a batch; isolating them");
-            self.bisect(&rows, 0, &receipt).await;
-            // The parts are in; now the batch as a whole.
-            let closing = self.insert_once(&[], &receipt).await;
-            if let Attempt::Refused(reason) = closing {
-                tracing::error!(error = %reason, "ClickHouse refused a batch receipt alone; the batch's records stay in the log");
-                return;
-            }
+            .map(|d| ("traffic", BatchRow::traffic(d)))
+            .chain(
+                batch
+                    .dropped
+                    .iter()
+                    .map(|d| ("dropped", BatchRow::dropped(d))),
+            )
+            .chain(batch.props.iter().map(|p| ("prop", BatchRow::prop(p))));
+        let mut count = 0;
+        for (kind, row) in rows {
+            count += 1;
+            groups
+                .entry((kind, row.site_id, row.hour))
+                .or_default()
+                .push(row);
+        }
+        let target = batch.end_seq << SHIFT;
+        for ((kind, site, hour), rows) in &groups {
+            let key = (*kind, site.to_string(), *hour);
+            self.write_group(key, rows, target, &receipt).await;
+        }
+        let query_id = format!("tamis-{}-{}-receipt", receipt.journal_id, receipt.end_seq);
+        if let Attempt::Refused(reason) = self.apply(&[], &query_id, Proof::Receipt(&receipt)).await
+        {
+            tracing::error!(error = %reason, "ClickHouse refused a batch receipt; the batch's records stay in the log");
+            return;
         }
         self.metrics
             .rows_written
-            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+            .fetch_add(count, Ordering::Relaxed);
         self.metrics
             .hits_written
             .fetch_add(batch.hits, Ordering::Relaxed);
@@ -101,67 +174,144 @@ impl Writer {
         self.journal.confirm(batch.end_seq);
     }
 
-    /// Inserts `rows` (positions from `offset` in the batch) in halves until
-    /// each refused row is alone, and dead-letters those.
-    async fn bisect(&self, rows: &[BatchRow<'_>], offset: usize, whole: &Receipt) {
-        let mut pending = vec![(offset, rows)];
-        while let Some((at, part)) = pending.pop() {
-            let half = part.len().div_ceil(2);
-            for (start, piece) in [(at, &part[..half]), (at + half, &part[half..])] {
-                if piece.is_empty() {
-                    continue;
-                }
-                let receipt = Receipt {
-                    part: format!("{start}-{}", start + piece.len()),
-                    ..whole.clone()
-                };
-                match self.insert_once(piece, &receipt).await {
-                    Attempt::Applied => {}
-                    Attempt::Refused(reason) if piece.len() == 1 => {
-                        self.dead_letter(&piece[0], &reason, whole)
+    /// Applies one group's rows, moving its mark to `target`; skipped when
+    /// the mark is there already (applied before a crash or a restart).
+    async fn write_group(
+        &mut self,
+        key: GroupKey,
+        rows: &[BatchRow<'_>],
+        target: u64,
+        batch: &Receipt,
+    ) {
+        let mut at = self.position(&key).await;
+        if at >= target {
+            tracing::info!(kind = key.0, site = %key.1, hour = key.2, end_seq = batch.end_seq, "rows found applied before a restart; not sent again");
+            self.remember(key, at);
+            return;
+        }
+        if let Attempt::Refused(reason) = self.step(&key, rows, at, target, batch).await {
+            tracing::error!(rows = rows.len(), error = %reason, "ClickHouse refused rows of a batch; isolating them");
+            // Halves until each refused row is alone; each piece applied
+            // moves the mark one step, below the next record number.
+            let mut pending = vec![rows];
+            while let Some(part) = pending.pop() {
+                let half = part.len().div_ceil(2);
+                for piece in [&part[..half], &part[half..]] {
+                    if piece.is_empty() {
+                        continue;
                     }
-                    Attempt::Refused(_) => pending.push((start, piece)),
+                    match self.step(&key, piece, at, at + 1, batch).await {
+                        Attempt::Applied => at += 1,
+                        Attempt::Refused(reason) if piece.len() == 1 => {
+                            self.dead_letter(&piece[0], &reason, batch)
+                        }
+                        Attempt::Refused(_) => pending.push(piece),
+                    }
+                }
+            }
+            // The accepted pieces are in; now the mark alone.
+            if let Attempt::Refused(reason) = self.step(&key, &[], at, target, batch).await {
+                tracing::error!(error = %reason, "ClickHouse refused a delivery mark alone; the batch's records stay in the log");
+                return;
+            }
+        }
+        self.remember(key, target);
+    }
+
+    async fn step(
+        &self,
+        key: &GroupKey,
+        rows: &[BatchRow<'_>],
+        from: u64,
+        to: u64,
+        batch: &Receipt,
+    ) -> Attempt {
+        let query_id = format!(
+            "tamis-{}-{}-{}-{}-{to}",
+            batch.journal_id, key.0, key.1, key.2
+        );
+        self.apply(rows, &query_id, Proof::Mark { key, from, to })
+            .await
+    }
+
+    fn remember(&mut self, key: GroupKey, at: u64) {
+        if self.marks.len() >= MARKS_REMEMBERED {
+            self.marks.clear();
+        }
+        self.marks.insert(key, at);
+    }
+
+    /// Where a group's mark stands: remembered, or looked up for as long as
+    /// it takes.
+    async fn position(&self, key: &GroupKey) -> u64 {
+        if let Some(at) = self.marks.get(key) {
+            return *at;
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.look_up(key).await {
+                Ok(at) => return at,
+                Err(error) => {
+                    tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot read a delivery mark; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
 
-    /// Applies `rows` plus `receipt` exactly once, however many attempts it
-    /// takes; only a refusal of the data itself ends it otherwise.
-    async fn insert_once(&self, rows: &[BatchRow<'_>], receipt: &Receipt) -> Attempt {
-        let query_id = format!(
-            "tamis-{}-{}-{}",
-            receipt.journal_id,
-            receipt.end_seq,
-            if receipt.part.is_empty() {
-                "all"
-            } else {
-                &receipt.part
-            }
-        );
+    async fn look_up(
+        &self,
+        (kind, site, hour): &GroupKey,
+    ) -> Result<u64, clickhouse::error::Error> {
+        let query = match *kind {
+            "dropped" => self
+                .client
+                .query("SELECT sum(hits) FROM dropped_hourly WHERE site_id = ? AND hour = toDateTime(?) AND reason = ?")
+                .bind(site)
+                .bind(*hour)
+                .bind(&self.dropped_label),
+            table => self
+                .client
+                .query(if table == "traffic" {
+                    "SELECT sumMerge(events) FROM traffic_hourly WHERE site_id = ? AND hour = toDateTime(?) AND event = ? AND page = ?"
+                } else {
+                    "SELECT sumMerge(events) FROM props_hourly WHERE site_id = ? AND hour = toDateTime(?) AND event = ? AND page = ?"
+                })
+                .bind(site)
+                .bind(*hour)
+                .bind(DELIVERY_MARK)
+                .bind(self.journal.id()),
+        };
+        query.fetch_one::<u64>().await
+    }
+
+    /// Applies `rows` plus their proof exactly once, however many attempts
+    /// it takes; only a refusal of the data itself ends it otherwise.
+    async fn apply(&self, rows: &[BatchRow<'_>], query_id: &str, mut proof: Proof<'_>) -> Attempt {
         let mut backoff = Duration::from_millis(100);
         // Whether an earlier attempt may have reached ClickHouse.
         let mut maybe_applied = false;
         loop {
             if maybe_applied {
-                match self.receipt_state(receipt, &query_id).await {
-                    Ok(ReceiptState::Found) => {
+                match self.state(&mut proof, query_id).await {
+                    Ok(State::Applied) => {
                         tracing::info!(
-                            end_seq = receipt.end_seq,
-                            "batch found applied after an unclear failure; not sent again"
+                            query_id,
+                            "insert found applied after an unclear failure; not sent again"
                         );
                         return Attempt::Applied;
                     }
-                    Ok(ReceiptState::Running) | Err(_) => {
+                    Ok(State::Running) | Err(_) => {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
                     }
-                    Ok(ReceiptState::Absent) => {}
+                    Ok(State::Absent) => {}
                 }
             }
             let started = Instant::now();
-            match self.insert(rows, receipt, &query_id).await {
+            match self.insert(rows, &proof, query_id).await {
                 Ok(()) => {
                     self.metrics.observe_insert(started.elapsed());
                     self.metrics.batches_written.fetch_add(1, Ordering::Relaxed);
@@ -177,7 +327,7 @@ impl Writer {
                     if super::is_transport_error(&error) {
                         self.metrics.clickhouse_up.store(0, Ordering::Relaxed);
                     }
-                    tracing::warn!(rows = rows.len(), error = %error, retry_in_ms = backoff.as_millis() as u64, "insert failed; checking its receipt before retrying");
+                    tracing::warn!(rows = rows.len(), error = %error, retry_in_ms = backoff.as_millis() as u64, "insert failed; checking whether it took effect before retrying");
                     maybe_applied = true;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -189,9 +339,24 @@ impl Writer {
     async fn insert(
         &self,
         rows: &[BatchRow<'_>],
-        receipt: &Receipt,
+        proof: &Proof<'_>,
         query_id: &str,
     ) -> Result<(), clickhouse::error::Error> {
+        let last = match proof {
+            Proof::Mark {
+                key: (kind, site, hour),
+                from,
+                to,
+            } => {
+                let label = if *kind == "dropped" {
+                    self.dropped_label.as_str()
+                } else {
+                    self.journal.id()
+                };
+                BatchRow::mark(kind, site, *hour, label, to - from)
+            }
+            Proof::Receipt(receipt) => BatchRow::receipt(receipt),
+        };
         let client = self.client.clone().with_setting("query_id", query_id);
         let mut insert = client
             .insert::<BatchRow<'_>>("batch_in")
@@ -200,25 +365,45 @@ impl Writer {
         for row in rows {
             insert.write(row).await?;
         }
-        insert.write(&BatchRow::receipt(receipt)).await?;
+        insert.write(&last).await?;
         insert.end().await
     }
 
-    async fn receipt_state(
+    /// Whether an attempt took effect. A mark found short of its target but
+    /// moved (never by another writer: the journal is locked to one
+    /// process) makes the next attempt move it from there.
+    async fn state(
         &self,
-        receipt: &Receipt,
+        proof: &mut Proof<'_>,
         query_id: &str,
-    ) -> Result<ReceiptState, clickhouse::error::Error> {
-        let found: u64 = self
-            .client
-            .query("SELECT count() FROM batch_receipts WHERE journal_id = ? AND end_seq = ? AND part = ?")
-            .bind(&receipt.journal_id)
-            .bind(receipt.end_seq)
-            .bind(&receipt.part)
-            .fetch_one()
-            .await?;
-        if found > 0 {
-            return Ok(ReceiptState::Found);
+    ) -> Result<State, clickhouse::error::Error> {
+        let applied = match proof {
+            Proof::Mark { key, from, to } => {
+                let at = self.look_up(key).await?;
+                if at < *to && at != *from {
+                    tracing::warn!(
+                        query_id,
+                        expected = *from,
+                        found = at,
+                        "delivery mark not where this writer left it"
+                    );
+                    *from = at;
+                }
+                at >= *to
+            }
+            Proof::Receipt(receipt) => {
+                let found: u64 = self
+                    .client
+                    .query("SELECT count() FROM batch_receipts WHERE journal_id = ? AND end_seq = ? AND part = ''")
+                    .bind(&receipt.journal_id)
+                    .bind(receipt.end_seq)
+                    .fetch_one()
+                    .await?;
+                found > 0
+            }
+        };
+        if applied {
+            return Ok(State::Applied);
         }
         let running: u64 = self
             .client
@@ -227,9 +412,9 @@ impl Writer {
             .fetch_one()
             .await?;
         Ok(if running > 0 {
-            ReceiptState::Running
+            State::Running
         } else {
-            ReceiptState::Absent
+            State::Absent
         })
     }
 
@@ -278,8 +463,8 @@ impl Writer {
     }
 }
 
-enum ReceiptState {
-    Found,
+enum State {
+    Applied,
     /// An attempt with the same query id is still running in ClickHouse.
     Running,
     Absent,

@@ -394,6 +394,23 @@ impl ClickHouse {
         );
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the running server: a frozen
+    /// server holds whatever request it was reading or applying.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = fs::read_to_string(self.dir.join("server.pid")).unwrap_or_default();
+        let status = Command::new("kill")
+            .args([if frozen { "-STOP" } else { "-CONT" }, pid.trim()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "cannot signal ClickHouse (pid {:?}) at {}",
+            pid.trim(),
+            self.url
+        );
+    }
+
     /// Starts the stopped server again on the same ports with the same data
     /// directory, and waits until it answers `/ping`.
     pub fn restart(&mut self) {
