@@ -229,7 +229,9 @@ impl Ingest {
 fn append_error(error: AppendError) -> IngestError {
     match error {
         AppendError::Full { .. } => IngestError::Overloaded,
-        AppendError::Io(_) | AppendError::TooLarge(_) => IngestError::LogUnavailable,
+        AppendError::Io(_) | AppendError::TooLarge(_) | AppendError::Empty => {
+            IngestError::LogUnavailable
+        }
     }
 }
 

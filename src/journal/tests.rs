@@ -1,9 +1,11 @@
 //! The journal against an in-memory model: random sequences of appends,
-//! confirmations, restarts and torn or damaged writes, checking after each
-//! step that reading back gives exactly the model's unconfirmed records.
+//! confirmations, restarts, torn or damaged writes and crashes at each step
+//! of preparing, activating and sealing a preallocated segment, checking
+//! after each step that reading back gives exactly the model's unconfirmed
+//! records.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 use proptest::prelude::*;
 
@@ -15,22 +17,34 @@ enum Op {
     Append(Vec<u16>),
     /// Confirms this share (in percent) of the unconfirmed records.
     Confirm(u8),
-    /// Drops the journal and opens it again.
+    /// Drops the journal (the active segment keeps its zero-filled
+    /// tail, as after a crash) and opens it again.
     Restart,
-    /// A crash in the middle of a write: half a record at the end of the
-    /// newest segment, then a restart.
-    TornRestart,
+    /// A crash in the middle of a write: the first bytes of a record (how
+    /// many, picked by the number) at the data end of the newest segment,
+    /// zeros after them, then a restart.
+    TornRestart(u8),
     /// Flips a byte in the payload of one unconfirmed record, then restarts.
     DamageRestart(u8),
+    /// A crash while the helper was preparing the spare: a half-written
+    /// `next.tmp` (holding a well-framed record, which must not be read),
+    /// then a restart.
+    SpareCrash(u16),
+    /// A crash in the middle of a rotation, after step 1 (the active
+    /// segment sealed), 2 (and a spare half made) or 3 (and the spare
+    /// renamed to the next segment's name), by the number; then a restart.
+    RotationCrash(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => prop::collection::vec(0u16..3000, 1..20).prop_map(Op::Append),
+        6 => prop::collection::vec(1u16..3000, 1..20).prop_map(Op::Append),
         3 => (0u8..=100).prop_map(Op::Confirm),
         1 => Just(Op::Restart),
-        1 => Just(Op::TornRestart),
+        1 => (0u8..=255).prop_map(Op::TornRestart),
         1 => (0u8..=255).prop_map(Op::DamageRestart),
+        1 => (0u16..4096).prop_map(Op::SpareCrash),
+        1 => (0u8..=255).prop_map(Op::RotationCrash),
     ]
 }
 
@@ -85,6 +99,72 @@ fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
     found
 }
 
+/// Writes a file as the journal does (mode 0600).
+fn write_private(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .unwrap();
+}
+
+/// Bytes of records in the log's segments (what the cap counts).
+fn record_bytes(dir: &Path) -> u64 {
+    segments(dir)
+        .iter()
+        .map(|(_, p)| segment::scan(p).unwrap().good_len)
+        .sum()
+}
+
+/// Stages on disk what the crash `op` stands for would have left.
+fn crash(dir: &Path, op: &Op, model: &Model, max_bytes: u64) {
+    let segment_bytes = (max_bytes / 8).clamp(16 * 1024, MAX_SEGMENT_BYTES);
+    let (_, newest) = segments(dir).pop().unwrap();
+    let found = segment::scan(&newest).unwrap();
+    match op {
+        Op::Restart => {
+            // What a crash leaves: the active segment ends in zeros
+            // (unless its records reached its end).
+            assert!(
+                found.zeros > 0 || found.good_len >= segment_bytes,
+                "{found:?}"
+            );
+        }
+        Op::TornRestart(pick) => {
+            let mut framed = Vec::new();
+            segment::frame(&[7u8; 100], &mut framed);
+            let cut = 1 + usize::from(*pick) % (framed.len() - 1);
+            let f = OpenOptions::new().write(true).open(&newest).unwrap();
+            f.write_all_at(&framed[..cut], found.good_len).unwrap();
+        }
+        Op::SpareCrash(size) => {
+            let mut half = Vec::new();
+            segment::frame(b"not a record of the log", &mut half);
+            half.resize(half.len() + usize::from(*size), 0);
+            write_private(&dir.join(SPARE_FILE), &half);
+        }
+        Op::RotationCrash(step) => {
+            segment::truncate(&newest, found.good_len).unwrap();
+            match step % 3 {
+                0 => {}
+                1 => write_private(
+                    &dir.join(SPARE_FILE),
+                    &vec![0u8; segment_bytes as usize / 3],
+                ),
+                _ => write_private(
+                    &dir.join(segment::file_name(model.next_seq)),
+                    &vec![0u8; segment_bytes as usize],
+                ),
+            }
+        }
+        _ => {}
+    }
+}
+
 fn check_against(journal: &Journal, model: &Model) {
     let read = read_all(journal, model.confirmed_end);
     let expected: Vec<Entry> = model
@@ -131,10 +211,7 @@ fn run(ops: Vec<Op>) {
                             model.next_seq += 1;
                         }
                         Err(AppendError::Full { .. }) => {
-                            let on_disk: u64 = segments(dir.path())
-                                .iter()
-                                .map(|(_, p)| fs::metadata(p).unwrap().len())
-                                .sum();
+                            let on_disk = record_bytes(dir.path());
                             assert!(
                                 on_disk + HEADER + p.len() as u64 > max_bytes,
                                 "refused with room left"
@@ -151,38 +228,69 @@ fn run(ops: Vec<Op>) {
                 model.confirmed_end = end;
                 model.records = model.records.split_off(&end);
             }
-            Op::Restart | Op::TornRestart | Op::DamageRestart(_) => {
+            Op::Restart
+            | Op::TornRestart(_)
+            | Op::DamageRestart(_)
+            | Op::SpareCrash(_)
+            | Op::RotationCrash(_) => {
+                let mut torn = matches!(op, Op::TornRestart(_));
                 if let Op::DamageRestart(pick) = op {
                     let intact: Vec<u64> = model
                         .records
                         .iter()
-                        .filter(|(_, p)| p.as_ref().is_some_and(|p| !p.is_empty()))
+                        .filter(|(_, p)| p.is_some())
                         .map(|(s, _)| *s)
                         .collect();
                     if !intact.is_empty() {
                         let seq = intact[pick as usize % intact.len()];
+                        let (first, newest) = segments(dir.path()).pop().unwrap();
+                        let padded = segment::scan(&newest).unwrap().zeros > 0;
                         damage(dir.path(), seq);
-                        model.records.insert(seq, None);
+                        if seq + 1 == model.next_seq && seq >= first && padded {
+                            // The last record of the active segment, zeros
+                            // after it: on disk that is what a write cut
+                            // short by a crash looks like, and it is taken
+                            // for one (not yet confirmed, its number is
+                            // given out again).
+                            torn = true;
+                            model.records.remove(&seq);
+                            model.next_seq -= 1;
+                        } else {
+                            model.records.insert(seq, None);
+                        }
                     }
                 }
-                if matches!(op, Op::TornRestart) {
-                    let (_, newest) = segments(dir.path()).pop().unwrap();
-                    let mut f = OpenOptions::new().append(true).open(newest).unwrap();
-                    let mut framed = Vec::new();
-                    segment::frame(&[7u8; 100], &mut framed);
-                    f.write_all(&framed[..framed.len() / 2]).unwrap();
-                }
                 drop(journal);
+                // The appender and its helper are gone once the log can be
+                // locked again: stage the crash on disk meanwhile.
+                let lock = File::open(dir.path().join(LOCK_FILE)).unwrap();
+                while lock.try_lock().is_err() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                crash(dir.path(), &op, &model, max_bytes);
+                drop(lock);
                 let (reopened, recovery) = open(dir.path(), max_bytes);
                 journal = reopened;
                 assert_eq!(
                     recovery.next_seq, model.next_seq,
                     "numbering survives restarts"
                 );
+                assert_eq!(recovery.torn_tails, u64::from(torn));
                 assert_eq!(
-                    recovery.torn_tails,
-                    u64::from(matches!(op, Op::TornRestart))
+                    record_bytes(dir.path()),
+                    journal.shared.bytes.load(Ordering::Relaxed)
                 );
+                // Only the newest segment may end in zeros; older ones are
+                // sealed: cut to their records, as before preallocation.
+                let mut all = segments(dir.path());
+                let (_, newest) = all.pop().unwrap();
+                for (_, older) in all {
+                    let found = segment::scan(&older).unwrap();
+                    assert_eq!((found.tail, found.zeros), (0, 0), "{}", older.display());
+                }
+                let found = segment::scan(&newest).unwrap();
+                assert_eq!(found.tail, 0);
+                assert!(found.zeros > 0, "the active segment is preallocated");
                 // After a restart the caller confirms what ClickHouse holds.
                 journal.confirm(model.confirmed_end);
             }
@@ -193,6 +301,9 @@ fn run(ops: Vec<Op>) {
                 fs::metadata(&path).unwrap().permissions().mode() & 0o777,
                 0o600
             );
+        }
+        if let Ok(spare) = fs::metadata(dir.path().join(SPARE_FILE)) {
+            assert_eq!(spare.permissions().mode() & 0o777, 0o600);
         }
     }
 }
@@ -274,4 +385,115 @@ fn the_directory_and_files_are_private() {
             entry.file_name()
         );
     }
+}
+
+#[test]
+fn an_empty_record_is_refused() {
+    // Its header would be all zeros: the end-of-data mark of a
+    // preallocated segment.
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = open(dir.path(), 1 << 20);
+    assert!(matches!(journal.append(b""), Err(AppendError::Empty)));
+    assert!(matches!(
+        journal.append_detached(b""),
+        Err(AppendError::Empty)
+    ));
+    assert_eq!(journal.durable_end(), 1);
+}
+
+#[test]
+fn segments_are_preallocated_and_sealed_to_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_bytes = 1 << 20;
+    let segment_bytes = max_bytes / 8;
+    let (journal, _) = open(dir.path(), max_bytes);
+    let (_, first) = segments(dir.path()).pop().unwrap();
+    assert_eq!(fs::metadata(&first).unwrap().len(), segment_bytes);
+    // Enough records for a few rotations.
+    let mut last = 0;
+    for i in 0..400u64 {
+        last = journal
+            .append(&payload(i, 999))
+            .unwrap()
+            .blocking_recv()
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(last, 400);
+    let mut all = segments(dir.path());
+    assert!(all.len() >= 3, "{all:?}");
+    let (_, newest) = all.pop().unwrap();
+    let mut records = 0;
+    for (_, sealed) in &all {
+        let found = segment::scan(sealed).unwrap();
+        assert_eq!((found.tail, found.zeros, found.corrupt), (0, 0, 0));
+        assert_eq!(fs::metadata(sealed).unwrap().len(), found.good_len);
+        records += found.records;
+    }
+    let active = segment::scan(&newest).unwrap();
+    assert_eq!(
+        fs::metadata(&newest).unwrap().len(),
+        segment_bytes.max(active.good_len)
+    );
+    assert_eq!(records + active.records, 400);
+    drop(journal);
+    let (journal, recovery) = open(dir.path(), max_bytes);
+    assert_eq!(
+        (recovery.next_seq, recovery.torn_tails, recovery.corrupt),
+        (401, 0, 0)
+    );
+    // Appends continue at the active segment's data end, not after its zeros.
+    journal
+        .append(b"after the restart")
+        .unwrap()
+        .blocking_recv()
+        .unwrap()
+        .unwrap();
+    let again = segment::scan(&newest).unwrap();
+    assert_eq!(again.records, active.records + 1);
+    assert_eq!(again.good_len, active.good_len + HEADER + 17);
+}
+
+#[test]
+fn numbers_clickhouse_confirmed_are_never_given_out_again() {
+    // The last record is confirmed, then damaged on disk: start-up takes it
+    // for a torn write and cuts it, but its number is not reused.
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = open(dir.path(), 1 << 20);
+    for i in 1..=3u64 {
+        let seq = journal
+            .append(&payload(i, 50))
+            .unwrap()
+            .blocking_recv()
+            .unwrap()
+            .unwrap();
+        assert_eq!(seq, i);
+    }
+    journal.confirm(4);
+    drop(journal);
+    let lock = File::open(dir.path().join(LOCK_FILE)).unwrap();
+    while lock.try_lock().is_err() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    damage(dir.path(), 3);
+    drop(lock);
+    let (journal, recovery) = open(dir.path(), 1 << 20);
+    assert_eq!((recovery.torn_tails, recovery.next_seq), (1, 4));
+    let seq = journal
+        .append(b"next")
+        .unwrap()
+        .blocking_recv()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seq, 4);
+    assert_eq!(
+        read_all(&journal, 4),
+        vec![Entry::Record {
+            seq: 4,
+            payload: b"next".to_vec()
+        }]
+    );
+    drop(journal);
+    let (_, recovery) = open(dir.path(), 1 << 20);
+    assert_eq!((recovery.torn_tails, recovery.next_seq), (0, 5));
 }

@@ -4,7 +4,10 @@
 //!
 //! The layout is tamis's documented one: in the log directory, `journal-id`
 //! and segments `<20-digit first sequence number>.log`, each a sequence of
-//! records `u32 LE payload length | u32 LE CRC-32C of the payload | payload`.
+//! records `u32 LE payload length | u32 LE CRC-32C of the payload | payload`
+//! (never an empty payload); the newest (active) segment is preallocated:
+//! zeros follow its records to the end of the file, and an all-zero header
+//! ends its data.
 //! The payload is opaque here, except that a test may look for the page
 //! paths of its own requests inside it.
 
@@ -40,8 +43,14 @@ pub struct RecordAt {
 #[derive(Debug)]
 pub struct Walk {
     pub records: Vec<RecordAt>,
-    /// Bytes after the last whole record (a torn tail), 0 when it ends cleanly.
+    /// Where the records end.
+    pub data_end: usize,
+    /// Bytes after the last whole record that are not zero padding (a
+    /// torn tail), 0 when it ends cleanly.
     pub trailing: usize,
+    /// Zero bytes after the last whole record to the end of the file: the
+    /// unused part of a preallocated (active) segment.
+    pub padding: usize,
 }
 
 pub fn walk(bytes: &[u8]) -> Walk {
@@ -50,7 +59,7 @@ pub fn walk(bytes: &[u8]) -> Walk {
     while bytes.len() - at >= 8 {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        if bytes.len() - at - 8 < len {
+        if len == 0 || bytes.len() - at - 8 < len {
             break;
         }
         let payload = &bytes[at + 8..at + 8 + len];
@@ -61,25 +70,33 @@ pub fn walk(bytes: &[u8]) -> Walk {
         });
         at += 8 + len;
     }
+    let rest = bytes.len() - at;
+    let zeros = bytes[at..].iter().all(|b| *b == 0);
     Walk {
         records,
-        trailing: bytes.len() - at,
+        data_end: at,
+        trailing: if zeros { 0 } else { rest },
+        padding: if zeros { rest } else { 0 },
     }
 }
 
-/// Appends the start of a record that never got finished: a header that
-/// announces `announced` payload bytes, followed by fewer of them.
+/// Writes the start of a record that never got finished where the next
+/// record would go, at the end of the segment's records (over its zero
+/// padding, or at the end of the file): a header that announces
+/// `announced` payload bytes, followed by fewer of them.
 pub fn append_torn_record(segment: &Path, announced: u32, written: &[u8]) {
-    use std::io::Write;
+    use std::os::unix::fs::FileExt;
     assert!((written.len() as u32) < announced);
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
+    let at = walk(&std::fs::read(segment).expect("read segment")).data_end;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
         .open(segment)
         .expect("open segment");
     let mut bytes = announced.to_le_bytes().to_vec();
     bytes.extend_from_slice(&crc32c(written).to_le_bytes());
     bytes.extend_from_slice(written);
-    f.write_all(&bytes).expect("append torn record");
+    f.write_all_at(&bytes, at as u64)
+        .expect("write torn record");
     f.sync_all().expect("sync segment");
 }
 
