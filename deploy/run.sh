@@ -234,7 +234,7 @@ curl -i -X POST $BASE/api/event -H 'Content-Type: application/json' -H 'User-Age
 
   Within a second or two (tamis writes in batches) it is in the hourly aggregates:
 
-curl -sS http://127.0.0.1:$CH_PORT/ --data-binary "SELECT page, country, region, browser, sumMerge(pageviews) AS pageviews, uniqIfMerge(visitors) AS visitors FROM $DATABASE.traffic_hourly GROUP BY page, country, region, browser FORMAT PrettyCompact"
+curl -sS http://127.0.0.1:$CH_PORT/ --data-binary "SELECT page, country, region, browser, sumMerge(pageviews) AS pageviews, uniqIfMerge(visitors) AS visitors FROM $DATABASE.traffic_hourly WHERE event != 'tamis:delivered' GROUP BY page, country, region, browser FORMAT PrettyCompact"
 
   and in the stats API (the reference config's local token):
 
