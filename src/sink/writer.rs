@@ -26,7 +26,8 @@
 //! Transport failures are retried for as long as it takes — the records
 //! wait safely in the journal. Data errors are not retried: the group is
 //! split in halves until the refused rows are isolated; those go to the
-//! dead-letter folder with ClickHouse's reason, the rest is inserted.
+//! dead-letter folder with ClickHouse's error code (never its text, which
+//! can quote the refused value), the rest is inserted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -70,7 +71,8 @@ pub struct Writer {
 /// How an insert attempt ended.
 enum Attempt {
     Applied,
-    /// ClickHouse refused the rows themselves.
+    /// ClickHouse refused the rows themselves, for this reason (its code,
+    /// never its text).
     Refused(String),
 }
 
@@ -320,7 +322,7 @@ impl Writer {
                 }
                 Err(error) if super::is_data_error(&error) => {
                     self.metrics.clickhouse_up.store(1, Ordering::Relaxed);
-                    return Attempt::Refused(error.to_string());
+                    return Attempt::Refused(super::data_error_reason(&error));
                 }
                 Err(error) => {
                     self.metrics.insert_failures.fetch_add(1, Ordering::Relaxed);
@@ -418,7 +420,8 @@ impl Writer {
         })
     }
 
-    /// Keeps a refused row for an operator, with ClickHouse's reason. The
+    /// Keeps a refused row for an operator, with ClickHouse's error code and
+    /// its meaning ([`super::data_error_reason`]). The
     /// visitor value is left out: the row is for diagnosis, not counting.
     fn dead_letter(&self, row: &BatchRow<'_>, reason: &str, batch: &Receipt) {
         self.metrics
