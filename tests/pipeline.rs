@@ -173,7 +173,15 @@ fn region_only_and_no_ip_anywhere() {
     let scratch = Scratch::new();
     let geo = scratch.geodb();
     // k = 1: this test looks at single visitors' regions.
-    let server = Binary::serve(&scratch, &config(ch, &db, Some(&geo), "k_threshold = 1"));
+    let config_text = config(ch, &db, Some(&geo), "k_threshold = 1");
+    let server = Binary::serve(&scratch, &config_text);
+    // The durable log lives outside the scratch folder; it is searched too.
+    let journal_dir = config_text
+        .lines()
+        .find_map(|l| l.strip_prefix("log_dir = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(std::path::PathBuf::from)
+        .expect("the test config names a log_dir");
     let quebec = "198.51.100.77";
     let ontario = "203.0.113.201";
     let v6 = "2001:db8:1:2::77";
@@ -274,10 +282,19 @@ fn region_only_and_no_ip_anywhere() {
         let dump = ch.query_in(&db, &format!("SELECT * FROM {table} FORMAT TSV"));
         haystacks.push((format!("table {table}"), dump.into_bytes()));
     }
-    // …every file ClickHouse wrote for it, and every file tamis wrote.
+    // …every file ClickHouse wrote for it, and every file tamis wrote,
+    // its durable log included.
     let ch_files = walk(&ch.dir);
     let scratch_files = walk(scratch.dir.path());
-    for file in ch_files.iter().chain(&scratch_files) {
+    let journal_files = walk(&journal_dir);
+    assert!(
+        journal_files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "log")),
+        "no log segment in {}",
+        journal_dir.display()
+    );
+    for file in ch_files.iter().chain(&scratch_files).chain(&journal_files) {
         if file.extension().is_some_and(|e| e == "mmdb") {
             continue; // the GeoIP database itself maps these test networks
         }
