@@ -57,6 +57,40 @@ impl Options {
 /// by `server.queue_capacity` records in any case (see `aggregate::feed`).
 const BATCH_QUEUE: usize = 64;
 
+/// Records the configuration in the audit log if it changed since the last
+/// record (`sink::audit::record_config_change`, which compares hashes, so a
+/// retry never records it twice), retrying while ClickHouse cannot take it:
+/// down at start-up, or not yet migrated.
+async fn record_config_change_until_done(
+    client: clickhouse::Client,
+    sections: Vec<(String, String)>,
+    operator: String,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let mut wait = Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        match crate::sink::audit::record_config_change(&client, sections.clone(), &operator, at)
+            .await
+        {
+            Ok(changed) => {
+                if warned && changed.is_some() {
+                    tracing::info!("configuration change recorded in the audit log");
+                }
+                return;
+            }
+            Err(error) => {
+                if !warned {
+                    tracing::warn!(error = %error, "configuration change not recorded in the audit log yet; retrying until ClickHouse takes it");
+                    warned = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,
@@ -110,18 +144,25 @@ pub async fn serve(
             }
         };
 
-    // Privacy operations (issue 5): configuration change record, retention
-    // janitor (at start-up, then daily), audit log writer.
-    if let Err(error) = crate::sink::audit::record_config_change(
-        &client,
-        &settings,
-        &crate::config::operator_name(),
-        options.clock.now(),
-    )
-    .await
-    {
-        tracing::error!(error = %error, "configuration change not recorded in the audit log");
-    }
+    // Privacy operations: configuration change record, retention janitor
+    // (at start-up, then daily), audit log writer. Each retries until
+    // ClickHouse answers, so a start during an outage loses no record.
+    // With ClickHouse up, the record is made before serving.
+    let sections = crate::config::fingerprint::sections(&settings);
+    let operator = crate::config::operator_name();
+    let started = options.clock.now();
+    let recorded = connected
+        && crate::sink::audit::record_config_change(&client, sections.clone(), &operator, started)
+            .await
+            .is_ok();
+    let config_task = (!recorded).then(|| {
+        tokio::spawn(record_config_change_until_done(
+            client.clone(),
+            sections,
+            operator,
+            started,
+        ))
+    });
     let janitor_task = tokio::spawn(
         crate::sink::retention::Janitor::new(
             client.clone(),
@@ -245,6 +286,9 @@ pub async fn serve(
         task.abort();
     }
     janitor_task.abort();
+    if let Some(task) = config_task {
+        task.abort();
+    }
     // Audit rows still queued get what is left of the deadline.
     let _ = tokio::time::timeout_at(stop_at, audit_task).await;
     match flushed {

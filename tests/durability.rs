@@ -998,6 +998,13 @@ fn tamis_restarted_during_a_clickhouse_outage() {
     rig.ch_mut().stop(Stop::Graceful);
     std::thread::sleep(Duration::from_secs(3));
     rig.tamis.kill9();
+    // Restarted with a changed configuration: its audit record waits for
+    // ClickHouse too.
+    rig.tamis.edit_config(|text| {
+        let changed = text.replace("flush_interval_ms = ", "flush_interval_ms = 1");
+        assert_ne!(changed, text);
+        changed
+    });
     let restarted = Instant::now();
     rig.tamis.restart();
     let came_up_after = restarted.elapsed();
@@ -1011,6 +1018,22 @@ fn tamis_restarted_during_a_clickhouse_outage() {
     rig.check(accepted_without_clickhouse > 0, || {
         "no 202 from the tamis started while ClickHouse was down".into()
     });
+    let changes = || {
+        rig.ch().query_in(
+            &rig.db,
+            "SELECT summary FROM audit_log WHERE kind = 'config_change' ORDER BY at FORMAT TSV",
+        )
+    };
+    let recorded = eventually(Duration::from_secs(20), || changes().lines().count() == 2);
+    rig.check(
+        recorded && changes().contains("changed: clickhouse"),
+        || {
+            format!(
+                "the configuration changed during the outage is not in the audit log once:\n{}",
+                changes()
+            )
+        },
+    );
     let verdict = rig.verify(&report, &[]);
     eprintln!(
         "[{}] restarted without ClickHouse, serving after {came_up_after:?}; {accepted_without_clickhouse} hits accepted before ClickHouse returned; {} not sent meanwhile",

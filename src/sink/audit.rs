@@ -17,7 +17,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::{fingerprint, Settings};
+use crate::config::fingerprint;
 use crate::metrics::Metrics;
 
 /// Entries waiting to be written; beyond this they are counted as lost.
@@ -179,17 +179,17 @@ struct ConfigDetail {
     sections: Vec<(String, String)>,
 }
 
-/// Compares the effective configuration with the last one recorded and,
-/// when it differs (or none was), records a `config_change` row naming
-/// `operator` and the sections that changed. Returns those sections, or
-/// `None` when nothing changed.
+/// Compares the effective configuration (its
+/// [`fingerprint::sections`]) with the last one recorded and, when it
+/// differs (or none was), records a `config_change` row naming `operator`
+/// and the sections that changed. Returns those sections, or `None` when
+/// nothing changed.
 pub async fn record_config_change(
     client: &clickhouse::Client,
-    settings: &Settings,
+    sections: Vec<(String, String)>,
     operator: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Vec<String>>, clickhouse::error::Error> {
-    let sections = fingerprint::sections(settings);
     let hash = fingerprint::config_hash(&sections);
     let last: Vec<String> = client
         .query("SELECT detail FROM audit_log WHERE kind = 'config_change' ORDER BY at DESC LIMIT 1")

@@ -172,6 +172,12 @@ impl Binary {
     /// Starts tamis again (after [`Binary::kill9`] or [`Binary::terminate`])
     /// with the same config, port and working directory, and waits until it
     /// answers `/healthz`.
+    /// Changes the configuration the next [`Binary::restart`] reads.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        std::fs::write(&self.config_path, edit(text)).expect("write config");
+    }
+
     pub fn restart(&mut self) {
         assert!(
             self.child.try_wait().expect("child status").is_some(),
