@@ -927,7 +927,8 @@ fn clickhouse_killed_mid_insert_again_and_again() {
     std::thread::sleep(Duration::from_secs(2));
     // Up times that do not line up with the flush interval, so the
     // kills land at different points of the insert cycle.
-    for up_ms in [1_130, 1_870, 1_410, 2_290, 1_650, 1_030, 1_550, 1_970] {
+    let up_times_ms = [1_130, 1_870, 1_410, 2_290, 1_650, 1_030, 1_550, 1_970];
+    for up_ms in up_times_ms {
         rig.ch_mut().stop(Stop::Kill);
         std::thread::sleep(Duration::from_millis(700));
         rig.ch_mut().restart();
@@ -935,7 +936,7 @@ fn clickhouse_killed_mid_insert_again_and_again() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let report = load.stop();
-    let kills = 8;
+    let kills = up_times_ms.len();
     let verdict = rig.verify(&report, &[]);
     let found_applied = rig.tamis.log_text().matches("found applied").count();
     eprintln!(
@@ -962,8 +963,9 @@ fn tamis_killed_while_clickhouse_holds_its_insert() {
     let mut rig = Rig::own("kill_during_insert", knobs);
     let load = rig.load(Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));
-    let rounds = 4;
-    for frozen_ms in [150, 400, 250, 600].into_iter().take(rounds) {
+    let frozen_times_ms = [150, 400, 250, 600];
+    let rounds = frozen_times_ms.len();
+    for frozen_ms in frozen_times_ms {
         rig.ch().freeze(true);
         std::thread::sleep(Duration::from_millis(frozen_ms));
         rig.tamis.kill9();

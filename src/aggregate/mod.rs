@@ -164,15 +164,12 @@ impl Intake {
             .lock()
             .take()
             .map(|mut state| {
-                let mut batches = std::mem::take(&mut state.ready);
-                if state.cut.is_some_and(|cut| state.end_seq < cut) {
+                if !state.may_end_here() {
                     // Cut short, it would not line up with the batch it
                     // replays: its records stay in the log for the next start.
                     tracing::info!("stopping before the replayed batch was complete; its records stay in the log");
-                } else {
-                    batches.push(state.take_batch());
                 }
-                batches
+                state.take_due(Duration::ZERO, 0)
             })
             .unwrap_or_default();
         self.hand_over(last, &output).await;
@@ -272,10 +269,16 @@ impl Aggregator {
         let mut batches = std::mem::take(&mut self.ready);
         let due =
             self.oldest.is_some_and(|t| t.elapsed() >= flush_interval) || self.rows() >= batch_rows;
-        if due && self.cut.is_none_or(|cut| self.end_seq >= cut) {
+        if due && self.may_end_here() {
             batches.push(self.take_batch());
         }
         batches
+    }
+
+    /// Whether the current batch may end at the last record fed: not while
+    /// it stops short of the cut.
+    fn may_end_here(&self) -> bool {
+        self.cut.is_none_or(|cut| self.end_seq >= cut)
     }
 
     /// Notes that log record `seq` is part of the next batch.

@@ -7,26 +7,15 @@
 //! written (and fsync'd, with its folder) before the first insert of every
 //! batch. It knows nothing of what a batch holds.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::Path;
 
 const FILE: &str = "in-flight";
 
 /// Notes that records `first..end` are being applied, durably.
 pub fn note(dir: &Path, first: u64, end: u64) -> io::Result<()> {
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    write!(file, "{first} {end}")?;
-    file.sync_data()?;
-    fs::rename(&tmp, dir.join(FILE))?;
-    File::open(dir)?.sync_all()
+    super::replace_file(dir, FILE, format!("{first} {end}").as_bytes(), true)
 }
 
 /// The last batch noted in flight, if any note is readable.

@@ -567,18 +567,31 @@ fn delete_confirmed(shared: &Shared, state: &mut State) {
 
 /// Best effort: if the note is lost, receipts in ClickHouse still say it.
 fn note_confirmed(dir: &Path, end: u64) {
-    let tmp = dir.join(format!("{CONFIRMED_FILE}.tmp"));
-    let written = OpenOptions::new()
+    if let Err(error) = replace_file(dir, CONFIRMED_FILE, end.to_string().as_bytes(), false) {
+        tracing::warn!(error = %error, "cannot note the confirmed end of the durable log");
+    }
+}
+
+/// Replaces `dir/name` with `bytes` whole (written beside it, mode 0600,
+/// then renamed over it). `durable`: the file and the rename are fsync'd
+/// before this returns.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(end.to_string().as_bytes()))
-        .and_then(|()| fs::rename(&tmp, dir.join(CONFIRMED_FILE)));
-    if let Err(error) = written {
-        tracing::warn!(error = %error, "cannot note the confirmed end of the durable log");
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    if durable {
+        file.sync_all()?;
     }
+    fs::rename(&tmp, dir.join(name))?;
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 fn read_or_create_id(dir: &Path) -> io::Result<String> {
@@ -590,17 +603,7 @@ fn read_or_create_id(dir: &Path) -> io::Result<String> {
         Err(e) => return Err(e),
     }
     let id = format!("{:032x}", rand::random::<u128>());
-    let tmp = dir.join(format!("{ID_FILE}.tmp"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(id.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&tmp, &path)?;
-    sync_dir(dir)?;
+    replace_file(dir, ID_FILE, id.as_bytes(), true)?;
     Ok(id)
 }
 

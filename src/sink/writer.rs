@@ -145,14 +145,13 @@ impl Writer {
                     .map(|d| ("dropped", BatchRow::dropped(d))),
             )
             .chain(batch.props.iter().map(|p| ("prop", BatchRow::prop(p))));
-        let mut count = 0;
         for (kind, row) in rows {
-            count += 1;
             groups
                 .entry((kind, row.site_id, row.hour))
                 .or_default()
                 .push(row);
         }
+        let count: usize = groups.values().map(Vec::len).sum();
         let target = batch.end_seq << SHIFT;
         for ((kind, site, hour), rows) in &groups {
             let key = (*kind, site.to_string(), *hour);
@@ -166,7 +165,7 @@ impl Writer {
         }
         self.metrics
             .rows_written
-            .fetch_add(count, Ordering::Relaxed);
+            .fetch_add(count as u64, Ordering::Relaxed);
         self.metrics
             .hits_written
             .fetch_add(batch.hits, Ordering::Relaxed);
@@ -266,26 +265,31 @@ impl Writer {
         &self,
         (kind, site, hour): &GroupKey,
     ) -> Result<u64, clickhouse::error::Error> {
-        let query = match *kind {
-            "dropped" => self
-                .client
-                .query("SELECT sum(hits) FROM dropped_hourly WHERE site_id = ? AND hour = toDateTime(?) AND reason = ?")
-                .bind(site)
-                .bind(*hour)
-                .bind(&self.dropped_label),
-            table => self
-                .client
-                .query(if table == "traffic" {
-                    "SELECT sumMerge(events) FROM traffic_hourly WHERE site_id = ? AND hour = toDateTime(?) AND event = ? AND page = ?"
-                } else {
-                    "SELECT sumMerge(events) FROM props_hourly WHERE site_id = ? AND hour = toDateTime(?) AND event = ? AND page = ?"
-                })
-                .bind(site)
-                .bind(*hour)
-                .bind(DELIVERY_MARK)
-                .bind(self.journal.id()),
+        let sql = match *kind {
+            "dropped" => "SELECT sum(hits) FROM dropped_hourly WHERE site_id = ? AND hour = toDateTime(?) AND reason = ?",
+            "traffic" => "SELECT sumMerge(events) FROM traffic_hourly WHERE site_id = ? AND hour = toDateTime(?) AND page = ? AND event = ?",
+            _ => "SELECT sumMerge(events) FROM props_hourly WHERE site_id = ? AND hour = toDateTime(?) AND page = ? AND event = ?",
         };
+        let mut query = self
+            .client
+            .query(sql)
+            .bind(site)
+            .bind(*hour)
+            .bind(self.mark_label(kind));
+        if *kind != "dropped" {
+            query = query.bind(DELIVERY_MARK);
+        }
         query.fetch_one::<u64>().await
+    }
+
+    /// What names this journal's mark among a table's rows: the page of
+    /// traffic and property marks, the reason of dropped ones.
+    fn mark_label(&self, kind: &str) -> &str {
+        if kind == "dropped" {
+            &self.dropped_label
+        } else {
+            self.journal.id()
+        }
     }
 
     /// Applies `rows` plus their proof exactly once, however many attempts
@@ -349,14 +353,7 @@ impl Writer {
                 key: (kind, site, hour),
                 from,
                 to,
-            } => {
-                let label = if *kind == "dropped" {
-                    self.dropped_label.as_str()
-                } else {
-                    self.journal.id()
-                };
-                BatchRow::mark(kind, site, *hour, label, to - from)
-            }
+            } => BatchRow::mark(kind, site, *hour, self.mark_label(kind), to - from),
             Proof::Receipt(receipt) => BatchRow::receipt(receipt),
         };
         let client = self.client.clone().with_setting("query_id", query_id);
