@@ -7,6 +7,7 @@
 //! [`query`] only reads. See ARCHITECTURE.md.
 
 pub mod aggregate;
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
