@@ -1803,18 +1803,9 @@ mod explore {
                 ),
             )?;
         }
-        let dims = tamis::sink::schema::TRAFFIC_DIMENSIONS;
-        let cols: Vec<String> = dims
-            .iter()
-            .map(|c| {
-                if *c == "hour" {
-                    "hour DateTime".into()
-                } else {
-                    format!("{c} String")
-                }
-            })
-            .collect();
-        let list = dims.join(", ");
+        let dims = tamis::sink::rows::TRAFFIC_DIMENSIONS;
+        let cols: Vec<String> = dims.iter().map(|(c, ty)| format!("{c} {ty}")).collect();
+        let list = tamis::sink::rows::column_names(dims);
         exec(
             ch,
             &format!(

@@ -41,7 +41,13 @@ pub struct Metrics {
     pub log_corrupt: AtomicU64,
     pub log_fsyncs: AtomicU64,
     pub log_write_errors: AtomicU64,
-    pub batches_dead_lettered: AtomicU64,
+    pub rows_dead_lettered: AtomicU64,
+    /// Groups whose refused rows were isolated.
+    pub groups_isolated: AtomicU64,
+    /// 1 while ClickHouse refuses tamis's own rows (not the data's fault).
+    pub delivery_blocked: AtomicU64,
+    /// The ClickHouse code holding delivery up, 0 when none.
+    pub delivery_blocked_code: AtomicU64,
     // Privacy operations (issue 5).
     pub salts_in_memory: AtomicU64,
     /// Unix time of the start of the oldest local day whose salt is held.
@@ -139,7 +145,12 @@ impl Metrics {
         counter(
             "tamis_rows_dead_lettered_total",
             "Rows ClickHouse refused, written to the dead-letter folder.",
-            get(&self.batches_dead_lettered),
+            get(&self.rows_dead_lettered),
+        );
+        counter(
+            "tamis_groups_isolated_total",
+            "Groups of rows split up to isolate rows ClickHouse refused.",
+            get(&self.groups_isolated),
         );
         counter(
             "tamis_audit_rows_written_total",
@@ -198,6 +209,16 @@ impl Metrics {
             "tamis_log_backlog_hits",
             "Hits in the durable log not yet confirmed by ClickHouse.",
             get(&self.log_backlog),
+        );
+        gauge(
+            "tamis_delivery_blocked",
+            "1 while ClickHouse refuses tamis's own rows (a table missing, read-only, a permission): hits wait in the log, nothing is dead-lettered.",
+            get(&self.delivery_blocked),
+        );
+        gauge(
+            "tamis_delivery_blocked_code",
+            "The ClickHouse error code holding delivery up, 0 when none.",
+            get(&self.delivery_blocked_code),
         );
         gauge(
             "tamis_log_full",

@@ -1,11 +1,16 @@
-//! The row types written to ClickHouse. They are inputs of aggregate tables:
-//! `traffic_in` is a `Null` table whose materialized view folds rows into
-//! `traffic_hourly`, so no row, and no visitor value, is ever stored as is.
+//! The row types written to ClickHouse, and the one list of their columns
+//! ([`BatchRow`], defined with [`TRAFFIC_DIMENSIONS`], [`TRAFFIC_COUNTS`]
+//! and [`BATCH_EXTRA`]) that the schema builds its tables from. They are
+//! inputs of aggregate tables: `batch_in` is a `Null` table whose
+//! materialized views fold rows into `traffic_hourly`, `dropped_hourly`,
+//! `props_hourly` and `batch_receipts` by [`RowKind`], so no row, and no
+//! visitor value, is ever stored as is.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use clickhouse::Row;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a visit shares across its pageviews: taken from its first hit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,37 +56,6 @@ pub struct TrafficDelta {
     pub exits: i64,
 }
 
-/// The wire form of a [`TrafficDelta`]; field order is the column order of
-/// `traffic_in` (RowBinary has no names).
-#[derive(Row, Serialize)]
-pub struct TrafficRow<'a> {
-    pub site_id: &'a str,
-    pub hour: u32,
-    pub event: &'a str,
-    pub page: &'a str,
-    pub entry_page: &'a str,
-    pub source: &'a str,
-    pub referrer: &'a str,
-    pub utm_source: &'a str,
-    pub utm_medium: &'a str,
-    pub utm_campaign: &'a str,
-    pub country: &'a str,
-    pub region: &'a str,
-    pub browser: &'a str,
-    pub browser_version: &'a str,
-    pub os: &'a str,
-    pub device: &'a str,
-    pub language: &'a str,
-    pub consent: &'a str,
-    pub visitor: u64,
-    pub pageviews: u64,
-    pub events: u64,
-    pub visits: i64,
-    pub bounces: i64,
-    pub duration: i64,
-    pub exits: i64,
-}
-
 impl TrafficDelta {
     /// Adds `other`'s counts, for two deltas with the same row key.
     pub fn absorb(&mut self, other: &TrafficDelta) {
@@ -93,41 +67,42 @@ impl TrafficDelta {
         self.exits += other.exits;
     }
 
-    pub fn as_row(&self) -> TrafficRow<'_> {
+    /// The delta as a row of `batch_in`.
+    pub fn as_row(&self) -> BatchRow<'_> {
         let d = &*self.dims;
-        TrafficRow {
-            site_id: &d.site_id,
-            hour: self.hour,
-            event: &self.event,
-            page: &self.page,
-            entry_page: &d.entry_page,
-            source: &d.source,
-            referrer: &d.referrer,
-            utm_source: &d.utm_source,
-            utm_medium: &d.utm_medium,
-            utm_campaign: &d.utm_campaign,
-            country: &d.country,
-            region: &d.region,
-            browser: &d.browser,
-            browser_version: &d.browser_version,
-            os: &d.os,
-            device: d.device,
-            language: &d.language,
-            consent: self.consent,
-            // A row that counts no pageview or event (a correction) must not
-            // count its visitor for that page.
-            visitor: if self.pageviews + self.events > 0 {
-                self.visitor
-            } else {
-                0
-            },
-            pageviews: self.pageviews,
-            events: self.events,
-            visits: self.visits,
-            bounces: self.bounces,
-            duration: self.duration,
-            exits: self.exits,
-        }
+        let mut row = BatchRow::blank(RowKind::Traffic);
+        row.site_id = Cow::Borrowed(&d.site_id);
+        row.hour = self.hour;
+        row.event = Cow::Borrowed(&self.event);
+        row.page = Cow::Borrowed(&self.page);
+        row.entry_page = Cow::Borrowed(&d.entry_page);
+        row.source = Cow::Borrowed(&d.source);
+        row.referrer = Cow::Borrowed(&d.referrer);
+        row.utm_source = Cow::Borrowed(&d.utm_source);
+        row.utm_medium = Cow::Borrowed(&d.utm_medium);
+        row.utm_campaign = Cow::Borrowed(&d.utm_campaign);
+        row.country = Cow::Borrowed(&d.country);
+        row.region = Cow::Borrowed(&d.region);
+        row.browser = Cow::Borrowed(&d.browser);
+        row.browser_version = Cow::Borrowed(&d.browser_version);
+        row.os = Cow::Borrowed(&d.os);
+        row.device = Cow::Borrowed(d.device);
+        row.language = Cow::Borrowed(&d.language);
+        row.consent = Cow::Borrowed(self.consent);
+        // A row that counts no pageview or event (a correction) must not
+        // count its visitor for that page.
+        row.visitor = if self.pageviews + self.events > 0 {
+            self.visitor
+        } else {
+            0
+        };
+        row.pageviews = self.pageviews;
+        row.events = self.events;
+        row.visits = self.visits;
+        row.bounces = self.bounces;
+        row.duration = self.duration;
+        row.exits = self.exits;
+        row
     }
 }
 
@@ -155,7 +130,7 @@ pub struct PropRow {
 
 /// One batch for the writer: everything aggregated from the log records
 /// numbered `first_seq..end_seq`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub traffic: Vec<TrafficDelta>,
     pub dropped: Vec<DroppedRow>,
@@ -190,138 +165,291 @@ pub struct Receipt {
 /// leave it out, and `event_names` may not use the name.
 pub const DELIVERY_MARK: &str = "tamis:delivered";
 
-/// One row of the `batch_in` Null table: the materialized views route each
-/// kind of row (traffic deltas, dropped counts, properties, receipts) to
-/// its table. Field order is the column order of `batch_in`.
-#[derive(Debug, Default, Row, Serialize)]
-pub struct BatchRow<'a> {
-    pub kind: &'a str,
-    pub site_id: &'a str,
-    pub hour: u32,
-    pub event: &'a str,
-    pub page: &'a str,
-    pub entry_page: &'a str,
-    pub source: &'a str,
-    pub referrer: &'a str,
-    pub utm_source: &'a str,
-    pub utm_medium: &'a str,
-    pub utm_campaign: &'a str,
-    pub country: &'a str,
-    pub region: &'a str,
-    pub browser: &'a str,
-    pub browser_version: &'a str,
-    pub os: &'a str,
-    pub device: &'a str,
-    pub language: &'a str,
-    pub consent: &'a str,
-    pub visitor: u64,
-    pub pageviews: u64,
-    pub events: u64,
-    pub visits: i64,
-    pub bounces: i64,
-    pub duration: i64,
-    pub exits: i64,
-    pub reason: &'a str,
-    pub hits: u64,
-    pub prop_key: &'a str,
-    pub prop_value: &'a str,
-    pub journal_id: &'a str,
-    pub first_seq: u64,
-    pub end_seq: u64,
-    pub part: &'a str,
+/// Which table a row of `batch_in` feeds: the materialized views route
+/// each kind to its table by the `kind` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RowKind {
+    Traffic,
+    Dropped,
+    Prop,
+    Receipt,
+}
+
+impl RowKind {
+    pub const ALL: [RowKind; 4] = [
+        RowKind::Traffic,
+        RowKind::Dropped,
+        RowKind::Prop,
+        RowKind::Receipt,
+    ];
+
+    /// The value of `batch_in.kind`, as the materialized views test it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RowKind::Traffic => "traffic",
+            RowKind::Dropped => "dropped",
+            RowKind::Prop => "prop",
+            RowKind::Receipt => "receipt",
+        }
+    }
+
+    /// The table the rows of this kind end up in.
+    pub const fn table(self) -> &'static str {
+        match self {
+            RowKind::Traffic => "traffic_hourly",
+            RowKind::Dropped => "dropped_hourly",
+            RowKind::Prop => "props_hourly",
+            RowKind::Receipt => "batch_receipts",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RowKind> {
+        RowKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+// RowBinary has no enums: a kind travels as its name.
+impl Serialize for RowKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RowKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = Cow::<'de, str>::deserialize(d)?;
+        RowKind::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown row kind {name:?}")))
+    }
+}
+
+/// A column value that can outlive the batch it was borrowed from.
+trait IntoStatic {
+    type Static;
+    fn into_static(self) -> Self::Static;
+}
+
+impl IntoStatic for Cow<'_, str> {
+    type Static = Cow<'static, str>;
+    fn into_static(self) -> Cow<'static, str> {
+        Cow::Owned(self.into_owned())
+    }
+}
+
+macro_rules! plain_into_static {
+    ($($t:ty),*) => { $( impl IntoStatic for $t { type Static = $t; fn into_static(self) -> $t { self } } )* };
+}
+plain_into_static!(u32, u64, i64);
+
+/// Defines [`BatchRow`] and the column lists the schema builds its tables
+/// from, out of one list of (column, Rust type, ClickHouse type): adding a
+/// dimension touches that list and a migration, nothing else. Field order
+/// is column order (RowBinary has no names).
+macro_rules! batch_columns {
+    (
+        <$lt:lifetime>
+        dimensions { $( $dim:ident : $dty:ty => $dch:literal ),* $(,)? }
+        counts { $( $count:ident : $cty:ty => $cch:literal ),* $(,)? }
+        extra { $( $extra:ident : $ety:ty => $ech:literal ),* $(,)? }
+    ) => {
+        /// One row of the `batch_in` Null table: the materialized views
+        /// route each kind of row (traffic deltas, dropped counts,
+        /// properties, receipts) to its table. A row of one kind leaves
+        /// the columns of the others at their defaults.
+        #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+        pub struct BatchRow<$lt> {
+            pub kind: RowKind,
+            $( pub $dim: $dty, )*
+            $( pub $count: $cty, )*
+            $( pub $extra: $ety, )*
+        }
+
+        impl<$lt> BatchRow<$lt> {
+            /// An owned copy, to keep beyond the batch it was made from.
+            pub fn into_owned(self) -> BatchRow<'static> {
+                BatchRow {
+                    kind: self.kind,
+                    $( $dim: IntoStatic::into_static(self.$dim), )*
+                    $( $count: IntoStatic::into_static(self.$count), )*
+                    $( $extra: IntoStatic::into_static(self.$extra), )*
+                }
+            }
+
+            /// A row of `kind` with every other column at its default.
+            pub fn blank(kind: RowKind) -> Self {
+                BatchRow {
+                    kind,
+                    $( $dim: Default::default(), )*
+                    $( $count: Default::default(), )*
+                    $( $extra: Default::default(), )*
+                }
+            }
+        }
+
+        /// The dimensions of an hourly traffic row, in order, with their
+        /// ClickHouse types: the key of `traffic_hourly`.
+        pub const TRAFFIC_DIMENSIONS: &[(&str, &str)] = &[ $( (stringify!($dim), $dch) ),* ];
+        /// The counts of a traffic input row (`traffic_in`, `batch_in`).
+        pub const TRAFFIC_COUNTS: &[(&str, &str)] = &[ $( (stringify!($count), $cch) ),* ];
+        /// The columns of `batch_in` for the other kinds of rows.
+        pub const BATCH_EXTRA: &[(&str, &str)] = &[ $( (stringify!($extra), $ech) ),* ];
+    };
+}
+
+batch_columns! {
+    <'a>
+    dimensions {
+        site_id: Cow<'a, str> => "String",
+        // Start of the site-local hour, seconds since the epoch.
+        hour: u32 => "DateTime",
+        event: Cow<'a, str> => "String",
+        page: Cow<'a, str> => "String",
+        entry_page: Cow<'a, str> => "String",
+        source: Cow<'a, str> => "String",
+        referrer: Cow<'a, str> => "String",
+        utm_source: Cow<'a, str> => "String",
+        utm_medium: Cow<'a, str> => "String",
+        utm_campaign: Cow<'a, str> => "String",
+        country: Cow<'a, str> => "String",
+        region: Cow<'a, str> => "String",
+        browser: Cow<'a, str> => "String",
+        browser_version: Cow<'a, str> => "String",
+        os: Cow<'a, str> => "String",
+        device: Cow<'a, str> => "String",
+        language: Cow<'a, str> => "String",
+        consent: Cow<'a, str> => "String",
+    }
+    counts {
+        // Input of the `uniq` sketches only (0: counted without a key);
+        // never stored as is.
+        visitor: u64 => "UInt64",
+        pageviews: u64 => "UInt64",
+        events: u64 => "UInt64",
+        visits: i64 => "Int64",
+        bounces: i64 => "Int64",
+        duration: i64 => "Int64",
+        exits: i64 => "Int64",
+    }
+    extra {
+        reason: Cow<'a, str> => "String",
+        hits: u64 => "UInt64",
+        prop_key: Cow<'a, str> => "String",
+        prop_value: Cow<'a, str> => "String",
+        journal_id: Cow<'a, str> => "String",
+        first_seq: u64 => "UInt64",
+        end_seq: u64 => "UInt64",
+        part: Cow<'a, str> => "String",
+    }
+}
+
+/// A column list as DDL: `name Type, name Type, …`.
+pub fn column_ddl(columns: &[(&str, &str)]) -> String {
+    columns
+        .iter()
+        .map(|(name, ty)| format!("{name} {ty}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A column list's names: `name, name, …`.
+pub fn column_names(columns: &[(&str, &str)]) -> String {
+    columns
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl<'a> BatchRow<'a> {
     pub fn traffic(d: &'a TrafficDelta) -> Self {
-        let r = d.as_row();
-        BatchRow {
-            kind: "traffic",
-            site_id: r.site_id,
-            hour: r.hour,
-            event: r.event,
-            page: r.page,
-            entry_page: r.entry_page,
-            source: r.source,
-            referrer: r.referrer,
-            utm_source: r.utm_source,
-            utm_medium: r.utm_medium,
-            utm_campaign: r.utm_campaign,
-            country: r.country,
-            region: r.region,
-            browser: r.browser,
-            browser_version: r.browser_version,
-            os: r.os,
-            device: r.device,
-            language: r.language,
-            consent: r.consent,
-            visitor: r.visitor,
-            pageviews: r.pageviews,
-            events: r.events,
-            visits: r.visits,
-            bounces: r.bounces,
-            duration: r.duration,
-            exits: r.exits,
-            ..BatchRow::default()
-        }
+        d.as_row()
     }
 
     pub fn dropped(d: &'a DroppedRow) -> Self {
-        BatchRow {
-            kind: "dropped",
-            site_id: &d.site_id,
-            hour: d.hour,
-            reason: d.reason,
-            hits: d.hits,
-            ..BatchRow::default()
-        }
+        let mut row = BatchRow::blank(RowKind::Dropped);
+        row.site_id = Cow::Borrowed(&d.site_id);
+        row.hour = d.hour;
+        row.reason = Cow::Borrowed(d.reason);
+        row.hits = d.hits;
+        row
     }
 
     pub fn prop(p: &'a PropRow) -> Self {
-        BatchRow {
-            kind: "prop",
-            site_id: &p.site_id,
-            hour: p.hour,
-            event: &p.event,
-            page: &p.page,
-            prop_key: &p.prop_key,
-            prop_value: &p.prop_value,
-            visitor: p.visitor,
-            events: p.events,
-            ..BatchRow::default()
-        }
+        let mut row = BatchRow::blank(RowKind::Prop);
+        row.site_id = Cow::Borrowed(&p.site_id);
+        row.hour = p.hour;
+        row.event = Cow::Borrowed(&p.event);
+        row.page = Cow::Borrowed(&p.page);
+        row.prop_key = Cow::Borrowed(&p.prop_key);
+        row.prop_value = Cow::Borrowed(&p.prop_value);
+        row.visitor = p.visitor;
+        row.events = p.events;
+        row
     }
 
-    /// The delivery mark of `kind` rows for `site_id` and `hour`: moves the
-    /// mark forward by `step`. `label` is the journal id, or for dropped
-    /// rows the reason `tamis:delivered:<journal id>`.
-    pub fn mark(kind: &'a str, site_id: &'a str, hour: u32, label: &'a str, step: u64) -> Self {
-        let mut row = BatchRow {
-            kind,
-            site_id,
-            hour,
-            ..BatchRow::default()
-        };
-        if kind == "dropped" {
-            row.reason = label;
-            row.hits = step;
-        } else {
-            row.event = DELIVERY_MARK;
-            row.page = label;
-            row.events = step;
+    /// The delivery mark of `kind` rows for `site_id` and `hour`, written
+    /// by `journal_id`: moves the mark forward by `step`. Traffic and
+    /// property marks are the event [`DELIVERY_MARK`] on the page named
+    /// after the journal; dropped marks are the reason
+    /// `tamis:delivered:<journal id>` (see [`mark_label`]).
+    pub fn mark(
+        kind: RowKind,
+        site_id: &'a str,
+        hour: u32,
+        journal_id: &'a str,
+        step: u64,
+    ) -> Self {
+        let mut row = BatchRow::blank(kind);
+        row.site_id = Cow::Borrowed(site_id);
+        row.hour = hour;
+        match kind {
+            RowKind::Dropped => {
+                row.reason = Cow::Owned(mark_label(kind, journal_id).into_owned());
+                row.hits = step;
+            }
+            _ => {
+                row.event = Cow::Borrowed(DELIVERY_MARK);
+                row.page = Cow::Borrowed(journal_id);
+                row.events = step;
+            }
         }
         row
     }
 
     pub fn receipt(r: &'a Receipt) -> Self {
-        BatchRow {
-            kind: "receipt",
-            journal_id: &r.journal_id,
-            first_seq: r.first_seq,
-            end_seq: r.end_seq,
-            part: &r.part,
-            hits: r.hits,
-            ..BatchRow::default()
+        let mut row = BatchRow::blank(RowKind::Receipt);
+        row.journal_id = Cow::Borrowed(&r.journal_id);
+        row.first_seq = r.first_seq;
+        row.end_seq = r.end_seq;
+        row.part = Cow::Borrowed(&r.part);
+        row.hits = r.hits;
+        row
+    }
+
+    /// What an operator sees of a refused row in the dead-letter folder:
+    /// every column of its kind by name, the visitor value only as whether
+    /// there was one (the row is for diagnosis, not counting).
+    pub fn diagnosis(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            let had = map.remove("visitor").and_then(|v| v.as_u64()).unwrap_or(0) != 0;
+            map.insert("has_visitor".into(), had.into());
+            if self.kind != RowKind::Receipt {
+                for name in ["journal_id", "first_seq", "end_seq", "part"] {
+                    map.remove(name);
+                }
+            }
         }
+        value
+    }
+}
+
+/// What names a journal's mark among a table's rows: the page of traffic
+/// and property marks, the reason of dropped ones.
+pub fn mark_label(kind: RowKind, journal_id: &str) -> Cow<'_, str> {
+    match kind {
+        RowKind::Dropped => Cow::Owned(format!("{DELIVERY_MARK}:{journal_id}")),
+        _ => Cow::Borrowed(journal_id),
     }
 }
 

@@ -4,29 +4,7 @@
 //! combinators only (no TTL, no LowCardinality). Every table is partitioned
 //! by (site, month) so retention can drop one site's months alone.
 
-/// Columns of an hourly traffic row, in order. Shared by the `Null` input
-/// table, the aggregate table and its materialized view so they cannot
-/// drift apart.
-pub const TRAFFIC_DIMENSIONS: [&str; 18] = [
-    "site_id",
-    "hour",
-    "event",
-    "page",
-    "entry_page",
-    "source",
-    "referrer",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "country",
-    "region",
-    "browser",
-    "browser_version",
-    "os",
-    "device",
-    "language",
-    "consent",
-];
+use super::rows::{column_ddl, column_names, BATCH_EXTRA, TRAFFIC_COUNTS, TRAFFIC_DIMENSIONS};
 
 /// What `rollup_daily` holds per finished local day, as (`dimension`
 /// value, `traffic_hourly` column): every single dimension of the stats API
@@ -58,23 +36,13 @@ pub struct Migration {
     pub statements: Vec<String>,
 }
 
-fn dimension_columns() -> String {
-    TRAFFIC_DIMENSIONS
-        .iter()
-        .map(|c| {
-            if *c == "hour" {
-                "hour DateTime".to_string()
-            } else {
-                format!("{c} String")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 pub fn migrations() -> Vec<Migration> {
-    let dims = dimension_columns();
-    let dim_list = TRAFFIC_DIMENSIONS.join(", ");
+    // The input and aggregate tables' columns come from the row type's one
+    // list (`sink::rows`), so they cannot drift apart.
+    let dims = column_ddl(TRAFFIC_DIMENSIONS);
+    let dim_list = column_names(TRAFFIC_DIMENSIONS);
+    let counts = column_ddl(TRAFFIC_COUNTS);
+    let extra = column_ddl(BATCH_EXTRA);
     vec![
         Migration {
             version: 1,
@@ -94,10 +62,7 @@ pub fn migrations() -> Vec<Migration> {
                      ORDER BY ({dim_list})"
                 ),
                 format!(
-                    "CREATE TABLE IF NOT EXISTS {{db}}.traffic_in ({dims}, \
-                     visitor UInt64, pageviews UInt64, events UInt64, \
-                     visits Int64, bounces Int64, duration Int64, exits Int64) \
-                     ENGINE = Null"
+                    "CREATE TABLE IF NOT EXISTS {{db}}.traffic_in ({dims}, {counts}) ENGINE = Null"
                 ),
                 format!(
                     "CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.traffic_mv TO {{db}}.traffic_hourly AS \
@@ -156,11 +121,7 @@ pub fn migrations() -> Vec<Migration> {
             name: "one insert per batch, with its receipt",
             statements: vec![
                 format!(
-                    "CREATE TABLE IF NOT EXISTS {{db}}.batch_in (kind String, {dims}, \
-                     visitor UInt64, pageviews UInt64, events UInt64, \
-                     visits Int64, bounces Int64, duration Int64, exits Int64, \
-                     reason String, hits UInt64, prop_key String, prop_value String, \
-                     journal_id String, first_seq UInt64, end_seq UInt64, part String) \
+                    "CREATE TABLE IF NOT EXISTS {{db}}.batch_in (kind String, {dims}, {counts}, {extra}) \
                      ENGINE = Null"
                 ),
                 "CREATE TABLE IF NOT EXISTS {db}.batch_receipts (\

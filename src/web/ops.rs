@@ -99,6 +99,7 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
         "log_bytes": app.metrics.log_bytes.load(Ordering::Relaxed),
         "backlog_hits": app.journal.unconfirmed(),
         "log_full": log_full,
+        "delivery": delivery(&app.metrics),
     });
     let status = if accepting && !log_full {
         StatusCode::OK
@@ -110,6 +111,18 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
     r
+}
+
+/// Whether delivery is held up by ClickHouse refusing tamis's own rows,
+/// and by which code (`/readyz` detail: tamis stays ready, hits wait in
+/// the log).
+fn delivery(metrics: &Metrics) -> serde_json::Value {
+    let blocked = metrics.delivery_blocked.load(Ordering::Relaxed) == 1;
+    let code = metrics.delivery_blocked_code.load(Ordering::Relaxed);
+    serde_json::json!({
+        "blocked": blocked,
+        "clickhouse_code": if blocked { serde_json::Value::from(code) } else { serde_json::Value::Null },
+    })
 }
 
 pub fn metrics(metrics: &Metrics) -> Response<Full<Bytes>> {
