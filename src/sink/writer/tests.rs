@@ -481,3 +481,62 @@ fn records_confirmed_without_their_receipt() {
     rt.block_on(run(specs, vec![Fault::None, Fault::Systemic(4)]))
         .unwrap();
 }
+
+/// Regression: when the in-flight note could not be written the batch was
+/// sent anyway, so a crash during its inserts could count part of it
+/// twice. Now nothing is sent until the note is durable. The note is made
+/// impossible by a folder where its temporary file goes.
+#[test]
+fn in_flight_note_failures() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (journal, _) = Journal::open(
+            dir.path(),
+            Options {
+                max_bytes: 1 << 24,
+                fsync: false,
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            journal.append(b"record").unwrap().await.unwrap().unwrap();
+        }
+        let model = Arc::new(Model {
+            state: Mutex::new(ModelState::default()),
+            crash: tokio::sync::Notify::new(),
+        });
+        let mut writer = Writer::with_store(ModelStore(model.clone()), metrics, journal)
+            .with_waits(Duration::from_millis(1), Duration::from_millis(5));
+        let blocker = dir.path().join("in-flight.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        let specs = vec![vec![Spec {
+            site: true,
+            hour: true,
+            prop: false,
+            poison: false,
+        }]];
+        let batch = batches(&specs).remove(0);
+        let write = writer.write(batch);
+        tokio::pin!(write);
+        // Many failed attempts at the note, and nothing sent meanwhile.
+        let waited = tokio::time::timeout(Duration::from_millis(300), &mut write).await;
+        assert!(waited.is_err(), "the batch was written without its note");
+        {
+            let s = model.state.lock().unwrap();
+            assert!(s.counts.is_empty() && s.marks.is_empty() && s.receipts.is_empty());
+        }
+        std::fs::remove_dir(&blocker).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), write)
+            .await
+            .expect("the batch is written once the note can be");
+        let s = model.state.lock().unwrap();
+        assert_eq!(s.counts.values().sum::<u64>(), 1);
+        assert!(s.receipts.contains(&4));
+    });
+}
