@@ -168,9 +168,38 @@ impl<S: Store> Writer<S> {
 
     /// Writes batches until the aggregator is gone and the queue is empty.
     pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) {
+        let mut settled = false;
         while let Some(batch) = batches.recv().await {
+            if !settled {
+                self.wait_for_earlier_inserts().await;
+                settled = true;
+            }
             self.write(batch).await;
             self.metrics.batches_pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until no insert of this journal runs in ClickHouse. A process
+    /// killed while ClickHouse held its insert leaves that insert running
+    /// (and landing) after it died; marks are read only once it is done,
+    /// so the new process never sends the same rows beside it.
+    async fn wait_for_earlier_inserts(&self) {
+        let mut backoff = self.backoff();
+        let mut said = false;
+        loop {
+            match self.store.running_for_journal().await {
+                Ok(0) => return,
+                Ok(running) => {
+                    if !said {
+                        tracing::info!(running, "inserts of an earlier run still in ClickHouse; waiting for them before delivering");
+                        said = true;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %failure_text(&error), "cannot read ClickHouse's running queries; retrying")
+                }
+            }
+            backoff.wait().await;
         }
     }
 

@@ -32,6 +32,10 @@ pub trait Store {
 
     /// Whether a query with this id is still running.
     fn running(&self, query_id: &str) -> impl Future<Output = Result<bool, Failure>> + Send;
+
+    /// Queries of this journal still running (those of a process that
+    /// stopped while ClickHouse held them).
+    fn running_for_journal(&self) -> impl Future<Output = Result<u64, Failure>> + Send;
 }
 
 /// ClickHouse over HTTP, with the journal whose marks and receipts it
@@ -116,6 +120,22 @@ impl Store for ClickHouseStore {
             .await
             .map(|n| n > 0)
             .map_err(|e| classify(&e))
+    }
+
+    async fn running_for_journal(&self) -> Result<u64, Failure> {
+        self.client
+            .query("SELECT count() FROM system.processes WHERE query_id LIKE ?")
+            .bind(self.query_prefix())
+            .fetch_one::<u64>()
+            .await
+            .map_err(|e| classify(&e))
+    }
+}
+
+impl ClickHouseStore {
+    /// Query ids of this journal start so (see `step_id`).
+    fn query_prefix(&self) -> String {
+        format!("tamis-{}-%", self.journal_id)
     }
 }
 

@@ -195,6 +195,13 @@ impl Store for ModelStore {
         Ok(s.receipts.contains(&end_seq))
     }
 
+    async fn running_for_journal(&self) -> Result<u64, Failure> {
+        let mut s = self.lock();
+        let running = u64::from(s.in_flight.is_some());
+        s.settle();
+        Ok(running)
+    }
+
     async fn running(&self, query_id: &str) -> Result<bool, Failure> {
         let mut s = self.lock();
         let running = s
