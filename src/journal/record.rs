@@ -5,6 +5,12 @@
 //! 64-bit value the `uniq` sketches take (meaningless once its day's salt
 //! is destroyed). Sites are written by id, not by position, so a log
 //! replayed under an edited configuration still lands on the right site.
+//!
+//! Enums are written as their one-byte codes (`privacy::coded`), and an
+//! event's fields in the order of one list, `EVENT_FIELDS`, which encoding
+//! and decoding both walk. Logs written by earlier versions must replay
+//! unchanged: `fixtures/` keeps such logs, and this module's tests read
+//! them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +19,8 @@ use chrono::{DateTime, Utc};
 
 use crate::aggregate::Message;
 use crate::privacy::agent::{Agent, Device, ReducedAgent};
+use crate::privacy::coded::{coded_enum, UnknownCode};
+use crate::privacy::consent::Consent;
 use crate::privacy::geo::Location;
 use crate::privacy::pipeline::{DropReason, Dropped, Event, EventKind};
 use crate::privacy::referrer::{Medium, Referrer};
@@ -20,15 +28,23 @@ use crate::privacy::url::Campaign;
 use crate::privacy::visitor::VisitorKey;
 
 const VERSION: u8 = 1;
-const CONSENT: [&str; 4] = ["granted", "denied", "none", "opt_out"];
-const MEDIUM: [Medium; 5] = [
-    Medium::Direct,
-    Medium::Search,
-    Medium::Social,
-    Medium::Email,
-    Medium::Other,
-];
-const DEVICE: [Device; 3] = [Device::Desktop, Device::Mobile, Device::Tablet];
+
+coded_enum! {
+    /// What a message of a record is.
+    enum MessageTag {
+        Event = 1 => "event",
+        Dropped = 2 => "dropped",
+    }
+}
+
+coded_enum! {
+    /// An event's kind; a custom event's name follows its tag.
+    enum KindTag {
+        Pageview = 0 => "pageview",
+        Engagement = 1 => "engagement",
+        Custom = 2 => "custom",
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -40,6 +56,90 @@ pub enum DecodeError {
     Value,
 }
 
+impl From<UnknownCode> for DecodeError {
+    fn from(_: UnknownCode) -> DecodeError {
+        DecodeError::Value
+    }
+}
+
+/// One field of an event's record: how it is written and read back.
+enum Field {
+    /// A length-prefixed UTF-8 string.
+    Text(fn(&Event) -> &String, fn(&mut Event) -> &mut String),
+    /// One byte: an enum's code, or a flag.
+    Byte(
+        fn(&Event) -> u8,
+        fn(&mut Event, u8) -> Result<(), DecodeError>,
+    ),
+    /// Microseconds since the epoch.
+    Time,
+    /// The kind's tag, then a custom event's name.
+    Kind,
+    /// A presence byte, then the 64-bit sketch input.
+    Visitor,
+    /// A 16-bit count, then that many key and value strings.
+    Props,
+}
+
+/// An event's record after its site id, in order. [`encode`] and [`decode`]
+/// both walk this one list, so the two cannot disagree on the layout. It is
+/// the layout of record version 1: changing it breaks every log on disk.
+const EVENT_FIELDS: &[Field] = &[
+    Field::Time,
+    Field::Kind,
+    Field::Text(|e| &e.path, |e| &mut e.path),
+    Field::Text(|e| &e.referrer.host, |e| &mut e.referrer.host),
+    Field::Text(|e| &e.referrer.source, |e| &mut e.referrer.source),
+    Field::Byte(
+        |e| e.referrer.medium as u8,
+        |e, b| {
+            e.referrer.medium = Medium::try_from(b)?;
+            Ok(())
+        },
+    ),
+    Field::Text(|e| &e.campaign.source, |e| &mut e.campaign.source),
+    Field::Text(|e| &e.campaign.medium, |e| &mut e.campaign.medium),
+    Field::Text(|e| &e.campaign.campaign, |e| &mut e.campaign.campaign),
+    Field::Text(|e| &e.location.country, |e| &mut e.location.country),
+    Field::Text(|e| &e.location.region, |e| &mut e.location.region),
+    Field::Byte(
+        |e| u8::from(e.agent.bot),
+        |e, b| {
+            Arc::make_mut(&mut e.agent).bot = b != 0;
+            Ok(())
+        },
+    ),
+    Field::Text(
+        |e| &e.agent.reduced.browser,
+        |e| &mut Arc::make_mut(&mut e.agent).reduced.browser,
+    ),
+    Field::Text(
+        |e| &e.agent.reduced.browser_version,
+        |e| &mut Arc::make_mut(&mut e.agent).reduced.browser_version,
+    ),
+    Field::Text(
+        |e| &e.agent.reduced.os,
+        |e| &mut Arc::make_mut(&mut e.agent).reduced.os,
+    ),
+    Field::Byte(
+        |e| e.agent.reduced.device as u8,
+        |e, b| {
+            Arc::make_mut(&mut e.agent).reduced.device = Device::try_from(b)?;
+            Ok(())
+        },
+    ),
+    Field::Text(|e| &e.language, |e| &mut e.language),
+    Field::Byte(
+        |e| e.consent as u8,
+        |e, b| {
+            e.consent = Consent::try_from(b)?;
+            Ok(())
+        },
+    ),
+    Field::Visitor,
+    Field::Props,
+];
+
 /// Encodes a hit's messages. Sites are looked up in `site_ids` by index.
 pub fn encode(messages: &[Message], site_ids: &[Arc<str>], out: &mut Vec<u8>) {
     out.push(VERSION);
@@ -47,67 +147,14 @@ pub fn encode(messages: &[Message], site_ids: &[Arc<str>], out: &mut Vec<u8>) {
     for message in messages {
         match message {
             Message::Event(e) => {
-                out.push(1);
+                out.push(MessageTag::Event as u8);
                 put_str(out, &site_ids[e.site]);
-                out.extend_from_slice(&e.at.timestamp_micros().to_le_bytes());
-                match &e.kind {
-                    EventKind::Pageview => out.push(0),
-                    EventKind::Engagement => out.push(1),
-                    EventKind::Custom(name) => {
-                        out.push(2);
-                        put_str(out, name);
-                    }
-                }
-                for s in [&e.path, &e.referrer.host, &e.referrer.source] {
-                    put_str(out, s);
-                }
-                out.push(
-                    MEDIUM
-                        .iter()
-                        .position(|m| *m == e.referrer.medium)
-                        .unwrap_or(4) as u8,
-                );
-                for s in [
-                    &e.campaign.source,
-                    &e.campaign.medium,
-                    &e.campaign.campaign,
-                    &e.location.country,
-                    &e.location.region,
-                ] {
-                    put_str(out, s);
-                }
-                let a = &e.agent;
-                out.push(u8::from(a.bot));
-                for s in [
-                    &a.reduced.browser,
-                    &a.reduced.browser_version,
-                    &a.reduced.os,
-                ] {
-                    put_str(out, s);
-                }
-                out.push(
-                    DEVICE
-                        .iter()
-                        .position(|d| *d == a.reduced.device)
-                        .unwrap_or(0) as u8,
-                );
-                put_str(out, &e.language);
-                out.push(CONSENT.iter().position(|c| *c == e.consent).unwrap_or(2) as u8);
-                match e.visitor {
-                    Some(v) => {
-                        out.push(1);
-                        out.extend_from_slice(&v.sketch_input().to_le_bytes());
-                    }
-                    None => out.push(0),
-                }
-                out.extend_from_slice(&(e.props.len() as u16).to_le_bytes());
-                for (k, v) in &e.props {
-                    put_str(out, k);
-                    put_str(out, v);
+                for field in EVENT_FIELDS {
+                    write_field(field, e, out);
                 }
             }
             Message::Dropped(d, at) => {
-                out.push(2);
+                out.push(MessageTag::Dropped as u8);
                 out.push(d.reason as u8);
                 match d.site {
                     Some(i) => {
@@ -116,7 +163,37 @@ pub fn encode(messages: &[Message], site_ids: &[Arc<str>], out: &mut Vec<u8>) {
                     }
                     None => out.push(0),
                 }
-                out.extend_from_slice(&at.timestamp_micros().to_le_bytes());
+                put_time(out, at);
+            }
+        }
+    }
+}
+
+fn write_field(field: &Field, e: &Event, out: &mut Vec<u8>) {
+    match field {
+        Field::Text(get, _) => put_str(out, get(e)),
+        Field::Byte(get, _) => out.push(get(e)),
+        Field::Time => put_time(out, &e.at),
+        Field::Kind => match &e.kind {
+            EventKind::Pageview => out.push(KindTag::Pageview as u8),
+            EventKind::Engagement => out.push(KindTag::Engagement as u8),
+            EventKind::Custom(name) => {
+                out.push(KindTag::Custom as u8);
+                put_str(out, name);
+            }
+        },
+        Field::Visitor => match e.visitor {
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&v.sketch_input().to_le_bytes());
+            }
+            None => out.push(0),
+        },
+        Field::Props => {
+            out.extend_from_slice(&(e.props.len() as u16).to_le_bytes());
+            for (k, v) in &e.props {
+                put_str(out, k);
+                put_str(out, v);
             }
         }
     }
@@ -133,76 +210,29 @@ pub fn decode(bytes: &[u8], sites: &HashMap<Arc<str>, usize>) -> Result<Vec<Mess
     let count = r.u16()?;
     let mut messages = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        match r.u8()? {
-            1 => {
+        match MessageTag::try_from(r.u8()?)? {
+            MessageTag::Event => {
                 let site = r.str()?;
-                let at = r.time()?;
-                let kind = match r.u8()? {
-                    0 => EventKind::Pageview,
-                    1 => EventKind::Engagement,
-                    2 => EventKind::Custom(r.str()?.to_string()),
-                    _ => return Err(DecodeError::Value),
-                };
-                let path = r.string()?;
-                let referrer = Referrer {
-                    host: r.string()?,
-                    source: r.string()?,
-                    medium: *MEDIUM.get(r.u8()? as usize).ok_or(DecodeError::Value)?,
-                };
-                let campaign = Campaign {
-                    source: r.string()?,
-                    medium: r.string()?,
-                    campaign: r.string()?,
-                };
-                let location = Location {
-                    country: r.string()?,
-                    region: r.string()?,
-                };
-                let bot = r.u8()? != 0;
-                let reduced = ReducedAgent {
-                    browser: r.string()?,
-                    browser_version: r.string()?,
-                    os: r.string()?,
-                    device: *DEVICE.get(r.u8()? as usize).ok_or(DecodeError::Value)?,
-                };
-                let language = r.string()?;
-                let consent = *CONSENT.get(r.u8()? as usize).ok_or(DecodeError::Value)?;
-                let visitor = match r.u8()? {
-                    0 => None,
-                    _ => Some(VisitorKey::from_sketch_input(r.u64()?)),
-                };
-                let mut props = Vec::new();
-                for _ in 0..r.u16()? {
-                    props.push((r.string()?, r.string()?));
+                let mut event = blank_event();
+                for field in EVENT_FIELDS {
+                    read_field(field, &mut r, &mut event)?;
                 }
                 match sites.get(site) {
                     Some(&index) => messages.push(Message::Event(Event {
                         site: index,
-                        at,
-                        kind,
-                        path,
-                        referrer,
-                        campaign,
-                        location,
-                        agent: Arc::new(Agent { bot, reduced }),
-                        language,
-                        consent,
-                        visitor,
-                        props,
+                        ..event
                     })),
                     None => messages.push(Message::Dropped(
                         Dropped {
                             reason: DropReason::UnknownSite,
                             site: None,
                         },
-                        at,
+                        event.at,
                     )),
                 }
             }
-            2 => {
-                let reason = *DropReason::ALL
-                    .get(r.u8()? as usize)
-                    .ok_or(DecodeError::Value)?;
+            MessageTag::Dropped => {
+                let reason = DropReason::try_from(r.u8()?)?;
                 let site = match r.u8()? {
                     0 => None,
                     _ => Some(r.str()?),
@@ -211,10 +241,70 @@ pub fn decode(bytes: &[u8], sites: &HashMap<Arc<str>, usize>) -> Result<Vec<Mess
                 let site = site.and_then(|s| sites.get(s).copied());
                 messages.push(Message::Dropped(Dropped { reason, site }, at));
             }
-            _ => return Err(DecodeError::Value),
         }
     }
     Ok(messages)
+}
+
+fn read_field(field: &Field, r: &mut Cursor<'_>, e: &mut Event) -> Result<(), DecodeError> {
+    match field {
+        Field::Text(_, get_mut) => *get_mut(e) = r.string()?,
+        Field::Byte(_, set) => set(e, r.u8()?)?,
+        Field::Time => e.at = r.time()?,
+        Field::Kind => {
+            e.kind = match KindTag::try_from(r.u8()?)? {
+                KindTag::Pageview => EventKind::Pageview,
+                KindTag::Engagement => EventKind::Engagement,
+                KindTag::Custom => EventKind::Custom(r.string()?),
+            }
+        }
+        Field::Visitor => {
+            e.visitor = match r.u8()? {
+                0 => None,
+                _ => Some(VisitorKey::from_sketch_input(r.u64()?)),
+            }
+        }
+        Field::Props => {
+            for _ in 0..r.u16()? {
+                e.props.push((r.string()?, r.string()?));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The event [`read_field`] fills in, field by field.
+fn blank_event() -> Event {
+    Event {
+        site: 0,
+        at: DateTime::UNIX_EPOCH,
+        kind: EventKind::Pageview,
+        path: String::new(),
+        referrer: Referrer {
+            host: String::new(),
+            source: String::new(),
+            medium: Medium::Direct,
+        },
+        campaign: Campaign::default(),
+        location: Location::default(),
+        agent: Arc::new(Agent {
+            bot: false,
+            reduced: ReducedAgent {
+                browser: String::new(),
+                browser_version: String::new(),
+                os: String::new(),
+                device: Device::Desktop,
+            },
+        }),
+        language: String::new(),
+        consent: Consent::Unset,
+        visitor: None,
+        props: Vec::new(),
+    }
+}
+
+fn put_time(out: &mut Vec<u8>, at: &DateTime<Utc>) {
+    out.extend_from_slice(&at.timestamp_micros().to_le_bytes());
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -313,7 +403,7 @@ mod tests {
                 },
             }),
             language: "fr".into(),
-            consent: "opt_out",
+            consent: Consent::OptOut,
             visitor: visitor.map(VisitorKey::from_sketch_input),
             props: vec![("plan".into(), "de base".into())],
         }
@@ -349,6 +439,12 @@ mod tests {
             Message::Event(e) => assert_eq!(e.visitor.map(|v| v.sketch_input()), Some(77)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn tag_codes_round_trip() {
+        crate::privacy::coded::check_codes(&MessageTag::ALL, |t| t as u8, MessageTag::as_str);
+        crate::privacy::coded::check_codes(&KindTag::ALL, |t| t as u8, KindTag::as_str);
     }
 
     #[test]
@@ -420,7 +516,7 @@ mod fixture_tests {
         path: &'static str,
         medium: Medium,
         device: Device,
-        consent: &'static str,
+        consent: Consent,
         visitor: Option<u64>,
         props: &'static [(&'static str, &'static str)],
     }
@@ -493,7 +589,7 @@ mod fixture_tests {
                 path: "/",
                 medium: Medium::Direct,
                 device: Device::Desktop,
-                consent: "granted",
+                consent: Consent::Granted,
                 visitor: Some(0x0123_4567_89ab_cdef),
                 props: &[],
             })],
@@ -504,7 +600,7 @@ mod fixture_tests {
                 path: "/",
                 medium: Medium::Search,
                 device: Device::Mobile,
-                consent: "none",
+                consent: Consent::Unset,
                 visitor: Some(u64::MAX),
                 props: &[],
             })],
@@ -515,7 +611,7 @@ mod fixture_tests {
                 path: "/fr/inscription",
                 medium: Medium::Social,
                 device: Device::Tablet,
-                consent: "granted",
+                consent: Consent::Granted,
                 visitor: Some(1),
                 props: &[("plan", "de base"), ("langue", "日本語")],
             })],
@@ -526,7 +622,7 @@ mod fixture_tests {
                 path: "/café/日本語/🙂",
                 medium: Medium::Email,
                 device: Device::Desktop,
-                consent: "denied",
+                consent: Consent::Denied,
                 visitor: None,
                 props: &[],
             })],
@@ -539,7 +635,7 @@ mod fixture_tests {
                     path: "/ünïcødé",
                     medium: Medium::Other,
                     device: Device::Mobile,
-                    consent: "opt_out",
+                    consent: Consent::OptOut,
                     visitor: None,
                     props: &[],
                 }),
@@ -550,7 +646,7 @@ mod fixture_tests {
                     path: "/ünïcødé",
                     medium: Medium::Other,
                     device: Device::Mobile,
-                    consent: "opt_out",
+                    consent: Consent::OptOut,
                     visitor: None,
                     props: &[],
                 }),
