@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::SiteSettings;
 use crate::metrics::Metrics;
+use crate::privacy::consent::Consent;
 use crate::privacy::pipeline::{DropReason, Dropped, Event, EventKind};
 use crate::sink::rows::{Batch, DroppedRow, PropRow, TrafficDelta, VisitDims};
 use sessions::{Contribution, Sessions};
@@ -46,7 +47,7 @@ struct RowKey {
     dims: usize,
     event: Arc<str>,
     page: Arc<str>,
-    consent: &'static str,
+    consent: Consent,
     visitor: u64,
 }
 
@@ -483,7 +484,7 @@ mod tests {
                 },
             }),
             language: "fr".into(),
-            consent: "none",
+            consent: Consent::Unset,
             visitor: visitor.map(crate::privacy::visitor::VisitorKey::for_tests),
             props: Vec::new(),
         }

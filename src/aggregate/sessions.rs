@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::privacy::consent::Consent;
 use crate::sink::rows::{TrafficDelta, VisitDims};
 
 pub const IDLE: Duration = Duration::minutes(30);
@@ -22,12 +23,12 @@ pub const MAX_OPEN: usize = 1_000_000;
 /// up; its exit lives on the row of its last pageview.
 struct Session {
     start_hour: u32,
-    start_consent: &'static str,
+    start_consent: Consent,
     entry: Arc<str>,
     last_seen: DateTime<Utc>,
     last_page: Arc<str>,
     last_hour: u32,
-    last_consent: &'static str,
+    last_consent: Consent,
     pageviews: u32,
     dims: Arc<VisitDims>,
 }
@@ -50,7 +51,7 @@ pub struct Contribution {
     pub hour: u32,
     pub event: Arc<str>,
     pub page: Arc<str>,
-    pub consent: &'static str,
+    pub consent: Consent,
     pub is_pageview: bool,
     /// Extends the visit without counting anything (engagement events).
     pub only_engagement: bool,
@@ -227,7 +228,7 @@ mod tests {
             hour: 0,
             event: Arc::from(if pageview { "pageview" } else { "signup" }),
             page: Arc::from(page),
-            consent: "none",
+            consent: Consent::Unset,
             is_pageview: pageview,
             only_engagement: false,
             dims: dims(),
@@ -306,11 +307,12 @@ mod tests {
         sessions.record(first, &mut out);
         let mut second = hit(10, "/a", true);
         second.hour = 200;
-        second.consent = "granted";
+        second.consent = Consent::Granted;
         sessions.record(second, &mut out);
         // By (hour, page, consent): the first row keeps visit, bounce undone,
         // duration and no exit; the second row has the pageview and exit.
-        let mut rows: HashMap<(u32, &str, &str), (i64, i64, i64, i64)> = HashMap::new();
+        type Counts = (i64, i64, i64, i64);
+        let mut rows: HashMap<(u32, &str, Consent), Counts> = HashMap::new();
         for d in &out {
             let r = rows.entry((d.hour, &*d.page, d.consent)).or_default();
             *r = (
@@ -320,8 +322,8 @@ mod tests {
                 r.3 + d.exits,
             );
         }
-        assert_eq!(rows[&(100, "/", "none")], (1, 0, 600, 0));
-        assert_eq!(rows[&(200, "/a", "granted")], (0, 0, 0, 1));
+        assert_eq!(rows[&(100, "/", Consent::Unset)], (1, 0, 600, 0));
+        assert_eq!(rows[&(200, "/a", Consent::Granted)], (0, 0, 0, 1));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::privacy::coded::coded_enum;
+
 const ISBOT: &str = include_str!("../../data/lists/isbot.json");
 const CRAWLERS: &str = include_str!("../../data/lists/crawler-user-agents.json");
 const UAP_REGEXES: &str = include_str!("../../data/lists/uap-regexes.yaml");
@@ -43,20 +45,13 @@ pub enum AgentError {
     Uap(#[from] ua_parser::Error),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Desktop,
-    Mobile,
-    Tablet,
-}
-
-impl Device {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Device::Desktop => "Desktop",
-            Device::Mobile => "Mobile",
-            Device::Tablet => "Tablet",
-        }
+coded_enum! {
+    /// The device class, from the user agent. Codes are written to the
+    /// journal; labels are the `device` column's values.
+    pub enum Device {
+        Desktop = 0 => "Desktop",
+        Mobile = 1 => "Mobile",
+        Tablet = 2 => "Tablet",
     }
 }
 
@@ -385,6 +380,11 @@ impl Hasher for PreHashed {
 mod tests {
     use super::*;
     use std::sync::OnceLock;
+
+    #[test]
+    fn device_codes_round_trip_and_labels_are_unique() {
+        crate::privacy::coded::check_codes(&Device::ALL, |d| d as u8, Device::as_str);
+    }
 
     fn classifier() -> &'static AgentClassifier {
         static C: OnceLock<AgentClassifier> = OnceLock::new();

@@ -2,7 +2,22 @@
 //! anonymously, or is dropped, from its consent state and the site's policy.
 
 use crate::config::{ConsentMode, OnDenied, OnOptOut, SiteSettings};
+use crate::privacy::coded::coded_enum;
 use crate::privacy::optout::OptOut;
+
+coded_enum! {
+    /// What is kept of a counted hit's consent, so reports can show the
+    /// consent rate. Codes are written to the journal; labels are the
+    /// values of the `consent` column and of the stats API's filters.
+    pub enum Consent {
+        Granted = 0 => "granted",
+        Denied = 1 => "denied",
+        /// The hit carried no consent state (or one tamis does not know).
+        Unset = 2 => "none",
+        /// An opted-out hit that its site chose to count anonymously.
+        OptOut = 3 => "opt_out",
+    }
+}
 
 /// The consent state a hit carries (`c` in the payload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,15 +50,14 @@ pub enum Decision {
     Drop,
 }
 
-/// What is stored in the `consent` column, so reports can show the consent
-/// rate: `granted`, `denied`, `none`, or `opt_out` for opted-out hits a site
-/// chose to count anonymously.
-pub fn label(state: ConsentState, opt_out: Option<OptOut>) -> &'static str {
+/// What is kept of a hit's consent: its state, unless an opt-out signal
+/// overrides it.
+pub fn kept(state: ConsentState, opt_out: Option<OptOut>) -> Consent {
     match (opt_out, state) {
-        (Some(_), _) => "opt_out",
-        (None, ConsentState::Granted) => "granted",
-        (None, ConsentState::Denied) => "denied",
-        (None, ConsentState::Unset) => "none",
+        (Some(_), _) => Consent::OptOut,
+        (None, ConsentState::Granted) => Consent::Granted,
+        (None, ConsentState::Denied) => Consent::Denied,
+        (None, ConsentState::Unset) => Consent::Unset,
     }
 }
 
@@ -170,9 +184,20 @@ mod tests {
     }
 
     #[test]
-    fn labels() {
-        assert_eq!(label(ConsentState::Granted, None), "granted");
-        assert_eq!(label(ConsentState::Unset, None), "none");
-        assert_eq!(label(ConsentState::Granted, Some(OptOut::Gpc)), "opt_out");
+    fn an_opt_out_signal_overrides_the_kept_state() {
+        assert_eq!(kept(ConsentState::Granted, None), Consent::Granted);
+        assert_eq!(kept(ConsentState::Denied, None), Consent::Denied);
+        assert_eq!(kept(ConsentState::Unset, None), Consent::Unset);
+        assert_eq!(
+            kept(ConsentState::Granted, Some(OptOut::Gpc)),
+            Consent::OptOut
+        );
+    }
+
+    #[test]
+    fn consent_codes_round_trip_and_labels_are_the_column_values() {
+        crate::privacy::coded::check_codes(&Consent::ALL, |c| c as u8, Consent::as_str);
+        let labels: Vec<&str> = Consent::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(labels, ["granted", "denied", "none", "opt_out"]);
     }
 }

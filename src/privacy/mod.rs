@@ -8,6 +8,7 @@
 //! consent decision → daily visitor key.
 
 pub mod agent;
+pub mod coded;
 pub mod consent;
 pub mod geo;
 pub mod ip;

@@ -11,7 +11,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config::SiteSettings;
 use crate::privacy::agent::{is_prefetch, Agent, AgentClassifier};
-use crate::privacy::consent::{self, ConsentState, Decision};
+use crate::privacy::coded::coded_enum;
+use crate::privacy::consent::{self, Consent, ConsentState, Decision};
 use crate::privacy::geo::{GeoDb, Location};
 use crate::privacy::ip;
 use crate::privacy::optout::{self, Signals};
@@ -20,43 +21,20 @@ use crate::privacy::salt::SaltStore;
 use crate::privacy::url::{self, Campaign};
 use crate::privacy::visitor::{self, VisitorKey};
 
-/// Why a hit was not counted. Each reason is a label of
-/// `tamis_hits_dropped_total` and a row of the `dropped_hourly` table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    OptOut,
-    Bot,
-    Prefetch,
-    UnknownSite,
-    HostnameNotAllowed,
-    ConsentDenied,
-    EventNotAllowed,
-    Invalid,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 8] = [
-        DropReason::OptOut,
-        DropReason::Bot,
-        DropReason::Prefetch,
-        DropReason::UnknownSite,
-        DropReason::HostnameNotAllowed,
-        DropReason::ConsentDenied,
-        DropReason::EventNotAllowed,
-        DropReason::Invalid,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::OptOut => "opt_out",
-            DropReason::Bot => "bot",
-            DropReason::Prefetch => "prefetch",
-            DropReason::UnknownSite => "unknown_site",
-            DropReason::HostnameNotAllowed => "hostname_not_allowed",
-            DropReason::ConsentDenied => "consent_denied",
-            DropReason::EventNotAllowed => "event_not_allowed",
-            DropReason::Invalid => "invalid",
-        }
+coded_enum! {
+    /// Why a hit was not counted. Each reason is a label of
+    /// `tamis_hits_dropped_total` and a row of the `dropped_hourly` table.
+    /// Codes are written to the journal, and also index the metrics'
+    /// counters: they run from 0 without a gap.
+    pub enum DropReason {
+        OptOut = 0 => "opt_out",
+        Bot = 1 => "bot",
+        Prefetch = 2 => "prefetch",
+        UnknownSite = 3 => "unknown_site",
+        HostnameNotAllowed = 4 => "hostname_not_allowed",
+        ConsentDenied = 5 => "consent_denied",
+        EventNotAllowed = 6 => "event_not_allowed",
+        Invalid = 7 => "invalid",
     }
 }
 
@@ -108,7 +86,7 @@ pub struct Event {
     pub location: Location,
     pub agent: Arc<Agent>,
     pub language: String,
-    pub consent: &'static str,
+    pub consent: Consent,
     pub visitor: Option<VisitorKey>,
     pub props: Vec<(String, String)>,
 }
@@ -213,7 +191,7 @@ impl Privacy {
 
         // 5-7. Referrer, URL.
         let page = url::reduce(hit.url, site).map_err(|_| dropped(DropReason::Invalid))?;
-        if !site.hostnames.iter().any(|h| *h == page.hostname) {
+        if !site.hostnames.contains(&page.hostname) {
             return Err(dropped(DropReason::HostnameNotAllowed));
         }
         let referrer = self.referrers.classify(hit.referrer, &site.hostnames);
@@ -251,7 +229,7 @@ impl Privacy {
             location,
             agent,
             language: language(hit.accept_language),
-            consent: consent::label(state, opt_out),
+            consent: consent::kept(state, opt_out),
             visitor,
             props,
         })
@@ -291,6 +269,15 @@ pub(crate) fn test_site(id: &str) -> SiteSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_reason_codes_round_trip_and_labels_are_unique() {
+        crate::privacy::coded::check_codes(&DropReason::ALL, |r| r as u8, DropReason::as_str);
+        // The metrics' counters are indexed by code.
+        for (i, reason) in DropReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "{reason:?}");
+        }
+    }
 
     fn check_language(header: Option<&str>, expected: &str) {
         assert_eq!(language(header), expected, "{header:?}");
@@ -374,7 +361,7 @@ mod tests {
         h.consent = Some("denied");
         let event = p.process(0, &h).unwrap();
         assert!(event.visitor.is_none());
-        assert_eq!(event.consent, "denied");
+        assert_eq!(event.consent, Consent::Denied);
         assert_eq!(event.path, "/a");
         assert_eq!(event.language, "fr");
     }

@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+use crate::privacy::coded::coded_enum;
+
 const REFERRERS: &str = include_str!("../../data/lists/referrers.json");
 
 /// Plausible's label for visits without a usable referrer.
@@ -23,25 +25,16 @@ pub enum ReferrerError {
     List(#[from] serde_json::Error),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Medium {
-    Direct,
-    Search,
-    Social,
-    Email,
-    /// Any other site.
-    Other,
-}
-
-impl Medium {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Medium::Direct => "direct",
-            Medium::Search => "search",
-            Medium::Social => "social",
-            Medium::Email => "email",
-            Medium::Other => "referral",
-        }
+coded_enum! {
+    /// What kind of site a visit came from. Codes are written to the
+    /// journal; labels are the `medium` values of the referrer list.
+    pub enum Medium {
+        Direct = 0 => "direct",
+        Search = 1 => "search",
+        Social = 2 => "social",
+        Email = 3 => "email",
+        /// Any other site.
+        Other = 4 => "referral",
     }
 }
 
@@ -192,6 +185,11 @@ fn registrable(host: &str) -> Option<&[u8]> {
 mod tests {
     use super::*;
     use std::sync::OnceLock;
+
+    #[test]
+    fn medium_codes_round_trip_and_labels_are_unique() {
+        crate::privacy::coded::check_codes(&Medium::ALL, |m| m as u8, Medium::as_str);
+    }
 
     fn classifier() -> &'static ReferrerClassifier {
         static C: OnceLock<ReferrerClassifier> = OnceLock::new();

@@ -43,7 +43,7 @@ pub struct TrafficDelta {
     /// or "" for engagement.
     pub event: Arc<str>,
     pub page: Arc<str>,
-    pub consent: &'static str,
+    pub consent: crate::privacy::consent::Consent,
     /// 0 for hits counted without a visitor key. Corrections carry it so
     /// they can merge with the same visitor's rows of the batch; it is
     /// written only for rows that count a pageview or event.
@@ -88,7 +88,7 @@ impl TrafficDelta {
         row.os = Cow::Borrowed(&d.os);
         row.device = Cow::Borrowed(d.device);
         row.language = Cow::Borrowed(&d.language);
-        row.consent = Cow::Borrowed(self.consent);
+        row.consent = Cow::Borrowed(self.consent.as_str());
         // A row that counts no pageview or event (a correction) must not
         // count its visitor for that page.
         row.visitor = if self.pageviews + self.events > 0 {

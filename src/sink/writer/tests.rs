@@ -303,7 +303,7 @@ fn batches(specs: &[Vec<Spec>]) -> Vec<Batch> {
                         dims: dims(site),
                         event: Arc::from("pageview"),
                         page: Arc::from(name.as_str()),
-                        consent: "none",
+                        consent: crate::privacy::consent::Consent::Unset,
                         visitor: 1 + i as u64,
                         pageviews: 1,
                         events: 0,
@@ -363,6 +363,8 @@ async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseEr
             restarts += 1;
             model.state.lock().unwrap().crashed = false;
             writer = new_writer();
+            // As `Writer::run` does before its first batch.
+            writer.wait_for_earlier_inserts().await;
         }
     }
     let s = model.state.lock().unwrap();
