@@ -764,9 +764,10 @@ impl Journal {
     }
 
     /// Records ClickHouse confirmed: every number below `end`, wherever
-    /// the confirmed end stood (start-up: the last receipt says how far
-    /// ClickHouse got). Deletes the segments holding nothing else and
-    /// notes the new end in the folder.
+    /// the confirmed end stood. For start-up, where the last receipt says
+    /// how far ClickHouse got; a batch's receipt goes through
+    /// [`Journal::confirm_range`], which checks for gaps. Deletes the
+    /// segments holding nothing else and notes the new end in the folder.
     ///
     /// Blocks on file I/O (deleting segment files, rewriting the note),
     /// though never while holding the lock appends and readers take: call
