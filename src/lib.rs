@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod ingest;
 pub mod journal;
+pub mod lock;
 pub mod metrics;
 pub mod notice;
 pub mod privacy;

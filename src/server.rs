@@ -10,9 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 use crate::aggregate::feed::Feeder;
 use crate::aggregate::Intake;
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::ingest::handler::Ingest;
@@ -67,7 +70,7 @@ async fn record_config_change_until_done(
     operator: String,
     at: chrono::DateTime<chrono::Utc>,
 ) {
-    let mut wait = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
     let mut warned = false;
     loop {
         match crate::sink::audit::record_config_change(&client, sections.clone(), &operator, at)
@@ -84,65 +87,112 @@ async fn record_config_change_until_done(
                     tracing::warn!(error = %error, "configuration change not recorded in the audit log yet; retrying until ClickHouse takes it");
                     warned = true;
                 }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
+                backoff.wait().await;
             }
         }
     }
 }
 
+/// Builds every stage, serves HTTP until `shutdown` completes, then drains
+/// (see [`Built::drain`]) within `server.shutdown_timeout` of the signal.
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     options: Options,
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::default());
-    let client = crate::sink::client(&settings.clickhouse);
+    let timeout = settings.server.shutdown_timeout;
+    let grace = settings.server.shutdown_grace;
+    let drain = options.drain.min(timeout / 2);
+    let built = build(settings, &options).await?;
+    tracing::info!(listen = %listener.local_addr()?, "tamis is serving");
+    let signalled = accept(built.app.clone(), listener, shutdown, grace, drain).await;
+    built.drain(signalled + timeout).await;
+    Ok(())
+}
 
-    let log_dir = &settings.storage.log_dir;
-    let (journal, recovery) = Journal::open(
-        log_dir,
-        JournalOptions {
-            max_bytes: settings.storage.log_max_bytes,
-            fsync: settings.storage.fsync,
-        },
-        metrics.clone(),
-    )
-    .with_context(|| {
+/// Everything `serve` runs, built from the settings before the first
+/// connection is accepted. Dropping it aborts every task it owns.
+struct Built {
+    app: Arc<App>,
+    journal: Journal,
+    /// Turns true at shutdown: delivery feeds what is logged, hands over
+    /// the last batch and writes it.
+    stop_delivery: tokio::sync::watch::Sender<bool>,
+    /// The delivery task alone; it ends true once every logged hit is in
+    /// ClickHouse.
+    delivery: JoinSet<bool>,
+    /// The audit log writer, as `AuditLog::start` hands it over; it ends
+    /// once every `AuditLog` handle (the app's) is gone and its queue is
+    /// written.
+    audit: JoinHandle<()>,
+    /// Salt keeper, retention janitor, rollups and the configuration
+    /// record: cut short at shutdown (each is safe to stop anywhere).
+    background: JoinSet<()>,
+}
+
+/// Opens the journal (recovery, then start) and logs what recovery found.
+/// Blocking file I/O: runs on a blocking thread.
+async fn open_journal(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Journal> {
+    let dir = settings.storage.log_dir.clone();
+    let options = JournalOptions {
+        max_bytes: settings.storage.log_max_bytes,
+        fsync: settings.storage.fsync,
+    };
+    let opened = tokio::task::spawn_blocking(move || {
+        let recovered = Journal::recover(&dir, options, metrics)?;
+        let found = recovered.report();
+        tracing::info!(
+            dir = %dir.display(),
+            segments = found.segments,
+            records = found.records,
+            torn_tails = found.torn_tails,
+            corrupt = found.corrupt,
+            "durable log open"
+        );
+        recovered.start()
+    })
+    .await
+    .context("the durable log's start-up thread failed")?;
+    opened.with_context(|| {
         format!(
             "opening the durable log in {} (storage.log_dir)",
-            log_dir.display()
+            settings.storage.log_dir.display()
         )
-    })?;
-    tracing::info!(
-        dir = %log_dir.display(),
-        segments = recovery.segments,
-        records = recovery.records,
-        torn_tails = recovery.torn_tails,
-        corrupt = recovery.corrupt,
-        "durable log open"
-    );
+    })
+}
 
-    // ClickHouse may be down when tamis starts: hits are accepted into the
-    // log meanwhile, and delivery starts once it answers. A ClickHouse
-    // that answers with an error (bad credentials, …) stops start-up.
-    let connected =
-        match tokio::time::timeout(options.startup_wait, migrate_forever(&settings.clickhouse))
-            .await
-        {
-            Ok(result) => {
-                result?;
-                true
-            }
-            Err(_) => {
-                tracing::warn!(
-                    url = %settings.clickhouse.url,
-                    "ClickHouse not reachable; accepting hits into the durable log until it is"
-                );
-                false
-            }
-        };
+/// Migrates ClickHouse, waiting at most `wait` for it to answer. ClickHouse
+/// may be down when tamis starts: hits are accepted into the log
+/// meanwhile, and delivery starts once it answers (false). A ClickHouse
+/// that answers with an error (bad credentials, …) stops start-up.
+async fn connect(
+    settings: &crate::config::ClickHouseSettings,
+    wait: Duration,
+) -> anyhow::Result<bool> {
+    match tokio::time::timeout(wait, migrate_forever(settings)).await {
+        Ok(result) => {
+            result?;
+            Ok(true)
+        }
+        Err(_) => {
+            tracing::warn!(
+                url = %settings.url,
+                "ClickHouse not reachable; accepting hits into the durable log until it is"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// Builds the stages and starts their tasks, in start-up order: journal,
+/// ClickHouse, privacy operations, salts, delivery, rollups, the app.
+async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
+    let metrics = Arc::new(Metrics::default());
+    let client = crate::sink::client(&settings.clickhouse);
+    let journal = open_journal(&settings, metrics.clone()).await?;
+    let connected = connect(&settings.clickhouse, options.startup_wait).await?;
+    let mut background = JoinSet::new();
 
     // Privacy operations: configuration change record, retention janitor
     // (at start-up, then daily), audit log writer. Each retries until
@@ -155,15 +205,15 @@ pub async fn serve(
         && crate::sink::audit::record_config_change(&client, sections.clone(), &operator, started)
             .await
             .is_ok();
-    let config_task = (!recorded).then(|| {
-        tokio::spawn(record_config_change_until_done(
+    if !recorded {
+        background.spawn(record_config_change_until_done(
             client.clone(),
             sections,
             operator,
             started,
-        ))
-    });
-    let janitor_task = tokio::spawn(
+        ));
+    }
+    background.spawn(
         crate::sink::retention::Janitor::new(
             client.clone(),
             settings.sites.clone(),
@@ -195,8 +245,7 @@ pub async fn serve(
     }
     // Without ClickHouse, salts are made locally and shared once it
     // answers (see `sink::salts`).
-    let keeper_task =
-        tokio::spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
+    background.spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
 
     let privacy = Privacy::new(settings.sites.clone(), settings.geo.db.clone(), salts)?;
     let site_ids: Vec<Arc<str>> = settings
@@ -205,27 +254,29 @@ pub async fn serve(
         .map(|s| Arc::from(s.id.as_str()))
         .collect();
     let (stop_delivery, delivery_stop) = tokio::sync::watch::channel(false);
-    let delivery = Delivery {
-        settings: &settings,
-        client: client.clone(),
-        journal: journal.clone(),
-        site_ids: site_ids.clone(),
-        metrics: metrics.clone(),
-        clock: options.clock.clone(),
-        connected,
-    }
-    .start(delivery_stop);
-    let delivery_task = tokio::spawn(delivery);
-    let rollup_task = options.rollup_period.map(|period| {
-        tokio::spawn(
+    let mut delivery = JoinSet::new();
+    delivery.spawn(
+        Delivery {
+            settings: &settings,
+            client: client.clone(),
+            journal: journal.clone(),
+            site_ids: site_ids.clone(),
+            metrics: metrics.clone(),
+            clock: options.clock.clone(),
+            connected,
+        }
+        .start(delivery_stop),
+    );
+    if let Some(period) = options.rollup_period {
+        background.spawn(
             crate::sink::rollup::Rollup::new(
                 client.clone(),
                 settings.sites.clone(),
                 options.clock.clone(),
             )
             .run(period),
-        )
-    });
+        );
+    }
 
     let app = Arc::new(App {
         ingest: Ingest {
@@ -246,59 +297,67 @@ pub async fn serve(
             rollups: options.rollup_period.is_some(),
         },
         privacy: published,
-        metrics: metrics.clone(),
+        metrics,
         clickhouse: client,
         journal: journal.clone(),
         accepting: AtomicBool::new(true),
     });
-    tracing::info!(listen = %listener.local_addr()?, "tamis is serving");
-    // The shutdown deadline runs from the signal.
+    Ok(Built {
+        app,
+        journal,
+        stop_delivery,
+        delivery,
+        audit: audit_task,
+        background,
+    })
+}
+
+/// Serves `app` until `shutdown` completes and open requests finished (or
+/// `drain` passed); returns when the signal came, from which the shutdown
+/// deadline runs.
+async fn accept(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    drain: Duration,
+) -> Instant {
     let signalled = Arc::new(std::sync::OnceLock::new());
     let mark = signalled.clone();
     let shutdown = async move {
         shutdown.await;
-        let _ = mark.set(tokio::time::Instant::now());
+        let _ = mark.set(Instant::now());
     };
-    let timeout = settings.server.shutdown_timeout;
-    crate::web::run(
-        app.clone(),
-        listener,
-        shutdown,
-        settings.server.shutdown_grace,
-        options.drain.min(timeout / 2),
-    )
-    .await;
+    crate::web::run(app, listener, shutdown, grace, drain).await;
+    signalled.get().copied().unwrap_or_else(Instant::now)
+}
 
-    // No request is running any more. Within the deadline: feed what is
-    // logged, hand over the last batch, write it. What does not fit stays
-    // in the log and is written at the next start.
-    let stop_at = signalled
-        .get()
-        .copied()
-        .unwrap_or_else(tokio::time::Instant::now)
-        + timeout;
-    drop(app);
-    let _ = stop_delivery.send(true);
-    let flushed = tokio::time::timeout_at(stop_at, delivery_task).await;
-    keeper_task.abort();
-    // A computation cut short is never read (see sink::rollup).
-    if let Some(task) = rollup_task {
-        task.abort();
+impl Built {
+    /// Once no request runs any more, within the deadline `stop_at`: feed
+    /// what is logged, hand over the last batch and write it; then cut the
+    /// background tasks short; then let queued audit rows use what is left
+    /// of the deadline. What does not fit stays in the log and is written
+    /// at the next start; whatever still runs is aborted when `self` is
+    /// dropped on return.
+    async fn drain(mut self, stop_at: Instant) {
+        drop(self.app);
+        let _ = self.stop_delivery.send(true);
+        let flushed = tokio::time::timeout_at(stop_at, self.delivery.join_next()).await;
+        // A computation cut short is never read (see sink::rollup).
+        self.background.abort_all();
+        let _ = tokio::time::timeout_at(stop_at, &mut self.audit).await;
+        match flushed {
+            Ok(Some(Ok(true))) => {
+                tracing::info!("tamis stopped; every accepted hit is in ClickHouse")
+            }
+            _ => tracing::warn!(
+                hits = self.journal.unconfirmed(),
+                "shutdown deadline reached; hits not yet in ClickHouse stay in the durable log and are written at the next start"
+            ),
+        }
+        // Not a JoinSet's: `AuditLog::start` hands over its own handle.
+        self.audit.abort();
     }
-    janitor_task.abort();
-    if let Some(task) = config_task {
-        task.abort();
-    }
-    // Audit rows still queued get what is left of the deadline.
-    let _ = tokio::time::timeout_at(stop_at, audit_task).await;
-    match flushed {
-        Ok(Ok(true)) => tracing::info!("tamis stopped; every accepted hit is in ClickHouse"),
-        _ => tracing::warn!(
-            hits = journal.unconfirmed(),
-            "shutdown deadline reached; hits not yet in ClickHouse stay in the durable log and are written at the next start"
-        ),
-    }
-    Ok(())
 }
 
 /// Everything between the journal and ClickHouse: started once ClickHouse
@@ -347,20 +406,28 @@ impl Delivery<'_> {
             }
             // Records up to the last receipt are in ClickHouse already:
             // replay starts after them, so nothing is counted twice.
+            let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
             let receipts = loop {
                 match crate::sink::writer::confirmed_end(&client, journal.id()).await {
                     Ok(end) => break end,
                     Err(error) => {
-                        tracing::warn!(error = %error, "cannot read batch receipts; retrying");
+                        tracing::warn!(error = %error, retry_in = ?backoff.peek(), "cannot read batch receipts; retrying");
                         tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = backoff.wait() => {}
                             _ = stop.changed() => return false,
                         }
                     }
                 }
             };
             let from = receipts.max(journal.confirmed_end()).max(1);
-            journal.confirm(from);
+            // Deletes segments and writes the note: file I/O, off the
+            // async threads.
+            let confirming = journal.clone();
+            if let Err(error) = tokio::task::spawn_blocking(move || confirming.confirm(from)).await
+            {
+                tracing::error!(error = %error, "cannot confirm the durable log up to the last receipt");
+                return false;
+            }
             let replay = journal.durable_end().saturating_sub(from);
             if replay > 0 {
                 tracing::info!(hits = replay, "writing logged hits not yet in ClickHouse");
@@ -412,17 +479,22 @@ impl Delivery<'_> {
                     return false;
                 }
             };
+            // Flusher and writer: aborted with this task when it is (past
+            // the shutdown deadline).
+            let mut stages = JoinSet::new();
             let (stop_flusher, flusher_stop) = tokio::sync::watch::channel(false);
-            let flusher_task = tokio::spawn(intake.run(batches_tx, flusher_stop));
+            stages.spawn(intake.run(batches_tx, flusher_stop));
             let writer = Writer::new(client, clickhouse.timeout, metrics, journal.clone());
-            let writer_task = tokio::spawn(writer.run(batches_rx));
+            stages.spawn(writer.run(batches_rx));
 
             let _ = stop.wait_for(|stopping| *stopping).await;
             stop_feeding.store(true, Ordering::Release);
             let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
+            // The flusher hands over the last batch and returns, which
+            // closes the writer's input; the writer returns once it is
+            // written.
             let _ = stop_flusher.send(true);
-            let _ = flusher_task.await;
-            let _ = writer_task.await;
+            while stages.join_next().await.is_some() {}
             journal.unconfirmed() == 0
         }
     }
@@ -432,6 +504,9 @@ impl Delivery<'_> {
 /// often starts alongside tamis, or is being restarted). Only an answer
 /// that refuses the schema is an error.
 async fn migrate_forever(settings: &crate::config::ClickHouseSettings) -> anyhow::Result<()> {
+    // A short ceiling: once ClickHouse answers, start-up (or delivery)
+    // follows within two seconds.
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(2));
     let mut warned = false;
     loop {
         match crate::sink::migrate::run(settings).await {
@@ -446,7 +521,7 @@ async fn migrate_forever(settings: &crate::config::ClickHouseSettings) -> anyhow
                     tracing::warn!(error = %error, url = %settings.url, "ClickHouse not reachable yet; retrying");
                     warned = true;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                backoff.wait().await;
             }
             Err(error) => {
                 return Err(anyhow::anyhow!(error)).with_context(|| {

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{Intake, Logged};
+use crate::backoff::Backoff;
 use crate::journal::{record, Entry, Journal};
 use crate::metrics::Metrics;
 
@@ -40,6 +41,7 @@ impl Feeder {
 
     fn run(self) {
         let mut reader = self.journal.reader(self.from);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
             if stopping && reader.position() >= self.journal.durable_end() {
@@ -50,10 +52,13 @@ impl Feeder {
                 continue;
             }
             let entries = match reader.read(CHUNK, Duration::from_millis(50)) {
-                Ok(entries) => entries,
+                Ok(entries) => {
+                    backoff.reset();
+                    entries
+                }
                 Err(error) => {
-                    tracing::error!(error = %error, "cannot read the durable log back; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
+                    tracing::error!(error = %error, retry_in = ?backoff.peek(), "cannot read the durable log back; retrying");
+                    backoff.wait_blocking();
                     continue;
                 }
             };

@@ -204,8 +204,12 @@ impl Intake {
         );
     }
 
+    /// The aggregator's sessions, rows and batch range change in several
+    /// steps per record: a panic while the lock was held stops the process
+    /// ([`crate::lock::or_abort`]), and the next start replays the log from
+    /// the last receipt.
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Aggregator>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::or_abort(self.state.lock(), "the aggregator")
     }
 }
 

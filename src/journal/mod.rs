@@ -2,7 +2,15 @@
 //! answered 202 only once its post-privacy form ([`record`]) is in a
 //! checksummed, fsync'd segment file ([`segment`]); the aggregator reads
 //! hits back from here, and a segment is deleted only after ClickHouse
-//! confirmed every record in it ([`Journal::confirm`]).
+//! confirmed every record in it ([`Journal::confirm_range`], or
+//! [`Journal::confirm`] at start-up). Deleting files and noting the
+//! confirmed end are done after the state lock is let go, so appends and
+//! readers never wait on them; confirming therefore blocks on file I/O and
+//! belongs on a blocking thread.
+//!
+//! Start-up is two steps: [`Journal::recover`] locks the folder, scans it
+//! and settles what a crash left (a [`Recovered`] value with its report),
+//! then [`Recovered::start`] starts the threads.
 //!
 //! One appender thread writes: it takes every append that arrived while
 //! the previous `fdatasync` ran and covers them all with one more (group
@@ -35,7 +43,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -78,6 +86,17 @@ pub enum AppendError {
     /// An empty record would read as the zero padding of a segment.
     #[error("an empty record cannot be logged")]
     Empty,
+}
+
+/// Why [`Journal::confirm_range`] refused a confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfirmError {
+    #[error("a confirmation starts at record {first}, but the confirmed end is {confirmed_end}")]
+    NotNext { first: u64, confirmed_end: u64 },
+    #[error("a confirmation ends at record {end}, before its first, {first}")]
+    Reversed { first: u64, end: u64 },
+    #[error("a confirmation ends at record {end}, past the durable end {durable_end}")]
+    PastDurable { end: u64, durable_end: u64 },
 }
 
 /// How the log is kept.
@@ -143,6 +162,58 @@ struct State {
     confirmed_end: u64,
     /// When each group of records became durable: (end, when), oldest first.
     ages: VecDeque<(u64, SystemTime)>,
+    /// Sealed segments whose every record is confirmed, taken out of
+    /// `segments`: their files are deleted outside this lock
+    /// ([`Shared::clean_up`]), and their bytes count against the cap until
+    /// they are gone. One whose file could not be deleted stays here and is
+    /// tried again at the next clean-up.
+    doomed: Vec<Segment>,
+}
+
+/// Whether a confirmation moved the confirmed end.
+enum Moved {
+    No,
+    Yes {
+        /// The active segment holds only confirmed records: the appender
+        /// may rotate it away now, not at the next hit (which a full log
+        /// would refuse).
+        reclaimable: bool,
+    },
+}
+
+impl State {
+    /// Moves the confirmed end to `end` (never past the durable end, never
+    /// back) and sets aside the segments it frees. No file work.
+    fn move_confirmed_end(&mut self, shared: &Shared, end: u64) -> Moved {
+        if end <= self.confirmed_end {
+            return Moved::No;
+        }
+        self.confirmed_end = end.min(self.durable_end);
+        while self.ages.len() > 1 && self.ages[1].0 <= self.confirmed_end {
+            self.ages.pop_front();
+        }
+        self.set_aside_confirmed();
+        shared.publish(self);
+        Moved::Yes {
+            reclaimable: rotation_due(shared, self),
+        }
+    }
+
+    /// Moves the sealed segments whose every record is confirmed to
+    /// `doomed`. No file work: that is for [`Shared::clean_up`], after the
+    /// lock is let go. Returns whether any segment waits for deletion.
+    fn set_aside_confirmed(&mut self) -> bool {
+        while self
+            .segments
+            .front()
+            .is_some_and(|front| front.sealed && front.end() <= self.confirmed_end)
+        {
+            if let Some(done) = self.segments.pop_front() {
+                self.doomed.push(done);
+            }
+        }
+        !self.doomed.is_empty()
+    }
 }
 
 struct Shared {
@@ -158,12 +229,85 @@ struct Shared {
     /// Bytes of records on disk plus bytes reserved by appends not yet
     /// written.
     bytes: AtomicU64,
+    /// Held while segment files are deleted and the confirmed note is
+    /// written, so that notes are written in order and a deletion is never
+    /// made twice. Guards no value.
+    cleanup: Mutex<()>,
+    /// Set by a thread that set segments aside and found a clean-up under
+    /// way: the thread doing it makes one more pass.
+    cleanup_again: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
 impl Shared {
+    /// The state lock. Its segments, counters and ages change in several
+    /// steps, so a panic while it was held stops the process
+    /// ([`crate::lock::or_abort`]): a restart recovers from the files.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::or_abort(self.state.lock(), "the journal's state")
+    }
+
+    /// Deletes the files of the segments set aside, outside the state
+    /// lock, waiting for a clean-up under way in another thread. File I/O:
+    /// blocking contexts only.
+    fn clean_up(&self) {
+        // The lock guards no value: a panic while it was held left nothing
+        // half changed, so its guard is taken back.
+        let held = self.cleanup.lock().unwrap_or_else(|e| e.into_inner());
+        self.delete_doomed(held);
+    }
+
+    /// Like [`Shared::clean_up`], but never waits: when another thread is
+    /// cleaning up, that one makes one more pass for what was set aside
+    /// here. For the appender, whose next group must not wait on another
+    /// thread's deletions.
+    fn try_clean_up(&self) {
+        self.cleanup_again.store(true, Ordering::SeqCst);
+        match self.cleanup.try_lock() {
+            Ok(held) => self.delete_doomed(held),
+            Err(TryLockError::WouldBlock) => {}
+            // As in `clean_up`: the lock guards no value.
+            Err(TryLockError::Poisoned(e)) => self.delete_doomed(e.into_inner()),
+        }
+    }
+
+    /// Deletes the set-aside segments' files while `held` (the clean-up
+    /// lock) is held, then again for as long as another thread asked for
+    /// one more pass meanwhile. A segment whose file cannot be deleted
+    /// stays set aside, and counted, for the next clean-up.
+    fn delete_doomed<'a>(&'a self, mut held: MutexGuard<'a, ()>) {
+        loop {
+            self.cleanup_again.store(false, Ordering::SeqCst);
+            let doomed = std::mem::take(&mut self.lock().doomed);
+            let mut kept = Vec::new();
+            for segment in doomed {
+                match fs::remove_file(&segment.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::error!(segment = %segment.path.display(), error = %e, "cannot delete a confirmed log segment; trying again at the next confirmation");
+                        kept.push(segment);
+                        continue;
+                    }
+                }
+                self.bytes.fetch_sub(segment.len, Ordering::AcqRel);
+            }
+            let mut state = self.lock();
+            kept.append(&mut state.doomed);
+            state.doomed = kept;
+            self.publish(&state);
+            drop(state);
+            drop(held);
+            if !self.cleanup_again.load(Ordering::SeqCst) {
+                return;
+            }
+            held = match self.cleanup.try_lock() {
+                Ok(held) => held,
+                // Whoever holds it now makes that pass.
+                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            };
+        }
     }
 
     fn publish(&self, state: &State) {
@@ -202,145 +346,115 @@ pub struct Journal {
     id: Arc<str>,
 }
 
+/// What start-up found and settled in the log folder, before any thread
+/// runs: the folder is locked, a torn tail is cut back, older segments
+/// left unsealed are sealed, and the numbering is reconciled with the
+/// confirmed note. [`Recovered::start`] turns it into a running
+/// [`Journal`]; dropping it instead lets the folder go untouched further.
+pub struct Recovered {
+    dir: PathBuf,
+    lock: File,
+    id: String,
+    options: Options,
+    segments: VecDeque<Segment>,
+    /// The newest segment, opened for writing, when it was the active
+    /// (preallocated) one: appends continue at its data end.
+    active: Option<File>,
+    /// Sequence number the next append gets.
+    end: u64,
+    /// Every record below this number is known to be in ClickHouse.
+    confirmed_end: u64,
+    report: Recovery,
+    metrics: Arc<Metrics>,
+}
+
+/// Segments as the scan found them, before reconciliation with the note.
+struct Scanned {
+    segments: VecDeque<Segment>,
+    active: Option<File>,
+    report: Recovery,
+}
+
 impl Journal {
-    /// Opens (or creates) the log in `dir`: scans every segment, truncates a
-    /// torn tail, counts damaged records, and starts the appender thread.
+    /// Recovers the log in `dir` and starts it: [`Journal::recover`], then
+    /// [`Recovered::start`], for callers that only want the report.
     pub fn open(
         dir: &Path,
         options: Options,
         metrics: Arc<Metrics>,
     ) -> io::Result<(Journal, Recovery)> {
-        let Options { max_bytes, fsync } = options;
-        fs::create_dir_all(dir)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(dir.join(LOCK_FILE))?;
-        // A process that just stopped may take a moment to let go.
-        let mut tries = 0;
-        while lock.try_lock().is_err() {
-            tries += 1;
-            if tries > 40 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!(
-                        "the durable log in {} is in use by another tamis process",
-                        dir.display()
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let recovered = Journal::recover(dir, options, metrics)?;
+        let report = recovered.report().clone();
+        Ok((recovered.start()?, report))
+    }
+
+    /// Opens (or creates) the log in `dir` without starting it: locks the
+    /// folder, reads (or makes) its id, scans every segment (cutting back a
+    /// torn tail and counting damaged records), and reconciles the
+    /// numbering with the confirmed note. Runs no thread.
+    pub fn recover(dir: &Path, options: Options, metrics: Arc<Metrics>) -> io::Result<Recovered> {
+        let lock = lock_folder(dir)?;
         let id = read_or_create_id(dir)?;
         // A spare left behind may be half made; a new one is prepared.
         match fs::remove_file(dir.join(SPARE_FILE)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let segment_bytes = (max_bytes / 8).clamp(16 * 1024, MAX_SEGMENT_BYTES);
-
-        let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                segment::parse_name(&e.file_name().to_string_lossy()).map(|first| (first, e.path()))
-            })
-            .collect();
-        found.sort();
-        let mut recovery = Recovery::default();
-        let mut segments = VecDeque::new();
-        // The segment that was active when tamis stopped, to append to again.
-        let mut active = None;
-        let count = found.len();
-        for (i, (first, path)) in found.into_iter().enumerate() {
-            let newest = i + 1 == count;
-            let mut scan = segment::scan(&path)?;
-            // Zero padding marks the newest segment as the one that was
-            // active: its data ends at the first zero header, and a last
-            // record failing its checksum right before the zeros is a
-            // write that a crash cut short (its missing bytes read as
-            // zeros), not damage.
-            let preallocated = newest && scan.zeros > 0;
-            if preallocated {
-                scan.tear_last();
-            }
-            if scan.tail > 0 {
-                // The newest segment may end in a record cut short by a
-                // crash; anywhere else it is damage. Either way the rest
-                // cannot be framed.
-                if newest {
-                    recovery.torn_tails += 1;
-                } else {
-                    recovery.corrupt += 1;
-                }
-                tracing::warn!(segment = %path.display(), kept = scan.good_len, cut = scan.tail, "log segment ends in an unreadable record; cut back");
-            }
-            if preallocated {
-                let file = OpenOptions::new().write(true).open(&path)?;
-                if scan.tail > 0 {
-                    segment::zero_range(&file, scan.good_len, scan.tail)?;
-                }
-                active = Some(file);
-            } else if scan.tail > 0 || scan.zeros > 0 {
-                // Zeros after the data of an older segment: it was left
-                // unsealed; seal it now.
-                segment::truncate(&path, scan.good_len)?;
-            }
-            if scan.corrupt > 0 {
-                tracing::warn!(segment = %path.display(), records = scan.corrupt, "log records failed their checksum; skipped");
-            }
-            recovery.corrupt += scan.corrupt;
-            recovery.records += scan.records;
-            segments.push_back(Segment {
-                first,
-                path,
-                len: scan.good_len,
-                records: scan.records,
-                sealed: !preallocated,
-            });
-        }
-        recovery.segments = segments.len();
-        let mut end = segments.iter().map(Segment::end).max().unwrap_or(1);
-        let noted = fs::read_to_string(dir.join(CONFIRMED_FILE))
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if noted > end {
-            // Records ClickHouse confirmed are gone from the end of the log
-            // (a damaged last record reads as a torn one): never hand their
-            // numbers out again. Appends go to a new segment after them.
-            tracing::warn!(
-                log_end = end,
-                confirmed = noted,
-                "the log ends before what ClickHouse confirmed; numbering continues after it"
-            );
-            end = noted;
-            if let Some(last) = segments.back_mut().filter(|s| !s.sealed) {
-                segment::truncate(&last.path, last.len)?;
-                last.sealed = true;
-            }
-            active = None;
-        }
-        recovery.next_seq = end;
-        // Empty old segments carry nothing; the newest keeps the numbering.
-        let newest = segments.back().map(|s| s.first);
-        segments.retain(|s| {
-            let keep = s.records > 0 || Some(s.first) == newest;
-            if !keep {
-                let _ = fs::remove_file(&s.path);
-            }
-            keep
-        });
-
-        let bytes: u64 = segments.iter().map(|s| s.len).sum();
-        let first_kept = segments
+        let mut scanned = scan_segments(dir)?;
+        let noted = read_confirmed_note(dir);
+        let end = reconcile_with_note(&mut scanned, noted)?;
+        let Scanned {
+            mut segments,
+            active,
+            mut report,
+        } = scanned;
+        report.next_seq = end;
+        drop_empty_segments(&mut segments);
+        let confirmed_end = segments
             .front()
             .map_or(end, |s| s.first)
             .max(noted.min(end));
-        let shared = Arc::new(Shared {
+        Ok(Recovered {
             dir: dir.to_path_buf(),
+            lock,
+            id,
+            options,
+            segments,
+            active,
+            end,
+            confirmed_end,
+            report,
+            metrics,
+        })
+    }
+}
+
+impl Recovered {
+    /// What start-up found in the log.
+    pub fn report(&self) -> &Recovery {
+        &self.report
+    }
+
+    /// Starts the spare-preparing helper and the appender thread, makes
+    /// sure a preallocated segment is active, and deletes the segments
+    /// already confirmed (file I/O: call from a blocking context).
+    pub fn start(self) -> io::Result<Journal> {
+        let Recovered {
+            dir,
+            lock,
+            id,
+            options: Options { max_bytes, fsync },
+            segments,
+            active,
+            end,
+            confirmed_end,
+            report,
+            metrics,
+        } = self;
+        let segment_bytes = segment_bytes(max_bytes);
+        let bytes: u64 = segments.iter().map(|s| s.len).sum();
+        let shared = Arc::new(Shared {
+            dir,
             _lock: lock,
             max_bytes,
             fsync,
@@ -348,25 +462,29 @@ impl Journal {
             state: Mutex::new(State {
                 segments,
                 durable_end: end,
-                confirmed_end: first_kept,
+                confirmed_end,
                 ages: VecDeque::from([(end, SystemTime::now())]),
+                doomed: Vec::new(),
             }),
             durable: Condvar::new(),
             bytes: AtomicU64::new(bytes),
+            cleanup: Mutex::new(()),
+            cleanup_again: AtomicBool::new(false),
             metrics: metrics.clone(),
         });
         metrics
             .log_torn_tails
-            .fetch_add(recovery.torn_tails, Ordering::Relaxed);
+            .fetch_add(report.torn_tails, Ordering::Relaxed);
         metrics
             .log_corrupt
-            .fetch_add(recovery.corrupt, Ordering::Relaxed);
+            .fetch_add(report.corrupt, Ordering::Relaxed);
         let (appends, queue) = mpsc::channel();
         let mut appender = Appender {
-            spare: Spare::start(dir, segment_bytes, fsync)?,
+            spare: Spare::start(&shared.dir, segment_bytes, fsync)?,
             shared: shared.clone(),
             file: None,
             data_end: 0,
+            cleanup_due: false,
             queue,
         };
         match active {
@@ -384,22 +502,172 @@ impl Journal {
         // never deleted, and with an active segment in place it is not
         // the newest any more.
         let mut state = shared.lock();
-        delete_confirmed(&shared, &mut state);
+        state.set_aside_confirmed();
         shared.publish(&state);
         drop(state);
+        shared.clean_up();
         std::thread::Builder::new()
             .name("tamis-journal".into())
             .spawn(move || appender.run())?;
-        Ok((
-            Journal {
-                shared,
-                appends,
-                id: Arc::from(id.as_str()),
-            },
-            recovery,
-        ))
+        Ok(Journal {
+            shared,
+            appends,
+            id: Arc::from(id.as_str()),
+        })
     }
+}
 
+/// Size of each preallocated segment for a log capped at `max_bytes`.
+fn segment_bytes(max_bytes: u64) -> u64 {
+    (max_bytes / 8).clamp(16 * 1024, MAX_SEGMENT_BYTES)
+}
+
+/// Creates the folder (private) and takes its lock file: two processes on
+/// one log would corrupt it.
+fn lock_folder(dir: &Path) -> io::Result<File> {
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))?;
+    // A process that just stopped may take a moment to let go.
+    let mut tries = 0;
+    while lock.try_lock().is_err() {
+        tries += 1;
+        if tries > 40 {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "the durable log in {} is in use by another tamis process",
+                    dir.display()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(lock)
+}
+
+/// Reads every segment through, in order: cuts back what cannot be
+/// framed, seals older segments left unsealed, and finds the segment that
+/// was active (the newest, if it ends in zeros).
+fn scan_segments(dir: &Path) -> io::Result<Scanned> {
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            segment::parse_name(&e.file_name().to_string_lossy()).map(|first| (first, e.path()))
+        })
+        .collect();
+    found.sort();
+    let mut report = Recovery::default();
+    let mut segments = VecDeque::new();
+    // The segment that was active when tamis stopped, to append to again.
+    let mut active = None;
+    let count = found.len();
+    for (i, (first, path)) in found.into_iter().enumerate() {
+        let newest = i + 1 == count;
+        let mut scan = segment::scan(&path)?;
+        // Zero padding marks the newest segment as the one that was
+        // active: its data ends at the first zero header, and a last
+        // record failing its checksum right before the zeros is a write
+        // that a crash cut short (its missing bytes read as zeros), not
+        // damage.
+        let preallocated = newest && scan.zeros > 0;
+        if preallocated {
+            scan.tear_last();
+        }
+        if scan.tail > 0 {
+            // The newest segment may end in a record cut short by a crash;
+            // anywhere else it is damage. Either way the rest cannot be
+            // framed.
+            if newest {
+                report.torn_tails += 1;
+            } else {
+                report.corrupt += 1;
+            }
+            tracing::warn!(segment = %path.display(), kept = scan.good_len, cut = scan.tail, "log segment ends in an unreadable record; cut back");
+        }
+        if preallocated {
+            let file = OpenOptions::new().write(true).open(&path)?;
+            if scan.tail > 0 {
+                segment::zero_range(&file, scan.good_len, scan.tail)?;
+            }
+            active = Some(file);
+        } else if scan.tail > 0 || scan.zeros > 0 {
+            // Zeros after the data of an older segment: it was left
+            // unsealed; seal it now.
+            segment::truncate(&path, scan.good_len)?;
+        }
+        if scan.corrupt > 0 {
+            tracing::warn!(segment = %path.display(), records = scan.corrupt, "log records failed their checksum; skipped");
+        }
+        report.corrupt += scan.corrupt;
+        report.records += scan.records;
+        segments.push_back(Segment {
+            first,
+            path,
+            len: scan.good_len,
+            records: scan.records,
+            sealed: !preallocated,
+        });
+    }
+    report.segments = segments.len();
+    Ok(Scanned {
+        segments,
+        active,
+        report,
+    })
+}
+
+/// The confirmed end noted by the last run (0 when there is no note).
+fn read_confirmed_note(dir: &Path) -> u64 {
+    fs::read_to_string(dir.join(CONFIRMED_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// The number the next append gets: after the last record found, or after
+/// the last one ClickHouse confirmed (`noted`) when the log ends before
+/// it, so that no number is given out twice.
+fn reconcile_with_note(scanned: &mut Scanned, noted: u64) -> io::Result<u64> {
+    let end = scanned.segments.iter().map(Segment::end).max().unwrap_or(1);
+    if noted <= end {
+        return Ok(end);
+    }
+    // Records ClickHouse confirmed are gone from the end of the log (a
+    // damaged last record reads as a torn one): never hand their numbers
+    // out again. Appends go to a new segment after them.
+    tracing::warn!(
+        log_end = end,
+        confirmed = noted,
+        "the log ends before what ClickHouse confirmed; numbering continues after it"
+    );
+    if let Some(last) = scanned.segments.back_mut().filter(|s| !s.sealed) {
+        segment::truncate(&last.path, last.len)?;
+        last.sealed = true;
+    }
+    scanned.active = None;
+    Ok(noted)
+}
+
+/// Deletes old segments without records: they carry nothing. The newest
+/// keeps the numbering, so it stays even when empty.
+fn drop_empty_segments(segments: &mut VecDeque<Segment>) {
+    let newest = segments.back().map(|s| s.first);
+    segments.retain(|s| {
+        let keep = s.records > 0 || Some(s.first) == newest;
+        if !keep {
+            let _ = fs::remove_file(&s.path);
+        }
+        keep
+    });
+}
+
+impl Journal {
     /// The journal's identity (batch receipts are keyed by it).
     pub fn id(&self) -> &str {
         &self.id
@@ -495,25 +763,75 @@ impl Journal {
         state.durable_end - state.confirmed_end
     }
 
-    /// Records ClickHouse confirmed: every number below `end`. Deletes the
-    /// segments holding nothing else.
+    /// Records ClickHouse confirmed: every number below `end`, wherever
+    /// the confirmed end stood. For start-up, where the last receipt says
+    /// how far ClickHouse got; a batch's receipt goes through
+    /// [`Journal::confirm_range`], which checks for gaps. Deletes the
+    /// segments holding nothing else and notes the new end in the folder.
+    ///
+    /// Blocks on file I/O (deleting segment files, rewriting the note),
+    /// though never while holding the lock appends and readers take: call
+    /// it from a blocking context (a plain thread, or
+    /// `tokio::task::spawn_blocking`), never on an async task.
     pub fn confirm(&self, end: u64) {
-        let mut state = self.shared.lock();
-        if end <= state.confirmed_end {
+        let moved = self.shared.lock().move_confirmed_end(&self.shared, end);
+        self.after_confirm(moved);
+    }
+
+    /// Records the batch of records `first..end` as confirmed by
+    /// ClickHouse, as [`Journal::confirm`] does (and blocking as it does),
+    /// refusing it unless `first` is where the confirmed end stands and
+    /// `end` is durable: a gap would delete records whose receipt
+    /// ClickHouse never gave. Numbers that no segment holds (a damaged
+    /// tail cut at start-up) are no gap: there is nothing to confirm there.
+    pub fn confirm_range(&self, first: u64, end: u64) -> Result<(), ConfirmError> {
+        let moved = {
+            let mut state = self.shared.lock();
+            let confirmed = state.confirmed_end;
+            let skipped_held = state
+                .segments
+                .iter()
+                .any(|s| s.records > 0 && s.first < first && s.end() > confirmed);
+            if first < confirmed || (first > confirmed && skipped_held) {
+                return Err(ConfirmError::NotNext {
+                    first,
+                    confirmed_end: state.confirmed_end,
+                });
+            }
+            if end < first {
+                return Err(ConfirmError::Reversed { first, end });
+            }
+            if end > state.durable_end {
+                return Err(ConfirmError::PastDurable {
+                    end,
+                    durable_end: state.durable_end,
+                });
+            }
+            state.move_confirmed_end(&self.shared, end)
+        };
+        self.after_confirm(moved);
+        Ok(())
+    }
+
+    /// The file work of a confirmation, after the state lock is let go:
+    /// the note, then the deletions; then a nudge to the appender when the
+    /// active segment can be rotated away.
+    fn after_confirm(&self, moved: Moved) {
+        let Moved::Yes { reclaimable } = moved else {
             return;
+        };
+        {
+            // Under the clean-up lock, so that notes are written in order
+            // (each with the newest end). The lock guards no value: see
+            // `Shared::clean_up`.
+            let held = self
+                .shared
+                .cleanup
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            note_confirmed(&self.shared.dir, self.confirmed_end());
+            self.shared.delete_doomed(held);
         }
-        state.confirmed_end = end.min(state.durable_end);
-        while state.ages.len() > 1 && state.ages[1].0 <= state.confirmed_end {
-            state.ages.pop_front();
-        }
-        delete_confirmed(&self.shared, &mut state);
-        self.shared.publish(&state);
-        note_confirmed(&self.shared.dir, state.confirmed_end);
-        // The active segment holds only confirmed records: let the appender
-        // rotate it away now, not at the next hit (which a full log would
-        // refuse).
-        let reclaimable = rotation_due(&self.shared, &state);
-        drop(state);
         if reclaimable {
             let _ = self.appends.send(Append {
                 framed: Vec::new(),
@@ -544,25 +862,6 @@ fn rotation_due(shared: &Shared, state: &State) -> bool {
             && (active.len >= shared.segment_bytes
                 || (confirmed && active.len >= shared.segment_bytes / 2))
     })
-}
-
-/// Removes sealed segments whose every record is confirmed.
-fn delete_confirmed(shared: &Shared, state: &mut State) {
-    while let Some(front) = state.segments.front() {
-        if !front.sealed || front.end() > state.confirmed_end {
-            break;
-        }
-        match fs::remove_file(&front.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::error!(segment = %front.path.display(), error = %e, "cannot delete a confirmed log segment");
-                break;
-            }
-        }
-        shared.bytes.fetch_sub(front.len, Ordering::AcqRel);
-        state.segments.pop_front();
-    }
 }
 
 /// Best effort: if the note is lost, receipts in ClickHouse still say it.
@@ -639,6 +938,10 @@ struct SpareState {
 }
 
 impl SpareSlot {
+    /// Both flags are set together in one step, with nothing that can
+    /// panic between them: a panic while the lock was held left no half
+    /// change, so its guard is taken back. At worst the spare is made again
+    /// by `take`, which checks nothing but the flags.
     fn lock(&self) -> MutexGuard<'_, SpareState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -708,6 +1011,7 @@ impl Spare {
                 .slot
                 .changed
                 .wait_timeout(state, Duration::from_millis(100))
+                // As in `SpareSlot::lock`.
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -740,6 +1044,9 @@ struct Appender {
     file: Option<File>,
     /// Where the next group goes in `file`: the end of its records.
     data_end: u64,
+    /// A rotation set confirmed segments aside: their files are deleted
+    /// once the group is answered, never before its write.
+    cleanup_due: bool,
     queue: mpsc::Receiver<Append>,
 }
 
@@ -799,6 +1106,11 @@ impl Appender {
                         }
                     }
                 }
+            }
+            // After the group is answered: its clients never wait on a
+            // deletion, and the next group waits on none made elsewhere.
+            if std::mem::take(&mut self.cleanup_due) {
+                self.shared.try_clean_up();
             }
         }
     }
@@ -883,7 +1195,7 @@ impl Appender {
             self.file = None;
             self.start_segment(end)?;
             let mut state = self.shared.lock();
-            delete_confirmed(&self.shared, &mut state);
+            self.cleanup_due |= state.set_aside_confirmed();
             self.shared.publish(&state);
         }
         Ok(())
@@ -994,12 +1306,11 @@ impl Reader {
                     if left.is_zero() || !out.is_empty() {
                         return Ok(out);
                     }
-                    state = self
-                        .shared
-                        .durable
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    state = crate::lock::or_abort(
+                        self.shared.durable.wait_timeout(state, left),
+                        "the journal's state",
+                    )
+                    .0;
                 }
                 let seg = state
                     .segments

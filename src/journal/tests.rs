@@ -91,6 +91,8 @@ fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
+        // A test puts a folder in place of a segment to make its deletion fail.
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| {
             segment::parse_name(&e.file_name().to_string_lossy()).map(|f| (f, e.path()))
         })
@@ -122,7 +124,7 @@ fn record_bytes(dir: &Path) -> u64 {
 
 /// Stages on disk what the crash `op` stands for would have left.
 fn crash(dir: &Path, op: &Op, model: &Model, max_bytes: u64) {
-    let segment_bytes = (max_bytes / 8).clamp(16 * 1024, MAX_SEGMENT_BYTES);
+    let segment_bytes = segment_bytes(max_bytes);
     let (_, newest) = segments(dir).pop().unwrap();
     let found = segment::scan(&newest).unwrap();
     match op {
@@ -310,11 +312,7 @@ fn run(ops: Vec<Op>) {
 
 /// Flips the first payload byte of record `seq`.
 fn damage(dir: &Path, seq: u64) {
-    let (first, path) = segments(dir)
-        .into_iter()
-        .filter(|(f, _)| *f <= seq)
-        .next_back()
-        .unwrap();
+    let (first, path) = segments(dir).into_iter().rfind(|(f, _)| *f <= seq).unwrap();
     let mut bytes = fs::read(&path).unwrap();
     let mut offset = 0usize;
     for _ in first..seq {
@@ -496,4 +494,165 @@ fn numbers_clickhouse_confirmed_are_never_given_out_again() {
     drop(journal);
     let (_, recovery) = open(dir.path(), 1 << 20);
     assert_eq!((recovery.torn_tails, recovery.next_seq), (0, 5));
+}
+
+/// Appends `n` records of 999 bytes and waits for each.
+fn append_many(journal: &Journal, n: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = journal
+            .append(&payload(i, 999))
+            .unwrap()
+            .blocking_recv()
+            .unwrap()
+            .unwrap();
+    }
+    last
+}
+
+/// Whether every segment left on disk still holds a record at or after
+/// `confirmed_end`, except the active one.
+fn only_unconfirmed_segments_left(dir: &Path, confirmed_end: u64) -> bool {
+    let mut all = segments(dir);
+    all.pop();
+    all.iter()
+        .all(|(first, path)| first + segment::scan(path).unwrap().records > confirmed_end)
+}
+
+#[test]
+fn the_appender_keeps_appending_while_a_deletion_is_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_bytes = 1 << 20;
+    let (journal, _) = open(dir.path(), max_bytes);
+    // A sealed segment, then fill until the active one is due for
+    // rotation at the next write.
+    let mut n = append_many(&journal, 200);
+    while journal.shared.lock().segments.back().unwrap().len < segment_bytes(max_bytes) {
+        append_many(&journal, 1);
+        n += 1;
+    }
+    assert!(segments(dir.path()).len() >= 2);
+    let confirmed = journal.durable_end();
+    // A clean-up under way, as when a confirmation's deletions are slow:
+    // the confirmation below waits for it; the appender must not.
+    let held = journal.shared.cleanup.lock().unwrap();
+    let confirming = {
+        let journal = journal.clone();
+        std::thread::spawn(move || journal.confirm(confirmed))
+    };
+    while journal.confirmed_end() < confirmed {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The first append rotates the wholly confirmed active segment away
+    // and sets it aside; the others rotate again.
+    let last = append_many(&journal, 400);
+    assert_eq!(last, n + 400);
+    // Nothing was deleted meanwhile, and what is on disk is still counted.
+    assert!(journal.shared.lock().doomed.len() >= 2);
+    assert_eq!(
+        record_bytes(dir.path()),
+        journal.shared.bytes.load(Ordering::Relaxed)
+    );
+    drop(held);
+    confirming.join().unwrap();
+    assert!(journal.shared.lock().doomed.is_empty());
+    assert!(only_unconfirmed_segments_left(dir.path(), confirmed));
+    assert_eq!(
+        record_bytes(dir.path()),
+        journal.shared.bytes.load(Ordering::Relaxed)
+    );
+    assert_eq!(read_all(&journal, confirmed).len(), 400);
+}
+
+#[test]
+fn confirm_deletes_exactly_the_confirmed_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = open(dir.path(), 1 << 20);
+    append_many(&journal, 400);
+    let before = segments(dir.path());
+    assert!(before.len() >= 4, "{before:?}");
+    // Up to the middle of the third segment: the first two go, the third
+    // stays whole.
+    let (third, _) = before[2];
+    let confirmed = third + 3;
+    journal.confirm(confirmed);
+    let after: Vec<u64> = segments(dir.path()).iter().map(|(f, _)| *f).collect();
+    let expected: Vec<u64> = before[2..].iter().map(|(f, _)| *f).collect();
+    assert_eq!(after, expected);
+    assert_eq!(
+        record_bytes(dir.path()),
+        journal.shared.bytes.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join(CONFIRMED_FILE)).unwrap(),
+        confirmed.to_string()
+    );
+}
+
+#[test]
+fn a_segment_whose_file_cannot_be_deleted_stays_counted_until_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = open(dir.path(), 1 << 20);
+    append_many(&journal, 400);
+    let before = segments(dir.path());
+    let (second, stuck) = before[1].clone();
+    // A folder in place of the file: unlinking it fails, even as root.
+    let moved = dir.path().join("moved.bin");
+    fs::rename(&stuck, &moved).unwrap();
+    fs::create_dir(&stuck).unwrap();
+    fs::write(stuck.join("keep"), b"x").unwrap();
+    let counted = record_bytes(dir.path()) + segment::scan(&moved).unwrap().good_len;
+    assert_eq!(counted, journal.shared.bytes.load(Ordering::Relaxed));
+    let (third, _) = before[2];
+    journal.confirm(third);
+    // The first segment is gone; the second is set aside, still counted.
+    let second_len = segment::scan(&moved).unwrap().good_len;
+    assert_eq!(
+        journal.shared.bytes.load(Ordering::Relaxed),
+        record_bytes(dir.path()) + second_len
+    );
+    assert_eq!(journal.shared.lock().doomed.len(), 1);
+    assert!(segments(dir.path()).iter().all(|(f, _)| *f >= second));
+    // Once it can be deleted, the next confirmation does.
+    fs::remove_dir_all(&stuck).unwrap();
+    fs::rename(&moved, &stuck).unwrap();
+    journal.confirm(third + 1);
+    assert!(journal.shared.lock().doomed.is_empty());
+    assert!(!stuck.exists());
+    assert_eq!(
+        record_bytes(dir.path()),
+        journal.shared.bytes.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn a_confirmation_that_leaves_a_gap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = open(dir.path(), 1 << 20);
+    let last = append_many(&journal, 10);
+    assert_eq!(
+        journal.confirm_range(2, 5),
+        Err(ConfirmError::NotNext {
+            first: 2,
+            confirmed_end: 1
+        })
+    );
+    assert_eq!(
+        journal.confirm_range(1, last + 2),
+        Err(ConfirmError::PastDurable {
+            end: last + 2,
+            durable_end: last + 1
+        })
+    );
+    assert_eq!(journal.confirmed_end(), 1);
+    journal.confirm_range(1, 5).unwrap();
+    journal.confirm_range(5, last + 1).unwrap();
+    assert_eq!(journal.confirmed_end(), last + 1);
+    assert_eq!(
+        journal.confirm_range(1, 5),
+        Err(ConfirmError::NotNext {
+            first: 1,
+            confirmed_end: last + 1
+        })
+    );
 }

@@ -17,6 +17,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::backoff::Backoff;
 use crate::config::fingerprint;
 use crate::metrics::Metrics;
 
@@ -130,6 +131,7 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(1));
         for attempt in 1..=ATTEMPTS {
             match tokio::time::timeout(timeout, insert(&client, &batch)).await {
                 Ok(Ok(())) => {
@@ -151,7 +153,7 @@ async fn write_loop(
                         tracing::error!(error = %error, rows = batch.len(), "audit rows could not be written and are lost (tamis_audit_rows_lost_total)");
                     } else {
                         tracing::warn!(error = %error, rows = batch.len(), attempt, "audit insert failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                        backoff.wait().await;
                     }
                 }
             }

@@ -246,9 +246,17 @@ impl<S: Store> Writer<S> {
             .fetch_sub(batch.end_seq - batch.first_seq, Ordering::AcqRel);
         // Deleting segments is file I/O: off the async workers.
         let journal = self.journal.clone();
-        let end = batch.end_seq;
-        if let Err(error) = tokio::task::spawn_blocking(move || journal.confirm(end)).await {
-            tracing::error!(error = %error, "confirming the batch to the durable log failed");
+        let (first, end) = (batch.first_seq, batch.end_seq);
+        match tokio::task::spawn_blocking(move || journal.confirm_range(first, end)).await {
+            Ok(Ok(())) => {}
+            // Never deletes anything: the records stay in the log, which
+            // is safe (they are in ClickHouse, and replay finds them so).
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, "the journal refused to confirm a batch ClickHouse holds; its records stay in the log")
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "confirming the batch to the durable log failed")
+            }
         }
     }
 
