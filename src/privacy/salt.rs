@@ -81,6 +81,12 @@ pub enum Origin {
 }
 
 /// Salts by (site index, local day).
+///
+/// A poisoned lock is taken back and used: every change is one map insert
+/// or remove, so a panic elsewhere cannot leave the map half changed, and
+/// `destroy_before` finishes what an interrupted pass left at its next
+/// call. Refusing the lock would stop hashing visitors, or stop destroying
+/// salts, which is worse.
 #[derive(Debug, Default)]
 pub struct SaltStore {
     salts: RwLock<HashMap<(usize, NaiveDate), (DailySalt, Origin)>>,
