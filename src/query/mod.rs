@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod csv;
 pub mod labels;
+pub mod pattern;
 pub mod request;
 pub mod sites;
 pub mod sql;

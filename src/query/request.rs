@@ -344,9 +344,6 @@ pub const MAX_LIMIT: usize = 10_000;
 const MAX_VALUE: usize = 1024;
 const MAX_FILTER_DEPTH: usize = 4;
 const MAX_CONDITIONS: usize = 20;
-/// Longest regular expression accepted by `matches`; ClickHouse's re2 runs
-/// in linear time, and the length bound keeps compilation cheap.
-const MAX_PATTERN: usize = 256;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{field}: {problem}")]
@@ -461,10 +458,20 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         ));
     }
     let mut conditions = 0;
+    let mut pattern_bytes = 0;
     let filters = wire
         .filters
         .iter()
-        .map(|f| parse_filter(f, site, 0, &mut conditions, &mut prop_key))
+        .map(|f| {
+            parse_filter(
+                f,
+                site,
+                0,
+                &mut conditions,
+                &mut pattern_bytes,
+                &mut prop_key,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if prop_key.is_some() {
         if !dimensions.iter().all(|d| d.works_with_props())
@@ -605,6 +612,7 @@ fn parse_filter(
     site: &SiteView,
     depth: usize,
     conditions: &mut usize,
+    pattern_bytes: &mut usize,
     prop_key: &mut Option<String>,
 ) -> Result<Filter, RequestError> {
     let shape = || {
@@ -619,7 +627,7 @@ fn parse_filter(
         ("and" | "or", [_, Value::Array(children)]) if !children.is_empty() => {
             let children = children
                 .iter()
-                .map(|c| parse_filter(c, site, depth + 1, conditions, prop_key))
+                .map(|c| parse_filter(c, site, depth + 1, conditions, pattern_bytes, prop_key))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(if op == "and" {
                 Filter::And(children)
@@ -632,6 +640,7 @@ fn parse_filter(
             site,
             depth + 1,
             conditions,
+            pattern_bytes,
             prop_key,
         )?))),
         (_, [_, dimension_name, values]) => {
@@ -666,12 +675,17 @@ fn parse_filter(
                 .collect::<Result<Vec<_>, _>>()?;
             if matches!(op, FilterOp::Matches | FilterOp::MatchesNot) {
                 for pattern in &values {
-                    if pattern.len() > MAX_PATTERN || regex::Regex::new(pattern).is_err() {
+                    *pattern_bytes += pattern.len();
+                    if *pattern_bytes > super::pattern::MAX_PATTERN_BYTES {
                         return Err(bad(
                             "filters",
-                            "matches takes regular expressions of at most 256 bytes",
+                            format!(
+                                "regular expressions of one query take at most {} bytes together",
+                                super::pattern::MAX_PATTERN_BYTES
+                            ),
                         ));
                     }
+                    super::pattern::check(pattern).map_err(|why| bad("filters", why))?;
                 }
             }
             Ok(Filter::Condition {
@@ -953,7 +967,7 @@ mod tests {
         );
         check(
             &f(r#"[["matches","event:page",["(unclosed"]]]"#),
-            Err("regular expressions"),
+            Err("not a regular expression"),
         );
         check(&f(r#"[["like","event:page",["/"]]]"#), Err("operator"));
         check(

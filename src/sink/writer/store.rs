@@ -55,16 +55,22 @@ impl Store for ClickHouseStore {
         query_id: &str,
     ) -> Result<(), Failure> {
         let started = Instant::now();
-        let client = self.client.clone().with_setting("query_id", query_id);
+        // One Native block: a body cut short is refused whole (see
+        // `BatchRow::native_block`), so the mark and its rows go in
+        // together or not at all, whatever the connection does.
+        let mut body = Vec::new();
+        crate::sink::rows::native_block(
+            rows.iter().chain(std::iter::once(last)),
+            rows.len() + 1,
+            &mut body,
+        );
+        let mut insert = self
+            .client
+            .insert_formatted_with("INSERT INTO batch_in FORMAT Native")
+            .with_setting("query_id", query_id)
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
         let sent = async {
-            let mut insert = client
-                .insert::<BatchRow<'_>>("batch_in")
-                .await?
-                .with_timeouts(Some(self.timeout), Some(self.timeout));
-            for row in rows {
-                insert.write(row).await?;
-            }
-            insert.write(last).await?;
+            insert.send(bytes::Bytes::from(body)).await?;
             insert.end().await
         }
         .await;
