@@ -31,15 +31,24 @@ pub enum Part {
     /// All but its last bytes: `AllBut(5)` withholds a chunked body's
     /// terminator `0\r\n\r\n`.
     AllBut(usize),
+    /// The head and the first chunks of a chunked body (the `clickhouse`
+    /// crate ends its chunks at row boundaries); all of a shorter request.
+    Chunks(usize),
     All,
 }
 
 impl Part {
-    fn of(self, len: usize) -> usize {
+    /// How many bytes of `request` this part is.
+    fn of(self, request: &[u8]) -> usize {
+        let len = request.len();
         match self {
             Part::Nothing => 0,
             Part::First(n) => n.min(len),
             Part::AllBut(n) => len.saturating_sub(n),
+            Part::Chunks(n) => {
+                let head = head_len(request).unwrap_or(len);
+                head + chunks_len(&request[head..], n).unwrap_or(len - head)
+            }
             Part::All => len,
         }
     }
@@ -137,6 +146,8 @@ struct State {
     releases: u64,
     /// Whether the last release drops the answer.
     without_answer: bool,
+    /// The longest request seen, in bytes (for failure messages).
+    longest: usize,
 }
 
 #[derive(Default)]
@@ -153,6 +164,7 @@ impl Control {
     /// The fault for this request, if the rule matches it and is not spent.
     fn fault_for(&self, line: &str, body: &[u8]) -> Option<Fault> {
         let mut state = self.lock();
+        state.longest = state.longest.max(body.len());
         let rule = state.rule.as_mut()?;
         if !(rule.matcher.0)(line, body) {
             return None;
@@ -262,6 +274,11 @@ impl Proxy {
         self.control.lock().matched
     }
 
+    /// The longest request body seen so far, in bytes.
+    pub fn longest_body(&self) -> usize {
+        self.control.lock().longest
+    }
+
     /// Requests the current rule faulted so far.
     pub fn faulted(&self) -> u64 {
         self.control.lock().faulted
@@ -362,7 +379,7 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr, control: Arc<Co
         let answer = match fault {
             None => exchange(up, &mut from_server, &request).await,
             Some(Fault::Cut(part)) => {
-                let _ = up.write_all(&request[..part.of(request.len())]).await;
+                let _ = up.write_all(&request[..part.of(&request)]).await;
                 return;
             }
             Some(Fault::Delay(delay)) => {
@@ -376,7 +393,7 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr, control: Arc<Co
                 return;
             }
             Some(Fault::Hold(part)) => {
-                let sent = part.of(request.len());
+                let sent = part.of(&request);
                 if up.write_all(&request[..sent]).await.is_err() {
                     return;
                 }
@@ -481,6 +498,12 @@ pub fn message_end(bytes: &[u8], side: Side) -> Option<usize> {
 
 /// The length of a complete chunked body at the start of `body`.
 fn chunked_end(body: &[u8]) -> Option<usize> {
+    chunks_len(body, usize::MAX)
+}
+
+/// The length of the first `n` chunks of a chunked body, or of all of it
+/// (terminator and trailers included) when it has fewer.
+pub fn chunks_len(body: &[u8], n: usize) -> Option<usize> {
     let line_end = |from: usize| {
         body.get(from..)?
             .windows(2)
@@ -488,7 +511,7 @@ fn chunked_end(body: &[u8]) -> Option<usize> {
             .map(|p| from + p)
     };
     let mut at = 0;
-    loop {
+    for _ in 0..n {
         let end = line_end(at)?;
         let size = std::str::from_utf8(&body[at..end]).ok()?;
         let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
@@ -508,4 +531,5 @@ fn chunked_end(body: &[u8]) -> Option<usize> {
             return None;
         }
     }
+    Some(at)
 }
