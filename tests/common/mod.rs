@@ -2,8 +2,9 @@
 //! ([`clickhouse`]), a DB-IP-schema GeoIP file ([`geodb`]), real tamis
 //! servers (the binary as a child process, or the library in-process with a
 //! manual clock) and a minimal blocking HTTP client; for the durability
-//! tests, a load driver that records every answer ([`load`]) and readers of
-//! tamis's durable log on disk ([`journal`]).
+//! tests, a load driver that records every answer ([`load`]), readers of
+//! tamis's durable log on disk ([`journal`]), a fault-injecting TCP proxy
+//! in front of ClickHouse ([`proxy`]) and the scenario rig ([`rig`]).
 
 #![allow(dead_code)]
 
@@ -11,6 +12,8 @@ pub mod clickhouse;
 pub mod geodb;
 pub mod journal;
 pub mod load;
+pub mod proxy;
+pub mod rig;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
