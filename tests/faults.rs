@@ -749,8 +749,12 @@ fn missing_table_blocks_delivery_without_dead_letters() {
     let rig = Rig::shared("table_away", frequent_flushes());
     systemic_refusal(
         &rig,
-        |rig| rename(rig, "traffic_hourly", "traffic_hourly_away"),
-        |rig| rename(rig, "traffic_hourly_away", "traffic_hourly"),
+        // The insert table itself: on 18.16 a view keeps writing to its
+        // target table after a rename of that table, so renaming
+        // `traffic_hourly` refuses nothing; every insert goes through
+        // `batch_in`.
+        |rig| rename(rig, "batch_in", "batch_in_away"),
+        |rig| rename(rig, "batch_in_away", "batch_in"),
         60,
     );
     rig.finish();

@@ -66,7 +66,7 @@ const DATA: [(u32, &str); 14] = [
     (72, "cannot parse number"),
     (117, "incorrect data"),
     (131, "too large string size"),
-    (395, "value refused by a check (throwIf)"),
+    (395, "value refused by a check"),
     (469, "violated constraint"),
 ];
 

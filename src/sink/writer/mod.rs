@@ -46,7 +46,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -727,15 +727,19 @@ impl<S: Store> Writer<S> {
             "step": step,
             "row": row.diagnosis(),
         });
-        let written = std::fs::create_dir_all(&dir).and_then(|()| {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(dir.join(format!("{}.jsonl", self.journal.id())))?;
-            writeln!(file, "{line}")?;
-            file.sync_data()
-        });
+        let written = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(dir.join(format!("{}.jsonl", self.journal.id())))?;
+                writeln!(file, "{line}")?;
+                file.sync_data()
+            });
         match written {
             Ok(()) => {
                 tracing::error!(kind = row.kind.as_str(), code = refusal.code(), error = %refusal, folder = %dir.display(), "row refused by ClickHouse written to the dead-letter folder")
