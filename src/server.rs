@@ -250,6 +250,7 @@ pub async fn serve(
         clickhouse: client,
         journal: journal.clone(),
         accepting: AtomicBool::new(true),
+        edge: crate::web::Edge::new(&settings.server),
     });
     tracing::info!(listen = %listener.local_addr()?, "tamis is serving");
     // The shutdown deadline runs from the signal.
