@@ -58,6 +58,9 @@ pub struct Edge {
     /// Browser origins that may send hits.
     pub origins: AllowedOrigins,
     logins: Throttle,
+    /// True once the server stops accepting: connections still waiting
+    /// for their first byte close at once.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Edge {
@@ -67,6 +70,7 @@ impl Edge {
             idle_timeout: server.idle_timeout,
             origins: server.cors_allow_origin.clone(),
             logins: Throttle::new(),
+            closing: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -223,6 +227,38 @@ fn too_many_attempts(wait: Duration) -> Response<Full<Bytes>> {
     r
 }
 
+/// Serves one connection. hyper's header read timeout runs from the moment
+/// it waits for a request head, so it closes keep-alive connections left
+/// idle between requests; a socket that never sends its first byte is
+/// closed here after the same time, or as soon as the server closes.
+async fn serve_connection<S>(
+    stream: TcpStream,
+    service: S,
+    idle_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>> + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+{
+    tokio::select! {
+        first = tokio::time::timeout(idle_timeout, stream.readable()) => {
+            if !matches!(first, Ok(Ok(()))) {
+                return;
+            }
+        }
+        _ = closing.wait_for(|closing| *closing) => return,
+    }
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle_timeout)
+        .max_header_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    // Client resets are routine; nothing about them is logged.
+    let _ = watcher.watch(conn).await;
+}
+
 /// Tells a connection beyond the cap to come back, then closes it. The
 /// request it may have sent is read (briefly) first: closing a socket with
 /// unread data resets it, and the client would not see the answer.
@@ -277,24 +313,16 @@ pub async fn run(
                     continue;
                 };
                 let (idle_timeout, metrics) = (app.edge.idle_timeout, app.metrics.clone());
+                let closing = app.edge.closing.subscribe();
                 let app = app.clone();
                 let service = service_fn(move |request| {
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(app.route(request, peer).await) }
                 });
-                // The header read timeout runs from the moment hyper waits
-                // for a request head, so it also closes keep-alive
-                // connections left idle between requests.
-                let conn = http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(idle_timeout)
-                    .max_header_size(MAX_HEAD)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
                 metrics.connections_open.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    // Client resets are routine; nothing about them is logged.
-                    let _ = conn.await;
+                    serve_connection(stream, service, idle_timeout, watcher, closing).await;
                     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
@@ -307,6 +335,7 @@ pub async fn run(
         }
     }
     app.accepting.store(false, Ordering::Relaxed);
+    app.edge.closing.send_replace(true);
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
