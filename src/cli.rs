@@ -11,16 +11,49 @@ use crate::config::{self, Settings};
 use crate::server::{serve as run_server, Options};
 
 /// Structured `key=value` logs to stderr; `TAMIS_LOG` sets the filter
-/// (default `info`).
+/// (default `info`). Every field is written with its control characters
+/// escaped (see [`escape_controls`]), so no value — an error text quoting
+/// what a client sent, say — can start a forged log line.
 pub fn init_logging() {
+    use tracing_subscriber::field::MakeExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TAMIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let raw = format!("{value:?}");
+        let text = escape_controls(&raw);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{field}={text}")
+        }
+    })
+    .delimited(" ");
     let _ = tracing_subscriber::fmt()
+        .fmt_fields(fields)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// Control characters as visible escapes (`\n`, `\r`, `\t`, `\u{1b}`):
+/// one log event stays one line, and no terminal sequence passes through.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn load(path: &Path) -> anyhow::Result<Settings> {
@@ -368,5 +401,29 @@ fn list(items: impl Iterator<Item = String>) -> String {
         "none".into()
     } else {
         v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: &str) {
+        assert_eq!(escape_controls(input), expected, "{input:?}");
+    }
+
+    /// Issue 12, point 8: ClickHouse's error text quoting a client's
+    /// pattern reached the log with a newline in it, forging a line.
+    #[test]
+    fn log_forging_control_characters_are_escaped() {
+        check("plain text", "plain text");
+        check(
+            "bad regex `a\n2026-01-01T00:00:00Z ERROR forged`",
+            "bad regex `a\\n2026-01-01T00:00:00Z ERROR forged`",
+        );
+        check("a\r\tb", "a\\r\\tb");
+        check("\u{1b}[31mred", "\\u{1b}[31mred");
+        check("\u{85}next line", "\\u{85}next line");
+        check("é ü 日本", "é ü 日本");
     }
 }

@@ -55,6 +55,15 @@ pub struct Metrics {
     pub audit_rows_written: AtomicU64,
     pub audit_failures: AtomicU64,
     pub audit_rows_lost: AtomicU64,
+    // The edge (issue 12).
+    /// Stats and audit API requests whose bearer token was refused.
+    pub api_auth_failures: AtomicU64,
+    /// Requests answered 429 because their network failed too often.
+    pub api_auth_throttled: AtomicU64,
+    /// Connections answered 503 and closed: `server.max_connections` open.
+    pub connections_refused: AtomicU64,
+    /// Connections being served.
+    pub connections_open: AtomicU64,
 }
 
 impl Metrics {
@@ -277,6 +286,26 @@ impl Metrics {
             get(&self.insert_latency_sum_us) as f64 / 1e6
         );
         let _ = writeln!(out, "tamis_insert_duration_seconds_count {count}");
+        let _ = write!(
+            out,
+            "# HELP tamis_api_auth_failures_total Stats and audit API requests with a refused token.\n# TYPE tamis_api_auth_failures_total counter\ntamis_api_auth_failures_total {}\n",
+            get(&self.api_auth_failures)
+        );
+        let _ = write!(
+            out,
+            "# HELP tamis_api_auth_throttled_total API requests answered 429 after repeated refused tokens from their network.\n# TYPE tamis_api_auth_throttled_total counter\ntamis_api_auth_throttled_total {}\n",
+            get(&self.api_auth_throttled)
+        );
+        let _ = write!(
+            out,
+            "# HELP tamis_connections_refused_total Connections answered 503 because server.max_connections were open.\n# TYPE tamis_connections_refused_total counter\ntamis_connections_refused_total {}\n",
+            get(&self.connections_refused)
+        );
+        let _ = write!(
+            out,
+            "# HELP tamis_connections_open Connections being served.\n# TYPE tamis_connections_open gauge\ntamis_connections_open {}\n",
+            get(&self.connections_open)
+        );
         out
     }
 }

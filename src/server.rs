@@ -301,6 +301,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         clickhouse: client,
         journal: journal.clone(),
         accepting: AtomicBool::new(true),
+        edge: crate::web::Edge::new(&settings.server),
     });
     Ok(Built {
         app,

@@ -81,9 +81,20 @@ pub struct ServerConfig {
     /// waits on disk in the durable log.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
-    /// Origins allowed to read API answers from a browser (`*` for all).
+    /// Browser origins that may send hits (`*` for all, or origins such
+    /// as `https://example.org`, separated by commas); the stats API stays
+    /// same-origin whatever this says.
     #[serde(default = "default_cors_origin")]
     pub cors_allow_origin: String,
+    /// Open connections served at once; beyond it a new connection is
+    /// answered 503 with Retry-After and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends no complete request head for this long
+    /// (idle between keep-alive requests, or sending its headers slowly)
+    /// is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
     /// On SIGTERM/SIGINT: longest time to finish requests and flush.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
@@ -125,6 +136,8 @@ impl Default for ServerConfig {
             trusted_proxies: default_trusted_proxies(),
             queue_capacity: default_queue_capacity(),
             cors_allow_origin: default_cors_origin(),
+            max_connections: default_max_connections(),
+            idle_timeout_ms: default_idle_timeout_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
         }
@@ -317,6 +330,12 @@ fn default_queue_capacity() -> usize {
 }
 fn default_cors_origin() -> String {
     "*".into()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_idle_timeout_ms() -> u64 {
+    10_000
 }
 fn default_clickhouse_url() -> String {
     "http://127.0.0.1:8123".into()

@@ -85,13 +85,14 @@ pub fn sections(settings: &Settings) -> Vec<(String, String)> {
             json!({
                 "trusted_proxies": proxies,
                 "queue_capacity": settings.server.queue_capacity,
-                "cors_allow_origin": settings.server.cors_allow_origin,
+                "cors_allow_origin": settings.server.cors_allow_origin.to_string(),
             }),
         ),
         (
             "clickhouse".to_string(),
             json!({
-                "url": ch.url, "database": ch.database, "user": ch.user,
+                // Without its userinfo: a hash of a password is a hint to it.
+                "url": ch.url.to_string(), "database": ch.database, "user": ch.user,
                 "batch_rows": ch.batch_rows,
                 "flush_interval_ms": ch.flush_interval.as_millis() as u64,
                 "timeout_ms": ch.timeout.as_millis() as u64,

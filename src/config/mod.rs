@@ -8,8 +8,9 @@ mod settings;
 
 pub use file::{Config, ConsentMode, OnDenied, OnOptOut};
 pub use settings::{
-    ClickHouseSettings, ConfigError, GeoSettings, OrganizationSettings, ServerSettings, Settings,
-    SiteSettings, StorageSettings, TokenSettings,
+    ClickHouseSettings, ClickHouseUrl, ConfigError, GeoSettings, OrganizationSettings,
+    ServerSettings, Settings, SiteSettings, StorageSettings, TokenSettings, MAX_V4_PREFIX,
+    MAX_V6_PREFIX,
 };
 
 use std::path::Path;

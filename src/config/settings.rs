@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use super::file::{
     ClickHouseConfig, Config, ConsentMode, OnDenied, OnOptOut, OrganizationConfig, SiteConfig,
 };
+use crate::ingest::cors::AllowedOrigins;
 use crate::privacy::geo::{GeoDb, GeoLevel};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,20 +79,104 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub trusted_proxies: Vec<IpNet>,
     pub queue_capacity: usize,
-    pub cors_allow_origin: String,
+    /// Browser origins that may send hits (ingest only).
+    pub cors_allow_origin: AllowedOrigins,
+    /// Connections served at once (see `web::run`).
+    pub max_connections: usize,
+    /// How long a connection may go without a complete request head.
+    pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClickHouseSettings {
-    pub url: String,
+    pub url: ClickHouseUrl,
     pub database: String,
     pub user: String,
     pub password: String,
     pub batch_rows: usize,
     pub flush_interval: Duration,
     pub timeout: Duration,
+}
+
+/// The password never prints; the URL prints without its userinfo.
+impl std::fmt::Debug for ClickHouseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseSettings")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("batch_rows", &self.batch_rows)
+            .field("flush_interval", &self.flush_interval)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// ClickHouse's address, which may carry credentials
+/// (`http://user:secret@host:8123`). It prints (`Display`, `Debug`, so in
+/// every log line and error message) with the userinfo as `***`; the
+/// client gets the whole text through [`ClickHouseUrl::as_str`] (or
+/// `String::from`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClickHouseUrl(String);
+
+impl ClickHouseUrl {
+    pub fn new(url: impl Into<String>) -> ClickHouseUrl {
+        ClickHouseUrl(url.into())
+    }
+
+    /// The whole URL, credentials included: for the HTTP client only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ClickHouseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&ClickHouseUrl> for String {
+    fn from(url: &ClickHouseUrl) -> String {
+        url.0.clone()
+    }
+}
+
+impl PartialEq<&str> for ClickHouseUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Display for ClickHouseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_userinfo(&self.0))
+    }
+}
+
+impl std::fmt::Debug for ClickHouseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_userinfo(&self.0))
+    }
+}
+
+/// `scheme://user:pw@host/…` → `scheme://***@host/…`; text that is not
+/// such a URL comes back unchanged up to its authority.
+pub fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://***{}{tail}", &authority[at..]),
+        None => url.to_string(),
+    }
 }
 
 pub struct GeoSettings {
@@ -179,7 +264,19 @@ impl Settings {
                 })
                 .collect::<Result<_, _>>()?,
             queue_capacity: positive("server.queue_capacity", config.server.queue_capacity)?,
-            cors_allow_origin: config.server.cors_allow_origin,
+            cors_allow_origin: AllowedOrigins::parse(&config.server.cors_allow_origin)
+                .map_err(|problem| invalid("server.cors_allow_origin", problem))?,
+            max_connections: positive("server.max_connections", config.server.max_connections)?,
+            idle_timeout: {
+                let ms = config.server.idle_timeout_ms;
+                if !(100..=600_000).contains(&ms) {
+                    return Err(invalid(
+                        "server.idle_timeout_ms",
+                        "must be between 100 and 600000",
+                    ));
+                }
+                Duration::from_millis(ms)
+            },
             shutdown_timeout: {
                 let ms = config.server.shutdown_timeout_ms;
                 if !(100..=600_000).contains(&ms) {
@@ -305,7 +402,7 @@ impl Settings {
 }
 
 fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, ConfigError> {
-    let url = c.url.trim_end_matches('/').to_string();
+    let url = ClickHouseUrl::new(c.url.trim_end_matches('/'));
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(invalid(
             "clickhouse.url",
@@ -628,6 +725,56 @@ mod tests {
             Some("token[0].sites"),
         );
         check("", Some("at least one [[site]]"));
+        check(
+            "[server]\ncors_allow_origin='example.org'\n[[site]]\nid='a.org'",
+            Some("server.cors_allow_origin"),
+        );
+        check(
+            "[server]\ncors_allow_origin='https://example.org, https://other.org'\n[[site]]\nid='a.org'",
+            None,
+        );
+        check(
+            "[server]\nmax_connections=0\n[[site]]\nid='a.org'",
+            Some("server.max_connections"),
+        );
+        check(
+            "[server]\nidle_timeout_ms=10\n[[site]]\nid='a.org'",
+            Some("server.idle_timeout_ms"),
+        );
+    }
+
+    /// Issue 12, point 14: `ClickHouseSettings` printed its password in
+    /// `Debug`, and the URL (which may carry credentials) was logged.
+    #[test]
+    fn clickhouse_credentials_are_redacted() {
+        let mut config: Config = toml::from_str(MINIMAL).unwrap();
+        config.clickhouse.url = "https://tamis:hunter2@ch.example:8443/".into();
+        config.clickhouse.password = "s3cret-pw".into();
+        let settings = Settings::from_config(config, Path::new(".")).unwrap();
+        let ch = &settings.clickhouse;
+        for printed in [
+            format!("{ch:?}"),
+            format!("{:?}", settings),
+            ch.url.to_string(),
+        ] {
+            assert!(!printed.contains("hunter2"), "{printed}");
+            assert!(!printed.contains("s3cret-pw"), "{printed}");
+            assert!(!printed.contains("tamis:"), "{printed}");
+        }
+        assert_eq!(ch.url.to_string(), "https://***@ch.example:8443");
+        assert_eq!(ch.url.as_str(), "https://tamis:hunter2@ch.example:8443");
+        assert_eq!(
+            String::from(&ch.url),
+            "https://tamis:hunter2@ch.example:8443"
+        );
+        for (url, printed) in [
+            ("http://127.0.0.1:8123", "http://127.0.0.1:8123"),
+            ("http://u@h/p?q=a@b", "http://***@h/p?q=a@b"),
+            ("http://u:p@w@h:1", "http://***@h:1"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_userinfo(url), printed, "{url}");
+        }
     }
 
     #[test]
@@ -648,7 +795,7 @@ mod tests {
         });
         let settings = Settings::from_config(config, Path::new(".")).unwrap();
         assert_eq!(settings.server.listen.port(), 9999);
-        assert_eq!(settings.clickhouse.url, "http://10.1.2.3:8123");
+        assert_eq!(settings.clickhouse.url.as_str(), "http://10.1.2.3:8123");
         assert_eq!(settings.clickhouse.database, "other");
         assert!(settings.geo.path.is_none());
     }

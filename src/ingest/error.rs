@@ -17,6 +17,8 @@ pub enum IngestError {
     },
     #[error("only POST is accepted here")]
     Method,
+    #[error("hits from this origin are not accepted (server.cors_allow_origin)")]
+    Origin,
     #[error("the durable log is full (ClickHouse is behind or unreachable); retry later")]
     Overloaded,
     #[error("the durable log cannot be written; retry later")]
@@ -34,6 +36,7 @@ impl IngestError {
             | IngestError::Invalid { .. }
             | IngestError::Body => StatusCode::BAD_REQUEST,
             IngestError::Method => StatusCode::METHOD_NOT_ALLOWED,
+            IngestError::Origin => StatusCode::FORBIDDEN,
             IngestError::Overloaded | IngestError::LogUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -17,6 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use ipnet::IpNet;
 
 use super::client_ip::client_ip;
+use super::cors::AllowedOrigins;
 use super::error::IngestError;
 use super::event::{self, IncomingEvent, MAX_BODY};
 use crate::aggregate::Message;
@@ -52,12 +53,23 @@ pub(super) enum Outcome {
 }
 
 impl Ingest {
-    pub async fn handle(&self, request: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
+    /// Answers a hit; `origins` says which browser origins may send one.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        origins: &AllowedOrigins,
+    ) -> Response<Full<Bytes>> {
+        let origin = AllowedOrigins::origin_of(request.headers());
+        let origin = origin.as_ref();
         if request.method() == Method::OPTIONS {
-            return preflight();
+            let mut r = preflight();
+            origins.answer(origin, r.headers_mut());
+            return r;
         }
         self.metrics.hits_received.fetch_add(1, Ordering::Relaxed);
         let result = match request.method() {
+            _ if !origins.allows(origin) => Err(IngestError::Origin),
             &Method::POST => self.accept(request, peer).await,
             _ => Err(IngestError::Method),
         };
@@ -79,7 +91,7 @@ impl Ingest {
                 error_response(&error)
             }
         };
-        cors(response.headers_mut());
+        origins.answer(origin, response.headers_mut());
         response
     }
 
@@ -239,7 +251,6 @@ fn preflight() -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
-    cors(h);
     h.insert(
         "access-control-allow-methods",
         HeaderValue::from_static("POST, OPTIONS"),
@@ -250,12 +261,6 @@ fn preflight() -> Response<Full<Bytes>> {
     );
     h.insert("access-control-max-age", HeaderValue::from_static("86400"));
     r
-}
-
-/// Beacons post from every page of every configured site; the answer holds
-/// nothing, so any origin may send.
-fn cors(h: &mut HeaderMap) {
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
 }
 
 pub fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

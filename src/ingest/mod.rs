@@ -3,6 +3,7 @@
 //! read here and passed to `privacy` only.
 
 pub mod client_ip;
+pub mod cors;
 pub mod error;
 pub mod event;
 pub mod handler;

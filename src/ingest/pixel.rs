@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response};
 
+use super::cors::AllowedOrigins;
 use super::error::IngestError;
 use super::event::{IncomingEvent, MAX_BODY};
 use super::handler::{error_response, Ingest, Outcome};
@@ -21,9 +22,17 @@ use super::handler::{error_response, Ingest, Outcome};
 const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 
 impl Ingest {
-    pub async fn pixel(&self, request: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
+    pub async fn pixel(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        origins: &AllowedOrigins,
+    ) -> Response<Full<Bytes>> {
         self.metrics.hits_received.fetch_add(1, Ordering::Relaxed);
-        let result = if request.method() == Method::GET || request.method() == Method::HEAD {
+        let origin = AllowedOrigins::origin_of(request.headers());
+        let result = if !origins.allows(origin.as_ref()) {
+            Err(IngestError::Origin)
+        } else if request.method() == Method::GET || request.method() == Method::HEAD {
             parse(request.uri().query().unwrap_or_default(), referer(&request))
         } else {
             Err(IngestError::Method)
@@ -35,7 +44,7 @@ impl Ingest {
             }
             Err(error) => Err(error),
         };
-        match outcome {
+        let mut response = match outcome {
             Ok(Outcome::Accepted) => gif(None),
             Ok(Outcome::Dropped(reason)) => gif(Some(reason.as_str())),
             Err(error) => {
@@ -52,7 +61,9 @@ impl Ingest {
                 }
                 r
             }
-        }
+        };
+        origins.answer(origin.as_ref(), response.headers_mut());
+        response
     }
 }
 
@@ -114,7 +125,6 @@ fn gif(dropped: Option<&'static str>) -> Response<Full<Bytes>> {
         "cache-control",
         HeaderValue::from_static("no-store, max-age=0"),
     );
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     if let Some(reason) = dropped {
         h.insert("x-tamis-dropped", HeaderValue::from_static(reason));
     }

@@ -9,6 +9,10 @@
 //! Only http(s) referrers are read, plus `android-app://<package>/` (what
 //! Android sends for clicks in apps), whose package name stands in for the
 //! host: it names an app, not a person. Anything else is direct.
+//!
+//! A referrer whose host is an IP address names a machine, often one
+//! person's: it is kept as [`IP_HOST`] (host and source), never as the
+//! address.
 
 use std::collections::HashMap;
 
@@ -18,6 +22,9 @@ const REFERRERS: &str = include_str!("../../data/lists/referrers.json");
 
 /// Plausible's label for visits without a usable referrer.
 const DIRECT_SOURCE: &str = "Direct / None";
+
+/// Host and source of a referrer whose host is an IP address.
+pub const IP_HOST: &str = "(ip address)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferrerError {
@@ -112,6 +119,12 @@ impl ReferrerClassifier {
                 let found = parents(&host).find_map(|h| self.known.get(h));
                 (host, found)
             }
+            Origin::Address(host) => {
+                if is_same_site(&host, site_hostnames) {
+                    return Referrer::direct();
+                }
+                (IP_HOST.to_string(), None)
+            }
             // Package names read backwards, so only exact matches count.
             Origin::App(package) => {
                 let found = self.known.get(&package);
@@ -133,6 +146,9 @@ impl ReferrerClassifier {
 enum Origin {
     /// Lowercase host without port, trailing dot or leading "www.".
     Web(String),
+    /// An IP-literal host, as the URL parser writes it (`192.0.2.1`,
+    /// `[2001:db8::1]`), for the self-referral check only.
+    Address(String),
     /// Android package name, lowercase.
     App(String),
 }
@@ -143,7 +159,9 @@ fn origin(referrer: &str) -> Option<Origin> {
     if host.is_empty() {
         return None;
     }
+    let literal = matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)));
     match url.scheme() {
+        "http" | "https" if literal => Some(Origin::Address(host)),
         "http" | "https" => {
             let host = host.strip_prefix("www.").map(str::to_owned).unwrap_or(host);
             Some(Origin::Web(host))
@@ -245,7 +263,13 @@ mod tests {
             (Some("http://localhost:3000/"), &["localhost"], DIRECT),
             (Some("https://other.co.uk/"), &["example.co.uk"], ("other.co.uk", "other.co.uk", Other)),
             (Some("https://alice.github.io/"), &["bob.github.io"], ("alice.github.io", "alice.github.io", Other)),
-            (Some("http://10.0.1.1/"), &["192.168.1.1"], ("10.0.1.1", "10.0.1.1", Other)),
+            (Some("http://192.168.1.1:8080/admin"), &["192.168.1.1"], DIRECT),
+            // Issue 12, point 10: IP-literal referrers kept the address.
+            (Some("http://10.0.1.1/"), &["192.168.1.1"], ("(ip address)", "(ip address)", Other)),
+            (Some("http://192.0.2.211:8080/admin"), SITE, ("(ip address)", "(ip address)", Other)),
+            (Some("https://[2001:db8::7]:8443/x"), SITE, ("(ip address)", "(ip address)", Other)),
+            (Some("http://0xc0.0.2.211/"), SITE, ("(ip address)", "(ip address)", Other)),
+            (Some("http://3221226195/"), SITE, ("(ip address)", "(ip address)", Other)),
             // Nothing usable.
             (None, SITE, DIRECT),
             (Some(""), SITE, DIRECT),

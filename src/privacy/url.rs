@@ -1,7 +1,8 @@
 //! URL reduction: the page becomes a host and a path. Query strings and
 //! fragments go, except allow-listed parameters (and the fragment when a site
-//! declares hash routing); e-mail addresses, long digit runs, UUIDs and
-//! token-like strings in what remains are replaced by placeholders.
+//! declares hash routing); e-mail addresses, IP addresses (IPv4 and IPv6),
+//! long digit runs, UUIDs and token-like strings in what remains are
+//! replaced by placeholders.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -48,6 +49,14 @@ static UUID: LazyLock<Regex> = LazyLock::new(|| {
 });
 static IPV4: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b").expect("static regex"));
+/// Candidates for IPv6 addresses: a run of hex digits, colons and dots
+/// holding at least two colons, not glued to a word on its left (so
+/// `std::vec` is not read as `d::`). Whether a candidate is an address is
+/// decided by parsing it ([`is_ipv6`]).
+static IPV6: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(^|[^0-9A-Za-z:.])([0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)")
+        .expect("static regex")
+});
 static DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[0-9]{6,}").expect("static regex"));
 /// Candidates for tokens: long runs of letters and digits, or long
 /// base64url-like runs. Whether a candidate is a token is decided by
@@ -126,6 +135,14 @@ pub fn redact(s: &str) -> String {
         return s.to_string();
     }
     let s = EMAIL.replace_all(s, "[email]");
+    // IPv6 first: an IPv4-mapped address (`::ffff:198.51.100.7`) goes whole.
+    let s = IPV6.replace_all(&s, |caps: &regex::Captures<'_>| {
+        let (before, candidate) = (&caps[1], &caps[2]);
+        match ipv6_len(candidate) {
+            Some(len) => format!("{before}[ip]{}", &candidate[len..]),
+            None => caps[0].to_string(),
+        }
+    });
     let s = IPV4.replace_all(&s, "[ip]");
     let s = UUID.replace_all(&s, "[uuid]");
     let s = TOKEN.replace_all(&s, |caps: &regex::Captures<'_>| {
@@ -139,15 +156,34 @@ pub fn redact(s: &str) -> String {
     DIGITS.replace_all(&s, "[number]").into_owned()
 }
 
+/// How much of a candidate is an IPv6 address: it parses as one once the
+/// dots and colons that punctuation may have glued to its end are left
+/// out, and it holds a hex digit (`::` alone is punctuation, not the
+/// unspecified address).
+fn ipv6_len(candidate: &str) -> Option<usize> {
+    if !candidate.bytes().any(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let parses = |s: &str| s.parse::<std::net::Ipv6Addr>().is_ok();
+    let dots = candidate.trim_end_matches('.');
+    let both = dots.trim_end_matches(':');
+    [candidate, dots, both]
+        .into_iter()
+        .find(|s| parses(s))
+        .map(str::len)
+}
+
 /// A single pass that rules out every pattern at once for the common
 /// path (no `@`, no run of 6 digits, no long run of letters and digits), so
 /// most pages never reach the regular expressions.
 fn may_need_redaction(s: &str) -> bool {
-    let (mut digits, mut alnum, mut word) = (0, 0, 0);
+    let (mut digits, mut alnum, mut word, mut colons) = (0, 0, 0, 0);
     let mut previous = 0u8;
     for b in s.bytes() {
-        // `@` may start an e-mail; a digit after `digit.` may be an address.
-        if b == b'@' || (b.is_ascii_digit() && previous == b'.' && digits > 0) {
+        // `@` may start an e-mail; a digit after `digit.` may be an address,
+        // and so may anything with two colons (IPv6).
+        colons += usize::from(b == b':');
+        if b == b'@' || (b.is_ascii_digit() && previous == b'.' && digits > 0) || colons >= 2 {
             return true;
         }
         previous = b;
@@ -245,6 +281,11 @@ mod tests {
             Some("/whois/[ip]/details"),
         );
         check(
+            "https://example.org/whois/2001:db8:85a3::8a2e:370:7334/details",
+            defaults,
+            Some("/whois/[ip]/details"),
+        );
+        check(
             "https://example.org/v1.2/guide",
             defaults,
             Some("/v1.2/guide"),
@@ -267,6 +308,30 @@ mod tests {
         check("ftp://example.org/", defaults, None);
         check("/relative", defaults, None);
         check("javascript:alert(1)", defaults, None);
+    }
+
+    fn check_redact(value: &str, expected: &str) {
+        assert_eq!(redact(value), expected, "{value}");
+    }
+
+    /// Issue 12, point 10: an IPv6 address in a path or a property value
+    /// was kept while IPv4 was redacted.
+    #[test]
+    fn ipv6_in_content_is_redacted() {
+        check_redact("/whois/2001:db8::1", "/whois/[ip]");
+        check_redact("/whois/2001:db8::1/", "/whois/[ip]/");
+        check_redact("/peer/[2001:db8:0:0:1::7]:443", "/peer/[[ip]]:443");
+        check_redact("client 2001:DB8::A8F3 said hi", "client [ip] said hi");
+        check_redact("fe80::1%eth0", "[ip]%eth0");
+        check_redact("(2001:db8::1:)", "([ip]:)");
+        check_redact("::1", "[ip]");
+        check_redact("from ::ffff:198.51.100.77.", "from [ip].");
+        check_redact("ip=2001:db8::1&x=1", "ip=[ip]&x=1");
+        check_redact("/std::vec::Vec", "/std::vec::Vec");
+        check_redact("at 12:30:00", "at 12:30:00");
+        check_redact("a::b::c", "a::b::c");
+        check_redact("/x::", "/x::");
+        check_redact("/::/", "/::/");
     }
 
     #[test]

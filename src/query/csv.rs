@@ -29,19 +29,40 @@ fn line(out: &mut String, cells: impl Iterator<Item = String>) {
 }
 
 /// Quotes a cell, and defuses what a spreadsheet would run as a formula
-/// (a leading `=`, `+`, `-`, `@`, tab or carriage return) by prefixing `'`.
+/// by prefixing `'`: a cell whose first character is a tab or carriage
+/// return, or whose first character other than spaces is `=`, `+`, `-` or
+/// `@` (spreadsheets skip leading spaces before a formula). Plain numbers
+/// such as `-12` stay numbers.
 pub fn cell(value: &str) -> String {
-    let defused = match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') if value.parse::<f64>().is_err() => {
-            format!("'{value}")
-        }
-        _ => value.to_string(),
+    let leading = value.trim_start_matches(' ');
+    let formula = matches!(value.chars().next(), Some('\t' | '\r'))
+        || matches!(
+            leading.chars().next(),
+            Some('=' | '+' | '-' | '@' | '\t' | '\r')
+        );
+    let defused = if formula && !is_plain_number(leading) {
+        format!("'{value}")
+    } else {
+        value.to_string()
     };
     if defused.contains([',', '"', '\n', '\r']) || defused != defused.trim() {
         format!("\"{}\"", defused.replace('"', "\"\""))
     } else {
         defused
     }
+}
+
+/// `-12`, `+3.5`: a sign, digits and at most one decimal point, nothing
+/// else (not `-1+1`, not `-inf`).
+fn is_plain_number(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    !whole.is_empty()
+        && !fraction.is_empty()
+        && whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -66,5 +87,20 @@ mod tests {
         check("-12", "-12");
         check("\tcmd", "'\tcmd");
         check("(other)", "(other)");
+    }
+
+    /// Issue 12, point 13: a formula after leading spaces, and number-like
+    /// formulas, reached spreadsheets unneutralised.
+    #[test]
+    fn csv_formula_after_spaces_is_neutralised() {
+        check("  =1+1", "'  =1+1");
+        check(" @SUM(A1)", "' @SUM(A1)");
+        check("\r=cmd", "\"'\r=cmd\"");
+        check(" \t=cmd", "' \t=cmd");
+        check("-1+1", "'-1+1");
+        check("-inf", "'-inf");
+        check("+3.5", "+3.5");
+        check("12", "12");
+        check(" plain", "\" plain\"");
     }
 }

@@ -1,6 +1,17 @@
 //! The HTTP server: accepts connections, routes requests to ingest, the
 //! stats API and the operational endpoints, and shuts down gracefully
 //! (in-flight requests finish; new connections are refused).
+//!
+//! It also holds the edge's limits (`Edge`): at most
+//! `server.max_connections` connections are served at once (beyond it a
+//! new one is answered 503 with Retry-After and closed, so a crowd of idle
+//! sockets cannot use up the file descriptors that `/healthz` and hits
+//! need), a connection with no complete request head for
+//! `server.idle_timeout_ms` is closed, request heads are at most
+//! [`MAX_HEAD`] bytes, and clients whose tokens keep being refused wait
+//! (`query::auth::Throttle`). Every answer carries
+//! `X-Content-Type-Options: nosniff`; API answers also `Cache-Control:
+//! no-store`.
 
 pub mod assets;
 pub mod ops;
@@ -10,20 +21,59 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
+use crate::config::{ServerSettings, MAX_V4_PREFIX, MAX_V6_PREFIX};
+use crate::ingest::client_ip::client_ip;
+use crate::ingest::cors::AllowedOrigins;
 use crate::ingest::handler::{json_error, Ingest};
 use crate::metrics::Metrics;
+use crate::query::auth::{self, Attempt, Throttle};
 use crate::query::Api;
+
+/// Longest request head (request line and headers), nginx's order of
+/// size; longer ones are answered 431 by hyper.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// What a connection beyond `server.max_connections` is told before it is
+/// closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\nConnection: close\r\n\r\ntoo many connections\r\n";
+
+/// The limits and memory of the edge, shared by every connection.
+pub struct Edge {
+    connections: Arc<Semaphore>,
+    idle_timeout: Duration,
+    /// Browser origins that may send hits.
+    pub origins: AllowedOrigins,
+    logins: Throttle,
+    /// True once the server stops accepting: connections still waiting
+    /// for their first byte close at once.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Edge {
+    pub fn new(server: &ServerSettings) -> Edge {
+        Edge {
+            connections: Arc::new(Semaphore::new(server.max_connections)),
+            idle_timeout: server.idle_timeout,
+            origins: server.cors_allow_origin.clone(),
+            logins: Throttle::new(),
+            closing: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
 
 pub struct App {
     pub ingest: Ingest,
@@ -35,26 +85,198 @@ pub struct App {
     pub journal: crate::journal::Journal,
     /// False once shutdown has begun, so load balancers stop sending.
     pub accepting: AtomicBool,
+    pub edge: Edge,
 }
 
 impl App {
     async fn route(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        match request.uri().path() {
-            "/api/event" => self.ingest.handle(request, peer.ip()).await,
-            "/api/v2/query" => self.api.handle(request).await,
-            "/api/v2/openapi.json" => crate::query::openapi(),
-            "/api/v2/sites" => self.api.sites(&request),
-            "/e.gif" => self.ingest.pixel(request, peer.ip()).await,
-            "/api/v2/audit" => self.api.audit(request).await,
+        let mut response = match request.uri().path() {
+            "/api/event" => {
+                self.ingest
+                    .handle(request, peer.ip(), &self.edge.origins)
+                    .await
+            }
+            "/e.gif" => {
+                self.ingest
+                    .pixel(request, peer.ip(), &self.edge.origins)
+                    .await
+            }
+            "/api/v2/query" => self.api_call(Endpoint::Query, request, peer).await,
+            "/api/v2/sites" => self.api_call(Endpoint::Sites, request, peer).await,
+            "/api/v2/audit" => self.api_call(Endpoint::Audit, request, peer).await,
+            "/api/v2/openapi.json" => no_store(crate::query::openapi()),
+            path if assets::serves(path) => assets::serve(&request),
+            "/privacy.json" | "/metrics" | "/about" | "/healthz" | "/readyz"
+                if !matches!(*request.method(), Method::GET | Method::HEAD) =>
+            {
+                ops::method_not_allowed()
+            }
             "/privacy.json" => ops::privacy_json(&self.privacy, &request),
             "/metrics" => ops::metrics(&self.metrics),
             "/about" => ops::index(),
-            path if assets::serves(path) => assets::serve(&request),
             "/healthz" => ops::healthz(),
             "/readyz" => ops::readyz(self).await,
-            _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
+            _ => no_store(json_error(StatusCode::NOT_FOUND, "no such endpoint")),
+        };
+        response.headers_mut().insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        response
+    }
+
+    /// A stats, sites or audit request, held back while its client's
+    /// network waits after refused tokens; refused tokens are counted,
+    /// logged (the endpoint only: never the token or the address) and
+    /// lengthen the wait.
+    async fn api_call(
+        &self,
+        endpoint: Endpoint,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let network = self.network(&request, peer);
+        let now = Instant::now();
+        if let Err(wait) = self.edge.logins.check(network, now) {
+            self.metrics
+                .api_auth_throttled
+                .fetch_add(1, Ordering::Relaxed);
+            return no_store(too_many_attempts(wait));
+        }
+        // A header that is not text is a refused token too.
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or_default());
+        let attempt = auth::attempt(authorization, &self.api.tokens);
+        let response = match endpoint {
+            Endpoint::Query => self.api.handle(request).await,
+            Endpoint::Sites => self.api.sites(&request),
+            Endpoint::Audit => self.api.audit(request).await,
+        };
+        match attempt {
+            Attempt::Refused => {
+                self.metrics
+                    .api_auth_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let wait = self.edge.logins.failed(network, now);
+                tracing::warn!(
+                    endpoint = endpoint.name(),
+                    wait_s = wait.map_or(0, |w| w.as_secs()),
+                    "API token refused"
+                );
+            }
+            Attempt::Accepted => self.edge.logins.succeeded(network),
+            Attempt::NoToken => {}
+        }
+        no_store(response)
+    }
+
+    /// The client's network, as the throttle keys it: the address ingest
+    /// would read (trusted proxies believed), truncated at once.
+    fn network(
+        &self,
+        request: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> crate::privacy::ip::TruncatedIp {
+        let forwarded: Vec<&str> = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let ip = client_ip(peer.ip(), &forwarded, &self.ingest.trusted_proxies);
+        crate::privacy::ip::truncate(ip, MAX_V4_PREFIX, MAX_V6_PREFIX)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Query,
+    Sites,
+    Audit,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Query => "query",
+            Endpoint::Sites => "sites",
+            Endpoint::Audit => "audit",
         }
     }
+}
+
+/// API answers hold statistics or tokens' names: never cached.
+fn no_store(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    response
+}
+
+fn too_many_attempts(wait: Duration) -> Response<Full<Bytes>> {
+    let mut r = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many refused tokens from your network; retry later",
+    );
+    // Whole seconds, rounded up: a client that waits as told gets in.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from(secs.max(1)));
+    r
+}
+
+/// Serves one connection. hyper's header read timeout runs from the moment
+/// it waits for a request head, so it closes keep-alive connections left
+/// idle between requests; a socket that never sends its first byte is
+/// closed here after the same time, or as soon as the server closes.
+async fn serve_connection<S>(
+    stream: TcpStream,
+    service: S,
+    idle_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>> + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+{
+    tokio::select! {
+        first = tokio::time::timeout(idle_timeout, stream.readable()) => {
+            if !matches!(first, Ok(Ok(()))) {
+                return;
+            }
+        }
+        _ = closing.wait_for(|closing| *closing) => return,
+    }
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle_timeout)
+        .max_header_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    // Client resets are routine; nothing about them is logged.
+    let _ = watcher.watch(conn).await;
+}
+
+/// Tells a connection beyond the cap to come back, then closes it. The
+/// request it may have sent is read (briefly) first: closing a socket with
+/// unread data resets it, and the client would not see the answer.
+async fn refuse(mut stream: TcpStream) {
+    let answer = async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        let mut read = 0;
+        while read < MAX_HEAD {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets open
@@ -85,19 +307,24 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let Ok(permit) = app.edge.connections.clone().try_acquire_owned() else {
+                    app.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(refuse(stream));
+                    continue;
+                };
+                let (idle_timeout, metrics) = (app.edge.idle_timeout, app.metrics.clone());
+                let closing = app.edge.closing.subscribe();
                 let app = app.clone();
                 let service = service_fn(move |request| {
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(app.route(request, peer).await) }
                 });
-                let conn = http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                metrics.connections_open.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    // Client resets are routine; nothing about them is logged.
-                    let _ = conn.await;
+                    serve_connection(stream, service, idle_timeout, watcher, closing).await;
+                    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
                 });
             }
             _ = &mut shutdown, if closing.is_none() => {
@@ -108,6 +335,7 @@ pub async fn run(
         }
     }
     app.accepting.store(false, Ordering::Relaxed);
+    app.edge.closing.send_replace(true);
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown())
         .await

@@ -74,6 +74,18 @@ pub fn privacy_json(
     response
 }
 
+/// The operational endpoints only read: any method but GET and HEAD is
+/// answered 405 with `Allow`.
+pub fn method_not_allowed() -> Response<Full<Bytes>> {
+    let mut r = crate::ingest::handler::json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "only GET and HEAD are accepted here",
+    );
+    r.headers_mut()
+        .insert("allow", HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
 pub fn healthz() -> Response<Full<Bytes>> {
     plain(StatusCode::OK, "ok\n")
 }
