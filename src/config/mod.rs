@@ -6,10 +6,10 @@ mod file;
 pub mod fingerprint;
 mod settings;
 
-pub use file::{Config, ConsentMode, OnDenied, OnOptOut};
+pub use file::{Config, ConsentMode, Disclosure, OnDenied, OnOptOut};
 pub use settings::{
-    ClickHouseSettings, ConfigError, GeoSettings, OrganizationSettings, ServerSettings, Settings,
-    SiteSettings, StorageSettings, TokenSettings,
+    ClickHouseSettings, ConfigError, GeoSettings, OrganizationSettings, RoundingKey, ServerSettings,
+    Settings, SiteSettings, StorageSettings, TokenSettings,
 };
 
 use std::path::Path;

@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::TokenSettings;
+use crate::config::{Disclosure, TokenSettings};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Access<'a> {
@@ -15,6 +15,7 @@ pub enum Access<'a> {
         token: &'a str,
         sites: &'a [String],
         admin: bool,
+        disclosure: Disclosure,
     },
 }
 
@@ -43,6 +44,7 @@ pub fn authorize<'a>(authorization: Option<&str>, tokens: &'a [TokenSettings]) -
             token: &t.name,
             sites: &t.sites,
             admin: t.admin,
+            disclosure: t.disclosure,
         },
         None => Access::Unauthorized,
     }
@@ -58,6 +60,7 @@ mod tests {
             secret_sha256: Sha256::digest(b"s3cret").into(),
             sites: vec!["example.org".into()],
             admin: false,
+            disclosure: Disclosure::Protected,
         }]
     }
 

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod auth;
 pub mod csv;
+pub mod disclosure;
 pub mod labels;
 pub mod request;
 pub mod sites;
@@ -27,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
-use crate::config::{SiteSettings, TokenSettings};
+use crate::config::{Disclosure, SiteSettings, TokenSettings};
 use crate::ingest::handler::json_error;
 use crate::metrics::Metrics;
 use crate::sink::audit::{AuditEntry, AuditLog};
@@ -209,12 +210,18 @@ impl Api {
                 .get(CLIENT_HEADER)
                 .and_then(|v| v.to_str().ok()),
         );
-        let (token, allowed) = match auth::authorize(authorization.as_deref(), &self.tokens) {
-            Access::Unauthorized => {
-                return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
-            }
-            Access::Granted { token, sites, .. } => (token.to_string(), sites.to_vec()),
-        };
+        let (token, allowed, disclosure) =
+            match auth::authorize(authorization.as_deref(), &self.tokens) {
+                Access::Unauthorized => {
+                    return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
+                }
+                Access::Granted {
+                    token,
+                    sites,
+                    disclosure,
+                    ..
+                } => (token.to_string(), sites.to_vec(), disclosure),
+            };
         let body = match Limited::new(request.into_body(), MAX_QUERY_BODY)
             .collect()
             .await
@@ -248,20 +255,27 @@ impl Api {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         query.csv |= wants_csv;
-        match self.run(&query, &site).await {
+        match self.run(&query, &site, disclosure).await {
             Ok(report) => {
                 self.metrics.api_queries.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(token = %token, site = %site.id, rows = report.rows.len(), csv = query.csv, "stats query");
+                tracing::info!(token = %token, site = %site.id, rows = report.rows.len(), csv = query.csv, disclosure = disclosure.name(), "stats query");
                 self.audit.record(AuditEntry {
                     at: self.clock.now(),
                     kind: "stats_read",
                     actor: token.clone(),
                     client,
                     site_id: site.id.clone(),
-                    summary: audit::summarize(&query, site.timezone),
+                    // The disclosure is part of the summary, which the audit
+                    // log keeps and `GET /api/v2/audit` shows: an exact read
+                    // stands out from protected ones.
+                    summary: format!(
+                        "{} disclosure={}",
+                        audit::summarize(&query, site.timezone),
+                        disclosure.name()
+                    ),
                     rows: report.rows.len() as u64,
                     format: if query.csv { "csv" } else { "json" },
-                    detail: String::new(),
+                    detail: format!("disclosure={}", disclosure.name()),
                 });
                 if query.csv {
                     let mut r = Response::new(Full::new(Bytes::from(csv::render(&query, &report))));
@@ -275,7 +289,7 @@ impl Api {
                     );
                     return r;
                 }
-                let body = respond(&query, &site, report);
+                let body = respond(&query, &site, disclosure, report);
                 let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
                 r.headers_mut()
                     .insert("content-type", HeaderValue::from_static("application/json"));
@@ -520,9 +534,9 @@ impl Api {
         &self,
         query: &Query,
         site: &SiteSettings,
+        disclosure: Disclosure,
     ) -> Result<Report, clickhouse::error::Error> {
         let tz = site.timezone;
-        let k = f64::from(site.k_threshold);
         let rows = self
             .fetch(query, &query.dimensions, tz, Scope::Selected)
             .await?;
@@ -534,35 +548,39 @@ impl Api {
             .map(|(_, b)| b)
             .unwrap_or_default();
         // Filtered numbers subtracted from unfiltered ones describe the rows
-        // a filter leaves out: where that group is small, the filtered
-        // numbers are withheld too.
-        let (excluded_rows, excluded_total) = if query.filters.is_empty() {
-            (Vec::new(), Base::default())
-        } else {
-            let rows = self
-                .fetch(query, &query.dimensions, tz, Scope::Excluded)
-                .await?;
-            let total = self
-                .fetch(query, &[], tz, Scope::Excluded)
-                .await?
-                .into_iter()
-                .next()
-                .map(|(_, b)| b)
-                .unwrap_or_default();
-            (rows, total)
+        // a filter leaves out: for exact answers, where that group is small,
+        // the filtered numbers are withheld too. Protected answers need no
+        // such reads: their differences are multiples of the rounding base.
+        let (excluded_rows, excluded_total) =
+            if query.filters.is_empty() || disclosure == Disclosure::Protected {
+                (Vec::new(), Base::default())
+            } else {
+                let rows = self
+                    .fetch(query, &query.dimensions, tz, Scope::Excluded)
+                    .await?;
+                let total = self
+                    .fetch(query, &[], tz, Scope::Excluded)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(|(_, b)| b)
+                    .unwrap_or_default();
+                (rows, total)
+            };
+        let mut counted = Counted {
+            rows,
+            total,
+            excluded_rows,
+            excluded_total,
         };
-        let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
-        let reveals_row =
-            |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
-        let mut rows = rows;
-        let mut total = total;
         if query.metrics.iter().any(|m| m.is_consent()) {
             let counts = self.consent_counts(query, tz).await?;
             for (time, counts) in counts {
-                for (a, b) in total.consent.iter_mut().zip(counts) {
+                for (a, b) in counted.total.consent.iter_mut().zip(counts) {
                     *a += b;
                 }
-                if let Some((_, base)) = rows
+                if let Some((_, base)) = counted
+                    .rows
                     .iter_mut()
                     .find(|(dims, _)| dims.first() == Some(&time) || dims.is_empty())
                 {
@@ -572,56 +590,108 @@ impl Api {
                 }
             }
         }
-        let withhold_small = !query.filters.is_empty();
-        let exits = query.dimensions.contains(&Dimension::ExitPage);
-        let values = |b: &Base| {
-            query
-                .metrics
-                .iter()
-                .map(|m| b.value(*m, exits, total.visitors))
-                .collect::<Vec<_>>()
-        };
+        let mut report = report(query, site, disclosure, counted);
+        report.time_labels = query.include_time_labels.then(|| time_labels(query, tz));
+        Ok(report)
+    }
+}
 
-        let revealing: Vec<bool> = rows.iter().map(|(dims, _)| reveals_row(dims)).collect();
-        let answers = rows
-            .into_iter()
-            .zip(revealing)
-            .map(|((dimensions, base), revealing)| Answer {
-                dimensions,
-                base,
-                metrics: (!revealing).then(Vec::new),
-            })
-            .collect();
-        let mut answers = suppress(answers, &query.dimensions, k);
-        let time_only =
-            query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
-        // `(other)` rows compare with the unfiltered `(other)`, which holds
-        // the small excluded rows: any of those would show by difference.
-        let other_reveals = excluded_rows.iter().any(|(_, b)| reveals(b));
-        for a in answers.iter_mut() {
-            let is_other = a.dimensions.iter().any(|d| d == OTHER);
-            let withheld = a.metrics.is_none()
-                || is_other && other_reveals
-                || a.base.is_small(k)
-                    && (withhold_small || time_only || a.dimensions.iter().any(|d| d == OTHER));
-            a.metrics = (!withheld).then(|| values(&a.base));
-        }
-        order(&mut answers, query);
-        let rows = answers
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .collect();
-        let totals = query.include_totals.then(|| {
-            let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
-            (!withheld).then(|| values(&total))
-        });
-        let time_labels = query.include_time_labels.then(|| time_labels(query, tz));
-        Ok(Report {
-            rows,
-            totals,
-            time_labels,
+/// What ClickHouse counted for one query, before any disclosure rule.
+#[derive(Debug, Clone, Default)]
+pub struct Counted {
+    pub rows: Vec<(Vec<String>, Base)>,
+    pub total: Base,
+    /// For exact answers to filtered queries: the rows and the total the
+    /// filters leave out (empty otherwise).
+    pub excluded_rows: Vec<(Vec<String>, Base)>,
+    pub excluded_total: Base,
+}
+
+/// The disclosure rules applied to what was counted: the answer's rows
+/// (small ones merged or withheld, ordered, paged) and totals, without time
+/// labels.
+///
+/// Every mode merges small breakdown rows into `(other)` and withholds a
+/// small time bucket, a small `(other)`, and any small cell of a window
+/// shorter than a day (see [`disclosure::short_window`]).
+/// - **Protected**: every cell below k is withheld, rows and totals alike,
+///   and every published count is consistently randomly rounded
+///   ([`disclosure::Rounding`]); rates and shares are computed from the
+///   rounded counts.
+/// - **Exact**: counts as they are; besides the above, a filtered query
+///   withholds its small cells, and cells whose complement (what the
+///   filters leave out) is small, which one subtraction would reveal.
+pub fn report(
+    query: &Query,
+    site: &SiteSettings,
+    disclosure: Disclosure,
+    counted: Counted,
+) -> Report {
+    let k = f64::from(site.k_threshold);
+    let Counted {
+        rows,
+        total,
+        excluded_rows,
+        excluded_total,
+    } = counted;
+    let exits = query.dimensions.contains(&Dimension::ExitPage);
+    let rounding = disclosure::Rounding::new(&site.rounding_key, site.k_threshold, query);
+    // What is published of a cell's counts: rounded, or as counted.
+    let published = |dims: &[String], b: &Base| match disclosure {
+        Disclosure::Protected => rounding.publish(dims, b, exits),
+        Disclosure::Exact => *b,
+    };
+    let published_total = published(&[], &total);
+    let values = |b: &Base| {
+        query
+            .metrics
+            .iter()
+            .map(|m| b.value(*m, exits, published_total.visitors))
+            .collect::<Vec<_>>()
+    };
+
+    let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
+    let reveals_row =
+        |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
+    let answers = rows
+        .into_iter()
+        .map(|(dimensions, base)| Answer {
+            metrics: (!reveals_row(&dimensions)).then(Vec::new),
+            dimensions,
+            base,
         })
+        .collect();
+    let mut answers = suppress(answers, &query.dimensions, k);
+    let short = disclosure::short_window(query.from, query.to, site.timezone);
+    let withhold_small = match disclosure {
+        Disclosure::Protected => true,
+        Disclosure::Exact => !query.filters.is_empty() || short,
+    };
+    let time_only = query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
+    // `(other)` rows compare with the unfiltered `(other)`, which holds
+    // the small excluded rows: any of those would show by difference.
+    let other_reveals = excluded_rows.iter().any(|(_, b)| reveals(b));
+    for a in answers.iter_mut() {
+        let is_other = a.dimensions.iter().any(|d| d == OTHER);
+        let withheld = a.metrics.is_none()
+            || is_other && other_reveals
+            || a.base.is_small(k) && (withhold_small || time_only || is_other);
+        a.metrics = (!withheld).then(|| values(&published(&a.dimensions, &a.base)));
+    }
+    order(&mut answers, query);
+    let rows = answers
+        .into_iter()
+        .skip(query.offset)
+        .take(query.limit)
+        .collect();
+    let totals = query.include_totals.then(|| {
+        let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
+        (!withheld).then(|| values(&published_total))
+    });
+    Report {
+        rows,
+        totals,
+        time_labels: None,
     }
 }
 
@@ -811,7 +881,7 @@ fn time_labels(query: &Query, tz: Tz) -> Vec<String> {
     labels
 }
 
-fn respond(query: &Query, site: &SiteSettings, report: Report) -> Value {
+fn respond(query: &Query, site: &SiteSettings, disclosure: Disclosure, report: Report) -> Value {
     let suppressed = report.rows.iter().filter(|a| a.metrics.is_none()).count();
     let metric_values = |m: &Option<Vec<f64>>| match m {
         Some(m) => m.iter().copied().map(number).collect(),
@@ -823,7 +893,17 @@ fn respond(query: &Query, site: &SiteSettings, report: Report) -> Value {
         .map(|a| json!({ "metrics": metric_values(&a.metrics), "dimensions": a.dimensions }))
         .collect();
     let tz = site.timezone;
-    let mut meta = json!({ "k_threshold": site.k_threshold, "suppressed_rows": suppressed, "time_zone": tz.name() });
+    let rounding_base = match disclosure {
+        Disclosure::Protected => json!(disclosure::rounding_base(site.k_threshold)),
+        Disclosure::Exact => Value::Null,
+    };
+    let mut meta = json!({
+        "k_threshold": site.k_threshold,
+        "suppressed_rows": suppressed,
+        "time_zone": tz.name(),
+        "disclosure": disclosure.name(),
+        "rounding_base": rounding_base,
+    });
     if let Some(totals) = &report.totals {
         meta["totals"] = Value::Array(metric_values(totals));
     }
