@@ -450,7 +450,10 @@ fn dashboard_in_chromium_shows_the_seeded_numbers_and_only_text() {
         "\"example.org\"",
         "language = \"fr\"\nevent_names = [\"signup\"]\nprop_keys = [\"plan\"]",
     )];
-    let server = Binary::serve(&scratch, &config_for(ch, &db, &sites, &["example.org"], "exact"));
+    let server = Binary::serve(
+        &scratch,
+        &config_for(ch, &db, &sites, &["example.org"], "exact"),
+    );
     let long_plan = "très long ".repeat(500);
     let long_path = format!("/{}", "Ab.".repeat(1500));
     let xss = [

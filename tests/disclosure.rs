@@ -92,7 +92,13 @@ fn query_as(addr: std::net::SocketAddr, token: &str, body: Value) -> Value {
 fn numbers(answer: &Value) -> Vec<f64> {
     let mut out = Vec::new();
     for row in answer["results"].as_array().into_iter().flatten() {
-        out.extend(row["metrics"].as_array().into_iter().flatten().filter_map(Value::as_f64));
+        out.extend(
+            row["metrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64),
+        );
     }
     out.extend(
         answer["meta"]["totals"]
@@ -150,7 +156,10 @@ fn differencing_two_filters() {
         first(&contains).expect("7 visitors are published"),
         first(&is).expect("6 visitors are published"),
     );
-    assert!([5.0, 10.0].contains(&a) && [5.0, 10.0].contains(&b), "{a} {b}");
+    assert!(
+        [5.0, 10.0].contains(&a) && [5.0, 10.0].contains(&b),
+        "{a} {b}"
+    );
     assert_ne!(a - b, 1.0, "the difference isolates no visitor");
     for _ in 0..3 {
         assert_eq!(ask(PROTECTED_TOKEN, "contains"), contains, "asked again");
@@ -185,8 +194,16 @@ fn a_withheld_hour_asked_as_a_date_range() {
             json!({"site_id": "example.org", "date_range": ["2026-03-10T07:00:00", "2026-03-10T07:59:59"],
                 "metrics": ["visitors", "pageviews"], "include": {"totals": true}}),
         );
-        assert_eq!(range["results"][0]["metrics"], json!([null, null]), "{token}: {range}");
-        assert_eq!(range["meta"]["totals"], json!([null, null]), "{token}: {range}");
+        assert_eq!(
+            range["results"][0]["metrics"],
+            json!([null, null]),
+            "{token}: {range}"
+        );
+        assert_eq!(
+            range["meta"]["totals"],
+            json!([null, null]),
+            "{token}: {range}"
+        );
         assert!(!numbers(&range).contains(&2.0), "{range}");
     }
     for (token, realtime) in &s.realtime {
@@ -203,9 +220,11 @@ fn a_withheld_hour_asked_as_a_date_range() {
             &format!("SELECT count() FROM audit_log WHERE kind = 'stats_read' AND actor = '{actor}' AND endsWith(summary, ' disclosure={disclosure}') AND detail = 'disclosure={disclosure}'"),
         )
     };
-    wait_until(Duration::from_secs(10), "every read audited with its disclosure", || {
-        reads("dashboard", "exact") == "3\n" && reads("public", "protected") == "3\n"
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "every read audited with its disclosure",
+        || reads("dashboard", "exact") == "3\n" && reads("public", "protected") == "3\n",
+    );
 }
 
 /// Rows plus `meta.totals` gave the withheld `(other)` (4 visitors) by
@@ -235,9 +254,15 @@ fn other_recovered_from_totals() {
         .map(|r| r["dimensions"][0].as_str().unwrap())
         .collect();
     assert_eq!(pages, ["/popular", "/dp/a", "(other)"], "{protected}");
-    assert_eq!(rows[2]["metrics"], json!([null, null, null, null]), "{protected}");
+    assert_eq!(
+        rows[2]["metrics"],
+        json!([null, null, null, null]),
+        "{protected}"
+    );
     let visitors = |r: &Value| r["metrics"][0].as_f64().unwrap();
-    let total = protected["meta"]["totals"][0].as_f64().expect("30 published");
+    let total = protected["meta"]["totals"][0]
+        .as_f64()
+        .expect("30 published");
     let left = total - visitors(&rows[0]) - visitors(&rows[1]);
     assert_ne!(left, 4.0, "(other) is not recovered: {protected}");
     assert_eq!(left % 5.0, 0.0, "{protected}");

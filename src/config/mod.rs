@@ -8,8 +8,8 @@ mod settings;
 
 pub use file::{Config, ConsentMode, Disclosure, OnDenied, OnOptOut};
 pub use settings::{
-    ClickHouseSettings, ConfigError, GeoSettings, OrganizationSettings, RoundingKey, ServerSettings,
-    Settings, SiteSettings, StorageSettings, TokenSettings,
+    ClickHouseSettings, ConfigError, GeoSettings, OrganizationSettings, RoundingKey,
+    ServerSettings, Settings, SiteSettings, StorageSettings, TokenSettings,
 };
 
 use std::path::Path;

@@ -79,7 +79,10 @@ pub const MIN_ROUNDING_KEY_LEN: usize = 32;
 /// weakness — a token added or removed draws every rounding anew, and the
 /// reference configuration's public token makes it guessable — is why
 /// `tamis check` warns until a key is configured.
-fn rounding_secret(configured: Option<&str>, tokens: &[TokenConfig]) -> Result<[u8; 32], ConfigError> {
+fn rounding_secret(
+    configured: Option<&str>,
+    tokens: &[TokenConfig],
+) -> Result<[u8; 32], ConfigError> {
     let mut hasher = blake3::Hasher::new_derive_key("tamis 2026 disclosure rounding secret");
     match configured.map(str::trim) {
         Some(k) if k.len() < MIN_ROUNDING_KEY_LEN || k.chars().any(char::is_whitespace) => {

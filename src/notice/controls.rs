@@ -350,11 +350,19 @@ mod tests {
         let key = "[query]\nrounding_key = '0123456789abcdef0123456789abcdef'\n";
         let site = "[organization]\n[[site]]\nid = 'a.org'\n";
         let token = |extra: &str| {
-            format!("[[token]]\nname = 'bi'\nsecret_sha256 = '{digest}'\nsites = ['a.org']\n{extra}")
+            format!(
+                "[[token]]\nname = 'bi'\nsecret_sha256 = '{digest}'\nsites = ['a.org']\n{extra}"
+            )
         };
-        assert_eq!(global_warnings(&format!("{key}{site}{}", token(""))), Vec::<String>::new());
+        assert_eq!(
+            global_warnings(&format!("{key}{site}{}", token(""))),
+            Vec::<String>::new()
+        );
         let w = global_warnings(&format!("{key}{site}{}", token("disclosure = 'exact'")));
-        assert!(w.len() == 1 && w[0].contains("bi") && w[0].contains("exact"), "{w:?}");
+        assert!(
+            w.len() == 1 && w[0].contains("bi") && w[0].contains("exact"),
+            "{w:?}"
+        );
         let w = global_warnings(&format!("{site}{}", token("")));
         assert!(w.len() == 1 && w[0].contains("query.rounding_key"), "{w:?}");
     }

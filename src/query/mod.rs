@@ -1,8 +1,10 @@
 //! The stats API, `POST /api/v2/query`, in Plausible's Stats API v2 shape.
-//! It only reads aggregates. Before anything is answered, breakdown rows
-//! backed by fewer than the site's k visitors are merged into one `(other)`
-//! row, and filtered numbers that would describe fewer than k visitors are
-//! withheld (see [`suppress`]).
+//! It only reads aggregates. Before anything is answered, the token's
+//! disclosure rules apply ([`report`]): breakdown rows backed by fewer than
+//! the site's k visitors are merged into one `(other)` row (see
+//! [`suppress`]), small cells are withheld, and — in the default protected
+//! mode — every published count is consistently randomly rounded
+//! ([`disclosure`]).
 
 pub mod audit;
 pub mod auth;
@@ -651,8 +653,7 @@ pub fn report(
     };
 
     let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
-    let reveals_row =
-        |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
+    let reveals_row = |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
     let answers = rows
         .into_iter()
         .map(|(dimensions, base)| Answer {
@@ -1051,6 +1052,131 @@ mod tests {
                 (secs("2026-11-03T05:00:00Z"), secs("2026-11-04T05:00:00Z")),
             ]
         );
+    }
+
+    /// Differencing, as a property: on random small data sets (visitors on
+    /// pages that prefix one another, each visitor on one page), for random
+    /// pairs of protected queries (filters `is`, `is_not`, `contains`, with
+    /// or without a breakdown by page, totals included), no difference of
+    /// two published visitor counts is a count of 1 to k − 1 — the counts a
+    /// single query withholds — so none equals the small group that tells
+    /// the two queries apart.
+    mod differencing {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PAGES: [&str; 5] = ["/a", "/ab", "/abc", "/b", "/bc"];
+
+        fn site(k: u32) -> SiteSettings {
+            let text = format!("[[site]]\nid = 'a.org'\ntimezone = 'UTC'\nk_threshold = {k}");
+            let settings = crate::config::Settings::from_config(
+                toml::from_str(&text).expect("parses"),
+                std::path::Path::new("."),
+            )
+            .expect("valid");
+            (*settings.sites[0]).clone()
+        }
+
+        /// A query: filter (operator, value index) or none, breakdown or not.
+        type Ask = (Option<(u8, usize)>, bool);
+
+        /// What ClickHouse would count for `ask` on `visitors` per page.
+        fn answer(ask: Ask, visitors: &[u32], site: &SiteSettings) -> Report {
+            let (op, value) = match ask.0 {
+                Some((0, i)) => ("is", PAGES[i]),
+                Some((1, i)) => ("is_not", PAGES[i]),
+                Some((_, i)) => ("contains", PAGES[i]),
+                None => ("", ""),
+            };
+            let keep = |page: &str| match op {
+                "is" => page == value,
+                "is_not" => page != value,
+                "contains" => page.contains(value),
+                _ => true,
+            };
+            let mut body = json!({"site_id": "a.org", "metrics": ["visitors", "pageviews"],
+                "date_range": ["2026-03-10", "2026-03-10"], "include": {"totals": true}});
+            if !op.is_empty() {
+                body["filters"] = json!([[op, "event:page", [value]]]);
+            }
+            if ask.1 {
+                body["dimensions"] = json!(["event:page"]);
+            }
+            let view = SiteView {
+                timezone: site.timezone,
+                campaigns: false,
+                prop_keys: vec![],
+            };
+            let now = "2026-03-20T00:00:00Z".parse().expect("time");
+            let query = request::parse(body.to_string().as_bytes(), &view, now).expect("valid");
+            let base = |n: u32| Base {
+                visitors: f64::from(n),
+                visits: f64::from(n),
+                pageviews: f64::from(n),
+                bounces: f64::from(n),
+                ..Base::default()
+            };
+            let kept: Vec<(String, u32)> = PAGES
+                .iter()
+                .zip(visitors)
+                .filter(|(p, n)| **n > 0 && keep(p))
+                .map(|(p, n)| (p.to_string(), *n))
+                .collect();
+            let total: u32 = kept.iter().map(|(_, n)| n).sum();
+            let rows = if ask.1 {
+                kept.iter()
+                    .map(|(p, n)| (vec![p.clone()], base(*n)))
+                    .collect()
+            } else if total > 0 {
+                vec![(vec![], base(total))]
+            } else {
+                vec![]
+            };
+            let counted = Counted {
+                rows,
+                total: base(total),
+                ..Counted::default()
+            };
+            report(&query, site, Disclosure::Protected, counted)
+        }
+
+        fn published(r: &Report) -> Vec<f64> {
+            r.rows
+                .iter()
+                .filter_map(|a| a.metrics.as_ref())
+                .chain(r.totals.iter().flatten())
+                .map(|m| m[0])
+                .collect()
+        }
+
+        fn ask() -> impl Strategy<Value = Ask> {
+            (
+                proptest::option::of((0u8..3, 0..PAGES.len())),
+                any::<bool>(),
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn no_difference_of_two_protected_answers_is_a_small_count(
+                visitors in proptest::collection::vec(0u32..14, PAGES.len()),
+                k in 1u32..12,
+                a in ask(),
+                b in ask(),
+            ) {
+                let site = site(k);
+                let (x, y) = (answer(a, &visitors, &site), answer(b, &visitors, &site));
+                for p in published(&x) {
+                    for q in published(&y) {
+                        let d = (p - q).abs();
+                        prop_assert!(d == 0.0 || d >= f64::from(k), "{p} - {q} with k = {k}");
+                    }
+                }
+                // Asked again, the same numbers.
+                let again = answer(a, &visitors, &site);
+                prop_assert_eq!(published(&x), published(&again));
+            }
+        }
     }
 
     #[test]
