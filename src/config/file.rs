@@ -28,6 +28,43 @@ pub struct Config {
     /// destructions).
     #[serde(default)]
     pub audit: AuditConfig,
+    /// How the stats API publishes numbers.
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+/// The stats API's installation-wide settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// The secret that keys the consistent random rounding of protected
+    /// answers (at least 32 characters, e.g. `openssl rand -hex 32`). The
+    /// same on every collector, kept across restarts: a new key draws every
+    /// rounding anew. Absent, one is derived from the tokens' digests (see
+    /// `settings::rounding_secret`) and `tamis check` warns.
+    pub rounding_key: Option<String>,
+}
+
+/// What a token's answers may show (see `query::disclosure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disclosure {
+    /// Small cells withheld and every published count consistently randomly
+    /// rounded, so no combination of answers isolates a small count.
+    #[default]
+    Protected,
+    /// The numbers as counted (small cells still withheld where one query
+    /// alone would show them); every read is audited as exact.
+    Exact,
+}
+
+impl Disclosure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Disclosure::Protected => "protected",
+            Disclosure::Exact => "exact",
+        }
+    }
 }
 
 /// The body that publishes the sites, its privacy officer and where the
@@ -271,6 +308,9 @@ pub struct TokenConfig {
     /// May read the audit log (`GET /api/v2/audit`) of every site.
     #[serde(default)]
     pub admin: bool,
+    /// `protected` (default) or `exact`.
+    #[serde(default)]
+    pub disclosure: Disclosure,
 }
 
 impl Config {
@@ -300,6 +340,9 @@ impl Config {
         }
         if let Some(v) = lookup("TAMIS_LOG_DIR") {
             self.storage.log_dir = v;
+        }
+        if let Some(v) = lookup("TAMIS_ROUNDING_KEY") {
+            self.query.rounding_key = (!v.is_empty()).then_some(v);
         }
     }
 }

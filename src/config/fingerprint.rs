@@ -62,7 +62,7 @@ pub fn organization_json(o: &OrganizationSettings) -> Value {
 
 fn token_json(t: &TokenSettings) -> Value {
     let digest: String = t.secret_sha256.iter().map(|b| format!("{b:02x}")).collect();
-    json!({ "name": t.name, "secret_sha256": digest, "sites": t.sites, "admin": t.admin })
+    json!({ "name": t.name, "secret_sha256": digest, "sites": t.sites, "admin": t.admin, "disclosure": t.disclosure.name() })
 }
 
 /// The configuration by section (`server`, `clickhouse`, `geoip`,
@@ -112,6 +112,11 @@ pub fn sections(settings: &Settings) -> Vec<(String, String)> {
         (
             "audit".to_string(),
             json!({ "retention_months": settings.audit_retention_months }),
+        ),
+        (
+            // Whether a rounding key is set, never the key nor a hash of it.
+            "query".to_string(),
+            json!({ "rounding_key_configured": settings.rounding_key_configured }),
         ),
     ];
     out.extend(

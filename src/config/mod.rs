@@ -6,9 +6,9 @@ mod file;
 pub mod fingerprint;
 mod settings;
 
-pub use file::{Config, ConsentMode, OnDenied, OnOptOut};
+pub use file::{Config, ConsentMode, Disclosure, OnDenied, OnOptOut};
 pub use settings::{
-    ClickHouseSettings, ClickHouseUrl, ConfigError, GeoSettings, OrganizationSettings,
+    ClickHouseSettings, ClickHouseUrl, ConfigError, GeoSettings, OrganizationSettings, RoundingKey,
     ServerSettings, Settings, SiteSettings, StorageSettings, TokenSettings, MAX_V4_PREFIX,
     MAX_V6_PREFIX,
 };

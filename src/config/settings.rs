@@ -11,7 +11,8 @@ use chrono_tz::Tz;
 use ipnet::IpNet;
 
 use super::file::{
-    ClickHouseConfig, Config, ConsentMode, OnDenied, OnOptOut, OrganizationConfig, SiteConfig,
+    ClickHouseConfig, Config, ConsentMode, Disclosure, OnDenied, OnOptOut, OrganizationConfig,
+    SiteConfig, TokenConfig,
 };
 use crate::ingest::cors::AllowedOrigins;
 use crate::privacy::geo::{GeoDb, GeoLevel};
@@ -50,6 +51,66 @@ pub struct Settings {
     /// Months of audit rows, deletion reports and salt destruction records
     /// kept.
     pub audit_retention_months: u32,
+    /// Whether `query.rounding_key` is set (else the rounding key is
+    /// derived from the tokens' digests; `tamis check` warns).
+    pub rounding_key_configured: bool,
+}
+
+/// The key of one site's consistent random rounding (see
+/// `query::disclosure`): derived from the installation's rounding secret
+/// and the site id, so each site's draws are its own. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoundingKey(pub [u8; 32]);
+
+impl std::fmt::Debug for RoundingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Shortest `query.rounding_key` accepted: 32 characters (128 bits as hex).
+pub const MIN_ROUNDING_KEY_LEN: usize = 32;
+
+/// The installation's rounding secret. A configured `query.rounding_key`
+/// when there is one. Otherwise it is derived from the tokens' SHA-256
+/// digests: they are the one secret every collector already shares through
+/// its configuration and keeps across restarts (unlike the daily salts,
+/// which rotate, or a key drawn at start-up, which would differ between
+/// collectors and let repeated asks average the rounding away). Its
+/// weakness — a token added or removed draws every rounding anew, and the
+/// reference configuration's public token makes it guessable — is why
+/// `tamis check` warns until a key is configured.
+fn rounding_secret(
+    configured: Option<&str>,
+    tokens: &[TokenConfig],
+) -> Result<[u8; 32], ConfigError> {
+    let mut hasher = blake3::Hasher::new_derive_key("tamis 2026 disclosure rounding secret");
+    match configured.map(str::trim) {
+        Some(k) if k.len() < MIN_ROUNDING_KEY_LEN || k.chars().any(char::is_whitespace) => {
+            return Err(invalid(
+                "query.rounding_key",
+                format!("must be at least {MIN_ROUNDING_KEY_LEN} characters without spaces (e.g. openssl rand -hex 32)"),
+            ))
+        }
+        Some(k) => {
+            hasher.update(b"configured");
+            hasher.update(&(k.len() as u64).to_le_bytes());
+            hasher.update(k.as_bytes());
+        }
+        None => {
+            let mut digests: Vec<String> = tokens
+                .iter()
+                .map(|t| t.secret_sha256.trim().to_ascii_lowercase())
+                .collect();
+            digests.sort();
+            hasher.update(b"derived from token digests");
+            for d in digests {
+                hasher.update(&(d.len() as u64).to_le_bytes());
+                hasher.update(d.as_bytes());
+            }
+        }
+    }
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// The notice's facts about the publishing body (see `OrganizationConfig`).
@@ -218,6 +279,8 @@ pub struct SiteSettings {
     pub prop_keys: HashSet<String>,
     pub k_threshold: u32,
     pub opt_out_url: Option<String>,
+    /// Keys the rounding of this site's protected answers.
+    pub rounding_key: RoundingKey,
 }
 
 pub struct TokenSettings {
@@ -225,6 +288,7 @@ pub struct TokenSettings {
     pub secret_sha256: [u8; 32],
     pub sites: Vec<String>,
     pub admin: bool,
+    pub disclosure: Disclosure,
 }
 
 impl std::fmt::Debug for TokenSettings {
@@ -234,6 +298,7 @@ impl std::fmt::Debug for TokenSettings {
             .field("secret_sha256", &"<redacted>")
             .field("sites", &self.sites)
             .field("admin", &self.admin)
+            .field("disclosure", &self.disclosure)
             .finish()
     }
 }
@@ -342,9 +407,10 @@ impl Settings {
         if config.sites.is_empty() {
             return Err(invalid("site", "at least one [[site]] is required"));
         }
+        let secret = rounding_secret(config.query.rounding_key.as_deref(), &config.tokens)?;
         let mut sites = Vec::with_capacity(config.sites.len());
         for (i, site) in config.sites.into_iter().enumerate() {
-            let site = site_settings(i, site)?;
+            let site = site_settings(i, site, &secret)?;
             if sites.iter().any(|s: &Arc<SiteSettings>| s.id == site.id) {
                 return Err(invalid(
                     format!("site[{i}].id"),
@@ -378,6 +444,7 @@ impl Settings {
                 secret_sha256,
                 sites: token.sites,
                 admin: token.admin,
+                disclosure: token.disclosure,
             });
         }
         if config.audit.retention_months == 0 {
@@ -393,6 +460,7 @@ impl Settings {
             tokens,
             organization,
             audit_retention_months: config.audit.retention_months,
+            rounding_key_configured: config.query.rounding_key.is_some(),
         })
     }
 
@@ -493,7 +561,7 @@ fn organization_settings(o: OrganizationConfig) -> Result<OrganizationSettings, 
     })
 }
 
-fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
+fn site_settings(i: usize, s: SiteConfig, secret: &[u8; 32]) -> Result<SiteSettings, ConfigError> {
     let key = |field: &str| format!("site[{i}].{field}");
     let id = s.id.trim().to_ascii_lowercase();
     if id.is_empty() || id.len() > 253 || id.chars().any(|c| c.is_whitespace() || c == '/') {
@@ -611,6 +679,7 @@ fn site_settings(i: usize, s: SiteConfig) -> Result<SiteSettings, ConfigError> {
         prop_keys: names("prop_keys", s.prop_keys)?,
         k_threshold: s.k_threshold,
         opt_out_url,
+        rounding_key: RoundingKey(blake3::keyed_hash(secret, id.as_bytes()).into()),
         id,
     })
 }

@@ -4,7 +4,7 @@
 
 use ipnet::IpNet;
 
-use crate::config::{ConsentMode, OnDenied, OnOptOut, Settings, SiteSettings};
+use crate::config::{ConsentMode, Disclosure, OnDenied, OnOptOut, Settings, SiteSettings};
 use crate::privacy::geo::GeoLevel;
 
 use super::{missing, Facts};
@@ -117,7 +117,38 @@ pub fn global(settings: &Settings) -> Vec<Control> {
                 .find(|t| t.secret_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>() == DEV_TOKEN_SHA256)
                 .map(|t| format!("token `{}` is the reference configuration's public development token: anyone can read these statistics", t.name)),
         ),
+        disclosure(settings),
+        control(
+            STORAGE,
+            "protected answers rounded with a secret key",
+            if settings.rounding_key_configured { "query.rounding_key set" } else { "derived from the tokens' digests" },
+            (!settings.rounding_key_configured).then(|| "query.rounding_key is not set: the rounding key is derived from the tokens' digests, so adding or removing a token draws every rounding anew (repeated asks across such changes can be averaged) and a public token's digest makes it guessable; set query.rounding_key (openssl rand -hex 32), the same on every collector".to_string()),
+        ),
     ]
+}
+
+/// Which tokens read exact numbers: each is a warning, since exact answers
+/// to chosen filters can be differenced down to one visitor.
+fn disclosure(settings: &Settings) -> Control {
+    let exact: Vec<&str> = settings
+        .tokens
+        .iter()
+        .filter(|t| t.disclosure == Disclosure::Exact)
+        .map(|t| t.name.as_str())
+        .collect();
+    control(
+        STORAGE,
+        "small counts protected in every answer (disclosure)",
+        if exact.is_empty() {
+            "every token protected: cells below k withheld, counts randomly rounded".to_string()
+        } else {
+            format!("exact for {}; protected for the others", exact.join(", "))
+        },
+        (!exact.is_empty()).then(|| format!(
+            "token(s) {} read exact numbers (disclosure = \"exact\"): two filtered queries can differ by one visitor, so whoever holds them can isolate a person's visits; every such read is recorded in the audit log as disclosure=exact",
+            exact.join(", ")
+        )),
+    )
 }
 
 /// Every control of one site.
@@ -302,5 +333,37 @@ mod tests {
         check("retention_months = 37", "25 months");
         check("query_params = ['id']", "personal information");
         check("collect_campaigns = true", "utm_*");
+    }
+
+    fn global_warnings(toml_text: &str) -> Vec<String> {
+        let settings =
+            Settings::from_config(toml::from_str(toml_text).unwrap(), Path::new(".")).unwrap();
+        global(&settings)
+            .into_iter()
+            .filter_map(|c| c.warning)
+            .collect()
+    }
+
+    #[test]
+    fn exact_tokens_and_a_missing_rounding_key_warn() {
+        let digest = "0".repeat(64);
+        let key = "[query]\nrounding_key = '0123456789abcdef0123456789abcdef'\n";
+        let site = "[organization]\n[[site]]\nid = 'a.org'\n";
+        let token = |extra: &str| {
+            format!(
+                "[[token]]\nname = 'bi'\nsecret_sha256 = '{digest}'\nsites = ['a.org']\n{extra}"
+            )
+        };
+        assert_eq!(
+            global_warnings(&format!("{key}{site}{}", token(""))),
+            Vec::<String>::new()
+        );
+        let w = global_warnings(&format!("{key}{site}{}", token("disclosure = 'exact'")));
+        assert!(
+            w.len() == 1 && w[0].contains("bi") && w[0].contains("exact"),
+            "{w:?}"
+        );
+        let w = global_warnings(&format!("{site}{}", token("")));
+        assert!(w.len() == 1 && w[0].contains("query.rounding_key"), "{w:?}");
     }
 }

@@ -213,6 +213,19 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
             s.k_threshold
         ))],
     );
+    let base = crate::query::disclosure::rounding_base(s.k_threshold);
+    out.para(
+        &["k_threshold"],
+        vec![t(format!(
+            "So that no combination of numbers reveals a small group, every number published is also rounded to a multiple of {base}, \
+             up or down at random in proportion to its distance (Statistics Canada's census practice); the same question always gets the same answer, so asking again reveals nothing. \
+             Figures over less than a day (one hour, the last minutes) describing fewer than {k} visitors are always withheld. \
+             For example, with a threshold of 5 and 6 visitors on /dp/a and 1 on /dp/ab, “pages containing /dp/a” and “page /dp/a” are both answered 5 or 10, never 7 and 6, so their difference never singles out the visitor of /dp/ab; \
+             an hour with 2 visitors is withheld whether asked as an hour or as a time range; and a total of 30 minus the rows shown no longer gives the 4 visitors grouped under “(other)”. \
+             Exact numbers are reserved to access tokens expressly configured for them, and each of their reads is recorded as such in the audit log.",
+            k = s.k_threshold,
+        ))],
+    );
     out.para(&["retention_months"], vec![t(format!("These statistics are kept for {} months, then deleted automatically, month by month; each deletion is recorded.", s.retention_months))]);
     out.para(
         &["organization.name"],

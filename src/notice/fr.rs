@@ -186,6 +186,19 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
             s.k_threshold
         ))],
     );
+    let base = crate::query::disclosure::rounding_base(s.k_threshold);
+    out.para(
+        &["k_threshold"],
+        vec![t(format!(
+            "Pour qu'aucune combinaison de chiffres ne révèle un petit groupe, chaque nombre publié est en outre arrondi à un multiple de {base}, \
+             vers le haut ou vers le bas au hasard, en proportion de sa distance (la pratique du recensement de Statistique Canada){NB}; la même question reçoit toujours la même réponse, de sorte que la reposer ne révèle rien. \
+             Les chiffres portant sur moins d'une journée (une heure, les dernières minutes) qui représentent moins de {k} visiteurs sont toujours masqués. \
+             Par exemple, avec un seuil de 5 et 6 visiteurs sur /dp/a et 1 sur /dp/ab, «{NB}pages contenant /dp/a{NB}» et «{NB}page /dp/a{NB}» reçoivent chacune 5 ou 10, jamais 7 et 6{NB}: leur différence ne désigne jamais le visiteur de /dp/ab{NB}; \
+             une heure de 2 visiteurs est masquée, qu'on la demande comme heure ou comme période{NB}; et un total de 30 moins les lignes affichées ne donne plus les 4 visiteurs regroupés sous «{NB}(other){NB}». \
+             Les nombres exacts sont réservés aux jetons d'accès expressément configurés à cette fin, et chacune de leurs consultations est consignée comme telle dans le journal d'audit.",
+            k = s.k_threshold,
+        ))],
+    );
     out.para(
         &["retention_months"],
         vec![t(format!("Ces statistiques sont conservées pendant {} mois, puis supprimées automatiquement, mois par mois{NB}; chaque suppression est consignée.", s.retention_months).replace(&format!("{NB};"), ";"))],

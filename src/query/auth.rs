@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::TokenSettings;
+use crate::config::{Disclosure, TokenSettings};
 use crate::privacy::ip::TruncatedIp;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -26,6 +26,7 @@ pub enum Access<'a> {
         token: &'a str,
         sites: &'a [String],
         admin: bool,
+        disclosure: Disclosure,
     },
 }
 
@@ -54,6 +55,7 @@ pub fn authorize<'a>(authorization: Option<&str>, tokens: &'a [TokenSettings]) -
             token: &t.name,
             sites: &t.sites,
             admin: t.admin,
+            disclosure: t.disclosure,
         },
         None => Access::Unauthorized,
     }
@@ -168,6 +170,7 @@ mod tests {
             secret_sha256: Sha256::digest(b"s3cret").into(),
             sites: vec!["example.org".into()],
             admin: false,
+            disclosure: Disclosure::Protected,
         }]
     }
 

@@ -1,12 +1,15 @@
 //! The stats API, `POST /api/v2/query`, in Plausible's Stats API v2 shape.
-//! It only reads aggregates. Before anything is answered, breakdown rows
-//! backed by fewer than the site's k visitors are merged into one `(other)`
-//! row, and filtered numbers that would describe fewer than k visitors are
-//! withheld (see [`suppress`]).
+//! It only reads aggregates. Before anything is answered, the token's
+//! disclosure rules apply ([`report`]): breakdown rows backed by fewer than
+//! the site's k visitors are merged into one `(other)` row (see
+//! [`suppress`]), small cells are withheld, and — in the default protected
+//! mode — every published count is consistently randomly rounded
+//! ([`disclosure`]).
 
 pub mod audit;
 pub mod auth;
 pub mod csv;
+pub mod disclosure;
 pub mod labels;
 pub mod pattern;
 pub mod request;
@@ -28,7 +31,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
-use crate::config::{SiteSettings, TokenSettings};
+use crate::config::{Disclosure, SiteSettings, TokenSettings};
 use crate::ingest::handler::json_error;
 use crate::metrics::Metrics;
 use crate::sink::audit::{AuditEntry, AuditLog};
@@ -210,12 +213,18 @@ impl Api {
                 .get(CLIENT_HEADER)
                 .and_then(|v| v.to_str().ok()),
         );
-        let (token, allowed) = match auth::authorize(authorization.as_deref(), &self.tokens) {
-            Access::Unauthorized => {
-                return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
-            }
-            Access::Granted { token, sites, .. } => (token.to_string(), sites.to_vec()),
-        };
+        let (token, allowed, disclosure) =
+            match auth::authorize(authorization.as_deref(), &self.tokens) {
+                Access::Unauthorized => {
+                    return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
+                }
+                Access::Granted {
+                    token,
+                    sites,
+                    disclosure,
+                    ..
+                } => (token.to_string(), sites.to_vec(), disclosure),
+            };
         let body = match Limited::new(request.into_body(), MAX_QUERY_BODY)
             .collect()
             .await
@@ -249,20 +258,27 @@ impl Api {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         query.csv |= wants_csv;
-        match self.run(&query, &site).await {
+        match self.run(&query, &site, disclosure).await {
             Ok(report) => {
                 self.metrics.api_queries.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(token = %token, site = %site.id, rows = report.rows.len(), csv = query.csv, "stats query");
+                tracing::info!(token = %token, site = %site.id, rows = report.rows.len(), csv = query.csv, disclosure = disclosure.name(), "stats query");
                 self.audit.record(AuditEntry {
                     at: self.clock.now(),
                     kind: "stats_read",
                     actor: token.clone(),
                     client,
                     site_id: site.id.clone(),
-                    summary: audit::summarize(&query, site.timezone),
+                    // The disclosure is part of the summary, which the audit
+                    // log keeps and `GET /api/v2/audit` shows: an exact read
+                    // stands out from protected ones.
+                    summary: format!(
+                        "{} disclosure={}",
+                        audit::summarize(&query, site.timezone),
+                        disclosure.name()
+                    ),
                     rows: report.rows.len() as u64,
                     format: if query.csv { "csv" } else { "json" },
-                    detail: String::new(),
+                    detail: format!("disclosure={}", disclosure.name()),
                 });
                 if query.csv {
                     let mut r = Response::new(Full::new(Bytes::from(csv::render(&query, &report))));
@@ -276,7 +292,7 @@ impl Api {
                     );
                     return r;
                 }
-                let body = respond(&query, &site, report);
+                let body = respond(&query, &site, disclosure, report);
                 let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
                 r.headers_mut()
                     .insert("content-type", HeaderValue::from_static("application/json"));
@@ -521,9 +537,9 @@ impl Api {
         &self,
         query: &Query,
         site: &SiteSettings,
+        disclosure: Disclosure,
     ) -> Result<Report, clickhouse::error::Error> {
         let tz = site.timezone;
-        let k = f64::from(site.k_threshold);
         let rows = self
             .fetch(query, &query.dimensions, tz, Scope::Selected)
             .await?;
@@ -535,35 +551,39 @@ impl Api {
             .map(|(_, b)| b)
             .unwrap_or_default();
         // Filtered numbers subtracted from unfiltered ones describe the rows
-        // a filter leaves out: where that group is small, the filtered
-        // numbers are withheld too.
-        let (excluded_rows, excluded_total) = if query.filters.is_empty() {
-            (Vec::new(), Base::default())
-        } else {
-            let rows = self
-                .fetch(query, &query.dimensions, tz, Scope::Excluded)
-                .await?;
-            let total = self
-                .fetch(query, &[], tz, Scope::Excluded)
-                .await?
-                .into_iter()
-                .next()
-                .map(|(_, b)| b)
-                .unwrap_or_default();
-            (rows, total)
+        // a filter leaves out: for exact answers, where that group is small,
+        // the filtered numbers are withheld too. Protected answers need no
+        // such reads: their differences are multiples of the rounding base.
+        let (excluded_rows, excluded_total) =
+            if query.filters.is_empty() || disclosure == Disclosure::Protected {
+                (Vec::new(), Base::default())
+            } else {
+                let rows = self
+                    .fetch(query, &query.dimensions, tz, Scope::Excluded)
+                    .await?;
+                let total = self
+                    .fetch(query, &[], tz, Scope::Excluded)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(|(_, b)| b)
+                    .unwrap_or_default();
+                (rows, total)
+            };
+        let mut counted = Counted {
+            rows,
+            total,
+            excluded_rows,
+            excluded_total,
         };
-        let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
-        let reveals_row =
-            |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
-        let mut rows = rows;
-        let mut total = total;
         if query.metrics.iter().any(|m| m.is_consent()) {
             let counts = self.consent_counts(query, tz).await?;
             for (time, counts) in counts {
-                for (a, b) in total.consent.iter_mut().zip(counts) {
+                for (a, b) in counted.total.consent.iter_mut().zip(counts) {
                     *a += b;
                 }
-                if let Some((_, base)) = rows
+                if let Some((_, base)) = counted
+                    .rows
                     .iter_mut()
                     .find(|(dims, _)| dims.first() == Some(&time) || dims.is_empty())
                 {
@@ -573,56 +593,107 @@ impl Api {
                 }
             }
         }
-        let withhold_small = !query.filters.is_empty();
-        let exits = query.dimensions.contains(&Dimension::ExitPage);
-        let values = |b: &Base| {
-            query
-                .metrics
-                .iter()
-                .map(|m| b.value(*m, exits, total.visitors))
-                .collect::<Vec<_>>()
-        };
+        let mut report = report(query, site, disclosure, counted);
+        report.time_labels = query.include_time_labels.then(|| time_labels(query, tz));
+        Ok(report)
+    }
+}
 
-        let revealing: Vec<bool> = rows.iter().map(|(dims, _)| reveals_row(dims)).collect();
-        let answers = rows
-            .into_iter()
-            .zip(revealing)
-            .map(|((dimensions, base), revealing)| Answer {
-                dimensions,
-                base,
-                metrics: (!revealing).then(Vec::new),
-            })
-            .collect();
-        let mut answers = suppress(answers, &query.dimensions, k);
-        let time_only =
-            query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
-        // `(other)` rows compare with the unfiltered `(other)`, which holds
-        // the small excluded rows: any of those would show by difference.
-        let other_reveals = excluded_rows.iter().any(|(_, b)| reveals(b));
-        for a in answers.iter_mut() {
-            let is_other = a.dimensions.iter().any(|d| d == OTHER);
-            let withheld = a.metrics.is_none()
-                || is_other && other_reveals
-                || a.base.is_small(k)
-                    && (withhold_small || time_only || a.dimensions.iter().any(|d| d == OTHER));
-            a.metrics = (!withheld).then(|| values(&a.base));
-        }
-        order(&mut answers, query);
-        let rows = answers
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .collect();
-        let totals = query.include_totals.then(|| {
-            let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
-            (!withheld).then(|| values(&total))
-        });
-        let time_labels = query.include_time_labels.then(|| time_labels(query, tz));
-        Ok(Report {
-            rows,
-            totals,
-            time_labels,
+/// What ClickHouse counted for one query, before any disclosure rule.
+#[derive(Debug, Clone, Default)]
+pub struct Counted {
+    pub rows: Vec<(Vec<String>, Base)>,
+    pub total: Base,
+    /// For exact answers to filtered queries: the rows and the total the
+    /// filters leave out (empty otherwise).
+    pub excluded_rows: Vec<(Vec<String>, Base)>,
+    pub excluded_total: Base,
+}
+
+/// The disclosure rules applied to what was counted: the answer's rows
+/// (small ones merged or withheld, ordered, paged) and totals, without time
+/// labels.
+///
+/// Every mode merges small breakdown rows into `(other)` and withholds a
+/// small time bucket, a small `(other)`, and any small cell of a window
+/// shorter than a day (see [`disclosure::short_window`]).
+/// - **Protected**: every cell below k is withheld, rows and totals alike,
+///   and every published count is consistently randomly rounded
+///   ([`disclosure::Rounding`]); rates and shares are computed from the
+///   rounded counts.
+/// - **Exact**: counts as they are; besides the above, a filtered query
+///   withholds its small cells, and cells whose complement (what the
+///   filters leave out) is small, which one subtraction would reveal.
+pub fn report(
+    query: &Query,
+    site: &SiteSettings,
+    disclosure: Disclosure,
+    counted: Counted,
+) -> Report {
+    let k = f64::from(site.k_threshold);
+    let Counted {
+        rows,
+        total,
+        excluded_rows,
+        excluded_total,
+    } = counted;
+    let exits = query.dimensions.contains(&Dimension::ExitPage);
+    let rounding = disclosure::Rounding::new(&site.rounding_key, site.k_threshold, query);
+    // What is published of a cell's counts: rounded, or as counted.
+    let published = |dims: &[String], b: &Base| match disclosure {
+        Disclosure::Protected => rounding.publish(dims, b, exits),
+        Disclosure::Exact => *b,
+    };
+    let published_total = published(&[], &total);
+    let values = |b: &Base| {
+        query
+            .metrics
+            .iter()
+            .map(|m| b.value(*m, exits, published_total.visitors))
+            .collect::<Vec<_>>()
+    };
+
+    let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
+    let reveals_row = |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
+    let answers = rows
+        .into_iter()
+        .map(|(dimensions, base)| Answer {
+            metrics: (!reveals_row(&dimensions)).then(Vec::new),
+            dimensions,
+            base,
         })
+        .collect();
+    let mut answers = suppress(answers, &query.dimensions, k);
+    let short = disclosure::short_window(query.from, query.to, site.timezone);
+    let withhold_small = match disclosure {
+        Disclosure::Protected => true,
+        Disclosure::Exact => !query.filters.is_empty() || short,
+    };
+    let time_only = query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
+    // `(other)` rows compare with the unfiltered `(other)`, which holds
+    // the small excluded rows: any of those would show by difference.
+    let other_reveals = excluded_rows.iter().any(|(_, b)| reveals(b));
+    for a in answers.iter_mut() {
+        let is_other = a.dimensions.iter().any(|d| d == OTHER);
+        let withheld = a.metrics.is_none()
+            || is_other && other_reveals
+            || a.base.is_small(k) && (withhold_small || time_only || is_other);
+        a.metrics = (!withheld).then(|| values(&published(&a.dimensions, &a.base)));
+    }
+    order(&mut answers, query);
+    let rows = answers
+        .into_iter()
+        .skip(query.offset)
+        .take(query.limit)
+        .collect();
+    let totals = query.include_totals.then(|| {
+        let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
+        (!withheld).then(|| values(&published_total))
+    });
+    Report {
+        rows,
+        totals,
+        time_labels: None,
     }
 }
 
@@ -812,7 +883,7 @@ fn time_labels(query: &Query, tz: Tz) -> Vec<String> {
     labels
 }
 
-fn respond(query: &Query, site: &SiteSettings, report: Report) -> Value {
+fn respond(query: &Query, site: &SiteSettings, disclosure: Disclosure, report: Report) -> Value {
     let suppressed = report.rows.iter().filter(|a| a.metrics.is_none()).count();
     let metric_values = |m: &Option<Vec<f64>>| match m {
         Some(m) => m.iter().copied().map(number).collect(),
@@ -824,7 +895,17 @@ fn respond(query: &Query, site: &SiteSettings, report: Report) -> Value {
         .map(|a| json!({ "metrics": metric_values(&a.metrics), "dimensions": a.dimensions }))
         .collect();
     let tz = site.timezone;
-    let mut meta = json!({ "k_threshold": site.k_threshold, "suppressed_rows": suppressed, "time_zone": tz.name() });
+    let rounding_base = match disclosure {
+        Disclosure::Protected => json!(disclosure::rounding_base(site.k_threshold)),
+        Disclosure::Exact => Value::Null,
+    };
+    let mut meta = json!({
+        "k_threshold": site.k_threshold,
+        "suppressed_rows": suppressed,
+        "time_zone": tz.name(),
+        "disclosure": disclosure.name(),
+        "rounding_base": rounding_base,
+    });
     if let Some(totals) = &report.totals {
         meta["totals"] = Value::Array(metric_values(totals));
     }
@@ -972,6 +1053,131 @@ mod tests {
                 (secs("2026-11-03T05:00:00Z"), secs("2026-11-04T05:00:00Z")),
             ]
         );
+    }
+
+    /// Differencing, as a property: on random small data sets (visitors on
+    /// pages that prefix one another, each visitor on one page), for random
+    /// pairs of protected queries (filters `is`, `is_not`, `contains`, with
+    /// or without a breakdown by page, totals included), no difference of
+    /// two published visitor counts is a count of 1 to k − 1 — the counts a
+    /// single query withholds — so none equals the small group that tells
+    /// the two queries apart.
+    mod differencing {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PAGES: [&str; 5] = ["/a", "/ab", "/abc", "/b", "/bc"];
+
+        fn site(k: u32) -> SiteSettings {
+            let text = format!("[[site]]\nid = 'a.org'\ntimezone = 'UTC'\nk_threshold = {k}");
+            let settings = crate::config::Settings::from_config(
+                toml::from_str(&text).expect("parses"),
+                std::path::Path::new("."),
+            )
+            .expect("valid");
+            (*settings.sites[0]).clone()
+        }
+
+        /// A query: filter (operator, value index) or none, breakdown or not.
+        type Ask = (Option<(u8, usize)>, bool);
+
+        /// What ClickHouse would count for `ask` on `visitors` per page.
+        fn answer(ask: Ask, visitors: &[u32], site: &SiteSettings) -> Report {
+            let (op, value) = match ask.0 {
+                Some((0, i)) => ("is", PAGES[i]),
+                Some((1, i)) => ("is_not", PAGES[i]),
+                Some((_, i)) => ("contains", PAGES[i]),
+                None => ("", ""),
+            };
+            let keep = |page: &str| match op {
+                "is" => page == value,
+                "is_not" => page != value,
+                "contains" => page.contains(value),
+                _ => true,
+            };
+            let mut body = json!({"site_id": "a.org", "metrics": ["visitors", "pageviews"],
+                "date_range": ["2026-03-10", "2026-03-10"], "include": {"totals": true}});
+            if !op.is_empty() {
+                body["filters"] = json!([[op, "event:page", [value]]]);
+            }
+            if ask.1 {
+                body["dimensions"] = json!(["event:page"]);
+            }
+            let view = SiteView {
+                timezone: site.timezone,
+                campaigns: false,
+                prop_keys: vec![],
+            };
+            let now = "2026-03-20T00:00:00Z".parse().expect("time");
+            let query = request::parse(body.to_string().as_bytes(), &view, now).expect("valid");
+            let base = |n: u32| Base {
+                visitors: f64::from(n),
+                visits: f64::from(n),
+                pageviews: f64::from(n),
+                bounces: f64::from(n),
+                ..Base::default()
+            };
+            let kept: Vec<(String, u32)> = PAGES
+                .iter()
+                .zip(visitors)
+                .filter(|(p, n)| **n > 0 && keep(p))
+                .map(|(p, n)| (p.to_string(), *n))
+                .collect();
+            let total: u32 = kept.iter().map(|(_, n)| n).sum();
+            let rows = if ask.1 {
+                kept.iter()
+                    .map(|(p, n)| (vec![p.clone()], base(*n)))
+                    .collect()
+            } else if total > 0 {
+                vec![(vec![], base(total))]
+            } else {
+                vec![]
+            };
+            let counted = Counted {
+                rows,
+                total: base(total),
+                ..Counted::default()
+            };
+            report(&query, site, Disclosure::Protected, counted)
+        }
+
+        fn published(r: &Report) -> Vec<f64> {
+            r.rows
+                .iter()
+                .filter_map(|a| a.metrics.as_ref())
+                .chain(r.totals.iter().flatten())
+                .map(|m| m[0])
+                .collect()
+        }
+
+        fn ask() -> impl Strategy<Value = Ask> {
+            (
+                proptest::option::of((0u8..3, 0..PAGES.len())),
+                any::<bool>(),
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn no_difference_of_two_protected_answers_is_a_small_count(
+                visitors in proptest::collection::vec(0u32..14, PAGES.len()),
+                k in 1u32..12,
+                a in ask(),
+                b in ask(),
+            ) {
+                let site = site(k);
+                let (x, y) = (answer(a, &visitors, &site), answer(b, &visitors, &site));
+                for p in published(&x) {
+                    for q in published(&y) {
+                        let d = (p - q).abs();
+                        prop_assert!(d == 0.0 || d >= f64::from(k), "{p} - {q} with k = {k}");
+                    }
+                }
+                // Asked again, the same numbers.
+                let again = answer(a, &visitors, &site);
+                prop_assert_eq!(published(&x), published(&again));
+            }
+        }
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub use clickhouse::ClickHouse;
 pub const TOKEN: &str = "test-token-for-tamis";
 /// A second token, for another site only.
 pub const OTHER_TOKEN: &str = "other-site-token";
+/// A third token, for example.org with the default (protected) disclosure.
+/// [`TOKEN`] reads exact numbers: most tests check the counts themselves.
+pub const PROTECTED_TOKEN: &str = "protected-token-for-tamis";
 
 pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
@@ -100,6 +103,12 @@ id = "other.org"
 name = "dashboard"
 secret_sha256 = "{token}"
 sites = ["example.org"]
+disclosure = "exact"
+
+[[token]]
+name = "public"
+secret_sha256 = "{protected}"
+sites = ["example.org"]
 
 [[token]]
 name = "other"
@@ -110,6 +119,7 @@ sites = ["other.org"]
         log_dir = log_dir.display(),
         token = sha256_hex(TOKEN),
         other = sha256_hex(OTHER_TOKEN),
+        protected = sha256_hex(PROTECTED_TOKEN),
     )
 }
 
