@@ -41,23 +41,3 @@ export async function waitFor(what, fn, timeoutMs = 15000) {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-
-// Follows the requests of a browser context that `keep(url)` selects:
-// `list` holds what the browser sent, in order, and `settled(what)` waits
-// until each of them has its answer (or failed, listed in `failed`). A
-// context must not be closed before: closing it cancels a beacon still on
-// its way, which a visitor's browser would have delivered.
-export function follow(ctx, keep, parse = (r) => JSON.parse(r.postData() || '{}')) {
-  const list = [];
-  const failed = [];
-  let done = 0;
-  ctx.on('request', (r) => { if (keep(r.url())) list.push(parse(r)) });
-  ctx.on('requestfinished', (r) => { if (keep(r.url())) done++ });
-  ctx.on('requestfailed', (r) => {
-    if (keep(r.url())) {
-      done++;
-      failed.push(`${r.url()}: ${r.failure() && r.failure().errorText}`);
-    }
-  });
-  return {list, failed, settled: (what) => waitFor(`${what}: every hit answered`, () => done >= list.length)};
-}
