@@ -120,8 +120,10 @@ fn log_forging_client_text_stays_on_one_line() {
     // them in its error.
     let mut failed = 0;
     for pattern in [
-        format!("x\n{forged}\na{{1001}}"),
-        format!("(?<n>x)\n{forged}"),
+        // tamis checks the syntax only (query::pattern); a Unicode class
+        // name re2 does not know reaches ClickHouse and fails there.
+        format!("x\n{forged}\n\\p{{NoSuchClass}}"),
+        format!("\\p{{Nope}}\n{forged}"),
         format!("\\b{{start}}x\n{forged}"),
         format!("[a-z&&[^x]]\n{forged}"),
     ] {
