@@ -319,7 +319,9 @@ fn batches(specs: &[Vec<Spec>]) -> Vec<Batch> {
         .collect()
 }
 
-async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseError> {
+/// A journal in a fresh folder holding `records` records, as the batches
+/// of a test cover.
+async fn journal_with(records: usize) -> (tempfile::TempDir, Arc<Metrics>, Journal) {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     let (journal, _) = Journal::open(
@@ -331,10 +333,15 @@ async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseEr
         metrics.clone(),
     )
     .unwrap();
-    let batches = batches(&specs);
-    for _ in 0..3 * batches.len() {
+    for _ in 0..records {
         journal.append(b"record").unwrap().await.unwrap().unwrap();
     }
+    (dir, metrics, journal)
+}
+
+async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseError> {
+    let batches = batches(&specs);
+    let (dir, metrics, journal) = journal_with(3 * batches.len()).await;
     let model = Arc::new(Model {
         state: Mutex::new(ModelState {
             faults: faults.into(),
@@ -502,20 +509,7 @@ fn in_flight_note_failures() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let (journal, _) = Journal::open(
-            dir.path(),
-            Options {
-                max_bytes: 1 << 24,
-                fsync: false,
-            },
-            metrics.clone(),
-        )
-        .unwrap();
-        for _ in 0..3 {
-            journal.append(b"record").unwrap().await.unwrap().unwrap();
-        }
+        let (dir, metrics, journal) = journal_with(3).await;
         let model = Arc::new(Model {
             state: Mutex::new(ModelState::default()),
             crash: tokio::sync::Notify::new(),
