@@ -1796,6 +1796,8 @@ mod tamis_server {
 
     pub struct Tamis {
         pub addr: SocketAddr,
+        /// The operators' listener, where `/metrics` is.
+        admin: SocketAddr,
         log: PathBuf,
         child: Child,
     }
@@ -1812,12 +1814,14 @@ mod tamis_server {
             fs::write(&config, config_text(ch, database, geoip, fsync))
                 .with_context(|| format!("writing {}", config.display()))?;
             let port = free_port()?;
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
             let log = scratch.join(format!("{database}.log"));
             let binary = binary();
             let child = Command::new(&binary)
                 .args(["serve", "--config"])
                 .arg(&config)
                 .env("TAMIS_LISTEN", format!("127.0.0.1:{port}"))
+                .env("TAMIS_ADMIN_LISTEN", admin.to_string())
                 .env("TAMIS_LOG", "warn")
                 .current_dir(scratch)
                 .stdout(Stdio::null())
@@ -1828,6 +1832,7 @@ mod tamis_server {
                 .with_context(|| format!("starting {}", binary.display()))?;
             let mut tamis = Tamis {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                admin,
                 log,
                 child,
             };
@@ -1945,7 +1950,7 @@ prop_keys = ["plan", "file"]
     impl Tamis {
         /// One value from `/metrics`.
         pub fn metric(&self, name: &str) -> Option<f64> {
-            let text = get(self.addr, "/metrics").ok()?;
+            let text = get(self.admin, "/metrics").ok()?;
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
                 .and_then(|v| v.trim().parse::<f64>().ok())
@@ -1953,7 +1958,7 @@ prop_keys = ["plan", "file"]
 
         /// What tamis says it wrote to ClickHouse (from `/metrics`).
         pub fn print_writes(&self) {
-            let Ok(text) = get(self.addr, "/metrics") else {
+            let Ok(text) = get(self.admin, "/metrics") else {
                 println!("tamis /metrics did not answer");
                 return;
             };

@@ -13,6 +13,7 @@
 #   TAMIS_CH_PORT      ClickHouse HTTP port (default 8123)
 #   TAMIS_CH_TCP_PORT  ClickHouse native port (default 9000, or the next free one)
 #   TAMIS_LISTEN       tamis listen address (default: the config's, 127.0.0.1:8080)
+#   TAMIS_ADMIN_LISTEN the operators' listener (default: the config's, 127.0.0.1:9464)
 #   TAMIS_CONFIG       config file (default config/tamis.toml)
 #   other TAMIS_* variables are passed to tamis (see the README)
 set -euo pipefail
@@ -188,8 +189,18 @@ esac
 BASE="http://$HOST:$PORT"
 DATABASE=${TAMIS_CLICKHOUSE_DATABASE:-$(toml_get clickhouse database)}
 DATABASE=${DATABASE:-tamis}
+ADMIN_LISTEN=${TAMIS_ADMIN_LISTEN:-$(toml_get server admin_listen)}
+ADMIN_LISTEN=${ADMIN_LISTEN:-127.0.0.1:9464}
+ADMIN_PORT=${ADMIN_LISTEN##*:}
+ADMIN_HOST=${ADMIN_LISTEN%:*}
+case "$ADMIN_HOST" in
+    0.0.0.0 | "" | "*") ADMIN_HOST=127.0.0.1 ;;
+    "[::]") ADMIN_HOST="[::1]" ;;
+esac
+ADMIN_BASE="http://$ADMIN_HOST:$ADMIN_PORT"
 
 port_open "$PORT" && [ "$HOST" = 127.0.0.1 ] && die "port $PORT is already in use: set TAMIS_LISTEN=127.0.0.1:8081 (for example)"
+port_open "$ADMIN_PORT" && [ "$ADMIN_HOST" = 127.0.0.1 ] && die "port $ADMIN_PORT is already in use: set TAMIS_ADMIN_LISTEN=127.0.0.1:9465 (for example)"
 
 if [ "$DEMO" = 1 ]; then
     say "writing synthetic traffic (tamis demo)…"
@@ -225,7 +236,10 @@ cat <<EOF
     beacon                   <script defer data-domain="example.org" src="$BASE/js/tamis.js"></script>
     endpoints (and credits)  $BASE/about
     health                   $BASE/healthz
-    Prometheus metrics       $BASE/metrics
+  operators' listener (keep it off the public network): $ADMIN_BASE/
+    Prometheus metrics       $ADMIN_BASE/metrics
+    readiness details        $ADMIN_BASE/readyz
+    audit log (admin token)  $ADMIN_BASE/api/v2/audit
   ClickHouse: http://127.0.0.1:$CH_PORT (native port $CH_TCP_PORT), data in data/clickhouse/
 
   Send a pageview:

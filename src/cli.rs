@@ -70,7 +70,7 @@ pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         tracing::warn!("no GeoIP database configured: hits are stored without country or region");
     }
-    let listener = TcpListener::bind(settings.server.listen)
+    let public = TcpListener::bind(settings.server.listen)
         .await
         .with_context(|| {
             format!(
@@ -78,7 +78,22 @@ pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
                 settings.server.listen
             )
         })?;
-    run_server(settings, listener, shutdown_signal(), Options::production()).await?;
+    let admin = TcpListener::bind(settings.server.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.admin_listen)",
+                settings.server.admin_listen
+            )
+        })?;
+    let listeners = crate::server::Listeners { public, admin };
+    run_server(
+        settings,
+        listeners,
+        shutdown_signal(),
+        Options::production(),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -136,6 +151,10 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let settings = load(path)?;
     println!("configuration {}: valid", path.display());
     println!("listen: {}", settings.server.listen);
+    println!(
+        "admin listen (/metrics, /readyz details, /api/v2/audit): {}",
+        settings.server.admin_listen
+    );
     for missing in &settings.geo.missing {
         println!("geolocation: WARNING {missing} not found");
     }

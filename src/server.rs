@@ -27,6 +27,7 @@ use crate::query::Api;
 use crate::sink::salts::SaltKeeper;
 use crate::sink::writer::Writer;
 use crate::web::App;
+use crate::web::Face;
 
 /// What differs between production and tests.
 pub struct Options {
@@ -97,7 +98,7 @@ async fn record_config_change_until_done(
 /// (see [`Built::drain`]) within `server.shutdown_timeout` of the signal.
 pub async fn serve(
     settings: Settings,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     options: Options,
 ) -> anyhow::Result<()> {
@@ -105,10 +106,22 @@ pub async fn serve(
     let grace = settings.server.shutdown_grace;
     let drain = options.drain.min(timeout / 2);
     let built = build(settings, &options).await?;
-    tracing::info!(listen = %listener.local_addr()?, "tamis is serving");
-    let signalled = accept(built.app.clone(), listener, shutdown, grace, drain).await;
+    tracing::info!(
+        listen = %listeners.public.local_addr()?,
+        admin_listen = %listeners.admin.local_addr()?,
+        "tamis is serving"
+    );
+    let signalled = accept(built.app.clone(), listeners, shutdown, grace, drain).await;
     built.drain(signalled + timeout).await;
     Ok(())
+}
+
+/// Where tamis is served: the public listener (hits, the beacon, the
+/// dashboard, the stats API) and the operators' (`/metrics`, `/readyz`
+/// with its details, `/api/v2/audit`), bound by the caller.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
 }
 
 /// Everything `serve` runs, built from the settings before the first
@@ -318,19 +331,44 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
 /// deadline runs.
 async fn accept(
     app: Arc<App>,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     drain: Duration,
 ) -> Instant {
-    let signalled = Arc::new(std::sync::OnceLock::new());
-    let mark = signalled.clone();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = mark.set(Instant::now());
+    // One signal, both listeners: each waits for the same watch to turn.
+    let (signal, signalled_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<Option<Instant>>| async move {
+        let _ = rx.wait_for(Option::is_some).await;
     };
-    crate::web::run(app, listener, shutdown, grace, drain).await;
-    signalled.get().copied().unwrap_or_else(Instant::now)
+    let public = crate::web::run(
+        app.clone(),
+        Face::Public,
+        listeners.public,
+        stopped(signalled_rx.clone()),
+        grace,
+        drain,
+    );
+    let admin = crate::web::run(
+        app,
+        Face::Admin,
+        listeners.admin,
+        stopped(signalled_rx.clone()),
+        grace,
+        drain,
+    );
+    let signal = async move {
+        shutdown.await;
+        signal.send_replace(Some(Instant::now()));
+        // Keeps the sender alive until both listeners are done.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = async { tokio::join!(public, admin) } => {}
+        _ = signal => {}
+    }
+    let at = *signalled_rx.borrow();
+    at.unwrap_or_else(Instant::now)
 }
 
 impl Built {

@@ -161,7 +161,7 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
         304
     );
 
-    let before = accepted(server.addr);
+    let before = accepted(server.admin);
     let r = node("beacon.mjs", &["--tamis", &tamis]);
     assert!(
         r["beacon_gzip_bytes"].as_u64().unwrap() < 1536,
@@ -336,7 +336,7 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
     // opting in again), plausible.test 4 + the pixel.
     let counted = || {
         (
-            accepted(server.addr) - before,
+            accepted(server.admin) - before,
             ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly"),
         )
     };

@@ -133,7 +133,7 @@ fn clickhouse_outage_under_load_is_absorbed_by_the_log() {
             saw_backlog |= backlog > 0.0 && age > 0.0;
             saw_down |= m.get("tamis_clickhouse_up") == Some(&0.0);
         }
-        if let Some((status, body)) = readyz(rig.tamis.addr) {
+        if let Some((status, body)) = readyz(rig.tamis.admin) {
             if body["clickhouse"] == "down" || ready_while_down.is_none() {
                 ready_while_down = Some((status, body));
             }
@@ -313,7 +313,7 @@ fn full_log_answers_503_and_memory_stays_bounded() {
     });
     // Stay full a while: memory must not grow with refused traffic.
     std::thread::sleep(Duration::from_secs(5));
-    let ready = readyz(rig.tamis.addr);
+    let ready = readyz(rig.tamis.admin);
     let log_full_metric = rig.metric("tamis_log_full");
     let on_disk = rig.log_bytes_on_disk();
     let records_on_disk = rig.log_record_bytes();

@@ -673,7 +673,7 @@ fn systemic_refusal(rig: &Rig, refuse: impl Fn(&Rig), restore: impl Fn(&Rig), co
     let (mut metric_blocked, mut ready_blocked) = (false, None);
     while started.elapsed() < Duration::from_secs(10) {
         metric_blocked |= rig.metric("tamis_delivery_blocked") == Some(1.0);
-        if let Some((status, body)) = readyz(rig.tamis.addr) {
+        if let Some((status, body)) = readyz(rig.tamis.admin) {
             if body["delivery"]["blocked"] == true || ready_blocked.is_none() {
                 ready_blocked = Some((status, body));
             }

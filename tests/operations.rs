@@ -229,7 +229,7 @@ fn salts_rotate_at_local_midnight_across_fall_back_and_never_outlive_48_hours() 
             seen.entry(cols[0].to_string())
                 .or_insert_with(|| cols[1].to_string());
         }
-        let metrics = http(server.addr, "GET", "/metrics", &[], b"").body;
+        let metrics = http(server.admin, "GET", "/metrics", &[], b"").body;
         let gauge = |name: &str| -> i64 {
             metrics
                 .lines()
@@ -334,7 +334,7 @@ fn salts_rotate_at_local_midnight_across_fall_back_and_never_outlive_48_hours() 
         Duration::from_secs(10),
         "memory holds only today's salts",
         || {
-            let metrics = http(server.addr, "GET", "/metrics", &[], b"").body;
+            let metrics = http(server.admin, "GET", "/metrics", &[], b"").body;
             metrics.contains("tamis_salts_in_memory 2\n")
         },
     );
@@ -783,11 +783,12 @@ fn reads_and_configuration_changes_are_audited() {
     );
 
     // The audit endpoint: admin only; everyone else sees no such endpoint.
+    // On the operators' listener, where the audit log is served.
     let get = |token: Option<&str>, path: &str| {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-        http(server.addr, "GET", path, &headers, b"")
+        http(server.admin, "GET", path, &headers, b"")
     };
     let unknown = get(None, "/api/v2/nothing-here");
     for token in [None, Some(TOKEN), Some("wrong")] {
@@ -841,6 +842,7 @@ fn reads_and_configuration_changes_are_audited() {
     });
 
     // /privacy.json: public, CORS open, per site by id or host name.
+    let get = |_: Option<&str>, path: &str| http(server.addr, "GET", path, &[], b"");
     let p = get(None, "/privacy.json?site=example.org");
     assert_eq!(p.status, 200, "{}", p.body);
     assert_eq!(p.header("access-control-allow-origin"), Some("*"));
@@ -885,7 +887,7 @@ fn reads_and_configuration_changes_are_audited() {
     ch.query_in(&db, "RENAME TABLE audit_log TO audit_log_away");
     post(&[]);
     wait_until(Duration::from_secs(10), "the audit failure counted", || {
-        http(server.addr, "GET", "/metrics", &[], b"")
+        http(server.admin, "GET", "/metrics", &[], b"")
             .body
             .lines()
             .any(|l| l.starts_with("tamis_audit_failures_total ") && !l.ends_with(" 0"))

@@ -110,7 +110,7 @@ fn thousand_pageviews_through_a_trusted_proxy() {
         assert!(pages.contains(&row["dimensions"][0].as_str().unwrap()));
     }
 
-    let metrics = http(server.addr, "GET", "/metrics", &[], b"").body;
+    let metrics = http(server.admin, "GET", "/metrics", &[], b"").body;
     assert!(
         metrics.contains("tamis_hits_dropped_total{reason=\"opt_out\"} 100"),
         "{metrics}"
@@ -790,7 +790,7 @@ fn overload_answers_503_and_loses_no_accepted_hit() {
         refused > 0,
         "the full log must push back ({accepted} accepted)"
     );
-    assert!(http(server.addr, "GET", "/metrics", &[], b"")
+    assert!(http(server.admin, "GET", "/metrics", &[], b"")
         .body
         .contains(&format!("tamis_hits_overloaded_total {refused}")));
 

@@ -492,7 +492,7 @@ fn custom_event_properties() {
     // A batch reaches props_hourly and traffic_hourly by separate inserts:
     // wait until tamis saw the whole batch confirmed.
     wait_until(Duration::from_secs(10), "every hit written", || {
-        http(server.addr, "GET", "/metrics", &[], b"")
+        http(server.admin, "GET", "/metrics", &[], b"")
             .body
             .contains("tamis_log_backlog_hits 0\n")
     });

@@ -112,6 +112,10 @@ impl Default for AuditConfig {
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Address of the operators' listener: `/metrics`, `/readyz` with its
+    /// details and `/api/v2/audit`. Keep it off the public network.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
     #[serde(default = "default_trusted_proxies")]
     pub trusted_proxies: Vec<String>,
     /// Logged hits held in memory by the aggregator; beyond it the backlog
@@ -170,6 +174,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: default_listen(),
+            admin_listen: default_admin_listen(),
             trusted_proxies: default_trusted_proxies(),
             queue_capacity: default_queue_capacity(),
             cors_allow_origin: default_cors_origin(),
@@ -320,6 +325,9 @@ impl Config {
         if let Some(v) = lookup("TAMIS_LISTEN") {
             self.server.listen = v;
         }
+        if let Some(v) = lookup("TAMIS_ADMIN_LISTEN") {
+            self.server.admin_listen = v;
+        }
         if let Some(v) = lookup("TAMIS_CLICKHOUSE_URL") {
             self.clickhouse.url = v;
         }
@@ -349,6 +357,10 @@ impl Config {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+/// Prometheus's node-exporter range, loopback only.
+fn default_admin_listen() -> String {
+    "127.0.0.1:9464".into()
 }
 fn default_trusted_proxies() -> Vec<String> {
     vec!["127.0.0.1/32".into(), "::1/128".into()]

@@ -80,8 +80,9 @@ pub fn sections(settings: &Settings) -> Vec<(String, String)> {
     let mut out = vec![
         (
             "server".to_string(),
-            // Not the listen address: tests and containers set it per run
-            // (TAMIS_LISTEN), and it says nothing about privacy.
+            // Not the listen addresses: tests and containers set them per
+            // run (TAMIS_LISTEN, TAMIS_ADMIN_LISTEN); `tamis check` warns
+            // about an operators' listener off loopback.
             json!({
                 "trusted_proxies": proxies,
                 "queue_capacity": settings.server.queue_capacity,

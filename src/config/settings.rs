@@ -138,6 +138,9 @@ pub struct StorageSettings {
 #[derive(Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// The operators' listener (`/metrics`, `/readyz` details,
+    /// `/api/v2/audit`), apart from the public one.
+    pub admin_listen: SocketAddr,
     pub trusted_proxies: Vec<IpNet>,
     pub queue_capacity: usize,
     /// Browser origins that may send hits (ingest only).
@@ -314,6 +317,12 @@ impl Settings {
                     format!("`{}` is not an address:port", config.server.listen),
                 )
             })?,
+            admin_listen: config.server.admin_listen.parse().map_err(|_| {
+                invalid(
+                    "server.admin_listen",
+                    format!("`{}` is not an address:port", config.server.admin_listen),
+                )
+            })?,
             trusted_proxies: config
                 .server
                 .trusted_proxies
@@ -363,6 +372,12 @@ impl Settings {
                 Duration::from_millis(ms)
             },
         };
+        if server.admin_listen == server.listen && server.listen.port() != 0 {
+            return Err(invalid(
+                "server.admin_listen",
+                "must differ from server.listen: the operators' endpoints are served apart",
+            ));
+        }
         if config.storage.log_dir.trim().is_empty() {
             return Err(invalid("storage.log_dir", "must name a folder"));
         }
@@ -809,6 +824,14 @@ mod tests {
         check(
             "[server]\nidle_timeout_ms=10\n[[site]]\nid='a.org'",
             Some("server.idle_timeout_ms"),
+        );
+        check(
+            "[server]\nadmin_listen='everywhere'\n[[site]]\nid='a.org'",
+            Some("server.admin_listen"),
+        );
+        check(
+            "[server]\nlisten='127.0.0.1:8080'\nadmin_listen='127.0.0.1:8080'\n[[site]]\nid='a.org'",
+            Some("server.admin_listen"),
         );
     }
 

@@ -120,6 +120,15 @@ pub fn global(settings: &Settings) -> Vec<Control> {
         disclosure(settings),
         control(
             STORAGE,
+            "exact live counts (/metrics), readiness details and the audit log served apart from the public listener",
+            format!("server.admin_listen {}", settings.server.admin_listen),
+            (!settings.server.admin_listen.ip().is_loopback()).then(|| format!(
+                "server.admin_listen {} is reachable from the network: /metrics gives exact live counts (a hit moves them by one) without any token; allow only the monitoring hosts (firewall) or listen on loopback",
+                settings.server.admin_listen
+            )),
+        ),
+        control(
+            STORAGE,
             "protected answers rounded with a secret key",
             if settings.rounding_key_configured { "query.rounding_key set" } else { "derived from the tokens' digests" },
             (!settings.rounding_key_configured).then(|| "query.rounding_key is not set: the rounding key is derived from the tokens' digests, so adding or removing a token draws every rounding anew (repeated asks across such changes can be averaged) and a public token's digest makes it guessable; set query.rounding_key (openssl rand -hex 32), the same on every collector".to_string()),

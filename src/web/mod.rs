@@ -2,6 +2,13 @@
 //! stats API and the operational endpoints, and shuts down gracefully
 //! (in-flight requests finish; new connections are refused).
 //!
+//! It serves two faces ([`Face`]): the public listener (`server.listen`)
+//! takes hits and serves the beacon, the dashboard, the stats API, the
+//! privacy facts and a bare liveness and readiness; the operators'
+//! listener (`server.admin_listen`, loopback by default) alone serves
+//! `/metrics` (exact live counts), `/readyz` with its details and
+//! `/api/v2/audit`. A path of one face is 404 on the other.
+//!
 //! It also holds the edge's limits (`Edge`): at most
 //! `server.max_connections` connections are served at once (beyond it a
 //! new one is answered 503 with Retry-After and closed, so a crowd of idle
@@ -47,6 +54,20 @@ use crate::query::Api;
 /// size; longer ones are answered 431 by hyper.
 pub const MAX_HEAD: usize = 8 * 1024;
 
+/// Connections the operators' listener serves at once (scrapers and
+/// probes; its own cap, so a crowd on the public listener never shuts
+/// monitoring out).
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    /// `server.listen`: hits, beacon, dashboard, stats API.
+    Public,
+    /// `server.admin_listen`: metrics, readiness details, audit log.
+    Admin,
+}
+
 /// What a connection beyond `server.max_connections` is told before it is
 /// closed.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\nConnection: close\r\n\r\ntoo many connections\r\n";
@@ -54,6 +75,7 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nCont
 /// The limits and memory of the edge, shared by every connection.
 pub struct Edge {
     connections: Arc<Semaphore>,
+    admin_connections: Arc<Semaphore>,
     idle_timeout: Duration,
     /// Browser origins that may send hits.
     pub origins: AllowedOrigins,
@@ -67,6 +89,7 @@ impl Edge {
     pub fn new(server: &ServerSettings) -> Edge {
         Edge {
             connections: Arc::new(Semaphore::new(server.max_connections)),
+            admin_connections: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
             idle_timeout: server.idle_timeout,
             origins: server.cors_allow_origin.clone(),
             logins: Throttle::new(),
@@ -89,8 +112,29 @@ pub struct App {
 }
 
 impl App {
-    async fn route(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        let mut response = match request.uri().path() {
+    async fn route(
+        &self,
+        face: Face,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let mut response = match face {
+            Face::Public => self.route_public(request, peer).await,
+            Face::Admin => self.route_admin(request, peer).await,
+        };
+        response.headers_mut().insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        response
+    }
+
+    async fn route_public(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        match request.uri().path() {
             "/api/event" => {
                 self.ingest
                     .handle(request, peer.ip(), &self.edge.origins)
@@ -103,26 +147,39 @@ impl App {
             }
             "/api/v2/query" => self.api_call(Endpoint::Query, request, peer).await,
             "/api/v2/sites" => self.api_call(Endpoint::Sites, request, peer).await,
-            "/api/v2/audit" => self.api_call(Endpoint::Audit, request, peer).await,
             "/api/v2/openapi.json" => no_store(crate::query::openapi()),
             path if assets::serves(path) => assets::serve(&request),
-            "/privacy.json" | "/metrics" | "/about" | "/healthz" | "/readyz"
+            "/privacy.json" | "/about" | "/healthz" | "/readyz"
                 if !matches!(*request.method(), Method::GET | Method::HEAD) =>
             {
                 ops::method_not_allowed()
             }
             "/privacy.json" => ops::privacy_json(&self.privacy, &request),
-            "/metrics" => ops::metrics(&self.metrics),
             "/about" => ops::index(),
             "/healthz" => ops::healthz(),
-            "/readyz" => ops::readyz(self).await,
+            "/readyz" => ops::ready(self),
             _ => no_store(json_error(StatusCode::NOT_FOUND, "no such endpoint")),
-        };
-        response.headers_mut().insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
-        response
+        }
+    }
+
+    async fn route_admin(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        match request.uri().path() {
+            "/api/v2/audit" => self.api_call(Endpoint::Audit, request, peer).await,
+            "/metrics" | "/about" | "/healthz" | "/readyz"
+                if !matches!(*request.method(), Method::GET | Method::HEAD) =>
+            {
+                ops::method_not_allowed()
+            }
+            "/metrics" => no_store(ops::metrics(&self.metrics)),
+            "/about" => ops::admin_index(),
+            "/healthz" => ops::healthz(),
+            "/readyz" => no_store(ops::readyz(self).await),
+            _ => no_store(json_error(StatusCode::NOT_FOUND, "no such endpoint")),
+        }
     }
 
     /// A stats, sites or audit request, held back while its client's
@@ -283,6 +340,7 @@ async fn refuse(mut stream: TcpStream) {
 /// requests finish (for at most `drain`).
 pub async fn run(
     app: Arc<App>,
+    face: Face,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -307,7 +365,11 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let Ok(permit) = app.edge.connections.clone().try_acquire_owned() else {
+                let cap = match face {
+                    Face::Public => &app.edge.connections,
+                    Face::Admin => &app.edge.admin_connections,
+                };
+                let Ok(permit) = cap.clone().try_acquire_owned() else {
                     app.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(refuse(stream));
                     continue;
@@ -317,7 +379,7 @@ pub async fn run(
                 let app = app.clone();
                 let service = service_fn(move |request| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(app.route(request, peer).await) }
+                    async move { Ok::<_, Infallible>(app.route(face, request, peer).await) }
                 });
                 let watcher = graceful.watcher();
                 metrics.connections_open.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! Operational endpoints: `/healthz` (the process answers), `/readyz`
-//! (tamis accepts hits: not shutting down, durable log not full; with
-//! ClickHouse's state and the backlog), `/metrics`.
+//! (tamis accepts hits: not shutting down, durable log not full) — bare on
+//! the public listener, with ClickHouse's state, the backlog and delivery
+//! on the operators' — and `/metrics`, on the operators' listener only.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -28,10 +29,26 @@ pub fn index() -> Response<Full<Bytes>> {
             "GET  /api/v2/sites  the sites a token may read\n",
             "POST /api/v2/query  statistics, in Plausible's Stats API v2 format (Authorization: Bearer <token>)\n",
             "GET  /privacy.json  the privacy facts of a site (?site=ID)\n",
+            "GET  /healthz       liveness\n",
+            "GET  /readyz        readiness (accepting hits)\n\n",
+            "Metrics, readiness details and the audit log are served on the operators' listener (server.admin_listen).\n",
+            "IP geolocation by DB-IP (https://db-ip.com), CC BY 4.0, when the DB-IP City Lite database is configured.\n",
+        ),
+    )
+}
+
+/// What the operators' listener offers (`/about` there).
+pub fn admin_index() -> Response<Full<Bytes>> {
+    plain(
+        StatusCode::OK,
+        concat!(
+            "tamis ",
+            env!("CARGO_PKG_VERSION"),
+            ": operators' listener (server.admin_listen)\n\n",
             "GET  /metrics       Prometheus metrics\n",
             "GET  /healthz       liveness\n",
-            "GET  /readyz        readiness (accepting hits; ClickHouse state, log backlog)\n\n",
-            "IP geolocation by DB-IP (https://db-ip.com), CC BY 4.0, when the DB-IP City Lite database is configured.\n",
+            "GET  /readyz        readiness with ClickHouse's state, the log backlog and delivery\n",
+            "GET  /api/v2/audit  the audit log (?since=&site=&limit=; admin tokens)\n",
         ),
     )
 }
@@ -88,6 +105,24 @@ pub fn method_not_allowed() -> Response<Full<Bytes>> {
 
 pub fn healthz() -> Response<Full<Bytes>> {
     plain(StatusCode::OK, "ok\n")
+}
+
+/// The public listener's readiness, for load balancers: the status and
+/// whether hits are accepted, nothing else (the details, with the backlog
+/// that moves with each hit, are the operators').
+pub fn ready(app: &App) -> Response<Full<Bytes>> {
+    let ready = app.accepting.load(Ordering::Relaxed) && !app.journal.is_full();
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::json!({ "ready": ready }).to_string(),
+    )));
+    if !ready {
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    r
 }
 
 /// Ready while hits can be accepted: not shutting down and the durable

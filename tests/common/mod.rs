@@ -130,6 +130,8 @@ sites = ["other.org"]
 /// appended to the same file after a `=== tamis run N ===` line.
 pub struct Binary {
     pub addr: SocketAddr,
+    /// The operators' listener: `/metrics`, `/readyz` details, the audit log.
+    pub admin: SocketAddr,
     pub log: PathBuf,
     config_path: PathBuf,
     dir: PathBuf,
@@ -151,11 +153,13 @@ impl Binary {
         let config_path = scratch.path("tamis.toml");
         std::fs::write(&config_path, config_text).expect("write config");
         let port = free_port();
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = scratch.path("tamis.log");
         let dir = scratch.dir.path().to_path_buf();
-        let child = spawn_tamis(&config_path, &dir, port, &log, 1);
+        let child = spawn_tamis(&config_path, &dir, port, admin, &log, 1);
         let mut server = Binary {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin,
             log,
             config_path,
             dir,
@@ -201,6 +205,7 @@ impl Binary {
             &self.config_path,
             &self.dir,
             self.addr.port(),
+            self.admin,
             &self.log,
             self.runs,
         );
@@ -264,7 +269,14 @@ impl Binary {
     }
 }
 
-fn spawn_tamis(config_path: &Path, dir: &Path, port: u16, log: &Path, run: u32) -> Child {
+fn spawn_tamis(
+    config_path: &Path,
+    dir: &Path,
+    port: u16,
+    admin: SocketAddr,
+    log: &Path,
+    run: u32,
+) -> Child {
     use std::io::Write as _;
     let mut log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -283,6 +295,7 @@ fn spawn_tamis(config_path: &Path, dir: &Path, port: u16, log: &Path, run: u32) 
         .args(["serve", "--config"])
         .arg(config_path)
         .env("TAMIS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TAMIS_ADMIN_LISTEN", admin.to_string())
         .env("TAMIS_LOG", "debug")
         .current_dir(dir)
         .stdout(Stdio::from(stdout))
@@ -308,6 +321,8 @@ impl Drop for Binary {
 /// tamis as a library, in this process, with a clock the test controls.
 pub struct InProcess {
     pub addr: SocketAddr,
+    /// The operators' listener: `/metrics`, `/readyz` details, the audit log.
+    pub admin: SocketAddr,
     pub clock: tamis::clock::Clock,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -328,9 +343,14 @@ impl InProcess {
         let config: tamis::config::Config = toml::from_str(config_text).expect("config parses");
         let settings =
             tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
+        let bind = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            listener
+        };
+        let (listener, admin_listener) = (bind(), bind());
         let addr = listener.local_addr().expect("addr");
+        let admin = admin_listener.local_addr().expect("admin addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let options = tamis::server::Options {
             clock: clock.clone(),
@@ -346,10 +366,13 @@ impl InProcess {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let listeners = tamis::server::Listeners {
+                    public: tokio::net::TcpListener::from_std(listener).expect("listener"),
+                    admin: tokio::net::TcpListener::from_std(admin_listener).expect("listener"),
+                };
                 tamis::server::serve(
                     settings,
-                    listener,
+                    listeners,
                     async {
                         let _ = rx.await;
                     },
@@ -361,6 +384,7 @@ impl InProcess {
         });
         let server = InProcess {
             addr,
+            admin,
             clock,
             shutdown: Some(tx),
             thread: Some(thread),

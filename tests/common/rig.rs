@@ -252,7 +252,7 @@ impl Rig {
     }
 
     pub fn metrics(&self) -> Option<HashMap<String, f64>> {
-        scrape(self.tamis.addr)
+        scrape(self.tamis.admin)
     }
 
     pub fn metric(&self, name: &str) -> Option<f64> {
