@@ -90,6 +90,13 @@ fn rows(ch: &ClickHouse, db: &str, sql: &str) -> Vec<String> {
 
 const EVENTS: &str = "event_names = [\"signup\", \"Outbound Link: Click\", \"File Download\", \"404\"]\nprop_keys = [\"plan\", \"url\", \"path\"]";
 
+/// The beacon in Chromium, end to end. Issue 12, point 15: on a loaded
+/// machine this failed with 33 of 34 hits accepted. No hit was lost in
+/// tamis: the script closed a browser context while the last beacon it had
+/// issued was still on its way, which cancels it. The script now closes a
+/// page or context only once tamis's own count of received hits has caught
+/// up with the hits the pages issued (a hit issued and never received
+/// fails the script, by name), and the count here is of hits accepted.
 #[test]
 fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
     let ch = ClickHouse::shared();
@@ -162,7 +169,8 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
     );
 
     let before = accepted(server.admin);
-    let r = node("beacon.mjs", &["--tamis", &tamis]);
+    let admin = format!("http://{}", server.admin);
+    let r = node("beacon.mjs", &["--tamis", &tamis, "--admin", &admin]);
     assert!(
         r["beacon_gzip_bytes"].as_u64().unwrap() < 1536,
         "tamis.js gzipped: {} bytes",

@@ -8,6 +8,9 @@ import zlib from 'node:zlib';
 import { launch, arg, waitFor, DESKTOP_UA } from './lib.mjs';
 
 const tamis = arg('tamis');
+// The operators' listener, whose /metrics says how many hits tamis has
+// received.
+const admin = arg('admin');
 
 function page(domain, extra = '', body = '') {
   return `<!doctype html><html><head><meta charset="utf-8"><title>test</title>
@@ -50,6 +53,32 @@ async function hide(page) {
     document.dispatchEvent(new Event('visibilitychange'));
   });
 }
+// A context closed while its last beacon is still on its way can cancel
+// it: then the hit never reaches tamis, and the test would blame tamis for
+// a hit the browser never delivered. So every hit the pages issue is
+// counted here, and a context is closed only once tamis has received as
+// many (its own count, from /metrics): a hit issued and never received
+// fails the run here, by name.
+let issued = 0;
+async function received() {
+  const text = await (await fetch(`${admin}/metrics`)).text();
+  const m = /^tamis_hits_received_total (\d+)$/m.exec(text);
+  assert.ok(m, 'tamis_hits_received_total in /metrics');
+  return Number(m[1]);
+}
+const receivedBefore = await received();
+function track(ctx) {
+  ctx.on('request', (r) => { if (r.url().startsWith(tamis + '/api/event')) issued++ });
+  return ctx;
+}
+async function delivered() {
+  await waitFor(`tamis to receive the ${issued} hits the pages issued`,
+    async () => (await received()) - receivedBefore >= issued);
+}
+async function closeDelivered(ctx) {
+  await delivered();
+  await ctx.close();
+}
 const browser = await launch();
 try {
   // Size of the beacon as served.
@@ -58,7 +87,7 @@ try {
   summary.beacon_gzip_bytes = zlib.gzipSync(Buffer.from(src), {level: 9}).length;
 
   // --- 1. pageviews, SPA navigations, events, engagement --------------------
-  const ctx = await browser.newContext({userAgent: DESKTOP_UA});
+  const ctx = track(await browser.newContext({userAgent: DESKTOP_UA}));
   const sent = [];
   const errors = [];
   ctx.on('request', (r) => { if (r.url().startsWith(tamis + '/api/event')) sent.push(JSON.parse(r.postData() || '{}')) });
@@ -86,6 +115,7 @@ try {
   await hide(p);
   await waitFor('the engagement sent when the page was hidden', () => sent.length >= 12);
   // Closing a hidden page sends nothing more: its visible time was reported.
+  await delivered();
   await p.close({runBeforeUnload: true});
   const after = await ctx.newPage();
   await after.goto(origin + '/blank');
@@ -93,13 +123,14 @@ try {
   summary.cookies_after = (await ctx.cookies()).length;
   await hide(after);
   await waitFor('the engagement of the second page', () => sent.length >= 14);
+  await delivered();
   await after.close();
-  await ctx.close();
+  await closeDelivered(ctx);
   summary.sent = sent;
   summary.page_errors = errors;
 
   // --- 2. consent required: nothing before consent --------------------------
-  const cctx = await browser.newContext({userAgent: DESKTOP_UA});
+  const cctx = track(await browser.newContext({userAgent: DESKTOP_UA}));
   const csent = [];
   cctx.on('request', (r) => { if (r.url().startsWith(tamis) && !r.url().includes('/js/tamis.js')) csent.push(JSON.parse(r.postData() || '{}')) });
   const c = await cctx.newPage();
@@ -117,10 +148,10 @@ try {
   await hide(c);
   await waitFor('the engagement of the last page', () => csent.length >= 7);
   summary.consent_sent = csent;
-  await cctx.close();
+  await closeDelivered(cctx);
 
   // --- 3. hash routing, when declared --------------------------------------
-  const hctx = await browser.newContext({userAgent: DESKTOP_UA});
+  const hctx = track(await browser.newContext({userAgent: DESKTOP_UA}));
   const hsent = [];
   hctx.on('request', (r) => { if (r.url().startsWith(tamis + '/api/event')) hsent.push(JSON.parse(r.postData() || '{}')) });
   const hp = await hctx.newPage();
@@ -135,10 +166,10 @@ try {
   await hide(hp);
   await waitFor('the last engagement', () => hsent.length >= 6);
   summary.hash_sent = hsent.map((b) => [b.n, b.u.replace(origin, ''), b.h]);
-  await hctx.close();
+  await closeDelivered(hctx);
 
   // --- 4. GPC and tamis.optOut(): no request at all -------------------------
-  const gctx = await browser.newContext({userAgent: DESKTOP_UA});
+  const gctx = track(await browser.newContext({userAgent: DESKTOP_UA}));
   const gsent = [];
   gctx.on('request', (r) => { if (r.url().includes('/api/event')) gsent.push(r.url()) });
   await gctx.addInitScript(() => Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true}));
@@ -147,9 +178,9 @@ try {
   await g.waitForFunction(() => window.tamis && window.tamis.v);
   await g.evaluate(() => { history.pushState({}, '', '/gpc/2'); window.tamis('signup') });
   await g.waitForTimeout(300);
-  await gctx.close();
+  await closeDelivered(gctx);
   summary.gpc_sent = gsent.length;
-  const octx = await browser.newContext({userAgent: DESKTOP_UA});
+  const octx = track(await browser.newContext({userAgent: DESKTOP_UA}));
   octx.on('request', (r) => { if (r.url().includes('/api/event')) gsent.push(r.url()) });
   const o = await octx.newPage();
   await o.goto(origin + '/optout.html');
@@ -167,7 +198,7 @@ try {
   await hide(o);
   await waitFor('the engagement after opting in again', () => gsent.length > beforeLeave);
   summary.optin_sent = gsent.length - beforeLeave;
-  await octx.close();
+  await closeDelivered(octx);
 } finally {
   await browser.close();
   server.close();
