@@ -590,7 +590,17 @@ fn scan_segments(dir: &Path) -> io::Result<Scanned> {
             }
             tracing::warn!(segment = %path.display(), kept = scan.good_len, cut = scan.tail, "log segment ends in an unreadable record; cut back");
         }
-        if preallocated {
+        // A record of the active segment that failed its checksum and is
+        // not its last is damage. Appending after it would let a later
+        // crash tear the records that follow it, leave it last before the
+        // zeros, and have it read as torn at the next start: its number,
+        // once given out, would be given out again. So that segment is
+        // sealed and appends go to a new one.
+        let damaged = preallocated && scan.corrupt > 0;
+        if damaged {
+            tracing::warn!(segment = %path.display(), "the active log segment holds damaged records; sealed, appends go to a new segment");
+        }
+        if preallocated && !damaged {
             let file = OpenOptions::new().write(true).open(&path)?;
             if scan.tail > 0 {
                 segment::zero_range(&file, scan.good_len, scan.tail)?;
@@ -611,7 +621,7 @@ fn scan_segments(dir: &Path) -> io::Result<Scanned> {
             path,
             len: scan.good_len,
             records: scan.records,
-            sealed: !preallocated,
+            sealed: !preallocated || damaged,
         });
     }
     report.segments = segments.len();

@@ -656,3 +656,18 @@ fn a_confirmation_that_leaves_a_gap_is_refused() {
         })
     );
 }
+
+/// Found by the model test: a damaged record in the middle of the active
+/// segment (3), then the record after it torn by a crash (4): the next
+/// start took 3, now last before the zeros, for a torn write too and gave
+/// its number out again. A segment with damage is now sealed at start-up.
+#[test]
+fn a_damaged_record_left_last_by_a_torn_one_gave_its_number_out_again() {
+    run(vec![
+        Op::Append(vec![1, 1, 1, 1]),
+        Op::Confirm(50),
+        Op::DamageRestart(216),
+        Op::DamageRestart(0),
+        Op::Restart,
+    ]);
+}
