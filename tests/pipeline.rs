@@ -601,7 +601,12 @@ fn bad_input_gets_clear_errors() {
     // `{"errors": {"<field>": ["<reason>"]}}` (tests/plausible.rs holds
     // the cases Plausible's own tests pin).
     let cases: Vec<(Vec<u8>, u16, &str, &str)> = vec![
-        (b"{\"n\":\"pageview\"".to_vec(), 400, "request", "ends too early"),
+        (
+            b"{\"n\":\"pageview\"".to_vec(),
+            400,
+            "request",
+            "ends too early",
+        ),
         (b"not json".to_vec(), 400, "request", "syntax"),
         (
             b"{\"u\":\"https://example.org/\",\"d\":\"example.org\"}".to_vec(),

@@ -231,8 +231,19 @@ fn events_api_answers_as_plausible() {
     let names: Vec<String> = EVENTS.iter().map(|e| format!("\"{e}\"")).collect();
     let mut keys: Vec<String> = (1..=50).map(|i| format!("\"k{i:02}\"")).collect();
     keys.extend(
-        ["bool_test", "number_test", "good", "nil", "false", "key", "wat", "other", "foo", "other_key"]
-            .map(|k| format!("\"{k}\"")),
+        [
+            "bool_test",
+            "number_test",
+            "good",
+            "nil",
+            "false",
+            "key",
+            "wat",
+            "other",
+            "foo",
+            "other_key",
+        ]
+        .map(|k| format!("\"{k}\"")),
     );
     let site_extra = format!(
         "k_threshold = 1\nhash_routing = true\nevent_names = [{}]\nprop_keys = [{}]",
@@ -256,7 +267,11 @@ fn events_api_answers_as_plausible() {
             (Some(errors), _) => assert_eq!(&r.json(), errors, "{}", case.source),
             (None, 202) => assert_eq!(r.body, "ok", "{}", case.source),
             // Plausible's tests pin the status and the field only.
-            (None, _) => assert!(r.json()["errors"]["request"][0].is_string(), "{}", case.source),
+            (None, _) => assert!(
+                r.json()["errors"]["request"][0].is_string(),
+                "{}",
+                case.source
+            ),
         }
         assert_eq!(
             r.header("x-tamis-dropped"),
@@ -322,10 +337,19 @@ fn events_api_answers_as_plausible() {
         .as_array()
         .expect("results")
         .iter()
-        .map(|row| (row["dimensions"][0].as_str().unwrap_or_default().to_string(), row["metrics"][0].clone()))
+        .map(|row| {
+            (
+                row["dimensions"][0]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                row["metrics"][0].clone(),
+            )
+        })
         .collect();
     counted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut expected: Vec<(String, Value)> = EVENTS.iter().map(|e| (e.to_string(), json!(1))).collect();
+    let mut expected: Vec<(String, Value)> =
+        EVENTS.iter().map(|e| (e.to_string(), json!(1))).collect();
     expected.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(counted, expected, "{}", r.body);
 

@@ -41,10 +41,7 @@ pub enum IngestError {
     #[error("Unable to parse request body as json ({0})")]
     Malformed(String),
     #[error("{problem}")]
-    Invalid {
-        field: Field,
-        problem: &'static str,
-    },
+    Invalid { field: Field, problem: &'static str },
     #[error("only POST is accepted here")]
     Method,
     #[error("hits from this origin are not accepted (server.cors_allow_origin)")]

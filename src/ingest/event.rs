@@ -263,7 +263,10 @@ mod tests {
             ),
             (Err(e), Err((field, words))) => {
                 assert_eq!(e.field().name(), field, "{e}");
-                assert!(e.to_string().contains(words), "{e} does not contain {words}")
+                assert!(
+                    e.to_string().contains(words),
+                    "{e} does not contain {words}"
+                )
             }
             (got, want) => panic!(
                 "{:?}: got {got:?}, want {want:?}",
@@ -325,10 +328,17 @@ mod tests {
             Err(("event_name", "is invalid")),
         );
         check(
-            format!(r#"{{"n":"{}","u":"https://a.org/","d":"a.org"}}"#, "é".repeat(121)).as_bytes(),
+            format!(
+                r#"{{"n":"{}","u":"https://a.org/","d":"a.org"}}"#,
+                "é".repeat(121)
+            )
+            .as_bytes(),
             Err(("event_name", "at most 120")),
         );
-        check(br#"{"n":"pageview","d":"a.org"}"#, Err(("url", "is required")));
+        check(
+            br#"{"n":"pageview","d":"a.org"}"#,
+            Err(("url", "is required")),
+        );
         check(
             br#"{"n":"pageview","u":5,"d":"a.org"}"#,
             Err(("url", "must be a valid url")),
@@ -371,8 +381,8 @@ mod tests {
     fn errors_do_not_echo_input() {
         let err = parse(br#"{"n":"pageview","u":{"x":"198.51.100.77"},"d":"a.org"}"#).unwrap_err();
         assert!(!err.body().to_string().contains("198.51"), "{err}");
-        let err = parse(br#"{"n":"pageview","u":"https://a.org/","d":"a.org","c":5,"o":[1"#)
-            .unwrap_err();
+        let err =
+            parse(br#"{"n":"pageview","u":"https://a.org/","d":"a.org","c":5,"o":[1"#).unwrap_err();
         assert!(!err.body().to_string().contains("[1"), "{err}");
     }
 
@@ -436,14 +446,21 @@ mod tests {
 
     #[test]
     fn bad_props_are_left_out_not_refused() {
-        let body = |p: &str| format!(r#"{{"n":"signup","u":"https://a.org/","d":"a.org","p":{p}}}"#);
+        let body =
+            |p: &str| format!(r#"{{"n":"signup","u":"https://a.org/","d":"a.org","p":{p}}}"#);
         assert_eq!(
             props_of(&body(
                 r#"{"a":{"b":1},"l":["x"],"n":null,"e":"","s":"   ","   ":"v","good":true}"#
             )),
             pairs(&[("good", "true")])
         );
-        for ignored in [r#""\"show-more:button\"""#, r#""not json""#, "[1,2]", "5", "true"] {
+        for ignored in [
+            r#""\"show-more:button\"""#,
+            r#""not json""#,
+            "[1,2]",
+            "5",
+            "true",
+        ] {
             assert_eq!(props_of(&body(ignored)), vec![], "{ignored}");
         }
     }
@@ -467,7 +484,10 @@ mod tests {
             format!(r#"{{"n":"signup","u":"https://a.org/","d":"a.org","p":{{"{k}":"{v}"}}}}"#)
         };
         let limit = ("props", "at most 300 bytes and values 2000 bytes");
-        assert_eq!(props_of(&body(&"k".repeat(300), &"v".repeat(2000))).len(), 1);
+        assert_eq!(
+            props_of(&body(&"k".repeat(300), &"v".repeat(2000))).len(),
+            1
+        );
         check(body(&"k".repeat(301), "v").as_bytes(), Err(limit));
         check(body("k", &"v".repeat(2001)).as_bytes(), Err(limit));
     }

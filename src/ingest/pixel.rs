@@ -16,8 +16,8 @@ use hyper::{Method, Request, Response};
 use super::cors::AllowedOrigins;
 use super::error::{Field, IngestError};
 use super::event::{check_url, IncomingEvent, MAX_BODY, MAX_NAME};
-use crate::privacy::url::HashMode;
 use super::handler::{error_response, Ingest, Outcome};
+use crate::privacy::url::HashMode;
 
 /// The smallest transparent 1×1 GIF.
 const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";

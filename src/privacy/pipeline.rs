@@ -192,7 +192,8 @@ impl Privacy {
         let location = self.geo.lookup(&truncated, site.geo_level);
 
         // 5-7. Referrer, URL.
-        let page = url::reduce(hit.url, site, hit.hash_mode).map_err(|_| dropped(DropReason::Invalid))?;
+        let page =
+            url::reduce(hit.url, site, hit.hash_mode).map_err(|_| dropped(DropReason::Invalid))?;
         if !site.hostnames.contains(&page.hostname) {
             return Err(dropped(DropReason::HostnameNotAllowed));
         }

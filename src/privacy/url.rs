@@ -376,7 +376,11 @@ mod tests {
         let mut site = test_site("example.org");
         let raw = "https://example.org/app#/dossiers";
         let path = |site: &SiteSettings, mode| reduce(raw, site, mode).unwrap().path;
-        assert_eq!(path(&site, HashMode::On), "/app", "site without hash_routing");
+        assert_eq!(
+            path(&site, HashMode::On),
+            "/app",
+            "site without hash_routing"
+        );
         site.hash_routing = true;
         assert_eq!(path(&site, HashMode::Off), "/app", "hit without h: 1");
         assert_eq!(path(&site, HashMode::On), "/app#/dossiers");
@@ -386,7 +390,10 @@ mod tests {
     fn campaigns_only_when_enabled() {
         let mut site = test_site("example.org");
         let raw = "https://example.org/?utm_source=infolettre&utm_medium=email&utm_campaign=hiver";
-        assert_eq!(reduce(raw, &site, HashMode::Off).unwrap().campaign, Campaign::default());
+        assert_eq!(
+            reduce(raw, &site, HashMode::Off).unwrap().campaign,
+            Campaign::default()
+        );
         site.collect_campaigns = true;
         let got = reduce(raw, &site, HashMode::Off).unwrap();
         assert_eq!(got.campaign.source, "infolettre");
