@@ -45,6 +45,7 @@ fn hit(i: usize) -> RawHit<'static> {
         domain: "example.org",
         referrer: Some("https://www.google.com/search?q=permis"),
         props: &[],
+        hash_mode: tamis::privacy::url::HashMode::Off,
         consent: None,
         opt_out: false,
         client_ip: std::net::IpAddr::from([81, 2, 69, (i % 250) as u8]),
@@ -88,6 +89,7 @@ fn benches(c: &mut Criterion) {
             tamis::privacy::url::reduce(
                 black_box("https://example.org/users/jean.tremblay@example.com/4501234567?q=1#x"),
                 &site,
+                tamis::privacy::url::HashMode::Off,
             )
         })
     });

@@ -396,6 +396,7 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
             domain: &site.id,
             referrer: hit.referrer,
             props: &hit.props,
+            hash_mode: crate::privacy::url::HashMode::Off,
             consent: v.consent,
             opt_out: false,
             client_ip: v.ip,

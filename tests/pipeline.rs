@@ -597,37 +597,52 @@ fn bad_input_gets_clear_errors() {
             body,
         )
     };
-    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
-        (b"{\"n\":\"pageview\"".to_vec(), 400, "ends too early"),
-        (b"not json".to_vec(), 400, "syntax"),
+    // Refusals answer as Plausible's Events API does:
+    // `{"errors": {"<field>": ["<reason>"]}}` (tests/plausible.rs holds
+    // the cases Plausible's own tests pin).
+    let cases: Vec<(Vec<u8>, u16, &str, &str)> = vec![
+        (
+            b"{\"n\":\"pageview\"".to_vec(),
+            400,
+            "request",
+            "ends too early",
+        ),
+        (b"not json".to_vec(), 400, "request", "syntax"),
         (
             b"{\"u\":\"https://example.org/\",\"d\":\"example.org\"}".to_vec(),
             400,
-            "`n`",
+            "event_name",
+            "can't be blank",
         ),
         (
             b"{\"n\":\"pageview\",\"d\":\"example.org\"}".to_vec(),
             400,
-            "`u`",
+            "url",
+            "is required",
         ),
         (
-            b"{\"n\":\"pageview\",\"u\":\"https://example.org/\"}".to_vec(),
+            b"{\"n\":\"pageview\",\"u\":\"https://example.org/\",\"d\":\"\"}".to_vec(),
             400,
-            "`d`",
+            "domain",
+            "can't be blank",
         ),
         (
             b"{\"n\":\"pageview\",\"u\":\"https://example.org/\xff\",\"d\":\"example.org\"}"
                 .to_vec(),
             400,
+            "request",
             "line 1",
         ),
-        (vec![b' '; 9 * 1024], 413, "larger than 8192"),
+        (vec![b' '; 9 * 1024], 413, "request", "larger than 8192"),
     ];
-    for (body, status, message) in cases {
+    for (body, status, field, message) in cases {
         let r = post(&body);
         assert_eq!(r.status, status, "{}", r.body);
         assert!(
-            r.json()["error"].as_str().unwrap().contains(message),
+            r.json()["errors"][field][0]
+                .as_str()
+                .unwrap()
+                .contains(message),
             "{}",
             r.body
         );

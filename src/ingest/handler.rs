@@ -2,7 +2,8 @@
 //! for each site the hit names, write the result to the durable log.
 //! Answers 202 once the hit is on disk (fsync'd), 202 with `X-Tamis-Dropped`
 //! when policy drops it (the drop is logged and counted the same way), 4xx
-//! for bad input and 503 with Retry-After when the log is full or cannot be
+//! for bad input (400 for what Plausible's Events API refuses, with its
+//! `{"errors": …}` body) and 503 with Retry-After when the log is full or cannot be
 //! written — never 202 for a hit that is not logged.
 
 use std::net::IpAddr;
@@ -154,6 +155,7 @@ impl Ingest {
             domain: &incoming.domain,
             referrer: incoming.referrer.as_deref(),
             props: &incoming.props,
+            hash_mode: incoming.hash_mode,
             consent: incoming.consent.as_deref(),
             opt_out: incoming.opt_out,
             client_ip: client_ip(peer, &forwarded, &self.trusted_proxies),
@@ -282,8 +284,12 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     r
 }
 
+/// A refused hit, in Plausible's shape (`IngestError::body`).
 pub(super) fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
-    let mut r = json_error(error.status(), &error.to_string());
+    let mut r = Response::new(Full::new(Bytes::from(error.body().to_string())));
+    *r.status_mut() = error.status();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     if matches!(error, IngestError::Overloaded | IngestError::LogUnavailable) {
         r.headers_mut()
             .insert("retry-after", HeaderValue::from_static("5"));

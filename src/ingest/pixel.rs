@@ -14,9 +14,10 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response};
 
 use super::cors::AllowedOrigins;
-use super::error::IngestError;
-use super::event::{IncomingEvent, MAX_BODY};
+use super::error::{Field, IngestError};
+use super::event::{check_url, IncomingEvent, MAX_BODY, MAX_NAME};
 use super::handler::{error_response, Ingest, Outcome};
+use crate::privacy::url::HashMode;
 
 /// The smallest transparent 1×1 GIF.
 const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
@@ -78,13 +79,15 @@ fn referer(request: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `d` (required), `u` (or the Referer), `n` (default `pageview`), `r`, and
-/// tamis's `c` (consent). Other parameters are ignored.
+/// `d` (required), `u` (or the Referer), `n` (default `pageview`), `r`,
+/// `h` (`1`: hash mode) and tamis's `c` (consent). Other parameters are
+/// ignored. The URL is refused as `POST /api/event` refuses it.
 pub fn parse(query: &str, referer: Option<String>) -> Result<IncomingEvent, IngestError> {
     if query.len() > MAX_BODY {
         return Err(IngestError::TooLarge { limit: MAX_BODY });
     }
     let (mut name, mut url, mut domain, mut referrer, mut consent) = (None, None, None, None, None);
+    let mut hash = None;
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         let value = value.trim().to_string();
         let slot = match key.as_ref() {
@@ -93,6 +96,7 @@ pub fn parse(query: &str, referer: Option<String>) -> Result<IncomingEvent, Inge
             "d" | "domain" => &mut domain,
             "r" | "referrer" => &mut referrer,
             "c" | "consent" => &mut consent,
+            "h" | "hashMode" => &mut hash,
             _ => continue,
         };
         if !value.is_empty() {
@@ -100,18 +104,31 @@ pub fn parse(query: &str, referer: Option<String>) -> Result<IncomingEvent, Inge
         }
     }
     let name = name.unwrap_or_else(|| "pageview".to_string());
-    if name.len() > 120 {
+    if name.chars().count() > MAX_NAME {
         return Err(IngestError::Invalid {
-            field: "n",
-            problem: "event names are at most 120 bytes",
+            field: Field::EventName,
+            problem: "should be at most 120 character(s)",
         });
     }
+    let url = url.or(referer).ok_or(IngestError::Invalid {
+        field: Field::Url,
+        problem: "is required",
+    })?;
+    check_url(&url)?;
     Ok(IncomingEvent {
         name,
-        url: url.or(referer).ok_or(IngestError::Missing("u"))?,
-        domain: domain.ok_or(IngestError::Missing("d"))?,
+        url,
+        domain: domain.ok_or(IngestError::Invalid {
+            field: Field::Domain,
+            problem: "can't be blank",
+        })?,
         referrer,
         props: Vec::new(),
+        hash_mode: if hash.as_deref() == Some("1") {
+            HashMode::On
+        } else {
+            HashMode::Off
+        },
         consent,
         opt_out: false,
     })
@@ -165,8 +182,24 @@ mod tests {
             None,
             Ok(("signup", "https://example.org/", "example.org")),
         );
-        check("u=https://example.org/", None, Err("`d`"));
-        check("d=example.org&u=", None, Err("`u`"));
+        check("u=https://example.org/", None, Err("can't be blank"));
+        check("d=example.org&u=", None, Err("is required"));
+        check(
+            "d=example.org&u=data%3Atext%2Fhtml%2Chi",
+            None,
+            Err("scheme is not allowed"),
+        );
+        check(
+            &format!("d=example.org&u=https://example.org/{}", "a".repeat(2000)),
+            None,
+            Err("must be a valid url"),
+        );
+        assert_eq!(
+            parse("d=example.org&u=https://example.org/&h=1", None)
+                .unwrap()
+                .hash_mode,
+            HashMode::On
+        );
         check(
             &format!("d=a&u={}", "x".repeat(9000)),
             None,

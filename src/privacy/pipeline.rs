@@ -18,7 +18,7 @@ use crate::privacy::ip;
 use crate::privacy::optout::{self, Signals};
 use crate::privacy::referrer::{Referrer, ReferrerClassifier};
 use crate::privacy::salt::SaltStore;
-use crate::privacy::url::{self, Campaign};
+use crate::privacy::url::{self, Campaign, HashMode};
 use crate::privacy::visitor::{self, VisitorKey};
 
 coded_enum! {
@@ -54,6 +54,8 @@ pub struct RawHit<'a> {
     pub domain: &'a str,
     pub referrer: Option<&'a str>,
     pub props: &'a [(String, String)],
+    /// Plausible's `h: 1`: the fragment's route may be part of the page.
+    pub hash_mode: HashMode,
     pub consent: Option<&'a str>,
     pub opt_out: bool,
     pub client_ip: IpAddr,
@@ -190,7 +192,8 @@ impl Privacy {
         let location = self.geo.lookup(&truncated, site.geo_level);
 
         // 5-7. Referrer, URL.
-        let page = url::reduce(hit.url, site).map_err(|_| dropped(DropReason::Invalid))?;
+        let page =
+            url::reduce(hit.url, site, hit.hash_mode).map_err(|_| dropped(DropReason::Invalid))?;
         if !site.hostnames.contains(&page.hostname) {
             return Err(dropped(DropReason::HostnameNotAllowed));
         }
@@ -311,6 +314,7 @@ mod tests {
             domain: "example.org",
             referrer: None,
             props: &[],
+            hash_mode: HashMode::Off,
             consent: None,
             opt_out: false,
             client_ip: "198.51.100.77".parse().unwrap(),

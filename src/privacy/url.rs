@@ -1,6 +1,6 @@
 //! URL reduction: the page becomes a host and a path. Query strings and
-//! fragments go, except allow-listed parameters (and the fragment when a site
-//! declares hash routing); e-mail addresses, IP addresses (IPv4 and IPv6),
+//! fragments go, except allow-listed parameters (and the fragment's route
+//! when the hit asks for hash mode and its site declares hash routing); e-mail addresses, IP addresses (IPv4 and IPv6),
 //! long digit runs, UUIDs and token-like strings in what remains are
 //! replaced by placeholders.
 
@@ -64,7 +64,20 @@ static DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[0-9]{6,}").expec
 static TOKEN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9_\-]{24,}|[A-Za-z0-9]{16,}").expect("static regex"));
 
-pub fn reduce(raw: &str, site: &SiteSettings) -> Result<PageUrl, UrlError> {
+/// Whether a hit asks for its fragment to count as part of the page
+/// (Plausible's `h: 1`, which `tamis.js` sends with `data-hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashMode {
+    #[default]
+    Off,
+    On,
+}
+
+/// The page of a hit. The fragment's route (`#/…`, `#!/…`) is kept only
+/// when both the hit asks for it (`hash_mode`) and the site declares
+/// `hash_routing`: the site's setting is the published policy, the hit's
+/// flag says whether this page routes by fragment at all.
+pub fn reduce(raw: &str, site: &SiteSettings, hash_mode: HashMode) -> Result<PageUrl, UrlError> {
     let parsed = url::Url::parse(raw.trim()).map_err(|_| UrlError::NotHttp)?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(UrlError::NotHttp);
@@ -106,7 +119,7 @@ pub fn reduce(raw: &str, site: &SiteSettings) -> Result<PageUrl, UrlError> {
         path.push('?');
         path.push_str(&kept.join("&"));
     }
-    if site.hash_routing {
+    if site.hash_routing && hash_mode == HashMode::On {
         if let Some(fragment) = parsed
             .fragment()
             .filter(|f| f.starts_with('/') || f.starts_with("!/"))
@@ -243,7 +256,7 @@ mod tests {
     fn check(raw: &str, configure: impl Fn(&mut SiteSettings), expected_path: Option<&str>) {
         let mut site = test_site("example.org");
         configure(&mut site);
-        let got = reduce(raw, &site).ok().map(|u| u.path);
+        let got = reduce(raw, &site, HashMode::On).ok().map(|u| u.path);
         assert_eq!(got.as_deref(), expected_path, "{raw}");
     }
 
@@ -359,12 +372,30 @@ mod tests {
     }
 
     #[test]
+    fn the_route_needs_both_the_hit_and_the_site() {
+        let mut site = test_site("example.org");
+        let raw = "https://example.org/app#/dossiers";
+        let path = |site: &SiteSettings, mode| reduce(raw, site, mode).unwrap().path;
+        assert_eq!(
+            path(&site, HashMode::On),
+            "/app",
+            "site without hash_routing"
+        );
+        site.hash_routing = true;
+        assert_eq!(path(&site, HashMode::Off), "/app", "hit without h: 1");
+        assert_eq!(path(&site, HashMode::On), "/app#/dossiers");
+    }
+
+    #[test]
     fn campaigns_only_when_enabled() {
         let mut site = test_site("example.org");
         let raw = "https://example.org/?utm_source=infolettre&utm_medium=email&utm_campaign=hiver";
-        assert_eq!(reduce(raw, &site).unwrap().campaign, Campaign::default());
+        assert_eq!(
+            reduce(raw, &site, HashMode::Off).unwrap().campaign,
+            Campaign::default()
+        );
         site.collect_campaigns = true;
-        let got = reduce(raw, &site).unwrap();
+        let got = reduce(raw, &site, HashMode::Off).unwrap();
         assert_eq!(got.campaign.source, "infolettre");
         assert_eq!(got.campaign.medium, "email");
         assert_eq!(got.campaign.campaign, "hiver");
@@ -374,7 +405,7 @@ mod tests {
     #[test]
     fn long_paths_are_cut_on_a_char_boundary() {
         let raw = format!("https://example.org/{}", "é".repeat(2000));
-        let got = reduce(&raw, &test_site("example.org")).unwrap();
+        let got = reduce(&raw, &test_site("example.org"), HashMode::Off).unwrap();
         assert!(got.path.len() <= MAX_PATH);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! It serves two faces ([`Face`]): the public listener (`server.listen`)
 //! takes hits and serves the beacon, the dashboard, the stats API, the
-//! privacy facts and a bare liveness and readiness; the operators'
+//! privacy facts, a bare liveness and readiness and Plausible's
+//! `/api/health` (ClickHouse and ingestion, "ok" or "error"); the operators'
 //! listener (`server.admin_listen`, loopback by default) alone serves
 //! `/metrics` (exact live counts), `/readyz` with its details and
 //! `/api/v2/audit`. A path of one face is 404 on the other.
@@ -149,7 +150,7 @@ impl App {
             "/api/v2/sites" => self.api_call(Endpoint::Sites, request, peer).await,
             "/api/v2/openapi.json" => no_store(crate::query::openapi()),
             path if assets::serves(path) => assets::serve(&request),
-            "/privacy.json" | "/about" | "/healthz" | "/readyz"
+            "/privacy.json" | "/about" | "/healthz" | "/readyz" | "/api/health"
                 if !matches!(*request.method(), Method::GET | Method::HEAD) =>
             {
                 ops::method_not_allowed()
@@ -157,6 +158,7 @@ impl App {
             "/privacy.json" => ops::privacy_json(&self.privacy, &request),
             "/about" => ops::index(),
             "/healthz" => ops::healthz(),
+            "/api/health" => ops::health(self).await,
             "/readyz" => ops::ready(self),
             _ => no_store(json_error(StatusCode::NOT_FOUND, "no such endpoint")),
         }

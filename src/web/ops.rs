@@ -1,4 +1,6 @@
-//! Operational endpoints: `/healthz` (the process answers), `/readyz`
+//! Operational endpoints: `/healthz` (the process answers), `/api/health`
+//! (Plausible's health check: ClickHouse answers and hits are accepted,
+//! as "ok" or "error", never why), `/readyz`
 //! (tamis accepts hits: not shutting down, durable log not full) — bare on
 //! the public listener, with ClickHouse's state, the backlog and delivery
 //! on the operators' — and `/metrics`, on the operators' listener only.
@@ -30,7 +32,8 @@ pub fn index() -> Response<Full<Bytes>> {
             "POST /api/v2/query  statistics, in Plausible's Stats API v2 format (Authorization: Bearer <token>)\n",
             "GET  /privacy.json  the privacy facts of a site (?site=ID)\n",
             "GET  /healthz       liveness\n",
-            "GET  /readyz        readiness (accepting hits)\n\n",
+            "GET  /readyz        readiness (accepting hits)\n",
+            "GET  /api/health    Plausible's health check (ClickHouse answers, hits accepted)\n\n",
             "Metrics, readiness details and the audit log are served on the operators' listener (server.admin_listen).\n",
             "IP geolocation by DB-IP (https://db-ip.com), CC BY 4.0, when the DB-IP City Lite database is configured.\n",
         ),
@@ -105,6 +108,30 @@ pub fn method_not_allowed() -> Response<Full<Bytes>> {
 
 pub fn healthz() -> Response<Full<Bytes>> {
     plain(StatusCode::OK, "ok\n")
+}
+
+/// Plausible's `GET /api/health`, for monitors written against it: 200
+/// when ClickHouse answers `SELECT 1` and tamis accepts hits, 500
+/// otherwise, each part as "ok" or "error". It says no more than that (no
+/// ClickHouse message, no backlog): it is on the public listener.
+pub async fn health(app: &App) -> Response<Full<Bytes>> {
+    let ping = app.clickhouse.query("SELECT 1").fetch_one::<u8>();
+    let clickhouse = matches!(
+        tokio::time::timeout(Duration::from_secs(2), ping).await,
+        Ok(Ok(_))
+    );
+    let ingest = app.accepting.load(Ordering::Relaxed) && !app.journal.is_full();
+    let word = |ok: bool| if ok { "ok" } else { "error" };
+    let body = serde_json::json!({ "clickhouse": word(clickhouse), "ingest": word(ingest) });
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    if !(clickhouse && ingest) {
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    r
 }
 
 /// The public listener's readiness, for load balancers: the status and
