@@ -308,6 +308,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
             metrics: metrics.clone(),
             audit,
             rollups: options.rollup_period.is_some(),
+            limits: crate::query::limits::Limits::new(&settings.query),
         },
         privacy: published,
         metrics,

@@ -34,7 +34,7 @@ pub struct Config {
 }
 
 /// The stats API's installation-wide settings.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryConfig {
     /// The secret that keys the consistent random rounding of protected
@@ -43,6 +43,57 @@ pub struct QueryConfig {
     /// rounding anew. Absent, one is derived from the tokens' digests (see
     /// `settings::rounding_secret`) and `tamis check` warns.
     pub rounding_key: Option<String>,
+    /// ClickHouse's `max_execution_time` for every stats-API statement, in
+    /// seconds.
+    #[serde(default = "default_max_execution_time")]
+    pub max_execution_time: u64,
+    /// ClickHouse's `max_memory_usage` for every stats-API statement, in
+    /// bytes.
+    #[serde(default = "default_max_memory_usage")]
+    pub max_memory_usage: u64,
+    /// ClickHouse's `max_result_rows` (with `result_overflow_mode =
+    /// 'throw'`) for every stats-API statement.
+    #[serde(default = "default_max_result_rows")]
+    pub max_result_rows: u64,
+    /// tamis's own limit on one whole query, in milliseconds (default:
+    /// `max_execution_time` plus 2 seconds).
+    pub timeout_ms: Option<u64>,
+    /// Stats queries one token may have running at once; more are
+    /// answered 429.
+    #[serde(default = "default_max_running_per_token")]
+    pub max_running_per_token: usize,
+    /// Whether paginated breakdowns read only the rows their page needs
+    /// (see `query::pushdown`); `false` reads every row, as tamis did
+    /// before, and gives the same answers.
+    #[serde(default = "yes")]
+    pub pushdown: bool,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            rounding_key: None,
+            max_execution_time: default_max_execution_time(),
+            max_memory_usage: default_max_memory_usage(),
+            max_result_rows: default_max_result_rows(),
+            timeout_ms: None,
+            max_running_per_token: default_max_running_per_token(),
+            pushdown: true,
+        }
+    }
+}
+
+fn default_max_execution_time() -> u64 {
+    10
+}
+fn default_max_memory_usage() -> u64 {
+    1 << 30
+}
+fn default_max_result_rows() -> u64 {
+    1_000_000
+}
+fn default_max_running_per_token() -> usize {
+    4
 }
 
 /// What a token's answers may show (see `query::disclosure`).

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use super::file::{
     ClickHouseConfig, Config, ConsentMode, Disclosure, OnDenied, OnOptOut, OrganizationConfig,
-    SiteConfig, TokenConfig,
+    QueryConfig, SiteConfig, TokenConfig,
 };
 use crate::ingest::cors::AllowedOrigins;
 use crate::privacy::geo::{GeoDb, GeoLevel};
@@ -54,6 +54,22 @@ pub struct Settings {
     /// Whether `query.rounding_key` is set (else the rounding key is
     /// derived from the tokens' digests; `tamis check` warns).
     pub rounding_key_configured: bool,
+    /// The stats API's bounds on each query.
+    pub query: QuerySettings,
+}
+
+/// The stats API's bounds on one query (see `query::limits`).
+#[derive(Debug, Clone)]
+pub struct QuerySettings {
+    /// ClickHouse settings sent with every stats-API statement.
+    pub max_execution_time_secs: u64,
+    pub max_memory_usage: u64,
+    pub max_result_rows: u64,
+    /// tamis's limit on one whole query (every statement it takes).
+    pub timeout: Duration,
+    pub max_running_per_token: usize,
+    /// Whether paginated breakdowns read only the rows their page needs.
+    pub pushdown: bool,
 }
 
 /// The key of one site's consistent random rounding (see
@@ -466,6 +482,8 @@ impl Settings {
             return Err(invalid("audit.retention_months", "must be at least 1"));
         }
         let organization = organization_settings(config.organization)?;
+        let rounding_key_configured = config.query.rounding_key.is_some();
+        let query = query_settings(config.query)?;
         Ok(Settings {
             server,
             clickhouse,
@@ -475,13 +493,46 @@ impl Settings {
             tokens,
             organization,
             audit_retention_months: config.audit.retention_months,
-            rounding_key_configured: config.query.rounding_key.is_some(),
+            rounding_key_configured,
+            query,
         })
     }
 
     pub fn site(&self, id: &str) -> Option<&Arc<SiteSettings>> {
         self.sites.iter().find(|s| s.id == id)
     }
+}
+
+fn query_settings(q: QueryConfig) -> Result<QuerySettings, ConfigError> {
+    // Zero means "no limit" to ClickHouse: refused, so every stats query
+    // stays bounded.
+    for (key, value) in [
+        ("query.max_execution_time", q.max_execution_time),
+        ("query.max_memory_usage", q.max_memory_usage),
+        ("query.max_result_rows", q.max_result_rows),
+        ("query.timeout_ms", q.timeout_ms.unwrap_or(1)),
+        (
+            "query.max_running_per_token",
+            q.max_running_per_token as u64,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+    }
+    let timeout_ms = q.timeout_ms.unwrap_or(
+        q.max_execution_time
+            .saturating_mul(1000)
+            .saturating_add(2000),
+    );
+    Ok(QuerySettings {
+        max_execution_time_secs: q.max_execution_time,
+        max_memory_usage: q.max_memory_usage,
+        max_result_rows: q.max_result_rows,
+        timeout: Duration::from_millis(timeout_ms),
+        max_running_per_token: q.max_running_per_token,
+        pushdown: q.pushdown,
+    })
 }
 
 fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, ConfigError> {
@@ -833,6 +884,39 @@ mod tests {
             "[server]\nlisten='127.0.0.1:8080'\nadmin_listen='127.0.0.1:8080'\n[[site]]\nid='a.org'",
             Some("server.admin_listen"),
         );
+        for key in [
+            "max_execution_time",
+            "max_memory_usage",
+            "max_result_rows",
+            "timeout_ms",
+            "max_running_per_token",
+        ] {
+            check(
+                &format!("[query]\n{key}=0\n[[site]]\nid='a.org'"),
+                Some(&format!("query.{key}")),
+            );
+        }
+    }
+
+    #[test]
+    fn query_bounds_default_and_the_timeout_follows_clickhouse_s() {
+        let settings =
+            Settings::from_config(toml::from_str(MINIMAL).unwrap(), Path::new(".")).unwrap();
+        let q = &settings.query;
+        assert_eq!(
+            (
+                q.max_execution_time_secs,
+                q.max_memory_usage,
+                q.max_result_rows
+            ),
+            (10, 1 << 30, 1_000_000)
+        );
+        assert_eq!(q.timeout, Duration::from_secs(12));
+        assert_eq!((q.max_running_per_token, q.pushdown), (4, true));
+        let text = "[query]\nmax_execution_time=30\n[[site]]\nid='a.org'";
+        let settings =
+            Settings::from_config(toml::from_str(text).unwrap(), Path::new(".")).unwrap();
+        assert_eq!(settings.query.timeout, Duration::from_secs(32));
     }
 
     /// Issue 12, point 14: `ClickHouseSettings` printed its password in

@@ -4,14 +4,19 @@
 //! the site's k visitors are merged into one `(other)` row (see
 //! [`suppress`]), small cells are withheld, and — in the default protected
 //! mode — every published count is consistently randomly rounded
-//! ([`disclosure`]).
+//! ([`disclosure`]). Every query runs within bounds ([`limits`]): ClickHouse
+//! settings on each statement, a timeout, a count of running queries per
+//! token; a paginated breakdown reads only the rows its page needs where
+//! that gives the same answer ([`pushdown`]).
 
 pub mod audit;
 pub mod auth;
 pub mod csv;
 pub mod disclosure;
 pub mod labels;
+pub mod limits;
 pub mod pattern;
+pub mod pushdown;
 pub mod request;
 pub mod sites;
 pub mod sql;
@@ -36,6 +41,7 @@ use crate::ingest::handler::json_error;
 use crate::metrics::Metrics;
 use crate::sink::audit::{AuditEntry, AuditLog};
 use auth::Access;
+use limits::{Failure, Limits};
 use request::{Dimension, Metric, Query, SiteView};
 use sql::Scope;
 
@@ -76,6 +82,15 @@ pub struct Api {
     /// Whether finished days are read from the daily rollups where a
     /// query's shape allows (see [`Api::rolled_statement`]).
     pub rollups: bool,
+    /// Bounds on every stats query, and the running ones per token.
+    pub limits: Limits,
+}
+
+/// The sum of a breakdown's small rows (see [`sql::small_rows`]).
+#[derive(Debug, Row, Deserialize)]
+struct SmallRows {
+    base: Vec<f64>,
+    n: u64,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -225,15 +240,25 @@ impl Api {
                     ..
                 } => (token.to_string(), sites.to_vec(), disclosure),
             };
-        let body = match Limited::new(request.into_body(), MAX_QUERY_BODY)
-            .collect()
-            .await
+        // A client that sends its body slowly must not hold a request
+        // open: as for hits, the body has a time limit.
+        let body = match tokio::time::timeout(
+            limits::BODY_TIMEOUT,
+            Limited::new(request.into_body(), MAX_QUERY_BODY).collect(),
+        )
+        .await
         {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(_)) => {
                 return json_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "query body is larger than 64 KiB",
+                )
+            }
+            Err(_) => {
+                return json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the query body did not arrive within 10 s: send it whole, at once",
                 )
             }
         };
@@ -258,7 +283,21 @@ impl Api {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         query.csv |= wants_csv;
-        match self.run(&query, &site, disclosure).await {
+        // Counted until this function returns or its future is dropped.
+        let Some(_permit) = self.limits.admit(&token) else {
+            tracing::info!(token = %token, site = %site.id, "stats query refused: too many running");
+            return self.limits.too_many_running();
+        };
+        let ran = tokio::time::timeout(
+            self.limits.settings.timeout,
+            self.run(&query, &site, disclosure),
+        )
+        .await;
+        let Ok(ran) = ran else {
+            tracing::warn!(token = %token, site = %site.id, category = "tamis_timeout", "stats query stopped");
+            return self.limits.timed_out();
+        };
+        match ran {
             Ok(report) => {
                 self.metrics.api_queries.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(token = %token, site = %site.id, rows = report.rows.len(), csv = query.csv, disclosure = disclosure.name(), "stats query");
@@ -299,11 +338,15 @@ impl Api {
                 r
             }
             Err(error) => {
-                tracing::error!(error = %error, "stats query failed");
-                json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "statistics are unavailable right now",
-                )
+                // The code and a category only: ClickHouse's text can quote
+                // the client's filter values and patterns.
+                let (failure, code) = Failure::of(&error);
+                if failure.is_limit() {
+                    tracing::warn!(token = %token, site = %site.id, category = failure.name(), code, "stats query failed");
+                } else {
+                    tracing::error!(token = %token, site = %site.id, category = failure.name(), code, "stats query failed");
+                }
+                self.limits.failed(failure, "statistics are")
             }
         }
     }
@@ -363,7 +406,7 @@ impl Api {
                 }
             }
         }
-        match audit::read(&self.client, since, site.as_deref(), limit).await {
+        match audit::read(&self.stats_client(), since, site.as_deref(), limit).await {
             Ok(rows) => {
                 self.audit.record(AuditEntry {
                     at: now,
@@ -393,7 +436,8 @@ impl Api {
                 r
             }
             Err(error) => {
-                tracing::error!(error = %error, "audit log read failed");
+                let (failure, code) = Failure::of(&error);
+                tracing::error!(category = failure.name(), code, "audit log read failed");
                 json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the audit log is unavailable right now",
@@ -402,6 +446,13 @@ impl Api {
         }
     }
 
+    /// The client every stats-API statement goes through: the configured
+    /// one with the per-query limits (see [`Limits::client`]).
+    fn stats_client(&self) -> clickhouse::Client {
+        self.limits.client(&self.client)
+    }
+
+    /// Every row of the query's aggregates by `dimensions`.
     async fn fetch(
         &self,
         query: &Query,
@@ -409,19 +460,115 @@ impl Api {
         tz: Tz,
         scope: Scope,
     ) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
-        let statement = match self.rolled_statement(query, dimensions, tz).await? {
+        let statement = self.statement(query, dimensions, tz, scope).await?;
+        self.read(&statement).await
+    }
+
+    /// The statement of the query's aggregates by `dimensions`: from the
+    /// rollups where they answer, else from the hourly aggregates.
+    async fn statement(
+        &self,
+        query: &Query,
+        dimensions: &[Dimension],
+        tz: Tz,
+        scope: Scope,
+    ) -> Result<sql::Statement, clickhouse::error::Error> {
+        Ok(match self.rolled_statement(query, dimensions, tz).await? {
             Some(statement) => statement,
             None => sql::build(query, dimensions, tz.name(), scope),
-        };
-        let mut q = self.client.query(&statement.sql);
-        for p in statement.params {
-            q = q.bind(p);
+        })
+    }
+
+    /// The rows (`dims`, `base`) of one statement.
+    async fn read(
+        &self,
+        statement: &sql::Statement,
+    ) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
+        let mut q = self.stats_client().query(&statement.sql);
+        for p in &statement.params {
+            q = q.bind(p.as_str());
         }
         Ok(q.fetch_all::<ResultRow>()
             .await?
             .into_iter()
             .filter_map(|r| Base::from_slice(&r.base).map(|b| (r.dims, b)))
             .collect())
+    }
+
+    /// The query's breakdown rows, as `report` needs them: every row, or,
+    /// where [`pushdown::plan`] allows, the rows that are not small and
+    /// that the page needs (with the small ones merged in ClickHouse when
+    /// the page reaches them). `report` gives the same answer from either;
+    /// see [`pushdown`] for why.
+    async fn breakdown(
+        &self,
+        query: &Query,
+        site: &SiteSettings,
+        disclosure: Disclosure,
+    ) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
+        let tz = site.timezone;
+        let order = match pushdown::plan(query, disclosure) {
+            Some(order) if self.limits.settings.pushdown => order,
+            _ => {
+                return self
+                    .fetch(query, &query.dimensions, tz, Scope::Selected)
+                    .await
+            }
+        };
+        let inner = self
+            .statement(query, &query.dimensions, tz, Scope::Selected)
+            .await?;
+        let k = site.k_threshold;
+        let need = query.offset.saturating_add(query.limit);
+        let named_other = |rows: &[(Vec<String>, Base)]| {
+            rows.iter().any(|(dims, _)| dims.iter().any(|d| d == OTHER))
+        };
+        // A few rows past the page: the last one read is then usually far
+        // enough below it that no second read is needed.
+        let fetch = need.saturating_add((need / 8).max(8));
+        let first = self
+            .read(&sql::kept(&inner, k, order, None, Some(fetch)))
+            .await?;
+        if first.len() < fetch {
+            // Every row that is not small is here: the page may reach the
+            // `(other)` row, summed by ClickHouse.
+            let mut rows = first;
+            rows.extend(self.small_rows(&inner, k, query.dimensions.len()).await?);
+            return Ok(rows);
+        }
+        if named_other(&first) {
+            return self.read(&inner).await;
+        }
+        let Some(bound) = pushdown::second_read(order, query, site, disclosure, &first, need)
+        else {
+            return Ok(first);
+        };
+        let second = self
+            .read(&sql::kept(&inner, k, order, Some(bound), None))
+            .await?;
+        if named_other(&second) {
+            return self.read(&inner).await;
+        }
+        Ok(second)
+    }
+
+    /// The small rows of `inner` merged into one `(other)` row, if any.
+    async fn small_rows(
+        &self,
+        inner: &sql::Statement,
+        k: u32,
+        dimensions: usize,
+    ) -> Result<Option<(Vec<String>, Base)>, clickhouse::error::Error> {
+        let statement = sql::small_rows(inner, k);
+        let mut q = self.stats_client().query(&statement.sql);
+        for p in &statement.params {
+            q = q.bind(p.as_str());
+        }
+        let small = q.fetch_optional::<SmallRows>().await?;
+        Ok(small
+            .filter(|s| s.n > 0)
+            .and_then(|s| Base::from_slice(&s.base))
+            .map(|b| (vec![OTHER.to_string(); dimensions], b)))
     }
 
     /// The statement reading the query's rolled-up days from the daily
@@ -443,7 +590,7 @@ impl Api {
             return Ok(None);
         };
         let days: Vec<String> = self
-            .client
+            .stats_client()
             .query("SELECT DISTINCT toString(day) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?)")
             .bind(query.site_id.as_str())
             .bind(first.to_string())
@@ -514,7 +661,7 @@ impl Api {
             );
         }
         let statement = sql::dropped(query, &time, tz.name());
-        let mut q = self.client.query(&statement.sql);
+        let mut q = self.stats_client().query(&statement.sql);
         for p in statement.params {
             q = q.bind(p);
         }
@@ -540,9 +687,7 @@ impl Api {
         disclosure: Disclosure,
     ) -> Result<Report, clickhouse::error::Error> {
         let tz = site.timezone;
-        let rows = self
-            .fetch(query, &query.dimensions, tz, Scope::Selected)
-            .await?;
+        let rows = self.breakdown(query, site, disclosure).await?;
         let total = self
             .fetch(query, &[], tz, Scope::Selected)
             .await?

@@ -2,6 +2,7 @@
 //! the `match`es below; every value a client sent travels as a bound
 //! parameter.
 
+use super::pushdown::{Bound, Order};
 use super::request::{Dimension, Filter, FilterOp, Query};
 use crate::sink::rows::DELIVERY_MARK;
 
@@ -339,6 +340,67 @@ fn day_runs(s: &mut Statement, runs: &[(String, String)]) {
     s.push(")");
 }
 
+/// Whether a row of `base` is small, as [`super::Base::is_small`] says:
+/// fewer than `k` visitors or, counted without visitor keys, fewer than
+/// `k` pageviews and events.
+fn small(k: u32) -> String {
+    format!("if(base[1] > 0, base[1] < {k}, base[3] + base[4] < {k})")
+}
+
+/// `inner`'s rows (`dims`, `base`) that are not small, ordered by `order`
+/// and cut at `limit`, or those within `bound` (see
+/// [`super::pushdown`]). `inner` is a grouped statement ([`build`] or
+/// [`rolled`] with dimensions, ending in its `GROUP BY`): the conditions
+/// go into its `HAVING`. Not a `WHERE` around it as a subquery:
+/// ClickHouse 18.16 pushes such a predicate down into the subquery's
+/// `WHERE`, where `base` is an aggregate, and refuses it (code 184). Only
+/// numbers tamis computed are written into the text; `inner`'s values stay
+/// bound.
+pub fn kept(
+    inner: &Statement,
+    k: u32,
+    order: Order,
+    bound: Option<Bound>,
+    limit: Option<usize>,
+) -> Statement {
+    let key = order.key();
+    let mut sql = format!("{} HAVING NOT {}", inner.sql, small(k));
+    match bound {
+        Some(Bound::AtLeast(v)) => sql.push_str(&format!(" AND {key} >= {v}")),
+        Some(Bound::AtMost(v)) => sql.push_str(&format!(" AND {key} <= {v}")),
+        None => {}
+    }
+    sql.push_str(&format!(
+        " ORDER BY {key} {}",
+        if order.asc() { "ASC" } else { "DESC" }
+    ));
+    if let Some(limit) = limit {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    Statement {
+        sql,
+        params: inner.params.clone(),
+    }
+}
+
+/// The sum of `inner`'s small rows (the `(other)` row before its
+/// dimension values are written) and how many there are; `inner` as for
+/// [`kept`].
+pub fn small_rows(inner: &Statement, k: u32) -> Statement {
+    let sums: Vec<String> = (1..=BASE.len())
+        .map(|i| format!("sum(base[{i}])"))
+        .collect();
+    Statement {
+        sql: format!(
+            "SELECT [{}] AS base, count() AS n FROM ({} HAVING {})",
+            sums.join(", "),
+            inner.sql,
+            small(k)
+        ),
+        params: inner.params.clone(),
+    }
+}
+
 /// Hits dropped for an opt-out signal or a denied consent, by the time
 /// dimension and reason: `SELECT [time…, reason], [hits] FROM dropped_hourly`.
 pub fn dropped(query: &Query, time: &[Dimension], tz: &str) -> Statement {
@@ -435,6 +497,51 @@ mod tests {
         ] {
             let q = q(body);
             assert_eq!(rollup_dimension(&q, &q.dimensions), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn paged_reads_wrap_the_statement_and_keep_its_values_bound() {
+        let view = SiteView {
+            timezone: chrono_tz::America::Toronto,
+            campaigns: false,
+            prop_keys: Vec::new(),
+        };
+        let q = parse(
+            br#"{"site_id":"a","metrics":["visitors"],"date_range":"7d","dimensions":["event:page"],"filters":[["contains","event:page",["'; DROP TABLE x; --"]]]}"#,
+            &view,
+            "2026-11-23T15:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+        let inner = build(&q, &q.dimensions, "America/Toronto", Scope::Selected);
+        let order = crate::query::pushdown::plan(&q, crate::config::Disclosure::Protected)
+            .expect("a page at a time");
+        let first = kept(&inner, 5, order, None, Some(12));
+        assert!(
+            first.sql.ends_with(
+                "GROUP BY page HAVING NOT if(base[1] > 0, base[1] < 5, base[3] + base[4] < 5) ORDER BY base[1] DESC LIMIT 12"
+            ),
+            "{}",
+            first.sql
+        );
+        let second = kept(&inner, 5, order, Some(Bound::AtLeast(-4.0)), None);
+        assert!(
+            second
+                .sql
+                .ends_with("AND base[1] >= -4 ORDER BY base[1] DESC"),
+            "{}",
+            second.sql
+        );
+        let small = small_rows(&inner, 5);
+        assert!(
+            small.sql.starts_with("SELECT [sum(base[1]), "),
+            "{}",
+            small.sql
+        );
+        for s in [first, second, small] {
+            assert_eq!(s.sql.matches('?').count(), s.params.len(), "{}", s.sql);
+            assert_eq!(s.params, inner.params);
+            assert!(!s.sql.contains("DROP"), "values never reach the SQL text");
         }
     }
 

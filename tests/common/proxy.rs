@@ -148,6 +148,9 @@ struct State {
     without_answer: bool,
     /// The longest request seen, in bytes (for failure messages).
     longest: usize,
+    /// Bytes of the answers (head and body) to requests the current rule
+    /// matched.
+    answered: u64,
 }
 
 #[derive(Default)]
@@ -161,13 +164,16 @@ impl Control {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The fault for this request, if the rule matches it and is not spent.
-    fn fault_for(&self, line: &str, body: &[u8]) -> Option<Fault> {
+    /// The fault for this request, if the rule matches it and is not
+    /// spent, and whether the rule matches it.
+    fn fault_for(&self, line: &str, body: &[u8]) -> (Option<Fault>, bool) {
         let mut state = self.lock();
         state.longest = state.longest.max(body.len());
-        let rule = state.rule.as_mut()?;
+        let Some(rule) = state.rule.as_mut() else {
+            return (None, false);
+        };
         if !(rule.matcher.0)(line, body) {
-            return None;
+            return (None, false);
         }
         let fault = if rule.skip > 0 {
             rule.skip -= 1;
@@ -181,7 +187,7 @@ impl Control {
         state.matched += 1;
         state.faulted += u64::from(fault.is_some());
         self.changed.notify_all();
-        fault
+        (fault, true)
     }
 
     /// Counts a held request and waits (polling, so the proxy's runtime
@@ -262,6 +268,7 @@ impl Proxy {
         state.rule = Some(rule);
         state.matched = 0;
         state.faulted = 0;
+        state.answered = 0;
     }
 
     /// Back to passing everything through.
@@ -272,6 +279,12 @@ impl Proxy {
     /// Requests the current rule matched so far.
     pub fn matched(&self) -> u64 {
         self.control.lock().matched
+    }
+
+    /// Bytes of ClickHouse's answers (head and body) to the requests the
+    /// current rule matched, as forwarded to the client.
+    pub fn answered_bytes(&self) -> u64 {
+        self.control.lock().answered
     }
 
     /// The longest request body seen so far, in bytes.
@@ -368,7 +381,7 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr, control: Arc<Co
         let head = head_len(&request).unwrap_or(request.len());
         let line = String::from_utf8_lossy(request.split(|&b| b == b'\r').next().unwrap_or(&[]))
             .into_owned();
-        let fault = control.fault_for(&line, &request[head..]);
+        let (fault, matched) = control.fault_for(&line, &request[head..]);
         if server.is_none() {
             server = TcpStream::connect(upstream).await.ok();
         }
@@ -415,6 +428,9 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr, control: Arc<Co
         let Ok((answer, open)) = answer else {
             return;
         };
+        if matched {
+            control.lock().answered += answer.len() as u64;
+        }
         if client.write_all(&answer).await.is_err() || !open {
             return;
         }

@@ -1,0 +1,330 @@
+//! The stats API's bounds on one query: the ClickHouse settings every
+//! stats-API statement carries (time, memory, result rows), tamis's own
+//! timeout around a whole query, the count of queries each token has
+//! running, and how a query stopped by one of them — or failed otherwise —
+//! is answered and logged: from ClickHouse's error code
+//! ([`crate::sink::refusal::clickhouse_code`]), never from its text, which
+//! can quote a client's filter. Must not read statistics or decide what an
+//! answer discloses.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::HeaderValue;
+use hyper::{Response, StatusCode};
+
+use crate::config::QuerySettings;
+use crate::ingest::handler::json_error;
+use crate::sink::refusal::clickhouse_code;
+
+/// How long the body of a stats query may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Retry-After of a query stopped for time or memory: the same query may
+/// pass once the server is less busy.
+const RETRY_AFTER_BUSY: &str = "10";
+/// Retry-After of a token over its running queries: one of them will
+/// finish within the query timeout, usually much sooner.
+const RETRY_AFTER_RUNNING: &str = "1";
+
+/// The configured bounds and the running queries per token.
+pub struct Limits {
+    pub settings: QuerySettings,
+    /// Running stats queries by token name; a name is removed at zero.
+    running: Mutex<HashMap<String, usize>>,
+}
+
+/// One running query of a token, counted until dropped — however the query
+/// ends: answered, failed, timed out, or abandoned by its client (hyper
+/// drops the handler's future).
+pub struct Permit<'a> {
+    limits: &'a Limits,
+    token: String,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut running = self.limits.counts();
+        if let Some(n) = running.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.token);
+            }
+        }
+    }
+}
+
+impl Limits {
+    pub fn new(settings: &QuerySettings) -> Limits {
+        Limits {
+            settings: settings.clone(),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The running counts. Each change is one step (one count up or
+    /// down), so a lock poisoned by a panic elsewhere holds whole counts:
+    /// the guard is taken back and used.
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A permit for one more query of `token`, or `None` when it already
+    /// has `max_running_per_token` running.
+    pub fn admit(&self, token: &str) -> Option<Permit<'_>> {
+        let mut running = self.counts();
+        let n = running.entry(token.to_string()).or_insert(0);
+        if *n >= self.settings.max_running_per_token {
+            return None;
+        }
+        *n += 1;
+        Some(Permit {
+            limits: self,
+            token: token.to_string(),
+        })
+    }
+
+    /// `client` with the per-query limits every stats-API statement runs
+    /// under. `result_overflow_mode = 'throw'`: a cut answer would be a
+    /// wrong one. `wait_end_of_query`: ClickHouse holds the answer until
+    /// the statement is done, so a limit reached late still arrives as an
+    /// error with its code rather than after rows already sent.
+    pub fn client(&self, client: &clickhouse::Client) -> clickhouse::Client {
+        let s = &self.settings;
+        client
+            .clone()
+            .with_setting("max_execution_time", s.max_execution_time_secs.to_string())
+            .with_setting("max_memory_usage", s.max_memory_usage.to_string())
+            .with_setting("max_result_rows", s.max_result_rows.to_string())
+            .with_setting("result_overflow_mode", "throw")
+            .with_setting("wait_end_of_query", "1")
+    }
+
+    /// 429 for a token over its running queries.
+    pub fn too_many_running(&self) -> Response<Full<Bytes>> {
+        let n = self.settings.max_running_per_token;
+        with_retry_after(
+            json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "this token already has {n} queries running (query.max_running_per_token): wait for one to finish, then try again"
+                ),
+            ),
+            RETRY_AFTER_RUNNING,
+        )
+    }
+
+    /// 503 for a query that tamis stopped after `query.timeout_ms`.
+    pub fn timed_out(&self) -> Response<Full<Bytes>> {
+        let ms = self.settings.timeout.as_millis();
+        with_retry_after(
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "the query did not finish within {ms} ms (query.timeout_ms): narrow the date range or add filters, or try again later"
+                ),
+            ),
+            RETRY_AFTER_BUSY,
+        )
+    }
+
+    /// The answer to a failed read (`what`: what was unavailable, for the
+    /// generic answer), by its [`Failure`].
+    pub fn failed(&self, failure: Failure, what: &str) -> Response<Full<Bytes>> {
+        let s = &self.settings;
+        match failure {
+            Failure::Time => with_retry_after(
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "the query ran longer than its limit of {} s (query.max_execution_time): narrow the date range or add filters, or try again later",
+                        s.max_execution_time_secs
+                    ),
+                ),
+                RETRY_AFTER_BUSY,
+            ),
+            Failure::Memory => with_retry_after(
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "the query needed more memory than its limit of {} bytes (query.max_memory_usage): narrow the date range, add filters or ask for fewer dimensions",
+                        s.max_memory_usage
+                    ),
+                ),
+                RETRY_AFTER_BUSY,
+            ),
+            // The same query overflows again whatever the load: a client
+            // error, without Retry-After.
+            Failure::Rows => json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!(
+                    "the answer would have more than {} rows (query.max_result_rows): narrow the date range, add filters or ask for fewer dimensions",
+                    s.max_result_rows
+                ),
+            ),
+            Failure::Transport | Failure::ClickHouse | Failure::Other => json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{what} unavailable right now"),
+            ),
+        }
+    }
+}
+
+fn with_retry_after(mut r: Response<Full<Bytes>>, secs: &'static str) -> Response<Full<Bytes>> {
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static(secs));
+    r
+}
+
+/// Why a read failed, from what can be told without the error's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// ClickHouse stopped it at `max_execution_time`.
+    Time,
+    /// ClickHouse stopped it at `max_memory_usage`.
+    Memory,
+    /// The answer went over `max_result_rows`.
+    Rows,
+    /// ClickHouse could not be reached or the connection broke.
+    Transport,
+    /// ClickHouse refused it for another reason.
+    ClickHouse,
+    /// Anything else (an answer tamis could not read).
+    Other,
+}
+
+impl Failure {
+    /// The failure behind `error` and ClickHouse's code, if it sent one.
+    pub fn of(error: &clickhouse::error::Error) -> (Failure, Option<u32>) {
+        let code = clickhouse_code(error);
+        let failure = match code {
+            Some(code) => Failure::from_code(code),
+            None if crate::sink::is_transport_error(error) => Failure::Transport,
+            None => Failure::Other,
+        };
+        (failure, code)
+    }
+
+    /// ClickHouse's error codes for the limits (the same in 18.16 and
+    /// current releases): 159 TIMEOUT_EXCEEDED, 160 TOO_SLOW (the time
+    /// estimated from the speed so far exceeds `max_execution_time`), 241
+    /// MEMORY_LIMIT_EXCEEDED, 158 TOO_MANY_ROWS and 396
+    /// TOO_MANY_ROWS_OR_BYTES (what `max_result_rows` raises, by version).
+    pub fn from_code(code: u32) -> Failure {
+        match code {
+            159 | 160 => Failure::Time,
+            241 => Failure::Memory,
+            158 | 396 => Failure::Rows,
+            _ => Failure::ClickHouse,
+        }
+    }
+
+    /// Whether a configured limit stopped the query (the client's query
+    /// is too big, not tamis or ClickHouse failing).
+    pub fn is_limit(self) -> bool {
+        matches!(self, Failure::Time | Failure::Memory | Failure::Rows)
+    }
+
+    /// A word for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Time => "time_limit",
+            Failure::Memory => "memory_limit",
+            Failure::Rows => "result_rows_limit",
+            Failure::Transport => "transport",
+            Failure::ClickHouse => "clickhouse",
+            Failure::Other => "other",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_running_per_token: usize) -> QuerySettings {
+        QuerySettings {
+            max_execution_time_secs: 10,
+            max_memory_usage: 1 << 30,
+            max_result_rows: 1_000_000,
+            timeout: Duration::from_secs(12),
+            max_running_per_token,
+            pushdown: true,
+        }
+    }
+
+    #[test]
+    fn a_token_runs_at_most_its_limit_and_a_dropped_permit_frees_a_place() {
+        let limits = Limits::new(&settings(2));
+        let a = limits.admit("t").expect("first");
+        let b = limits.admit("t").expect("second");
+        assert!(limits.admit("t").is_none(), "third refused");
+        assert!(limits.admit("u").is_some(), "another token is not counted");
+        drop(a);
+        let c = limits.admit("t").expect("a place again");
+        drop((b, c));
+        assert!(limits.counts().is_empty(), "no count left");
+    }
+
+    #[test]
+    fn limit_codes_and_others() {
+        let check = |text: &str, expected: Failure, code: Option<u32>| {
+            let error = clickhouse::error::Error::BadResponse(text.to_string());
+            assert_eq!(Failure::of(&error), (expected, code), "{text}");
+        };
+        check(
+            "Code: 159, e.displayText() = DB::Exception: Timeout exceeded: elapsed 10.2 seconds, maximum: 10",
+            Failure::Time,
+            Some(159),
+        );
+        check(
+            "Code: 160. DB::Exception: Estimated query execution time (12 seconds) is too long.",
+            Failure::Time,
+            Some(160),
+        );
+        check(
+            "Code: 241, e.displayText() = DB::Exception: Memory limit (for query) exceeded",
+            Failure::Memory,
+            Some(241),
+        );
+        check(
+            "Code: 396. DB::Exception: Limit for result exceeded, max rows: 5",
+            Failure::Rows,
+            Some(396),
+        );
+        check(
+            "Code: 158, e.displayText() = DB::Exception: Limit for result rows exceeded",
+            Failure::Rows,
+            Some(158),
+        );
+        // A client's pattern quoted in the text decides nothing.
+        check("Code: 427, e.displayText() = DB::Exception: OptimizedRegularExpression: cannot compile re2: Code: 241", Failure::ClickHouse, Some(427));
+        check("garbage", Failure::Other, None);
+    }
+
+    #[test]
+    fn answers_name_the_limit_and_never_clickhouse_text() {
+        let limits = Limits::new(&settings(4));
+        for (failure, status, retry) in [
+            (Failure::Time, 503, Some("10")),
+            (Failure::Memory, 503, Some("10")),
+            (Failure::Rows, 422, None),
+            (Failure::ClickHouse, 503, None),
+        ] {
+            let r = limits.failed(failure, "statistics are");
+            assert_eq!(r.status().as_u16(), status, "{failure:?}");
+            assert_eq!(
+                r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                retry,
+                "{failure:?}"
+            );
+        }
+        let r = limits.too_many_running();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+        assert_eq!(limits.timed_out().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
