@@ -16,8 +16,17 @@ use crate::server::{serve as run_server, Options};
 /// what a client sent, say — can start a forged log line.
 pub fn init_logging() {
     use tracing_subscriber::field::MakeExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TAMIS_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("TAMIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Libraries below tamis log what they carry at debug level (the
+    // ClickHouse client, ClickHouse's error text quoting a client's
+    // pattern; hyper, requests): capped at info whatever TAMIS_LOG says,
+    // so that no client string reaches the log through them.
+    for cap in ["clickhouse=info", "hyper=info", "hyper_util=info"] {
+        if let Ok(directive) = cap.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
         let raw = format!("{value:?}");
         let text = escape_controls(&raw);
