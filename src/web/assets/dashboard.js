@@ -77,8 +77,18 @@
     busy(1);
     // Taken off in a later task, so that requests the answer starts are
     // counted before this one is not.
-    var done = function () { setTimeout(function () { busy(-1) }) };
-    return fetch(path, init).then(function (r) {
+    var done = function () { release(); setTimeout(function () { busy(-1) }) };
+    var send = function (attempt) {
+      return fetch(path, init).then(function (r) {
+        if (r.status === 429 && attempt < 5) {
+          var wait = Math.min(10, Math.max(1, +r.headers.get('Retry-After') || 1));
+          return new Promise(function (resume) { setTimeout(resume, wait * 1000) })
+            .then(function () { return send(attempt + 1) });
+        }
+        return r;
+      });
+    };
+    return slot().then(function () { return send(0) }).then(function (r) {
       if (r.status === 401) { signOut(t('badToken')); throw new Error('unauthorized') }
       if (!r.ok) return r.text().then(function (text) {
         var msg = t('unavailable');
@@ -88,6 +98,21 @@
       return accept ? r.text() : r.json();
     }, function () { throw new Error(t('network')) })
       .then(function (v) { done(); return v }, function (e) { done(); throw e });
+  }
+  // The stats API runs a few queries per token at once
+  // (`query.max_running_per_token`, 4 by default) and answers 429 beyond:
+  // the dashboard sends at most MAX_RUNNING at a time, and when told 429
+  // (another tab, a script with the same token) waits as Retry-After says
+  // and asks again.
+  var MAX_RUNNING = 3, running = 0, waiting = [];
+  function slot() {
+    return new Promise(function (go) {
+      if (running < MAX_RUNNING) { running++; go() } else waiting.push(go);
+    });
+  }
+  function release() {
+    var next = waiting.shift();
+    if (next) next(); else running--;
   }
   var pending = 0;
   function busy(d) { pending += d; document.body.setAttribute('data-busy', String(pending)) }
