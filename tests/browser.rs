@@ -714,6 +714,9 @@ fn dashboard_on_demo_data_matches_the_api() {
     let (busy, other): (Vec<&str>, Vec<&str>) = problems
         .into_iter()
         .partition(|p| p.contains("status of 429 (Too Many Requests)"));
-    assert!(!busy.is_empty(), "the running-queries limit was never reached: {r}");
+    assert!(
+        !busy.is_empty(),
+        "the running-queries limit was never reached: {r}"
+    );
     assert_eq!(other, Vec::<&str>::new(), "{r}");
 }

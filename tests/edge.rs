@@ -47,6 +47,24 @@ fn metric(addr: SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
+/// The tamis binary on a fresh database `name`, with one pageview sent
+/// and answered 202.
+fn served_with_a_hit(name: &str) -> (Scratch, Binary, String) {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database(name);
+    let scratch = Scratch::new();
+    let server = Binary::serve(&scratch, &edge_config(ch, &db, "", ""));
+    let hit = send_hit(
+        server.addr,
+        "198.51.100.7",
+        FIREFOX,
+        &pageview("https://example.org/"),
+        &[],
+    );
+    assert_eq!(hit.status, 202, "{}", hit.body);
+    (scratch, server, db)
+}
+
 fn tamis_cli(args: &[&str], config_path: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tamis"))
         .args(args)
@@ -63,18 +81,7 @@ fn tamis_cli(args: &[&str], config_path: &Path) -> std::process::Output {
 /// operators' listener (`server.admin_listen`) serves them all.
 #[test]
 fn metrics_open_without_token() {
-    let ch = ClickHouse::shared();
-    let db = ch.create_database("edge_admin");
-    let scratch = Scratch::new();
-    let server = Binary::serve(&scratch, &edge_config(ch, &db, "", ""));
-    let hit = send_hit(
-        server.addr,
-        "198.51.100.7",
-        FIREFOX,
-        &pageview("https://example.org/"),
-        &[],
-    );
-    assert_eq!(hit.status, 202, "{}", hit.body);
+    let (_scratch, server, _db) = served_with_a_hit("edge_admin");
 
     // Public: no metrics, no audit log, no details, whatever the token.
     let unknown = http(server.addr, "GET", "/no-such-path", &[], b"");
@@ -168,18 +175,8 @@ fn audit_since_out_of_range_is_a_clear_400() {
 #[test]
 fn log_forging_client_text_stays_on_one_line() {
     let ch = ClickHouse::shared();
-    let db = ch.create_database("edge_log");
-    let scratch = Scratch::new();
-    let server = Binary::serve(&scratch, &edge_config(ch, &db, "", ""));
     // ClickHouse compiles a pattern only when it has rows to match.
-    let r = send_hit(
-        server.addr,
-        "198.51.100.7",
-        FIREFOX,
-        &pageview("https://example.org/"),
-        &[],
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
+    let (_scratch, server, db) = served_with_a_hit("edge_log");
     wait_until(Duration::from_secs(10), "the hit stored", || {
         ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "1\n"
     });

@@ -1207,13 +1207,15 @@ mod tests {
     /// two published visitor counts is a count of 1 to k − 1 — the counts a
     /// single query withholds — so none equals the small group that tells
     /// the two queries apart.
-    mod differencing {
+    pub(in crate::query) mod differencing {
         use super::*;
         use proptest::prelude::*;
 
         const PAGES: [&str; 5] = ["/a", "/ab", "/abc", "/b", "/bc"];
 
-        fn site(k: u32) -> SiteSettings {
+        /// Site `a.org` in UTC with threshold `k` (also the pushdown
+        /// tests').
+        pub(in crate::query) fn site(k: u32) -> SiteSettings {
             let text = format!("[[site]]\nid = 'a.org'\ntimezone = 'UTC'\nk_threshold = {k}");
             let settings = crate::config::Settings::from_config(
                 toml::from_str(&text).expect("parses"),

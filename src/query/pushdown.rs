@@ -241,15 +241,7 @@ mod tests {
         .unwrap()
     }
 
-    fn site(k: u32) -> SiteSettings {
-        let text = format!("[[site]]\nid = 'a.org'\ntimezone = 'UTC'\nk_threshold = {k}");
-        let settings = crate::config::Settings::from_config(
-            toml::from_str(&text).expect("parses"),
-            std::path::Path::new("."),
-        )
-        .expect("valid");
-        (*settings.sites[0]).clone()
-    }
+    use crate::query::tests::differencing::site;
 
     fn check(dimensions: &str, extra: &str, disclosure: Disclosure, expected: Option<&str>) {
         let q = query(&format!(
