@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod goal;
 pub mod ingest;
 pub mod journal;
 pub mod lock;

@@ -352,6 +352,33 @@ pub struct SiteConfig {
     /// thing tamis ever stores there), named in the privacy notice.
     #[serde(default)]
     pub opt_out_url: Option<String>,
+    /// `[[site.goal]]`: what counts as a conversion.
+    #[serde(default, rename = "goal")]
+    pub goals: Vec<GoalConfig>,
+    /// `[[site.funnel]]`: ordered goals a visit goes through.
+    #[serde(default, rename = "funnel")]
+    pub funnels: Vec<FunnelConfig>,
+}
+
+/// A goal: exactly one of `event` (a custom event's name) or `page` (a
+/// path, `*` matching any characters), and how reports name it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoalConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub event: Option<String>,
+    #[serde(default)]
+    pub page: Option<String>,
+}
+
+/// A funnel: 2 to 8 goals, by name, in order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelConfig {
+    pub name: String,
+    pub steps: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,7 +22,7 @@ pub fn site_json(site: &SiteSettings) -> Value {
     };
     let mut query_params = site.query_params.clone();
     query_params.sort();
-    json!({
+    let mut out = json!({
         "id": site.id,
         "hostnames": site.hostnames,
         "timezone": site.timezone.name(),
@@ -43,7 +43,31 @@ pub fn site_json(site: &SiteSettings) -> Value {
         "prop_keys": sorted(&site.prop_keys),
         "k_threshold": site.k_threshold,
         "opt_out_url": site.opt_out_url,
-    })
+    });
+    // Named only when set, so a configuration from before goals keeps its
+    // fingerprint and no change is recorded on upgrade.
+    if !site.goals.is_empty() {
+        out["goals"] = site.goals.iter().map(|g| g.to_json()).collect();
+    }
+    if !site.funnels.is_empty() {
+        out["funnels"] = funnels_json(site).into();
+    }
+    out
+}
+
+/// A site's funnels with their steps by goal name.
+pub fn funnels_json(site: &SiteSettings) -> Vec<Value> {
+    site.funnels
+        .iter()
+        .map(|f| {
+            let steps: Vec<&str> = f
+                .steps
+                .iter()
+                .map(|&i| site.goals[i].name.as_str())
+                .collect();
+            json!({ "name": f.name, "steps": steps })
+        })
+        .collect()
 }
 
 pub fn organization_json(o: &OrganizationSettings) -> Value {

@@ -11,9 +11,10 @@ use chrono_tz::Tz;
 use ipnet::IpNet;
 
 use super::file::{
-    ClickHouseConfig, Config, ConsentMode, Disclosure, OnDenied, OnOptOut, OrganizationConfig,
-    QueryConfig, SiteConfig, TokenConfig,
+    ClickHouseConfig, Config, ConsentMode, Disclosure, FunnelConfig, GoalConfig, OnDenied,
+    OnOptOut, OrganizationConfig, QueryConfig, SiteConfig, TokenConfig,
 };
+use crate::goal::{Funnel, Goal, FUNNEL_STEPS, MAX_GOALS};
 use crate::ingest::cors::AllowedOrigins;
 use crate::privacy::geo::{GeoDb, GeoLevel};
 
@@ -298,6 +299,10 @@ pub struct SiteSettings {
     pub prop_keys: HashSet<String>,
     pub k_threshold: u32,
     pub opt_out_url: Option<String>,
+    /// What counts as a conversion, in the configuration's order.
+    pub goals: Vec<Goal>,
+    /// Steps are indices into `goals`.
+    pub funnels: Vec<Funnel>,
     /// Keys the rounding of this site's protected answers.
     pub rounding_key: RoundingKey,
 }
@@ -725,6 +730,9 @@ fn site_settings(i: usize, s: SiteConfig, secret: &[u8; 32]) -> Result<SiteSetti
             })
             .collect()
     };
+    let event_names = names("event_names", s.event_names)?;
+    let goals = goals(&key, s.goals, &event_names)?;
+    let funnels = funnels(&key, s.funnels, &goals)?;
     Ok(SiteSettings {
         hostnames,
         timezone,
@@ -741,13 +749,117 @@ fn site_settings(i: usize, s: SiteConfig, secret: &[u8; 32]) -> Result<SiteSetti
         query_params: names("query_params", s.query_params)?.into_iter().collect(),
         collect_campaigns: s.collect_campaigns,
         hash_routing: s.hash_routing,
-        event_names: names("event_names", s.event_names)?,
+        event_names,
         prop_keys: names("prop_keys", s.prop_keys)?,
         k_threshold: s.k_threshold,
         opt_out_url,
+        goals,
+        funnels,
         rounding_key: RoundingKey(blake3::keyed_hash(secret, id.as_bytes()).into()),
         id,
     })
+}
+
+/// A site's goals: each one event or one page, named once, and an event
+/// goal only for an event the site accepts (any other is dropped at
+/// ingestion, so the goal could never be reached).
+fn goals(
+    key: &dyn Fn(&str) -> String,
+    list: Vec<GoalConfig>,
+    event_names: &HashSet<String>,
+) -> Result<Vec<Goal>, ConfigError> {
+    if list.len() > MAX_GOALS {
+        return Err(invalid(
+            key("goal"),
+            format!("at most {MAX_GOALS} goals per site"),
+        ));
+    }
+    let mut goals: Vec<Goal> = Vec::with_capacity(list.len());
+    for (i, g) in list.into_iter().enumerate() {
+        let at = |field: &str| key(&format!("goal[{i}].{field}"));
+        let goal = match (&g.event, &g.page) {
+            (Some(event), None) => {
+                if !event_names.contains(event) {
+                    return Err(invalid(
+                        at("event"),
+                        format!("`{event}` is not in event_names: add it there, or tamis drops it and the goal is never reached"),
+                    ));
+                }
+                Goal::event(event, g.name.as_deref()).map_err(|e| invalid(at("event"), e))?
+            }
+            (None, Some(page)) => {
+                Goal::page(page, g.name.as_deref()).map_err(|e| invalid(at("page"), e))?
+            }
+            _ => {
+                return Err(invalid(
+                    key(&format!("goal[{i}]")),
+                    "give exactly one of `event` (a custom event's name) or `page` (a path, * for any characters)",
+                ))
+            }
+        };
+        if goals.iter().any(|other| other.name == goal.name) {
+            return Err(invalid(
+                at("name"),
+                format!("`{}` names two goals: give each its own name", goal.name),
+            ));
+        }
+        goals.push(goal);
+    }
+    Ok(goals)
+}
+
+/// A site's funnels: 2 to 8 steps, each a goal by its name, none twice.
+fn funnels(
+    key: &dyn Fn(&str) -> String,
+    list: Vec<FunnelConfig>,
+    goals: &[Goal],
+) -> Result<Vec<Funnel>, ConfigError> {
+    let mut funnels: Vec<Funnel> = Vec::with_capacity(list.len());
+    for (i, f) in list.into_iter().enumerate() {
+        let at = |field: &str| key(&format!("funnel[{i}].{field}"));
+        let name = f.name.trim().to_string();
+        if name.is_empty()
+            || name.chars().count() > crate::goal::MAX_NAME
+            || name.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                at("name"),
+                format!(
+                    "must be 1 to {} printable characters",
+                    crate::goal::MAX_NAME
+                ),
+            ));
+        }
+        if funnels.iter().any(|other| other.name == name) {
+            return Err(invalid(at("name"), format!("`{name}` names two funnels")));
+        }
+        if !FUNNEL_STEPS.contains(&f.steps.len()) {
+            return Err(invalid(
+                at("steps"),
+                format!(
+                    "a funnel has {} to {} steps, not {}",
+                    FUNNEL_STEPS.start(),
+                    FUNNEL_STEPS.end(),
+                    f.steps.len()
+                ),
+            ));
+        }
+        let mut steps = Vec::with_capacity(f.steps.len());
+        for step in &f.steps {
+            let Some(at_goal) = goals.iter().position(|g| &g.name == step) else {
+                return Err(invalid(
+                    at("steps"),
+                    format!("`{step}` is not the name of one of this site's goals"),
+                ));
+            };
+            if steps.contains(&at_goal) {
+                return Err(invalid(at("steps"), format!("`{step}` is a step twice")));
+            }
+            steps.push(at_goal);
+        }
+        funnels.push(Funnel { name, steps });
+    }
+    Ok(funnels)
 }
 
 fn positive(key: &str, n: usize) -> Result<usize, ConfigError> {
@@ -992,5 +1104,52 @@ mod tests {
         assert_eq!((site.k_threshold, site.retention_months), (5, 25));
         assert_eq!(site.timezone, chrono_tz::America::Toronto);
         assert_eq!(site.hostnames, vec!["example.org".to_string()]);
+    }
+
+    #[test]
+    fn goals_and_funnels_are_checked_against_each_other() {
+        let site = "[[site]]\nid='a.org'\nevent_names=['Signup']\n";
+        let ok = format!(
+            "{site}[[site.goal]]\nevent='Signup'\n[[site.goal]]\npage='/merci*'\nname='Merci'\n\
+             [[site.funnel]]\nname='Inscription'\nsteps=['Merci','Signup']"
+        );
+        check(&ok, None);
+        let config: Config = toml::from_str(&ok).unwrap();
+        let settings = Settings::from_config(config, Path::new(".")).unwrap();
+        let s = &settings.sites[0];
+        assert_eq!(s.goals.len(), 2);
+        assert_eq!(s.funnels[0].steps, vec![1, 0]);
+        check(
+            &format!("{site}[[site.goal]]\nevent='Other'"),
+            Some("site[0].goal[0].event"),
+        );
+        check(
+            &format!("{site}[[site.goal]]\nevent='Signup'\npage='/x'"),
+            Some("site[0].goal[0]"),
+        );
+        check(
+            &format!("{site}[[site.goal]]\nname='x'"),
+            Some("exactly one"),
+        );
+        check(
+            &format!(
+                "{site}[[site.goal]]\npage='/a'\nname='A'\n[[site.goal]]\npage='/b'\nname='A'"
+            ),
+            Some("site[0].goal[1].name"),
+        );
+        check(
+            &format!(
+                "{site}[[site.goal]]\npage='/a'\n[[site.funnel]]\nname='f'\nsteps=['Visit /a']"
+            ),
+            Some("site[0].funnel[0].steps"),
+        );
+        check(
+            &format!("{site}[[site.goal]]\npage='/a'\n[[site.funnel]]\nname='f'\nsteps=['Visit /a','Nope']"),
+            Some("not the name of one of this site's goals"),
+        );
+        check(
+            &format!("{site}[[site.goal]]\npage='/a'\n[[site.funnel]]\nname='f'\nsteps=['Visit /a','Visit /a']"),
+            Some("is a step twice"),
+        );
     }
 }

@@ -41,6 +41,8 @@ impl Api {
                     "campaigns": s.collect_campaigns,
                     "prop_keys": sorted(s.prop_keys.iter()),
                     "event_names": sorted(s.event_names.iter()),
+                    "goals": s.goals.iter().map(|g| g.to_json()).collect::<Vec<_>>(),
+                    "funnels": crate::config::fingerprint::funnels_json(s),
                 })
             })
             .collect();
