@@ -456,7 +456,12 @@ fn dashboard_in_chromium_shows_the_seeded_numbers_and_only_text() {
     let sites = [site(
         "example.org",
         "\"example.org\"",
-        "language = \"fr\"\nevent_names = [\"signup\"]\nprop_keys = [\"plan\"]",
+        // Goal names from the configuration go through the same XSS
+        // corpus as paths and properties.
+        "language = \"fr\"\nevent_names = [\"signup\"]\nprop_keys = [\"plan\"]\n\
+         [[site.goal]]\npage = \"/services\"\nname = \"<img src=x onerror=window.__xss=7>\"\n\
+         [[site.goal]]\npage = \"/contact*\"\nname = \"Contact \u{202E}tcatnoc\"\n\
+         [[site.goal]]\npage = \"/rare-*\"\nname = \"Rares\"",
     )];
     let server = Binary::serve(
         &scratch,
@@ -581,6 +586,42 @@ fn dashboard_in_chromium_shows_the_seeded_numbers_and_only_text() {
         json!(["Accès direct / aucun", "google.com", "evil.example"]),
         "referrers keep their host only"
     );
+    // The Goals panel: one row per goal reached (the 3 visitors of the
+    // rare pages merged into `(other)` and withheld), as the API answers.
+    let goals = &r["goals_fr"];
+    assert_eq!(goals["title"], "Objectifs", "{r}");
+    assert_eq!(
+        goals["head"],
+        json!(["Objectif", "Visiteurs", "Événements", "Conversion"]),
+        "{r}"
+    );
+    let labels: Vec<&str> = goals["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            "<img src=x onerror=window.__xss=7>",
+            "Contact ⟨U+202E⟩tcatnoc",
+            "(autres)i"
+        ],
+        "the (other) row carries its info mark: {r}"
+    );
+    assert_eq!(
+        r["goals_api"],
+        json!([
+            {"dimensions": ["<img src=x onerror=window.__xss=7>"], "metrics": [8, 8, 13.11]},
+            {"dimensions": ["Contact \u{202E}tcatnoc"], "metrics": [5, 5, 8.2]},
+            {"dimensions": ["(other)"], "metrics": [null, null, null]}
+        ]),
+        "{r}"
+    );
+    assert_eq!(goals["rows"][0][1], "8", "{r}");
+    assert_eq!(goals["rows"][2][1], "—", "{r}");
+    assert_eq!(r["goals_en"]["title"], "Goals", "{r}");
     assert_eq!(r["xss_flag"], Value::Null, "{r}");
     assert_eq!(r["injected_elements"], 0, "{r}");
     assert_eq!(r["overflow"], json!([]), "{r}");

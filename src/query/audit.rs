@@ -191,6 +191,7 @@ mod tests {
             timezone: chrono_tz::America::Toronto,
             campaigns: false,
             prop_keys: vec![],
+            goals: vec![],
         };
         let body = br#"{"site_id":"example.org","metrics":["visitors"],"date_range":["2026-11-01","2026-11-07"],"dimensions":["event:page"],"filters":[["contains","event:page",["secret-value"]]]}"#;
         let q = super::super::request::parse(body, &site, "2026-11-23T12:00:00Z".parse().unwrap())
@@ -234,6 +235,7 @@ mod tests {
                 timezone: chrono_tz::America::Toronto,
                 campaigns: false,
                 prop_keys: vec![],
+                goals: vec![],
             };
             let dimension = ["time:hour", "time:day", "time:week", "time:month", "time"][dim];
             for range in [serde_json::json!(a), serde_json::json!([a, b])] {

@@ -188,8 +188,29 @@ impl Base {
                     0.0
                 }
             }
+            // Their denominators come from another read: see `report`.
+            Metric::ConversionRate | Metric::GroupConversionRate => f64::NAN,
         }
     }
+}
+
+/// Visitors in percent of `of`, to two decimals as Plausible writes
+/// conversion rates; NaN (written `null`) without a denominator.
+fn conversion_rate(visitors: f64, of: Option<f64>) -> f64 {
+    match of {
+        Some(of) if of > 0.0 => (visitors / of * 10_000.0).round() / 100.0,
+        Some(_) => 0.0,
+        None => f64::NAN,
+    }
+}
+
+/// The denominators of conversion rates: what the query counts without
+/// its goal filters and goal dimension ([`Query::without_goals`]), in
+/// total and by the row's other dimension values.
+#[derive(Debug, Clone, Default)]
+pub struct Conversions {
+    pub total: Base,
+    pub groups: Vec<(Vec<String>, Base)>,
 }
 
 /// One answered row; `metrics` is `None` when withheld.
@@ -277,6 +298,7 @@ impl Api {
             timezone: site.timezone,
             campaigns: site.collect_campaigns,
             prop_keys,
+            goals: site.goals.clone(),
         };
         let mut query = match request::parse(&body, &view, self.clock.now()) {
             Ok(q) => q,
@@ -715,11 +737,33 @@ impl Api {
                     .unwrap_or_default();
                 (rows, total)
             };
+        let conversions = if query.metrics.iter().any(|m| m.is_conversion()) {
+            let plain = query.without_goals();
+            let total = self
+                .fetch(&plain, &[], tz, Scope::Selected)
+                .await?
+                .into_iter()
+                .next()
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            let groups = if query.metrics.contains(&Metric::GroupConversionRate)
+                && !plain.dimensions.is_empty()
+            {
+                self.fetch(&plain, &plain.dimensions, tz, Scope::Selected)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            Some(Conversions { total, groups })
+        } else {
+            None
+        };
         let mut counted = Counted {
             rows,
             total,
             excluded_rows,
             excluded_total,
+            conversions,
         };
         if query.metrics.iter().any(|m| m.is_consent()) {
             let counts = self.consent_counts(query, tz).await?;
@@ -753,6 +797,8 @@ pub struct Counted {
     /// filters leave out (empty otherwise).
     pub excluded_rows: Vec<(Vec<String>, Base)>,
     pub excluded_total: Base,
+    /// For conversion rates only.
+    pub conversions: Option<Conversions>,
 }
 
 /// The disclosure rules applied to what was counted: the answer's rows
@@ -781,6 +827,7 @@ pub fn report(
         total,
         excluded_rows,
         excluded_total,
+        conversions,
     } = counted;
     let exits = query.dimensions.contains(&Dimension::ExitPage);
     let rounding = disclosure::Rounding::new(&site.rounding_key, site.k_threshold, query);
@@ -790,11 +837,47 @@ pub fn report(
         Disclosure::Exact => *b,
     };
     let published_total = published(&[], &total);
-    let values = |b: &Base| {
+    // Conversion rates divide published counts by published counts: the
+    // denominators are cells of the query without its goals, rounded as
+    // that query would round them.
+    let plain = query.without_goals();
+    let plain_rounding = disclosure::Rounding::new(&site.rounding_key, site.k_threshold, &plain);
+    let published_plain = |dims: &[String], b: &Base| match disclosure {
+        Disclosure::Protected => plain_rounding.publish(dims, b, exits).visitors,
+        Disclosure::Exact => b.visitors,
+    };
+    let goal_at = query.dimensions.iter().position(|d| *d == Dimension::Goal);
+    let all_visitors = conversions.as_ref().map(|c| published_plain(&[], &c.total));
+    // A row's group: its values of the dimensions other than the goal. The
+    // `(other)` row merges several groups and has none.
+    let group_visitors = |dims: &[String]| -> Option<f64> {
+        if dims.iter().any(|d| d == OTHER) {
+            return None;
+        }
+        let key: Vec<&String> = dims
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != goal_at)
+            .map(|(_, v)| v)
+            .collect();
+        if key.is_empty() {
+            return all_visitors;
+        }
+        let c = conversions.as_ref()?;
+        c.groups
+            .iter()
+            .find(|(g, _)| g.iter().eq(key.iter().copied()))
+            .map(|(g, b)| published_plain(g, b))
+    };
+    let values = |dims: &[String], b: &Base| {
         query
             .metrics
             .iter()
-            .map(|m| b.value(*m, exits, published_total.visitors))
+            .map(|m| match m {
+                Metric::ConversionRate => conversion_rate(b.visitors, all_visitors),
+                Metric::GroupConversionRate => conversion_rate(b.visitors, group_visitors(dims)),
+                m => b.value(*m, exits, published_total.visitors),
+            })
             .collect::<Vec<_>>()
     };
 
@@ -823,7 +906,7 @@ pub fn report(
         let withheld = a.metrics.is_none()
             || is_other && other_reveals
             || a.base.is_small(k) && (withhold_small || time_only || is_other);
-        a.metrics = (!withheld).then(|| values(&published(&a.dimensions, &a.base)));
+        a.metrics = (!withheld).then(|| values(&a.dimensions, &published(&a.dimensions, &a.base)));
     }
     order(&mut answers, query);
     let rows = answers
@@ -833,7 +916,7 @@ pub fn report(
         .collect();
     let totals = query.include_totals.then(|| {
         let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
-        (!withheld).then(|| values(&published_total))
+        (!withheld).then(|| values(&[], &published_total))
     });
     Report {
         rows,
@@ -1254,6 +1337,7 @@ mod tests {
                 timezone: site.timezone,
                 campaigns: false,
                 prop_keys: vec![],
+                goals: vec![],
             };
             let now = "2026-03-20T00:00:00Z".parse().expect("time");
             let query = request::parse(body.to_string().as_bytes(), &view, now).expect("valid");

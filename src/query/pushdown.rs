@@ -144,6 +144,7 @@ fn many_values(d: Dimension) -> bool {
         | Dimension::BrowserVersion
         | Dimension::Prop => true,
         Dimension::Name
+        | Dimension::Goal
         | Dimension::Country
         | Dimension::Region
         | Dimension::Browser
@@ -232,6 +233,7 @@ mod tests {
             timezone: chrono_tz::UTC,
             campaigns: false,
             prop_keys: Vec::new(),
+            goals: Vec::new(),
         };
         parse(
             body.as_bytes(),

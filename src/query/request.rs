@@ -6,6 +6,8 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::goal::Goal;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
     Visitors,
@@ -23,10 +25,16 @@ pub enum Metric {
     ConsentDeniedRate,
     ConsentUnsetRate,
     OptOutRate,
+    /// Visitors who reached the goals, in percent of all visitors (the
+    /// query without its goal filters).
+    ConversionRate,
+    /// The same within each row's group: in percent of the visitors with
+    /// the row's other dimension values.
+    GroupConversionRate,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 14] = [
         Metric::Visitors,
         Metric::Visits,
         Metric::Pageviews,
@@ -39,6 +47,8 @@ impl Metric {
         Metric::ConsentDeniedRate,
         Metric::ConsentUnsetRate,
         Metric::OptOutRate,
+        Metric::ConversionRate,
+        Metric::GroupConversionRate,
     ];
 
     fn parse(s: &str) -> Option<Metric> {
@@ -59,7 +69,22 @@ impl Metric {
             Metric::ConsentDeniedRate => "consent_denied_rate",
             Metric::ConsentUnsetRate => "consent_unset_rate",
             Metric::OptOutRate => "opt_out_rate",
+            Metric::ConversionRate => "conversion_rate",
+            Metric::GroupConversionRate => "group_conversion_rate",
         }
+    }
+
+    pub fn is_conversion(self) -> bool {
+        matches!(self, Metric::ConversionRate | Metric::GroupConversionRate)
+    }
+
+    /// Metrics of whole visits, which the hourly aggregates hold on the
+    /// visit's rows, not on the events a goal picks out.
+    pub fn is_session(self) -> bool {
+        matches!(
+            self,
+            Metric::Visits | Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit
+        )
     }
 
     pub fn is_consent(self) -> bool {
@@ -77,6 +102,8 @@ impl Metric {
 pub enum Dimension {
     Page,
     Name,
+    /// `event:goal`: the site's goals each event reaches.
+    Goal,
     EntryPage,
     ExitPage,
     Source,
@@ -101,9 +128,10 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 22] = [
+    pub const ALL: [Dimension; 23] = [
         Dimension::Page,
         Dimension::Name,
+        Dimension::Goal,
         Dimension::EntryPage,
         Dimension::ExitPage,
         Dimension::Source,
@@ -135,13 +163,17 @@ impl Dimension {
 
     /// What property queries can be broken down or filtered by.
     fn works_with_props(self) -> bool {
-        matches!(self, Dimension::Prop | Dimension::Name | Dimension::Page) || self.is_time()
+        matches!(
+            self,
+            Dimension::Prop | Dimension::Name | Dimension::Page | Dimension::Goal
+        ) || self.is_time()
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Dimension::Page => "event:page",
             Dimension::Name => "event:name",
+            Dimension::Goal => "event:goal",
             Dimension::EntryPage => "visit:entry_page",
             Dimension::ExitPage => "visit:exit_page",
             Dimension::Source => "visit:source",
@@ -293,6 +325,8 @@ pub struct Query {
     pub include_totals: bool,
     pub include_time_labels: bool,
     pub csv: bool,
+    /// The site's goals, which `event:goal` values name.
+    pub goals: Vec<Goal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,9 +413,30 @@ pub struct SiteView {
     pub timezone: Tz,
     pub campaigns: bool,
     pub prop_keys: Vec<String>,
+    pub goals: Vec<Goal>,
 }
 
 impl Query {
+    /// The query as its conversion rates' denominators read it: without
+    /// its `event:goal` filters and dimension (see [`Metric::ConversionRate`]).
+    pub fn without_goals(&self) -> Query {
+        Query {
+            filters: self
+                .filters
+                .iter()
+                .filter(|f| !f.dimensions().contains(&Dimension::Goal))
+                .cloned()
+                .collect(),
+            dimensions: self
+                .dimensions
+                .iter()
+                .copied()
+                .filter(|d| *d != Dimension::Goal)
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// A dimension's name as the request wrote it.
     pub fn dimension_name(&self, d: Dimension) -> String {
         match (d, &self.prop_key) {
@@ -473,6 +528,46 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let goal_filtered = filters
+        .iter()
+        .any(|f| f.dimensions().contains(&Dimension::Goal));
+    let goal_dimension = dimensions.contains(&Dimension::Goal);
+    if let Some(m) = metrics.iter().find(|m| m.is_conversion()) {
+        if !goal_dimension && !goal_filtered {
+            return Err(bad(
+                "metrics",
+                format!(
+                    "Metric `{}` can only be queried with event:goal filters or dimensions.",
+                    m.name()
+                ),
+            ));
+        }
+        // Their denominators are the query without its goal filters: a
+        // goal nested among other conditions cannot be taken out alone.
+        if filters.iter().any(|f| {
+            let names = f.dimensions();
+            names.contains(&Dimension::Goal) && names.iter().any(|d| *d != Dimension::Goal)
+        }) {
+            return Err(bad(
+                "filters",
+                format!(
+                    "Metric `{}` needs its event:goal filters apart from the others, at the top level of filters",
+                    m.name()
+                ),
+            ));
+        }
+    }
+    if goal_dimension || goal_filtered {
+        if let Some(m) = metrics.iter().find(|m| m.is_session()) {
+            return Err(bad(
+                "metrics",
+                format!(
+                    "Session metric `{}` cannot be queried with event:goal: tamis keeps no list of a visit's events, so it cannot tell which visits reached a goal",
+                    m.name()
+                ),
+            ));
+        }
+    }
     if prop_key.is_some() {
         if !dimensions.iter().all(|d| d.works_with_props())
             || !filters
@@ -481,7 +576,7 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         {
             return Err(bad(
                 "dimensions",
-                "event:props combines only with event:name, event:page and time",
+                "event:props combines only with event:name, event:page, event:goal and time",
             ));
         }
         if !metrics
@@ -571,6 +666,7 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         include_totals: wire.include.totals,
         include_time_labels: wire.include.time_labels,
         csv,
+        goals: site.goals.clone(),
     })
 }
 
@@ -659,6 +755,23 @@ fn parse_filter(
                     "filters",
                     "time dimensions are filtered with date_range",
                 ));
+            }
+            if dimension == Dimension::Goal && matches!(op, FilterOp::Is | FilterOp::IsNot) {
+                if let Some(v) = values
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .find(|v| !site.goals.iter().any(|g| g.name == *v))
+                {
+                    return Err(bad(
+                        "filters",
+                        format!(
+                            "The goal `{}` is not configured for this site: add it as [[site.goal]] in tamis's configuration",
+                            printable(v)
+                        ),
+                    ));
+                }
             }
             let values = values
                 .as_array()
@@ -836,6 +949,10 @@ mod tests {
             timezone: chrono_tz::America::Toronto,
             campaigns: false,
             prop_keys: vec!["plan".into()],
+            goals: vec![
+                Goal::event("Signup", None).unwrap(),
+                Goal::page("/merci*", Some("Merci")).unwrap(),
+            ],
         }
     }
 
@@ -998,5 +1115,69 @@ mod tests {
             local_midnight(day, chrono_tz::America::Toronto).to_rfc3339(),
             "2026-11-23T05:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn goals_are_validated_as_plausible_validates_them() {
+        let q = |metrics: &str, dims: &str, filters: &str| {
+            parse(
+                format!(r#"{{"site_id":"a","metrics":{metrics},"date_range":"7d","dimensions":{dims},"filters":{filters}}}"#).as_bytes(),
+                &view(),
+                now(),
+            )
+        };
+        // Plausible's query_parser_test.exs, "conversion_rate metric".
+        let err = q(r#"["conversion_rate"]"#, "[]", "[]").unwrap_err();
+        assert_eq!(
+            err.problem,
+            "Metric `conversion_rate` can only be queried with event:goal filters or dimensions."
+        );
+        assert!(q(
+            r#"["conversion_rate"]"#,
+            "[]",
+            r#"[["is","event:goal",["Signup"]]]"#
+        )
+        .is_ok());
+        assert!(q(r#"["conversion_rate"]"#, r#"["event:goal"]"#, "[]").is_ok());
+        assert!(q(
+            r#"["visitors","group_conversion_rate"]"#,
+            r#"["event:page"]"#,
+            r#"[["is","event:goal",["Merci"]]]"#
+        )
+        .is_ok());
+        let err = q(r#"["visitors"]"#, "[]", r#"[["is","event:goal",["Nope"]]]"#).unwrap_err();
+        assert!(
+            err.problem
+                .starts_with("The goal `Nope` is not configured for this site"),
+            "{err}"
+        );
+        // `contains` names goals by part of their names: nothing to check.
+        assert!(q(
+            r#"["visitors"]"#,
+            "[]",
+            r#"[["contains","event:goal",["sign"]]]"#
+        )
+        .is_ok());
+        let err = q(r#"["bounce_rate"]"#, r#"["event:goal"]"#, "[]").unwrap_err();
+        assert!(
+            err.problem.contains("Session metric `bounce_rate`"),
+            "{err}"
+        );
+        let err = q(
+            r#"["conversion_rate"]"#,
+            "[]",
+            r#"[["or",[["is","event:goal",["Signup"]],["is","event:page",["/"]]]]]"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "filters");
+        let query = q(
+            r#"["visitors","conversion_rate"]"#,
+            r#"["event:goal","event:page"]"#,
+            r#"[["is","event:goal",["Signup"]],["is","event:page",["/"]]]"#,
+        )
+        .unwrap();
+        let plain = query.without_goals();
+        assert_eq!(plain.dimensions, vec![Dimension::Page]);
+        assert_eq!(plain.filters.len(), 1);
     }
 }

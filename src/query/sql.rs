@@ -4,6 +4,7 @@
 
 use super::pushdown::{Bound, Order};
 use super::request::{Dimension, Filter, FilterOp, Query};
+use crate::goal::Goal;
 use crate::sink::rows::DELIVERY_MARK;
 
 /// The aggregates every statement reads, in this order; the requested
@@ -36,11 +37,15 @@ impl Statement {
 }
 
 /// Appends the expression of a dimension (binding the time zone where it
-/// needs one).
-fn dimension(s: &mut Statement, d: Dimension, tz: &str) {
+/// needs one). `goals` are the site's, which `event:goal` values name.
+fn dimension(s: &mut Statement, d: Dimension, tz: &str, goals: &[Goal]) {
+    if d == Dimension::Goal {
+        return goal_names(s, goals);
+    }
     let column = match d {
         Dimension::Page | Dimension::ExitPage => "page",
         Dimension::Name => "event",
+        Dimension::Goal => unreachable!("written by goal_names"),
         Dimension::EntryPage => "entry_page",
         Dimension::Source => "source",
         Dimension::Referrer => "referrer",
@@ -67,7 +72,56 @@ fn dimension(s: &mut Statement, d: Dimension, tz: &str) {
     }
 }
 
-fn filter(s: &mut Statement, f: &Filter, tz: &str) {
+/// `event:goal`: one row per goal the row's event reaches (an event can
+/// reach several page goals), none when it reaches none. The same text
+/// stands in the `SELECT` and the `GROUP BY`, which ClickHouse reads as
+/// one expression.
+fn goal_names(s: &mut Statement, goals: &[Goal]) {
+    if goals.is_empty() {
+        s.push("arrayJoin(emptyArrayString())");
+        return;
+    }
+    s.push("arrayJoin(arrayFilter(g -> g != '', [");
+    for (i, goal) in goals.iter().enumerate() {
+        if i > 0 {
+            s.push(", ");
+        }
+        s.push("if(");
+        goal_condition(s, goal);
+        s.push(", ?, '')");
+        s.bind(goal.name.as_str());
+    }
+    s.push("]))");
+}
+
+fn goal_condition(s: &mut Statement, goal: &Goal) {
+    let (sql, params) = goal.sql();
+    s.push(sql);
+    s.params.extend(params);
+}
+
+/// The goals a condition on `event:goal` names, by their names: the
+/// values themselves (`is`), or the goals whose names contain or match
+/// them.
+fn named_goals<'g>(op: FilterOp, values: &[String], goals: &'g [Goal]) -> Vec<&'g Goal> {
+    goals
+        .iter()
+        .filter(|g| {
+            values.iter().any(|v| match op {
+                FilterOp::Is | FilterOp::IsNot => g.name == *v,
+                FilterOp::Contains | FilterOp::ContainsNot => {
+                    g.name.to_lowercase().contains(&v.to_lowercase())
+                }
+                // Checked as portable when the request was parsed.
+                FilterOp::Matches | FilterOp::MatchesNot => {
+                    regex::Regex::new(v).is_ok_and(|r| r.is_match(&g.name))
+                }
+            })
+        })
+        .collect()
+}
+
+fn filter(s: &mut Statement, f: &Filter, tz: &str, goals: &[Goal]) {
     match f {
         Filter::And(children) | Filter::Or(children) => {
             let joiner = if matches!(f, Filter::And(_)) {
@@ -80,13 +134,13 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str) {
                 if i > 0 {
                     s.push(joiner);
                 }
-                filter(s, child, tz);
+                filter(s, child, tz, goals);
             }
             s.push(")");
         }
         Filter::Not(child) => {
             s.push("NOT (");
-            filter(s, child, tz);
+            filter(s, child, tz, goals);
             s.push(")");
         }
         Filter::Condition {
@@ -96,9 +150,25 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str) {
         } => {
             let negated = op.is_negative();
             s.push(if negated { "NOT (" } else { "(" });
+            if *d == Dimension::Goal {
+                // A goal is a condition on the row's event and page, not a
+                // column: the named goals' conditions, any of them.
+                let named = named_goals(*op, values, goals);
+                if named.is_empty() {
+                    s.push("0");
+                }
+                for (i, goal) in named.into_iter().enumerate() {
+                    if i > 0 {
+                        s.push(" OR ");
+                    }
+                    goal_condition(s, goal);
+                }
+                s.push(")");
+                return;
+            }
             match op {
                 FilterOp::Is | FilterOp::IsNot => {
-                    dimension(s, *d, tz);
+                    dimension(s, *d, tz, goals);
                     s.push(" IN (");
                     for (i, v) in values.iter().enumerate() {
                         s.push(if i > 0 { ", ?" } else { "?" });
@@ -120,7 +190,7 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str) {
                         } else {
                             "match("
                         });
-                        dimension(s, *d, tz);
+                        dimension(s, *d, tz, goals);
                         s.push(", ?)");
                         if contains {
                             s.push(" > 0");
@@ -155,7 +225,7 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
             if i > 0 {
                 s.push(", ");
             }
-            dimension(&mut s, *d, tz);
+            dimension(&mut s, *d, tz, &query.goals);
         }
         s.push("]");
     }
@@ -183,7 +253,7 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
             Scope::Selected => " AND (",
         });
         let all = Filter::And(query.filters.clone());
-        filter(&mut s, &all, tz);
+        filter(&mut s, &all, tz, &query.goals);
         s.push(")");
     }
     if !dimensions.is_empty() {
@@ -192,7 +262,7 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
             if i > 0 {
                 s.push(", ");
             }
-            dimension(&mut s, *d, tz);
+            dimension(&mut s, *d, tz, &query.goals);
         }
     }
     s
@@ -226,7 +296,7 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
             Dimension::Language => Some("language"),
             Dimension::Consent => Some("consent"),
             Dimension::Day | Dimension::Week | Dimension::Month => Some(""),
-            Dimension::Prop | Dimension::Hour => None,
+            Dimension::Prop | Dimension::Hour | Dimension::Goal => None,
         },
         _ => None,
     }
@@ -289,7 +359,7 @@ pub fn rolled(
         }
         s.push("SELECT ");
         if let Some(d) = dimensions.first() {
-            dimension(&mut s, *d, tz);
+            dimension(&mut s, *d, tz, &query.goals);
             s.push(" AS d, ");
         }
         let named: Vec<String> = BASE
@@ -407,7 +477,7 @@ pub fn dropped(query: &Query, time: &[Dimension], tz: &str) -> Statement {
     let mut s = Statement::default();
     s.push("SELECT [");
     for d in time {
-        dimension(&mut s, *d, tz);
+        dimension(&mut s, *d, tz, &query.goals);
         s.push(", ");
     }
     s.push("reason] AS dims, [toFloat64(sum(hits))] AS base FROM dropped_hourly \
@@ -416,7 +486,7 @@ pub fn dropped(query: &Query, time: &[Dimension], tz: &str) -> Statement {
     s.bind(query.from.timestamp().to_string());
     s.bind(query.to.timestamp().to_string());
     for d in time {
-        dimension(&mut s, *d, tz);
+        dimension(&mut s, *d, tz, &query.goals);
         s.push(", ");
     }
     s.push("reason");
@@ -433,6 +503,7 @@ mod tests {
             timezone: chrono_tz::America::Toronto,
             campaigns: false,
             prop_keys: Vec::new(),
+            goals: Vec::new(),
         };
         let q = parse(
             body.as_bytes(),
@@ -453,6 +524,7 @@ mod tests {
             timezone: chrono_tz::America::Toronto,
             campaigns: false,
             prop_keys: Vec::new(),
+            goals: Vec::new(),
         };
         let q = |body: &str| {
             parse(
@@ -506,6 +578,7 @@ mod tests {
             timezone: chrono_tz::America::Toronto,
             campaigns: false,
             prop_keys: Vec::new(),
+            goals: Vec::new(),
         };
         let q = parse(
             br#"{"site_id":"a","metrics":["visitors"],"date_range":"7d","dimensions":["event:page"],"filters":[["contains","event:page",["'; DROP TABLE x; --"]]]}"#,

@@ -86,6 +86,17 @@ try {
   await settled();
   summary.referrers = await p.$$eval('#card-sources tbody th', (ths) => ths.map((th) => th.textContent));
 
+  // Goals: names as text, numbers as the API answers them.
+  if (await p.$('#card-goals')) {
+    const goalsApi = await api({metrics: ['visitors', 'events', 'conversion_rate'], date_range: period, dimensions: ['event:goal'], order_by: [['visitors', 'desc']], pagination: {limit: 11, offset: 0}});
+    summary.goals_api = goalsApi.results;
+    summary.goals_fr = {
+      title: await p.textContent('#h-goals'),
+      head: await p.$$eval('#card-goals thead th', (ths) => ths.map((th) => th.textContent)),
+      rows: await p.$$eval('#card-goals tbody tr', (rows) => rows.map((r) => [r.querySelector('th').textContent, ...[...r.querySelectorAll('td')].map((td) => td.textContent)])),
+    };
+  }
+
   // XSS corpus: nothing ran, nothing escaped its box.
   summary.xss_flag = await p.evaluate(() => window.__xss || null);
   summary.injected_elements = await p.evaluate(() => document.querySelectorAll('main img, main script, main iframe, main a[href^="javascript"]').length);
@@ -121,6 +132,12 @@ try {
   summary.lang_switched = await p.getAttribute('html', 'lang');
   summary.en_metric_name = await p.textContent('.metric[data-metric=visitors] .metric-name');
   summary.en_hash = await p.evaluate(() => location.hash);
+  if (await p.$('#card-goals')) {
+    summary.goals_en = {
+      title: await p.textContent('#h-goals'),
+      head: await p.$$eval('#card-goals thead th', (ths) => ths.map((th) => th.textContent)),
+    };
+  }
   await p.screenshot({path: `${shots}/${prefix}-en-desktop.png`, fullPage: true});
   summary.screenshots.push(`${shots}/${prefix}-en-desktop.png`);
 

@@ -32,7 +32,7 @@
   function num(n) { return new Intl.NumberFormat(t('locale'), {maximumFractionDigits: 2}).format(n) }
   function metricText(metric, v) {
     if (v == null) return '—';
-    if (metric === 'bounce_rate' || metric === 'percentage') return new Intl.NumberFormat(t('locale'), {style: 'percent', maximumFractionDigits: 1}).format(v / 100);
+    if (metric === 'bounce_rate' || metric === 'percentage' || metric === 'conversion_rate') return new Intl.NumberFormat(t('locale'), {style: 'percent', maximumFractionDigits: 1}).format(v / 100);
     if (metric === 'visit_duration') {
       var m = Math.floor(v / 60), s = Math.round(v % 60);
       return (m ? m + ' ' + t('minutes') + ' ' : '') + s + ' ' + t('seconds');
@@ -342,6 +342,12 @@
         ev.tabs.push({id: 'prop:' + key, label: key, dim: 'event:props:' + key, col: 'col_value', metrics: ['visitors', 'events'], noFilter: true});
       });
       cards.push(ev);
+    }
+    // Goals are computed from the hourly aggregates when read; a goal is
+    // not a filter here, since visit metrics cannot be split by goal.
+    if (site.goals && site.goals.length) {
+      cards.push({id: 'goals', title: 'goals_card', tabs: [
+        {id: 'goal', dim: 'event:goal', col: 'col_goal', metrics: ['visitors', 'events', 'conversion_rate'], noFilter: true}]});
     }
     return cards;
   }
