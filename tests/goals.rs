@@ -155,6 +155,22 @@ fn conversion_rates_as_plausible_computes_them() {
     // By goal: each goal's converting visitors and completions, and its
     // share of all visitors. A visitor with a pageview under /en/ reaches
     // the page goal; an event there does not.
+    let answer = site.query(
+        TOKEN,
+        json!({
+            "metrics": ["visitors", "events", "conversion_rate"],
+            "dimensions": ["event:goal"],
+            "order_by": [["visitors", "desc"], ["event:goal", "asc"]],
+            "include": {"total_rows": true, "imports": true},
+            "pagination": {"limit": 2}
+        }),
+    );
+    // query_result.ex: `include.total_rows` gives the rows before
+    // pagination; `include.imports` says whether imports were counted.
+    assert_eq!(answer["meta"]["total_rows"], 4, "{answer}");
+    assert_eq!(answer["meta"]["imports_included"], false, "{answer}");
+    assert_eq!(answer["query"]["include"]["total_rows"], true, "{answer}");
+    assert_eq!(answer["results"].as_array().map(Vec::len), Some(2));
     let by_goal = site.results(json!({
         "metrics": ["visitors", "events", "conversion_rate"],
         "dimensions": ["event:goal"],

@@ -225,6 +225,8 @@ pub struct Answer {
 #[derive(Debug)]
 pub struct Report {
     pub rows: Vec<Answer>,
+    /// Rows before pagination (small ones merged), for `include.total_rows`.
+    pub total_rows: usize,
     pub totals: Option<Option<Vec<f64>>>,
     pub time_labels: Option<Vec<String>>,
 }
@@ -909,6 +911,7 @@ pub fn report(
         a.metrics = (!withheld).then(|| values(&a.dimensions, &published(&a.dimensions, &a.base)));
     }
     order(&mut answers, query);
+    let total_rows = answers.len();
     let rows = answers
         .into_iter()
         .skip(query.offset)
@@ -920,6 +923,7 @@ pub fn report(
     });
     Report {
         rows,
+        total_rows,
         totals,
         time_labels: None,
     }
@@ -1140,6 +1144,12 @@ fn respond(query: &Query, site: &SiteSettings, disclosure: Disclosure, report: R
     if let Some(labels) = report.time_labels {
         meta["time_labels"] = json!(labels);
     }
+    if query.include_total_rows {
+        meta["total_rows"] = json!(report.total_rows);
+    }
+    if query.include_imports {
+        meta["imports_included"] = json!(false);
+    }
     if let Some(i) = query
         .dimensions
         .iter()
@@ -1168,7 +1178,12 @@ fn respond(query: &Query, site: &SiteSettings, disclosure: Disclosure, report: R
             "dimensions": query.dimensions.iter().map(|d| query.dimension_name(*d)).collect::<Vec<_>>(),
             "filters": query.filters.iter().map(|f| f.to_json(query)).collect::<Vec<_>>(),
             "order_by": query.order_by.iter().map(|(f, asc)| json!([f, if *asc { "asc" } else { "desc" }])).collect::<Vec<_>>(),
-            "include": { "totals": query.include_totals, "time_labels": query.include_time_labels },
+            "include": {
+                "totals": query.include_totals,
+                "time_labels": query.include_time_labels,
+                "total_rows": query.include_total_rows,
+                "imports": query.include_imports,
+            },
             "pagination": { "limit": query.limit, "offset": query.offset },
         }
     })

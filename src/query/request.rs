@@ -324,6 +324,12 @@ pub struct Query {
     pub offset: usize,
     pub include_totals: bool,
     pub include_time_labels: bool,
+    /// `include.total_rows`: the number of rows before pagination, in
+    /// `meta.total_rows`.
+    pub include_total_rows: bool,
+    /// `include.imports`: echoed, and answered `meta.imports_included:
+    /// false` (tamis has no imported data yet).
+    pub include_imports: bool,
     pub csv: bool,
     /// The site's goals, which `event:goal` values name.
     pub goals: Vec<Goal>,
@@ -356,9 +362,10 @@ struct Include {
     totals: bool,
     #[serde(default)]
     time_labels: bool,
-    /// Accepted for compatibility with Plausible clients; ignored.
     #[serde(default)]
     imports: bool,
+    #[serde(default)]
+    total_rows: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -468,9 +475,17 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
             },
         )
     })?;
-    let _ = wire.include.imports;
     if wire.metrics.is_empty() {
         return Err(bad("metrics", "at least one metric is required"));
+    }
+    // Plausible's query_parser_test.exs, "same metric queried multiple times".
+    if wire
+        .metrics
+        .iter()
+        .enumerate()
+        .any(|(i, m)| wire.metrics[..i].contains(m))
+    {
+        return Err(bad("metrics", "Metrics cannot be queried multiple times."));
     }
     if wire.metrics.len() > Metric::ALL.len() {
         return Err(bad("metrics", "too many metrics"));
@@ -665,6 +680,8 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         offset,
         include_totals: wire.include.totals,
         include_time_labels: wire.include.time_labels,
+        include_total_rows: wire.include.total_rows,
+        include_imports: wire.include.imports,
         csv,
         goals: site.goals.clone(),
     })
@@ -754,6 +771,21 @@ fn parse_filter(
                 return Err(bad(
                     "filters",
                     "time dimensions are filtered with date_range",
+                ));
+            }
+            // Plausible's query_parser.ex (`parse_clauses_list`): countries
+            // are compared by their two-letter codes.
+            if dimension == Dimension::Country
+                && matches!(op, FilterOp::Is | FilterOp::IsNot)
+                && values
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v.as_str().is_none_or(|c| c.chars().count() != 2))
+            {
+                return Err(bad(
+                    "filters",
+                    "Invalid visit:country filter, visit:country needs to be a valid 2-letter country code.",
                 ));
             }
             if dimension == Dimension::Goal && matches!(op, FilterOp::Is | FilterOp::IsNot) {
@@ -1179,5 +1211,34 @@ mod tests {
         let plain = query.without_goals();
         assert_eq!(plain.dimensions, vec![Dimension::Page]);
         assert_eq!(plain.filters.len(), 1);
+    }
+
+    #[test]
+    fn refusals_word_for_word_as_plausible() {
+        let q = |metrics: &str, filters: &str| {
+            parse(
+                format!(
+                    r#"{{"site_id":"a","metrics":{metrics},"date_range":"7d","filters":{filters}}}"#
+                )
+                .as_bytes(),
+                &view(),
+                now(),
+            )
+        };
+        // query_parser_test.exs, "same metric queried multiple times".
+        assert_eq!(
+            q(r#"["events","visitors","visitors"]"#, "[]").unwrap_err(),
+            bad("metrics", "Metrics cannot be queried multiple times.")
+        );
+        // query_parser.ex, parse_clauses_list: `is` on countries takes codes.
+        assert_eq!(
+            q(r#"["visitors"]"#, r#"[["is","visit:country",["Canada"]]]"#).unwrap_err(),
+            bad(
+                "filters",
+                "Invalid visit:country filter, visit:country needs to be a valid 2-letter country code."
+            )
+        );
+        assert!(q(r#"["visitors"]"#, r#"[["is","visit:country",["CA","FR"]]]"#).is_ok());
+        assert!(q(r#"["visitors"]"#, r#"[["contains","visit:country",["C"]]]"#).is_ok());
     }
 }
