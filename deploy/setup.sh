@@ -3,7 +3,8 @@
 # Safe to run again: a second run installs nothing.
 #
 #   deploy/setup.sh             everything, with the GeoIP databases
-#   deploy/setup.sh --no-geoip  without the GeoIP databases (the tests don't need them)
+#   deploy/setup.sh --no-geoip  without the GeoIP databases (the test of
+#                               region names over DB-IP then fails, naming this script)
 #   deploy/setup.sh --check     only report what is missing (exit 1 if anything is)
 #
 # ClickHouse is installed from Debian's packages, but the system service is

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs what is missing (without the GeoIP
-# databases, which the tests don't use), then `cargo test --release`
+# Runs the whole test suite: installs what is missing (with DB-IP's GeoIP
+# databases, whose every subdivision name privacy::geo's coverage test
+# maps), then `cargo test --release`
 # (library, binary, integration and doc tests; the benchmarks are not run).
 # The integration tests start their own ClickHouse servers on free loopback
 # ports (tests/common/clickhouse.rs). Extra arguments go to `cargo test`.
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 start=$(date +%s)
-./deploy/setup.sh --no-geoip
+./deploy/setup.sh
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

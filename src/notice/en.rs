@@ -65,7 +65,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     if s.collect_campaigns {
         out.item(&["collect_campaigns"], vec![t("the campaign parameters (utm_source, utm_medium and utm_campaign) present in the address of the page")]);
     }
-    out.item(&[], vec![t("the type of browser and its major version, the operating system family and the type of device (desktop, mobile or tablet)")]);
+    out.item(&[], vec![t("the type of browser and its version (major and minor number), the operating system and the type of device (desktop, mobile or tablet)")]);
     out.item(&[], vec![t("the main language of your browser (for example \u{201c}fr\u{201d} or \u{201c}en\u{201d})")]);
     match s.geo_level {
         GeoLevel::Region => out.item(&["geo_level"], vec![t("the country and region (province or state) the visit comes from, derived from your truncated IP address")]),

@@ -66,7 +66,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     if s.collect_campaigns {
         out.item(&["collect_campaigns"], vec![t("les paramètres de campagne (utm_source, utm_medium et utm_campaign) présents dans l'adresse de la page")]);
     }
-    out.item(&[], vec![t("le type de navigateur et sa version principale, la famille du système d'exploitation et le type d'appareil (ordinateur, mobile ou tablette)")]);
+    out.item(&[], vec![t("le type de navigateur et sa version (numéros majeur et mineur), le système d'exploitation et le type d'appareil (ordinateur, mobile ou tablette)")]);
     out.item(&[], vec![t("la langue principale de votre navigateur (par exemple «\u{a0}fr\u{a0}» ou «\u{a0}en\u{a0}»)")]);
     match s.geo_level {
         GeoLevel::Region => out.item(&["geo_level"], vec![t("le pays et la région (province ou État) d'où provient la consultation, déduits de votre adresse IP tronquée")]),

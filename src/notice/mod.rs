@@ -224,7 +224,7 @@ pub fn facts_json(facts: &Facts<'_>) -> Value {
             "hash_routing": s.hash_routing,
             "referrer": "host only, classified into a source",
             "campaign_parameters": s.collect_campaigns,
-            "browser": "family and major version",
+            "browser": "name and major.minor version",
             "operating_system": "family",
             "device": "desktop, mobile or tablet",
             "language": "primary subtag",

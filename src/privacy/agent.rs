@@ -1,12 +1,26 @@
 //! User-agent handling: bot detection, reduction of the user agent to
-//! browser family + major version, OS family and device class, and the
+//! browser name + major.minor version, OS name and device class, and the
 //! prefetch check.
 //!
 //! Owns the bot lists (isbot, crawler-user-agents) and uap-core's
-//! `regexes.yaml`, all compiled once at start-up, plus a bounded cache of
-//! results. It must never log, store or return the raw user agent or
-//! anything finer than family / major version / device class (no device
-//! model, no minor versions).
+//! `regexes.yaml`, all compiled once at start-up, the translation of
+//! uap-core's families into the names Plausible stores, plus a bounded cache
+//! of results. It must never log, store or return the raw user agent or
+//! anything finer than name / major.minor version / device class (no device
+//! model, no OS version, no patch or build numbers).
+//!
+//! Names and versions are written as Plausible writes them
+//! (`plausible/analytics`, `lib/plausible/ingestion/event.ex`: `os_name`,
+//! `browser_name`, `browser_version`, `major_minor`): Plausible takes
+//! UAInspector's names (Matomo's device-detector: "Mac", "GNU/Linux",
+//! "Microsoft Edge", "Samsung Browser"), merges mobile variants into their
+//! browser ("Chrome Mobile" is "Chrome", "Mobile Safari" is "Safari"), calls
+//! in-app browsers "Mobile App" without a version, and keeps a browser's
+//! version to its first two parts ("70.0"). tamis parses with uap-core and
+//! translates its families ([`BROWSER_NAMES`], [`MOBILE_APPS`],
+//! [`OS_NAMES`]); families not listed are the same in both. Data stored
+//! before this translation keeps uap-core's names ("Mac OS X", "Linux",
+//! "Mobile Safari") and major versions ("70").
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -55,11 +69,71 @@ coded_enum! {
     }
 }
 
+/// uap-core browser families whose name in Plausible differs: the merges
+/// of `browser_name/1` in Plausible's `lib/plausible/ingestion/event.ex`
+/// ("Chrome Mobile" → "Chrome"…) and UAInspector's own spellings
+/// (device-detector's `Parser/Client/Browser.php`).
+const BROWSER_NAMES: &[(&str, &str)] = &[
+    ("Chrome Mobile", "Chrome"),
+    ("Chrome Mobile iOS", "Chrome"),
+    ("Firefox Mobile", "Firefox"),
+    ("Firefox iOS", "Firefox"),
+    ("Mobile Safari", "Safari"),
+    ("Mobile Safari UI/WKWebView", "Safari"),
+    ("Opera Mobile", "Opera"),
+    ("Opera Mini", "Opera"),
+    ("Edge", "Microsoft Edge"),
+    ("Edge Mobile", "Microsoft Edge"),
+    ("IE", "Internet Explorer"),
+    ("Samsung Internet", "Samsung Browser"),
+    ("Amazon Silk", "Mobile Silk"),
+    ("DuckDuckGo Mobile", "DuckDuckGo Privacy Browser"),
+    ("QQ Browser Mobile", "QQ Browser"),
+    ("Whale", "Whale Browser"),
+    ("Seznam prohlížeč", "Seznam Browser"),
+    ("BlackBerry WebKit", "BlackBerry Browser"),
+    ("Android", "Android Browser"),
+    ("Epiphany", "GNOME Web"),
+];
+
+/// uap-core families of in-app browsers, which UAInspector classes as
+/// mobile apps and Plausible stores as "Mobile App" without a version.
+const MOBILE_APPS: &[&str] = &[
+    "Facebook",
+    "Facebook Messenger",
+    "Instagram",
+    "Pinterest",
+    "Snapchat",
+    "Twitter",
+    "LINE",
+    // The Google Search app (GSA).
+    "Google",
+    // Plausible maps UAInspector's "Chrome Webview" to "Mobile App".
+    "Chrome Mobile WebView",
+];
+
+/// Plausible's name for an in-app browser.
+const MOBILE_APP: &str = "Mobile App";
+
+/// uap-core OS families whose UAInspector name (device-detector's
+/// `Parser/OperatingSystem.php`), which Plausible stores, differs.
+const OS_NAMES: &[(&str, &str)] = &[
+    ("Mac OS X", "Mac"),
+    ("Mac OS", "Mac"),
+    ("Linux", "GNU/Linux"),
+    ("ATV OS X", "tvOS"),
+    ("WatchOS", "watchOS"),
+    ("Linux Mint", "Mint"),
+    ("Brew MP", "Brew"),
+    ("BREW", "Brew"),
+];
+
 /// Everything tamis keeps from a user agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReducedAgent {
     pub browser: String,
-    /// Major version only; "" when unknown.
+    /// Major and minor version ("131.0"), or the major alone when the user
+    /// agent gives no minor; "" when unknown, and for in-app browsers.
     pub browser_version: String,
     pub os: String,
     pub device: Device,
@@ -160,19 +234,13 @@ impl AgentClassifier {
 
     fn reduce(&self, user_agent: &str) -> ReducedAgent {
         let (browser, browser_version) = match self.browsers.extract(user_agent) {
-            Some(ua) => (family(&ua.family), major(ua.major)),
+            Some(ua) => browser_name_and_version(&ua.family, ua.major, ua.minor),
             None => (family("Other"), String::new()),
         };
-        // "Other" has no meaningful version.
-        let browser_version = if browser == "Other" {
-            String::new()
-        } else {
-            browser_version
+        let os = match self.systems.extract(user_agent) {
+            Some(os) => os_name(&os.os, os.major.as_deref(), user_agent),
+            None => family("Other"),
         };
-        let os = self
-            .systems
-            .extract(user_agent)
-            .map_or_else(|| family("Other"), |os| family(&os.os));
         ReducedAgent {
             browser,
             browser_version,
@@ -180,6 +248,49 @@ impl AgentClassifier {
             device: device(user_agent),
         }
     }
+}
+
+/// Plausible's browser name and version for a uap-core family and version.
+fn browser_name_and_version(
+    uap_family: &str,
+    major: Option<&str>,
+    minor: Option<&str>,
+) -> (String, String) {
+    if MOBILE_APPS.contains(&uap_family) {
+        return (MOBILE_APP.to_owned(), String::new());
+    }
+    let name = BROWSER_NAMES
+        .iter()
+        .find(|(uap, _)| *uap == uap_family)
+        .map_or_else(
+            || family(uap_family),
+            |(_, plausible)| (*plausible).to_owned(),
+        );
+    // "Other" has no meaningful version.
+    let version = if name == "Other" {
+        String::new()
+    } else {
+        major_minor(major, minor)
+    };
+    (name, version)
+}
+
+/// Plausible's OS name for a uap-core family. iPads on iOS 13 and later
+/// run iPadOS, which UAInspector names so (uap-core says "iOS").
+fn os_name(uap_family: &str, major: Option<&str>, user_agent: &str) -> String {
+    if uap_family == "iOS" && user_agent.contains("iPad") {
+        let version = major.and_then(|m| m.parse::<u32>().ok());
+        if version.is_some_and(|v| v >= 13) {
+            return "iPadOS".to_owned();
+        }
+    }
+    OS_NAMES
+        .iter()
+        .find(|(uap, _)| *uap == uap_family)
+        .map_or_else(
+            || family(uap_family),
+            |(_, plausible)| (*plausible).to_owned(),
+        )
 }
 
 /// True when the request is a speculative prefetch (Chrome's
@@ -292,13 +403,15 @@ fn family(name: &str) -> String {
     if ok { name } else { "Other" }.to_owned()
 }
 
-/// The major version if it is a plain number, else "".
-fn major(v: Option<&str>) -> String {
-    match v {
-        Some(v) if !v.is_empty() && v.len() <= 5 && v.bytes().all(|b| b.is_ascii_digit()) => {
-            v.into()
-        }
-        _ => String::new(),
+/// "major.minor" as Plausible's `major_minor/1` keeps it ("131.0", "17.6"),
+/// the major alone when there is no minor, "" when the major is not a plain
+/// number. Parts beyond the minor (patch, build) are never kept.
+fn major_minor(major: Option<&str>, minor: Option<&str>) -> String {
+    let plain = |v: &&str| !v.is_empty() && v.len() <= 5 && v.bytes().all(|b| b.is_ascii_digit());
+    match (major.filter(plain), minor.filter(plain)) {
+        (Some(major), Some(minor)) => format!("{major}.{minor}"),
+        (Some(major), None) => major.to_owned(),
+        (None, _) => String::new(),
     }
 }
 
@@ -391,7 +504,8 @@ mod tests {
         C.get_or_init(|| AgentClassifier::new().expect("embedded lists compile"))
     }
 
-    /// `None` = bot; otherwise (browser, major, os, device).
+    /// `None` = bot; otherwise (browser, version, os, device), as Plausible
+    /// writes them.
     fn check(ua: &str, expected: Option<(&str, &str, &str, Device)>) {
         let agent = classifier().classify(ua);
         match expected {
@@ -409,58 +523,101 @@ mod tests {
         }
     }
 
+    /// Expected values are Plausible's (UAInspector's names, remapped and cut
+    /// to major.minor as `lib/plausible/ingestion/event.ex` does).
     #[test]
-    fn browsers_are_reduced() {
+    fn browsers_are_reduced_to_plausibles_names() {
         use Device::*;
         let table = [
             ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-             ("Chrome", "131", "Windows", Desktop)),
+             ("Chrome", "131.0", "Windows", Desktop)),
             ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-             ("Chrome", "131", "Mac OS X", Desktop)),
+             ("Chrome", "131.0", "Mac", Desktop)),
             ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
-             ("Edge", "131", "Windows", Desktop)),
+             ("Microsoft Edge", "131.0", "Windows", Desktop)),
             ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-             ("Firefox", "133", "Linux", Desktop)),
+             ("Firefox", "133.0", "GNU/Linux", Desktop)),
             ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-             ("Firefox", "128", "Ubuntu", Desktop)),
+             ("Firefox", "128.0", "Ubuntu", Desktop)),
             ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15",
-             ("Safari", "17", "Mac OS X", Desktop)),
+             ("Safari", "17.6", "Mac", Desktop)),
             ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_6_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
-             ("Mobile Safari", "17", "iOS", Mobile)),
+             ("Safari", "17.6", "iOS", Mobile)),
             ("Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
-             ("Mobile Safari", "17", "iOS", Tablet)),
+             ("Safari", "17.6", "iPadOS", Tablet)),
             ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
-             ("Chrome Mobile", "131", "Android", Mobile)),
+             ("Chrome", "131.0", "Android", Mobile)),
             ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-             ("Chrome", "131", "Android", Tablet)),
+             ("Chrome", "131.0", "Android", Tablet)),
             ("Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S921B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
-             ("Samsung Internet", "26", "Android", Mobile)),
+             ("Samsung Browser", "26.0", "Android", Mobile)),
             ("Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0",
-             ("Firefox Mobile", "133", "Android", Mobile)),
+             ("Firefox", "133.0", "Android", Mobile)),
             ("Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-             ("Chrome", "131", "Chrome OS", Desktop)),
+             ("Chrome", "131.0", "Chrome OS", Desktop)),
             ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 OPR/115.0.0.0",
-             ("Opera", "115", "Windows", Desktop)),
+             ("Opera", "115.0", "Windows", Desktop)),
             ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/131.0.6778.73 Mobile/15E148 Safari/604.1",
-             ("Chrome Mobile iOS", "131", "iOS", Mobile)),
+             ("Chrome", "131.0", "iOS", Mobile)),
             ("Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0)",
-             ("IE", "9", "Windows", Desktop)),
+             ("Internet Explorer", "9.0", "Windows", Desktop)),
             ("Mozilla/5.0 (Linux; Android 14; Pixel 8 Build/AP2A.240805.005; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/127.0.6533.103 Mobile Safari/537.36 Instagram 343.0.0.33.101 Android (34/14; 420dpi; 1080x2205; Google/google; Pixel 8; shiba; shiba; en_US; 629271287)",
-             ("Instagram", "343", "Android", Mobile)),
+             ("Mobile App", "", "Android", Mobile)),
             ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/470.0.0.38.109;FBBV/614862612;FBDV/iPhone14,5;FBMD/iPhone;FBSN/iOS;FBSV/17.5;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5;FBRV/617124011]",
-             ("Facebook", "470", "iOS", Mobile)),
+             ("Mobile App", "", "iOS", Mobile)),
             ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) GSA/337.0.684269735 Mobile/15E148 Safari/604.1",
-             ("Google", "337", "iOS", Mobile)),
+             ("Mobile App", "", "iOS", Mobile)),
             ("Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Safari/537.36",
-             ("Samsung Internet", "26", "Android", Tablet)),
+             ("Samsung Browser", "26.0", "Android", Tablet)),
             ("Mozilla/5.0 (Linux; U; Android 4.4.3; KFTHWI Build/KTU84M) AppleWebKit/537.36 (KHTML, like Gecko) Silk/3.68 like Chrome/39.0.2171.93 Safari/537.36",
-             ("Amazon Silk", "3", "Android", Tablet)),
+             ("Mobile Silk", "3.68", "Android", Tablet)),
             ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 YaBrowser/24.10.0.0 Safari/537.36",
-             ("Yandex Browser", "24", "Windows", Desktop)),
+             ("Yandex Browser", "24.10", "Windows", Desktop)),
         ];
         for (ua, (browser, version, os, device)) in table {
             check(ua, Some((browser, version, os, device)));
         }
+    }
+
+    #[test]
+    fn ipads_run_ipados_from_version_13() {
+        assert_eq!(
+            os_name(
+                "iOS",
+                Some("17"),
+                "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X)"
+            ),
+            "iPadOS"
+        );
+        assert_eq!(
+            os_name(
+                "iOS",
+                Some("12"),
+                "Mozilla/5.0 (iPad; CPU OS 12_5 like Mac OS X)"
+            ),
+            "iOS"
+        );
+        assert_eq!(
+            os_name(
+                "iOS",
+                Some("17"),
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X)"
+            ),
+            "iOS"
+        );
+        assert_eq!(os_name("Mac OS X", Some("10"), ""), "Mac");
+    }
+
+    #[test]
+    fn unknown_browsers_have_no_version() {
+        assert_eq!(
+            browser_name_and_version("Other", Some("1"), Some("2")),
+            ("Other".to_owned(), String::new())
+        );
+        assert_eq!(
+            browser_name_and_version("Instagram", Some("343"), Some("0")),
+            ("Mobile App".to_owned(), String::new())
+        );
     }
 
     #[test]
@@ -537,9 +694,11 @@ mod tests {
         assert_eq!(family("Chrome"), "Chrome");
         assert_eq!(family(&"x".repeat(40)), "Other");
         assert_eq!(family("a\u{7}b"), "Other");
-        assert_eq!(major(Some("131")), "131");
-        assert_eq!(major(Some("131.0")), "");
-        assert_eq!(major(None), "");
+        assert_eq!(major_minor(Some("131"), Some("0")), "131.0");
+        assert_eq!(major_minor(Some("17"), None), "17");
+        assert_eq!(major_minor(Some("131"), Some("0b1")), "131");
+        assert_eq!(major_minor(Some("131.0"), Some("1")), "");
+        assert_eq!(major_minor(None, Some("1")), "");
     }
 
     #[test]

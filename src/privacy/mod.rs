@@ -16,5 +16,6 @@ pub mod optout;
 pub mod pipeline;
 pub mod referrer;
 pub mod salt;
+pub mod subdivision;
 pub mod url;
 pub mod visitor;

@@ -136,8 +136,9 @@ pub const DBIP_ROWS: &[DbipRow] = &[
         expect_country: "FR",
         expect_region: "FR-IDF",
     },
-    // DB-IP's English name for a region whose ISO 3166-2 name is
-    // "Bruxelles-Capitale, Région de": no code matches, the name is kept.
+    // DB-IP's English name for the region ISO 3166-2 names "Brussels
+    // Hoofdstedelijk Gewest": without its generic word "Capital" it is
+    // CLDR's English name "Brussels" (privacy::subdivision).
     DbipRow {
         network: "198.18.0.0/24",
         probe: "198.18.0.66",
@@ -150,7 +151,7 @@ pub const DBIP_ROWS: &[DbipRow] = &[
         longitude: 4.3667,
         timezone: "Europe/Brussels",
         expect_country: "BE",
-        expect_region: "Brussels Capital",
+        expect_region: "BE-BRU",
     },
     // A second-level subdivision in state2 that must never be read.
     DbipRow {
