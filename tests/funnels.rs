@@ -194,7 +194,7 @@ fn funnel_counts_visits_per_step_in_order_and_withholds_small_steps() {
     assert_eq!(steps(&server, PROTECTED_TOKEN, "Achat"), protected);
     let small = steps(&server, PROTECTED_TOKEN, "Retour");
     let first = small["steps"][0]["visits"].as_u64().expect("17 is shown");
-    assert!(first % 5 == 0 && first.abs_diff(17) < 5, "{small}");
+    assert!(first.is_multiple_of(5) && first.abs_diff(17) < 5, "{small}");
     assert_eq!(small["steps"][1]["visits"], Value::Null);
 
     // Visits are counted by the hour they started: a range before them
@@ -246,6 +246,38 @@ fn funnel_counts_visits_per_step_in_order_and_withholds_small_steps() {
     assert_eq!(r.status, 404, "another site's token: {}", r.body);
     let r = http(server.addr, "GET", "/api/v2/funnel", &[], b"");
     assert_eq!(r.status, 405, "{}", r.body);
+
+    // The OpenAPI document describes these answers.
+    let doc = http(server.addr, "GET", "/api/v2/openapi.json", &[], b"").json();
+    let validator = |name: &str| {
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": format!("#/components/schemas/{name}"),
+            "components": doc["components"].clone(),
+        });
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let (request, response) = (validator("FunnelRequest"), validator("FunnelResponse"));
+    assert!(request.is_valid(
+        &json!({"site_id": "example.org", "funnel": "Achat", "date_range": ["2026-01-01", "2026-01-31"]})
+    ));
+    assert!(!request.is_valid(&json!({"site_id": "example.org", "funnel": "Achat"})));
+    for answer in [&exact, &protected, &small] {
+        assert!(
+            response.is_valid(answer),
+            "{answer}: {:?}",
+            response
+                .iter_errors(answer)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+    for status in [400, 401, 404, 429, 503] {
+        assert!(
+            doc["paths"]["/api/v2/funnel"]["post"]["responses"][status.to_string()].is_object(),
+            "{status} is documented"
+        );
+    }
 
     // Only counts per step are stored: no page, visitor or order.
     assert_eq!(

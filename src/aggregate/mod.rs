@@ -626,6 +626,74 @@ mod tests {
         assert_eq!(take(&intake, Duration::ZERO, 100), vec![(13, 15)]);
     }
 
+    /// Visits per (hour, funnel, step) of what `events` make, with goals
+    /// /a (page), Signup (event), /b (page) and the funnel a → Signup → b.
+    fn funnel_rows(events: Vec<Event>) -> Vec<(u32, String, u8, u64)> {
+        let mut site = test_site("example.org");
+        site.event_names.insert("Signup".into());
+        site.goals = vec![
+            crate::goal::Goal::page("/a", None).unwrap(),
+            crate::goal::Goal::event("Signup", None).unwrap(),
+            crate::goal::Goal::page("/b", None).unwrap(),
+        ];
+        site.funnels = vec![crate::goal::Funnel {
+            name: "f".into(),
+            steps: vec![0, 1, 2],
+        }];
+        let mut agg = Aggregator::new(vec![Arc::new(site)]);
+        for e in events {
+            agg.handle(Message::Event(e));
+        }
+        let mut rows: Vec<_> = agg
+            .take_batch()
+            .funnels
+            .into_iter()
+            .map(|r| (r.hour, r.funnel, r.step, r.visits))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    fn signup(minute: i64, visitor: u64) -> Event {
+        Event {
+            kind: EventKind::Custom("Signup".into()),
+            ..event(minute, "/a", Some(visitor))
+        }
+    }
+
+    #[test]
+    fn funnel_steps_count_per_visit_in_the_hour_it_started() {
+        // 2026-11-23 15:00 UTC, the hour every visit here starts in.
+        let h15 = 1_795_446_000;
+        let rows = funnel_rows(vec![
+            // Visitor 1: the whole funnel, its last step in the next hour.
+            event(50, "/a", Some(1)),
+            signup(55, 1),
+            event(65, "/b", Some(1)),
+            // Visitor 2: Signup before /a (out of order), then /a twice.
+            event(10, "/", Some(2)),
+            signup(11, 2),
+            event(12, "/a", Some(2)),
+            event(13, "/a", Some(2)),
+            // Visitor 3: /a, then after 30 idle minutes a new visit that
+            // signs up: not step 2 of the first visit.
+            event(0, "/a", Some(3)),
+            signup(40, 3),
+            event(41, "/b", Some(3)),
+            // Without a visitor key there is no visit to follow.
+            event(5, "/a", None),
+        ]);
+        assert_eq!(
+            rows,
+            vec![
+                (h15, "f".to_string(), 1, 3),
+                (h15, "f".to_string(), 2, 1),
+                (h15, "f".to_string(), 3, 1),
+            ],
+            "visitor 1's last step, reached at 16:05, counts at 15:00"
+        );
+    }
+
     #[test]
     fn anonymous_hits_are_not_visits() {
         check(
