@@ -761,3 +761,150 @@ fn dashboard_on_demo_data_matches_the_api() {
     );
     assert_eq!(other, Vec::<&str>::new(), "{r}");
 }
+
+/// One hit of visitor `v` (its own /24): a pageview, or the custom event
+/// `event`, on `path`.
+fn funnel_hit(addr: std::net::SocketAddr, v: u32, event: &str, path: &str) {
+    let ip = format!("100.{}.{}.9", 64 + v / 256, v % 256);
+    let body = json!({"n": event, "u": format!("https://example.org{path}"), "d": "example.org"})
+        .to_string();
+    let r = send_hit(addr, &ip, FIREFOX, &body, &[]);
+    assert_eq!(
+        (r.status, r.header("x-tamis-dropped")),
+        (202, None),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn dashboard_in_chromium_shows_funnels_in_french_and_english_as_text() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("browser_funnels");
+    let scratch = Scratch::new();
+    let xss_funnel = "<img src=x onerror=window.__xss=7>";
+    let xss_goal = "\"><script>window.__xss=8</script>";
+    // TOML literal strings: the corpus holds double quotes.
+    let extra = format!(
+        "language = \"fr\"\nevent_names = [\"signup\"]\n\
+         [[site.goal]]\npage = \"/produit*\"\nname = '{xss_goal}'\n\
+         [[site.goal]]\nevent = \"signup\"\nname = \"Inscription\"\n\
+         [[site.goal]]\npage = \"/merci\"\nname = \"Merci\"\n\
+         [[site.funnel]]\nname = '{xss_funnel}'\nsteps = ['{xss_goal}', \"Inscription\", \"Merci\"]\n\
+         [[site.funnel]]\nname = \"Rare\"\nsteps = [\"Merci\", \"Inscription\"]\n"
+    );
+    let sites = [site("example.org", "\"example.org\"", &extra)];
+    let server = Binary::serve(
+        &scratch,
+        &config_for(ch, &db, &sites, &["example.org"], "exact"),
+    );
+    // The first funnel: 24 visits reach the product pages, 16 of them sign
+    // up, 10 of those thank you. "Rare": 12 visits reach /merci, 2 sign up
+    // after it (withheld: below k = 5).
+    for v in 0..24 {
+        funnel_hit(server.addr, v, "pageview", "/produit/a");
+        if v < 16 {
+            funnel_hit(server.addr, v, "signup", "/produit/a");
+        }
+        if v < 10 {
+            funnel_hit(server.addr, v, "pageview", "/merci");
+        }
+    }
+    for v in 100..102 {
+        funnel_hit(server.addr, v, "pageview", "/merci");
+        funnel_hit(server.addr, v, "signup", "/merci");
+    }
+    wait_until(Duration::from_secs(20), "funnel steps stored", || {
+        ch.query_in(&db, "SELECT sum(visits) FROM funnel_hourly WHERE step >= 1") == "64\n"
+    });
+
+    let tamis = format!("http://{}", server.addr);
+    let shots = artifacts();
+    let r = node(
+        "funnels.mjs",
+        &[
+            "--tamis",
+            &tamis,
+            "--token",
+            TOKEN,
+            "--site",
+            "example.org",
+            "--screenshots",
+            shots.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["title_fr"], "Entonnoirs", "{r}");
+    assert!(
+        r["note_fr"].as_str().unwrap().contains("même visite"),
+        "{r}"
+    );
+    assert_eq!(r["title_en"], "Funnels", "{r}");
+    assert_eq!(
+        r["head_en"],
+        json!(["Step", "Visits", "Conversion", "Drop-off"]),
+        "{r}"
+    );
+    let digits = |s: &Value| -> String {
+        s.as_str()
+            .unwrap()
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '—')
+            .collect()
+    };
+    for lang in ["fr", "en"] {
+        let shown = &r[lang];
+        assert_eq!(shown[0]["name"], xss_funnel, "the name is text: {r}");
+        assert_eq!(shown[1]["name"], "Rare", "{r}");
+        assert_eq!(shown[0]["rows"][0]["step"], format!("1. {xss_goal}"), "{r}");
+        let cells = |f: usize| -> Vec<Vec<String>> {
+            shown[f]["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    row["cells"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(digits)
+                        .collect()
+                })
+                .collect()
+        };
+        // Visits, conversion from step 1, drop-off (count and share).
+        assert_eq!(
+            cells(0),
+            vec![
+                vec!["24", "100", "00"],
+                vec!["16", "667", "8333"],
+                vec!["10", "417", "6375"],
+            ],
+            "{lang}: {r}"
+        );
+        assert_eq!(
+            cells(1),
+            vec![vec!["12", "100", "00"], vec!["—", "—", "—"]],
+            "{lang}: {r}"
+        );
+        let withheld = &shown[1]["rows"][1];
+        assert_eq!(withheld["withheld"], true, "{r}");
+        let tip = withheld["tip"].as_str().unwrap();
+        assert!(
+            tip.contains(if lang == "fr" {
+                "moins de 5"
+            } else {
+                "fewer than 5"
+            }),
+            "{tip}"
+        );
+    }
+    // What the view shows is what the API answers.
+    assert_eq!(r["api"][0]["steps"][1]["visits"], 16, "{r}");
+    assert_eq!(r["api"][1]["steps"][1]["visits"], Value::Null, "{r}");
+    assert_eq!(r["xss_flag"], Value::Null, "{r}");
+    assert_eq!(r["injected_elements"], 0, "{r}");
+    assert_eq!(r["problems"], json!([]), "{r}");
+    for shot in r["screenshots"].as_array().unwrap() {
+        assert!(Path::new(shot.as_str().unwrap()).exists(), "{shot}");
+    }
+}

@@ -10,6 +10,7 @@
 //! feeder waits and the backlog stays on disk.
 
 pub mod feed;
+pub mod funnels;
 pub mod hour;
 pub mod sessions;
 
@@ -29,7 +30,7 @@ use crate::config::SiteSettings;
 use crate::metrics::Metrics;
 use crate::privacy::consent::Consent;
 use crate::privacy::pipeline::{DropReason, Dropped, Event, EventKind};
-use crate::sink::rows::{Batch, DroppedRow, PropRow, TrafficDelta, VisitDims};
+use crate::sink::rows::{Batch, DroppedRow, FunnelRow, PropRow, TrafficDelta, VisitDims};
 use sessions::{Contribution, Sessions};
 
 /// What ingest hands to the aggregator.
@@ -224,6 +225,10 @@ pub struct Aggregator {
     /// Custom event properties: (site, hour, event, page, key, value,
     /// visitor) → events.
     props: HashMap<(usize, u32, Arc<str>, Arc<str>, String, String, u64), u64>,
+    /// Visits that reached a funnel step: (site, hour the visit started,
+    /// funnel, step from 1) → visits. Counts only: no visit, page or
+    /// order is kept beyond the visit's own progress.
+    funnels: HashMap<(usize, u32, usize, u8), u64>,
     hits: u64,
     /// Log records this batch covers: `first_seq..end_seq`.
     first_seq: Option<u64>,
@@ -248,6 +253,7 @@ impl Aggregator {
             scratch: Vec::new(),
             dropped: HashMap::new(),
             props: HashMap::new(),
+            funnels: HashMap::new(),
             hits: 0,
             first_seq: None,
             end_seq: 0,
@@ -354,21 +360,42 @@ impl Aggregator {
         });
         let mut deltas = std::mem::take(&mut self.scratch);
         match event.visitor {
-            Some(visitor) => self.sessions.record(
-                Contribution {
-                    site: event.site,
-                    visitor: visitor.sketch_input(),
-                    at: event.at,
-                    hour,
-                    event: name,
-                    page,
-                    consent: event.consent,
-                    is_pageview,
-                    only_engagement,
-                    dims,
-                },
-                &mut deltas,
-            ),
+            Some(visitor) => {
+                let visit = self.sessions.record(
+                    Contribution {
+                        site: event.site,
+                        visitor: visitor.sketch_input(),
+                        at: event.at,
+                        hour,
+                        event: name.clone(),
+                        page: page.clone(),
+                        consent: event.consent,
+                        is_pageview,
+                        only_engagement,
+                        dims,
+                        funnels: site.funnels.len(),
+                    },
+                    &mut deltas,
+                );
+                // A step belongs to the hour its visit started in, as the
+                // visit's own counts do: over any range, the visits
+                // counted at a step were counted at the step before.
+                if let Some(visit) = visit.filter(|_| !only_engagement) {
+                    let counts = &mut self.funnels;
+                    funnels::advance(
+                        visit.funnels,
+                        &site.funnels,
+                        &site.goals,
+                        &name,
+                        &page,
+                        |funnel, step| {
+                            *counts
+                                .entry((event.site, visit.start_hour, funnel, step))
+                                .or_default() += 1;
+                        },
+                    );
+                }
+            }
             // Counted without visitor key: pageviews and events only.
             None if !only_engagement => deltas.push(TrafficDelta {
                 hour,
@@ -407,7 +434,7 @@ impl Aggregator {
 
     /// Rows the next batch holds so far.
     pub fn rows(&self) -> usize {
-        self.traffic.len() + self.dropped.len() + self.props.len()
+        self.traffic.len() + self.dropped.len() + self.props.len() + self.funnels.len()
     }
 
     /// Takes what has accumulated as one batch.
@@ -438,6 +465,17 @@ impl Aggregator {
                 },
             )
             .collect();
+        let funnels = self
+            .funnels
+            .drain()
+            .map(|((site, hour, funnel, step), visits)| FunnelRow {
+                site_id: self.sites[site].id.clone(),
+                hour,
+                funnel: self.sites[site].funnels[funnel].name.clone(),
+                step,
+                visits,
+            })
+            .collect();
         self.oldest = None;
         self.rows.clear();
         if self.cut.is_some_and(|cut| self.end_seq >= cut) {
@@ -446,6 +484,7 @@ impl Aggregator {
         let first_seq = self.first_seq.take().unwrap_or(self.end_seq);
         Batch {
             props,
+            funnels,
             traffic: std::mem::take(&mut self.traffic),
             dropped,
             hits: std::mem::take(&mut self.hits),
@@ -585,6 +624,74 @@ mod tests {
         assert_eq!(take(&intake, Duration::ZERO, 100), vec![(10, 13)]);
         feed(&intake, 13..15);
         assert_eq!(take(&intake, Duration::ZERO, 100), vec![(13, 15)]);
+    }
+
+    /// Visits per (hour, funnel, step) of what `events` make, with goals
+    /// /a (page), Signup (event), /b (page) and the funnel a → Signup → b.
+    fn funnel_rows(events: Vec<Event>) -> Vec<(u32, String, u8, u64)> {
+        let mut site = test_site("example.org");
+        site.event_names.insert("Signup".into());
+        site.goals = vec![
+            crate::goal::Goal::page("/a", None).unwrap(),
+            crate::goal::Goal::event("Signup", None).unwrap(),
+            crate::goal::Goal::page("/b", None).unwrap(),
+        ];
+        site.funnels = vec![crate::goal::Funnel {
+            name: "f".into(),
+            steps: vec![0, 1, 2],
+        }];
+        let mut agg = Aggregator::new(vec![Arc::new(site)]);
+        for e in events {
+            agg.handle(Message::Event(e));
+        }
+        let mut rows: Vec<_> = agg
+            .take_batch()
+            .funnels
+            .into_iter()
+            .map(|r| (r.hour, r.funnel, r.step, r.visits))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    fn signup(minute: i64, visitor: u64) -> Event {
+        Event {
+            kind: EventKind::Custom("Signup".into()),
+            ..event(minute, "/a", Some(visitor))
+        }
+    }
+
+    #[test]
+    fn funnel_steps_count_per_visit_in_the_hour_it_started() {
+        // 2026-11-23 15:00 UTC, the hour every visit here starts in.
+        let h15 = 1_795_446_000;
+        let rows = funnel_rows(vec![
+            // Visitor 1: the whole funnel, its last step in the next hour.
+            event(50, "/a", Some(1)),
+            signup(55, 1),
+            event(65, "/b", Some(1)),
+            // Visitor 2: Signup before /a (out of order), then /a twice.
+            event(10, "/", Some(2)),
+            signup(11, 2),
+            event(12, "/a", Some(2)),
+            event(13, "/a", Some(2)),
+            // Visitor 3: /a, then after 30 idle minutes a new visit that
+            // signs up: not step 2 of the first visit.
+            event(0, "/a", Some(3)),
+            signup(40, 3),
+            event(41, "/b", Some(3)),
+            // Without a visitor key there is no visit to follow.
+            event(5, "/a", None),
+        ]);
+        assert_eq!(
+            rows,
+            vec![
+                (h15, "f".to_string(), 1, 3),
+                (h15, "f".to_string(), 2, 1),
+                (h15, "f".to_string(), 3, 1),
+            ],
+            "visitor 1's last step, reached at 16:05, counts at 15:00"
+        );
     }
 
     #[test]

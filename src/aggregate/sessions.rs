@@ -1,7 +1,9 @@
 //! In-memory visits: 30 minutes of inactivity end one. Only their
 //! aggregates leave this module (visits, bounces, duration, entry and exit
 //! pages), as signed corrections of the hourly rows; sessions are lost on a
-//! crash, which can only make a visit look like two.
+//! crash, which can only make a visit look like two. A visit also holds
+//! its progress through its site's funnels (a step count per funnel, see
+//! `funnels`), which the aggregator moves on and which dies with it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +33,15 @@ struct Session {
     last_consent: Consent,
     pageviews: u32,
     dims: Arc<VisitDims>,
+    /// Steps reached per funnel of the site (empty without funnels).
+    funnels: Box<[u8]>,
+}
+
+/// What the aggregator may see of the visit a hit belongs to: where its
+/// counts go, and its funnel progress to move on.
+pub struct Visit<'a> {
+    pub start_hour: u32,
+    pub funnels: &'a mut [u8],
 }
 
 /// Visits by (site, visitor key). The key is only ever held here, in
@@ -56,6 +67,8 @@ pub struct Contribution {
     /// Extends the visit without counting anything (engagement events).
     pub only_engagement: bool,
     pub dims: Arc<VisitDims>,
+    /// The site's number of funnels: the progress a new visit holds.
+    pub funnels: usize,
 }
 
 impl Sessions {
@@ -68,7 +81,10 @@ impl Sessions {
     }
 
     /// Turns an identified hit into hourly deltas, pushed onto `out`.
-    pub fn record(&mut self, c: Contribution, out: &mut Vec<TrafficDelta>) {
+    /// Returns the visit the hit is part of, if one is held: none for an
+    /// event outside a visit, or a visit not remembered because
+    /// [`MAX_OPEN`] are.
+    pub fn record(&mut self, c: Contribution, out: &mut Vec<TrafficDelta>) -> Option<Visit<'_>> {
         let key = (c.site, c.visitor);
         let delta = |dims: &Arc<VisitDims>, event: Arc<str>, page: Arc<str>| TrafficDelta {
             hour: c.hour,
@@ -98,7 +114,7 @@ impl Sessions {
                     d.events = 1;
                     out.push(d);
                 }
-                return;
+                return None;
             }
             let mut d = delta(&c.dims, c.event, c.page.clone());
             d.pageviews = 1;
@@ -111,33 +127,33 @@ impl Sessions {
                     .last_full_sweep
                     .is_none_or(|t| c.at.signed_duration_since(t) >= Duration::minutes(1));
                 if !due {
-                    return;
+                    return None;
                 }
                 self.last_full_sweep = Some(c.at);
                 if self.sweep(c.at) == 0 {
-                    return;
+                    return None;
                 }
             }
-            self.open.insert(
-                key,
-                Session {
-                    start_hour: c.hour,
-                    start_consent: c.consent,
-                    entry: c.page.clone(),
-                    last_seen: c.at,
-                    last_page: c.page,
-                    last_hour: c.hour,
-                    last_consent: c.consent,
-                    pageviews: 1,
-                    dims: c.dims,
-                },
-            );
-            return;
+            let session = self.open.entry(key).insert_entry(Session {
+                start_hour: c.hour,
+                start_consent: c.consent,
+                entry: c.page.clone(),
+                last_seen: c.at,
+                last_page: c.page,
+                last_hour: c.hour,
+                last_consent: c.consent,
+                pageviews: 1,
+                dims: c.dims,
+                funnels: vec![0; c.funnels].into_boxed_slice(),
+            });
+            let session = session.into_mut();
+            return Some(Visit {
+                start_hour: session.start_hour,
+                funnels: &mut session.funnels,
+            });
         }
 
-        let Some(session) = self.open.get_mut(&key) else {
-            return;
-        };
+        let session = self.open.get_mut(&key)?;
         let elapsed =
             c.at.signed_duration_since(session.last_seen)
                 .num_seconds()
@@ -185,6 +201,10 @@ impl Sessions {
             d.events = 1;
             out.push(d);
         }
+        Some(Visit {
+            start_hour: session.start_hour,
+            funnels: &mut session.funnels,
+        })
     }
 
     /// Forgets visits idle for longer than [`IDLE`]; returns how many.
@@ -232,6 +252,7 @@ mod tests {
             is_pageview: pageview,
             only_engagement: false,
             dims: dims(),
+            funnels: 0,
         }
     }
 

@@ -74,6 +74,16 @@ impl<'a> Rounding<'a> {
         }
     }
 
+    /// The rounding of cells named by `dimension_names` outside the query
+    /// API (the funnel API's steps).
+    pub fn for_cells(key: &'a RoundingKey, k: u32, dimension_names: Vec<String>) -> Rounding<'a> {
+        Rounding {
+            key,
+            base: f64::from(rounding_base(k)),
+            dimension_names,
+        }
+    }
+
     /// The cell's draws in [0, 1): one keyed hash of its identity
     /// (length-prefixed dimension names and values), stretched to one draw
     /// per count.

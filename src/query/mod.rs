@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod csv;
 pub mod disclosure;
+pub mod funnel;
 pub mod labels;
 pub mod limits;
 pub mod pattern;

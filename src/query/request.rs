@@ -844,7 +844,7 @@ fn parse_filter(
 }
 
 /// The half-open UTC interval of a date range, in the site's zone.
-fn date_range(
+pub(crate) fn date_range(
     value: &Value,
     tz: Tz,
     now: DateTime<Utc>,

@@ -23,10 +23,11 @@ use crate::config::SiteSettings;
 
 /// Aggregate tables partitioned by `(site_id, toYYYYMM(hour))` (the
 /// rollups by `(site_id, toYYYYMM(day))`, the site's local day).
-pub const SITE_TABLES: [&str; 5] = [
+pub const SITE_TABLES: [&str; 6] = [
     "traffic_hourly",
     "props_hourly",
     "dropped_hourly",
+    "funnel_hourly",
     "rollup_daily",
     "rollup_days",
 ];

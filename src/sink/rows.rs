@@ -3,8 +3,8 @@
 //! and [`BATCH_EXTRA`]) that the schema builds its tables from. They are
 //! inputs of aggregate tables: `batch_in` is a `Null` table whose
 //! materialized views fold rows into `traffic_hourly`, `dropped_hourly`,
-//! `props_hourly` and `batch_receipts` by [`RowKind`], so no row, and no
-//! visitor value, is ever stored as is.
+//! `props_hourly`, `funnel_hourly` and `batch_receipts` by [`RowKind`], so
+//! no row, and no visitor value, is ever stored as is.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -128,6 +128,19 @@ pub struct PropRow {
     pub events: u64,
 }
 
+/// Visits that reached one step of a funnel, by the site-local hour the
+/// visits started in (`funnel_hourly`). A count, nothing else: no visitor,
+/// page or sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunnelRow {
+    pub site_id: String,
+    pub hour: u32,
+    pub funnel: String,
+    /// From 1; step 0 is where delivery marks live (see [`BatchRow::mark`]).
+    pub step: u8,
+    pub visits: u64,
+}
+
 /// One batch for the writer: everything aggregated from the log records
 /// numbered `first_seq..end_seq`.
 #[derive(Debug, Default, Clone)]
@@ -135,6 +148,7 @@ pub struct Batch {
     pub traffic: Vec<TrafficDelta>,
     pub dropped: Vec<DroppedRow>,
     pub props: Vec<PropRow>,
+    pub funnels: Vec<FunnelRow>,
     /// Hits (accepted or dropped) this batch accounts for.
     pub hits: u64,
     pub first_seq: u64,
@@ -162,7 +176,9 @@ pub struct Receipt {
 /// to that table, site and hour; it is written by the same insert, hence
 /// in the same part, as the rows it vouches for (see sink::writer). It
 /// counts no pageview, visit or visitor; readers of `events` or `hits`
-/// leave it out, and `event_names` may not use the name.
+/// leave it out, and `event_names` may not use the name. In
+/// `funnel_hourly` a mark is step 0 of a funnel named like a dropped
+/// mark's reason, its counter in `visits`; readers read steps from 1.
 pub const DELIVERY_MARK: &str = "tamis:delivered";
 
 /// Which table a row of `batch_in` feeds: the materialized views route
@@ -173,14 +189,16 @@ pub enum RowKind {
     Dropped,
     Prop,
     Receipt,
+    Funnel,
 }
 
 impl RowKind {
-    pub const ALL: [RowKind; 4] = [
+    pub const ALL: [RowKind; 5] = [
         RowKind::Traffic,
         RowKind::Dropped,
         RowKind::Prop,
         RowKind::Receipt,
+        RowKind::Funnel,
     ];
 
     /// The value of `batch_in.kind`, as the materialized views test it.
@@ -190,6 +208,7 @@ impl RowKind {
             RowKind::Dropped => "dropped",
             RowKind::Prop => "prop",
             RowKind::Receipt => "receipt",
+            RowKind::Funnel => "funnel",
         }
     }
 
@@ -200,6 +219,7 @@ impl RowKind {
             RowKind::Dropped => "dropped_hourly",
             RowKind::Prop => "props_hourly",
             RowKind::Receipt => "batch_receipts",
+            RowKind::Funnel => "funnel_hourly",
         }
     }
 
@@ -460,11 +480,25 @@ impl<'a> BatchRow<'a> {
         row
     }
 
+    /// A funnel step's visits: the funnel's name in `event`, the step in
+    /// `hits`, the visits in `visits` (`batch_funnel_mv` reads them so).
+    pub fn funnel(f: &'a FunnelRow) -> Self {
+        let mut row = BatchRow::blank(RowKind::Funnel);
+        row.site_id = Cow::Borrowed(&f.site_id);
+        row.hour = f.hour;
+        row.event = Cow::Borrowed(&f.funnel);
+        row.hits = u64::from(f.step);
+        row.visits = i64::try_from(f.visits).unwrap_or(i64::MAX);
+        row
+    }
+
     /// The delivery mark of `kind` rows for `site_id` and `hour`, written
     /// by `journal_id`: moves the mark forward by `step`. Traffic and
     /// property marks are the event [`DELIVERY_MARK`] on the page named
     /// after the journal; dropped marks are the reason
-    /// `tamis:delivered:<journal id>` (see [`mark_label`]).
+    /// `tamis:delivered:<journal id>` (see [`mark_label`]); funnel marks
+    /// are step 0 (no real step) of the funnel of that name, the step
+    /// counted in `visits`.
     pub fn mark(
         kind: RowKind,
         site_id: &'a str,
@@ -479,6 +513,12 @@ impl<'a> BatchRow<'a> {
             RowKind::Dropped => {
                 row.reason = Cow::Owned(mark_label(kind, journal_id).into_owned());
                 row.hits = step;
+            }
+            // Below 2^63: a step is at most `end_seq << SHIFT`, and 2^43
+            // records is over two years at 100,000 hits a second.
+            RowKind::Funnel => {
+                row.event = Cow::Owned(mark_label(kind, journal_id).into_owned());
+                row.visits = i64::try_from(step).unwrap_or(i64::MAX);
             }
             _ => {
                 row.event = Cow::Borrowed(DELIVERY_MARK);
@@ -518,17 +558,21 @@ impl<'a> BatchRow<'a> {
 }
 
 /// What names a journal's mark among a table's rows: the page of traffic
-/// and property marks, the reason of dropped ones.
+/// and property marks, the reason of dropped ones, the funnel of funnel
+/// ones.
 pub fn mark_label(kind: RowKind, journal_id: &str) -> Cow<'_, str> {
     match kind {
-        RowKind::Dropped => Cow::Owned(format!("{DELIVERY_MARK}:{journal_id}")),
+        RowKind::Dropped | RowKind::Funnel => Cow::Owned(format!("{DELIVERY_MARK}:{journal_id}")),
         _ => Cow::Borrowed(journal_id),
     }
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.traffic.is_empty() && self.dropped.is_empty() && self.props.is_empty()
+        self.traffic.is_empty()
+            && self.dropped.is_empty()
+            && self.props.is_empty()
+            && self.funnels.is_empty()
     }
 }
 

@@ -229,6 +229,31 @@ pub fn migrations() -> Vec<Migration> {
                     .to_string(),
             ],
         },
+        Migration {
+            version: 7,
+            name: "visits per funnel step",
+            statements: vec![
+                // Counts only: the aggregator follows a visit through a
+                // funnel in memory and writes "one more visit reached step
+                // n", by the hour the visit started. Step 0 holds the
+                // delivery marks (see sink::rows::BatchRow::mark).
+                "CREATE TABLE IF NOT EXISTS {db}.funnel_hourly (\
+                 site_id String, hour DateTime, funnel String, step UInt8, visits UInt64) \
+                 ENGINE = SummingMergeTree() \
+                 PARTITION BY (site_id, toYYYYMM(hour)) \
+                 ORDER BY (site_id, funnel, hour, step)"
+                    .to_string(),
+                // Named to sort before `z_batch_receipts_mv`: views run in
+                // name order, and the receipt's must run last. A funnel
+                // row carries the funnel in `event`, the step in `hits`
+                // and the visits in `visits`; its mark rides in the same
+                // insert, hence the same part.
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_funnel_mv TO {db}.funnel_hourly AS \
+                 SELECT site_id, hour, event AS funnel, toUInt8(hits) AS step, toUInt64(sum(visits)) AS visits \
+                 FROM {db}.batch_in WHERE kind = 'funnel' GROUP BY site_id, hour, event, hits"
+                    .to_string(),
+            ],
+        },
     ]
 }
 

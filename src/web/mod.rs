@@ -147,6 +147,7 @@ impl App {
                     .await
             }
             "/api/v2/query" => self.api_call(Endpoint::Query, request, peer).await,
+            "/api/v2/funnel" => self.api_call(Endpoint::Funnel, request, peer).await,
             "/api/v2/sites" => self.api_call(Endpoint::Sites, request, peer).await,
             "/api/v2/openapi.json" => no_store(crate::query::openapi()),
             path if assets::serves(path) => assets::serve(&request),
@@ -210,6 +211,7 @@ impl App {
         let attempt = auth::attempt(authorization, &self.api.tokens);
         let response = match endpoint {
             Endpoint::Query => self.api.handle(request).await,
+            Endpoint::Funnel => self.api.funnel(request).await,
             Endpoint::Sites => self.api.sites(&request),
             Endpoint::Audit => self.api.audit(request).await,
         };
@@ -252,6 +254,7 @@ impl App {
 #[derive(Debug, Clone, Copy)]
 enum Endpoint {
     Query,
+    Funnel,
     Sites,
     Audit,
 }
@@ -260,6 +263,7 @@ impl Endpoint {
     fn name(self) -> &'static str {
         match self {
             Endpoint::Query => "query",
+            Endpoint::Funnel => "funnel",
             Endpoint::Sites => "sites",
             Endpoint::Audit => "audit",
         }

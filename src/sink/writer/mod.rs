@@ -220,7 +220,8 @@ impl<S: Store> Writer<S> {
             .iter()
             .map(BatchRow::traffic)
             .chain(batch.dropped.iter().map(BatchRow::dropped))
-            .chain(batch.props.iter().map(BatchRow::prop));
+            .chain(batch.props.iter().map(BatchRow::prop))
+            .chain(batch.funnels.iter().map(BatchRow::funnel));
         for row in rows {
             groups.entry(Group::of(&row)).or_default().push(row);
         }

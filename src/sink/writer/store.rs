@@ -92,6 +92,12 @@ impl Store for ClickHouseStore {
                 .bind(&group.site)
                 .bind(group.hour)
                 .bind(label.as_ref()),
+            RowKind::Funnel => self
+                .client
+                .query("SELECT sum(visits) FROM funnel_hourly WHERE site_id = ? AND hour = toDateTime(?) AND funnel = ? AND step = 0")
+                .bind(&group.site)
+                .bind(group.hour)
+                .bind(label.as_ref()),
             kind => self
                 .client
                 .query(if kind == RowKind::Prop {

@@ -82,10 +82,12 @@ impl ModelState {
                 RowKind::Receipt => {
                     self.receipts.insert(row.end_seq);
                 }
-                _ if row.event == crate::sink::rows::DELIVERY_MARK
+                _ if row.event.starts_with(crate::sink::rows::DELIVERY_MARK)
                     || row.reason.starts_with(crate::sink::rows::DELIVERY_MARK) =>
                 {
-                    *self.marks.entry(Group::of(row)).or_default() += row.events + row.hits;
+                    // Funnel marks count in `visits` (see `BatchRow::mark`).
+                    *self.marks.entry(Group::of(row)).or_default() +=
+                        row.events + row.hits + row.visits.unsigned_abs();
                 }
                 _ => *self.counts.entry(row_id(row)).or_default() += 1,
             }

@@ -513,6 +513,81 @@
     }).catch(function (e) { showError(e.message) });
   }
 
+  // ---- funnels ----------------------------------------------------------------
+  // One table per funnel of the site (from /api/v2/sites), read from
+  // /api/v2/funnel: visits per step, conversion from step 1, drop-off from
+  // the step before. A withheld step shows "—", as withheld rows do.
+  function percentText(v) {
+    return v == null ? '—' : new Intl.NumberFormat(t('locale'), {style: 'percent', maximumFractionDigits: 1}).format(v / 100);
+  }
+  function renderFunnelsFrame() {
+    // Funnels count whole visits: no filter applies to them, so they are
+    // not shown beside filtered numbers.
+    var funnels = state.site && state.site.funnels && !state.filters.length ? state.site.funnels : [];
+    var box = $('funnel-list');
+    box.textContent = '';
+    $('funnels').hidden = !funnels.length;
+    return funnels.map(function (f, i) {
+      var sec = el('section', 'funnel');
+      sec.setAttribute('data-funnel', String(i));
+      var h = el('h3', null, visible(f.name));
+      h.id = 'h-funnel-' + i;
+      sec.setAttribute('aria-labelledby', h.id);
+      sec.appendChild(h);
+      var body = el('div', 'funnel-body');
+      body.appendChild(el('p', 'muted', t('loading')));
+      sec.appendChild(body);
+      box.appendChild(sec);
+      return {funnel: f, body: body};
+    });
+  }
+  function renderFunnel(body, r) {
+    body.textContent = '';
+    var table = el('table', 'rows');
+    var hr = el('tr');
+    hr.appendChild(el('th', 'label', t('funnelStep')));
+    ['funnelVisits', 'funnelConversion', 'funnelDropoff'].forEach(function (key) {
+      var th = el('th', 'num wide', t(key));
+      th.scope = 'col';
+      hr.appendChild(th);
+    });
+    var thead = el('thead');
+    thead.appendChild(hr);
+    table.appendChild(thead);
+    var tbody = el('tbody');
+    var top = r.steps.length && r.steps[0].visits ? r.steps[0].visits : 0;
+    r.steps.forEach(function (s, i) {
+      var tr = el('tr', s.visits == null ? 'withheld' : null);
+      var th = el('th', 'label');
+      th.scope = 'row';
+      var bar = el('span', 'bar');
+      bar.style.width = (top && s.visits != null ? Math.max(1, s.visits / top * 100) : 0) + '%';
+      th.appendChild(bar);
+      th.appendChild(el('span', 'value', (i + 1) + '. ' + visible(s.name)));
+      tr.appendChild(th);
+      var cells = [
+        metricText('visits', s.visits),
+        percentText(s.conversion_rate),
+        s.dropoff == null ? '—' : num(s.dropoff) + ' (' + percentText(s.dropoff_percentage) + ')'
+      ];
+      cells.forEach(function (text) {
+        var td = el('td', 'num wide', text);
+        if (s.visits == null) td.title = t('funnelWithheld', {k: k()});
+        tr.appendChild(td);
+      });
+      tbody.appendChild(tr);
+    });
+    table.appendChild(tbody);
+    body.appendChild(table);
+  }
+  function loadFunnels(gen) {
+    renderFunnelsFrame().forEach(function (item) {
+      api('/api/v2/funnel', {site_id: state.site.id, funnel: item.funnel.name, date_range: range()})
+        .then(function (r) { if (gen === generation) renderFunnel(item.body, r) })
+        .catch(function (e) { if (gen === generation) { item.body.textContent = ''; item.body.appendChild(el('p', 'error-inline', e.message)) } });
+    });
+  }
+
   // ---- loading --------------------------------------------------------------
   function loadRealtime() {
     if (!state.site) return;
@@ -543,6 +618,7 @@
     first.then(function () {
       if (gen !== generation) return;
       loadCards(gen);
+      loadFunnels(gen);
       return query({metrics: TOP, date_range: range()}).then(function (now) {
         if (gen !== generation) return;
         var from = now.query.date_range[0].slice(0, 10), to = now.query.date_range[1].slice(0, 10);

@@ -40,7 +40,10 @@ window.TAMIS_I18N = {
     tabs: 'Vues du tableau', skip: 'Aller au contenu',
     deniedTip: 'Sans consentement, les pages vues sont comptées sans identifier de visiteur : aucun visiteur n’est compté.',
     short_visitors: 'Visiteurs', short_pageviews: 'Vues', short_visits: 'Visites', short_percentage: '%', short_events: 'Événements',
-    minutes: 'min', seconds: 's'
+    minutes: 'min', seconds: 's',
+    funnelsTitle: 'Entonnoirs', funnelsNote: 'Chaque entonnoir compte les étapes franchies dans l’ordre au cours d’une même visite : tamis ne reconnaît pas un visiteur d’une visite à l’autre.',
+    funnelStep: 'Étape', funnelVisits: 'Visites', funnelConversion: 'Conversion', funnelDropoff: 'Abandons',
+    funnelWithheld: 'Étape masquée : elle décrirait moins de {k} visites, ou son écart avec l’étape précédente le ferait.'
   },
   en: {
     locale: 'en-CA',
@@ -81,6 +84,9 @@ window.TAMIS_I18N = {
     tabs: 'Table views', skip: 'Skip to content',
     deniedTip: 'Without consent, pageviews are counted without telling visitors apart: no visitor is counted.',
     short_visitors: 'Visitors', short_pageviews: 'Views', short_visits: 'Visits', short_percentage: '%', short_events: 'Events',
-    minutes: 'min', seconds: 's'
+    minutes: 'min', seconds: 's',
+    funnelsTitle: 'Funnels', funnelsNote: 'Each funnel counts the steps reached in order within one visit: tamis does not recognise a visitor from one visit to the next.',
+    funnelStep: 'Step', funnelVisits: 'Visits', funnelConversion: 'Conversion', funnelDropoff: 'Drop-off',
+    funnelWithheld: 'Step withheld: it would describe fewer than {k} visits, or its gap with the step before would.'
   }
 };
