@@ -1068,6 +1068,7 @@ fn site_view() -> SiteView {
         timezone: TZ,
         campaigns: false,
         prop_keys: Vec::new(),
+        goals: Vec::new(),
     }
 }
 
