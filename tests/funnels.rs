@@ -249,14 +249,7 @@ fn funnel_counts_visits_per_step_in_order_and_withholds_small_steps() {
 
     // The OpenAPI document describes these answers.
     let doc = http(server.addr, "GET", "/api/v2/openapi.json", &[], b"").json();
-    let validator = |name: &str| {
-        let schema = json!({
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$ref": format!("#/components/schemas/{name}"),
-            "components": doc["components"].clone(),
-        });
-        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
+    let validator = |name: &str| openapi_validator(&doc, name);
     let (request, response) = (validator("FunnelRequest"), validator("FunnelResponse"));
     assert!(request.is_valid(
         &json!({"site_id": "example.org", "funnel": "Achat", "date_range": ["2026-01-01", "2026-01-31"]})

@@ -370,14 +370,7 @@ fn answers_match_the_openapi_document() {
     let server = seeded(&db);
     let doc = http(server.addr, "GET", "/api/v2/openapi.json", &[], b"").json();
     assert_eq!(doc["openapi"], "3.1.0");
-    let validator = |name: &str| {
-        let schema = json!({
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$ref": format!("#/components/schemas/{name}"),
-            "components": doc["components"].clone(),
-        });
-        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
+    let validator = |name: &str| openapi_validator(&doc, name);
     let (request, response, error) = (
         validator("QueryRequest"),
         validator("QueryResponse"),

@@ -15,17 +15,16 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use chrono::Duration;
 use clickhouse::Row;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::auth::{self, Access};
-use super::limits::{self, Failure};
+use super::limits::Failure;
 use super::request::{self, RequestError};
-use super::{client_kind, disclosure, number, Api, Base, CLIENT_HEADER, MAX_QUERY_BODY};
+use super::{disclosure, number, Api, Base};
 use crate::config::{Disclosure, SiteSettings};
 use crate::goal::Funnel;
 use crate::ingest::handler::json_error;
@@ -223,60 +222,16 @@ impl Api {
     /// `POST /api/v2/funnel`, authorized, bounded and audited as
     /// [`Api::handle`] does a stats query.
     pub async fn funnel(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        if request.method() != Method::POST {
-            return json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-        }
-        let authorization = request
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let client = client_kind(
-            request
-                .headers()
-                .get(CLIENT_HEADER)
-                .and_then(|v| v.to_str().ok()),
-        );
-        let (token, allowed, disclosure) =
-            match auth::authorize(authorization.as_deref(), &self.tokens) {
-                Access::Unauthorized => {
-                    return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
-                }
-                Access::Granted {
-                    token,
-                    sites,
-                    disclosure,
-                    ..
-                } => (token.to_string(), sites.to_vec(), disclosure),
-            };
-        let body = match tokio::time::timeout(
-            limits::BODY_TIMEOUT,
-            Limited::new(request.into_body(), MAX_QUERY_BODY).collect(),
-        )
-        .await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(_)) => {
-                return json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "query body is larger than 64 KiB",
-                )
-            }
-            Err(_) => {
-                return json_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the query body did not arrive within 10 s: send it whole, at once",
-                )
-            }
-        };
-        let site_id = match request::site_id(&body) {
-            Ok(id) => id,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        // A site the token may not read looks exactly like a missing one.
-        let site = match self.sites.iter().find(|s| s.id == site_id) {
-            Some(site) if allowed.contains(&site.id) => site.clone(),
-            _ => return json_error(StatusCode::NOT_FOUND, "site not found"),
+        let super::Asked {
+            token,
+            disclosure,
+            client,
+            body,
+            site,
+            ..
+        } = match self.asked(request).await {
+            Ok(asked) => asked,
+            Err(refused) => return refused,
         };
         let query = match parse(&body, &site, self.clock.now()) {
             Ok(q) => q,

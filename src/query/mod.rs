@@ -222,6 +222,17 @@ pub struct Answer {
     pub metrics: Option<Vec<f64>>,
 }
 
+/// A stats request as [`Api::asked`] admits it.
+pub(crate) struct Asked {
+    pub token: String,
+    pub disclosure: Disclosure,
+    pub client: &'static str,
+    /// `Accept: text/csv`.
+    pub wants_csv: bool,
+    pub body: Bytes,
+    pub site: Arc<SiteSettings>,
+}
+
 /// Everything a query answers.
 #[derive(Debug)]
 pub struct Report {
@@ -233,9 +244,16 @@ pub struct Report {
 }
 
 impl Api {
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// What every stats endpoint reads before its own fields, refusing as
+    /// they all refuse: POST only, the token (401), the body within 64 KiB
+    /// (413) and 10 s (408), the site id (400), and a site the token may
+    /// read (404, like a missing one).
+    pub(crate) async fn asked(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Asked, Response<Full<Bytes>>> {
         if request.method() != Method::POST {
-            return json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+            return Err(json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
         }
         let header = |name| {
             request
@@ -255,7 +273,10 @@ impl Api {
         let (token, allowed, disclosure) =
             match auth::authorize(authorization.as_deref(), &self.tokens) {
                 Access::Unauthorized => {
-                    return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
+                    return Err(json_error(
+                        StatusCode::UNAUTHORIZED,
+                        "missing or invalid API token",
+                    ))
                 }
                 Access::Granted {
                     token,
@@ -274,26 +295,46 @@ impl Api {
         {
             Ok(Ok(b)) => b.to_bytes(),
             Ok(Err(_)) => {
-                return json_error(
+                return Err(json_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "query body is larger than 64 KiB",
-                )
+                ))
             }
             Err(_) => {
-                return json_error(
+                return Err(json_error(
                     StatusCode::REQUEST_TIMEOUT,
                     "the query body did not arrive within 10 s: send it whole, at once",
-                )
+                ))
             }
         };
-        let site_id = match request::site_id(&body) {
-            Ok(id) => id,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
+        let site_id = request::site_id(&body)
+            .map_err(|e| json_error(StatusCode::BAD_REQUEST, &e.to_string()))?;
         // A site the token may not read looks exactly like a missing one.
         let site = match self.sites.iter().find(|s| s.id == site_id) {
             Some(site) if allowed.contains(&site.id) => site.clone(),
-            _ => return json_error(StatusCode::NOT_FOUND, "site not found"),
+            _ => return Err(json_error(StatusCode::NOT_FOUND, "site not found")),
+        };
+        Ok(Asked {
+            token,
+            disclosure,
+            client,
+            wants_csv,
+            body,
+            site,
+        })
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Asked {
+            token,
+            disclosure,
+            client,
+            wants_csv,
+            body,
+            site,
+        } = match self.asked(request).await {
+            Ok(asked) => asked,
+            Err(refused) => return refused,
         };
         let mut prop_keys: Vec<String> = site.prop_keys.iter().cloned().collect();
         prop_keys.sort();

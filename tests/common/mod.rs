@@ -570,3 +570,14 @@ pub const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Ma
 pub const EDGE: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0";
 pub const SAMSUNG: &str = "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36";
 pub const BROWSERS: [&str; 5] = [FIREFOX, CHROME, SAFARI_IPHONE, EDGE, SAMSUNG];
+
+/// A validator for one schema of the OpenAPI document `doc` (as served at
+/// `/api/v2/openapi.json`), its references resolved within the document.
+pub fn openapi_validator(doc: &serde_json::Value, name: &str) -> jsonschema::Validator {
+    let schema = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": doc["components"].clone(),
+    });
+    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
