@@ -411,7 +411,7 @@ database = "{DATABASE}"
 id = "{SITE}"
 hostnames = ["{SITE}", "www.{SITE}"]
 timezone = "America/Toronto"
-
+{goals}
 [[token]]
 name = "dashboard"
 secret_sha256 = "{token}"
@@ -419,7 +419,38 @@ sites = ["{SITE}"]
 "#,
         url = ch.url,
         token = sha256_hex(TOKEN),
+        goals = GOALS_TOML,
     )
+}
+
+/// The bench site's goals (page goals over seeded sections) and one funnel
+/// over them, whose step counts [`seed`] writes into `funnel_hourly`.
+const GOALS_TOML: &str = r#"
+[[site.goal]]
+page = "/blog/*"
+name = "Blog"
+[[site.goal]]
+page = "/aide/*"
+name = "Aide"
+[[site.goal]]
+page = "/produits/page-1*"
+name = "Produits 1…"
+[[site.funnel]]
+name = "Parcours"
+steps = ["Blog", "Aide", "Produits 1…"]
+"#;
+
+/// The goals as the request parser needs them (the same as [`GOALS_TOML`]).
+fn goals() -> Vec<tamis::goal::Goal> {
+    use tamis::goal::Goal;
+    [
+        ("/blog/*", "Blog"),
+        ("/aide/*", "Aide"),
+        ("/produits/page-1*", "Produits 1…"),
+    ]
+    .into_iter()
+    .filter_map(|(page, name)| Goal::page(page, Some(name)).ok())
+    .collect()
 }
 
 /// The daily rollups of every seeded closed day, made by tamis's own job
@@ -690,6 +721,16 @@ fn seed(ch: &ClickHouse, plan: &SeedPlan) -> anyhow::Result<Seeded> {
             started.elapsed().as_secs_f64()
         );
     }
+    // Funnel steps as the aggregator writes them: per hour, visits that
+    // reached each step of "Parcours" (about 400, 160 and 60).
+    ch.try_query(&format!(
+        "INSERT INTO {DATABASE}.funnel_hourly (site_id, hour, funnel, step, visits) \
+         SELECT '{SITE}', toDateTime({start} + intDiv(number, 3) * 3600), 'Parcours', toUInt8(number % 3 + 1), \
+         toUInt64(floor(400 / pow(2.5, number % 3)) + cityHash64(number) % 40) FROM numbers({n})",
+        start = plan.start.timestamp(),
+        n = plan.hours * 3
+    ))
+    .map_err(|e| anyhow!(e))?;
     Ok(Seeded {
         input_rows,
         seconds: started.elapsed().as_secs_f64(),
@@ -1021,21 +1062,21 @@ fn http(
     Ok((status, body.to_string()))
 }
 
-fn api(addr: SocketAddr, body: &str) -> anyhow::Result<Value> {
+fn api(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<Value> {
     let auth = format!("Bearer {TOKEN}");
     let (status, text) = http(
         addr,
         "POST",
-        "/api/v2/query",
+        path,
         &[
             ("Authorization", &auth),
             ("Content-Type", "application/json"),
         ],
         body,
     )
-    .context("POST /api/v2/query")?;
+    .with_context(|| format!("POST {path}"))?;
     if status != 200 {
-        bail!("POST /api/v2/query answered {status}: {text}\nrequest: {body}");
+        bail!("POST {path} answered {status}: {text}\nrequest: {body}");
     }
     serde_json::from_str(&text).with_context(|| format!("answer is not JSON: {text}"))
 }
@@ -1051,10 +1092,14 @@ enum Kind {
     Regions,
     Browsers,
     Devices,
+    Goals,
+    Funnel,
 }
 
 struct Case {
     kind: Kind,
+    /// `/api/v2/query`, or `/api/v2/funnel` for the funnel.
+    path: &'static str,
     name: &'static str,
     range: &'static str,
     /// Sent one after the other; timed together.
@@ -1068,7 +1113,7 @@ fn site_view() -> SiteView {
         timezone: TZ,
         campaigns: false,
         prop_keys: Vec::new(),
-        goals: Vec::new(),
+        goals: goals(),
     }
 }
 
@@ -1115,6 +1160,11 @@ fn cases(now: DateTime<Utc>) -> anyhow::Result<Vec<Case>> {
         let mut case = |kind, name, bodies| {
             out.push(Case {
                 kind,
+                path: if kind == Kind::Funnel {
+                    "/api/v2/funnel"
+                } else {
+                    "/api/v2/query"
+                },
                 name,
                 range,
                 bodies,
@@ -1183,6 +1233,21 @@ fn cases(now: DateTime<Utc>) -> anyhow::Result<Vec<Case>> {
                 limit.clone(),
             )],
         );
+        case(
+            Kind::Goals,
+            "goals (event:goal)",
+            vec![body(
+                &r,
+                &["visitors", "events", "conversion_rate"],
+                &["event:goal"],
+                limit.clone(),
+            )],
+        );
+        case(
+            Kind::Funnel,
+            "funnel (3 steps)",
+            vec![json!({"site_id": SITE, "funnel": "Parcours", "date_range": r}).to_string()],
+        );
     }
     Ok(out)
 }
@@ -1218,7 +1283,7 @@ fn measure(addr: SocketAddr, case: &Case, args: &Args, ours: &[u32]) -> anyhow::
         answers = case
             .bodies
             .iter()
-            .map(|b| api(addr, b))
+            .map(|b| api(addr, case.path, b))
             .collect::<anyhow::Result<_>>()?;
     }
     let cpu = cpu::Window::start(ours);
@@ -1228,7 +1293,7 @@ fn measure(addr: SocketAddr, case: &Case, args: &Args, ours: &[u32]) -> anyhow::
     {
         let t = Instant::now();
         for b in &case.bodies {
-            api(addr, b)?;
+            api(addr, case.path, b)?;
         }
         samples.push(t.elapsed().as_secs_f64() * 1000.0);
     }
@@ -1352,6 +1417,28 @@ fn checks(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome]) -> anyhow::Resu
                 check(
                     format!("{label} {} rows (limit 10 of 13 provinces and territories), {names} display names: {}", d.len(), d.join(", ")),
                     d.len() == 10 && d[0] == "CA-QC" && d[1] == "CA-ON" && names == 10,
+                );
+            }
+            Kind::Goals => {
+                let d = dims(0);
+                let rates: Vec<f64> = rows(0).iter().map(|r| number(&r["metrics"][2])).collect();
+                check(
+                    format!(
+                        "{label} {} goals: {} (conversion {rates:?} %)",
+                        d.len(),
+                        d.join(", ")
+                    ),
+                    d.len() == 3 && rates.iter().all(|r| *r > 0.0 && *r < 100.0),
+                );
+            }
+            Kind::Funnel => {
+                let steps: Vec<f64> = outcome.answers[0]["steps"]
+                    .as_array()
+                    .map(|s| s.iter().map(|s| number(&s["visits"])).collect())
+                    .unwrap_or_default();
+                check(
+                    format!("{label} visits per step {steps:?}"),
+                    steps.len() == 3 && steps.windows(2).all(|w| w[0] >= w[1]) && steps[2] > 0.0,
                 );
             }
             Kind::Browsers | Kind::Devices => {
@@ -1485,7 +1572,14 @@ fn diagnose(
             bytes_read: 0,
             identical_pairs: 0,
         };
-        for body in &case.bodies {
+        // The funnel endpoint reads `funnel_hourly` with one statement of
+        // its own: timed through the API only.
+        let bodies = if case.kind == Kind::Funnel {
+            &[][..]
+        } else {
+            &case.bodies[..]
+        };
+        for body in bodies {
             let q = request::parse(body.as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
             let rows = inline(&tamis_statement(ch, &q, &q.dimensions, now)?);
             let total = inline(&tamis_statement(ch, &q, &[], now)?);
@@ -2082,7 +2176,7 @@ mod explore {
             Kind::Regions => Some("region"),
             Kind::Browsers => Some("browser"),
             Kind::Devices => Some("device"),
-            Kind::Totals | Kind::Timeseries => None,
+            Kind::Totals | Kind::Timeseries | Kind::Goals | Kind::Funnel => None,
         }
     }
 
@@ -2134,6 +2228,10 @@ mod explore {
         let today = now.with_timezone(&TZ).date_naive();
         let today_start = request::local_midnight(today, TZ).timestamp();
         for (i, case) in cases.iter().enumerate() {
+            // Goals and funnels have no experimental tables.
+            if matches!(case.kind, Kind::Goals | Kind::Funnel) {
+                continue;
+            }
             let dim = dimension_of(case.kind);
             let month_series = case.range == "12mo";
             let (mut wide, mut hourly, mut tiled_s, mut hll, mut plain_s) =
