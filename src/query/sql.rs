@@ -238,6 +238,20 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
         // Property aggregates hold visitors and events only.
         Some(_) => s.push("toFloat64(uniqIfMerge(visitors)), 0, 0, toFloat64(sumMerge(events)), 0, 0, 0] AS base FROM props_hourly"),
     }
+    // A row that reaches no goal adds nothing to an `event:goal`
+    // breakdown. As a PREWHERE, ClickHouse reads the event and page
+    // columns first and the visitor sets of the goals' rows only (the
+    // query bench's 12 months read 6.9 GB without it; its optimizer does
+    // not move these conditions by itself).
+    if dimensions.contains(&Dimension::Goal) && !query.goals.is_empty() {
+        s.push(" PREWHERE ");
+        for (i, goal) in query.goals.iter().enumerate() {
+            if i > 0 {
+                s.push(" OR ");
+            }
+            goal_condition(&mut s, goal);
+        }
+    }
     s.push(" WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ?");
     s.bind(query.site_id.as_str());
     s.bind(query.from.timestamp().to_string());
