@@ -22,7 +22,6 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::limits::Failure;
 use super::request::{self, RequestError};
 use super::{disclosure, number, Api, Base};
 use crate::config::{Disclosure, SiteSettings};
@@ -254,14 +253,9 @@ impl Api {
         let counts = match ran {
             Ok(counts) => counts,
             Err(error) => {
-                // The code and a category only, as for stats queries.
-                let (failure, code) = Failure::of(&error);
-                if failure.is_limit() {
-                    tracing::warn!(token = %token, site = %site.id, category = failure.name(), code, "funnel query failed");
-                } else {
-                    tracing::error!(token = %token, site = %site.id, category = failure.name(), code, "funnel query failed");
-                }
-                return self.limits.failed(failure, "statistics are");
+                return self
+                    .limits
+                    .read_failed(&error, &token, &site.id, "funnel query")
             }
         };
         let steps = steps(&site, funnel, disclosure, &counts);

@@ -131,6 +131,26 @@ impl Limits {
         )
     }
 
+    /// A stats read that ClickHouse failed (`query`: which kind, for the
+    /// log line): logged with the code and a category only — ClickHouse's
+    /// text can quote the client's filter values and patterns — a limit as
+    /// a warning, anything else as an error, and answered by [`Self::failed`].
+    pub fn read_failed(
+        &self,
+        error: &clickhouse::error::Error,
+        token: &str,
+        site: &str,
+        query: &str,
+    ) -> Response<Full<Bytes>> {
+        let (failure, code) = Failure::of(error);
+        if failure.is_limit() {
+            tracing::warn!(token = %token, site = %site, category = failure.name(), code, "{query} failed");
+        } else {
+            tracing::error!(token = %token, site = %site, category = failure.name(), code, "{query} failed");
+        }
+        self.failed(failure, "statistics are")
+    }
+
     /// The answer to a failed read (`what`: what was unavailable, for the
     /// generic answer), by its [`Failure`].
     pub fn failed(&self, failure: Failure, what: &str) -> Response<Full<Bytes>> {

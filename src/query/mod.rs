@@ -403,17 +403,9 @@ impl Api {
                     .insert("content-type", HeaderValue::from_static("application/json"));
                 r
             }
-            Err(error) => {
-                // The code and a category only: ClickHouse's text can quote
-                // the client's filter values and patterns.
-                let (failure, code) = Failure::of(&error);
-                if failure.is_limit() {
-                    tracing::warn!(token = %token, site = %site.id, category = failure.name(), code, "stats query failed");
-                } else {
-                    tracing::error!(token = %token, site = %site.id, category = failure.name(), code, "stats query failed");
-                }
-                self.limits.failed(failure, "statistics are")
-            }
+            Err(error) => self
+                .limits
+                .read_failed(&error, &token, &site.id, "stats query"),
         }
     }
 
