@@ -523,9 +523,15 @@ fn tamis_statement(
     let Some((first, last)) = tamis::query::whole_closed_days(q.from, q.to, now, TZ) else {
         return Ok(hourly());
     };
-    let days = ch.try_query(&format!(
-        "SELECT DISTINCT toString(day) FROM {DATABASE}.rollup_days WHERE site_id = '{SITE}' AND day >= toDate('{first}') AND day <= toDate('{last}')"
-    )).map_err(|e| anyhow!(e))?;
+    let days = ch.query_in(
+        DATABASE,
+        &inline(&sql::rolled_days(
+            q,
+            dimensions,
+            &first.to_string(),
+            &last.to_string(),
+        )),
+    );
     let days: Vec<NaiveDate> = days
         .lines()
         .filter_map(|d| NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").ok())

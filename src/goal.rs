@@ -107,6 +107,16 @@ impl Goal {
         }
     }
 
+    /// What the goal counts, independent of its display name: the daily
+    /// rollups store a goal's numbers under it, so renaming a goal keeps
+    /// its rolled days and changing what it counts does not.
+    pub fn key(&self) -> String {
+        match &self.kind {
+            GoalKind::Event(name) => format!("event:{name}"),
+            GoalKind::Page { pattern, .. } => format!("page:{pattern}"),
+        }
+    }
+
     /// What the goal counts, for the sites list and the dashboard.
     pub fn to_json(&self) -> serde_json::Value {
         match &self.kind {

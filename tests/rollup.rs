@@ -228,6 +228,76 @@ fn pageviews_30d(server: &InProcess) -> Value {
         .clone()
 }
 
+/// The five closed days and today (2026-11-03) up to 14:00 local, then
+/// the clock at 14:00: returns the pageviews sent.
+fn seed_week(server: &InProcess) -> u64 {
+    // Toronto is UTC-4 until 2026-11-01 02:00, UTC-5 after: mornings at
+    // 09:10 local, evenings at 23:40 local; the DST day also gets traffic
+    // in both of its 01:30 hours.
+    seed_day(
+        server,
+        utc("2026-10-29T13:10:00Z"),
+        utc("2026-10-30T03:40:00Z"),
+        0,
+    );
+    seed_day(
+        server,
+        utc("2026-10-30T13:10:00Z"),
+        utc("2026-10-31T03:40:00Z"),
+        1,
+    );
+    seed_day(
+        server,
+        utc("2026-10-31T13:10:00Z"),
+        utc("2026-11-01T03:40:00Z"),
+        2,
+    );
+    server.clock.set(utc("2026-11-01T05:30:00Z"));
+    for v in 0..6 {
+        hit(
+            server,
+            &format!("100.64.{v}.1"),
+            CHROME,
+            "/fall-back",
+            None,
+        );
+    }
+    server.clock.set(utc("2026-11-01T06:30:00Z"));
+    for v in 3..9 {
+        hit(
+            server,
+            &format!("100.64.{v}.1"),
+            CHROME,
+            "/fall-back",
+            None,
+        );
+    }
+    seed_day(
+        server,
+        utc("2026-11-01T14:10:00Z"),
+        utc("2026-11-02T04:40:00Z"),
+        3,
+    );
+    seed_day(
+        server,
+        utc("2026-11-02T14:10:00Z"),
+        utc("2026-11-03T04:40:00Z"),
+        4,
+    );
+    // Today, up to 14:00 local.
+    seed_day(
+        server,
+        utc("2026-11-03T14:10:00Z"),
+        utc("2026-11-03T18:40:00Z"),
+        5,
+    );
+    server.clock.set(utc("2026-11-03T19:00:00Z"));
+    (0..6u64)
+        .map(|n| (6 + n) + (6 + n).div_ceil(2) + 3)
+        .sum::<u64>()
+        + 12
+}
+
 #[test]
 fn rollups_answer_exactly_like_hourly_aggregates() {
     let ch = ClickHouse::shared();
@@ -244,71 +314,7 @@ fn rollups_answer_exactly_like_hourly_aggregates() {
         Some(Duration::from_millis(100)),
     );
 
-    // Toronto is UTC-4 until 2026-11-01 02:00, UTC-5 after: mornings at
-    // 09:10 local, evenings at 23:40 local; the DST day also gets traffic
-    // in both of its 01:30 hours.
-    seed_day(
-        &rolled,
-        utc("2026-10-29T13:10:00Z"),
-        utc("2026-10-30T03:40:00Z"),
-        0,
-    );
-    seed_day(
-        &rolled,
-        utc("2026-10-30T13:10:00Z"),
-        utc("2026-10-31T03:40:00Z"),
-        1,
-    );
-    seed_day(
-        &rolled,
-        utc("2026-10-31T13:10:00Z"),
-        utc("2026-11-01T03:40:00Z"),
-        2,
-    );
-    rolled.clock.set(utc("2026-11-01T05:30:00Z"));
-    for v in 0..6 {
-        hit(
-            &rolled,
-            &format!("100.64.{v}.1"),
-            CHROME,
-            "/fall-back",
-            None,
-        );
-    }
-    rolled.clock.set(utc("2026-11-01T06:30:00Z"));
-    for v in 3..9 {
-        hit(
-            &rolled,
-            &format!("100.64.{v}.1"),
-            CHROME,
-            "/fall-back",
-            None,
-        );
-    }
-    seed_day(
-        &rolled,
-        utc("2026-11-01T14:10:00Z"),
-        utc("2026-11-02T04:40:00Z"),
-        3,
-    );
-    seed_day(
-        &rolled,
-        utc("2026-11-02T14:10:00Z"),
-        utc("2026-11-03T04:40:00Z"),
-        4,
-    );
-    // Today, up to 14:00 local.
-    seed_day(
-        &rolled,
-        utc("2026-11-03T14:10:00Z"),
-        utc("2026-11-03T18:40:00Z"),
-        5,
-    );
-    rolled.clock.set(utc("2026-11-03T19:00:00Z"));
-    let expected: u64 = (0..6u64)
-        .map(|n| (6 + n) + (6 + n).div_ceil(2) + 3)
-        .sum::<u64>()
-        + 12;
+    let expected = seed_week(&rolled);
     wait_until(Duration::from_secs(20), "every pageview stored", || {
         ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly")
             == format!("{expected}\n")
@@ -425,6 +431,241 @@ fn rollups_answer_exactly_like_hourly_aggregates() {
     let (h, r) = day_sums(ch, &db);
     assert_eq!(h, r, "rolled sums still match");
 
+    rolled.stop();
+    hourly.stop();
+}
+
+/// Goals, all page goals: a page most visitors see, a small one (merged
+/// into `(other)`), a pattern, and every page.
+const GOALS: &str = r#"
+[[site.goal]]
+page = "/next"
+[[site.goal]]
+page = "/a"
+name = "Page A"
+[[site.goal]]
+page = "/late*"
+name = "Nuit"
+[[site.goal]]
+page = "/*"
+name = "Tout"
+"#;
+
+/// Goal breakdowns and goal conversion rates over the ranges of
+/// [`requests`].
+fn goal_requests() -> Vec<Value> {
+    let ranges = [
+        json!("30d"),
+        json!("7d"),
+        json!(["2026-10-29", "2026-11-02"]),
+        json!(["2026-10-30T12:00:00", "2026-11-03T10:00:00"]),
+        json!(["2026-11-01", "2026-11-01"]),
+        json!("day"),
+    ];
+    ranges
+        .into_iter()
+        .map(|range| {
+            json!({"site_id": "example.org", "date_range": range,
+                   "metrics": ["visitors", "events", "conversion_rate"],
+                   "dimensions": ["event:goal"],
+                   "order_by": [["visitors", "desc"], ["event:goal", "asc"]],
+                   "include": {"totals": true}})
+        })
+        .collect()
+}
+
+fn assert_same_goals(rolled: &InProcess, hourly: &InProcess, when: &str) {
+    for request in goal_requests() {
+        assert_eq!(
+            answer(rolled, &request),
+            answer(hourly, &request),
+            "{when}: {request}"
+        );
+    }
+}
+
+/// Goals covered by each closed day's newest rollup.
+fn goals_covered(ch: &ClickHouse, db: &str) -> String {
+    ch.query_in(
+        db,
+        "SELECT toString(day), arrayStringConcat(arraySort(groupArray(goal)), ' ') FROM rollup_goal_days \
+         WHERE site_id = 'example.org' AND (day, version) IN \
+         (SELECT day, max(version) FROM rollup_days WHERE site_id = 'example.org' GROUP BY day) GROUP BY day ORDER BY day",
+    )
+}
+
+/// The goals of [`GOALS`] by key, as rolled for each of the five days.
+fn all_goals_covered() -> String {
+    CLOSED
+        .iter()
+        .map(|d| format!("{d}\tpage:/* page:/a page:/late* page:/next\n"))
+        .collect()
+}
+
+#[test]
+fn goal_breakdowns_read_rolled_days_and_goals_added_later_are_rolled_in() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("rollup_goals");
+    let scratch = Scratch::new();
+    let geo = scratch.geodb();
+    let clock = tamis::clock::Clock::manual(utc("2026-10-29T13:00:00Z"));
+
+    // A week rolled up by a collector whose site has no goals yet.
+    let before = InProcess::serve_with_rollups(
+        &config(ch, &db, Some(&geo), ""),
+        clock.clone(),
+        Some(Duration::from_millis(100)),
+    );
+    let expected = seed_week(&before);
+    wait_until(Duration::from_secs(20), "every pageview stored", || {
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly")
+            == format!("{expected}\n")
+    });
+    wait_rolled(ch, &db, "the closed days rolled up without goals");
+    before.stop();
+    assert_eq!(goals_covered(ch, &db), "", "no goal rolled yet");
+    let page_rows = |version: &str| {
+        ch.query_in(
+            &db,
+            &format!(
+                "SELECT toString(day), value, visitors, pageviews FROM rollup_daily WHERE site_id = 'example.org' \
+                 AND dimension = 'page' AND (day, version) IN (SELECT day, {version}(version) FROM rollup_days \
+                 WHERE site_id = 'example.org' GROUP BY day) ORDER BY day, value"
+            ),
+        )
+    };
+    let pages_before = page_rows("max");
+    let versions = || -> u64 {
+        ch.query_in(&db, "SELECT count() FROM rollup_days")
+            .trim()
+            .parse()
+            .expect("count")
+    };
+    let versions_before = versions();
+
+    // The site gains goals: the collector's first pass adds them to every
+    // rolled day, once, without computing its other dimensions again (the
+    // new version's page rows are the previous version's, copied).
+    // Two collectors, each with its own log (config text).
+    let cfg = config(ch, &db, Some(&geo), GOALS);
+    let hourly = InProcess::serve(&config(ch, &db, Some(&geo), GOALS), clock.clone());
+    let rolled =
+        InProcess::serve_with_rollups(&cfg, clock.clone(), Some(Duration::from_secs(3600)));
+    wait_until(Duration::from_secs(30), "goals added to the rolled days", || {
+        goals_covered(ch, &db) == all_goals_covered()
+    });
+    assert_eq!(page_rows("max"), pages_before);
+    assert_eq!(versions(), versions_before + CLOSED.len() as u64);
+    assert_ne!(
+        ch.query_in(&db, "SELECT count() FROM rollup_daily WHERE dimension = 'goal'"),
+        "0\n"
+    );
+    assert_same_goals(&rolled, &hourly, "goals added to rolled days");
+    assert_same(&rolled, &hourly, "goals added to rolled days");
+
+    // A day whose newest computation covers no goal (a computation by a
+    // collector without them) is read hourly: still the same answers.
+    let newest = |day: &str| {
+        format!("(SELECT max(version) FROM rollup_days WHERE site_id = 'example.org' AND day = '{day}')")
+    };
+    ch.query_in(
+        &db,
+        &format!(
+            "INSERT INTO rollup_daily SELECT site_id, day, version + 1, dimension, value, visitors, visits, pageviews, events, \
+             bounces, duration, exits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-10-30' \
+             AND dimension != 'goal' AND version = {}",
+            newest("2026-10-30")
+        ),
+    );
+    ch.query_in(
+        &db,
+        "INSERT INTO rollup_days SELECT site_id, day, version + 1, pageviews, events, visits, bounces, duration, exits, now() \
+         FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-10-30' ORDER BY version DESC LIMIT 1",
+    );
+    assert_same_goals(&rolled, &hourly, "a day rolled without goals");
+
+    // The rolled server does read goal rollups: a newer version of
+    // 2026-10-31 with 1000 more visitors on `Visit /next` changes its
+    // answer.
+    let visitors = |server: &InProcess| {
+        let a = answer(
+            server,
+            &json!({"site_id": "example.org", "date_range": ["2026-10-29", "2026-11-02"],
+                    "metrics": ["visitors"], "dimensions": ["event:goal"],
+                    "filters": [], "order_by": [["event:goal", "asc"]]}),
+        );
+        a["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["dimensions"][0] == "Visit /next")
+            .map(|r| r["metrics"][0].as_u64().expect("visitors"))
+            .expect("a Visit /next row")
+    };
+    let true_visitors = visitors(&hourly);
+    assert_eq!(visitors(&rolled), true_visitors);
+    ch.query_in(
+        &db,
+        &format!(
+            "INSERT INTO rollup_daily SELECT site_id, day, version + 1, dimension, value, \
+             if(dimension = 'goal' AND value = 'page:/next', visitors + 1000, visitors), visits, pageviews, events, \
+             bounces, duration, exits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-10-31' AND version = {}",
+            newest("2026-10-31")
+        ),
+    );
+    ch.query_in(
+        &db,
+        &format!(
+            "INSERT INTO rollup_goal_days SELECT site_id, day, version + 1, goal FROM rollup_goal_days \
+             WHERE site_id = 'example.org' AND day = '2026-10-31' AND version = {}",
+            newest("2026-10-31")
+        ),
+    );
+    ch.query_in(
+        &db,
+        "INSERT INTO rollup_days SELECT site_id, day, version + 1, pageviews, events, visits, bounces, duration, exits, now() \
+         FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-10-31' ORDER BY version DESC LIMIT 1",
+    );
+    assert_eq!(visitors(&rolled), true_visitors + 1000);
+    // Its record holds the true sums, so only computing the day again (as
+    // after late data) puts it right.
+    let settings = tamis::config::Settings::from_config(
+        toml::from_str(&cfg).expect("config parses"),
+        Path::new("."),
+    )
+    .expect("config valid");
+    let job = tamis::sink::rollup::Rollup::new(
+        tamis::sink::client(&settings.clickhouse),
+        settings.sites.clone(),
+        clock.clone(),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(job.roll_day(
+            &settings.sites[0],
+            chrono::NaiveDate::from_ymd_opt(2026, 10, 31).expect("day"),
+        ))
+        .expect("roll 2026-10-31 again");
+    assert_eq!(visitors(&rolled), true_visitors);
+    rolled.stop();
+    hourly.stop();
+
+    // Renamed goals keep their rolled days (rollups know goals by what
+    // they count); the next pass adds the goals to the day rolled
+    // without them.
+    let renamed = GOALS.replace("Nuit", "Soirée").replace("Tout", "Toutes les pages");
+    let cfg = config(ch, &db, Some(&geo), &renamed);
+    let hourly = InProcess::serve(&config(ch, &db, Some(&geo), &renamed), clock.clone());
+    let rolled =
+        InProcess::serve_with_rollups(&cfg, clock.clone(), Some(Duration::from_secs(3600)));
+    wait_until(Duration::from_secs(30), "the tampered days rolled again", || {
+        goals_covered(ch, &db) == all_goals_covered()
+    });
+    let a = answer(&rolled, &goal_requests()[2]);
+    assert!(a.to_string().contains("Soirée"), "{a}");
+    assert_same_goals(&rolled, &hourly, "renamed goals");
     rolled.stop();
     hourly.stop();
 }

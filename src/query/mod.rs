@@ -647,14 +647,13 @@ impl Api {
         else {
             return Ok(None);
         };
-        let days: Vec<String> = self
-            .stats_client()
-            .query("SELECT DISTINCT toString(day) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?)")
-            .bind(query.site_id.as_str())
-            .bind(first.to_string())
-            .bind(last.to_string())
-            .fetch_all::<String>()
-            .await?;
+        let statement =
+            sql::rolled_days(query, dimensions, &first.to_string(), &last.to_string());
+        let mut q = self.stats_client().query(&statement.sql);
+        for p in &statement.params {
+            q = q.bind(p.as_str());
+        }
+        let days: Vec<String> = q.fetch_all::<String>().await?;
         let days: Vec<NaiveDate> = days
             .iter()
             .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())

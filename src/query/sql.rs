@@ -6,6 +6,7 @@ use super::pushdown::{Bound, Order};
 use super::request::{Dimension, Filter, FilterOp, Query};
 use crate::goal::Goal;
 use crate::sink::rows::DELIVERY_MARK;
+use crate::sink::schema::GOAL_DIMENSION;
 
 /// The aggregates every statement reads, in this order; the requested
 /// metrics are computed from them (see `super::metrics`).
@@ -98,6 +99,100 @@ fn goal_condition(s: &mut Statement, goal: &Goal) {
     let (sql, params) = goal.sql();
     s.push(sql);
     s.params.extend(params);
+}
+
+/// ` PREWHERE` any of the goals' conditions, when there are goals: rows
+/// that reach none add nothing to a goal breakdown or rollup, and as a
+/// PREWHERE ClickHouse reads the event and page columns first and the
+/// visitor sets of the goals' rows only (the query bench's 12 months read
+/// 6.9 GB without it; its optimizer does not move these conditions by
+/// itself).
+fn goal_prewhere(s: &mut Statement, goals: &[Goal]) {
+    if goals.is_empty() {
+        return;
+    }
+    s.push(" PREWHERE ");
+    for (i, goal) in goals.iter().enumerate() {
+        if i > 0 {
+            s.push(" OR ");
+        }
+        goal_condition(s, goal);
+    }
+}
+
+/// One row per goal of `goals` that one local day (`[from, to)`, UTC
+/// seconds) of the site reaches, inserted into `rollup_daily` under
+/// `version` as dimension [`GOAL_DIMENSION`] with the goal's
+/// [`Goal::key`] as value; goals the day does not reach get no row.
+/// Visitors are exact per goal because the row's visitor sets merge per
+/// goal before they are counted.
+pub fn goal_rollup(
+    site_id: &str,
+    day: &str,
+    version: u64,
+    goals: &[Goal],
+    from: i64,
+    to: i64,
+) -> Statement {
+    let mut s = Statement::default();
+    s.push(
+        "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits) \
+         SELECT ?, toDate(?), toUInt64(?), ?, goal, uniqIfMerge(visitors), sumMerge(visits), sumMerge(pageviews), \
+         sumMerge(events), sumMerge(bounces), sumMerge(duration), sumMerge(exits) FROM (SELECT ",
+    );
+    s.bind(site_id);
+    s.bind(day);
+    s.bind(version.to_string());
+    s.bind(GOAL_DIMENSION);
+    s.push("arrayJoin(arrayFilter(g -> g != '', [");
+    for (i, goal) in goals.iter().enumerate() {
+        if i > 0 {
+            s.push(", ");
+        }
+        s.push("if(");
+        goal_condition(&mut s, goal);
+        s.push(", ?, '')");
+        s.bind(goal.key());
+    }
+    s.push("])) AS goal, visitors, visits, pageviews, events, bounces, duration, exits FROM traffic_hourly");
+    goal_prewhere(&mut s, goals);
+    s.push(" WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ?) GROUP BY goal");
+    s.bind(site_id);
+    s.bind(from.to_string());
+    s.bind(to.to_string());
+    s.bind(DELIVERY_MARK);
+    s
+}
+
+/// The closed days in `first..=last` (`YYYY-MM-DD`) whose rollups answer
+/// a query that [`rollup_dimension`] accepts: every rolled day, or for an
+/// `event:goal` breakdown the days whose newest computation rolled every
+/// one of the site's goals (a goal added since is read hourly on the
+/// other days until the rollup job has added it).
+pub fn rolled_days(query: &Query, dimensions: &[Dimension], first: &str, last: &str) -> Statement {
+    let mut s = Statement::default();
+    if dimensions != [Dimension::Goal] || query.goals.is_empty() {
+        s.push("SELECT DISTINCT toString(day) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?)");
+        s.bind(query.site_id.as_str());
+        s.bind(first);
+        s.bind(last);
+        return s;
+    }
+    s.push("SELECT toString(day) AS d FROM rollup_goal_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) AND goal IN (");
+    s.bind(query.site_id.as_str());
+    s.bind(first);
+    s.bind(last);
+    let keys: Vec<String> = query.goals.iter().map(Goal::key).collect();
+    for (i, key) in keys.iter().enumerate() {
+        s.push(if i > 0 { ", ?" } else { "?" });
+        s.bind(key.as_str());
+    }
+    s.push(") AND (day, version) IN (SELECT day, max(version) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY day) GROUP BY d HAVING uniqExact(goal) = ");
+    s.bind(query.site_id.as_str());
+    s.bind(first);
+    s.bind(last);
+    s.push(&keys.iter().collect::<std::collections::HashSet<_>>().len().to_string());
+    s
 }
 
 /// The goals a condition on `event:goal` names, by their names: the
@@ -243,14 +338,8 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
     // columns first and the visitor sets of the goals' rows only (the
     // query bench's 12 months read 6.9 GB without it; its optimizer does
     // not move these conditions by itself).
-    if dimensions.contains(&Dimension::Goal) && !query.goals.is_empty() {
-        s.push(" PREWHERE ");
-        for (i, goal) in query.goals.iter().enumerate() {
-            if i > 0 {
-                s.push(" OR ");
-            }
-            goal_condition(&mut s, goal);
-        }
+    if dimensions.contains(&Dimension::Goal) {
+        goal_prewhere(&mut s, &query.goals);
     }
     s.push(" WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ?");
     s.bind(query.site_id.as_str());
@@ -310,7 +399,8 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
             Dimension::Language => Some("language"),
             Dimension::Consent => Some("consent"),
             Dimension::Day | Dimension::Week | Dimension::Month => Some(""),
-            Dimension::Prop | Dimension::Hour | Dimension::Goal => None,
+            Dimension::Goal => Some(GOAL_DIMENSION),
+            Dimension::Prop | Dimension::Hour => None,
         },
         _ => None,
     }
@@ -341,15 +431,31 @@ pub fn rolled(
     s.push("] AS base FROM (");
     let mut branches = 0;
     if !rolled.is_empty() {
-        let d = match dimensions.first() {
-            Some(Dimension::Day) => "toString(day) AS d, ",
-            Some(Dimension::Week) => "toString(toMonday(day)) AS d, ",
-            Some(Dimension::Month) => "toString(toStartOfMonth(day)) AS d, ",
-            Some(_) => "value AS d, ",
-            None => "",
-        };
         s.push("SELECT ");
-        s.push(d);
+        match dimensions.first() {
+            Some(Dimension::Day) => s.push("toString(day) AS d, "),
+            Some(Dimension::Week) => s.push("toString(toMonday(day)) AS d, "),
+            Some(Dimension::Month) => s.push("toString(toStartOfMonth(day)) AS d, "),
+            // Goals are rolled under their keys: the names the site gives
+            // them now (a key may have none, or two).
+            Some(Dimension::Goal) if query.goals.is_empty() => {
+                s.push("arrayJoin(emptyArrayString()) AS d, ")
+            }
+            Some(Dimension::Goal) => {
+                s.push("arrayJoin(arrayFilter(g -> g != '', [");
+                for (i, goal) in query.goals.iter().enumerate() {
+                    if i > 0 {
+                        s.push(", ");
+                    }
+                    s.push("if(value = ?, ?, '')");
+                    s.bind(goal.key());
+                    s.bind(goal.name.as_str());
+                }
+                s.push("])) AS d, ");
+            }
+            Some(_) => s.push("value AS d, "),
+            None => {}
+        }
         s.push(
             "toFloat64(sum(visitors)) AS c1, toFloat64(sum(visits)) AS c2, toFloat64(sum(pageviews)) AS c3, \
              toFloat64(sum(events)) AS c4, toFloat64(sum(bounces)) AS c5, toFloat64(sum(duration)) AS c6, \
@@ -382,7 +488,11 @@ pub fn rolled(
             .map(|(i, b)| format!("{b} AS c{}", i + 1))
             .collect();
         s.push(&named.join(", "));
-        s.push(" FROM traffic_hourly WHERE site_id = ? AND (");
+        s.push(" FROM traffic_hourly");
+        if dimensions.contains(&Dimension::Goal) {
+            goal_prewhere(&mut s, &query.goals);
+        }
+        s.push(" WHERE site_id = ? AND (");
         s.bind(query.site_id.as_str());
         if hours.is_empty() {
             s.push("0");
@@ -584,6 +694,44 @@ mod tests {
             let q = q(body);
             assert_eq!(rollup_dimension(&q, &q.dimensions), expected, "{body}");
         }
+    }
+
+    #[test]
+    fn goal_rollups_bind_every_value_and_name_goals_by_key() {
+        let goals = vec![
+            Goal::event("Signup", Some("Inscription ?")).unwrap(),
+            Goal::page("/merci*", None).unwrap(),
+        ];
+        let view = SiteView {
+            timezone: chrono_tz::America::Toronto,
+            campaigns: false,
+            prop_keys: Vec::new(),
+            goals: goals.clone(),
+        };
+        let q = parse(
+            br#"{"site_id":"a","metrics":["visitors","conversion_rate"],"date_range":"30d","dimensions":["event:goal"]}"#,
+            &view,
+            "2026-11-23T15:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rollup_dimension(&q, &q.dimensions), Some(GOAL_DIMENSION));
+        let placeholders = |s: &Statement| s.sql.matches('?').count();
+        let insert = goal_rollup("a", "2026-11-22", 7, &goals, 1, 2);
+        assert_eq!(placeholders(&insert), insert.params.len(), "{}", insert.sql);
+        assert!(insert.params.contains(&"event:Signup".to_string()));
+        assert!(insert.params.contains(&"page:/merci*".to_string()));
+        assert!(insert.sql.contains(" PREWHERE "));
+        let days = rolled_days(&q, &q.dimensions, "2026-10-25", "2026-11-22");
+        assert_eq!(placeholders(&days), days.params.len(), "{}", days.sql);
+        assert!(days.sql.contains("rollup_goal_days") && days.sql.ends_with("= 2"));
+        let plain = rolled_days(&q, &[], "2026-10-25", "2026-11-22");
+        assert!(!plain.sql.contains("rollup_goal_days"));
+        let runs = [("2026-10-25".to_string(), "2026-11-22".to_string())];
+        let s = rolled(&q, &q.dimensions, "America/Toronto", &runs, &[(1, 2)]);
+        // The display names are bound beside the keys: a `?` in a name is
+        // a value, not a placeholder.
+        assert_eq!(placeholders(&s), s.params.len(), "{}", s.sql);
+        assert!(s.params.contains(&"Inscription ?".to_string()));
     }
 
     #[test]

@@ -23,13 +23,14 @@ use crate::config::SiteSettings;
 
 /// Aggregate tables partitioned by `(site_id, toYYYYMM(hour))` (the
 /// rollups by `(site_id, toYYYYMM(day))`, the site's local day).
-pub const SITE_TABLES: [&str; 6] = [
+pub const SITE_TABLES: [&str; 7] = [
     "traffic_hourly",
     "props_hourly",
     "dropped_hourly",
     "funnel_hourly",
     "rollup_daily",
     "rollup_days",
+    "rollup_goal_days",
 ];
 /// tamis's own records (and batch receipts), partitioned by `toYYYYMM(time)`.
 pub const RECORD_TABLES: [&str; 4] = [

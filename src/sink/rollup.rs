@@ -31,7 +31,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::rows::DELIVERY_MARK;
-use super::schema::ROLLUP_DIMENSIONS;
+use super::schema::{GOAL_DIMENSION, ROLLUP_DIMENSIONS};
 use crate::clock::Clock;
 use crate::config::SiteSettings;
 use crate::query::request::local_midnight;
@@ -56,6 +56,21 @@ type Sums = [i64; 6];
 struct DaySums {
     day: String,
     sums: Vec<i64>,
+}
+
+#[derive(Row, Deserialize)]
+struct RolledDay {
+    day: String,
+    /// The newest version (named apart from the column: a ClickHouse
+    /// alias would stand for it in the other aggregates).
+    newest: u64,
+    sums: Vec<i64>,
+}
+
+#[derive(Row, Deserialize)]
+struct CoveredGoals {
+    day: String,
+    goals: Vec<String>,
 }
 
 #[derive(Row, Deserialize)]
@@ -197,27 +212,59 @@ impl Rollup {
         let rolled = self
             .client
             .query(
-                "SELECT toString(day) AS d, [toInt64(argMax(pageviews, version)), toInt64(argMax(events, version)), \
+                "SELECT toString(day) AS d, max(version) AS newest, [toInt64(argMax(pageviews, version)), toInt64(argMax(events, version)), \
                  argMax(visits, version), argMax(bounces, version), argMax(duration, version), argMax(exits, version)] AS sums \
                  FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY d",
             )
             .bind(&site.id)
             .bind(first.to_string())
             .bind(last.to_string())
-            .fetch_all::<DaySums>()
+            .fetch_all::<RolledDay>()
             .await?;
-        let find = |rows: &[DaySums], day: NaiveDate| {
-            rows.iter()
-                .find(|r| parse_day(&r.day) == Some(day))
-                .map(|r| to_sums(&r.sums))
+        let covered = if site.goals.is_empty() {
+            Vec::new()
+        } else {
+            self.client
+                .query(
+                    "SELECT toString(day) AS d, groupArray(goal) AS goals FROM rollup_goal_days \
+                     WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) AND (day, version) IN \
+                     (SELECT day, max(version) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY day) \
+                     GROUP BY d",
+                )
+                .bind(&site.id)
+                .bind(first.to_string())
+                .bind(last.to_string())
+                .bind(&site.id)
+                .bind(first.to_string())
+                .bind(last.to_string())
+                .fetch_all::<CoveredGoals>()
+                .await?
         };
+        let keys: Vec<String> = site.goals.iter().map(crate::goal::Goal::key).collect();
         let mut count = 0;
         let mut day = first;
         while day <= last {
-            let want = find(&hourly, day).unwrap_or_default();
-            if find(&rolled, day) != Some(want) {
-                self.roll_day(site, day).await?;
-                count += 1;
+            let want = hourly
+                .iter()
+                .find(|r| parse_day(&r.day) == Some(day))
+                .map(|r| to_sums(&r.sums))
+                .unwrap_or_default();
+            let have = rolled.iter().find(|r| parse_day(&r.day) == Some(day));
+            match have {
+                Some(have) if to_sums(&have.sums) == want => {
+                    let goals = covered
+                        .iter()
+                        .find(|c| parse_day(&c.day) == Some(day))
+                        .map_or(&[][..], |c| &c.goals[..]);
+                    if !keys.iter().all(|k| goals.contains(k)) {
+                        self.add_goals(site, day, have.newest).await?;
+                        count += 1;
+                    }
+                }
+                _ => {
+                    self.roll_day(site, day).await?;
+                    count += 1;
+                }
             }
             day += chrono::Duration::days(1);
         }
@@ -235,14 +282,7 @@ impl Rollup {
         let tz = site.timezone;
         let from = local_midnight(day, tz).timestamp();
         let to = local_midnight(day + chrono::Duration::days(1), tz).timestamp();
-        let latest = self
-            .client
-            .query("SELECT max(version) FROM rollup_days WHERE site_id = ? AND day = toDate(?)")
-            .bind(&site.id)
-            .bind(day.to_string())
-            .fetch_one::<u64>()
-            .await?;
-        let version = next_version(latest);
+        let version = self.next_version(site, day).await?;
         let names: Vec<String> = std::iter::once("''".to_string())
             .chain(ROLLUP_DIMENSIONS.iter().map(|d| format!("'{d}'")))
             .collect();
@@ -271,6 +311,99 @@ impl Rollup {
             .bind(DELIVERY_MARK)
             .execute()
             .await?;
+        self.finish(site, day, version).await?;
+        tracing::debug!(site = %site.id, day = %day, version, "day rolled up");
+        Ok(())
+    }
+
+    /// Adds the site's goals to a day rolled without some of them (goals
+    /// added since) whose data has not changed: a new version holding
+    /// the rolled rows of `version` as they are, plus every goal's rows,
+    /// without computing the day's other dimensions again. Should the
+    /// hourly data change meanwhile, the new record keeps the old sums and
+    /// the next check rolls the whole day again.
+    pub async fn add_goals(
+        &self,
+        site: &SiteSettings,
+        day: NaiveDate,
+        version: u64,
+    ) -> Result<(), clickhouse::error::Error> {
+        let new = self.next_version(site, day).await?;
+        self.client
+            .query(
+                "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits) \
+                 SELECT site_id, day, toUInt64(?), dimension, value, visitors, visits, pageviews, events, bounces, duration, exits \
+                 FROM rollup_daily WHERE site_id = ? AND day = toDate(?) AND version = toUInt64(?) AND dimension != ?",
+            )
+            .bind(new.to_string())
+            .bind(&site.id)
+            .bind(day.to_string())
+            .bind(version.to_string())
+            .bind(GOAL_DIMENSION)
+            .execute()
+            .await?;
+        self.finish(site, day, new).await?;
+        tracing::debug!(site = %site.id, day = %day, version = new, "goals added to a rolled day");
+        Ok(())
+    }
+
+    /// A version for a new computation of the day, newer than any recorded.
+    async fn next_version(
+        &self,
+        site: &SiteSettings,
+        day: NaiveDate,
+    ) -> Result<u64, clickhouse::error::Error> {
+        let latest = self
+            .client
+            .query("SELECT max(version) FROM rollup_days WHERE site_id = ? AND day = toDate(?)")
+            .bind(&site.id)
+            .bind(day.to_string())
+            .fetch_one::<u64>()
+            .await?;
+        Ok(next_version(latest))
+    }
+
+    /// Completes a computation whose dimensions are written under
+    /// `version`: the rows of the site's goals and the goals covered, then
+    /// the record that makes the version visible to queries.
+    async fn finish(
+        &self,
+        site: &SiteSettings,
+        day: NaiveDate,
+        version: u64,
+    ) -> Result<(), clickhouse::error::Error> {
+        let tz = site.timezone;
+        if !site.goals.is_empty() {
+            let from = local_midnight(day, tz).timestamp();
+            let to = local_midnight(day + chrono::Duration::days(1), tz).timestamp();
+            let rows = crate::query::sql::goal_rollup(
+                &site.id,
+                &day.to_string(),
+                version,
+                &site.goals,
+                from,
+                to,
+            );
+            let mut q = self.client.query(&rows.sql);
+            for p in &rows.params {
+                q = q.bind(p.as_str());
+            }
+            q.execute().await?;
+            let keys = vec!["?"; site.goals.len()].join(", ");
+            let mut q = self
+                .client
+                .query(&format!(
+                    "INSERT INTO rollup_goal_days (site_id, day, version, goal) \
+                     SELECT ?, toDate(?), toUInt64(?), arrayJoin([{keys}])"
+                ))
+                .bind(&site.id)
+                .bind(day.to_string())
+                .bind(version.to_string());
+            for goal in &site.goals {
+                q = q.bind(goal.key());
+            }
+            q.execute().await?;
+        }
         // Summed from the rows just written, so the record describes exactly
         // what was rolled even if more data landed meanwhile (the next
         // check then sees the difference).
@@ -288,7 +421,6 @@ impl Rollup {
             .bind(version.to_string())
             .execute()
             .await?;
-        tracing::debug!(site = %site.id, day = %day, version, "day rolled up");
         Ok(())
     }
 }

@@ -29,6 +29,11 @@ pub const ROLLUP_DIMENSIONS: [&str; 16] = [
     "consent",
 ];
 
+/// The `rollup_daily` dimension of goals: one row per goal a day reaches,
+/// its value the goal's key (`crate::goal::Goal::key`), the goals each
+/// computation covered recorded in `rollup_goal_days`.
+pub const GOAL_DIMENSION: &str = "goal";
+
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
@@ -251,6 +256,23 @@ pub fn migrations() -> Vec<Migration> {
                 "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_funnel_mv TO {db}.funnel_hourly AS \
                  SELECT site_id, hour, event AS funnel, toUInt8(hits) AS step, toUInt64(sum(visits)) AS visits \
                  FROM {db}.batch_in WHERE kind = 'funnel' GROUP BY site_id, hour, event, hits"
+                    .to_string(),
+            ],
+        },
+        Migration {
+            version: 8,
+            name: "goals in the daily rollups",
+            statements: vec![
+                // Which goals (by key) a computation of a day rolled, written
+                // after its rows and before its `rollup_days` record: a goal
+                // breakdown reads a day's rollup only when its newest
+                // computation covered every goal asked (a goal with no row
+                // that day then truly had no conversion).
+                "CREATE TABLE IF NOT EXISTS {db}.rollup_goal_days (\
+                 site_id String, day Date, version UInt64, goal String) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY (site_id, toYYYYMM(day)) \
+                 ORDER BY (site_id, day, version, goal)"
                     .to_string(),
             ],
         },
