@@ -254,23 +254,11 @@ fn seed_week(server: &InProcess) -> u64 {
     );
     server.clock.set(utc("2026-11-01T05:30:00Z"));
     for v in 0..6 {
-        hit(
-            server,
-            &format!("100.64.{v}.1"),
-            CHROME,
-            "/fall-back",
-            None,
-        );
+        hit(server, &format!("100.64.{v}.1"), CHROME, "/fall-back", None);
     }
     server.clock.set(utc("2026-11-01T06:30:00Z"));
     for v in 3..9 {
-        hit(
-            server,
-            &format!("100.64.{v}.1"),
-            CHROME,
-            "/fall-back",
-            None,
-        );
+        hit(server, &format!("100.64.{v}.1"), CHROME, "/fall-back", None);
     }
     seed_day(
         server,
@@ -551,13 +539,18 @@ fn goal_breakdowns_read_rolled_days_and_goals_added_later_are_rolled_in() {
     let hourly = InProcess::serve(&config(ch, &db, Some(&geo), GOALS), clock.clone());
     let rolled =
         InProcess::serve_with_rollups(&cfg, clock.clone(), Some(Duration::from_secs(3600)));
-    wait_until(Duration::from_secs(30), "goals added to the rolled days", || {
-        goals_covered(ch, &db) == all_goals_covered()
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "goals added to the rolled days",
+        || goals_covered(ch, &db) == all_goals_covered(),
+    );
     assert_eq!(page_rows("max"), pages_before);
     assert_eq!(versions(), versions_before + CLOSED.len() as u64);
     assert_ne!(
-        ch.query_in(&db, "SELECT count() FROM rollup_daily WHERE dimension = 'goal'"),
+        ch.query_in(
+            &db,
+            "SELECT count() FROM rollup_daily WHERE dimension = 'goal'"
+        ),
         "0\n"
     );
     assert_same_goals(&rolled, &hourly, "goals added to rolled days");
@@ -655,14 +648,18 @@ fn goal_breakdowns_read_rolled_days_and_goals_added_later_are_rolled_in() {
     // Renamed goals keep their rolled days (rollups know goals by what
     // they count); the next pass adds the goals to the day rolled
     // without them.
-    let renamed = GOALS.replace("Nuit", "Soirée").replace("Tout", "Toutes les pages");
+    let renamed = GOALS
+        .replace("Nuit", "Soirée")
+        .replace("Tout", "Toutes les pages");
     let cfg = config(ch, &db, Some(&geo), &renamed);
     let hourly = InProcess::serve(&config(ch, &db, Some(&geo), &renamed), clock.clone());
     let rolled =
         InProcess::serve_with_rollups(&cfg, clock.clone(), Some(Duration::from_secs(3600)));
-    wait_until(Duration::from_secs(30), "the tampered days rolled again", || {
-        goals_covered(ch, &db) == all_goals_covered()
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the tampered days rolled again",
+        || goals_covered(ch, &db) == all_goals_covered(),
+    );
     let a = answer(&rolled, &goal_requests()[2]);
     assert!(a.to_string().contains("Soirée"), "{a}");
     assert_same_goals(&rolled, &hourly, "renamed goals");

@@ -21,6 +21,7 @@ pub mod pushdown;
 pub mod request;
 pub mod sites;
 pub mod sql;
+pub mod suppress;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use auth::Access;
 use limits::{Failure, Limits};
 use request::{Dimension, Metric, Query, SiteView};
 use sql::Scope;
+pub use suppress::{report, suppress, Answer, Base, Conversions, Counted, Report};
 
 const MAX_QUERY_BODY: usize = 64 * 1024;
 
@@ -100,128 +102,6 @@ struct ResultRow {
     base: Vec<f64>,
 }
 
-/// The aggregates behind one answered row, in [`sql::BASE`] order.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Base {
-    pub visitors: f64,
-    pub visits: f64,
-    pub pageviews: f64,
-    pub events: f64,
-    pub bounces: f64,
-    pub duration: f64,
-    pub exits: f64,
-    /// Hits by consent state: granted, denied, unset, opted out (filled
-    /// only for consent metrics).
-    pub consent: [f64; 4],
-}
-
-impl Base {
-    fn from_slice(b: &[f64]) -> Option<Base> {
-        match *b {
-            [visitors, visits, pageviews, events, bounces, duration, exits] => Some(Base {
-                visitors,
-                visits,
-                pageviews,
-                events,
-                bounces,
-                duration,
-                exits,
-                consent: [0.0; 4],
-            }),
-            _ => None,
-        }
-    }
-
-    fn add(&mut self, o: &Base) {
-        self.visitors += o.visitors;
-        self.visits += o.visits;
-        self.pageviews += o.pageviews;
-        self.events += o.events;
-        self.bounces += o.bounces;
-        self.duration += o.duration;
-        self.exits += o.exits;
-        for (a, b) in self.consent.iter_mut().zip(o.consent) {
-            *a += b;
-        }
-    }
-
-    /// Too few to show: fewer than `k` visitors or, for traffic counted
-    /// without visitor keys, fewer than `k` pageviews and events.
-    pub fn is_small(&self, k: f64) -> bool {
-        if self.visitors > 0.0 {
-            self.visitors < k
-        } else {
-            self.pageviews + self.events < k
-        }
-    }
-
-    fn value(&self, metric: Metric, exits_as_visits: bool, total_visitors: f64) -> f64 {
-        let visits = if exits_as_visits {
-            self.exits
-        } else {
-            self.visits
-        };
-        let per_visit = |x: f64| if visits > 0.0 { x / visits } else { 0.0 };
-        let all: f64 = self.consent.iter().sum();
-        let share = |i: usize| {
-            if all > 0.0 {
-                (self.consent[i] / all * 1000.0).round() / 10.0
-            } else {
-                0.0
-            }
-        };
-        match metric {
-            Metric::Visitors => self.visitors,
-            Metric::Visits => visits,
-            Metric::Pageviews => self.pageviews,
-            Metric::Events => self.events + self.pageviews,
-            Metric::ViewsPerVisit => (per_visit(self.pageviews) * 100.0).round() / 100.0,
-            Metric::BounceRate => (per_visit(self.bounces) * 100.0).round(),
-            Metric::VisitDuration => per_visit(self.duration).round(),
-            Metric::ConsentRate => share(0),
-            Metric::ConsentDeniedRate => share(1),
-            Metric::ConsentUnsetRate => share(2),
-            Metric::OptOutRate => share(3),
-            Metric::Percentage => {
-                if total_visitors > 0.0 {
-                    (self.visitors / total_visitors * 1000.0).round() / 10.0
-                } else {
-                    0.0
-                }
-            }
-            // Their denominators come from another read: see `report`.
-            Metric::ConversionRate | Metric::GroupConversionRate => f64::NAN,
-        }
-    }
-}
-
-/// Visitors in percent of `of`, to two decimals as Plausible writes
-/// conversion rates; NaN (written `null`) without a denominator.
-fn conversion_rate(visitors: f64, of: Option<f64>) -> f64 {
-    match of {
-        Some(of) if of > 0.0 => (visitors / of * 10_000.0).round() / 100.0,
-        Some(_) => 0.0,
-        None => f64::NAN,
-    }
-}
-
-/// The denominators of conversion rates: what the query counts without
-/// its goal filters and goal dimension ([`Query::without_goals`]), in
-/// total and by the row's other dimension values.
-#[derive(Debug, Clone, Default)]
-pub struct Conversions {
-    pub total: Base,
-    pub groups: Vec<(Vec<String>, Base)>,
-}
-
-/// One answered row; `metrics` is `None` when withheld.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub dimensions: Vec<String>,
-    pub base: Base,
-    pub metrics: Option<Vec<f64>>,
-}
-
 /// A stats request as [`Api::asked`] admits it.
 pub(crate) struct Asked {
     pub token: String,
@@ -231,16 +111,6 @@ pub(crate) struct Asked {
     pub wants_csv: bool,
     pub body: Bytes,
     pub site: Arc<SiteSettings>,
-}
-
-/// Everything a query answers.
-#[derive(Debug)]
-pub struct Report {
-    pub rows: Vec<Answer>,
-    /// Rows before pagination (small ones merged), for `include.total_rows`.
-    pub total_rows: usize,
-    pub totals: Option<Option<Vec<f64>>>,
-    pub time_labels: Option<Vec<String>>,
 }
 
 impl Api {
@@ -647,8 +517,7 @@ impl Api {
         else {
             return Ok(None);
         };
-        let statement =
-            sql::rolled_days(query, dimensions, &first.to_string(), &last.to_string());
+        let statement = sql::rolled_days(query, dimensions, &first.to_string(), &last.to_string());
         let mut q = self.stats_client().query(&statement.sql);
         for p in &statement.params {
             q = q.bind(p.as_str());
@@ -823,145 +692,6 @@ impl Api {
     }
 }
 
-/// What ClickHouse counted for one query, before any disclosure rule.
-#[derive(Debug, Clone, Default)]
-pub struct Counted {
-    pub rows: Vec<(Vec<String>, Base)>,
-    pub total: Base,
-    /// For exact answers to filtered queries: the rows and the total the
-    /// filters leave out (empty otherwise).
-    pub excluded_rows: Vec<(Vec<String>, Base)>,
-    pub excluded_total: Base,
-    /// For conversion rates only.
-    pub conversions: Option<Conversions>,
-}
-
-/// The disclosure rules applied to what was counted: the answer's rows
-/// (small ones merged or withheld, ordered, paged) and totals, without time
-/// labels.
-///
-/// Every mode merges small breakdown rows into `(other)` and withholds a
-/// small time bucket, a small `(other)`, and any small cell of a window
-/// shorter than a day (see [`disclosure::short_window`]).
-/// - **Protected**: every cell below k is withheld, rows and totals alike,
-///   and every published count is consistently randomly rounded
-///   ([`disclosure::Rounding`]); rates and shares are computed from the
-///   rounded counts.
-/// - **Exact**: counts as they are; besides the above, a filtered query
-///   withholds its small cells, and cells whose complement (what the
-///   filters leave out) is small, which one subtraction would reveal.
-pub fn report(
-    query: &Query,
-    site: &SiteSettings,
-    disclosure: Disclosure,
-    counted: Counted,
-) -> Report {
-    let k = f64::from(site.k_threshold);
-    let Counted {
-        rows,
-        total,
-        excluded_rows,
-        excluded_total,
-        conversions,
-    } = counted;
-    let exits = query.dimensions.contains(&Dimension::ExitPage);
-    let rounding = disclosure::Rounding::new(&site.rounding_key, site.k_threshold, query);
-    // What is published of a cell's counts: rounded, or as counted.
-    let published = |dims: &[String], b: &Base| match disclosure {
-        Disclosure::Protected => rounding.publish(dims, b, exits),
-        Disclosure::Exact => *b,
-    };
-    let published_total = published(&[], &total);
-    // Conversion rates divide published counts by published counts: the
-    // denominators are cells of the query without its goals, rounded as
-    // that query would round them.
-    let plain = query.without_goals();
-    let plain_rounding = disclosure::Rounding::new(&site.rounding_key, site.k_threshold, &plain);
-    let published_plain = |dims: &[String], b: &Base| match disclosure {
-        Disclosure::Protected => plain_rounding.publish(dims, b, exits).visitors,
-        Disclosure::Exact => b.visitors,
-    };
-    let goal_at = query.dimensions.iter().position(|d| *d == Dimension::Goal);
-    let all_visitors = conversions.as_ref().map(|c| published_plain(&[], &c.total));
-    // A row's group: its values of the dimensions other than the goal. The
-    // `(other)` row merges several groups and has none.
-    let group_visitors = |dims: &[String]| -> Option<f64> {
-        if dims.iter().any(|d| d == OTHER) {
-            return None;
-        }
-        let key: Vec<&String> = dims
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != goal_at)
-            .map(|(_, v)| v)
-            .collect();
-        if key.is_empty() {
-            return all_visitors;
-        }
-        let c = conversions.as_ref()?;
-        c.groups
-            .iter()
-            .find(|(g, _)| g.iter().eq(key.iter().copied()))
-            .map(|(g, b)| published_plain(g, b))
-    };
-    let values = |dims: &[String], b: &Base| {
-        query
-            .metrics
-            .iter()
-            .map(|m| match m {
-                Metric::ConversionRate => conversion_rate(b.visitors, all_visitors),
-                Metric::GroupConversionRate => conversion_rate(b.visitors, group_visitors(dims)),
-                m => b.value(*m, exits, published_total.visitors),
-            })
-            .collect::<Vec<_>>()
-    };
-
-    let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
-    let reveals_row = |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
-    let answers = rows
-        .into_iter()
-        .map(|(dimensions, base)| Answer {
-            metrics: (!reveals_row(&dimensions)).then(Vec::new),
-            dimensions,
-            base,
-        })
-        .collect();
-    let mut answers = suppress(answers, &query.dimensions, k);
-    let short = disclosure::short_window(query.from, query.to, site.timezone);
-    let withhold_small = match disclosure {
-        Disclosure::Protected => true,
-        Disclosure::Exact => !query.filters.is_empty() || short,
-    };
-    let time_only = query.dimensions.iter().all(|d| d.is_time()) && !query.dimensions.is_empty();
-    // `(other)` rows compare with the unfiltered `(other)`, which holds
-    // the small excluded rows: any of those would show by difference.
-    let other_reveals = excluded_rows.iter().any(|(_, b)| reveals(b));
-    for a in answers.iter_mut() {
-        let is_other = a.dimensions.iter().any(|d| d == OTHER);
-        let withheld = a.metrics.is_none()
-            || is_other && other_reveals
-            || a.base.is_small(k) && (withhold_small || time_only || is_other);
-        a.metrics = (!withheld).then(|| values(&a.dimensions, &published(&a.dimensions, &a.base)));
-    }
-    order(&mut answers, query);
-    let total_rows = answers.len();
-    let rows = answers
-        .into_iter()
-        .skip(query.offset)
-        .take(query.limit)
-        .collect();
-    let totals = query.include_totals.then(|| {
-        let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
-        (!withheld).then(|| values(&[], &published_total))
-    });
-    Report {
-        rows,
-        total_rows,
-        totals,
-        time_labels: None,
-    }
-}
-
 /// How `[from, to)` is read when the local `days` (inside it) are rolled
 /// up: those days as inclusive runs (`YYYY-MM-DD`), and the UTC hours
 /// around them (seconds, half-open) read hourly.
@@ -1019,93 +749,6 @@ pub fn whole_closed_days(
         last = last.pred_opt()?;
     }
     (first <= last).then_some((first, last))
-}
-
-/// Merges rows backed by too few visitors (see [`Base::is_small`]) into one
-/// `(other)` row per value of the time dimensions. Rows of time dimensions
-/// alone are not merged (a bucket of "other times" means nothing); small
-/// ones are withheld instead. Rows already withheld (`metrics` is `None`)
-/// stay withheld when merged.
-pub fn suppress(answers: Vec<Answer>, dimensions: &[Dimension], k: f64) -> Vec<Answer> {
-    if dimensions.iter().all(|d| d.is_time()) {
-        return answers;
-    }
-    let mut kept = Vec::with_capacity(answers.len());
-    let mut others: Vec<Answer> = Vec::new();
-    for a in answers {
-        if !a.base.is_small(k) {
-            kept.push(a);
-            continue;
-        }
-        let key: Vec<String> = dimensions
-            .iter()
-            .zip(&a.dimensions)
-            .map(|(d, v)| {
-                if d.is_time() {
-                    v.clone()
-                } else {
-                    OTHER.to_string()
-                }
-            })
-            .collect();
-        match others.iter_mut().find(|o| o.dimensions == key) {
-            Some(o) => {
-                o.base.add(&a.base);
-                if a.metrics.is_none() {
-                    o.metrics = None;
-                }
-            }
-            None => others.push(Answer {
-                dimensions: key,
-                ..a
-            }),
-        }
-    }
-    kept.extend(others);
-    kept
-}
-
-/// Plausible's default order: time ascending, else the first metric
-/// descending; `(other)` rows last.
-fn order(answers: &mut [Answer], query: &Query) {
-    let metric_index = |name: &str| query.metrics.iter().position(|m| m.name() == name);
-    let dim_index = |name: &str| {
-        query
-            .dimensions
-            .iter()
-            .position(|d| query.dimension_name(*d) == name)
-    };
-    let mut keys: Vec<(Option<usize>, Option<usize>, bool)> = query
-        .order_by
-        .iter()
-        .map(|(field, asc)| (metric_index(field), dim_index(field), *asc))
-        .collect();
-    if keys.is_empty() {
-        if let Some(t) = query.dimensions.iter().position(|d| d.is_time()) {
-            keys.push((None, Some(t), true));
-        }
-        keys.push((Some(0), None, false));
-    }
-    answers.sort_by(|a, b| {
-        let other = |x: &Answer| x.dimensions.iter().any(|d| d == OTHER);
-        other(a).cmp(&other(b)).then_with(|| {
-            for (m, d, asc) in &keys {
-                let ord = match (m, d) {
-                    (Some(i), _) => {
-                        let v = |x: &Answer| x.metrics.as_ref().map(|m| m[*i]).unwrap_or(-1.0);
-                        v(a).total_cmp(&v(b))
-                    }
-                    (None, Some(i)) => a.dimensions[*i].cmp(&b.dimensions[*i]),
-                    _ => std::cmp::Ordering::Equal,
-                };
-                let ord = if *asc { ord } else { ord.reverse() };
-                if ord.is_ne() {
-                    return ord;
-                }
-            }
-            a.dimensions.cmp(&b.dimensions)
-        })
-    });
 }
 
 /// Every bucket of the query's time dimension over its range, as the
@@ -1234,52 +877,6 @@ pub fn number(x: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn answer(page: &str, visitors: f64, pageviews: f64) -> Answer {
-        Answer {
-            dimensions: vec![page.into()],
-            base: Base {
-                visitors,
-                pageviews,
-                ..Base::default()
-            },
-            metrics: None,
-        }
-    }
-
-    fn check(rows: Vec<Answer>, expected: &[(&str, f64, f64)]) {
-        let got = suppress(rows, &[Dimension::Page], 5.0);
-        let got: Vec<(String, f64, f64)> = got
-            .into_iter()
-            .map(|a| (a.dimensions[0].clone(), a.base.visitors, a.base.pageviews))
-            .collect();
-        let want: Vec<(String, f64, f64)> = expected
-            .iter()
-            .map(|(p, v, pv)| (p.to_string(), *v, *pv))
-            .collect();
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn small_rows_merge_into_other() {
-        check(
-            vec![
-                answer("/", 10.0, 20.0),
-                answer("/a", 3.0, 3.0),
-                answer("/b", 2.0, 4.0),
-            ],
-            &[("/", 10.0, 20.0), (OTHER, 5.0, 7.0)],
-        );
-        check(
-            vec![answer("/", 10.0, 20.0), answer("/a", 3.0, 3.0)],
-            &[("/", 10.0, 20.0), (OTHER, 3.0, 3.0)],
-        );
-        // Counted without visitor keys: k pageviews.
-        check(
-            vec![answer("/anon", 0.0, 6.0), answer("/few", 0.0, 2.0)],
-            &[("/anon", 0.0, 6.0), (OTHER, 0.0, 2.0)],
-        );
-    }
 
     #[test]
     fn rolled_days_and_the_hours_around_them() {
@@ -1457,29 +1054,5 @@ mod tests {
                 prop_assert_eq!(published(&x), published(&again));
             }
         }
-    }
-
-    #[test]
-    fn derived_metrics() {
-        let b = Base {
-            visitors: 8.0,
-            visits: 10.0,
-            pageviews: 25.0,
-            events: 5.0,
-            bounces: 4.0,
-            duration: 1234.0,
-            exits: 3.0,
-            consent: [2.0, 1.0, 1.0, 0.0],
-        };
-        let v = |m| b.value(m, false, 16.0);
-        assert_eq!(v(Metric::ViewsPerVisit), 2.5);
-        assert_eq!(v(Metric::BounceRate), 40.0);
-        assert_eq!(v(Metric::VisitDuration), 123.0);
-        assert_eq!(v(Metric::Events), 30.0);
-        assert_eq!(v(Metric::Percentage), 50.0);
-        assert_eq!(v(Metric::ConsentRate), 50.0);
-        assert_eq!(v(Metric::OptOutRate), 0.0);
-        assert_eq!(b.value(Metric::Visits, true, 16.0), 3.0);
-        assert_eq!(Base::default().value(Metric::BounceRate, false, 0.0), 0.0);
     }
 }

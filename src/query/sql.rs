@@ -191,7 +191,13 @@ pub fn rolled_days(query: &Query, dimensions: &[Dimension], first: &str, last: &
     s.bind(query.site_id.as_str());
     s.bind(first);
     s.bind(last);
-    s.push(&keys.iter().collect::<std::collections::HashSet<_>>().len().to_string());
+    s.push(
+        &keys
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            .to_string(),
+    );
     s
 }
 
