@@ -1041,7 +1041,7 @@ fn shorthand(s: &str) -> Option<Shorthand> {
             if let Some(n) = s.strip_suffix("mo").and_then(number) {
                 return (1..=i64::from(MAX_LAST_MONTHS))
                     .contains(&n)
-                    .then(|| Shorthand::LastMonths(n as u32));
+                    .then_some(Shorthand::LastMonths(n as u32));
             }
             let n = s.strip_suffix('d').and_then(number)?;
             (1..=MAX_LAST_DAYS)
