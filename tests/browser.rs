@@ -536,6 +536,10 @@ fn dashboard_in_chromium_shows_the_seeded_numbers_and_only_text() {
     );
     assert_eq!(r["api_totals"], json!([61, 61, 61]), "{r}");
     assert_eq!(r["shown_totals"], json!([61, 61, 61]), "{r}");
+    assert_eq!(
+        r["filtered_views_per_visit"], "—",
+        "views_per_visit is not asked with a page filter: {r}"
+    );
     assert_eq!(r["lang_initial"], "fr", "a French site opens in French");
     assert_eq!(r["lang_switched"], "en");
     assert_eq!(r["en_metric_name"], "Unique visitors");

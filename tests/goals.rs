@@ -247,7 +247,8 @@ fn goal_queries_are_refused_as_plausible_refuses_them() {
     refused(
         json!({"metrics": ["visit_duration"], "dimensions": ["event:goal"]}),
         "metrics",
-        "Session metric `visit_duration` cannot be queried with event:goal",
+        // TableDecider.validate_no_metrics_dimensions_conflict, word for word.
+        "Session metric(s) `visit_duration` cannot be queried along with event dimension(s) `event:goal`",
     );
     site.server.stop();
 }

@@ -81,8 +81,9 @@ fn seed_day(server: &InProcess, morning: DateTime<Utc>, evening: DateTime<Utc>, 
     }
 }
 
-/// The requests compared, over ranges that are all closed days, end today,
-/// start mid-day, or cover the DST day.
+/// The requests compared, over ranges that are all closed days ("30d" and
+/// "7d" end yesterday), hold today ("day", "month", which also holds days to
+/// come), start mid-day, or cover the DST day.
 fn requests() -> Vec<Value> {
     let ranges = [
         json!("30d"),
@@ -143,10 +144,16 @@ fn requests() -> Vec<Value> {
             "visit:browser_version",
             "visit:country",
             "visit:language",
-            "event:name",
         ] {
             out.push(q(&["visitors", "visits", "bounce_rate"], &[dim], json!({})));
         }
+        // Session-only metrics are refused with event dimensions but
+        // event:page, as Plausible refuses them.
+        out.push(q(
+            &["visitors", "visits", "events"],
+            &["event:name"],
+            json!({}),
+        ));
         out.push(q(
             &["visitors", "consent_rate", "opt_out_rate"],
             &[],

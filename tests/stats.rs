@@ -526,3 +526,74 @@ fn custom_event_properties() {
     assert_eq!(refused.status, 400, "{}", refused.body);
     server.stop();
 }
+
+/// Plausible's query_builder.ex (`build_datetime_range`): `Nd` is the N days
+/// before the reference day, so a day's hits are in the "7d" of the next
+/// day and not in their own; `date` sets the reference day. The
+/// `case_sensitive` modifier runs on ClickHouse as it is (`lowerUTF8`,
+/// `positionUTF8`); `time:minute` is refused with its reason.
+#[test]
+fn last_days_end_yesterday_and_filter_modifiers_run_on_clickhouse() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("stats_ranges");
+    let server = seeded(&db);
+    let ask = |extra: Value| {
+        let mut body = json!({"site_id": "example.org", "metrics": ["visitors", "pageviews"]});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        query(&server, body)
+    };
+    let numbers = |extra: Value| ask(extra)["results"].clone();
+    let seeded_day = numbers(json!({"date_range": DAY}));
+    assert_eq!(seeded_day[0]["metrics"][1], 36, "{seeded_day}");
+    // The server's clock is on the seeded day: its "7d" ends the day before.
+    assert_eq!(
+        numbers(json!({"date_range": "7d"})),
+        numbers(json!({"date_range": ["2026-03-03", "2026-03-09"]}))
+    );
+    assert_ne!(numbers(json!({"date_range": "7d"})), seeded_day);
+    let next_day = ask(json!({"date_range": "7d", "date": "2026-03-11"}));
+    assert_eq!(next_day["results"], seeded_day);
+    // Toronto moved to daylight saving time on 2026-03-08.
+    assert_eq!(
+        next_day["query"]["date_range"],
+        json!(["2026-03-04T00:00:00-05:00", "2026-03-10T23:59:59-04:00"])
+    );
+    assert_eq!(numbers(json!({"date_range": "month"})), seeded_day);
+
+    let filtered = |filter: Value| numbers(json!({"date_range": DAY, "filters": [filter]}));
+    let popular = filtered(json!(["is", "event:page", ["/popular"]]));
+    assert_eq!(popular[0]["metrics"][1], 20, "{popular}");
+    assert_eq!(
+        filtered(json!(["is", "event:page", ["/POPULAR"], {"case_sensitive": false}])),
+        popular
+    );
+    assert_ne!(filtered(json!(["is", "event:page", ["/POPULAR"]])), popular);
+    let containing = filtered(json!(["contains", "event:page", ["popular"]]));
+    assert_eq!(containing[0]["metrics"][1], 30, "{containing}");
+    assert_eq!(
+        filtered(json!(["contains", "event:page", ["POPULAR"]])),
+        containing
+    );
+    assert_eq!(
+        filtered(json!(["contains", "event:page", ["popular"], {"case_sensitive": true}])),
+        containing
+    );
+    assert_eq!(
+        filtered(json!(["contains", "event:page", ["POPULAR"], {"case_sensitive": true}])),
+        filtered(json!(["is", "event:page", ["/nowhere"]]))
+    );
+
+    let minute = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "metrics": ["visitors"], "date_range": "day", "dimensions": ["time:minute"]}),
+    );
+    assert_eq!(minute.status, 400, "{}", minute.body);
+    assert_eq!(
+        minute.json()["error"],
+        "dimensions: `time:minute` is not available: tamis stores hourly aggregates, never the minute of a hit; use time:hour"
+    );
+    server.stop();
+}

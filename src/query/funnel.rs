@@ -113,7 +113,7 @@ pub fn parse(
     let Some(range) = fields.get("date_range") else {
         return Err((StatusCode::BAD_REQUEST, "date_range: is required".into()));
     };
-    let (from, to) = request::date_range(range, site.timezone, now).map_err(bad)?;
+    let (from, to) = request::date_range(range, site.timezone, now, None).map_err(bad)?;
     Ok(FunnelQuery { funnel, from, to })
 }
 

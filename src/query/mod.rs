@@ -841,6 +841,17 @@ fn respond(query: &Query, site: &SiteSettings, disclosure: Disclosure, report: R
             .collect();
         meta["region_names"] = Value::Object(names);
     }
+    // Plausible's query_result.ex echoes the include options set, only.
+    let include: serde_json::Map<String, Value> = [
+        ("totals", query.include_totals),
+        ("time_labels", query.include_time_labels),
+        ("total_rows", query.include_total_rows),
+        ("imports", query.include_imports),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, on)| (name.to_string(), json!(on)))
+    .collect();
     json!({
         "results": results,
         "meta": meta,
@@ -853,13 +864,8 @@ fn respond(query: &Query, site: &SiteSettings, disclosure: Disclosure, report: R
             ],
             "dimensions": query.dimensions.iter().map(|d| query.dimension_name(*d)).collect::<Vec<_>>(),
             "filters": query.filters.iter().map(|f| f.to_json(query)).collect::<Vec<_>>(),
-            "order_by": query.order_by.iter().map(|(f, asc)| json!([f, if *asc { "asc" } else { "desc" }])).collect::<Vec<_>>(),
-            "include": {
-                "totals": query.include_totals,
-                "time_labels": query.include_time_labels,
-                "total_rows": query.include_total_rows,
-                "imports": query.include_imports,
-            },
+            "order_by": query.order_by_applied().iter().map(|(f, asc)| json!([f, if *asc { "asc" } else { "desc" }])).collect::<Vec<_>>(),
+            "include": include,
             "pagination": { "limit": query.limit, "offset": query.offset },
         }
     })

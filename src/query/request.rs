@@ -6,6 +6,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::aggregate::hour::local_hour_start;
 use crate::goal::Goal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,16 @@ impl Metric {
         matches!(
             self,
             Metric::Visits | Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit
+        )
+    }
+
+    /// Metrics Plausible reads from its sessions table alone
+    /// (`TableDecider`'s `metric_partitioner`): they describe whole visits,
+    /// which an event dimension other than `event:page` would split.
+    pub fn is_session_only(self) -> bool {
+        matches!(
+            self,
+            Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit
         )
     }
 
@@ -265,6 +276,10 @@ pub enum Filter {
         op: FilterOp,
         dimension: Dimension,
         values: Vec<String>,
+        /// The `case_sensitive` modifier (a 4th element
+        /// `{"case_sensitive": bool}`), when the request gave one; see
+        /// [`Filter::ignores_case`].
+        case_sensitive: Option<bool>,
     },
     And(Vec<Filter>),
     Or(Vec<Filter>),
@@ -280,10 +295,30 @@ impl Filter {
                 op,
                 dimension,
                 values,
-            } => serde_json::json!([op.name(), query.dimension_name(*dimension), values]),
+                case_sensitive,
+            } => {
+                let mut condition =
+                    serde_json::json!([op.name(), query.dimension_name(*dimension), values]);
+                if let (Some(c), Some(parts)) = (case_sensitive, condition.as_array_mut()) {
+                    parts.push(serde_json::json!({ "case_sensitive": c }));
+                }
+                condition
+            }
             Filter::And(fs) => serde_json::json!(["and", all(fs)]),
             Filter::Or(fs) => serde_json::json!(["or", all(fs)]),
             Filter::Not(f) => serde_json::json!(["not", f.to_json(query)]),
+        }
+    }
+
+    /// Whether a condition compares without regard to case: `is` and
+    /// `is_not` respect case unless `case_sensitive` is false, as in
+    /// Plausible; `contains` and `contains_not` ignore case unless it is
+    /// true (tamis's default, Plausible's is to respect it).
+    pub fn ignores_case(op: FilterOp, case_sensitive: Option<bool>) -> bool {
+        match op {
+            FilterOp::Is | FilterOp::IsNot => case_sensitive == Some(false),
+            FilterOp::Contains | FilterOp::ContainsNot => case_sensitive != Some(true),
+            FilterOp::Matches | FilterOp::MatchesNot => false,
         }
     }
 
@@ -341,6 +376,9 @@ struct Wire {
     site_id: String,
     metrics: Vec<String>,
     date_range: Value,
+    /// The day named ranges count from (see [`reference_day`]).
+    #[serde(default)]
+    date: Option<String>,
     #[serde(default)]
     dimensions: Vec<String>,
     #[serde(default)]
@@ -444,6 +482,20 @@ impl Query {
         }
     }
 
+    /// The order the answer's rows are in, as Plausible's query echoes it:
+    /// the request's `order_by`, or else the time dimension ascending, then
+    /// the first metric descending (what `mod.rs`'s `order` applies).
+    pub fn order_by_applied(&self) -> Vec<(String, bool)> {
+        if !self.order_by.is_empty() {
+            return self.order_by.clone();
+        }
+        let time = self.dimensions.iter().find(|d| d.is_time());
+        time.map(|d| (self.dimension_name(*d), true))
+            .into_iter()
+            .chain(self.metrics.first().map(|m| (m.name().to_string(), false)))
+            .collect()
+    }
+
     /// A dimension's name as the request wrote it.
     pub fn dimension_name(&self, d: Dimension) -> String {
         match (d, &self.prop_key) {
@@ -543,6 +595,7 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    metrics_fit(&metrics, &dimensions, &filters, prop_key.as_deref())?;
     let goal_filtered = filters
         .iter()
         .any(|f| f.dimensions().contains(&Dimension::Goal));
@@ -604,7 +657,8 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
             ));
         }
     }
-    let (from, to) = date_range(&wire.date_range, site.timezone, now)?;
+    let today = wire.date.as_deref().map(reference_day).transpose()?;
+    let (from, to) = date_range(&wire.date_range, site.timezone, now, today)?;
     // `time` picks its granularity from the range, as Plausible does.
     let days = (to - from).num_hours() / 24;
     for d in dimensions.iter_mut() {
@@ -687,6 +741,58 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     })
 }
 
+/// Plausible's refusals of metrics its tables cannot answer with the
+/// query's dimensions or filters, word for word (`query_builder.ex`,
+/// `validate_metric` and `TableDecider.validate_no_metrics_dimensions_conflict`).
+/// tamis's hourly aggregates have the same limits: a visit's bounce, length
+/// and pageviews are held on the rows of its visit, not on each event.
+fn metrics_fit(
+    metrics: &[Metric],
+    dimensions: &[Dimension],
+    filters: &[Filter],
+    prop_key: Option<&str>,
+) -> Result<(), RequestError> {
+    let event_dimensions: Vec<String> = dimensions
+        .iter()
+        .filter(|d| d.name().starts_with("event:"))
+        .map(|d| match (d, prop_key) {
+            (Dimension::Prop, Some(key)) => format!("event:props:{key}"),
+            _ => d.name().to_string(),
+        })
+        .collect();
+    let session_only: Vec<&str> = metrics
+        .iter()
+        .filter(|m| m.is_session_only())
+        .map(|m| m.name())
+        .collect();
+    // `event:page` alone splits visits by the pages they saw, which
+    // Plausible (and tamis) answer.
+    if !session_only.is_empty()
+        && !event_dimensions.is_empty()
+        && event_dimensions != ["event:page"]
+    {
+        return Err(bad(
+            "metrics",
+            format!(
+                "Session metric(s) `{}` cannot be queried along with event dimension(s) `{}`",
+                session_only.join(", "),
+                event_dimensions.join(", ")
+            ),
+        ));
+    }
+    if metrics.contains(&Metric::ViewsPerVisit)
+        && filters
+            .iter()
+            .any(|f| f.dimensions().contains(&Dimension::Page))
+    {
+        return Err(bad(
+            "metrics",
+            "Metric `views_per_visit` cannot be queried with a filter on `event:page`.",
+        ));
+    }
+    Ok(())
+}
+
 fn dimension(
     name: &str,
     site: &SiteView,
@@ -704,6 +810,12 @@ fn dimension(
             _ => *prop_key = Some(key.to_string()),
         }
         return Ok(Dimension::Prop);
+    }
+    if name == "time:minute" {
+        return Err(
+            "`time:minute` is not available: tamis stores hourly aggregates, never the minute of a hit; use time:hour"
+                .into(),
+        );
     }
     // `time` is resolved once the date range is known; Hour stands for it.
     let d = if name == "time" {
@@ -748,6 +860,12 @@ fn parse_filter(
                 Filter::Or(children)
             })
         }
+        // Plausible's behavioral filters select visits by the events they
+        // hold (query_builder.ex, `validate_behavioral_filters`).
+        ("has_done" | "has_not_done", _) => Err(bad(
+            "filters",
+            "Behavioral filters (has_done, has_not_done) are not available: tamis keeps no list of a visit's events, so it cannot tell which visits did something",
+        )),
         ("not", [_, child]) => Ok(Filter::Not(Box::new(parse_filter(
             child,
             site,
@@ -756,7 +874,23 @@ fn parse_filter(
             pattern_bytes,
             prop_key,
         )?))),
-        (_, [_, dimension_name, values]) => {
+        (_, [_, dimension_name, values, rest @ ..]) if rest.len() <= 1 => {
+            let case_sensitive = match rest {
+                [] => None,
+                [modifiers] => Some(case_sensitive(modifiers)?),
+                _ => return Err(shape()),
+            };
+            if case_sensitive.is_some() && matches!(op, "matches" | "matches_not") {
+                // Plausible's query_builder.ex,
+                // `validate_case_sensitive_filter_modifier`.
+                return Err(bad(
+                    "filters",
+                    format!(
+                        "Invalid filters. The case_sensitive modifier is not allowed with pattern operators ({})",
+                        printable(&value.to_string())
+                    ),
+                ));
+            }
             *conditions += 1;
             if *conditions > MAX_CONDITIONS {
                 return Err(bad("filters", "at most 20 conditions"));
@@ -837,57 +971,124 @@ fn parse_filter(
                 op,
                 dimension,
                 values,
+                case_sensitive,
             })
         }
         _ => Err(shape()),
     }
 }
 
-/// The half-open UTC interval of a date range, in the site's zone.
+/// A filter's modifiers, `{"case_sensitive": bool}`, as Plausible's query
+/// schema allows them (`filter_without_goals`, `filter_with_goals`).
+fn case_sensitive(modifiers: &Value) -> Result<bool, RequestError> {
+    match modifiers
+        .as_object()
+        .map(|m| (m.len(), m.get("case_sensitive")))
+    {
+        Some((1, Some(Value::Bool(c)))) => Ok(*c),
+        _ => Err(bad(
+            "filters",
+            "a filter's 4th element is {\"case_sensitive\": true|false}",
+        )),
+    }
+}
+
+/// A named date range, as Plausible's query builder resolves it
+/// (`lib/plausible/stats/query_builder.ex`, `build_datetime_range`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shorthand {
+    /// The reference day.
+    Day,
+    /// The whole calendar month of the reference day, days to come included.
+    Month,
+    /// The whole calendar year of the reference day.
+    Year,
+    /// Every day up to the reference day.
+    All,
+    /// `Nd`: the N days before the reference day; the reference day itself
+    /// is not part of it (Plausible's `{:last_n_days, n}`).
+    LastDays(i64),
+    /// `Nmo`: the N whole calendar months before the reference day's month.
+    LastMonths(u32),
+    /// `realtime`, `30m`, `24h`: the minutes before now, whatever the
+    /// reference day.
+    Window(i64),
+}
+
+/// Plausible's bounds on `Nd` and `Nmo` (`api_query_parser.ex`,
+/// `parse_input_date_range`).
+const MAX_LAST_DAYS: i64 = 5_000;
+const MAX_LAST_MONTHS: u32 = 100;
+
+fn shorthand(s: &str) -> Option<Shorthand> {
+    let number = |digits: &str| {
+        (!digits.is_empty() && digits.len() <= 6 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<i64>().ok())
+            .flatten()
+    };
+    match s {
+        "day" => Some(Shorthand::Day),
+        "month" => Some(Shorthand::Month),
+        "year" => Some(Shorthand::Year),
+        "all" => Some(Shorthand::All),
+        // Plausible's dashboard windows: "realtime" is the last 5 minutes,
+        // "30m" the last 30 (`build_datetime_range(:realtime | :realtime_30m)`),
+        // "24h" the last 24 hours (`build_datetime_range(:"24h")`).
+        "realtime" => Some(Shorthand::Window(5)),
+        "30m" => Some(Shorthand::Window(30)),
+        "24h" => Some(Shorthand::Window(24 * 60)),
+        _ => {
+            if let Some(n) = s.strip_suffix("mo").and_then(number) {
+                return (1..=i64::from(MAX_LAST_MONTHS))
+                    .contains(&n)
+                    .then_some(Shorthand::LastMonths(n as u32));
+            }
+            let n = s.strip_suffix('d').and_then(number)?;
+            (1..=MAX_LAST_DAYS)
+                .contains(&n)
+                .then_some(Shorthand::LastDays(n))
+        }
+    }
+}
+
+/// The `date` parameter: the day a request's named ranges count from,
+/// instead of today in the site's zone (Plausible's `date`, which it takes
+/// from its own dashboard only).
+pub fn reference_day(value: &str) -> Result<NaiveDate, RequestError> {
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .filter(|d| (1970..=2105).contains(&d.year()))
+        .ok_or_else(|| bad("date", format!("Invalid date '{}'.", printable(value))))
+}
+
+/// The half-open UTC interval of a date range, in the site's zone. Named
+/// ranges count from `today` when given (the request's `date`), else from
+/// the local day of `now`.
 pub(crate) fn date_range(
     value: &Value,
     tz: Tz,
     now: DateTime<Utc>,
+    today: Option<NaiveDate>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), RequestError> {
-    let local_now = now.with_timezone(&tz);
-    let today = local_now.date_naive();
-    let days = |first: NaiveDate, last: NaiveDate| {
-        (
-            local_midnight(first, tz),
-            local_midnight(last + Duration::days(1), tz),
+    let invalid = || {
+        bad(
+            "date_range",
+            format!(
+                "Invalid date_range {}",
+                printable(&value.to_string().replace(',', ", "))
+            ),
         )
     };
-    let first_of_month = |d: NaiveDate| d.with_day(1).unwrap_or(d);
-    let months_back = |n: u32| {
-        first_of_month(today)
-            .checked_sub_months(chrono::Months::new(n))
-            .unwrap_or(today)
-    };
     let range = match value {
-        Value::String(s) => match s.as_str() {
-            "day" => days(today, today),
-            "7d" => days(today - Duration::days(6), today),
-            "28d" => days(today - Duration::days(27), today),
-            "30d" => days(today - Duration::days(29), today),
-            "month" => days(first_of_month(today), today),
-            "6mo" => days(months_back(5), today),
-            "12mo" => days(months_back(11), today),
-            "year" => days(
-                NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap_or(today),
-                today,
-            ),
-            "all" => (
-                DateTime::<Utc>::UNIX_EPOCH,
-                local_midnight(today + Duration::days(1), tz),
-            ),
-            // Aggregates are hourly: "realtime" is the hour bucket holding
-            // the moment 30 minutes ago, up to now.
-            "realtime" => (now - Duration::minutes(90), now + Duration::minutes(1)),
-            _ => return Err(bad(
-                "date_range",
-                "must be day, 7d, 28d, 30d, month, 6mo, 12mo, year, all, realtime or [from, to]",
-            )),
-        },
+        Value::String(s) => {
+            let named = shorthand(s).ok_or_else(invalid)?;
+            named_range(
+                named,
+                tz,
+                now,
+                today.unwrap_or(now.with_timezone(&tz).date_naive()),
+            )
+        }
         Value::Array(pair) if pair.len() == 2 => {
             let bound = |v: &Value, end: bool| -> Result<DateTime<Utc>, RequestError> {
                 let s = v
@@ -934,12 +1135,7 @@ pub(crate) fn date_range(
             };
             (bound(&pair[0], false)?, bound(&pair[1], true)?)
         }
-        _ => {
-            return Err(bad(
-                "date_range",
-                "must be day, 7d, 28d, 30d, month, 6mo, 12mo, year, all, realtime or [from, to]",
-            ))
-        }
+        _ => return Err(invalid()),
     };
     if range.0 >= range.1 {
         return Err(bad("date_range", "from is after to"));
@@ -948,6 +1144,60 @@ pub(crate) fn date_range(
         return Err(bad("date_range", "out of range"));
     }
     Ok(range)
+}
+
+fn named_range(
+    named: Shorthand,
+    tz: Tz,
+    now: DateTime<Utc>,
+    today: NaiveDate,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let days = |first: NaiveDate, last: NaiveDate| {
+        (
+            local_midnight(first, tz),
+            local_midnight(last + Duration::days(1), tz),
+        )
+    };
+    let first_of_month = today.with_day(1).unwrap_or(today);
+    let months_later =
+        |d: NaiveDate, n: u32| d.checked_add_months(chrono::Months::new(n)).unwrap_or(d);
+    let months_before =
+        |d: NaiveDate, n: u32| d.checked_sub_months(chrono::Months::new(n)).unwrap_or(d);
+    match named {
+        Shorthand::Day => days(today, today),
+        Shorthand::Month => days(
+            first_of_month,
+            months_later(first_of_month, 1) - Duration::days(1),
+        ),
+        Shorthand::Year => {
+            let first = NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap_or(today);
+            let last = NaiveDate::from_ymd_opt(today.year(), 12, 31).unwrap_or(today);
+            days(first, last)
+        }
+        Shorthand::All => (
+            DateTime::<Utc>::UNIX_EPOCH,
+            local_midnight(today + Duration::days(1), tz),
+        ),
+        Shorthand::LastDays(n) => days(today - Duration::days(n), today - Duration::days(1)),
+        Shorthand::LastMonths(n) => days(
+            months_before(first_of_month, n),
+            first_of_month - Duration::days(1),
+        ),
+        // Aggregates are hourly buckets of local hours: a window of minutes
+        // is read as every hour bucket it overlaps, from the one holding its
+        // first minute to the current one. The answer thus covers the window
+        // and at most one hour more before it: "realtime" (5 minutes) reads 1
+        // or 2 buckets, "30m" 1 or 2, "24h" 25 (24 on the hour).
+        Shorthand::Window(minutes) => {
+            let bucket = |t: DateTime<Utc>| {
+                DateTime::from_timestamp(i64::from(local_hour_start(t, tz)), 0).unwrap_or(t)
+            };
+            (
+                bucket(now - Duration::minutes(minutes)),
+                bucket(now) + Duration::hours(1),
+            )
+        }
+    }
 }
 
 /// The instant a local day starts. Days that start in a DST gap (a few
@@ -1014,16 +1264,24 @@ mod tests {
         format!(r#"{{"site_id":"a","metrics":["visitors"],"date_range":{r}}}"#)
     }
 
+    /// Plausible's query_builder.ex (`build_datetime_range`): `Nd` ends
+    /// yesterday, `Nmo` ends with last month, `month` and `year` are whole
+    /// calendar ones; tested as query_parser_test.exs does ("date_range").
     #[test]
     fn date_ranges_in_the_site_zone() {
         check(&range(r#""day""#), Ok(("2026-11-23", "2026-11-23")));
-        check(&range(r#""7d""#), Ok(("2026-11-17", "2026-11-23")));
-        check(&range(r#""28d""#), Ok(("2026-10-27", "2026-11-23")));
-        check(&range(r#""30d""#), Ok(("2026-10-25", "2026-11-23")));
-        check(&range(r#""month""#), Ok(("2026-11-01", "2026-11-23")));
-        check(&range(r#""6mo""#), Ok(("2026-06-01", "2026-11-23")));
-        check(&range(r#""12mo""#), Ok(("2025-12-01", "2026-11-23")));
-        check(&range(r#""year""#), Ok(("2026-01-01", "2026-11-23")));
+        check(&range(r#""1d""#), Ok(("2026-11-22", "2026-11-22")));
+        check(&range(r#""7d""#), Ok(("2026-11-16", "2026-11-22")));
+        check(&range(r#""28d""#), Ok(("2026-10-26", "2026-11-22")));
+        check(&range(r#""30d""#), Ok(("2026-10-24", "2026-11-22")));
+        check(&range(r#""91d""#), Ok(("2026-08-24", "2026-11-22")));
+        check(&range(r#""5000d""#), Ok(("2013-03-16", "2026-11-22")));
+        check(&range(r#""month""#), Ok(("2026-11-01", "2026-11-30")));
+        check(&range(r#""1mo""#), Ok(("2026-10-01", "2026-10-31")));
+        check(&range(r#""6mo""#), Ok(("2026-05-01", "2026-10-31")));
+        check(&range(r#""12mo""#), Ok(("2025-11-01", "2026-10-31")));
+        check(&range(r#""100mo""#), Ok(("2018-07-01", "2026-10-31")));
+        check(&range(r#""year""#), Ok(("2026-01-01", "2026-12-31")));
         check(
             &range(r#"["2026-01-01","2026-01-31"]"#),
             Ok(("2026-01-01", "2026-01-31")),
@@ -1033,7 +1291,19 @@ mod tests {
             Ok(("2026-01-01", "2026-01-01")),
         );
         check(&range(r#"["2026-02-01","2026-01-31"]"#), Err("after"));
-        check(&range(r#""forever""#), Err("date_range"));
+        check(
+            &range(r#""forever""#),
+            Err(r#"Invalid date_range "forever""#),
+        );
+        for refused in [
+            "0d", "5001d", "0mo", "101mo", "7D", "-7d", "+7d", "7", "d", "1w",
+        ] {
+            check(
+                &range(&format!(r#""{refused}""#)),
+                Err(&format!(r#"date_range: Invalid date_range "{refused}""#)),
+            );
+        }
+        check(&range("7"), Err("Invalid date_range 7"));
         check(&range(r#"["2026-13-01","2026-01-31"]"#), Err("date_range"));
         check(
             &range(r#"["2026-01-01","+262142-12-31"]"#),
@@ -1043,6 +1313,160 @@ mod tests {
             &range(r#"["2026-01-01","2105-12-31"]"#),
             Ok(("2026-01-01", "2105-12-31")),
         );
+    }
+
+    /// Expected: the UTC interval `[from, to)` of a date range, or an error
+    /// part; `date` is the request's reference day, if any.
+    fn check_instants(
+        tz: Tz,
+        now: &str,
+        date_range: &str,
+        date: Option<&str>,
+        expected: Result<(&str, &str), &str>,
+    ) {
+        let site = SiteView {
+            timezone: tz,
+            ..view()
+        };
+        let date = date
+            .map(|d| format!(r#","date":"{d}""#))
+            .unwrap_or_default();
+        let body =
+            format!(r#"{{"site_id":"a","metrics":["visitors"],"date_range":{date_range}{date}}}"#);
+        let got = parse(body.as_bytes(), &site, now.parse().unwrap());
+        match (got, expected) {
+            (Ok(q), Ok((from, to))) => assert_eq!(
+                (q.from.to_rfc3339(), q.to.to_rfc3339()),
+                (from.to_string(), to.to_string()),
+                "{body} at {now} in {tz}"
+            ),
+            (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{e} lacks {want}"),
+            (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn date_ranges_are_local_days_across_daylight_saving_time() {
+        use chrono_tz::{America::St_Johns, America::Toronto, Asia::Kolkata};
+        let noon = "2026-11-23T17:00:00Z";
+        for (tz, now, date_range, date, expected) in [
+            // Toronto springs forward on 2026-03-08: the last 7 days before
+            // the 9th hold a 23-hour day.
+            (
+                Toronto,
+                noon,
+                r#""7d""#,
+                Some("2026-03-09"),
+                Ok(("2026-03-02T05:00:00+00:00", "2026-03-09T04:00:00+00:00")),
+            ),
+            // and falls back on 2026-11-01: that day has 25 hours.
+            (
+                Toronto,
+                noon,
+                r#""day""#,
+                Some("2026-11-01"),
+                Ok(("2026-11-01T04:00:00+00:00", "2026-11-02T05:00:00+00:00")),
+            ),
+            (
+                Toronto,
+                noon,
+                r#""1mo""#,
+                Some("2026-04-15"),
+                Ok(("2026-03-01T05:00:00+00:00", "2026-04-01T04:00:00+00:00")),
+            ),
+            (
+                Toronto,
+                noon,
+                r#""month""#,
+                Some("2026-03-31"),
+                Ok(("2026-03-01T05:00:00+00:00", "2026-04-01T04:00:00+00:00")),
+            ),
+            // Without `date`, the reference day is today in the site's zone:
+            // 00:30 UTC on the 24th is still the 23rd in Toronto.
+            (
+                Toronto,
+                "2026-11-24T00:30:00Z",
+                r#""day""#,
+                None,
+                Ok(("2026-11-23T05:00:00+00:00", "2026-11-24T05:00:00+00:00")),
+            ),
+            (
+                Toronto,
+                noon,
+                r#""day""#,
+                Some("2026-02-30"),
+                Err("date: Invalid date '2026-02-30'."),
+            ),
+            (
+                Toronto,
+                noon,
+                r#""day""#,
+                Some("23/11/2026"),
+                Err("Invalid date"),
+            ),
+            (
+                Toronto,
+                noon,
+                r#""day""#,
+                Some("2106-01-01"),
+                Err("Invalid date"),
+            ),
+            // Windows of minutes are the hour buckets they overlap, whatever
+            // `date` says.
+            (
+                Toronto,
+                "2026-11-23T15:00:00Z",
+                r#""realtime""#,
+                Some("2020-01-01"),
+                Ok(("2026-11-23T14:00:00+00:00", "2026-11-23T16:00:00+00:00")),
+            ),
+            (
+                Toronto,
+                "2026-11-23T15:20:00Z",
+                r#""realtime""#,
+                None,
+                Ok(("2026-11-23T15:00:00+00:00", "2026-11-23T16:00:00+00:00")),
+            ),
+            (
+                Toronto,
+                "2026-11-23T15:20:00Z",
+                r#""30m""#,
+                None,
+                Ok(("2026-11-23T14:00:00+00:00", "2026-11-23T16:00:00+00:00")),
+            ),
+            (
+                Toronto,
+                "2026-03-08T15:20:00Z",
+                r#""24h""#,
+                None,
+                Ok(("2026-03-07T15:00:00+00:00", "2026-03-08T16:00:00+00:00")),
+            ),
+            // Local hours start on the half hour in Kolkata (+05:30) and
+            // St. John's (-03:30 in winter).
+            (
+                Kolkata,
+                "2026-11-23T15:00:00Z",
+                r#""realtime""#,
+                None,
+                Ok(("2026-11-23T14:30:00+00:00", "2026-11-23T15:30:00+00:00")),
+            ),
+            (
+                St_Johns,
+                "2026-11-23T15:00:00Z",
+                r#""30m""#,
+                None,
+                Ok(("2026-11-23T14:30:00+00:00", "2026-11-23T15:30:00+00:00")),
+            ),
+            (
+                St_Johns,
+                noon,
+                r#""7d""#,
+                None,
+                Ok(("2026-11-16T03:30:00+00:00", "2026-11-23T03:30:00+00:00")),
+            ),
+        ] {
+            check_instants(tz, now, date_range, date, expected);
+        }
     }
 
     #[test]
@@ -1191,10 +1615,12 @@ mod tests {
         )
         .is_ok());
         let err = q(r#"["bounce_rate"]"#, r#"["event:goal"]"#, "[]").unwrap_err();
-        assert!(
-            err.problem.contains("Session metric `bounce_rate`"),
-            "{err}"
+        assert_eq!(
+            err.problem,
+            "Session metric(s) `bounce_rate` cannot be queried along with event dimension(s) `event:goal`"
         );
+        let err = q(r#"["visits"]"#, "[]", r#"[["is","event:goal",["Signup"]]]"#).unwrap_err();
+        assert!(err.problem.contains("Session metric `visits`"), "{err}");
         let err = q(
             r#"["conversion_rate"]"#,
             "[]",
@@ -1211,6 +1637,148 @@ mod tests {
         let plain = query.without_goals();
         assert_eq!(plain.dimensions, vec![Dimension::Page]);
         assert_eq!(plain.filters.len(), 1);
+    }
+
+    /// Plausible's query_builder.ex (`validate_metric`, and
+    /// `TableDecider.validate_no_metrics_dimensions_conflict`), with its
+    /// table_decider_test.exs and query_test.exs cases.
+    #[test]
+    fn metrics_refused_with_dimensions_or_filters_as_plausible_refuses_them() {
+        let q = |metrics: &str, dims: &str, filters: &str| {
+            parse(
+                format!(r#"{{"site_id":"a","metrics":{metrics},"date_range":"7d","dimensions":{dims},"filters":{filters}}}"#).as_bytes(),
+                &view(),
+                now(),
+            )
+            .map(|_| ())
+        };
+        let session = |m: &str, d: &str| {
+            Err(bad(
+                "metrics",
+                format!(
+                    "Session metric(s) `{m}` cannot be queried along with event dimension(s) `{d}`"
+                ),
+            ))
+        };
+        for (metrics, dims, filters, expected) in [
+            (r#"["bounce_rate"]"#, r#"["event:name"]"#, "[]", session("bounce_rate", "event:name")),
+            (r#"["visitors","visit_duration"]"#, r#"["event:props:plan"]"#, "[]",
+                session("visit_duration", "event:props:plan")),
+            (r#"["bounce_rate","views_per_visit"]"#, r#"["event:page","event:name"]"#, "[]",
+                session("bounce_rate, views_per_visit", "event:page, event:name")),
+            // `event:page` alone is answered, and visits are not session-only.
+            (r#"["bounce_rate","visit_duration"]"#, r#"["event:page"]"#, "[]", Ok(())),
+            (r#"["bounce_rate"]"#, r#"["event:page","visit:country"]"#, "[]", Ok(())),
+            (r#"["visits"]"#, r#"["event:name"]"#, "[]", Ok(())),
+            (r#"["bounce_rate"]"#, r#"["visit:exit_page"]"#, "[]", Ok(())),
+            (r#"["bounce_rate"]"#, "[]", r#"[["is","event:name",["Signup"]]]"#, Ok(())),
+            (r#"["views_per_visit"]"#, "[]", r#"[["is","event:page",["/"]]]"#,
+                Err(bad("metrics", "Metric `views_per_visit` cannot be queried with a filter on `event:page`."))),
+            (r#"["views_per_visit"]"#, "[]", r#"[["not",["contains","event:page",["/a"]]]]"#,
+                Err(bad("metrics", "Metric `views_per_visit` cannot be queried with a filter on `event:page`."))),
+            (r#"["views_per_visit"]"#, "[]", r#"[["is","visit:entry_page",["/"]]]"#, Ok(())),
+            (r#"["visitors"]"#, r#"["time:minute"]"#, "[]",
+                Err(bad("dimensions", "`time:minute` is not available: tamis stores hourly aggregates, never the minute of a hit; use time:hour"))),
+        ] {
+            assert_eq!(q(metrics, dims, filters), expected, "{metrics} {dims} {filters}");
+        }
+    }
+
+    /// The `case_sensitive` modifier as Plausible's query schema takes it
+    /// (a 4th element of is, is_not, contains, contains_not), refused with
+    /// pattern operators (query_builder.ex,
+    /// `validate_case_sensitive_filter_modifier`); behavioral filters are
+    /// refused with the reason.
+    #[test]
+    fn filter_modifiers_and_behavioral_filters() {
+        let q = |filters: &str| {
+            parse(
+                format!(r#"{{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":{filters}}}"#).as_bytes(),
+                &view(),
+                now(),
+            )
+        };
+        let query = q(r#"[["is","event:page",["/A"],{"case_sensitive":false}],["contains","event:page",["b"]]]"#).unwrap();
+        assert_eq!(
+            query.filters[0],
+            Filter::Condition {
+                op: FilterOp::Is,
+                dimension: Dimension::Page,
+                values: vec!["/A".into()],
+                case_sensitive: Some(false),
+            }
+        );
+        assert_eq!(
+            query
+                .filters
+                .iter()
+                .map(|f| f.to_json(&query))
+                .collect::<Vec<_>>(),
+            vec![
+                serde_json::json!(["is", "event:page", ["/A"], {"case_sensitive": false}]),
+                serde_json::json!(["contains", "event:page", ["b"]]),
+            ]
+        );
+        for (op, given, ignores) in [
+            (FilterOp::Is, None, false),
+            (FilterOp::Is, Some(false), true),
+            (FilterOp::IsNot, Some(true), false),
+            (FilterOp::Contains, None, true),
+            (FilterOp::ContainsNot, Some(false), true),
+            (FilterOp::Contains, Some(true), false),
+            (FilterOp::Matches, None, false),
+        ] {
+            assert_eq!(Filter::ignores_case(op, given), ignores, "{op:?} {given:?}");
+        }
+        let err = q(r#"[["matches","event:page",["^/a"],{"case_sensitive":false}]]"#).unwrap_err();
+        assert!(
+            err.problem.starts_with("Invalid filters. The case_sensitive modifier is not allowed with pattern operators ("),
+            "{err}"
+        );
+        for refused in [
+            r#"[["is","event:page",["/"],{"case_sensitive":"no"}]]"#,
+            r#"[["is","event:page",["/"],{"case_sensitive":false,"x":1}]]"#,
+        ] {
+            assert!(
+                q(refused).unwrap_err().problem.contains("case_sensitive"),
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            q(r#"[["is","event:page",["/"],{"case_sensitive":false},{}]]"#)
+                .unwrap_err()
+                .field,
+            "filters"
+        );
+        let err = q(r#"[["has_done",["is","event:name",["Signup"]]]]"#).unwrap_err();
+        assert_eq!(err.field, "filters");
+        assert!(err.problem.starts_with("Behavioral filters (has_done, has_not_done) are not available: tamis keeps no list of a visit's events"), "{err}");
+        assert!(q(r#"[["not",["has_not_done",["is","event:name",["Signup"]]]]]"#).is_err());
+    }
+
+    #[test]
+    fn the_echo_names_the_order_applied() {
+        let q = |extra: &str| {
+            parse(
+                format!(r#"{{"site_id":"a","metrics":["visitors","pageviews"],"date_range":"day"{extra}}}"#).as_bytes(),
+                &view(),
+                now(),
+            )
+            .unwrap()
+            .order_by_applied()
+        };
+        assert_eq!(q(""), vec![("visitors".to_string(), false)]);
+        assert_eq!(
+            q(r#","dimensions":["event:page","time"]"#),
+            vec![
+                ("time:hour".to_string(), true),
+                ("visitors".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            q(r#","dimensions":["event:page"],"order_by":[["event:page","asc"]]"#),
+            vec![("event:page".to_string(), true)]
+        );
     }
 
     #[test]

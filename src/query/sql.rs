@@ -204,15 +204,25 @@ pub fn rolled_days(query: &Query, dimensions: &[Dimension], first: &str, last: &
 /// The goals a condition on `event:goal` names, by their names: the
 /// values themselves (`is`), or the goals whose names contain or match
 /// them.
-fn named_goals<'g>(op: FilterOp, values: &[String], goals: &'g [Goal]) -> Vec<&'g Goal> {
+fn named_goals<'g>(
+    op: FilterOp,
+    values: &[String],
+    case_sensitive: Option<bool>,
+    goals: &'g [Goal],
+) -> Vec<&'g Goal> {
+    let fold = |x: &str| {
+        if Filter::ignores_case(op, case_sensitive) {
+            x.to_lowercase()
+        } else {
+            x.to_string()
+        }
+    };
     goals
         .iter()
         .filter(|g| {
             values.iter().any(|v| match op {
-                FilterOp::Is | FilterOp::IsNot => g.name == *v,
-                FilterOp::Contains | FilterOp::ContainsNot => {
-                    g.name.to_lowercase().contains(&v.to_lowercase())
-                }
+                FilterOp::Is | FilterOp::IsNot => fold(&g.name) == fold(v),
+                FilterOp::Contains | FilterOp::ContainsNot => fold(&g.name).contains(&fold(v)),
                 // Checked as portable when the request was parsed.
                 FilterOp::Matches | FilterOp::MatchesNot => {
                     regex::Regex::new(v).is_ok_and(|r| r.is_match(&g.name))
@@ -248,13 +258,15 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str, goals: &[Goal]) {
             op,
             dimension: d,
             values,
+            case_sensitive,
         } => {
+            let fold = Filter::ignores_case(*op, *case_sensitive);
             let negated = op.is_negative();
             s.push(if negated { "NOT (" } else { "(" });
             if *d == Dimension::Goal {
                 // A goal is a condition on the row's event and page, not a
                 // column: the named goals' conditions, any of them.
-                let named = named_goals(*op, values, goals);
+                let named = named_goals(*op, values, *case_sensitive, goals);
                 if named.is_empty() {
                     s.push("0");
                 }
@@ -268,11 +280,17 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str, goals: &[Goal]) {
                 return;
             }
             match op {
+                // `case_sensitive: false` compares lower-cased UTF-8 on both
+                // sides (lowerUTF8 exists in ClickHouse 18.16 as today).
                 FilterOp::Is | FilterOp::IsNot => {
+                    s.push(if fold { "lowerUTF8(" } else { "" });
                     dimension(s, *d, tz, goals);
-                    s.push(" IN (");
+                    s.push(if fold { ") IN (" } else { " IN (" });
                     for (i, v) in values.iter().enumerate() {
-                        s.push(if i > 0 { ", ?" } else { "?" });
+                        if i > 0 {
+                            s.push(", ");
+                        }
+                        s.push(if fold { "lowerUTF8(?)" } else { "?" });
                         s.bind(v.as_str());
                     }
                     s.push(")");
@@ -286,10 +304,10 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str, goals: &[Goal]) {
                         if i > 0 {
                             s.push(" OR ");
                         }
-                        s.push(if contains {
-                            "positionCaseInsensitiveUTF8("
-                        } else {
-                            "match("
+                        s.push(match (contains, fold) {
+                            (true, true) => "positionCaseInsensitiveUTF8(",
+                            (true, false) => "positionUTF8(",
+                            (false, _) => "match(",
                         });
                         dimension(s, *d, tz, goals);
                         s.push(", ?)");
@@ -802,6 +820,20 @@ mod tests {
             r#"{"site_id":"a","metrics":["visitors"],"date_range":"7d","dimensions":["time:day","visit:region"]}"#,
             "GROUP BY toString(toDate(hour, ?)), region",
             6,
+        );
+    }
+
+    #[test]
+    fn case_sensitive_modifier_folds_both_sides_or_neither() {
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":[["is_not","event:page",["/A","/b"],{"case_sensitive":false}]]}"#,
+            "AND ((NOT (lowerUTF8(page) IN (lowerUTF8(?), lowerUTF8(?)))))",
+            6,
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"day","filters":[["contains","event:page",["Blog"],{"case_sensitive":true}]]}"#,
+            "AND (((positionUTF8(page, ?) > 0)))",
+            5,
         );
     }
 }

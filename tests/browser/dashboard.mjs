@@ -116,6 +116,8 @@ try {
     const f = await metrics();
     summary.filtered_api = filtered.results[0].metrics;
     summary.filtered_shown = [f.visitors, f.visits, f.pageviews].map((v) => v === '—' ? null : digits(v));
+    // views_per_visit is not asked with a page filter (Plausible refuses it).
+    summary.filtered_views_per_visit = f.views_per_visit;
     summary.filter_hash = decodeURIComponent(await p.evaluate(() => location.hash));
     summary.filter_chip = await p.textContent('.chip');
     await p.screenshot({path: `${shots}/${prefix}-fr-filtered.png`, fullPage: true});

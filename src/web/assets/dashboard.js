@@ -215,6 +215,18 @@
     return {text: (up ? '+' : '−') + Math.abs(pct) + ' %', up: up, good: metric === 'bounce_rate' ? !up : up, zero: pct === 0};
   }
 
+  // The top metrics a query may ask for: the stats API refuses
+  // views_per_visit with a filter on event:page, as Plausible does (a
+  // visit's pageviews are not all of the filtered page), so its tile then
+  // says it is not computed.
+  function topMetrics() {
+    var paged = state.filters.some(function (f) { return f[1] === 'event:page' });
+    return paged ? TOP.filter(function (m) { return m !== 'views_per_visit' }) : TOP;
+  }
+  // Values of `asked` metrics, placed as TOP lists them (undefined: not asked).
+  function onTop(asked, values) {
+    return values && TOP.map(function (m) { var i = asked.indexOf(m); return i < 0 ? undefined : values[i] });
+  }
   function renderMetrics(now, prev) {
     var ul = $('metrics');
     ul.textContent = '';
@@ -224,7 +236,8 @@
       li.appendChild(el('span', 'metric-name', t(m)));
       var v = now ? now[i] : null;
       var value = el('span', 'metric-value', metricText(m, v));
-      if (v == null) value.title = t('hiddenTip', {k: k()});
+      if (now && v === undefined) value.title = t('notWithPage');
+      else if (v == null) value.title = t('hiddenTip', {k: k()});
       li.appendChild(value);
       if (prev) {
         var c = change(m, v, prev[i]);
@@ -589,10 +602,12 @@
   }
 
   // ---- loading --------------------------------------------------------------
+  // "30m" reads the hour buckets that overlap the last 30 minutes: the
+  // visitors counted were all seen within the last 90 minutes, as the label says.
   function loadRealtime() {
     if (!state.site) return;
     var site = state.site;
-    api('/api/v2/query', {site_id: site.id, metrics: ['visitors'], date_range: 'realtime'}).then(function (r) {
+    api('/api/v2/query', {site_id: site.id, metrics: ['visitors'], date_range: '30m'}).then(function (r) {
       if (site !== state.site) return;
       var v = r.results[0] ? r.results[0].metrics[0] : 0;
       $('realtime-n').textContent = v == null ? '—' : num(v);
@@ -619,18 +634,19 @@
       if (gen !== generation) return;
       loadCards(gen);
       loadFunnels(gen);
-      return query({metrics: TOP, date_range: range()}).then(function (now) {
+      var top = topMetrics();
+      return query({metrics: top, date_range: range()}).then(function (now) {
         if (gen !== generation) return;
         var from = now.query.date_range[0].slice(0, 10), to = now.query.date_range[1].slice(0, 10);
         $('range').textContent = formatRange(from, to);
         var span = daysBetween(from, to) + 1;
         var prevRange = [shift(from, -span), shift(from, -1)];
-        var prev = state.compare ? query({metrics: TOP, date_range: prevRange}) : Promise.resolve(null);
+        var prev = state.compare ? query({metrics: top, date_range: prevRange}) : Promise.resolve(null);
         var series = query({metrics: ['visitors'], date_range: range(), dimensions: ['time'], include: {time_labels: true}});
         var prevSeries = state.compare ? query({metrics: ['visitors'], date_range: prevRange, dimensions: ['time'], include: {time_labels: true}}) : Promise.resolve(null);
         return Promise.all([prev, series, prevSeries]).then(function (all) {
           if (gen !== generation) return;
-          renderMetrics(now.results[0] ? now.results[0].metrics : TOP.map(function () { return 0 }), all[0] && all[0].results[0] ? all[0].results[0].metrics : null);
+          renderMetrics(onTop(top, now.results[0] ? now.results[0].metrics : top.map(function () { return 0 })), onTop(top, all[0] && all[0].results[0] ? all[0].results[0].metrics : null));
           var s = toSeries(all[1]);
           if (all[2]) s.prev = toSeries(all[2]).now;
           $('legend-prev').hidden = $('legend-prev-label').hidden = !s.prev;
