@@ -2,6 +2,7 @@
 //! the `match`es below; every value a client sent travels as a bound
 //! parameter.
 
+use super::labels::Names;
 use super::pushdown::{Bound, Order};
 use super::request::{Dimension, Filter, FilterOp, Query};
 use crate::goal::Goal;
@@ -42,10 +43,20 @@ fn dimension(s: &mut Statement, d: Dimension, tz: &str, goals: &[Goal]) {
     if d == Dimension::Goal {
         return goal_names(s, goals);
     }
+    if d == Dimension::Channel {
+        let (sql, params) = super::channel::sql();
+        s.push(&sql);
+        s.params.extend(params);
+        return;
+    }
     let column = match d {
         Dimension::Page | Dimension::ExitPage => "page",
         Dimension::Name => "event",
         Dimension::Goal => unreachable!("written by goal_names"),
+        Dimension::Channel => unreachable!("written by channel::sql"),
+        // Read as codes and named by `super::labels` once counted.
+        Dimension::CountryName => "country",
+        Dimension::RegionName => "region",
         Dimension::EntryPage => "entry_page",
         Dimension::Source => "source",
         Dimension::Referrer => "referrer",
@@ -166,6 +177,9 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str, goals: &[Goal]) {
                 s.push(")");
                 return;
             }
+            if let Some(names) = names_of(*d) {
+                return named_codes(s, names, *op, values);
+            }
             match op {
                 FilterOp::Is | FilterOp::IsNot => {
                     dimension(s, *d, tz, goals);
@@ -202,6 +216,69 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str, goals: &[Goal]) {
             s.push(")");
         }
     }
+}
+
+/// The name table a name dimension reads its codes' names from.
+fn names_of(d: Dimension) -> Option<Names> {
+    match d {
+        Dimension::CountryName => Some(Names::Country),
+        Dimension::RegionName => Some(Names::Region),
+        _ => None,
+    }
+}
+
+/// A condition on country or region names (`op` read positively; the
+/// caller's bracket negates), as one on the stored codes: the codes whose
+/// names satisfy it, and, for a region kept as the database's name (no
+/// code matched), that name itself. Ends the bracket the caller opened.
+fn named_codes(s: &mut Statement, names: Names, op: FilterOp, values: &[String]) {
+    let column = match names {
+        Names::Country => "country",
+        Names::Region => "region",
+    };
+    let codes = names.codes_where(op, values);
+    if codes.is_empty() {
+        s.push("0");
+    } else {
+        s.push(column);
+        s.push(" IN (");
+        for (i, code) in codes.iter().enumerate() {
+            s.push(if i > 0 { ", ?" } else { "?" });
+            s.bind(*code);
+        }
+        s.push(")");
+    }
+    if names == Names::Region {
+        // A region stored as the database's name (no code matched) is its
+        // own name; codes have ISO 3166-2's shape, names never do.
+        s.push(" OR (region != '' AND NOT match(region, '^[A-Z]{2}-[A-Z0-9]{1,3}$') AND (");
+        match op {
+            FilterOp::Is | FilterOp::IsNot => {
+                s.push("region IN (");
+                for (i, v) in values.iter().enumerate() {
+                    s.push(if i > 0 { ", ?" } else { "?" });
+                    s.bind(v.as_str());
+                }
+                s.push(")");
+            }
+            _ => {
+                let contains = matches!(op, FilterOp::Contains | FilterOp::ContainsNot);
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        s.push(" OR ");
+                    }
+                    s.push(if contains {
+                        "positionCaseInsensitiveUTF8(region, ?) > 0"
+                    } else {
+                        "match(region, ?)"
+                    });
+                    s.bind(v.as_str());
+                }
+            }
+        }
+        s.push("))");
+    }
+    s.push(")");
 }
 
 /// Which rows a statement reads.
@@ -303,6 +380,8 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
             Dimension::UtmCampaign => Some("utm_campaign"),
             Dimension::Country => Some("country"),
             Dimension::Region => Some("region"),
+            Dimension::CountryName => Some("country"),
+            Dimension::RegionName => Some("region"),
             Dimension::Browser => Some("browser"),
             Dimension::BrowserVersion => Some("browser_version"),
             Dimension::Os => Some("os"),
@@ -310,7 +389,7 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
             Dimension::Language => Some("language"),
             Dimension::Consent => Some("consent"),
             Dimension::Day | Dimension::Week | Dimension::Month => Some(""),
-            Dimension::Prop | Dimension::Hour | Dimension::Goal => None,
+            Dimension::Prop | Dimension::Hour | Dimension::Goal | Dimension::Channel => None,
         },
         _ => None,
     }
