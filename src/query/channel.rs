@@ -67,19 +67,21 @@ const SOURCE: &str =
     "lower(if(utm_source != '', utm_source, if(source = 'Direct / None', '', source)))";
 
 /// Plausible's paid mediums (GA4's "^(.*cp.*|ppc|retargeting|paid.*)$").
-const PAID: &str = "match(lower(utm_medium), '^(.*cp.*|ppc|retargeting|paid.*)$')";
+const PAID: &str = "match(m, '^(.*cp.*|ppc|retargeting|paid.*)$')";
 /// Campaigns named after shopping.
-const SHOP_CAMPAIGN: &str = "match(lower(utm_campaign), '^(.*(([^a-df-z]|^)shop|shopping).*)$')";
+const SHOP_CAMPAIGN: &str = "match(p, '^(.*(([^a-df-z]|^)shop|shopping).*)$')";
 // `{0,1}`, not `?`: the clickhouse crate reads every `?` as a bound value.
 const EMAIL: &str = "e[-_ ]{0,1}mail|newsletter";
 
-/// The channel rules in order, as SQL over the category `c` (a lambda's
-/// parameter, so ClickHouse looks the source up once per row), `s` (the
-/// source) and `m` (the medium): condition, channel.
+/// The channel rules in order, as SQL over a lambda's parameters: the
+/// category `c` (so ClickHouse looks the source up once per row), the
+/// source `s`, the medium `m` and the campaign `p`, all lowercase. Columns
+/// go in as parameters, not captured: ClickHouse 18.16 does not read a
+/// column that only a lambda's body names ("Unknown identifier").
 fn rules() -> Vec<(String, &'static str)> {
     let c = |k: Category| format!("c = {}", k as u8);
     vec![
-        ("position(lower(utm_campaign), 'cross-network') > 0".into(), "Cross-network"),
+        ("position(p, 'cross-network') > 0".into(), "Cross-network"),
         ("m IN ('display', 'banner', 'expandable', 'interstitial', 'cpm')".into(), "Display"),
         (format!("{PAID} AND ({} OR {SHOP_CAMPAIGN})", c(Category::Shopping)), "Paid Shopping"),
         (format!("{} AND {PAID}", c(Category::Search)), "Paid Search"),
@@ -112,7 +114,7 @@ fn rules() -> Vec<(String, &'static str)> {
 /// values (the list's sources, in `?` order).
 pub fn sql() -> (String, Vec<String>) {
     let list = categories();
-    let mut sql = String::from("arrayMap((c, s, m) -> multiIf(");
+    let mut sql = String::from("arrayMap((c, s, m, p) -> multiIf(");
     for (condition, channel) in rules() {
         sql.push_str(&condition);
         sql.push_str(", '");
@@ -128,7 +130,7 @@ pub fn sql() -> (String, Vec<String>) {
     sql.push_str(&codes.join(", "));
     sql.push_str("], 0)], [");
     sql.push_str(SOURCE);
-    sql.push_str("], [lower(utm_medium)])[1]");
+    sql.push_str("], [lower(utm_medium)], [lower(utm_campaign)])[1]");
     let params = list.iter().map(|(s, _)| s.to_string()).collect();
     (sql, params)
 }
