@@ -832,13 +832,13 @@ impl Api {
 }
 
 /// A row as read: its dimension values and what was counted.
-pub type Row = (Vec<String>, Base);
+pub type Counts = (Vec<String>, Base);
 
 /// Rows read by country or region code, by name where the dimension asks
 /// for names (`visit:country_name`, `visit:region_name`): two codes with
 /// one name ("Central" is a region of several countries) become one row,
 /// as Plausible groups by the name. Other rows pass unchanged.
-pub fn named(rows: Vec<Row>, dimensions: &[Dimension]) -> Vec<Row> {
+pub fn named(rows: Vec<Counts>, dimensions: &[Dimension]) -> Vec<Counts> {
     let names: Vec<(usize, labels::Names)> = dimensions
         .iter()
         .enumerate()
@@ -851,7 +851,7 @@ pub fn named(rows: Vec<Row>, dimensions: &[Dimension]) -> Vec<Row> {
     if names.is_empty() {
         return rows;
     }
-    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    let mut out: Vec<Counts> = Vec::with_capacity(rows.len());
     let mut at: std::collections::HashMap<Vec<String>, usize> = std::collections::HashMap::new();
     for (mut dims, base) in rows {
         for (i, table) in &names {
