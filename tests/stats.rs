@@ -561,6 +561,9 @@ fn last_days_end_yesterday_and_filter_modifiers_run_on_clickhouse() {
         json!(["2026-03-04T00:00:00-05:00", "2026-03-10T23:59:59-04:00"])
     );
     assert_eq!(numbers(json!({"date_range": "month"})), seeded_day);
+    // Regression: "all" starts at the epoch, bound as `'0'`, which
+    // ClickHouse 18.16's toDateTime could not read (a 503 for every "all").
+    assert_eq!(numbers(json!({"date_range": "all"})), seeded_day);
 
     let filtered = |filter: Value| numbers(json!({"date_range": DAY, "filters": [filter]}));
     let popular = filtered(json!(["is", "event:page", ["/popular"]]));
@@ -596,4 +599,149 @@ fn last_days_end_yesterday_and_filter_modifiers_run_on_clickhouse() {
         "dimensions: `time:minute` is not available: tamis stores hourly aggregates, never the minute of a hit; use time:hour"
     );
     server.stop();
+}
+
+/// Visit dimensions Plausible computes from what it stores, which tamis
+/// computes from its codes and sources when read: country and region
+/// names (plausible/analytics
+/// `test/plausible_web/controllers/api/external_stats_controller/query_test.exs`,
+/// "country_name, region_name, city_name": names as dimensions and in
+/// filters) and acquisition channels (its `acquisition_channel` rules,
+/// after Google Analytics 4's default channel group).
+#[test]
+fn names_and_channels_are_computed_from_stored_codes_and_sources() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("names");
+    let scratch = Scratch::new();
+    let geo = scratch.geodb();
+    let start: chrono::DateTime<chrono::Utc> = "2026-03-10T15:00:00Z".parse().unwrap();
+    let clock = tamis::clock::Clock::manual(start);
+    let server = InProcess::serve(
+        &config(
+            ch,
+            &db,
+            Some(&geo),
+            "k_threshold = 1\ncollect_campaigns = true",
+        ),
+        clock,
+    );
+    // One visitor each (a network and a browser), but two from Québec.
+    for (ip, ua, url, referrer) in [
+        (
+            geodb::QUEBEC_IP,
+            FIREFOX,
+            "https://example.org/",
+            Some("https://www.google.com/search"),
+        ),
+        (
+            geodb::QUEBEC_IP,
+            CHROME,
+            "https://example.org/?utm_source=newsletter&utm_medium=email",
+            None,
+        ),
+        (
+            "203.0.113.5",
+            FIREFOX,
+            "https://example.org/?utm_medium=paid_social",
+            Some("https://m.facebook.com/"),
+        ),
+        ("192.0.2.5", FIREFOX, "https://example.org/", None),
+        (
+            "198.18.0.5",
+            FIREFOX,
+            "https://example.org/",
+            Some("https://blog.example.net/post"),
+        ),
+    ] {
+        let body = json!({"n": "pageview", "u": url, "d": "example.org", "r": referrer});
+        let r = send_hit(server.addr, ip, ua, &body.to_string(), &[]);
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    wait_until(Duration::from_secs(10), "5 pageviews stored", || {
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "5\n"
+    });
+
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
+        "dimensions": ["visit:country_name", "visit:region_name", "visit:region"]}),
+    );
+    assert_eq!(
+        r["results"],
+        json!([
+            {"dimensions": ["Canada", "Quebec", "CA-QC"], "metrics": [2]},
+            {"dimensions": ["Belgium", "Brussels", "BE-BRU"], "metrics": [1]},
+            {"dimensions": ["Canada", "Ontario", "CA-ON"], "metrics": [1]},
+            {"dimensions": ["United States", "California", "US-CA"], "metrics": [1]},
+        ]),
+        "{r}"
+    );
+
+    // Conditions on names select the codes so named.
+    for (filters, visitors) in [
+        (json!([["is", "visit:country_name", ["Canada"]]]), json!(3)),
+        (
+            json!([
+                ["is", "visit:country_name", ["Canada"]],
+                ["is_not", "visit:region_name", ["Ontario"]]
+            ]),
+            json!(2),
+        ),
+        (
+            json!([["contains", "visit:region_name", ["QUEB", "forn"]]]),
+            json!(3),
+        ),
+        (
+            json!([["matches", "visit:country_name", ["^United"]]]),
+            json!(1),
+        ),
+        (
+            json!([["is", "visit:country_name", ["Canada (nowhere)"]]]),
+            // No country has that name: nothing counted, a small cell.
+            Value::Null,
+        ),
+    ] {
+        let r = query(
+            &server,
+            json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"], "filters": filters}),
+        );
+        assert_eq!(
+            r["results"][0]["metrics"],
+            json!([visitors]),
+            "{filters} {r}"
+        );
+    }
+
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
+        "dimensions": ["visit:channel"]}),
+    );
+    assert_eq!(
+        r["results"],
+        json!([
+            {"dimensions": ["Direct"], "metrics": [1]},
+            {"dimensions": ["Email"], "metrics": [1]},
+            {"dimensions": ["Organic Search"], "metrics": [1]},
+            {"dimensions": ["Paid Social"], "metrics": [1]},
+            {"dimensions": ["Referral"], "metrics": [1]},
+        ]),
+        "{r}"
+    );
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
+        "filters": [["is", "visit:channel", ["Email", "Direct"]]]}),
+    );
+    assert_eq!(r["results"][0]["metrics"], json!([2]), "{r}");
+
+    // tamis keeps no city: asked for one, it says so.
+    let r = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["visitors"],
+        "dimensions": ["visit:city_name"]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("never their city"), "{}", r.body);
 }

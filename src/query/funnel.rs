@@ -306,7 +306,7 @@ impl Api {
             .stats_client()
             .query(
                 "SELECT step, sum(visits) AS visits FROM funnel_hourly \
-                 WHERE site_id = ? AND funnel = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) \
+                 WHERE site_id = ? AND funnel = ? AND hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)) \
                  AND step >= 1 AND step <= ? GROUP BY step",
             )
             .bind(site.id.as_str())

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod channel;
 pub mod csv;
 pub mod disclosure;
 pub mod funnel;
@@ -613,7 +614,10 @@ impl Api {
         disclosure: Disclosure,
     ) -> Result<Report, clickhouse::error::Error> {
         let tz = site.timezone;
-        let rows = self.breakdown(query, site, disclosure).await?;
+        let rows = named(
+            self.breakdown(query, site, disclosure).await?,
+            &query.dimensions,
+        );
         let total = self
             .fetch(query, &[], tz, Scope::Selected)
             .await?
@@ -639,7 +643,7 @@ impl Api {
                     .next()
                     .map(|(_, b)| b)
                     .unwrap_or_default();
-                (rows, total)
+                (named(rows, &query.dimensions), total)
             };
         let conversions = if query.metrics.iter().any(|m| m.is_conversion()) {
             let plain = query.without_goals();
@@ -653,8 +657,11 @@ impl Api {
             let groups = if query.metrics.contains(&Metric::GroupConversionRate)
                 && !plain.dimensions.is_empty()
             {
-                self.fetch(&plain, &plain.dimensions, tz, Scope::Selected)
-                    .await?
+                named(
+                    self.fetch(&plain, &plain.dimensions, tz, Scope::Selected)
+                        .await?,
+                    &plain.dimensions,
+                )
             } else {
                 Vec::new()
             };
@@ -690,6 +697,46 @@ impl Api {
         report.time_labels = query.include_time_labels.then(|| time_labels(query, tz));
         Ok(report)
     }
+}
+
+/// A row as read: its dimension values and what was counted.
+pub type Counts = (Vec<String>, Base);
+
+/// Rows read by country or region code, by name where the dimension asks
+/// for names (`visit:country_name`, `visit:region_name`): two codes with
+/// one name ("Central" is a region of several countries) become one row,
+/// as Plausible groups by the name. Other rows pass unchanged.
+pub fn named(rows: Vec<Counts>, dimensions: &[Dimension]) -> Vec<Counts> {
+    let names: Vec<(usize, labels::Names)> = dimensions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match d {
+            Dimension::CountryName => Some((i, labels::Names::Country)),
+            Dimension::RegionName => Some((i, labels::Names::Region)),
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() {
+        return rows;
+    }
+    let mut out: Vec<Counts> = Vec::with_capacity(rows.len());
+    let mut at: std::collections::HashMap<Vec<String>, usize> = std::collections::HashMap::new();
+    for (mut dims, base) in rows {
+        for (i, table) in &names {
+            // The `(other)` row of small rows stays as it is.
+            if let Some(v) = dims.get_mut(*i).filter(|v| v.as_str() != OTHER) {
+                *v = table.name(v);
+            }
+        }
+        match at.get(&dims) {
+            Some(&j) => out[j].1.add(&base),
+            None => {
+                at.insert(dims.clone(), out.len());
+                out.push((dims, base));
+            }
+        }
+    }
+    out
 }
 
 /// How `[from, to)` is read when the local `days` (inside it) are rolled

@@ -91,6 +91,16 @@ pub fn plan(query: &Query, disclosure: Disclosure) -> Option<Order> {
     if !query.dimensions.iter().copied().any(many_values) {
         return None;
     }
+    // Names are given to codes once read, and two codes may share one
+    // (their rows then merge): a page read by code may not be the page by
+    // name.
+    if query
+        .dimensions
+        .iter()
+        .any(|d| matches!(d, Dimension::CountryName | Dimension::RegionName))
+    {
+        return None;
+    }
     if disclosure == Disclosure::Exact && !query.filters.is_empty() {
         return None;
     }
@@ -143,6 +153,8 @@ fn many_values(d: Dimension) -> bool {
         | Dimension::UtmCampaign
         | Dimension::BrowserVersion
         | Dimension::Prop => true,
+        // Tens of channels, a few hundred countries or regions at most.
+        Dimension::Channel | Dimension::CountryName | Dimension::RegionName => false,
         Dimension::Name
         | Dimension::Goal
         | Dimension::Country

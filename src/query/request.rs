@@ -124,6 +124,14 @@ pub enum Dimension {
     UtmCampaign,
     Country,
     Region,
+    /// `visit:country_name`: the country's English name, read from the
+    /// stored code (`super::labels`).
+    CountryName,
+    /// `visit:region_name`: the region's English name, likewise.
+    RegionName,
+    /// `visit:channel`: the acquisition channel, computed when read from
+    /// the stored source and campaign tags (`super::channel`).
+    Channel,
     Browser,
     BrowserVersion,
     Os,
@@ -139,7 +147,7 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 23] = [
+    pub const ALL: [Dimension; 26] = [
         Dimension::Page,
         Dimension::Name,
         Dimension::Goal,
@@ -152,6 +160,9 @@ impl Dimension {
         Dimension::UtmCampaign,
         Dimension::Country,
         Dimension::Region,
+        Dimension::CountryName,
+        Dimension::RegionName,
+        Dimension::Channel,
         Dimension::Browser,
         Dimension::BrowserVersion,
         Dimension::Os,
@@ -194,6 +205,9 @@ impl Dimension {
             Dimension::UtmCampaign => "visit:utm_campaign",
             Dimension::Country => "visit:country",
             Dimension::Region => "visit:region",
+            Dimension::CountryName => "visit:country_name",
+            Dimension::RegionName => "visit:region_name",
+            Dimension::Channel => "visit:channel",
             Dimension::Browser => "visit:browser",
             Dimension::BrowserVersion => "visit:browser_version",
             Dimension::Os => "visit:os",
@@ -823,12 +837,30 @@ fn dimension(
     } else {
         Dimension::parse(name)
     };
+    if let Some(why) = not_stored(name) {
+        return Err(format!("`{name}` is not available: {why}"));
+    }
     match d {
         Some(d) if d.is_campaign() && !site.campaigns => {
             Err(format!("`{name}` needs collect_campaigns on this site"))
         }
         Some(d) => Ok(d),
         None => Err(format!("unknown dimension `{}`", printable(name))),
+    }
+}
+
+/// Plausible dimensions tamis does not answer, and why: said plainly
+/// rather than "unknown".
+fn not_stored(name: &str) -> Option<&'static str> {
+    match name {
+        "visit:city" | "visit:city_name" => Some(
+            "tamis locates visitors to their region at most (visit:region, visit:region_name), never their city",
+        ),
+        "visit:os_version" | "event:hostname" | "visit:utm_content" | "visit:utm_term"
+        | "visit:entry_page_hostname" | "visit:exit_page_hostname" => {
+            Some("tamis does not store it in its aggregates (yet)")
+        }
+        _ => None,
     }
 }
 
@@ -1482,6 +1514,19 @@ mod tests {
         check(
             r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:utm_source"],"date_range":"day"}"#,
             Err("collect_campaigns"),
+        );
+        // Plausible's city dimensions name something tamis never reads.
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:city_name"],"date_range":"day"}"#,
+            Err("never their city"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"filters":[["is","visit:city",["6077243"]]],"date_range":"day"}"#,
+            Err("never their city"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:os_version"],"date_range":"day"}"#,
+            Err("does not store it"),
         );
         check(
             r#"{"site_id":"a","metrics":[],"date_range":"day"}"#,

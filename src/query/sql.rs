@@ -2,6 +2,7 @@
 //! the `match`es below; every value a client sent travels as a bound
 //! parameter.
 
+use super::labels::Names;
 use super::pushdown::{Bound, Order};
 use super::request::{Dimension, Filter, FilterOp, Query};
 use crate::goal::Goal;
@@ -43,10 +44,20 @@ fn dimension(s: &mut Statement, d: Dimension, tz: &str, goals: &[Goal]) {
     if d == Dimension::Goal {
         return goal_names(s, goals);
     }
+    if d == Dimension::Channel {
+        let (sql, params) = super::channel::sql();
+        s.push(&sql);
+        s.params.extend(params);
+        return;
+    }
     let column = match d {
         Dimension::Page | Dimension::ExitPage => "page",
         Dimension::Name => "event",
         Dimension::Goal => unreachable!("written by goal_names"),
+        Dimension::Channel => unreachable!("written by channel::sql"),
+        // Read as codes and named by `super::labels` once counted.
+        Dimension::CountryName => "country",
+        Dimension::RegionName => "region",
         Dimension::EntryPage => "entry_page",
         Dimension::Source => "source",
         Dimension::Referrer => "referrer",
@@ -156,7 +167,7 @@ pub fn goal_rollup(
     }
     s.push("])) AS goal, visitors, visits, pageviews, events, bounces, duration, exits FROM traffic_hourly");
     goal_prewhere(&mut s, goals);
-    s.push(" WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ?) GROUP BY goal");
+    s.push(" WHERE site_id = ? AND hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)) AND event != ?) GROUP BY goal");
     s.bind(site_id);
     s.bind(from.to_string());
     s.bind(to.to_string());
@@ -279,6 +290,9 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str, goals: &[Goal]) {
                 s.push(")");
                 return;
             }
+            if let Some(names) = names_of(*d) {
+                return named_codes(s, names, *op, values);
+            }
             match op {
                 // `case_sensitive: false` compares lower-cased UTF-8 on both
                 // sides (lowerUTF8 exists in ClickHouse 18.16 as today).
@@ -323,6 +337,69 @@ fn filter(s: &mut Statement, f: &Filter, tz: &str, goals: &[Goal]) {
     }
 }
 
+/// The name table a name dimension reads its codes' names from.
+fn names_of(d: Dimension) -> Option<Names> {
+    match d {
+        Dimension::CountryName => Some(Names::Country),
+        Dimension::RegionName => Some(Names::Region),
+        _ => None,
+    }
+}
+
+/// A condition on country or region names (`op` read positively; the
+/// caller's bracket negates), as one on the stored codes: the codes whose
+/// names satisfy it, and, for a region kept as the database's name (no
+/// code matched), that name itself. Ends the bracket the caller opened.
+fn named_codes(s: &mut Statement, names: Names, op: FilterOp, values: &[String]) {
+    let column = match names {
+        Names::Country => "country",
+        Names::Region => "region",
+    };
+    let codes = names.codes_where(op, values);
+    if codes.is_empty() {
+        s.push("0");
+    } else {
+        s.push(column);
+        s.push(" IN (");
+        for (i, code) in codes.iter().enumerate() {
+            s.push(if i > 0 { ", ?" } else { "?" });
+            s.bind(*code);
+        }
+        s.push(")");
+    }
+    if names == Names::Region {
+        // A region stored as the database's name (no code matched) is its
+        // own name; codes have ISO 3166-2's shape, names never do.
+        s.push(" OR (region != '' AND NOT match(region, '^[A-Z]{2}-[A-Z0-9]{1,3}$') AND (");
+        match op {
+            FilterOp::Is | FilterOp::IsNot => {
+                s.push("region IN (");
+                for (i, v) in values.iter().enumerate() {
+                    s.push(if i > 0 { ", ?" } else { "?" });
+                    s.bind(v.as_str());
+                }
+                s.push(")");
+            }
+            _ => {
+                let contains = matches!(op, FilterOp::Contains | FilterOp::ContainsNot);
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        s.push(" OR ");
+                    }
+                    s.push(if contains {
+                        "positionCaseInsensitiveUTF8(region, ?) > 0"
+                    } else {
+                        "match(region, ?)"
+                    });
+                    s.bind(v.as_str());
+                }
+            }
+        }
+        s.push("))");
+    }
+    s.push(")");
+}
+
 /// Which rows a statement reads.
 #[derive(Clone, Copy)]
 pub enum Scope {
@@ -365,7 +442,7 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
     if dimensions.contains(&Dimension::Goal) {
         goal_prewhere(&mut s, &query.goals);
     }
-    s.push(" WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ?");
+    s.push(" WHERE site_id = ? AND hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)) AND event != ?");
     s.bind(query.site_id.as_str());
     s.bind(query.from.timestamp().to_string());
     s.bind(query.to.timestamp().to_string());
@@ -416,6 +493,8 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
             Dimension::UtmCampaign => Some("utm_campaign"),
             Dimension::Country => Some("country"),
             Dimension::Region => Some("region"),
+            Dimension::CountryName => Some("country"),
+            Dimension::RegionName => Some("region"),
             Dimension::Browser => Some("browser"),
             Dimension::BrowserVersion => Some("browser_version"),
             Dimension::Os => Some("os"),
@@ -424,7 +503,7 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
             Dimension::Consent => Some("consent"),
             Dimension::Day | Dimension::Week | Dimension::Month => Some(""),
             Dimension::Goal => Some(GOAL_DIMENSION),
-            Dimension::Prop | Dimension::Hour => None,
+            Dimension::Prop | Dimension::Hour | Dimension::Channel => None,
         },
         _ => None,
     }
@@ -523,9 +602,9 @@ pub fn rolled(
         }
         for (i, (from, to)) in hours.iter().enumerate() {
             s.push(if i > 0 {
-                " OR (hour >= toDateTime(?) AND hour < toDateTime(?))"
+                " OR (hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)))"
             } else {
-                "(hour >= toDateTime(?) AND hour < toDateTime(?))"
+                "(hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)))"
             });
             s.bind(from.to_string());
             s.bind(to.to_string());
@@ -629,7 +708,7 @@ pub fn dropped(query: &Query, time: &[Dimension], tz: &str) -> Statement {
         s.push(", ");
     }
     s.push("reason] AS dims, [toFloat64(sum(hits))] AS base FROM dropped_hourly \
-            WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND reason IN ('opt_out', 'consent_denied') GROUP BY ");
+            WHERE site_id = ? AND hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)) AND reason IN ('opt_out', 'consent_denied') GROUP BY ");
     s.bind(query.site_id.as_str());
     s.bind(query.from.timestamp().to_string());
     s.bind(query.to.timestamp().to_string());
