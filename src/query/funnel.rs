@@ -18,15 +18,15 @@ use clickhouse::Row;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::error::ApiError;
 use super::request::{self, RequestError};
 use super::{disclosure, number, Api, Base};
 use crate::config::{Disclosure, SiteSettings};
 use crate::goal::Funnel;
-use crate::ingest::handler::json_error;
 use crate::sink::audit::AuditEntry;
 
 /// The dimension names of a step's cell, for its rounding draw: a step
@@ -65,33 +65,25 @@ pub fn parse(
     body: &[u8],
     site: &SiteSettings,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<FunnelQuery, (StatusCode, String)> {
-    let bad = |e: RequestError| (StatusCode::BAD_REQUEST, e.to_string());
-    let fields: Map<String, Value> = serde_json::from_slice(body).map_err(|_| {
-        (
-            StatusCode::BAD_REQUEST,
-            "body: not a JSON object".to_string(),
-        )
-    })?;
+) -> Result<FunnelQuery, ApiError> {
+    let bad =
+        |field: &'static str, problem: String| ApiError::Invalid(RequestError { field, problem });
+    let fields: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|_| bad("body", "not a JSON object".to_string()))?;
     if let Some(other) = fields
         .keys()
         .find(|k| !["site_id", "funnel", "date_range"].contains(&k.as_str()))
     {
         let shown: String = other.chars().filter(|c| !c.is_control()).take(64).collect();
-        return Err((
-            StatusCode::BAD_REQUEST,
-            format!("body: unknown field `{shown}`: use site_id, funnel and date_range"),
+        return Err(bad(
+            "body",
+            format!("unknown field `{shown}`: use site_id, funnel and date_range"),
         ));
     }
     let name = match fields.get("funnel") {
         Some(Value::String(name)) => name,
-        Some(_) => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "funnel: must be a funnel's name (a string)".into(),
-            ))
-        }
-        None => return Err((StatusCode::BAD_REQUEST, "funnel: is required".into())),
+        Some(_) => return Err(bad("funnel", "must be a funnel's name (a string)".into())),
+        None => return Err(bad("funnel", "is required".into())),
     };
     let Some(funnel) = site.funnels.iter().position(|f| &f.name == name) else {
         // The configured names, never the client's text.
@@ -105,15 +97,12 @@ pub fn parse(
         } else {
             format!("this site's funnels are {}", names.join(", "))
         };
-        return Err((
-            StatusCode::NOT_FOUND,
-            format!("funnel: no such funnel; {known}"),
-        ));
+        return Err(ApiError::FunnelNotFound { known });
     };
     let Some(range) = fields.get("date_range") else {
-        return Err((StatusCode::BAD_REQUEST, "date_range: is required".into()));
+        return Err(bad("date_range", "is required".into()));
     };
-    let (from, to) = request::date_range(range, site.timezone, now, None).map_err(bad)?;
+    let (from, to) = request::date_range(range, site.timezone, now, None)?;
     Ok(FunnelQuery { funnel, from, to })
 }
 
@@ -230,11 +219,11 @@ impl Api {
             ..
         } = match self.asked(request).await {
             Ok(asked) => asked,
-            Err(refused) => return refused,
+            Err(refused) => return refused.response(),
         };
         let query = match parse(&body, &site, self.clock.now()) {
             Ok(q) => q,
-            Err((status, message)) => return json_error(status, &message),
+            Err(refused) => return refused.response(),
         };
         let funnel = &site.funnels[query.funnel];
         let Some(_permit) = self.limits.admit(&token) else {
@@ -479,8 +468,9 @@ mod tests {
             let got = parse(body.as_bytes(), &site, now);
             match got {
                 Ok(q) => assert_eq!((200, q.funnel), (status, 0), "{body}"),
-                Err((s, message)) => {
-                    assert_eq!(s.as_u16(), status, "{body}: {message}");
+                Err(e) => {
+                    let message = e.message();
+                    assert_eq!(e.status().as_u16(), status, "{body}: {message}");
                     assert!(message.contains(says), "{body}: {message}");
                 }
             }

@@ -13,22 +13,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::HeaderValue;
-use hyper::{Response, StatusCode};
+use hyper::Response;
 
+use super::error::ApiError;
 use crate::config::QuerySettings;
-use crate::ingest::handler::json_error;
 use crate::sink::refusal::clickhouse_code;
 
 /// How long the body of a stats query may take to arrive.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Retry-After of a query stopped for time or memory: the same query may
-/// pass once the server is less busy.
-const RETRY_AFTER_BUSY: &str = "10";
-/// Retry-After of a token over its running queries: one of them will
-/// finish within the query timeout, usually much sooner.
-const RETRY_AFTER_RUNNING: &str = "1";
 
 /// The configured bounds and the running queries per token.
 pub struct Limits {
@@ -105,30 +97,18 @@ impl Limits {
 
     /// 429 for a token over its running queries.
     pub fn too_many_running(&self) -> Response<Full<Bytes>> {
-        let n = self.settings.max_running_per_token;
-        with_retry_after(
-            json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!(
-                    "this token already has {n} queries running (query.max_running_per_token): wait for one to finish, then try again"
-                ),
-            ),
-            RETRY_AFTER_RUNNING,
-        )
+        ApiError::Busy {
+            running: self.settings.max_running_per_token,
+        }
+        .response()
     }
 
     /// 503 for a query that tamis stopped after `query.timeout_ms`.
     pub fn timed_out(&self) -> Response<Full<Bytes>> {
-        let ms = self.settings.timeout.as_millis();
-        with_retry_after(
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "the query did not finish within {ms} ms (query.timeout_ms): narrow the date range or add filters, or try again later"
-                ),
-            ),
-            RETRY_AFTER_BUSY,
-        )
+        ApiError::TimedOut {
+            ms: self.settings.timeout.as_millis(),
+        }
+        .response()
     }
 
     /// A stats read that ClickHouse failed (`query`: which kind, for the
@@ -153,50 +133,24 @@ impl Limits {
 
     /// The answer to a failed read (`what`: what was unavailable, for the
     /// generic answer), by its [`Failure`].
-    pub fn failed(&self, failure: Failure, what: &str) -> Response<Full<Bytes>> {
+    pub fn failed(&self, failure: Failure, what: &'static str) -> Response<Full<Bytes>> {
         let s = &self.settings;
         match failure {
-            Failure::Time => with_retry_after(
-                json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!(
-                        "the query ran longer than its limit of {} s (query.max_execution_time): narrow the date range or add filters, or try again later",
-                        s.max_execution_time_secs
-                    ),
-                ),
-                RETRY_AFTER_BUSY,
-            ),
-            Failure::Memory => with_retry_after(
-                json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!(
-                        "the query needed more memory than its limit of {} bytes (query.max_memory_usage): narrow the date range, add filters or ask for fewer dimensions",
-                        s.max_memory_usage
-                    ),
-                ),
-                RETRY_AFTER_BUSY,
-            ),
-            // The same query overflows again whatever the load: a client
-            // error, without Retry-After.
-            Failure::Rows => json_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &format!(
-                    "the answer would have more than {} rows (query.max_result_rows): narrow the date range, add filters or ask for fewer dimensions",
-                    s.max_result_rows
-                ),
-            ),
-            Failure::Transport | Failure::ClickHouse | Failure::Other => json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("{what} unavailable right now"),
-            ),
+            Failure::Time => ApiError::Time {
+                secs: s.max_execution_time_secs,
+            },
+            Failure::Memory => ApiError::Memory {
+                bytes: s.max_memory_usage,
+            },
+            Failure::Rows => ApiError::Rows {
+                rows: s.max_result_rows,
+            },
+            Failure::Transport | Failure::ClickHouse | Failure::Other => {
+                ApiError::Unavailable { what }
+            }
         }
+        .response()
     }
-}
-
-fn with_retry_after(mut r: Response<Full<Bytes>>, secs: &'static str) -> Response<Full<Bytes>> {
-    r.headers_mut()
-        .insert("retry-after", HeaderValue::from_static(secs));
-    r
 }
 
 /// Why a read failed, from what can be told without the error's text.
@@ -343,8 +297,11 @@ mod tests {
             );
         }
         let r = limits.too_many_running();
-        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.status(), hyper::StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers().get("retry-after").unwrap(), "1");
-        assert_eq!(limits.timed_out().status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            limits.timed_out().status(),
+            hyper::StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

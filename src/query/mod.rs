@@ -14,6 +14,7 @@ pub mod auth;
 pub mod channel;
 pub mod csv;
 pub mod disclosure;
+pub mod error;
 pub mod funnel;
 pub mod labels;
 pub mod limits;
@@ -34,16 +35,16 @@ use clickhouse::Row;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
 use crate::config::{Disclosure, SiteSettings, TokenSettings};
-use crate::ingest::handler::json_error;
 use crate::metrics::Metrics;
 use crate::sink::audit::{AuditEntry, AuditLog};
 use auth::Access;
+use error::ApiError;
 use limits::{Failure, Limits};
 use request::{Dimension, Metric, Query, SiteView};
 use sql::Scope;
@@ -119,12 +120,9 @@ impl Api {
     /// they all refuse: POST only, the token (401), the body within 64 KiB
     /// (413) and 10 s (408), the site id (400), and a site the token may
     /// read (404, like a missing one).
-    pub(crate) async fn asked(
-        &self,
-        request: Request<Incoming>,
-    ) -> Result<Asked, Response<Full<Bytes>>> {
+    pub(crate) async fn asked(&self, request: Request<Incoming>) -> Result<Asked, ApiError> {
         if request.method() != Method::POST {
-            return Err(json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+            return Err(ApiError::Method { takes: "POST" });
         }
         let header = |name| {
             request
@@ -143,12 +141,7 @@ impl Api {
         );
         let (token, allowed, disclosure) =
             match auth::authorize(authorization.as_deref(), &self.tokens) {
-                Access::Unauthorized => {
-                    return Err(json_error(
-                        StatusCode::UNAUTHORIZED,
-                        "missing or invalid API token",
-                    ))
-                }
+                Access::Unauthorized => return Err(ApiError::Unauthorized),
                 Access::Granted {
                     token,
                     sites,
@@ -165,25 +158,14 @@ impl Api {
         .await
         {
             Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(_)) => {
-                return Err(json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "query body is larger than 64 KiB",
-                ))
-            }
-            Err(_) => {
-                return Err(json_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the query body did not arrive within 10 s: send it whole, at once",
-                ))
-            }
+            Ok(Err(_)) => return Err(ApiError::TooLarge),
+            Err(_) => return Err(ApiError::BodyTimeout),
         };
-        let site_id = request::site_id(&body)
-            .map_err(|e| json_error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        let site_id = request::site_id(&body)?;
         // A site the token may not read looks exactly like a missing one.
         let site = match self.sites.iter().find(|s| s.id == site_id) {
             Some(site) if allowed.contains(&site.id) => site.clone(),
-            _ => return Err(json_error(StatusCode::NOT_FOUND, "site not found")),
+            _ => return Err(ApiError::SiteNotFound),
         };
         Ok(Asked {
             token,
@@ -205,7 +187,7 @@ impl Api {
             site,
         } = match self.asked(request).await {
             Ok(asked) => asked,
-            Err(refused) => return refused,
+            Err(refused) => return refused.response(),
         };
         let mut prop_keys: Vec<String> = site.prop_keys.iter().cloned().collect();
         prop_keys.sort();
@@ -217,7 +199,7 @@ impl Api {
         };
         let mut query = match request::parse(&body, &view, self.clock.now()) {
             Ok(q) => q,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => return ApiError::Invalid(e).response(),
         };
         query.csv |= wants_csv;
         // Counted until this function returns or its future is dropped.
@@ -285,7 +267,7 @@ impl Api {
     /// answered like a path that does not exist, so the endpoint is not
     /// revealed to whoever may not use it.
     pub async fn audit(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let not_found = || json_error(StatusCode::NOT_FOUND, "no such endpoint");
+        let not_found = || ApiError::NoSuchEndpoint.response();
         let authorization = request
             .headers()
             .get(hyper::header::AUTHORIZATION)
@@ -297,7 +279,7 @@ impl Api {
             _ => return not_found(),
         };
         if request.method() != Method::GET {
-            return json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            return ApiError::Method { takes: "GET" }.response();
         }
         let now = self.clock.now();
         let (mut since, mut site, mut limit) = (now - Duration::days(7), None, 1000usize);
@@ -307,31 +289,30 @@ impl Api {
             match key.as_ref() {
                 "since" => match audit::parse_since(&value, now) {
                     Ok(t) => since = t,
-                    Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("since: {e}")),
+                    Err(e) => return ApiError::Parameter(format!("since: {e}")).response(),
                 },
                 "site" => match self.sites.iter().find(|s| s.id == value) {
                     Some(s) => site = Some(s.id.clone()),
                     None => {
-                        return json_error(
-                            StatusCode::BAD_REQUEST,
-                            "site: not a configured site id",
-                        )
+                        return ApiError::Parameter("site: not a configured site id".into())
+                            .response()
                     }
                 },
                 "limit" => match value.parse::<usize>() {
                     Ok(n) if (1..=audit::MAX_ROWS).contains(&n) => limit = n,
                     _ => {
-                        return json_error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("limit: must be 1 to {}", audit::MAX_ROWS),
-                        )
+                        return ApiError::Parameter(format!(
+                            "limit: must be 1 to {}",
+                            audit::MAX_ROWS
+                        ))
+                        .response()
                     }
                 },
                 _ => {
-                    return json_error(
-                        StatusCode::BAD_REQUEST,
-                        "unknown parameter: use since, site and limit",
+                    return ApiError::Parameter(
+                        "unknown parameter: use since, site and limit".into(),
                     )
+                    .response()
                 }
             }
         }
@@ -367,10 +348,10 @@ impl Api {
             Err(error) => {
                 let (failure, code) = Failure::of(&error);
                 tracing::error!(category = failure.name(), code, "audit log read failed");
-                json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the audit log is unavailable right now",
-                )
+                ApiError::Unavailable {
+                    what: "the audit log is",
+                }
+                .response()
             }
         }
     }
@@ -406,6 +387,21 @@ impl Api {
             Some(statement) => statement,
             None => sql::build(query, dimensions, tz.name(), scope),
         })
+    }
+
+    /// [`Api::fetch`] when `needed`, else no rows.
+    async fn fetch_if(
+        &self,
+        needed: bool,
+        query: &Query,
+        dimensions: &[Dimension],
+        tz: Tz,
+        scope: Scope,
+    ) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
+        if !needed {
+            return Ok(Vec::new());
+        }
+        self.fetch(query, dimensions, tz, scope).await
     }
 
     /// The rows (`dims`, `base`) of one statement.
@@ -614,82 +610,59 @@ impl Api {
         disclosure: Disclosure,
     ) -> Result<Report, clickhouse::error::Error> {
         let tz = site.timezone;
-        let rows = named(
-            self.breakdown(query, site, disclosure).await?,
-            &query.dimensions,
-        );
-        let total = self
-            .fetch(query, &[], tz, Scope::Selected)
-            .await?
-            .into_iter()
-            .next()
-            .map(|(_, b)| b)
-            .unwrap_or_default();
         // Filtered numbers subtracted from unfiltered ones describe the rows
         // a filter leaves out: for exact answers, where that group is small,
         // the filtered numbers are withheld too. Protected answers need no
         // such reads: their differences are multiples of the rounding base.
-        let (excluded_rows, excluded_total) =
-            if query.filters.is_empty() || disclosure == Disclosure::Protected {
-                (Vec::new(), Base::default())
-            } else {
-                let rows = self
-                    .fetch(query, &query.dimensions, tz, Scope::Excluded)
-                    .await?;
-                let total = self
-                    .fetch(query, &[], tz, Scope::Excluded)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .map(|(_, b)| b)
-                    .unwrap_or_default();
-                (named(rows, &query.dimensions), total)
-            };
-        let conversions = if query.metrics.iter().any(|m| m.is_conversion()) {
-            let plain = query.without_goals();
-            let total = self
-                .fetch(&plain, &[], tz, Scope::Selected)
-                .await?
-                .into_iter()
-                .next()
-                .map(|(_, b)| b)
-                .unwrap_or_default();
-            let groups = if query.metrics.contains(&Metric::GroupConversionRate)
-                && !plain.dimensions.is_empty()
-            {
-                named(
-                    self.fetch(&plain, &plain.dimensions, tz, Scope::Selected)
-                        .await?,
-                    &plain.dimensions,
-                )
-            } else {
-                Vec::new()
-            };
-            Some(Conversions { total, groups })
-        } else {
-            None
+        let excluded = !query.filters.is_empty() && disclosure == Disclosure::Exact;
+        let conversion = query.metrics.iter().any(|m| m.is_conversion());
+        let plain = query.without_goals();
+        let groups = conversion
+            && query.metrics.contains(&Metric::GroupConversionRate)
+            && !plain.dimensions.is_empty();
+        let shares = query.metrics.iter().any(|m| m.is_consent());
+        // The statements of one answer are independent: ClickHouse runs
+        // them at once (each within the per-statement limits).
+        let (rows, total, excluded_rows, excluded_total, plain_total, plain_groups, consent) = tokio::try_join!(
+            self.breakdown(query, site, disclosure),
+            self.fetch_if(true, query, &[], tz, Scope::Selected),
+            self.fetch_if(excluded, query, &query.dimensions, tz, Scope::Excluded),
+            self.fetch_if(excluded, query, &[], tz, Scope::Excluded),
+            self.fetch_if(conversion, &plain, &[], tz, Scope::Selected),
+            self.fetch_if(groups, &plain, &plain.dimensions, tz, Scope::Selected),
+            async {
+                if shares {
+                    self.consent_counts(query, tz).await
+                } else {
+                    Ok(Vec::new())
+                }
+            },
+        )?;
+        let one = |rows: Vec<(Vec<String>, Base)>| {
+            rows.into_iter().next().map(|(_, b)| b).unwrap_or_default()
         };
         let mut counted = Counted {
-            rows,
-            total,
-            excluded_rows,
-            excluded_total,
-            conversions,
+            rows: named(rows, &query.dimensions),
+            total: one(total),
+            excluded_rows: named(excluded_rows, &query.dimensions),
+            excluded_total: one(excluded_total),
+            conversions: conversion.then(|| Conversions {
+                total: one(plain_total),
+                groups: named(plain_groups, &plain.dimensions),
+            }),
         };
-        if query.metrics.iter().any(|m| m.is_consent()) {
-            let counts = self.consent_counts(query, tz).await?;
-            for (time, counts) in counts {
-                for (a, b) in counted.total.consent.iter_mut().zip(counts) {
+        // Consent shares count hits by consent state, dropped ones too.
+        for (time, counts) in consent {
+            for (a, b) in counted.total.consent.iter_mut().zip(counts) {
+                *a += b;
+            }
+            if let Some((_, base)) = counted
+                .rows
+                .iter_mut()
+                .find(|(dims, _)| dims.first() == Some(&time) || dims.is_empty())
+            {
+                for (a, b) in base.consent.iter_mut().zip(counts) {
                     *a += b;
-                }
-                if let Some((_, base)) = counted
-                    .rows
-                    .iter_mut()
-                    .find(|(dims, _)| dims.first() == Some(&time) || dims.is_empty())
-                {
-                    for (a, b) in base.consent.iter_mut().zip(counts) {
-                        *a += b;
-                    }
                 }
             }
         }

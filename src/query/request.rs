@@ -520,7 +520,64 @@ impl Query {
 }
 
 pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, RequestError> {
-    let wire: Wire = serde_json::from_slice(body).map_err(|e| {
+    let wire = read_wire(body)?;
+    let metrics = metrics(&wire)?;
+    let mut prop_key = None;
+    let mut dimensions = dimensions(&wire, site, &mut prop_key)?;
+    if metrics.contains(&Metric::Percentage) && dimensions.is_empty() {
+        return Err(bad("metrics", "percentage needs a dimension"));
+    }
+    if metrics.iter().any(|m| m.is_consent())
+        && (!wire.filters.is_empty() || dimensions.iter().any(|d| !d.is_time()))
+    {
+        return Err(bad(
+            "metrics",
+            "consent rates are shares of all hits: only time dimensions, no filters",
+        ));
+    }
+    let filters = filters(&wire, site, &mut prop_key)?;
+    metrics_fit(&metrics, &dimensions, &filters, prop_key.as_deref())?;
+    goals_fit(&metrics, &dimensions, &filters)?;
+    if prop_key.is_some() {
+        props_fit(&metrics, &dimensions, &filters)?;
+    }
+    let today = wire.date.as_deref().map(reference_day).transpose()?;
+    let (from, to) = date_range(&wire.date_range, site.timezone, now, today)?;
+    time_fits(&wire, &mut dimensions, from, to)?;
+    let order_by = order_by(&wire, &metrics, &dimensions)?;
+    let (limit, offset) = pagination(&wire)?;
+    let csv = match wire.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(bad("format", "must be json or csv")),
+    };
+    if wire.include.time_labels && !dimensions.iter().any(|d| d.is_time()) {
+        return Err(bad("include", "time_labels needs a time dimension"));
+    }
+    Ok(Query {
+        prop_key,
+        site_id: wire.site_id,
+        metrics,
+        dimensions,
+        filters,
+        from,
+        to,
+        order_by,
+        limit,
+        offset,
+        include_totals: wire.include.totals,
+        include_time_labels: wire.include.time_labels,
+        include_total_rows: wire.include.total_rows,
+        include_imports: wire.include.imports,
+        csv,
+        goals: site.goals.clone(),
+    })
+}
+
+/// The body as JSON of the query's shape, or a refusal naming the field
+/// serde could not read.
+fn read_wire(body: &[u8]) -> Result<Wire, RequestError> {
+    serde_json::from_slice(body).map_err(|e| {
         let text = e.to_string();
         // Name the unknown or missing field when serde says which.
         let field = text.split('`').nth(1).map(|f| f.to_string());
@@ -540,7 +597,11 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
                 ),
             },
         )
-    })?;
+    })
+}
+
+/// `metrics`: known names, each once.
+fn metrics(wire: &Wire) -> Result<Vec<Metric>, RequestError> {
     if wire.metrics.is_empty() {
         return Err(bad("metrics", "at least one metric is required"));
     }
@@ -556,18 +617,24 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     if wire.metrics.len() > Metric::ALL.len() {
         return Err(bad("metrics", "too many metrics"));
     }
-    let metrics = wire
-        .metrics
+    wire.metrics
         .iter()
         .map(|m| {
             Metric::parse(m)
                 .ok_or_else(|| bad("metrics", format!("unknown metric `{}`", printable(m))))
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut prop_key = None;
+        .collect()
+}
+
+/// `dimensions`: known names, each once, at most 4, one of time.
+fn dimensions(
+    wire: &Wire,
+    site: &SiteView,
+    prop_key: &mut Option<String>,
+) -> Result<Vec<Dimension>, RequestError> {
     let mut dimensions = Vec::new();
     for d in &wire.dimensions {
-        let dimension = dimension(d, site, &mut prop_key).map_err(|p| bad("dimensions", p))?;
+        let dimension = dimension(d, site, prop_key).map_err(|p| bad("dimensions", p))?;
         if dimensions.contains(&dimension) {
             return Err(bad(
                 "dimensions",
@@ -582,34 +649,30 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
     if dimensions.iter().filter(|d| d.is_time()).count() > 1 {
         return Err(bad("dimensions", "at most one time dimension"));
     }
-    if metrics.contains(&Metric::Percentage) && dimensions.is_empty() {
-        return Err(bad("metrics", "percentage needs a dimension"));
-    }
-    if metrics.iter().any(|m| m.is_consent())
-        && (!wire.filters.is_empty() || dimensions.iter().any(|d| !d.is_time()))
-    {
-        return Err(bad(
-            "metrics",
-            "consent rates are shares of all hits: only time dimensions, no filters",
-        ));
-    }
+    Ok(dimensions)
+}
+
+/// `filters`, within the bounds on conditions and pattern bytes.
+fn filters(
+    wire: &Wire,
+    site: &SiteView,
+    prop_key: &mut Option<String>,
+) -> Result<Vec<Filter>, RequestError> {
     let mut conditions = 0;
     let mut pattern_bytes = 0;
-    let filters = wire
-        .filters
+    wire.filters
         .iter()
-        .map(|f| {
-            parse_filter(
-                f,
-                site,
-                0,
-                &mut conditions,
-                &mut pattern_bytes,
-                &mut prop_key,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    metrics_fit(&metrics, &dimensions, &filters, prop_key.as_deref())?;
+        .map(|f| parse_filter(f, site, 0, &mut conditions, &mut pattern_bytes, prop_key))
+        .collect()
+}
+
+/// Conversion rates need goals, kept apart from other filters so their
+/// denominators can leave them out; session metrics do not go with goals.
+fn goals_fit(
+    metrics: &[Metric],
+    dimensions: &[Dimension],
+    filters: &[Filter],
+) -> Result<(), RequestError> {
     let goal_filtered = filters
         .iter()
         .any(|f| f.dimensions().contains(&Dimension::Goal));
@@ -650,30 +713,46 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
             ));
         }
     }
-    if prop_key.is_some() {
-        if !dimensions.iter().all(|d| d.works_with_props())
-            || !filters
-                .iter()
-                .all(|f| f.dimensions().iter().all(|d| d.works_with_props()))
-        {
-            return Err(bad(
-                "dimensions",
-                "event:props combines only with event:name, event:page, event:goal and time",
-            ));
-        }
-        if !metrics
+    Ok(())
+}
+
+/// What a custom-property query combines with: property aggregates hold
+/// events by name and page, visitors and events.
+fn props_fit(
+    metrics: &[Metric],
+    dimensions: &[Dimension],
+    filters: &[Filter],
+) -> Result<(), RequestError> {
+    if !dimensions.iter().all(|d| d.works_with_props())
+        || !filters
             .iter()
-            .all(|m| matches!(m, Metric::Visitors | Metric::Events | Metric::Percentage))
-        {
-            return Err(bad(
-                "metrics",
-                "event:props queries take visitors, events and percentage",
-            ));
-        }
+            .all(|f| f.dimensions().iter().all(|d| d.works_with_props()))
+    {
+        return Err(bad(
+            "dimensions",
+            "event:props combines only with event:name, event:page, event:goal and time",
+        ));
     }
-    let today = wire.date.as_deref().map(reference_day).transpose()?;
-    let (from, to) = date_range(&wire.date_range, site.timezone, now, today)?;
-    // `time` picks its granularity from the range, as Plausible does.
+    if !metrics
+        .iter()
+        .all(|m| matches!(m, Metric::Visitors | Metric::Events | Metric::Percentage))
+    {
+        return Err(bad(
+            "metrics",
+            "event:props queries take visitors, events and percentage",
+        ));
+    }
+    Ok(())
+}
+
+/// `time` takes its granularity from the range, as Plausible does; hours
+/// are limited to 31 days.
+fn time_fits(
+    wire: &Wire,
+    dimensions: &mut [Dimension],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(), RequestError> {
     let days = (to - from).num_hours() / 24;
     for d in dimensions.iter_mut() {
         if *d == Dimension::Hour && wire.dimensions.iter().any(|n| n == "time") {
@@ -692,8 +771,16 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
             "time:hour is limited to ranges of 31 days",
         ));
     }
-    let order_by = wire
-        .order_by
+    Ok(())
+}
+
+/// `order_by`: requested metrics and dimensions, `asc` or `desc`.
+fn order_by(
+    wire: &Wire,
+    metrics: &[Metric],
+    dimensions: &[Dimension],
+) -> Result<Vec<(String, bool)>, RequestError> {
+    wire.order_by
         .iter()
         .map(|(field, dir)| {
             let known = metrics.iter().any(|m| m.name() == field)
@@ -716,8 +803,12 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
                 _ => Err(bad("order_by", "direction must be asc or desc")),
             }
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let (limit, offset) = match wire.pagination {
+        .collect()
+}
+
+/// `pagination`: (limit, offset), within bounds.
+fn pagination(wire: &Wire) -> Result<(usize, usize), RequestError> {
+    Ok(match &wire.pagination {
         Some(p) if p.limit == 0 || p.limit > MAX_LIMIT => {
             return Err(bad("pagination", "limit must be 1 to 10000"))
         }
@@ -726,32 +817,6 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         }
         Some(p) => (p.limit, p.offset),
         None => (default_limit(), 0),
-    };
-    let csv = match wire.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(bad("format", "must be json or csv")),
-    };
-    if wire.include.time_labels && !dimensions.iter().any(|d| d.is_time()) {
-        return Err(bad("include", "time_labels needs a time dimension"));
-    }
-    Ok(Query {
-        prop_key,
-        site_id: wire.site_id,
-        metrics,
-        dimensions,
-        filters,
-        from,
-        to,
-        order_by,
-        limit,
-        offset,
-        include_totals: wire.include.totals,
-        include_time_labels: wire.include.time_labels,
-        include_total_rows: wire.include.total_rows,
-        include_imports: wire.include.imports,
-        csv,
-        goals: site.goals.clone(),
     })
 }
 

@@ -6,26 +6,24 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use serde_json::json;
 
 use super::auth::{self, Access};
+use super::error::ApiError;
 use super::Api;
-use crate::ingest::handler::json_error;
 
 impl Api {
     pub fn sites(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET {
-            return json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            return ApiError::Method { takes: "GET" }.response();
         }
         let authorization = request
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let (token, allowed) = match auth::authorize(authorization, &self.tokens) {
-            Access::Unauthorized => {
-                return json_error(StatusCode::UNAUTHORIZED, "missing or invalid API token")
-            }
+            Access::Unauthorized => return ApiError::Unauthorized.response(),
             Access::Granted { token, sites, .. } => (token, sites),
         };
         let sites: Vec<_> = self

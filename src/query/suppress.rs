@@ -441,4 +441,294 @@ mod tests {
         assert_eq!(b.value(Metric::Visits, true, 16.0), 3.0);
         assert_eq!(Base::default().value(Metric::BounceRate, false, 0.0), 0.0);
     }
+
+    /// One case of the disclosure rules: what ClickHouse counted for a
+    /// query (rows as (dimension values, visitors, pageviews)), and the
+    /// answer's rows and totals (`None`: withheld).
+    struct Case {
+        what: &'static str,
+        body: &'static str,
+        disclosure: Disclosure,
+        rows: &'static [(&'static [&'static str], f64, f64)],
+        total: (f64, f64),
+        excluded_rows: &'static [(&'static [&'static str], f64, f64)],
+        excluded_total: (f64, f64),
+        /// Visitors of the query without its goals (conversion rates).
+        plain_total: Option<f64>,
+        expected: &'static [(&'static [&'static str], Option<&'static [f64]>)],
+        totals: Option<&'static [f64]>,
+        total_rows: usize,
+    }
+
+    fn base(visitors: f64, pageviews: f64) -> Base {
+        Base {
+            visitors,
+            pageviews,
+            ..Base::default()
+        }
+    }
+
+    fn counted(rows: &[(&[&str], f64, f64)]) -> Vec<(Vec<String>, Base)> {
+        rows.iter()
+            .map(|(d, v, p)| (d.iter().map(|s| s.to_string()).collect(), base(*v, *p)))
+            .collect()
+    }
+
+    const BY_PAGE: &str = r#"{"site_id":"a.org","metrics":["visitors","pageviews"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["event:page"],"include":{"totals":true}}"#;
+    const NOT_X: &str = r#"{"site_id":"a.org","metrics":["visitors","pageviews"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["event:page"],"filters":[["is_not","event:page",["/x"]]],"include":{"totals":true}}"#;
+    const BY_DAY: &str = r#"{"site_id":"a.org","metrics":["visitors","pageviews"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["time:day"],"include":{"totals":true}}"#;
+    const PAGED: &str = r#"{"site_id":"a.org","metrics":["visitors","pageviews"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["event:page"],"pagination":{"limit":1,"offset":1}}"#;
+    const BY_GOAL: &str = r#"{"site_id":"a.org","metrics":["visitors","conversion_rate"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["event:goal"],"include":{"totals":true}}"#;
+    const HOUR: &str = r#"{"site_id":"a.org","metrics":["visitors","pageviews"],"date_range":["2026-11-02T10:00:00","2026-11-02T10:59:59"],"dimensions":["event:page"]}"#;
+
+    fn cases() -> Vec<Case> {
+        let exact = Disclosure::Exact;
+        vec![
+            Case {
+                what: "rows under k merge into (other); the rest stand as counted",
+                body: BY_PAGE,
+                disclosure: exact,
+                rows: &[
+                    (&["/a"], 10.0, 20.0),
+                    (&["/b"], 3.0, 3.0),
+                    (&["/c"], 2.0, 4.0),
+                ],
+                total: (15.0, 27.0),
+                excluded_rows: &[],
+                excluded_total: (0.0, 0.0),
+                plain_total: None,
+                expected: &[
+                    (&["/a"], Some(&[10.0, 20.0])),
+                    (&[OTHER], Some(&[5.0, 7.0])),
+                ],
+                totals: Some(&[15.0, 27.0]),
+                total_rows: 2,
+            },
+            Case {
+                what: "an (other) row still under k is withheld",
+                body: BY_PAGE,
+                disclosure: exact,
+                rows: &[(&["/a"], 10.0, 20.0), (&["/b"], 3.0, 3.0)],
+                total: (13.0, 23.0),
+                excluded_rows: &[],
+                excluded_total: (0.0, 0.0),
+                plain_total: None,
+                expected: &[(&["/a"], Some(&[10.0, 20.0])), (&[OTHER], None)],
+                totals: Some(&[13.0, 23.0]),
+                total_rows: 2,
+            },
+            Case {
+                what: "time buckets are not merged: a small one is withheld",
+                body: BY_DAY,
+                disclosure: exact,
+                rows: &[(&["2026-11-01"], 10.0, 12.0), (&["2026-11-02"], 2.0, 2.0)],
+                total: (12.0, 14.0),
+                excluded_rows: &[],
+                excluded_total: (0.0, 0.0),
+                plain_total: None,
+                expected: &[
+                    (&["2026-11-01"], Some(&[10.0, 12.0])),
+                    (&["2026-11-02"], None),
+                ],
+                totals: Some(&[12.0, 14.0]),
+                total_rows: 2,
+            },
+            Case {
+                what: "exact, filtered: a row whose left-out part is small is withheld, \
+                       and so is the total (one subtraction would show them)",
+                body: NOT_X,
+                disclosure: exact,
+                rows: &[(&["/a"], 10.0, 20.0), (&["/b"], 8.0, 9.0)],
+                total: (18.0, 29.0),
+                excluded_rows: &[(&["/a"], 2.0, 2.0)],
+                excluded_total: (2.0, 2.0),
+                plain_total: None,
+                expected: &[(&["/b"], Some(&[8.0, 9.0])), (&["/a"], None)],
+                totals: None,
+                total_rows: 2,
+            },
+            Case {
+                what: "exact, filtered: a small left-out row withholds the (other) row too",
+                body: NOT_X,
+                disclosure: exact,
+                rows: &[
+                    (&["/a"], 10.0, 20.0),
+                    (&["/b"], 3.0, 3.0),
+                    (&["/c"], 3.0, 3.0),
+                ],
+                total: (16.0, 26.0),
+                excluded_rows: &[(&["/x"], 1.0, 1.0)],
+                excluded_total: (1.0, 1.0),
+                plain_total: None,
+                expected: &[(&["/a"], Some(&[10.0, 20.0])), (&[OTHER], None)],
+                totals: None,
+                total_rows: 2,
+            },
+            Case {
+                what: "exact, filtered: left-out rows of k or more hide nothing",
+                body: NOT_X,
+                disclosure: exact,
+                rows: &[(&["/a"], 10.0, 20.0), (&["/b"], 8.0, 9.0)],
+                total: (18.0, 29.0),
+                excluded_rows: &[(&["/x"], 6.0, 6.0)],
+                excluded_total: (6.0, 6.0),
+                plain_total: None,
+                expected: &[(&["/a"], Some(&[10.0, 20.0])), (&["/b"], Some(&[8.0, 9.0]))],
+                totals: Some(&[18.0, 29.0]),
+                total_rows: 2,
+            },
+            Case {
+                what: "a window shorter than a day withholds small cells in exact mode too",
+                body: HOUR,
+                disclosure: exact,
+                rows: &[
+                    (&["/a"], 10.0, 20.0),
+                    (&["/b"], 6.0, 6.0),
+                    (&["/c"], 2.0, 2.0),
+                ],
+                total: (18.0, 28.0),
+                excluded_rows: &[],
+                excluded_total: (0.0, 0.0),
+                plain_total: None,
+                expected: &[
+                    (&["/a"], Some(&[10.0, 20.0])),
+                    (&["/b"], Some(&[6.0, 6.0])),
+                    (&[OTHER], None),
+                ],
+                totals: None,
+                total_rows: 3,
+            },
+            Case {
+                what: "pagination after suppression and ordering; total_rows counts (other)",
+                body: PAGED,
+                disclosure: exact,
+                rows: &[
+                    (&["/b"], 8.0, 9.0),
+                    (&["/a"], 10.0, 20.0),
+                    (&["/c"], 2.0, 2.0),
+                    (&["/d"], 3.0, 3.0),
+                ],
+                total: (23.0, 34.0),
+                excluded_rows: &[],
+                excluded_total: (0.0, 0.0),
+                plain_total: None,
+                expected: &[(&["/b"], Some(&[8.0, 9.0]))],
+                totals: None,
+                total_rows: 3,
+            },
+            Case {
+                what: "conversion rate: the goal's visitors over all visitors, two decimals",
+                body: BY_GOAL,
+                disclosure: exact,
+                rows: &[(&["Signup"], 10.0, 0.0), (&["Visit /merci"], 7.0, 7.0)],
+                total: (15.0, 7.0),
+                excluded_rows: &[],
+                excluded_total: (0.0, 0.0),
+                plain_total: Some(30.0),
+                expected: &[
+                    (&["Signup"], Some(&[10.0, 33.33])),
+                    (&["Visit /merci"], Some(&[7.0, 23.33])),
+                ],
+                totals: Some(&[15.0, 50.0]),
+                total_rows: 2,
+            },
+        ]
+    }
+
+    #[test]
+    fn disclosure_rules_case_by_case() {
+        let site = super::super::tests::differencing::site(5);
+        let view = super::super::request::SiteView {
+            timezone: chrono_tz::UTC,
+            campaigns: false,
+            prop_keys: Vec::new(),
+            goals: vec![
+                crate::goal::Goal::event("Signup", None).unwrap(),
+                crate::goal::Goal::page("/merci", None).unwrap(),
+            ],
+        };
+        let now = "2026-12-04T12:00:00Z".parse().unwrap();
+        for case in cases() {
+            let query = super::super::request::parse(case.body.as_bytes(), &view, now)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.what));
+            let counted = Counted {
+                rows: counted(case.rows),
+                total: base(case.total.0, case.total.1),
+                excluded_rows: counted(case.excluded_rows),
+                excluded_total: base(case.excluded_total.0, case.excluded_total.1),
+                conversions: case.plain_total.map(|v| Conversions {
+                    total: base(v, 0.0),
+                    groups: Vec::new(),
+                }),
+            };
+            let report = report(&query, &site, case.disclosure, counted);
+            let got: Vec<(Vec<String>, Option<Vec<f64>>)> = report
+                .rows
+                .iter()
+                .map(|a| (a.dimensions.clone(), a.metrics.clone()))
+                .collect();
+            let want: Vec<(Vec<String>, Option<Vec<f64>>)> = case
+                .expected
+                .iter()
+                .map(|(d, m)| {
+                    (
+                        d.iter().map(|s| s.to_string()).collect(),
+                        m.map(<[f64]>::to_vec),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{}", case.what);
+            if query.include_totals {
+                assert_eq!(
+                    report.totals,
+                    Some(case.totals.map(<[f64]>::to_vec)),
+                    "{}: totals",
+                    case.what
+                );
+            }
+            assert_eq!(
+                report.total_rows, case.total_rows,
+                "{}: total_rows",
+                case.what
+            );
+        }
+    }
+
+    #[test]
+    fn protected_answers_publish_multiples_of_the_base_and_withhold_small_cells() {
+        let site = super::super::tests::differencing::site(5);
+        let step = f64::from(super::super::disclosure::rounding_base(5));
+        let view = super::super::request::SiteView {
+            timezone: chrono_tz::UTC,
+            campaigns: false,
+            prop_keys: Vec::new(),
+            goals: Vec::new(),
+        };
+        let now = "2026-12-04T12:00:00Z".parse().unwrap();
+        let query = super::super::request::parse(BY_PAGE.as_bytes(), &view, now).unwrap();
+        let counted = Counted {
+            rows: counted(&[
+                (&["/a"], 23.0, 41.0),
+                (&["/b"], 7.0, 9.0),
+                (&["/c"], 3.0, 3.0),
+            ]),
+            total: base(33.0, 53.0),
+            ..Counted::default()
+        };
+        let report = report(&query, &site, Disclosure::Protected, counted);
+        let rows: Vec<&Answer> = report.rows.iter().collect();
+        assert_eq!(rows.len(), 3);
+        // The small (other) row (3 visitors) is withheld; the others and
+        // the totals are published in multiples of the rounding base.
+        assert_eq!(rows[2].dimensions, vec![OTHER.to_string()]);
+        assert!(rows[2].metrics.is_none());
+        for a in &rows[..2] {
+            for m in a.metrics.as_ref().expect("published") {
+                assert_eq!(m % step, 0.0, "{m} is a multiple of {step}");
+            }
+        }
+        for m in report.totals.flatten().expect("totals published") {
+            assert_eq!(m % step, 0.0, "{m} is a multiple of {step}");
+        }
+    }
 }

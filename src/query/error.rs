@@ -1,0 +1,170 @@
+//! The stats API's refusals and failures, and the one place they become
+//! HTTP status codes, `Retry-After` and bodies (`{"error": "…"}`, as
+//! Plausible's Stats API writes them). Messages name the setting or field
+//! concerned and what to do; none quotes a ClickHouse error, whose text
+//! can hold the client's filter values.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::HeaderValue;
+use hyper::{Response, StatusCode};
+
+use super::request::RequestError;
+use crate::ingest::handler::json_error;
+
+/// Seconds a client should wait after a query that ClickHouse or tamis
+/// stopped for its time or memory: long enough for the load to change.
+const RETRY_AFTER_BUSY: &str = "10";
+/// After a refusal for too many running queries: one of them is likely
+/// done within a second.
+const RETRY_AFTER_RUNNING: &str = "1";
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// The endpoint takes another method (`use`: the one it takes).
+    Method { takes: &'static str },
+    /// No token, or one tamis does not know.
+    Unauthorized,
+    /// A body over 64 KiB.
+    TooLarge,
+    /// A body that did not arrive within 10 s.
+    BodyTimeout,
+    /// A query that does not validate, with the field named.
+    Invalid(RequestError),
+    /// A query parameter of a GET endpoint that does not validate.
+    Parameter(String),
+    /// A path that does not exist, or that the client may not know of.
+    NoSuchEndpoint,
+    /// A site the token may not read looks exactly like a missing one.
+    SiteNotFound,
+    /// A funnel the site does not have (`known`: the site's funnels, as
+    /// configured, never the client's text).
+    FunnelNotFound { known: String },
+    /// The token already runs `query.max_running_per_token` queries.
+    Busy { running: usize },
+    /// tamis stopped the query after `query.timeout_ms`.
+    TimedOut { ms: u128 },
+    /// ClickHouse stopped it at `query.max_execution_time`.
+    Time { secs: u64 },
+    /// ClickHouse stopped it at `query.max_memory_usage`.
+    Memory { bytes: u64 },
+    /// The answer would exceed `query.max_result_rows`.
+    Rows { rows: u64 },
+    /// ClickHouse failed otherwise (`what`: what is unavailable).
+    Unavailable { what: &'static str },
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Invalid(_) | ApiError::Parameter(_) => StatusCode::BAD_REQUEST,
+            ApiError::SiteNotFound | ApiError::FunnelNotFound { .. } | ApiError::NoSuchEndpoint => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            // The same query overflows again whatever the load: a client
+            // error, without Retry-After.
+            ApiError::Rows { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TimedOut { .. }
+            | ApiError::Time { .. }
+            | ApiError::Memory { .. }
+            | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// `Retry-After`, for failures that the load caused.
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Busy { .. } => Some(RETRY_AFTER_RUNNING),
+            ApiError::TimedOut { .. } | ApiError::Time { .. } | ApiError::Memory { .. } => {
+                Some(RETRY_AFTER_BUSY)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Method { takes } => format!("use {takes}"),
+            ApiError::Unauthorized => "missing or invalid API token".into(),
+            ApiError::TooLarge => "query body is larger than 64 KiB".into(),
+            ApiError::BodyTimeout => {
+                "the query body did not arrive within 10 s: send it whole, at once".into()
+            }
+            ApiError::Invalid(e) => e.to_string(),
+            ApiError::Parameter(p) => p.clone(),
+            ApiError::SiteNotFound => "site not found".into(),
+            ApiError::NoSuchEndpoint => "no such endpoint".into(),
+            ApiError::FunnelNotFound { known } => format!("funnel: no such funnel; {known}"),
+            ApiError::Busy { running } => format!(
+                "this token already has {running} queries running (query.max_running_per_token): wait for one to finish, then try again"
+            ),
+            ApiError::TimedOut { ms } => format!(
+                "the query did not finish within {ms} ms (query.timeout_ms): narrow the date range or add filters, or try again later"
+            ),
+            ApiError::Time { secs } => format!(
+                "the query ran longer than its limit of {secs} s (query.max_execution_time): narrow the date range or add filters, or try again later"
+            ),
+            ApiError::Memory { bytes } => format!(
+                "the query needed more memory than its limit of {bytes} bytes (query.max_memory_usage): narrow the date range, add filters or ask for fewer dimensions"
+            ),
+            ApiError::Rows { rows } => format!(
+                "the answer would have more than {rows} rows (query.max_result_rows): narrow the date range, add filters or ask for fewer dimensions"
+            ),
+            ApiError::Unavailable { what } => format!("{what} unavailable right now"),
+        }
+    }
+
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let mut r = json_error(self.status(), &self.message());
+        if let Some(secs) = self.retry_after() {
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static(secs));
+        }
+        r
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> ApiError {
+        ApiError::Invalid(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_failures_say_when_to_retry_and_client_errors_do_not() {
+        let cases = [
+            (ApiError::Busy { running: 4 }, 429, Some("1")),
+            (ApiError::TimedOut { ms: 30_000 }, 503, Some("10")),
+            (ApiError::Time { secs: 20 }, 503, Some("10")),
+            (ApiError::Memory { bytes: 1 << 30 }, 503, Some("10")),
+            (ApiError::Rows { rows: 100_000 }, 422, None),
+            (
+                ApiError::Unavailable {
+                    what: "statistics are",
+                },
+                503,
+                None,
+            ),
+            (ApiError::SiteNotFound, 404, None),
+            (ApiError::Method { takes: "POST" }, 405, None),
+        ];
+        for (error, status, retry) in cases {
+            let r = error.response();
+            assert_eq!(r.status().as_u16(), status, "{error:?}");
+            assert_eq!(
+                r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                retry,
+                "{error:?}"
+            );
+        }
+    }
+}
