@@ -561,6 +561,28 @@ fn last_days_end_yesterday_and_filter_modifiers_run_on_clickhouse() {
         json!(["2026-03-04T00:00:00-05:00", "2026-03-10T23:59:59-04:00"])
     );
     assert_eq!(numbers(json!({"date_range": "month"})), seeded_day);
+    // Plausible's `weekstart_not_before` (lib/plausible/stats/sql/expression.ex,
+    // `select_dimension(q, key, "time:week", …)`): the week a range starts
+    // in the middle of is labelled with the range's first day, not its
+    // Monday (2026-03-09).
+    let weeks = ask(
+        json!({"date_range": ["2026-03-10", "2026-03-22"], "dimensions": ["time:week"],
+                           "include": {"time_labels": true}}),
+    );
+    assert_eq!(
+        weeks["results"][0]["dimensions"],
+        json!(["2026-03-10"]),
+        "{weeks}"
+    );
+    assert_eq!(
+        weeks["results"][0]["metrics"], seeded_day[0]["metrics"],
+        "{weeks}"
+    );
+    assert_eq!(
+        weeks["meta"]["time_labels"],
+        json!(["2026-03-10", "2026-03-16"]),
+        "{weeks}"
+    );
     // Regression: "all" starts at the epoch, bound as `'0'`, which
     // ClickHouse 18.16's toDateTime could not read (a 503 for every "all").
     assert_eq!(numbers(json!({"date_range": "all"})), seeded_day);

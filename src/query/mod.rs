@@ -642,17 +642,24 @@ impl Api {
             rows.into_iter().next().map(|(_, b)| b).unwrap_or_default()
         };
         let mut counted = Counted {
-            rows: named(rows, &query.dimensions),
+            rows: weeks_not_before(named(rows, &query.dimensions), query, tz),
             total: one(total),
-            excluded_rows: named(excluded_rows, &query.dimensions),
+            excluded_rows: weeks_not_before(named(excluded_rows, &query.dimensions), query, tz),
             excluded_total: one(excluded_total),
             conversions: conversion.then(|| Conversions {
                 total: one(plain_total),
-                groups: named(plain_groups, &plain.dimensions),
+                groups: weeks_not_before(named(plain_groups, &plain.dimensions), &plain, tz),
             }),
         };
         // Consent shares count hits by consent state, dropped ones too.
-        for (time, counts) in consent {
+        let first_week = query
+            .dimensions
+            .contains(&Dimension::Week)
+            .then(|| query.from.with_timezone(&tz).date_naive().to_string());
+        for (mut time, counts) in consent {
+            if let Some(first) = first_week.as_ref().filter(|f| time < **f) {
+                time.clone_from(first);
+            }
             for (a, b) in counted.total.consent.iter_mut().zip(counts) {
                 *a += b;
             }
@@ -670,6 +677,26 @@ impl Api {
         report.time_labels = query.include_time_labels.then(|| time_labels(query, tz));
         Ok(report)
     }
+}
+
+/// `time:week` values as Plausible writes them: a week's Monday, but the
+/// range's first day for the week the range starts in the middle of
+/// (Plausible's `weekstart_not_before`). Rows are read by Monday; only
+/// the first week's can fall before the range, so no two rows meet.
+fn weeks_not_before(mut rows: Vec<Counts>, query: &Query, tz: Tz) -> Vec<Counts> {
+    let Some(i) = query.dimensions.iter().position(|d| *d == Dimension::Week) else {
+        return rows;
+    };
+    let first = query.from.with_timezone(&tz).date_naive().to_string();
+    for (dims, _) in rows.iter_mut() {
+        if let Some(v) = dims
+            .get_mut(i)
+            .filter(|v| **v < first && v.as_str() != OTHER)
+        {
+            v.clone_from(&first);
+        }
+    }
+    rows
 }
 
 /// A row as read: its dimension values and what was counted.
@@ -794,9 +821,9 @@ fn time_labels(query: &Query, tz: Tz) -> Vec<String> {
             let mut day = first.date_naive();
             while day <= last.date_naive() {
                 let label = match d {
-                    Dimension::Week => {
-                        day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
-                    }
+                    Dimension::Week => (day
+                        - Duration::days(i64::from(day.weekday().num_days_from_monday())))
+                    .max(first.date_naive()),
                     Dimension::Month => day.with_day(1).unwrap_or(day),
                     _ => day,
                 };

@@ -839,6 +839,25 @@ fn metrics_fit(
             _ => d.name().to_string(),
         })
         .collect();
+    // query_builder.ex, `validate_metric(:views_per_visit, …)`, checked
+    // before the tables' conflicts as Plausible checks it.
+    if metrics.contains(&Metric::ViewsPerVisit) {
+        if filters
+            .iter()
+            .any(|f| f.dimensions().contains(&Dimension::Page))
+        {
+            return Err(bad(
+                "metrics",
+                "Metric `views_per_visit` cannot be queried with a filter on `event:page`.",
+            ));
+        }
+        if !dimensions.is_empty() {
+            return Err(bad(
+                "metrics",
+                "Metric `views_per_visit` cannot be queried with `dimensions`.",
+            ));
+        }
+    }
     let session_only: Vec<&str> = metrics
         .iter()
         .filter(|m| m.is_session_only())
@@ -859,14 +878,29 @@ fn metrics_fit(
             ),
         ));
     }
-    if metrics.contains(&Metric::ViewsPerVisit)
-        && filters
-            .iter()
-            .any(|f| f.dimensions().contains(&Dimension::Page))
+    // Plausible's table_decider.ex: pageviews and events are counted per
+    // event, entry and exit pages per visit.
+    let event_only: Vec<&str> = metrics
+        .iter()
+        .filter(|m| matches!(m, Metric::Pageviews | Metric::Events))
+        .map(|m| m.name())
+        .collect();
+    let session_dimensions: Vec<&str> = dimensions
+        .iter()
+        .filter(|d| matches!(d, Dimension::EntryPage | Dimension::ExitPage))
+        .map(|d| d.name())
+        .collect();
+    if event_dimensions != ["event:page"]
+        && !event_only.is_empty()
+        && !session_dimensions.is_empty()
     {
         return Err(bad(
             "metrics",
-            "Metric `views_per_visit` cannot be queried with a filter on `event:page`.",
+            format!(
+                "Event metric(s) `{}` cannot be queried along with session dimension(s) `{}`",
+                event_only.join(", "),
+                session_dimensions.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -1774,8 +1808,14 @@ mod tests {
             (r#"["bounce_rate"]"#, r#"["event:name"]"#, "[]", session("bounce_rate", "event:name")),
             (r#"["visitors","visit_duration"]"#, r#"["event:props:plan"]"#, "[]",
                 session("visit_duration", "event:props:plan")),
+            (r#"["bounce_rate","visit_duration"]"#, r#"["event:page","event:name"]"#, "[]",
+                session("bounce_rate, visit_duration", "event:page, event:name")),
+            // views_per_visit is refused with any dimension first
+            // (`validate_metric` runs before the tables' conflicts).
             (r#"["bounce_rate","views_per_visit"]"#, r#"["event:page","event:name"]"#, "[]",
-                session("bounce_rate, views_per_visit", "event:page, event:name")),
+                Err(bad("metrics", "Metric `views_per_visit` cannot be queried with `dimensions`."))),
+            (r#"["pageviews","events"]"#, r#"["visit:entry_page"]"#, "[]",
+                Err(bad("metrics", "Event metric(s) `pageviews, events` cannot be queried along with session dimension(s) `visit:entry_page`"))),
             // `event:page` alone is answered, and visits are not session-only.
             (r#"["bounce_rate","visit_duration"]"#, r#"["event:page"]"#, "[]", Ok(())),
             (r#"["bounce_rate"]"#, r#"["event:page","visit:country"]"#, "[]", Ok(())),
@@ -1918,5 +1958,40 @@ mod tests {
         );
         assert!(q(r#"["visitors"]"#, r#"[["is","visit:country",["CA","FR"]]]"#).is_ok());
         assert!(q(r#"["visitors"]"#, r#"[["contains","visit:country",["C"]]]"#).is_ok());
+        let d = |metrics: &str, dimensions: &str| {
+            parse(
+                format!(
+                    r#"{{"site_id":"a","metrics":{metrics},"date_range":"7d","dimensions":{dimensions}}}"#
+                )
+                .as_bytes(),
+                &view(),
+                now(),
+            )
+        };
+        // query_parser_test.exs, "views_per_visit … fails validation with
+        // dimensions".
+        assert_eq!(
+            d(r#"["views_per_visit"]"#, r#"["event:name"]"#).unwrap_err(),
+            bad(
+                "metrics",
+                "Metric `views_per_visit` cannot be queried with `dimensions`."
+            )
+        );
+        assert!(d(r#"["views_per_visit"]"#, "[]").is_ok());
+        // query_parser_test.exs, "exit_rate … fails validation with event
+        // metrics", and table_decider_test.exs.
+        assert_eq!(
+            d(r#"["visitors","pageviews"]"#, r#"["visit:exit_page"]"#).unwrap_err(),
+            bad(
+                "metrics",
+                "Event metric(s) `pageviews` cannot be queried along with session dimension(s) `visit:exit_page`"
+            )
+        );
+        assert!(d(
+            r#"["visitors","visits","bounce_rate"]"#,
+            r#"["visit:entry_page"]"#
+        )
+        .is_ok());
+        assert!(d(r#"["visitors","pageviews"]"#, r#"["event:page"]"#).is_ok());
     }
 }
