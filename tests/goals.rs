@@ -350,3 +350,55 @@ fn protected_rates_divide_published_counts() {
     }
     site.server.stop();
 }
+
+/// Plausible's query_special_metrics_test.exs, `describe "exit_rate"`,
+/// "in visit:exit_page breakdown without filters" (five tamis visitors
+/// per Plausible visitor; Plausible's custom event "a" is left out: this
+/// site does not accept it, and it ends no visit).
+#[test]
+fn exit_rate_as_plausible_computes_it() {
+    let mut site = Site::new("goals_exit_rate", GOALS);
+    site.visitor(FIREFOX, &[("pageview", "/one"), ("pageview", "/two")]);
+    site.visitor(
+        FIREFOX,
+        &[
+            ("pageview", "/one"),
+            ("pageview", "/never-exit"),
+            ("pageview", "/one"),
+        ],
+    );
+    wait_until(Duration::from_secs(20), "pageviews stored", || {
+        site.results(
+            json!({"site_id": "example.org", "date_range": "day", "metrics": ["pageviews"]}),
+        ) == json!([{"dimensions": [], "metrics": [25]}])
+    });
+    assert_eq!(
+        site.results(json!({"site_id": "example.org", "date_range": "day",
+            "metrics": ["exit_rate"], "dimensions": ["visit:exit_page"],
+            "order_by": [["exit_rate", "desc"]]})),
+        json!([
+            {"dimensions": ["/two"], "metrics": [100]},
+            {"dimensions": ["/one"], "metrics": [33.3]}
+        ])
+    );
+    // query_builder.ex, `validate_metric(:exit_rate, …)`.
+    for (body, error) in [
+        (
+            json!({"metrics": ["exit_rate"], "dimensions": ["event:page"]}),
+            "metrics: Metric `exit_rate` requires a `\"visit:exit_page\"` dimension. No other dimensions are allowed.",
+        ),
+        (
+            json!({"metrics": ["exit_rate"], "dimensions": ["visit:exit_page"],
+                   "filters": [["is", "event:page", ["/one"]]]}),
+            "metrics: Metric `exit_rate` cannot be queried when filtering on event dimensions.",
+        ),
+    ] {
+        let mut body = body;
+        body["site_id"] = json!("example.org");
+        body["date_range"] = json!("day");
+        let r = stats(site.server.addr, TOKEN, body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.json()["error"], error);
+    }
+    site.server.stop();
+}

@@ -32,10 +32,13 @@ pub enum Metric {
     /// The same within each row's group: in percent of the visitors with
     /// the row's other dimension values.
     GroupConversionRate,
+    /// Visits that ended on the page, in percent of its pageviews (with
+    /// `visit:exit_page` only).
+    ExitRate,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 14] = [
+    pub const ALL: [Metric; 15] = [
         Metric::Visitors,
         Metric::Visits,
         Metric::Pageviews,
@@ -50,6 +53,7 @@ impl Metric {
         Metric::OptOutRate,
         Metric::ConversionRate,
         Metric::GroupConversionRate,
+        Metric::ExitRate,
     ];
 
     fn parse(s: &str) -> Option<Metric> {
@@ -72,6 +76,7 @@ impl Metric {
             Metric::OptOutRate => "opt_out_rate",
             Metric::ConversionRate => "conversion_rate",
             Metric::GroupConversionRate => "group_conversion_rate",
+            Metric::ExitRate => "exit_rate",
         }
     }
 
@@ -839,6 +844,26 @@ fn metrics_fit(
             _ => d.name().to_string(),
         })
         .collect();
+    // query_builder.ex, `validate_metric(:exit_rate, …)`: exits are
+    // counted per page, against all of its pageviews.
+    if metrics.contains(&Metric::ExitRate) {
+        if dimensions != [Dimension::ExitPage] {
+            return Err(bad(
+                "metrics",
+                "Metric `exit_rate` requires a `\"visit:exit_page\"` dimension. No other dimensions are allowed.",
+            ));
+        }
+        if filters.iter().any(|f| {
+            f.dimensions()
+                .iter()
+                .any(|d| d.name().starts_with("event:"))
+        }) {
+            return Err(bad(
+                "metrics",
+                "Metric `exit_rate` cannot be queried when filtering on event dimensions.",
+            ));
+        }
+    }
     // query_builder.ex, `validate_metric(:views_per_visit, …)`, checked
     // before the tables' conflicts as Plausible checks it.
     if metrics.contains(&Metric::ViewsPerVisit) {

@@ -26,6 +26,9 @@ pub const BASE: [&str; 7] = [
 pub struct Statement {
     pub sql: String,
     pub params: Vec<String>,
+    /// Whether `sql` ends in a `HAVING` that further conditions join with
+    /// `AND` (see [`kept`]).
+    pub having: bool,
 }
 
 impl Statement {
@@ -468,6 +471,7 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
             }
             dimension(&mut s, *d, tz, &query.goals);
         }
+        exit_pages_only(&mut s, dimensions);
     }
     s
 }
@@ -618,6 +622,7 @@ pub fn rolled(
     s.push(")");
     if grouped {
         s.push(" GROUP BY d");
+        exit_pages_only(&mut s, dimensions);
     }
     s
 }
@@ -661,7 +666,7 @@ pub fn kept(
     limit: Option<usize>,
 ) -> Statement {
     let key = order.key();
-    let mut sql = format!("{} HAVING NOT {}", inner.sql, small(k));
+    let mut sql = format!("{} {} NOT {}", inner.sql, join_having(inner), small(k));
     match bound {
         Some(Bound::AtLeast(v)) => sql.push_str(&format!(" AND {key} >= {v}")),
         Some(Bound::AtMost(v)) => sql.push_str(&format!(" AND {key} <= {v}")),
@@ -677,6 +682,26 @@ pub fn kept(
     Statement {
         sql,
         params: inner.params.clone(),
+        having: true,
+    }
+}
+
+/// How a condition joins `inner`'s grouped rows: its own `HAVING`, or the
+/// one it has.
+fn join_having(inner: &Statement) -> &'static str {
+    if inner.having {
+        "AND"
+    } else {
+        "HAVING"
+    }
+}
+
+/// `visit:exit_page` lists the pages visits ended on: rows of pages no
+/// visit ended on (`base[7]`, exits) are not exit pages, as in Plausible.
+fn exit_pages_only(s: &mut Statement, dimensions: &[Dimension]) {
+    if dimensions.contains(&Dimension::ExitPage) {
+        s.push(" HAVING base[7] > 0");
+        s.having = true;
     }
 }
 
@@ -689,12 +714,14 @@ pub fn small_rows(inner: &Statement, k: u32) -> Statement {
         .collect();
     Statement {
         sql: format!(
-            "SELECT [{}] AS base, count() AS n FROM ({} HAVING {})",
+            "SELECT [{}] AS base, count() AS n FROM ({} {} {})",
             sums.join(", "),
             inner.sql,
+            join_having(inner),
             small(k)
         ),
         params: inner.params.clone(),
+        having: false,
     }
 }
 

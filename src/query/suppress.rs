@@ -99,6 +99,14 @@ impl Base {
                     0.0
                 }
             }
+            // Plausible rounds it to one decimal.
+            Metric::ExitRate => {
+                if self.pageviews > 0.0 {
+                    (self.exits / self.pageviews * 1000.0).round() / 10.0
+                } else {
+                    0.0
+                }
+            }
             // Their denominators come from another read: see `report`.
             Metric::ConversionRate | Metric::GroupConversionRate => f64::NAN,
         }
