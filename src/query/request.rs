@@ -610,14 +610,19 @@ fn metrics(wire: &Wire) -> Result<Vec<Metric>, RequestError> {
     if wire.metrics.is_empty() {
         return Err(bad("metrics", "at least one metric is required"));
     }
-    // Plausible's query_parser_test.exs, "same metric queried multiple times".
+    // Plausible's query_parser_test.exs, "same metric queried multiple times",
+    // and query_validations_test.exs, "validates a metric can't be asked
+    // multiple times": its query schema's `uniqueItems`, in its words.
     if wire
         .metrics
         .iter()
         .enumerate()
         .any(|(i, m)| wire.metrics[..i].contains(m))
     {
-        return Err(bad("metrics", "Metrics cannot be queried multiple times."));
+        return Err(bad(
+            "metrics",
+            "Expected items to be unique but they were not.",
+        ));
     }
     if wire.metrics.len() > Metric::ALL.len() {
         return Err(bad("metrics", "too many metrics"));
@@ -626,7 +631,9 @@ fn metrics(wire: &Wire) -> Result<Vec<Metric>, RequestError> {
         .iter()
         .map(|m| {
             Metric::parse(m)
-                .ok_or_else(|| bad("metrics", format!("unknown metric `{}`", printable(m))))
+                // Plausible's words (query_validations_test.exs, "fails
+                // when an invalid metric is provided").
+                .ok_or_else(|| bad("metrics", format!("Invalid metric \"{}\"", printable(m))))
         })
         .collect()
 }
@@ -788,6 +795,13 @@ fn order_by(
     wire.order_by
         .iter()
         .map(|(field, dir)| {
+            // A request that asked for `time` orders by `time` (Plausible's
+            // query_test.exs, "timeseries with explicit order_by"): the
+            // time dimension it was resolved to above.
+            let resolved_time = (field == "time" && wire.dimensions.iter().any(|n| n == "time"))
+                .then(|| dimensions.iter().find(|d| d.is_time()))
+                .flatten();
+            let field = &resolved_time.map_or_else(|| field.clone(), |d| d.name().to_string());
             let known = metrics.iter().any(|m| m.name() == field)
                 || dimensions.iter().any(|d| {
                     d.name() == field
@@ -969,7 +983,9 @@ fn dimension(
             Err(format!("`{name}` needs collect_campaigns on this site"))
         }
         Some(d) => Ok(d),
-        None => Err(format!("unknown dimension `{}`", printable(name))),
+        // Plausible's words (query_validations_test.exs, "validates that
+        // dimensions are valid").
+        None => Err(format!("Invalid dimension \"{}\"", printable(name))),
     }
 }
 
@@ -1230,7 +1246,7 @@ pub(crate) fn date_range(
         bad(
             "date_range",
             format!(
-                "Invalid date_range {}",
+                "Invalid date range {}",
                 printable(&value.to_string().replace(',', ", "))
             ),
         )
@@ -1449,17 +1465,17 @@ mod tests {
         check(&range(r#"["2026-02-01","2026-01-31"]"#), Err("after"));
         check(
             &range(r#""forever""#),
-            Err(r#"Invalid date_range "forever""#),
+            Err(r#"Invalid date range "forever""#),
         );
         for refused in [
             "0d", "5001d", "0mo", "101mo", "7D", "-7d", "+7d", "7", "d", "1w",
         ] {
             check(
                 &range(&format!(r#""{refused}""#)),
-                Err(&format!(r#"date_range: Invalid date_range "{refused}""#)),
+                Err(&format!(r#"date_range: Invalid date range "{refused}""#)),
             );
         }
-        check(&range("7"), Err("Invalid date_range 7"));
+        check(&range("7"), Err("Invalid date range 7"));
         check(&range(r#"["2026-13-01","2026-01-31"]"#), Err("date_range"));
         check(
             &range(r#"["2026-01-01","+262142-12-31"]"#),
@@ -1629,11 +1645,11 @@ mod tests {
     fn names_are_allow_listed() {
         check(
             r#"{"site_id":"a","metrics":["visitors; DROP TABLE x"],"date_range":"day"}"#,
-            Err("unknown metric"),
+            Err("Invalid metric"),
         );
         check(
             r#"{"site_id":"a","metrics":["visitors"],"dimensions":["event:page'--"],"date_range":"day"}"#,
-            Err("unknown dimension"),
+            Err("Invalid dimension"),
         );
         check(
             r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:utm_source"],"date_range":"day"}"#,
@@ -1971,7 +1987,7 @@ mod tests {
         // query_parser_test.exs, "same metric queried multiple times".
         assert_eq!(
             q(r#"["events","visitors","visitors"]"#, "[]").unwrap_err(),
-            bad("metrics", "Metrics cannot be queried multiple times.")
+            bad("metrics", "Expected items to be unique but they were not.")
         );
         // query_parser.ex, parse_clauses_list: `is` on countries takes codes.
         assert_eq!(
@@ -2018,5 +2034,27 @@ mod tests {
         )
         .is_ok());
         assert!(d(r#"["visitors","pageviews"]"#, r#"["event:page"]"#).is_ok());
+    }
+
+    /// Regression: `"order_by": [["time", "asc"]]` with the dimension
+    /// `time` was refused as "not a requested metric or dimension", since
+    /// `time` is resolved to `time:day` (or hour, month) before `order_by`
+    /// is read.
+    #[test]
+    fn order_by_time_when_time_was_asked_is_not_refused() {
+        let q = parse(
+            br#"{"site_id":"a","metrics":["pageviews"],"date_range":["2026-10-01","2026-11-04"],"dimensions":["time"],"order_by":[["pageviews","desc"],["time","asc"]]}"#,
+            &view(),
+            now(),
+        )
+        .expect("ordered by time");
+        assert_eq!(q.dimensions, vec![Dimension::Day]);
+        assert_eq!(
+            q.order_by,
+            vec![
+                ("pageviews".to_string(), false),
+                ("time:day".to_string(), true)
+            ]
+        );
     }
 }
