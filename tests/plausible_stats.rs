@@ -992,10 +992,6 @@ fn cases() -> Vec<Case> {
     // not yet: query_test, "can filter by hostname" and the `event:hostname`
     // cases: tamis does not store the hostname (README, "Not yet as
     // Plausible answers").
-    // not yet: validations_test, "validates that metric views_per_visit
-    // cannot be used together with dimensions": Plausible refuses it
-    // ("Metric `views_per_visit` cannot be queried with `dimensions`."),
-    // tamis answers it per row (README, "Not yet as Plausible answers").
     cases
 }
 
@@ -1026,6 +1022,13 @@ fn refusals() -> Vec<Refusal> {
         }
     };
     vec![
+        refused(
+            "validations_test, \"validates that metric views_per_visit cannot be used together with dimensions\"",
+            json!({"metrics": ["views_per_visit"], "dimensions": ["event:name"]}),
+            "metrics",
+            "Metric `views_per_visit` cannot be queried with `dimensions`.",
+            true,
+        ),
         refused(
             "validations_test, \"fails when an invalid metric is provided\"",
             json!({"metrics": ["visitors", "baa"], "dimensions": ["event:name"]}),
