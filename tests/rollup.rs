@@ -295,6 +295,33 @@ fn seed_week(server: &InProcess) -> u64 {
         + 12
 }
 
+/// [`seed_week`] through `server`, then waits until every pageview is
+/// stored and every closed day is rolled (`what`); returns the pageviews.
+fn seed_and_roll(ch: &ClickHouse, db: &str, server: &InProcess, what: &str) -> u64 {
+    let expected = seed_week(server);
+    wait_until(Duration::from_secs(20), "every pageview stored", || {
+        ch.query_in(db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == format!("{expected}\n")
+    });
+    wait_rolled(ch, db, what);
+    expected
+}
+
+/// The settings of `cfg` and a rollup job over its sites, run by hand.
+fn job(
+    cfg: &str,
+    clock: &tamis::clock::Clock,
+) -> (tamis::config::Settings, tamis::sink::rollup::Rollup) {
+    let config: tamis::config::Config = toml::from_str(cfg).expect("config parses");
+    let settings =
+        tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
+    let job = tamis::sink::rollup::Rollup::new(
+        tamis::sink::client(&settings.clickhouse),
+        settings.sites.clone(),
+        clock.clone(),
+    );
+    (settings, job)
+}
+
 #[test]
 fn rollups_answer_exactly_like_hourly_aggregates() {
     let ch = ClickHouse::shared();
@@ -311,32 +338,20 @@ fn rollups_answer_exactly_like_hourly_aggregates() {
         Some(Duration::from_millis(100)),
     );
 
-    let expected = seed_week(&rolled);
-    wait_until(Duration::from_secs(20), "every pageview stored", || {
-        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly")
-            == format!("{expected}\n")
-    });
-    wait_rolled(ch, &db, "the closed days rolled up");
+    let expected = seed_and_roll(ch, &db, &rolled, "the closed days rolled up");
     assert_same(&rolled, &hourly, "closed days rolled up");
 
     // The rolled server does read the rollups: a newer recorded version of
     // a day whose totals row has 1000 pageviews more changes its answer
     // (its record keeps the true sums, so the job sees nothing to redo);
     // computing the day again puts it right.
-    let config: tamis::config::Config = toml::from_str(&cfg).expect("config parses");
-    let settings =
-        tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
+    let (settings, job) = job(&cfg, &clock);
     let site = settings
         .sites
         .iter()
         .find(|s| s.id == "example.org")
         .expect("site")
         .clone();
-    let job = tamis::sink::rollup::Rollup::new(
-        tamis::sink::client(&settings.clickhouse),
-        settings.sites.clone(),
-        clock.clone(),
-    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -513,12 +528,7 @@ fn goal_breakdowns_read_rolled_days_and_goals_added_later_are_rolled_in() {
         clock.clone(),
         Some(Duration::from_millis(100)),
     );
-    let expected = seed_week(&before);
-    wait_until(Duration::from_secs(20), "every pageview stored", || {
-        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly")
-            == format!("{expected}\n")
-    });
-    wait_rolled(ch, &db, "the closed days rolled up without goals");
+    seed_and_roll(ch, &db, &before, "the closed days rolled up without goals");
     before.stop();
     assert_eq!(goals_covered(ch, &db), "", "no goal rolled yet");
     let page_rows = |version: &str| {
@@ -631,16 +641,7 @@ fn goal_breakdowns_read_rolled_days_and_goals_added_later_are_rolled_in() {
     assert_eq!(visitors(&rolled), true_visitors + 1000);
     // Its record holds the true sums, so only computing the day again (as
     // after late data) puts it right.
-    let settings = tamis::config::Settings::from_config(
-        toml::from_str(&cfg).expect("config parses"),
-        Path::new("."),
-    )
-    .expect("config valid");
-    let job = tamis::sink::rollup::Rollup::new(
-        tamis::sink::client(&settings.clickhouse),
-        settings.sites.clone(),
-        clock.clone(),
-    );
+    let (settings, job) = job(&cfg, &clock);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
