@@ -642,13 +642,13 @@ impl Api {
             rows.into_iter().next().map(|(_, b)| b).unwrap_or_default()
         };
         let mut counted = Counted {
-            rows: weeks_not_before(named(rows, &query.dimensions), query, tz),
+            rows: relabel(rows, query, tz),
             total: one(total),
-            excluded_rows: weeks_not_before(named(excluded_rows, &query.dimensions), query, tz),
+            excluded_rows: relabel(excluded_rows, query, tz),
             excluded_total: one(excluded_total),
             conversions: conversion.then(|| Conversions {
                 total: one(plain_total),
-                groups: weeks_not_before(named(plain_groups, &plain.dimensions), &plain, tz),
+                groups: relabel(plain_groups, &plain, tz),
             }),
         };
         // Consent shares count hits by consent state, dropped ones too.
@@ -677,6 +677,13 @@ impl Api {
         report.time_labels = query.include_time_labels.then(|| time_labels(query, tz));
         Ok(report)
     }
+}
+
+/// Rows as read, with the dimension values Plausible writes: names for
+/// codes ([`named`]) and the first week by its first day
+/// ([`weeks_not_before`]).
+fn relabel(rows: Vec<Counts>, query: &Query, tz: Tz) -> Vec<Counts> {
+    weeks_not_before(named(rows, &query.dimensions), query, tz)
 }
 
 /// `time:week` values as Plausible writes them: a week's Monday, but the
