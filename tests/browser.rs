@@ -406,6 +406,230 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
     drop(server);
 }
 
+/// Plausible's own tracker (npm `@plausible-analytics/tracker` 0.4.6,
+/// pinned in `package.json`; `tests/browser/plausible_tracker.mjs` names
+/// the files of it that this relies on) in Chromium, with its `endpoint`
+/// set to tamis: issue 13, "Plausible parity". Every request it sends is
+/// answered as Plausible answers it (202), and the stats API counts what
+/// Plausible would count of it: pageviews, visitors, each custom event
+/// (outbound link, file download, tagged element, form submission, a
+/// non-interactive event) with its allowed props, hash routes as pages,
+/// and no engagement as an event.
+#[test]
+fn plausible_tracker_script_in_chromium_is_counted_like_plausible_counts_it() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("browser_plausible");
+    let scratch = Scratch::new();
+    // k = 1: each of the few visitors here is a row of its own, so the
+    // exact token reads every count as counted.
+    let sites = [
+        site(
+            "tracker.test",
+            "\"tracker.test\"",
+            "k_threshold = 1\nevent_names = [\"signup\", \"autoplay\", \"Outbound Link: Click\", \"File Download\", \"Tagged click\", \"Form: Submission\"]\nprop_keys = [\"plan\", \"url\", \"section\"]",
+        ),
+        site(
+            "hash.test",
+            "\"hash.test\"",
+            "k_threshold = 1\nhash_routing = true",
+        ),
+    ];
+    let server = Binary::serve(
+        &scratch,
+        &config_for(ch, &db, &sites, &["tracker.test", "hash.test"], "exact"),
+    );
+    let tamis = format!("http://{}", server.addr);
+    let r = node("plausible_tracker.mjs", &["--tamis", &tamis]);
+    assert_eq!(r["tracker_version"], "0.4.6", "{r}");
+    // The script ran as on a visitor's page: not seen as automated, no
+    // "Ignoring Event" warning, no error.
+    assert_eq!(r["webdriver"], false, "{r}");
+    assert_eq!(r["script"], json!({"s": "npm", "v": 36}), "{r}");
+    assert_eq!(r["problems"], json!([]), "{r}");
+    assert_eq!(
+        r["storage"],
+        json!({"local": 0, "session": 0, "cookie": ""})
+    );
+
+    // What the tracker sent, in order, and tamis's answer to each: 202,
+    // counted (no X-Tamis-Dropped), to the text/plain POST it makes.
+    let sent = r["sent"].as_array().unwrap();
+    for s in sent {
+        assert_eq!(
+            (&s["method"], &s["type"], &s["status"], &s["dropped"]),
+            (
+                &json!("POST"),
+                &json!("text/plain"),
+                &json!(202),
+                &Value::Null
+            ),
+            "{s}"
+        );
+        assert_eq!(s["body"]["v"], 36, "{s}");
+    }
+    let seen: Vec<(&str, &str, String)> = sent
+        .iter()
+        .map(|s| {
+            let origin = if s["visitor"] == "hash" {
+                r["hash_origin"].as_str().unwrap()
+            } else {
+                r["origin"].as_str().unwrap()
+            };
+            (
+                s["visitor"].as_str().unwrap(),
+                s["body"]["n"].as_str().unwrap(),
+                s["body"]["u"].as_str().unwrap().replace(origin, ""),
+            )
+        })
+        .collect();
+    let expected = [
+        ("a", "pageview", "/"),
+        ("a", "engagement", "/"),
+        ("a", "pageview", "/pricing"),
+        ("a", "signup", "/pricing"),
+        ("a", "autoplay", "/pricing"),
+        ("a", "Outbound Link: Click", "/pricing"),
+        ("a", "File Download", "/pricing"),
+        ("a", "Tagged click", "/pricing"),
+        ("a", "Form: Submission", "/pricing"),
+        ("a", "engagement", "/pricing"),
+        ("b", "pageview", "/docs?utm_source=newsletter"),
+        ("b", "engagement", "/docs?utm_source=newsletter"),
+        ("hash", "pageview", "/app.html"),
+        ("hash", "engagement", "/app.html"),
+        ("hash", "pageview", "/app.html#/a"),
+        ("hash", "engagement", "/app.html#/a"),
+        ("hash", "pageview", "/app.html#/b"),
+        ("hash", "engagement", "/app.html#/b"),
+    ]
+    .map(|(v, n, u)| (v, n, u.to_string()));
+    assert_eq!(seen, expected, "{r}");
+    let body = |i: usize| &sent[i]["body"];
+    for e in sent.iter().filter(|s| s["body"]["n"] == "engagement") {
+        let e = &e["body"];
+        assert!(e["e"].as_u64().is_some(), "engagement time: {e}");
+        assert!(
+            e["sd"].as_u64().is_some_and(|sd| sd <= 100),
+            "scroll depth: {e}"
+        );
+    }
+    assert!(
+        body(1)["sd"].as_u64().unwrap() >= 50,
+        "the first page was scrolled 1,200 px down 3,000: {}",
+        body(1)
+    );
+    assert_eq!(
+        body(3)["p"],
+        json!({"plan": "pro", "email": "jean@example.com"})
+    );
+    assert_eq!(body(4)["i"], false, "{}", body(4));
+    assert_eq!(
+        body(5)["p"],
+        json!({"url": "https://elsewhere.example/path?q=1"})
+    );
+    let download = format!("{}/files/rapport-annuel.pdf", r["origin"].as_str().unwrap());
+    assert_eq!(body(6)["p"], json!({ "url": download }));
+    assert_eq!(body(7)["p"], json!({"section": "hero"}));
+    for s in sent.iter().filter(|s| s["visitor"] == "hash") {
+        assert_eq!(s["body"]["h"], 1, "{s}");
+    }
+
+    // What the stats API answers of it.
+    let ask = |body: Value| -> Value {
+        let r = stats(server.addr, TOKEN, body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["results"].clone()
+    };
+    let totals = || {
+        ask(json!({"site_id": "tracker.test", "date_range": "day",
+            "metrics": ["visitors", "visits", "pageviews", "events", "bounce_rate"]}))
+    };
+    wait_until(Duration::from_secs(20), "3 pageviews counted", || {
+        totals()[0]["metrics"][2] == 3
+    });
+    // Two visitors, three pageviews, six custom events; the engagements
+    // extend visits but are no event (Plausible's `events` leaves them
+    // out too). Visitor B saw one page: half the visits bounced.
+    assert_eq!(
+        totals(),
+        json!([{"dimensions": [], "metrics": [2, 2, 3, 9, 50]}])
+    );
+    assert_eq!(
+        ask(json!({"site_id": "tracker.test", "date_range": "day",
+            "metrics": ["visitors", "pageviews"], "dimensions": ["event:page"],
+            "order_by": [["event:page", "asc"]]})),
+        json!([
+            {"dimensions": ["/"], "metrics": [1, 1]},
+            {"dimensions": ["/docs"], "metrics": [1, 1]},
+            {"dimensions": ["/pricing"], "metrics": [1, 1]},
+        ])
+    );
+    assert_eq!(
+        ask(json!({"site_id": "tracker.test", "date_range": "day",
+            "metrics": ["visitors", "events"], "dimensions": ["event:name"],
+            "order_by": [["event:name", "asc"]]})),
+        json!([
+            {"dimensions": ["File Download"], "metrics": [1, 1]},
+            {"dimensions": ["Form: Submission"], "metrics": [1, 1]},
+            {"dimensions": ["Outbound Link: Click"], "metrics": [1, 1]},
+            {"dimensions": ["Tagged click"], "metrics": [1, 1]},
+            {"dimensions": ["autoplay"], "metrics": [1, 1]},
+            {"dimensions": ["pageview"], "metrics": [2, 3]},
+            {"dimensions": ["signup"], "metrics": [1, 1]},
+        ])
+    );
+    let prop = |key: &str, event: &str| {
+        ask(json!({"site_id": "tracker.test", "date_range": "day",
+            "metrics": ["events"], "dimensions": [format!("event:props:{key}")],
+            "filters": [["is", "event:name", [event]]]}))
+    };
+    assert_eq!(
+        prop("plan", "signup"),
+        json!([{"dimensions": ["pro"], "metrics": [1]}])
+    );
+    assert_eq!(
+        prop("url", "Outbound Link: Click"),
+        json!([{"dimensions": ["https://elsewhere.example/path?q=1"], "metrics": [1]}])
+    );
+    assert_eq!(
+        prop("url", "File Download"),
+        json!([{"dimensions": [download], "metrics": [1]}])
+    );
+    assert_eq!(
+        prop("section", "Tagged click"),
+        json!([{"dimensions": ["hero"], "metrics": [1]}])
+    );
+    // `email` is not an allowed prop: not stored, not asked.
+    assert_eq!(
+        stats(
+            server.addr,
+            TOKEN,
+            json!({"site_id": "tracker.test", "date_range": "day",
+                "metrics": ["events"], "dimensions": ["event:props:email"]})
+        )
+        .status,
+        400
+    );
+
+    // Hash routes are pages of the hash-routed site.
+    wait_until(Duration::from_secs(20), "hash.test pageviews counted", || {
+        ask(json!({"site_id": "hash.test", "date_range": "day", "metrics": ["pageviews"]}))[0]
+            ["metrics"][0]
+            == 3
+    });
+    assert_eq!(
+        ask(json!({"site_id": "hash.test", "date_range": "day",
+            "metrics": ["visitors", "pageviews"], "dimensions": ["event:page"],
+            "order_by": [["event:page", "asc"]]})),
+        json!([
+            {"dimensions": ["/app.html"], "metrics": [1, 1]},
+            {"dimensions": ["/app.html#/a"], "metrics": [1, 1]},
+            {"dimensions": ["/app.html#/b"], "metrics": [1, 1]},
+        ])
+    );
+    drop(server);
+}
+
 /// Sends one pageview per visitor (each from its own /24) on `path`, and
 /// a `signup` with `plan` when given.
 fn visit(

@@ -10,7 +10,9 @@ export const CHROMIUM = process.env.TAMIS_CHROMIUM || '/usr/bin/chromium';
 export const DESKTOP_UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
 export const PHONE_UA = 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1';
 
-export async function launch() {
+// `extra` adds Chromium flags to the standard ones (a test of a third-party
+// script may need to look less automated, or map host names to loopback).
+export async function launch(extra = []) {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} not found: run ./deploy/setup.sh (it installs the Debian packages chromium and chromium-driver)`);
   }
@@ -22,7 +24,7 @@ export async function launch() {
   }
   return chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', ...extra],
   });
 }
 
