@@ -612,11 +612,15 @@ fn plausible_tracker_script_in_chromium_is_counted_like_plausible_counts_it() {
     );
 
     // Hash routes are pages of the hash-routed site.
-    wait_until(Duration::from_secs(20), "hash.test pageviews counted", || {
-        ask(json!({"site_id": "hash.test", "date_range": "day", "metrics": ["pageviews"]}))[0]
-            ["metrics"][0]
-            == 3
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "hash.test pageviews counted",
+        || {
+            ask(json!({"site_id": "hash.test", "date_range": "day", "metrics": ["pageviews"]}))[0]
+                ["metrics"][0]
+                == 3
+        },
+    );
     assert_eq!(
         ask(json!({"site_id": "hash.test", "date_range": "day",
             "metrics": ["visitors", "pageviews"], "dimensions": ["event:page"],
