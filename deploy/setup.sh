@@ -54,11 +54,13 @@ elif ! have pkg-config; then
 fi
 have curl || packages+=(curl)
 
-# The browser tests: Debian's Chromium, and playwright-core from npm
-# (pinned in package.json / package-lock.json, installed into node_modules/).
+# The browser tests: Debian's Chromium, and playwright-core and Plausible's
+# tracker from npm (pinned in package.json / package-lock.json, installed
+# into node_modules/).
 [ -x /usr/bin/chromium ] || packages+=(chromium chromium-driver)
 need_playwright=0
-if ! [ -f node_modules/playwright-core/package.json ]; then
+if ! [ -f node_modules/playwright-core/package.json ] ||
+    ! [ -f node_modules/@plausible-analytics/tracker/package.json ]; then
     need_playwright=1
     have npm || packages+=(nodejs npm)
 fi
@@ -83,7 +85,7 @@ if [ "$check" = 1 ]; then
         missing=1
     fi
     if [ "$need_playwright" = 1 ]; then
-        say "missing: node_modules/playwright-core (npm ci)"
+        say "missing: node_modules/playwright-core or @plausible-analytics/tracker (npm ci)"
         missing=1
     fi
     if [ "$need_geoip" = 1 ]; then
@@ -160,7 +162,7 @@ fi
 # --- playwright-core (browser tests) ----------------------------------------
 
 if [ "$need_playwright" = 1 ]; then
-    say "installing playwright-core for the browser tests (npm ci)…"
+    say "installing playwright-core and Plausible's tracker for the browser tests (npm ci)…"
     npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
