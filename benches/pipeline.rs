@@ -55,6 +55,8 @@ fn hit(i: usize) -> RawHit<'static> {
         sec_purpose: None,
         purpose: None,
         accept_language: Some("fr-CA,fr;q=0.9,en;q=0.8"),
+        engagement: Default::default(),
+        interactive: true,
         at: chrono::Utc::now(),
     }
 }

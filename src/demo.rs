@@ -406,6 +406,8 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
             sec_purpose: None,
             purpose: None,
             accept_language: Some(v.language),
+            engagement: Default::default(),
+            interactive: true,
             at: hit.at,
         };
         summary[hit.site].hits += 1;

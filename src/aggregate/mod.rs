@@ -30,7 +30,9 @@ use crate::config::SiteSettings;
 use crate::metrics::Metrics;
 use crate::privacy::consent::Consent;
 use crate::privacy::pipeline::{DropReason, Dropped, Event, EventKind};
-use crate::sink::rows::{Batch, DroppedRow, FunnelRow, PropRow, TrafficDelta, VisitDims};
+use crate::sink::rows::{
+    Batch, DroppedRow, FunnelRow, PropRow, TrafficDelta, VisitDims, NO_PROP_VALUE,
+};
 use sessions::{Contribution, Sessions};
 
 /// What ingest hands to the aggregator.
@@ -48,6 +50,7 @@ struct RowKey {
     dims: usize,
     event: Arc<str>,
     page: Arc<str>,
+    hostname: Arc<str>,
     consent: Consent,
     visitor: u64,
 }
@@ -59,6 +62,7 @@ impl RowKey {
             dims: Arc::as_ptr(&d.dims) as usize,
             event: d.event.clone(),
             page: d.page.clone(),
+            hostname: d.hostname.clone(),
             consent: d.consent,
             visitor: d.visitor,
         }
@@ -321,24 +325,39 @@ impl Aggregator {
         let site = &self.sites[event.site];
         let hour = hour::local_hour_start(event.at, site.timezone);
         let page: Arc<str> = Arc::from(event.path.as_str());
-        let (name, is_pageview, only_engagement) = match &event.kind {
-            EventKind::Pageview => (self.pageview.clone(), true, false),
-            EventKind::Engagement => (Arc::from(""), false, true),
-            EventKind::Custom(name) => (Arc::from(name.as_str()), false, false),
+        let hostname: Arc<str> = Arc::from(event.hostname.as_str());
+        let (name, is_pageview, interactive, engagement) = match &event.kind {
+            EventKind::Pageview => (self.pageview.clone(), true, false, None),
+            EventKind::Engagement(report) => (Arc::from(""), false, false, Some(*report)),
+            EventKind::Custom { name, interactive } => {
+                (Arc::from(name.as_str()), false, *interactive, None)
+            }
         };
-        if let EventKind::Custom(_) = &event.kind {
+        let only_engagement = engagement.is_some();
+        if let EventKind::Custom { .. } = &event.kind {
             let visitor = event.visitor.map(|v| v.sketch_input()).unwrap_or(0);
-            for (key, value) in &event.props {
+            let mut count = |key: &str, value: &str| {
                 let row = (
                     event.site,
                     hour,
                     name.clone(),
                     page.clone(),
-                    key.clone(),
-                    value.clone(),
+                    key.to_string(),
+                    value.to_string(),
                     visitor,
                 );
                 *self.props.entry(row).or_default() += 1;
+            };
+            for (key, value) in &event.props {
+                count(key, value);
+            }
+            // Plausible's `(none)` row: the event counted under each
+            // allowed key it does not carry, so a breakdown by a key adds
+            // up to the event's total.
+            for key in &site.prop_keys {
+                if !event.props.iter().any(|(k, _)| k == key) {
+                    count(key, NO_PROP_VALUE);
+                }
             }
         }
         let agent = &event.agent.reduced;
@@ -350,11 +369,15 @@ impl Aggregator {
             utm_source: event.campaign.source,
             utm_medium: event.campaign.medium,
             utm_campaign: event.campaign.campaign,
+            utm_content: event.campaign.content,
+            utm_term: event.campaign.term,
+            click_id: event.campaign.click_id,
             country: event.location.country,
             region: event.location.region,
             browser: agent.browser.clone(),
             browser_version: agent.browser_version.clone(),
             os: agent.os.clone(),
+            os_version: agent.os_version.clone(),
             device: agent.device.as_str(),
             language: event.language,
         });
@@ -369,9 +392,11 @@ impl Aggregator {
                         hour,
                         event: name.clone(),
                         page: page.clone(),
+                        hostname: hostname.clone(),
                         consent: event.consent,
                         is_pageview,
-                        only_engagement,
+                        interactive,
+                        engagement,
                         dims,
                         funnels: site.funnels.len(),
                     },
@@ -402,6 +427,7 @@ impl Aggregator {
                 dims,
                 event: name,
                 page,
+                hostname,
                 consent: event.consent,
                 visitor: 0,
                 pageviews: u64::from(is_pageview),
@@ -410,6 +436,7 @@ impl Aggregator {
                 bounces: 0,
                 duration: 0,
                 exits: 0,
+                engagement: Default::default(),
             }),
             None => {}
         }
@@ -509,6 +536,7 @@ mod tests {
             site: 0,
             at: start + chrono::Duration::minutes(minute),
             kind: EventKind::Pageview,
+            hostname: "example.org".into(),
             path: page.into(),
             referrer: Referrer {
                 host: String::new(),
@@ -523,6 +551,7 @@ mod tests {
                     browser: "Firefox".into(),
                     browser_version: "133".into(),
                     os: "Linux".into(),
+                    os_version: String::new(),
                     device: Device::Desktop,
                 },
             }),
@@ -656,7 +685,10 @@ mod tests {
 
     fn signup(minute: i64, visitor: u64) -> Event {
         Event {
-            kind: EventKind::Custom("Signup".into()),
+            kind: EventKind::Custom {
+                name: "Signup".into(),
+                interactive: true,
+            },
             ..event(minute, "/a", Some(visitor))
         }
     }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::{Field, IngestError};
+use crate::privacy::pipeline::Engagement;
 use crate::privacy::url::HashMode;
 
 /// Longest body accepted, before parsing.
@@ -55,6 +56,8 @@ struct Wire {
     c: Option<Value>,
     #[serde(alias = "opt_out")]
     o: Option<Value>,
+    #[serde(alias = "interactive")]
+    i: Option<Value>,
 }
 
 /// A parsed hit, before privacy.
@@ -68,6 +71,10 @@ pub struct IncomingEvent {
     pub hash_mode: HashMode,
     pub consent: Option<String>,
     pub opt_out: bool,
+    /// An engagement's engaged time and scroll depth (zero otherwise).
+    pub engagement: Engagement,
+    /// False only when the hit says `i: false`.
+    pub interactive: bool,
 }
 
 fn invalid(field: Field, problem: &'static str) -> IngestError {
@@ -87,12 +94,16 @@ pub fn parse(body: &[u8]) -> Result<IncomingEvent, IngestError> {
     })?;
     let url = page_url(wire.u)?;
     let name = name(wire.n)?;
-    if name == "engagement" && !engaged(wire.sd.as_ref(), wire.e.as_ref()) {
-        return Err(invalid(
-            Field::EventName,
-            "engagement event requires a valid integer value for at least one of 'sd' or 'e' fields",
-        ));
-    }
+    let engagement = if name == "engagement" {
+        engagement(wire.sd.as_ref(), wire.e.as_ref()).ok_or_else(|| {
+            invalid(
+                Field::EventName,
+                "engagement event requires a valid integer value for at least one of 'sd' or 'e' fields",
+            )
+        })?
+    } else {
+        Engagement::default()
+    };
     let domain = domain(wire.d, &url)?;
     let referrer = match wire.r {
         Some(Value::String(r)) if !r.is_empty() => Some(r.chars().take(MAX_URL).collect()),
@@ -111,6 +122,8 @@ pub fn parse(body: &[u8]) -> Result<IncomingEvent, IngestError> {
         },
         opt_out: matches!(wire.o, Some(Value::Bool(true)))
             || matches!(wire.o, Some(Value::Number(ref n)) if n.as_u64() == Some(1)),
+        engagement,
+        interactive: !matches!(wire.i, Some(Value::Bool(false))),
     })
 }
 
@@ -196,16 +209,21 @@ fn hash_mode(value: Option<Value>) -> Result<HashMode, IngestError> {
     }
 }
 
-/// Whether an engagement carries a usable scroll depth (`sd`, an integer
-/// from 0) or engagement time (`e`, milliseconds from 0, under 30 days),
-/// each a number or the text of one.
-fn engaged(sd: Option<&Value>, e: Option<&Value>) -> bool {
+/// An engagement's usable scroll depth (`sd`, an integer from 0, capped at
+/// 100) and engagement time (`e`, milliseconds from 0, under 30 days),
+/// each a number or the text of one; `None` when it carries neither.
+fn engagement(sd: Option<&Value>, e: Option<&Value>) -> Option<Engagement> {
     let integer = |v: Option<&Value>| match v {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.parse::<u64>().ok(),
         _ => None,
     };
-    integer(sd).is_some() || integer(e).is_some_and(|ms| ms < MAX_ENGAGEMENT_MS)
+    let scroll_depth = integer(sd).map(|d| d.min(100) as u8);
+    let engaged_ms = integer(e).filter(|ms| *ms < MAX_ENGAGEMENT_MS);
+    (scroll_depth.is_some() || engaged_ms.is_some()).then(|| Engagement {
+        engaged_ms: engaged_ms.map_or(0, |ms| ms as u32),
+        scroll_depth,
+    })
 }
 
 /// Props come as an object, or (older Plausible scripts) as a JSON string of
@@ -417,6 +435,45 @@ mod tests {
             let body = format!(r#"{{"n":"engagement","u":"https://a.org/","d":"a.org",{fields}}}"#);
             assert!(parse(body.as_bytes()).is_ok(), "{body}");
         }
+    }
+
+    #[test]
+    fn engagement_values_and_interactive_flag_are_read() {
+        let read = |fields: &str| {
+            parse(
+                format!(r#"{{"n":"engagement","u":"https://a.org/","d":"a.org",{fields}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+            .engagement
+        };
+        let e = |ms, sd| Engagement {
+            engaged_ms: ms,
+            scroll_depth: sd,
+        };
+        assert_eq!(read(r#""sd":45,"e":1500"#), e(1500, Some(45)));
+        assert_eq!(
+            read(r#""sd":"250""#),
+            e(0, Some(100)),
+            "depth capped at 100"
+        );
+        assert_eq!(
+            read(r#""e":2592000000,"sd":3"#),
+            e(0, Some(3)),
+            "30 days of engagement is ignored"
+        );
+        let interactive = |fields: &str| {
+            parse(
+                format!(r#"{{"n":"signup","u":"https://a.org/","d":"a.org"{fields}}}"#).as_bytes(),
+            )
+            .unwrap()
+            .interactive
+        };
+        assert!(interactive(""));
+        assert!(interactive(r#","i":true"#));
+        assert!(!interactive(r#","i":false"#));
+        assert!(!interactive(r#","interactive":false"#));
+        assert!(interactive(r#","i":0"#), "only false says not interactive");
     }
 
     #[test]

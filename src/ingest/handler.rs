@@ -165,6 +165,8 @@ impl Ingest {
             sec_purpose: text(&SEC_PURPOSE),
             purpose: text(&PURPOSE).or_else(|| text(&X_PURPOSE)),
             accept_language: text(&ACCEPT_LANGUAGE),
+            engagement: incoming.engagement,
+            interactive: incoming.interactive,
             at,
         };
         sites

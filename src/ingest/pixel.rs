@@ -131,6 +131,8 @@ pub fn parse(query: &str, referer: Option<String>) -> Result<IncomingEvent, Inge
         },
         consent,
         opt_out: false,
+        engagement: Default::default(),
+        interactive: true,
     })
 }
 

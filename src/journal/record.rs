@@ -7,10 +7,13 @@
 //! replayed under an edited configuration still lands on the right site.
 //!
 //! Enums are written as their one-byte codes (`privacy::coded`), and an
-//! event's fields in the order of one list, `EVENT_FIELDS`, which encoding
-//! and decoding both walk. Logs written by earlier versions must replay
-//! unchanged: `fixtures/` keeps such logs, and this module's tests read
-//! them.
+//! event's fields in the order of one list, `EVENT_FIELDS` (then, from
+//! version 2, `V2_FIELDS`), which encoding and decoding both walk. Logs
+//! written by earlier versions must replay unchanged: `fixtures/` keeps
+//! such logs, and this module's tests read them. A version 1 record reads
+//! as the hit it was: no host name, campaign content or term, click id or
+//! OS version, an engagement reporting nothing, and custom events that end
+//! no bounce (what tamis counted when it wrote them).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,12 +25,13 @@ use crate::privacy::agent::{Agent, Device, ReducedAgent};
 use crate::privacy::coded::{coded_enum, UnknownCode};
 use crate::privacy::consent::Consent;
 use crate::privacy::geo::Location;
-use crate::privacy::pipeline::{DropReason, Dropped, Event, EventKind};
+use crate::privacy::pipeline::{DropReason, Dropped, Engagement, Event, EventKind};
 use crate::privacy::referrer::{Medium, Referrer};
 use crate::privacy::url::Campaign;
 use crate::privacy::visitor::VisitorKey;
 
-const VERSION: u8 = 1;
+/// The version [`encode`] writes; [`decode`] reads it and version 1.
+const VERSION: u8 = 2;
 
 coded_enum! {
     /// What a message of a record is.
@@ -73,7 +77,9 @@ enum Field {
     ),
     /// Microseconds since the epoch.
     Time,
-    /// The kind's tag, then a custom event's name.
+    /// The kind's tag, then a custom event's name; from version 2 also an
+    /// engagement's time (u32 milliseconds) and depth (a byte, 255 for
+    /// none), and a custom event's interactive flag.
     Kind,
     /// A presence byte, then the 64-bit sketch input.
     Visitor,
@@ -140,6 +146,21 @@ const EVENT_FIELDS: &[Field] = &[
     Field::Props,
 ];
 
+/// The fields version 2 added, after [`EVENT_FIELDS`].
+const V2_FIELDS: &[Field] = &[
+    Field::Text(|e| &e.hostname, |e| &mut e.hostname),
+    Field::Text(|e| &e.campaign.content, |e| &mut e.campaign.content),
+    Field::Text(|e| &e.campaign.term, |e| &mut e.campaign.term),
+    Field::Text(|e| &e.campaign.click_id, |e| &mut e.campaign.click_id),
+    Field::Text(
+        |e| &e.agent.reduced.os_version,
+        |e| &mut Arc::make_mut(&mut e.agent).reduced.os_version,
+    ),
+];
+
+/// The scroll-depth byte of an engagement that reported none.
+const NO_DEPTH: u8 = u8::MAX;
+
 /// Encodes a hit's messages. Sites are looked up in `site_ids` by index.
 pub fn encode(messages: &[Message], site_ids: &[Arc<str>], out: &mut Vec<u8>) {
     out.push(VERSION);
@@ -149,7 +170,7 @@ pub fn encode(messages: &[Message], site_ids: &[Arc<str>], out: &mut Vec<u8>) {
             Message::Event(e) => {
                 out.push(MessageTag::Event as u8);
                 put_str(out, &site_ids[e.site]);
-                for field in EVENT_FIELDS {
+                for field in EVENT_FIELDS.iter().chain(V2_FIELDS) {
                     write_field(field, e, out);
                 }
             }
@@ -176,10 +197,15 @@ fn write_field(field: &Field, e: &Event, out: &mut Vec<u8>) {
         Field::Time => put_time(out, &e.at),
         Field::Kind => match &e.kind {
             EventKind::Pageview => out.push(KindTag::Pageview as u8),
-            EventKind::Engagement => out.push(KindTag::Engagement as u8),
-            EventKind::Custom(name) => {
+            EventKind::Engagement(engagement) => {
+                out.push(KindTag::Engagement as u8);
+                out.extend_from_slice(&engagement.engaged_ms.to_le_bytes());
+                out.push(engagement.scroll_depth.unwrap_or(NO_DEPTH));
+            }
+            EventKind::Custom { name, interactive } => {
                 out.push(KindTag::Custom as u8);
                 put_str(out, name);
+                out.push(u8::from(*interactive));
             }
         },
         Field::Visitor => match e.visitor {
@@ -204,7 +230,7 @@ fn write_field(field: &Field, e: &Event, out: &mut Vec<u8>) {
 pub fn decode(bytes: &[u8], sites: &HashMap<Arc<str>, usize>) -> Result<Vec<Message>, DecodeError> {
     let mut r = Cursor { bytes, at: 0 };
     let version = r.u8()?;
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(DecodeError::Version(version));
     }
     let count = r.u16()?;
@@ -215,7 +241,12 @@ pub fn decode(bytes: &[u8], sites: &HashMap<Arc<str>, usize>) -> Result<Vec<Mess
                 let site = r.str()?;
                 let mut event = blank_event();
                 for field in EVENT_FIELDS {
-                    read_field(field, &mut r, &mut event)?;
+                    read_field(field, version, &mut r, &mut event)?;
+                }
+                if version >= 2 {
+                    for field in V2_FIELDS {
+                        read_field(field, version, &mut r, &mut event)?;
+                    }
                 }
                 match sites.get(site) {
                     Some(&index) => messages.push(Message::Event(Event {
@@ -246,7 +277,12 @@ pub fn decode(bytes: &[u8], sites: &HashMap<Arc<str>, usize>) -> Result<Vec<Mess
     Ok(messages)
 }
 
-fn read_field(field: &Field, r: &mut Cursor<'_>, e: &mut Event) -> Result<(), DecodeError> {
+fn read_field(
+    field: &Field,
+    version: u8,
+    r: &mut Cursor<'_>,
+    e: &mut Event,
+) -> Result<(), DecodeError> {
     match field {
         Field::Text(_, get_mut) => *get_mut(e) = r.string()?,
         Field::Byte(_, set) => set(e, r.u8()?)?,
@@ -254,8 +290,23 @@ fn read_field(field: &Field, r: &mut Cursor<'_>, e: &mut Event) -> Result<(), De
         Field::Kind => {
             e.kind = match KindTag::try_from(r.u8()?)? {
                 KindTag::Pageview => EventKind::Pageview,
-                KindTag::Engagement => EventKind::Engagement,
-                KindTag::Custom => EventKind::Custom(r.string()?),
+                KindTag::Engagement if version >= 2 => {
+                    let engaged_ms = r.u32()?;
+                    let scroll_depth = match r.u8()? {
+                        NO_DEPTH => None,
+                        depth if depth <= 100 => Some(depth),
+                        _ => return Err(DecodeError::Value),
+                    };
+                    EventKind::Engagement(Engagement {
+                        engaged_ms,
+                        scroll_depth,
+                    })
+                }
+                KindTag::Engagement => EventKind::Engagement(Engagement::default()),
+                KindTag::Custom => EventKind::Custom {
+                    name: r.string()?,
+                    interactive: version >= 2 && r.u8()? != 0,
+                },
             }
         }
         Field::Visitor => {
@@ -279,6 +330,7 @@ fn blank_event() -> Event {
         site: 0,
         at: DateTime::UNIX_EPOCH,
         kind: EventKind::Pageview,
+        hostname: String::new(),
         path: String::new(),
         referrer: Referrer {
             host: String::new(),
@@ -293,6 +345,7 @@ fn blank_event() -> Event {
                 browser: String::new(),
                 browser_version: String::new(),
                 os: String::new(),
+                os_version: String::new(),
                 device: Device::Desktop,
             },
         }),
@@ -338,6 +391,11 @@ impl<'a> Cursor<'a> {
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
 
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
     fn u64(&mut self) -> Result<u64, DecodeError> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8)?);
@@ -377,7 +435,11 @@ mod tests {
         Event {
             site,
             at: "2026-11-23T15:04:05.123456Z".parse().unwrap(),
-            kind: EventKind::Custom("signup".into()),
+            kind: EventKind::Custom {
+                name: "signup".into(),
+                interactive: true,
+            },
+            hostname: "a.example".into(),
             path: "/fr/inscription".into(),
             referrer: Referrer {
                 host: "duckduckgo.com".into(),
@@ -388,6 +450,9 @@ mod tests {
                 source: "infolettre".into(),
                 medium: "email".into(),
                 campaign: "automne".into(),
+                content: "bouton".into(),
+                term: "permis".into(),
+                click_id: "gclid".into(),
             },
             location: Location {
                 country: "CA".into(),
@@ -399,6 +464,7 @@ mod tests {
                     browser: "Firefox".into(),
                     browser_version: "133".into(),
                     os: "Linux".into(),
+                    os_version: "14".into(),
                     device: Device::Tablet,
                 },
             }),
@@ -413,9 +479,26 @@ mod tests {
     fn messages_round_trip() {
         let (ids, map) = sites();
         let at: DateTime<Utc> = "2026-03-08T07:00:00Z".parse().unwrap();
+        let engaged = |engaged_ms, scroll_depth| {
+            let mut e = event(0, Some(5));
+            e.kind = EventKind::Engagement(Engagement {
+                engaged_ms,
+                scroll_depth,
+            });
+            Message::Event(e)
+        };
+        let mut quiet = event(1, None);
+        quiet.kind = EventKind::Custom {
+            name: "lecture".into(),
+            interactive: false,
+        };
         let messages = vec![
             Message::Event(event(1, Some(77))),
             Message::Event(event(0, None)),
+            Message::Event(quiet),
+            engaged(u32::MAX, Some(100)),
+            engaged(0, None),
+            engaged(1500, Some(0)),
             Message::Dropped(
                 Dropped {
                     reason: DropReason::ConsentDenied,
@@ -475,10 +558,11 @@ mod tests {
     }
 }
 
-/// The committed journal of `fixtures/v1`: a log folder as tamis wrote it
-/// before the encoded enums got explicit discriminants (issue 11). Old
+/// The committed journals of `fixtures/`: `v1`, a log folder as tamis
+/// wrote it before the encoded enums got explicit discriminants (issue 11),
+/// and `v2`, the same hits with the fields record version 2 added. Old
 /// logs must replay unchanged after any change to this file, so the
-/// fixture's bytes are never regenerated; a new format gets a new folder.
+/// fixtures' bytes are never regenerated; a new format gets a new folder.
 #[cfg(test)]
 mod fixture_tests {
     use std::path::Path;
@@ -487,7 +571,7 @@ mod fixture_tests {
     use crate::journal::{Entry, Journal, Options};
     use crate::metrics::Metrics;
 
-    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/journal/fixtures/v1");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/journal/fixtures");
     const JOURNAL_ID: &str = "7a6d69730000000000000000000f1c57";
 
     /// The sites when the fixture was written; `gone.example` is not in
@@ -533,6 +617,7 @@ mod fixture_tests {
             site: s.site,
             at: at(s.at),
             kind: s.kind,
+            hostname: String::new(),
             path: s.path.into(),
             referrer: Referrer {
                 host: host.into(),
@@ -543,6 +628,7 @@ mod fixture_tests {
                 source: "infolettre".into(),
                 medium: "".into(),
                 campaign: "automne-été".into(),
+                ..Campaign::default()
             },
             location: Location {
                 country: "CA".into(),
@@ -561,6 +647,7 @@ mod fixture_tests {
                     }
                     .into(),
                     os: "Linux".into(),
+                    os_version: String::new(),
                     device: s.device,
                 },
             }),
@@ -596,7 +683,7 @@ mod fixture_tests {
             vec![event(Shape {
                 site: 0,
                 at: "2026-03-08T07:00:00Z",
-                kind: EventKind::Engagement,
+                kind: EventKind::Engagement(Engagement::default()),
                 path: "/",
                 medium: Medium::Search,
                 device: Device::Mobile,
@@ -607,7 +694,10 @@ mod fixture_tests {
             vec![event(Shape {
                 site: 1,
                 at: "2026-11-23T15:04:05.123456Z",
-                kind: EventKind::Custom("inscription réussie".into()),
+                kind: EventKind::Custom {
+                    name: "inscription réussie".into(),
+                    interactive: false,
+                },
                 path: "/fr/inscription",
                 medium: Medium::Social,
                 device: Device::Tablet,
@@ -671,9 +761,48 @@ mod fixture_tests {
     /// What replaying the fixture under [`replayed_sites`] must give:
     /// the removed site's events become `unknown_site` drops without a
     /// site, and its drops lose their site.
-    fn replayed() -> Vec<Vec<Message>> {
+    /// The records of `fixtures/v2`: [`written`]'s, each event with the
+    /// fields of version 2 set.
+    fn written_v2() -> Vec<Vec<Message>> {
+        let mut records = written();
+        for (i, message) in records.iter_mut().flatten().enumerate() {
+            let Message::Event(e) = message else { continue };
+            e.hostname = ["a.example", "www.b.example", "gone.example"][e.site].into();
+            e.campaign.content = "bouton-été".into();
+            e.campaign.term = if i % 2 == 0 { "permis" } else { "" }.into();
+            e.campaign.click_id = if i % 2 == 0 { "gclid" } else { "msclkid" }.into();
+            Arc::make_mut(&mut e.agent).reduced.os_version = "17".into();
+            match &mut e.kind {
+                EventKind::Engagement(engagement) => {
+                    *engagement = Engagement {
+                        engaged_ms: 61_500,
+                        scroll_depth: Some(73),
+                    }
+                }
+                EventKind::Custom { interactive, .. } => *interactive = true,
+                EventKind::Pageview => {}
+            }
+        }
+        records.push(vec![event(Shape {
+            site: 1,
+            at: "2026-12-04T22:00:00Z",
+            kind: EventKind::Engagement(Engagement {
+                engaged_ms: 0,
+                scroll_depth: None,
+            }),
+            path: "/",
+            medium: Medium::Direct,
+            device: Device::Desktop,
+            consent: Consent::Granted,
+            visitor: Some(9),
+            props: &[],
+        })]);
+        records
+    }
+
+    fn replayed(written: Vec<Vec<Message>>) -> Vec<Vec<Message>> {
         let gone = 2;
-        written()
+        written
             .into_iter()
             .map(|record| {
                 record
@@ -696,13 +825,15 @@ mod fixture_tests {
     /// then copied without its `lock` and `next.tmp`): the real journal and
     /// the real encoder, as ingest uses them. Not run by the tests, which
     /// must read the committed bytes.
+    /// `fixtures/v2` was made the same way at the commit that added it,
+    /// from [`written_v2`].
     #[allow(dead_code)]
-    fn write_fixture(dir: &Path) {
+    fn write_fixture(dir: &Path, records: Vec<Vec<Message>>) {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join(crate::journal::ID_FILE), JOURNAL_ID).unwrap();
         let (journal, _) = open(dir);
         let ids = written_sites();
-        for record in written() {
+        for record in records {
             let mut payload = Vec::new();
             encode(&record, &ids, &mut payload);
             journal
@@ -726,17 +857,17 @@ mod fixture_tests {
         .expect("the journal opens")
     }
 
-    /// Every record of a copy of the fixture, read back in order.
-    fn fixture_payloads() -> Vec<Vec<u8>> {
+    /// Every record of a copy of a fixture, read back in order.
+    fn fixture_payloads(version: &str, records: usize) -> Vec<Vec<u8>> {
         let copy = tempfile::tempdir().unwrap();
-        for file in std::fs::read_dir(FIXTURE).unwrap() {
+        for file in std::fs::read_dir(Path::new(FIXTURES).join(version)).unwrap() {
             let file = file.unwrap();
             std::fs::copy(file.path(), copy.path().join(file.file_name())).unwrap();
         }
         let (journal, recovery) = open(copy.path());
         assert_eq!(
             (recovery.records, recovery.torn_tails, recovery.corrupt),
-            (written().len() as u64, 0, 0)
+            (records as u64, 0, 0)
         );
         assert_eq!(journal.id(), JOURNAL_ID);
         let mut reader = journal.reader(1);
@@ -773,21 +904,40 @@ mod fixture_tests {
         (format!("{messages:?}"), visitors)
     }
 
-    #[test]
-    fn the_v1_fixture_replays_to_the_messages_it_was_written_from() {
-        let payloads = fixture_payloads();
-        let expected = replayed();
+    fn check_replay(version: &str, written: Vec<Vec<Message>>) {
+        let expected = replayed(written);
+        let payloads = fixture_payloads(version, expected.len());
         assert_eq!(payloads.len(), expected.len());
         for (i, (payload, expected)) in payloads.iter().zip(&expected).enumerate() {
             let back = decode(payload, &replayed_sites()).unwrap();
-            assert_eq!(described(&back), described(expected), "record {}", i + 1);
+            assert_eq!(
+                described(&back),
+                described(expected),
+                "{version} record {}",
+                i + 1
+            );
         }
     }
 
     #[test]
-    fn encoding_the_same_messages_still_gives_the_v1_fixture_bytes() {
+    fn the_v1_fixture_replays_to_the_messages_it_was_written_from() {
+        check_replay("v1", written());
+    }
+
+    #[test]
+    fn the_v2_fixture_replays_to_the_messages_it_was_written_from() {
+        check_replay("v2", written_v2());
+    }
+
+    #[test]
+    fn encoding_the_same_messages_still_gives_the_v2_fixture_bytes() {
         let ids = written_sites();
-        for (i, (payload, record)) in fixture_payloads().iter().zip(written()).enumerate() {
+        let records = written_v2();
+        for (i, (payload, record)) in fixture_payloads("v2", records.len())
+            .iter()
+            .zip(records)
+            .enumerate()
+        {
             let mut bytes = Vec::new();
             encode(&record, &ids, &mut bytes);
             assert_eq!(&bytes, payload, "record {}", i + 1);

@@ -1,13 +1,13 @@
 //! User-agent handling: bot detection, reduction of the user agent to
-//! browser name + major.minor version, OS name and device class, and the
-//! prefetch check.
+//! browser name + major.minor version, OS name + major version and device
+//! class, and the prefetch check.
 //!
 //! Owns the bot lists (isbot, crawler-user-agents) and uap-core's
 //! `regexes.yaml`, all compiled once at start-up, the translation of
 //! uap-core's families into the names Plausible stores, plus a bounded cache
 //! of results. It must never log, store or return the raw user agent or
 //! anything finer than name / major.minor version / device class (no device
-//! model, no OS version, no patch or build numbers).
+//! model, no OS minor version, no patch or build numbers).
 //!
 //! Names and versions are written as Plausible writes them
 //! (`plausible/analytics`, `lib/plausible/ingestion/event.ex`: `os_name`,
@@ -136,6 +136,11 @@ pub struct ReducedAgent {
     /// agent gives no minor; "" when unknown, and for in-app browsers.
     pub browser_version: String,
     pub os: String,
+    /// The OS's major version ("10", "17"), or "" when unknown. Plausible
+    /// keeps major.minor; PRIVACY.md keeps versions to their major. It is
+    /// not part of the visitor key (`privacy::visitor::key`), so adding it
+    /// changed no visitor's key.
+    pub os_version: String,
     pub device: Device,
 }
 
@@ -237,14 +242,18 @@ impl AgentClassifier {
             Some(ua) => browser_name_and_version(&ua.family, ua.major, ua.minor),
             None => (family("Other"), String::new()),
         };
-        let os = match self.systems.extract(user_agent) {
-            Some(os) => os_name(&os.os, os.major.as_deref(), user_agent),
-            None => family("Other"),
+        let (os, os_version) = match self.systems.extract(user_agent) {
+            Some(os) => (
+                os_name(&os.os, os.major.as_deref(), user_agent),
+                major(os.major.as_deref()),
+            ),
+            None => (family("Other"), String::new()),
         };
         ReducedAgent {
             browser,
             browser_version,
             os,
+            os_version,
             device: device(user_agent),
         }
     }
@@ -273,6 +282,15 @@ fn browser_name_and_version(
         major_minor(major, minor)
     };
     (name, version)
+}
+
+/// A version's major part when it is a number ("10"), else "": uap-core
+/// sometimes puts words there ("Vista", "XP").
+fn major(major: Option<&str>) -> String {
+    major
+        .filter(|m| !m.is_empty() && m.len() <= 4 && m.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Plausible's OS name for a uap-core family. iPads on iOS 13 and later
@@ -516,11 +534,29 @@ mod tests {
                     browser: browser.into(),
                     browser_version: version.into(),
                     os: os.into(),
+                    // Checked by `os_versions_keep_their_major_only`.
+                    os_version: agent.reduced.os_version.clone(),
                     device,
                 };
                 assert_eq!(agent.reduced, want, "{ua:?}");
             }
         }
+    }
+
+    /// Plausible writes major.minor ("10.15", "17.6"); tamis the major, the
+    /// finest PRIVACY.md keeps of a version.
+    #[test]
+    fn os_versions_keep_their_major_only() {
+        for (ua, version) in [
+            ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Safari/605.1.15", "10"),
+            ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_6_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1", "17"),
+            ("Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S921B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36", "14"),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", "10"),
+            ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", ""),
+        ] {
+            assert_eq!(classifier().classify(ua).reduced.os_version, version, "{ua:?}");
+        }
+        assert_eq!(major(Some("XP")), "", "words are no version");
     }
 
     /// Expected values are Plausible's (UAInspector's names, remapped and cut

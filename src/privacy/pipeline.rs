@@ -65,15 +65,36 @@ pub struct RawHit<'a> {
     pub sec_purpose: Option<&'a str>,
     pub purpose: Option<&'a str>,
     pub accept_language: Option<&'a str>,
+    /// An engagement's report of the page it ends (zero otherwise).
+    pub engagement: Engagement,
+    /// Plausible's `i`: whether a custom event is the visitor's doing and
+    /// so ends a bounce (true unless the hit says false).
+    pub interactive: bool,
     pub at: DateTime<Utc>,
+}
+
+/// What an engagement event reports of the page it ends: Plausible's `e`
+/// (milliseconds the page was visible and focused since the last report)
+/// and `sd` (the deepest point scrolled, in percent of the page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Engagement {
+    pub engaged_ms: u32,
+    /// 0–100; `None` when the hit did not say.
+    pub scroll_depth: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     Pageview,
-    /// Plausible's engagement event: extends the visit, counts nothing.
-    Engagement,
-    Custom(String),
+    /// Plausible's engagement event: extends the visit and reports the
+    /// page's engaged time and scroll depth; counts no pageview or event.
+    Engagement(Engagement),
+    /// A custom event allowed by the site. An interactive one ends its
+    /// visit's bounce, as in Plausible.
+    Custom {
+        name: String,
+        interactive: bool,
+    },
 }
 
 /// What tamis keeps of a hit.
@@ -82,6 +103,8 @@ pub struct Event {
     pub site: usize,
     pub at: DateTime<Utc>,
     pub kind: EventKind,
+    /// The page's host, lower-cased: one of the site's `hostnames`.
+    pub hostname: String,
     pub path: String,
     pub referrer: Referrer,
     pub campaign: Campaign,
@@ -183,8 +206,11 @@ impl Privacy {
 
         let kind = match hit.name {
             "pageview" => EventKind::Pageview,
-            "engagement" => EventKind::Engagement,
-            name if site.event_names.contains(name) => EventKind::Custom(name.to_string()),
+            "engagement" => EventKind::Engagement(hit.engagement),
+            name if site.event_names.contains(name) => EventKind::Custom {
+                name: name.to_string(),
+                interactive: hit.interactive,
+            },
             _ => return Err(dropped(DropReason::EventNotAllowed)),
         };
 
@@ -213,7 +239,7 @@ impl Privacy {
         });
 
         let props = match &kind {
-            EventKind::Custom(_) => hit
+            EventKind::Custom { .. } => hit
                 .props
                 .iter()
                 .filter(|(k, _)| site.prop_keys.contains(k))
@@ -226,6 +252,11 @@ impl Privacy {
             site: site_index,
             at: hit.at,
             kind,
+            // As Plausible writes `event:hostname`: without `www.`.
+            hostname: page
+                .hostname
+                .strip_prefix("www.")
+                .map_or_else(|| page.hostname.clone(), str::to_string),
             path: page.path,
             referrer,
             campaign: page.campaign,
@@ -324,6 +355,8 @@ mod tests {
             sec_purpose: None,
             purpose: None,
             accept_language: Some("fr-CA"),
+            engagement: Engagement::default(),
+            interactive: true,
             at: Utc::now(),
         }
     }

@@ -17,12 +17,25 @@ pub const MAX_PATH: usize = 1024;
 /// Longest campaign value kept.
 pub const MAX_CAMPAIGN: usize = 100;
 
+/// What a site collecting campaigns keeps of a page's tags: the five
+/// `utm_*` values, and which advertising click id the URL carried
+/// (`gclid`, `msclkid`), by name only: the id's value identifies a click
+/// and is never read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Campaign {
     pub source: String,
     pub medium: String,
     pub campaign: String,
+    pub content: String,
+    pub term: String,
+    /// `gclid` or `msclkid` when the URL had one (the first), else "".
+    pub click_id: String,
 }
+
+/// The advertising click ids whose presence Plausible's channels read
+/// (`lib/plausible/ingestion/acquisition.ex`): Google Ads and Microsoft
+/// Ads.
+const CLICK_IDS: [&str; 2] = ["gclid", "msclkid"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageUrl {
@@ -100,10 +113,18 @@ pub fn reduce(raw: &str, site: &SiteSettings, hash_mode: HashMode) -> Result<Pag
                 "utm_source" => Some(&mut campaign.source),
                 "utm_medium" => Some(&mut campaign.medium),
                 "utm_campaign" => Some(&mut campaign.campaign),
+                "utm_content" => Some(&mut campaign.content),
+                "utm_term" => Some(&mut campaign.term),
                 _ => None,
             };
             if let Some(slot) = slot {
                 *slot = cut(&redact(value.trim()), MAX_CAMPAIGN).to_string();
+                continue;
+            }
+            if let Some(id) = CLICK_IDS.iter().find(|id| **id == name.as_ref()) {
+                if campaign.click_id.is_empty() && !value.trim().is_empty() {
+                    campaign.click_id = (*id).to_string();
+                }
                 continue;
             }
         }
@@ -389,17 +410,29 @@ mod tests {
     #[test]
     fn campaigns_only_when_enabled() {
         let mut site = test_site("example.org");
-        let raw = "https://example.org/?utm_source=infolettre&utm_medium=email&utm_campaign=hiver";
+        let raw = "https://example.org/?utm_source=infolettre&utm_medium=email&utm_campaign=hiver\
+                   &utm_content=bouton&utm_term=permis&gclid=Cj0KCQ123&msclkid=abc";
         assert_eq!(
             reduce(raw, &site, HashMode::Off).unwrap().campaign,
             Campaign::default()
         );
         site.collect_campaigns = true;
         let got = reduce(raw, &site, HashMode::Off).unwrap();
-        assert_eq!(got.campaign.source, "infolettre");
-        assert_eq!(got.campaign.medium, "email");
-        assert_eq!(got.campaign.campaign, "hiver");
+        assert_eq!(
+            got.campaign,
+            Campaign {
+                source: "infolettre".into(),
+                medium: "email".into(),
+                campaign: "hiver".into(),
+                content: "bouton".into(),
+                term: "permis".into(),
+                click_id: "gclid".into(),
+            },
+            "the click id by name, never its value"
+        );
         assert_eq!(got.path, "/");
+        let got = reduce("https://example.org/?gclid=", &site, HashMode::Off).unwrap();
+        assert_eq!(got.campaign.click_id, "", "an empty id is no click");
     }
 
     #[test]

@@ -69,6 +69,7 @@ mod tests {
             browser: browser.into(),
             browser_version: version.into(),
             os: "Linux".into(),
+            os_version: String::new(),
             device: Device::Desktop,
         }
     }

@@ -31,7 +31,17 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::rows::DELIVERY_MARK;
-use super::schema::{GOAL_DIMENSION, ROLLUP_DIMENSIONS};
+use super::schema::{GOAL_DIMENSION, ROLLUP_COUNTS, ROLLUP_DIMENSIONS};
+
+/// `f(count)` for each of [`ROLLUP_COUNTS`], comma-separated: the column
+/// names come from the schema's constant list, never from a request.
+fn counts(f: impl Fn(&str) -> String) -> String {
+    ROLLUP_COUNTS
+        .iter()
+        .map(|c| f(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 use crate::clock::Clock;
 use crate::config::SiteSettings;
 use crate::query::request::local_midnight;
@@ -48,9 +58,9 @@ pub const RECHECK_DAYS: i64 = 10;
 /// Passes between two checks of every day (an hour at one a minute).
 pub const FULL_CHECK_EVERY: u32 = 60;
 
-/// The sums compared between `traffic_hourly` and `rollup_days`:
-/// pageviews, events, visits, bounces, duration, exits.
-type Sums = [i64; 6];
+/// The sums compared between `traffic_hourly` and `rollup_days`, in the
+/// order of [`ROLLUP_COUNTS`].
+type Sums = [i64; ROLLUP_COUNTS.len()];
 
 #[derive(Row, Deserialize)]
 struct DaySums {
@@ -101,7 +111,7 @@ fn parse_day(s: &str) -> Option<NaiveDate> {
 }
 
 fn to_sums(v: &[i64]) -> Sums {
-    let mut out = [0; 6];
+    let mut out = [0; ROLLUP_COUNTS.len()];
     for (o, x) in out.iter_mut().zip(v) {
         *o = *x;
     }
@@ -197,11 +207,11 @@ impl Rollup {
         let tz = site.timezone;
         let hourly = self
             .client
-            .query(
-                "SELECT toString(toDate(hour, ?)) AS day, [toInt64(sumMerge(pageviews)), toInt64(sumMerge(events)), \
-                 sumMerge(visits), sumMerge(bounces), sumMerge(duration), sumMerge(exits)] AS sums \
+            .query(&format!(
+                "SELECT toString(toDate(hour, ?)) AS day, [{}] AS sums \
                  FROM traffic_hourly WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ? GROUP BY day",
-            )
+                counts(|c| format!("toInt64(sumMerge({c}))"))
+            ))
             .bind(tz.name())
             .bind(&site.id)
             .bind(local_midnight(first, tz).timestamp())
@@ -211,11 +221,11 @@ impl Rollup {
             .await?;
         let rolled = self
             .client
-            .query(
-                "SELECT toString(day) AS d, max(version) AS newest, [toInt64(argMax(pageviews, version)), toInt64(argMax(events, version)), \
-                 argMax(visits, version), argMax(bounces, version), argMax(duration, version), argMax(exits, version)] AS sums \
+            .query(&format!(
+                "SELECT toString(day) AS d, max(version) AS newest, [{}] AS sums \
                  FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY d",
-            )
+                counts(|c| format!("toInt64(argMax({c}, version))"))
+            ))
             .bind(&site.id)
             .bind(first.to_string())
             .bind(last.to_string())
@@ -292,11 +302,12 @@ impl Rollup {
         // The dimension names and columns come from the schema's constant
         // list; only the site, day, version and hours are values.
         let sql = format!(
-            "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits) \
-             SELECT ?, toDate(?), toUInt64(?), dimension, value, uniqIfMerge(visitors), sumMerge(visits), sumMerge(pageviews), \
-             sumMerge(events), sumMerge(bounces), sumMerge(duration), sumMerge(exits) \
+            "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, {}) \
+             SELECT ?, toDate(?), toUInt64(?), dimension, value, uniqIfMerge(visitors), {} \
              FROM traffic_hourly ARRAY JOIN [{}] AS dimension, [{}] AS value \
              WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ? GROUP BY dimension, value",
+            counts(str::to_string),
+            counts(|c| format!("sumMerge({c})")),
             names.join(", "),
             values.join(", ")
         );
@@ -330,11 +341,12 @@ impl Rollup {
     ) -> Result<(), clickhouse::error::Error> {
         let new = self.next_version(site, day).await?;
         self.client
-            .query(
-                "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits) \
-                 SELECT site_id, day, toUInt64(?), dimension, value, visitors, visits, pageviews, events, bounces, duration, exits \
+            .query(&format!(
+                "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, {0}) \
+                 SELECT site_id, day, toUInt64(?), dimension, value, visitors, {0} \
                  FROM rollup_daily WHERE site_id = ? AND day = toDate(?) AND version = toUInt64(?) AND dimension != ?",
-            )
+                counts(str::to_string)
+            ))
             .bind(new.to_string())
             .bind(&site.id)
             .bind(day.to_string())
@@ -408,11 +420,13 @@ impl Rollup {
         // what was rolled even if more data landed meanwhile (the next
         // check then sees the difference).
         self.client
-            .query(
-                "INSERT INTO rollup_days (site_id, day, version, pageviews, events, visits, bounces, duration, exits, rolled_at) \
-                 SELECT ?, toDate(?), toUInt64(?), sum(pageviews), sum(events), sum(visits), sum(bounces), sum(duration), sum(exits), now() \
+            .query(&format!(
+                "INSERT INTO rollup_days (site_id, day, version, {}, rolled_at) \
+                 SELECT ?, toDate(?), toUInt64(?), {}, now() \
                  FROM rollup_daily WHERE site_id = ? AND dimension = '' AND day = toDate(?) AND version = toUInt64(?)",
-            )
+                counts(str::to_string),
+                counts(|c| format!("sum({c})"))
+            ))
             .bind(&site.id)
             .bind(day.to_string())
             .bind(version.to_string())

@@ -22,11 +22,17 @@ pub struct VisitDims {
     pub utm_source: String,
     pub utm_medium: String,
     pub utm_campaign: String,
+    pub utm_content: String,
+    pub utm_term: String,
+    /// `gclid` or `msclkid` when the entry page's URL had one, for the
+    /// paid channels; never the id itself.
+    pub click_id: String,
     pub country: String,
     pub region: String,
     pub browser: String,
     pub browser_version: String,
     pub os: String,
+    pub os_version: String,
     pub device: &'static str,
     pub language: String,
 }
@@ -43,6 +49,8 @@ pub struct TrafficDelta {
     /// or "" for engagement.
     pub event: Arc<str>,
     pub page: Arc<str>,
+    /// The page's host name (Plausible's `event:hostname`).
+    pub hostname: Arc<str>,
     pub consent: crate::privacy::consent::Consent,
     /// 0 for hits counted without a visitor key. Corrections carry it so
     /// they can merge with the same visitor's rows of the batch; it is
@@ -54,6 +62,36 @@ pub struct TrafficDelta {
     pub bounces: i64,
     pub duration: i64,
     pub exits: i64,
+    pub engagement: EngagementCounts,
+}
+
+/// A page's engagement, as Plausible's `time_on_page` and `scroll_depth`
+/// read it: per (visit, page) that reported any, the engaged time summed
+/// and the deepest scroll. Written as signed corrections, like exits: a
+/// deeper scroll on a page already counted adds only the difference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngagementCounts {
+    /// Milliseconds the page was visible and focused.
+    pub engaged_ms: i64,
+    /// (visit, page) pairs that reported engaged time.
+    pub engaged_visits: i64,
+    /// Sum over (visit, page) pairs of their deepest scroll, in percent.
+    pub scroll_total: i64,
+    /// (visit, page) pairs that reported a scroll depth.
+    pub scroll_visits: i64,
+}
+
+impl EngagementCounts {
+    pub fn add(&mut self, other: &EngagementCounts) {
+        self.engaged_ms += other.engaged_ms;
+        self.engaged_visits += other.engaged_visits;
+        self.scroll_total += other.scroll_total;
+        self.scroll_visits += other.scroll_visits;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == EngagementCounts::default()
+    }
 }
 
 impl TrafficDelta {
@@ -65,6 +103,7 @@ impl TrafficDelta {
         self.bounces += other.bounces;
         self.duration += other.duration;
         self.exits += other.exits;
+        self.engagement.add(&other.engagement);
     }
 
     /// The delta as a row of `batch_in`.
@@ -81,13 +120,18 @@ impl TrafficDelta {
         row.utm_source = Cow::Borrowed(&d.utm_source);
         row.utm_medium = Cow::Borrowed(&d.utm_medium);
         row.utm_campaign = Cow::Borrowed(&d.utm_campaign);
+        row.utm_content = Cow::Borrowed(&d.utm_content);
+        row.utm_term = Cow::Borrowed(&d.utm_term);
+        row.click_id = Cow::Borrowed(&d.click_id);
         row.country = Cow::Borrowed(&d.country);
         row.region = Cow::Borrowed(&d.region);
         row.browser = Cow::Borrowed(&d.browser);
         row.browser_version = Cow::Borrowed(&d.browser_version);
         row.os = Cow::Borrowed(&d.os);
+        row.os_version = Cow::Borrowed(&d.os_version);
         row.device = Cow::Borrowed(d.device);
         row.language = Cow::Borrowed(&d.language);
+        row.hostname = Cow::Borrowed(&self.hostname);
         row.consent = Cow::Borrowed(self.consent.as_str());
         // A row that counts no pageview or event (a correction) must not
         // count its visitor for that page.
@@ -102,6 +146,10 @@ impl TrafficDelta {
         row.bounces = self.bounces;
         row.duration = self.duration;
         row.exits = self.exits;
+        row.engaged_ms = self.engagement.engaged_ms;
+        row.engaged_visits = self.engagement.engaged_visits;
+        row.scroll_total = self.engagement.scroll_total;
+        row.scroll_visits = self.engagement.scroll_visits;
         row
     }
 }
@@ -114,6 +162,10 @@ pub struct DroppedRow {
     pub reason: &'static str,
     pub hits: u64,
 }
+
+/// The value under which a custom event counts for an allowed property
+/// key it does not carry, as Plausible's `(none)` row.
+pub const NO_PROP_VALUE: &str = "(none)";
 
 /// A custom event's allow-listed property (`props_in` → `props_hourly`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Row, Serialize)]
@@ -202,9 +254,13 @@ impl RowKind {
     ];
 
     /// The value of `batch_in.kind`, as the materialized views test it.
+    /// Traffic rows are `traffic2` since migration 9 added columns to
+    /// them: its view reads those, while the view of `traffic` rows stays
+    /// for collectors of earlier versions still writing during an
+    /// upgrade, so no row is counted twice or lost while the two run.
     pub const fn as_str(self) -> &'static str {
         match self {
-            RowKind::Traffic => "traffic",
+            RowKind::Traffic => "traffic2",
             RowKind::Dropped => "dropped",
             RowKind::Prop => "prop",
             RowKind::Receipt => "receipt",
@@ -223,8 +279,13 @@ impl RowKind {
         }
     }
 
+    /// A kind by its name, the name before migration 9 included (rows
+    /// kept in an isolation file across the upgrade).
     pub fn parse(s: &str) -> Option<RowKind> {
-        RowKind::ALL.into_iter().find(|k| k.as_str() == s)
+        match s {
+            "traffic" => Some(RowKind::Traffic),
+            _ => RowKind::ALL.into_iter().find(|k| k.as_str() == s),
+        }
     }
 }
 
@@ -330,7 +391,10 @@ macro_rules! batch_columns {
         /// route each kind of row (traffic deltas, dropped counts,
         /// properties, receipts) to its table. A row of one kind leaves
         /// the columns of the others at their defaults.
+        /// A column missing from a row written down by an earlier version
+        /// (an isolation file across an upgrade) is at its default.
         #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+        #[serde(default)]
         pub struct BatchRow<$lt> {
             pub kind: RowKind,
             $( pub $dim: $dty, )*
@@ -357,6 +421,12 @@ macro_rules! batch_columns {
                     $( $count: Default::default(), )*
                     $( $extra: Default::default(), )*
                 }
+            }
+        }
+
+        impl Default for BatchRow<'_> {
+            fn default() -> Self {
+                BatchRow::blank(RowKind::Traffic)
             }
         }
 
@@ -411,6 +481,12 @@ batch_columns! {
         device: Cow<'a, str> => "String",
         language: Cow<'a, str> => "String",
         consent: Cow<'a, str> => "String",
+        // Added by migration 9, at the end of the key.
+        os_version: Cow<'a, str> => "String",
+        hostname: Cow<'a, str> => "String",
+        utm_content: Cow<'a, str> => "String",
+        utm_term: Cow<'a, str> => "String",
+        click_id: Cow<'a, str> => "String",
     }
     counts {
         // Input of the `uniq` sketches only (0: counted without a key);
@@ -422,6 +498,11 @@ batch_columns! {
         bounces: i64 => "Int64",
         duration: i64 => "Int64",
         exits: i64 => "Int64",
+        // Added by migration 9 (see `EngagementCounts`).
+        engaged_ms: i64 => "Int64",
+        engaged_visits: i64 => "Int64",
+        scroll_total: i64 => "Int64",
+        scroll_visits: i64 => "Int64",
     }
     extra {
         reason: Cow<'a, str> => "String",

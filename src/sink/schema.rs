@@ -10,7 +10,7 @@ use super::rows::{column_ddl, column_names, BATCH_EXTRA, TRAFFIC_COUNTS, TRAFFIC
 /// value, `traffic_hourly` column): every single dimension of the stats API
 /// except custom properties and time. `visit:exit_page` reads the `page`
 /// rows (their `exits`). The site's totals are dimension `''`.
-pub const ROLLUP_DIMENSIONS: [&str; 16] = [
+pub const ROLLUP_DIMENSIONS: [&str; 20] = [
     "page",
     "event",
     "entry_page",
@@ -27,6 +27,43 @@ pub const ROLLUP_DIMENSIONS: [&str; 16] = [
     "device",
     "language",
     "consent",
+    "os_version",
+    "hostname",
+    "utm_content",
+    "utm_term",
+];
+
+/// The counts of `rollup_daily` and `traffic_hourly` beside `visitors`,
+/// in the order rollups copy and sum them. The last four came with
+/// migration 9 (see `sink::rows::EngagementCounts`).
+pub const ROLLUP_COUNTS: [&str; 10] = [
+    "visits",
+    "pageviews",
+    "events",
+    "bounces",
+    "duration",
+    "exits",
+    "engaged_ms",
+    "engaged_visits",
+    "scroll_total",
+    "scroll_visits",
+];
+
+/// The engagement counts migration 9 added to the hourly aggregates.
+const ENGAGEMENT_COUNTS: [&str; 4] = [
+    "engaged_ms",
+    "engaged_visits",
+    "scroll_total",
+    "scroll_visits",
+];
+
+/// The dimensions migration 9 added at the end of `traffic_hourly`'s key.
+const MIGRATION_9_DIMENSIONS: [&str; 5] = [
+    "os_version",
+    "hostname",
+    "utm_content",
+    "utm_term",
+    "click_id",
 ];
 
 /// The `rollup_daily` dimension of goals: one row per goal a day reaches,
@@ -37,8 +74,72 @@ pub const GOAL_DIMENSION: &str = "goal";
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    /// Statements with `{db}` standing for the database name.
-    pub statements: Vec<String>,
+    /// Steps with `{db}` standing for the database name.
+    pub statements: Vec<Step>,
+}
+
+/// One step of a migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A statement run as it is: idempotent by itself (`IF NOT EXISTS`).
+    Sql(String),
+    /// `ALTER TABLE {db}.<table> ADD COLUMN …` for the columns the table
+    /// lacks, then `then` in the same statement when any was missing.
+    /// ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`, and accepts a
+    /// sorting key that grows by new columns only in the statement that
+    /// adds them, so the migration reads `system.columns` first: a table
+    /// created with the columns already (a new database, built from the
+    /// current column lists) or a migration resumed after a crash skips
+    /// them.
+    AddColumns {
+        table: &'static str,
+        columns: Vec<(String, String)>,
+        then: Option<String>,
+    },
+}
+
+impl Step {
+    /// The statement for a table lacking `missing` of the columns, or none.
+    pub fn add_columns_sql(
+        db: &str,
+        table: &str,
+        missing: &[&(String, String)],
+        then: Option<&str>,
+    ) -> Option<String> {
+        if missing.is_empty() {
+            return None;
+        }
+        let mut parts: Vec<String> = missing
+            .iter()
+            .map(|(name, ty)| format!("ADD COLUMN {name} {ty}"))
+            .collect();
+        parts.extend(then.map(str::to_string));
+        Some(format!("ALTER TABLE {db}.{table} {}", parts.join(", ")))
+    }
+
+    /// The step as `tamis migrate --print` shows it: an `ALTER` adding
+    /// every column (applied for the missing ones only).
+    fn printed(&self, db: &str) -> String {
+        match self {
+            Step::Sql(sql) => sql.replace("{db}", db),
+            Step::AddColumns {
+                table,
+                columns,
+                then,
+            } => {
+                let all: Vec<&(String, String)> = columns.iter().collect();
+                let sql =
+                    Step::add_columns_sql(db, table, &all, then.as_deref()).unwrap_or_default();
+                format!("-- the columns {table} lacks, if any\n{sql}")
+            }
+        }
+    }
+}
+
+impl From<String> for Step {
+    fn from(sql: String) -> Step {
+        Step::Sql(sql)
+    }
 }
 
 pub fn migrations() -> Vec<Migration> {
@@ -52,7 +153,7 @@ pub fn migrations() -> Vec<Migration> {
         Migration {
             version: 1,
             name: "hourly traffic aggregates",
-            statements: vec![
+            statements: sql(vec![
                 format!(
                     "CREATE TABLE IF NOT EXISTS {{db}}.traffic_hourly ({dims}, \
                      visitors AggregateFunction(uniqIf, UInt64, UInt8), \
@@ -87,22 +188,22 @@ pub fn migrations() -> Vec<Migration> {
                  PARTITION BY (site_id, toYYYYMM(hour)) \
                  ORDER BY (site_id, hour, reason)"
                     .to_string(),
-            ],
+            ]),
         },
         Migration {
             version: 2,
             name: "daily salts shared by collectors",
-            statements: vec!["CREATE TABLE IF NOT EXISTS {db}.salts (\
+            statements: sql(vec!["CREATE TABLE IF NOT EXISTS {db}.salts (\
                  site_id String, day Date, salt String, created_at DateTime) \
                  ENGINE = MergeTree() \
                  PARTITION BY (site_id, toYYYYMMDD(day)) \
                  ORDER BY (site_id, day, created_at)"
-                .to_string()],
+                .to_string()]),
         },
         Migration {
             version: 3,
             name: "custom event properties",
-            statements: vec![
+            statements: sql(vec![
                 "CREATE TABLE IF NOT EXISTS {db}.props_hourly (\
                  site_id String, hour DateTime, event String, page String, prop_key String, prop_value String, \
                  visitors AggregateFunction(uniqIf, UInt64, UInt8), events AggregateFunction(sum, UInt64)) \
@@ -119,12 +220,12 @@ pub fn migrations() -> Vec<Migration> {
                  uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, sumState(events) AS events \
                  FROM {db}.props_in GROUP BY site_id, hour, event, page, prop_key, prop_value"
                     .to_string(),
-            ],
+            ]),
         },
         Migration {
             version: 4,
             name: "one insert per batch, with its receipt",
-            statements: vec![
+            statements: sql(vec![
                 format!(
                     "CREATE TABLE IF NOT EXISTS {{db}}.batch_in (kind String, {dims}, {counts}, {extra}) \
                      ENGINE = Null"
@@ -164,7 +265,7 @@ pub fn migrations() -> Vec<Migration> {
                  SELECT journal_id, first_seq, end_seq, part, hits, now() AS written_at \
                  FROM {db}.batch_in WHERE kind = 'receipt'"
                     .to_string(),
-            ],
+            ]),
         },
         // Privacy operations (issue 5): tamis's own records. Each has its
         // own retention (`audit.retention_months`), enforced by the janitor
@@ -173,7 +274,7 @@ pub fn migrations() -> Vec<Migration> {
         Migration {
             version: 5,
             name: "privacy operations records: deletion reports, salt destructions, audit log",
-            statements: vec![
+            statements: sql(vec![
                 "CREATE TABLE IF NOT EXISTS {db}.retention_log (\
                  deleted_at DateTime, site_id String, table_name String, period UInt32, rows UInt64) \
                  ENGINE = MergeTree() \
@@ -195,12 +296,12 @@ pub fn migrations() -> Vec<Migration> {
                  PARTITION BY toYYYYMM(at) \
                  ORDER BY (at, kind, site_id)"
                     .to_string(),
-            ],
+            ]),
         },
         Migration {
             version: 6,
             name: "daily rollups of finished local days",
-            statements: vec![
+            statements: sql(vec![
                 // Plain numbers per (local day, dimension, value), `dimension`
                 // '' being the site's totals. One table rather than one per
                 // dimension: sorted by dimension first, a dimension's rows
@@ -232,12 +333,12 @@ pub fn migrations() -> Vec<Migration> {
                  PARTITION BY (site_id, toYYYYMM(day)) \
                  ORDER BY (site_id, day, version)"
                     .to_string(),
-            ],
+            ]),
         },
         Migration {
             version: 7,
             name: "visits per funnel step",
-            statements: vec![
+            statements: sql(vec![
                 // Counts only: the aggregator follows a visit through a
                 // funnel in memory and writes "one more visit reached step
                 // n", by the hour the visit started. Step 0 holds the
@@ -257,12 +358,12 @@ pub fn migrations() -> Vec<Migration> {
                  SELECT site_id, hour, event AS funnel, toUInt8(hits) AS step, toUInt64(sum(visits)) AS visits \
                  FROM {db}.batch_in WHERE kind = 'funnel' GROUP BY site_id, hour, event, hits"
                     .to_string(),
-            ],
+            ]),
         },
         Migration {
             version: 8,
             name: "goals in the daily rollups",
-            statements: vec![
+            statements: sql(vec![
                 // Which goals (by key) a computation of a day rolled, written
                 // after its rows and before its `rollup_days` record: a goal
                 // breakdown reads a day's rollup only when its newest
@@ -274,9 +375,101 @@ pub fn migrations() -> Vec<Migration> {
                  PARTITION BY (site_id, toYYYYMM(day)) \
                  ORDER BY (site_id, day, version, goal)"
                     .to_string(),
-            ],
+            ]),
         },
+        migration_9(),
     ]
+}
+
+/// Host names, the campaign's content and term, the click id, the OS's
+/// major version, and pages' engagement (issue 13). New dimensions go at
+/// the end of `traffic_hourly`'s key, and traffic rows get a new kind
+/// (`sink::rows::RowKind::as_str`) read by a view of their own: the view of
+/// the old kind stays, so a collector of the previous version writing
+/// while this one migrates counts its rows once, and new rows cannot be
+/// counted by both.
+fn migration_9() -> Migration {
+    let typed = |names: &[&str], ty: &dyn Fn(&str) -> String| -> Vec<(String, String)> {
+        names.iter().map(|n| (n.to_string(), ty(n))).collect()
+    };
+    let dim_type = |name: &str| {
+        TRAFFIC_DIMENSIONS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("String", |(_, t)| t)
+            .to_string()
+    };
+    let count_type = |name: &str| {
+        TRAFFIC_COUNTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("Int64", |(_, t)| t)
+            .to_string()
+    };
+    let aggregates = typed(&ENGAGEMENT_COUNTS, &|_| {
+        "AggregateFunction(sum, Int64)".to_string()
+    });
+    let mut batch_in = typed(&MIGRATION_9_DIMENSIONS, &dim_type);
+    batch_in.extend(typed(&ENGAGEMENT_COUNTS, &count_type));
+    let plain = typed(&ENGAGEMENT_COUNTS, &|_| "Int64".to_string());
+    let dim_list = column_names(TRAFFIC_DIMENSIONS);
+    let sums: Vec<String> = [
+        "pageviews",
+        "events",
+        "visits",
+        "bounces",
+        "duration",
+        "exits",
+    ]
+    .iter()
+    .chain(ENGAGEMENT_COUNTS.iter())
+    .map(|c| format!("sumState({c}) AS {c}"))
+    .collect();
+    Migration {
+        version: 9,
+        name: "host names, campaign content and term, click ids, OS versions, page engagement",
+        statements: vec![
+            Step::AddColumns {
+                table: "traffic_hourly",
+                columns: typed(&MIGRATION_9_DIMENSIONS, &dim_type),
+                then: Some(format!("MODIFY ORDER BY ({dim_list})")),
+            },
+            Step::AddColumns {
+                table: "traffic_hourly",
+                columns: aggregates,
+                then: None,
+            },
+            Step::AddColumns {
+                table: "batch_in",
+                columns: batch_in,
+                then: None,
+            },
+            Step::AddColumns {
+                table: "rollup_daily",
+                columns: plain.clone(),
+                then: None,
+            },
+            Step::AddColumns {
+                table: "rollup_days",
+                columns: plain,
+                then: None,
+            },
+            // Named to sort before `z_batch_receipts_mv` (views run in name
+            // order, the receipt's last).
+            Step::Sql(format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.batch_traffic2_mv TO {{db}}.traffic_hourly AS \
+                 SELECT {dim_list}, \
+                 uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, {} \
+                 FROM {{db}}.batch_in WHERE kind = 'traffic2' GROUP BY {dim_list}",
+                sums.join(", ")
+            )),
+        ],
+    }
+}
+
+/// Statements run as they are.
+fn sql(statements: Vec<String>) -> Vec<Step> {
+    statements.into_iter().map(Step::Sql).collect()
 }
 
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (\
@@ -291,7 +484,7 @@ pub fn script(database: &str) -> Vec<String> {
         MIGRATIONS_TABLE.replace("{db}", database),
     ];
     for m in migrations() {
-        out.extend(m.statements.iter().map(|s| s.replace("{db}", database)));
+        out.extend(m.statements.iter().map(|s| s.printed(database)));
     }
     out
 }

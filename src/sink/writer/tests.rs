@@ -262,11 +262,15 @@ fn dims(site: &str) -> Arc<VisitDims> {
         utm_source: String::new(),
         utm_medium: String::new(),
         utm_campaign: String::new(),
+        utm_content: String::new(),
+        utm_term: String::new(),
+        click_id: String::new(),
         country: String::new(),
         region: String::new(),
         browser: String::new(),
         browser_version: String::new(),
         os: String::new(),
+        os_version: String::new(),
         device: "desktop",
         language: String::new(),
     })
@@ -305,6 +309,7 @@ fn batches(specs: &[Vec<Spec>]) -> Vec<Batch> {
                         dims: dims(site),
                         event: Arc::from("pageview"),
                         page: Arc::from(name.as_str()),
+                        hostname: Arc::from(site),
                         consent: crate::privacy::consent::Consent::Unset,
                         visitor: 1 + i as u64,
                         pageviews: 1,
@@ -313,6 +318,7 @@ fn batches(specs: &[Vec<Spec>]) -> Vec<Batch> {
                         bounces: 1,
                         duration: 0,
                         exits: 1,
+                        engagement: Default::default(),
                     });
                 }
             }
@@ -390,11 +396,12 @@ async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseEr
         );
         for (i, r) in specs[b].iter().enumerate() {
             let name = format!("{}{b}-{i}", if r.poison { POISON } else { "/ok" });
-            let id = if r.prop {
-                format!("prop:{name}")
+            let kind = if r.prop {
+                RowKind::Prop
             } else {
-                format!("traffic:{name}")
+                RowKind::Traffic
             };
+            let id = format!("{}:{name}", kind.as_str());
             let count = s.counts.get(&id).copied().unwrap_or(0);
             let dead = dead_letters.contains(&format!("\"{name}\""));
             if r.poison {
