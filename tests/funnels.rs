@@ -385,7 +385,11 @@ fn a_refused_funnel_row_is_dead_lettered_and_the_rest_of_its_insert_counted_once
     let db = ch.create_database("funnels_refused");
     let scratch = Scratch::new();
     let server = Binary::serve(&scratch, &config(ch, &db, None, GOALS));
-    ch.refuse_rows(&db, "batch_in", "kind = 'funnel' AND event = 'Retour' AND hits = 2");
+    ch.refuse_rows(
+        &db,
+        "batch_in",
+        "kind = 'funnel' AND event = 'Retour' AND hits = 2",
+    );
     let pageviews = send_visits(&server);
     let hits = visits().len() as u64;
     stored(ch, &db, total() - RETOUR[1]);
@@ -415,7 +419,10 @@ fn a_refused_funnel_row_is_dead_lettered_and_the_rest_of_its_insert_counted_once
         "1\n",
         "no batch receipted twice"
     );
-    assert_eq!(visits_of(&steps(&server, TOKEN, "Achat")), ACHAT.map(|n| json!(n)));
+    assert_eq!(
+        visits_of(&steps(&server, TOKEN, "Achat")),
+        ACHAT.map(|n| json!(n))
+    );
     assert_eq!(
         visits_of(&steps(&server, TOKEN, "Retour")),
         [json!(RETOUR[0]), Value::Null]
@@ -462,7 +469,10 @@ fn a_refused_funnel_row_is_dead_lettered_and_the_rest_of_its_insert_counted_once
     let log = server.stop();
     assert!(log.contains("refused rows isolated"), "{log}");
     for quoted in CLICKHOUSE_WORDS {
-        assert!(!log.contains(quoted), "the log quotes ClickHouse ({quoted})");
+        assert!(
+            !log.contains(quoted),
+            "the log quotes ClickHouse ({quoted})"
+        );
     }
 }
 
@@ -487,7 +497,9 @@ fn fails_like_the_stats_api(server: &Binary, when: &str) -> Response {
         "{when}: the funnel endpoint answers as the stats endpoint"
     );
     assert_eq!(
-        f.json().as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        f.json()
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
         Some(vec!["error".to_string()]),
         "{when}: {}",
         f.body
@@ -538,7 +550,10 @@ fn funnel_endpoint_fails_like_the_stats_api_and_recovers_with_clickhouse() {
     let frozen = fails_like_the_stats_api(&server, "ClickHouse frozen");
     ch.freeze(false);
     assert_eq!(frozen.header("retry-after"), Some("10"));
-    let message = frozen.json()["error"].as_str().unwrap_or_default().to_string();
+    let message = frozen.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(
         message.contains("1000 ms") && message.contains("query.timeout_ms"),
         "{message}"
@@ -555,7 +570,11 @@ fn funnel_endpoint_fails_like_the_stats_api_and_recovers_with_clickhouse() {
     );
     ch.query_in(&db, "RENAME TABLE funnel_hourly_away TO funnel_hourly");
     assert_eq!(
-        (refused.status, refused.header("retry-after"), refused.json()),
+        (
+            refused.status,
+            refused.header("retry-after"),
+            refused.json()
+        ),
         (503, None, down.json()),
         "{}",
         refused.body

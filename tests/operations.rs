@@ -103,8 +103,9 @@ fn seed_old_month(ch: &ClickHouse, db: &str, text: &str, at: DateTime<Utc>) {
     for site in ["example.org", "other.org"] {
         for v in 0..OLD_VISITORS {
             for page in ["/a", "/b"] {
-                let body = json!({"n": "pageview", "u": format!("https://{site}{page}"), "d": site})
-                    .to_string();
+                let body =
+                    json!({"n": "pageview", "u": format!("https://{site}{page}"), "d": site})
+                        .to_string();
                 let r = send_hit(server.addr, &format!("100.64.{v}.1"), FIREFOX, &body, &[]);
                 assert_eq!(
                     (r.status, r.header("x-tamis-dropped")),
@@ -115,19 +116,27 @@ fn seed_old_month(ch: &ClickHouse, db: &str, text: &str, at: DateTime<Utc>) {
             }
         }
     }
-    wait_until(Duration::from_secs(20), "the old funnel visits stored", || {
-        ch.query_in(
+    wait_until(
+        Duration::from_secs(20),
+        "the old funnel visits stored",
+        || {
+            ch.query_in(
             db,
             "SELECT site_id, sum(visits) FROM funnel_hourly WHERE step >= 1 GROUP BY site_id ORDER BY site_id FORMAT TSV",
         ) == format!("example.org\t{n}\nother.org\t{n}\n", n = 2 * OLD_VISITORS)
-    });
+        },
+    );
     clock.set(at + chrono::Duration::days(2));
-    wait_until(Duration::from_secs(30), "the old day rolled up with its goals", || {
-        ch.query_in(
+    wait_until(
+        Duration::from_secs(30),
+        "the old day rolled up with its goals",
+        || {
+            ch.query_in(
             db,
             "SELECT uniqExact(site_id) FROM rollup_goal_days WHERE (site_id, day, version) IN (SELECT site_id, day, version FROM rollup_days)",
         ) == "2\n"
-    });
+        },
+    );
     server.stop();
 }
 
@@ -145,7 +154,7 @@ fn expected_deletions(ch: &ClickHouse, db: &str, period: &str) -> String {
     }
     let parts = ch.query_in(
         db,
-        "SELECT table, partition, sum(rows) FROM system.parts WHERE database = currentDatabase() AND active GROUP BY table, partition FORMAT TSV",
+        "SELECT table, partition, sum(rows) FROM system.parts WHERE database = currentDatabase() AND active GROUP BY table, partition FORMAT TabSeparatedRaw",
     );
     let mut lines: Vec<(String, String, String)> = parts
         .lines()
@@ -156,7 +165,8 @@ fn expected_deletions(ch: &ClickHouse, db: &str, period: &str) -> String {
                 == Some(("example.org".to_string(), period.parse().ok()?))
             {
                 "example.org"
-            } else if partition == period && tamis::sink::retention::RECORD_TABLES.contains(&table) {
+            } else if partition == period && tamis::sink::retention::RECORD_TABLES.contains(&table)
+            {
                 ""
             } else {
                 return None;
@@ -264,8 +274,7 @@ fn retention_drops_expired_months_of_each_site_only() {
         Duration::from_secs(20),
         "the deletion report written",
         || {
-            ch.query_in(&db, "SELECT count() FROM retention_log")
-                .trim()
+            ch.query_in(&db, "SELECT count() FROM retention_log").trim()
                 == expected.lines().count().to_string()
         },
     );
@@ -276,13 +285,19 @@ fn retention_drops_expired_months_of_each_site_only() {
     );
     // The rollup job's start-up pass goes site by site, example.org first:
     // once other.org's recent days are rolled, it has passed example.org.
-    let two_days_ago = (now - chrono::Duration::days(2)).format("%Y-%m-%d").to_string();
-    wait_until(Duration::from_secs(180), "the rollup pass over both sites", || {
-        ch.query_in(
+    let two_days_ago = (now - chrono::Duration::days(2))
+        .format("%Y-%m-%d")
+        .to_string();
+    wait_until(
+        Duration::from_secs(180),
+        "the rollup pass over both sites",
+        || {
+            ch.query_in(
             &db,
             &format!("SELECT count() FROM rollup_days WHERE site_id = 'other.org' AND day >= '{two_days_ago}'"),
         ) != "0\n"
-    });
+        },
+    );
     let old_rows = |site: &str, table: &str, column: &str| {
         ch.query_in(
             &db,
@@ -299,13 +314,24 @@ fn retention_drops_expired_months_of_each_site_only() {
         ("rollup_days", "day"),
         ("rollup_goal_days", "day"),
     ] {
-        assert_eq!(old_rows("example.org", table, column), "0", "{table}: example.org's old month dropped, and not written again");
-        assert_ne!(old_rows("other.org", table, column), "0", "{table}: other.org keeps its old month");
+        assert_eq!(
+            old_rows("example.org", table, column),
+            "0",
+            "{table}: example.org's old month dropped, and not written again"
+        );
+        assert_ne!(
+            old_rows("other.org", table, column),
+            "0",
+            "{table}: other.org keeps its old month"
+        );
     }
     // The longer retention keeps other.org's old month; current months stay.
     assert_eq!(pageviews("other.org", true), old_pageviews);
     assert_eq!(pageviews("example.org", false), "3");
-    assert_eq!(pageviews("other.org", false), (7 + 2 * OLD_VISITORS + 3).to_string());
+    assert_eq!(
+        pageviews("other.org", false),
+        (7 + 2 * OLD_VISITORS + 3).to_string()
+    );
     assert_eq!(
         ch.query_in(
             &db,

@@ -768,7 +768,11 @@ fn goals_added_while_clickhouse_fails_mid_pass_stay_unread_until_a_pass_complete
     ));
     let pass = {
         let job = job.clone();
-        std::thread::spawn(move || runtime().block_on(job.pass(None)).map_err(|e| e.to_string()))
+        std::thread::spawn(move || {
+            runtime()
+                .block_on(job.pass(None))
+                .map_err(|e| e.to_string())
+        })
     };
     assert!(
         proxy.wait_held(Duration::from_secs(30)),
@@ -779,7 +783,10 @@ fn goals_added_while_clickhouse_fails_mid_pass_stay_unread_until_a_pass_complete
     ch.stop(Stop::Kill);
     proxy.release();
     let result = pass.join().expect("pass thread");
-    assert!(result.is_err(), "the pass failed with ClickHouse: {result:?}");
+    assert!(
+        result.is_err(),
+        "the pass failed with ClickHouse: {result:?}"
+    );
     ch.restart();
     assert_ne!(
         ch.query_in(

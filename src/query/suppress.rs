@@ -283,8 +283,7 @@ pub fn report(
     let answers = rows
         .into_iter()
         .map(|(dimensions, base)| Answer {
-            metrics: (!reveals_row(&dimensions) && !misses_few(&dimensions, &base))
-                .then(Vec::new),
+            metrics: (!reveals_row(&dimensions) && !misses_few(&dimensions, &base)).then(Vec::new),
             dimensions,
             base,
         })
@@ -488,6 +487,9 @@ mod tests {
         assert_eq!(Base::default().value(Metric::BounceRate, false, 0.0), 0.0);
     }
 
+    /// Counted rows: (dimension values, visitors, pageviews).
+    type Rows = &'static [(&'static [&'static str], f64, f64)];
+
     /// One case of the disclosure rules: what ClickHouse counted for a
     /// query (rows as (dimension values, visitors, pageviews)), and the
     /// answer's rows and totals (`None`: withheld).
@@ -503,7 +505,7 @@ mod tests {
         plain_total: Option<f64>,
         /// What the query counts without its filters and goals: rows, and
         /// the total's visitors and pageviews.
-        whole: Option<(&'static [(&'static [&'static str], f64, f64)], (f64, f64))>,
+        whole: Option<(Rows, (f64, f64))>,
         expected: &'static [(&'static [&'static str], Option<&'static [f64]>)],
         totals: Option<&'static [f64]>,
         total_rows: usize,
@@ -707,7 +709,8 @@ mod tests {
                 total_rows: 1,
             },
             Case {
-                what: "exact, by goal: a goal few visitors missed is withheld, one all reached is not",
+                what:
+                    "exact, by goal: a goal few visitors missed is withheld, one all reached is not",
                 body: BY_GOAL,
                 disclosure: exact,
                 rows: &[(&["Visit /merci"], 20.0, 20.0), (&["Signup"], 22.0, 0.0)],

@@ -179,7 +179,9 @@ impl Binary {
     pub fn log_dir(&self) -> PathBuf {
         let text = std::fs::read_to_string(&self.config_path).expect("read config");
         let config: toml::Value = toml::from_str(&text).expect("config parses");
-        let dir = config["storage"]["log_dir"].as_str().expect("storage.log_dir");
+        let dir = config["storage"]["log_dir"]
+            .as_str()
+            .expect("storage.log_dir");
         self.dir.join(dir)
     }
 
@@ -538,7 +540,13 @@ pub fn dead_letters(log_dir: &Path) -> Vec<(String, String)> {
 
 /// Words of ClickHouse's error text (and of the test-only guard of
 /// [`ClickHouse::refuse_rows`]) that tamis must never quote.
-pub const CLICKHOUSE_WORDS: [&str; 5] = ["throwIf", "DB::Exception", "non zero", "a_test_guard", "Code:"];
+pub const CLICKHOUSE_WORDS: [&str; 5] = [
+    "throwIf",
+    "DB::Exception",
+    "non zero",
+    "a_test_guard",
+    "Code:",
+];
 
 /// Sends one hit as the Plausible script would, through a trusted proxy
 /// (the test connects from 127.0.0.1) that forwards `client_ip`.
