@@ -8,7 +8,8 @@
 //!   `/rare`.
 //!
 //! That is 30 visitors; a breakdown by page shows `/popular` and `/dp/a`
-//! and merges the other 4 into a withheld `(other)`.
+//! and merges the other 4 into a withheld `(other)`. Goals are tried on a
+//! day of their own (see [`exact_goal_answers_hide_the_few_visitors_who_missed_a_goal`]).
 
 mod common;
 
@@ -299,4 +300,84 @@ fn other_recovered_from_totals() {
             visitors(&rows[1])
         )
     );
+}
+
+/// Goals of the goal-differencing test: a page most visitors reach, and
+/// every page.
+const GOALS: &str = r#"
+[[site.goal]]
+page = "/merci"
+name = "Merci"
+[[site.goal]]
+page = "/*"
+name = "Tout"
+"#;
+
+/// Regression: exact answers under an `event:goal` filter, or by
+/// `event:goal`, gave away the visitors who missed the goal. 22 visitors
+/// see `/`, 20 of them go on to `/merci` (goal "Merci"): the total (22)
+/// minus the goal's visitors (20) is the 2 who did not convert, and the
+/// conversion rate gives the total outright. The filter's complement was
+/// measured on the rows it leaves out (`/`, 22 visitors, converters
+/// included), never on the visitors it leaves out. Now a goal count
+/// whose complement holds 1 to k−1 visitors is withheld, filtered or as
+/// a breakdown row, with its rate; a goal every visitor reached stays.
+#[test]
+fn exact_goal_answers_hide_the_few_visitors_who_missed_a_goal() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("disclosure_goals");
+    let clock = tamis::clock::Clock::manual("2026-03-10T15:00:00Z".parse().unwrap());
+    let server = InProcess::serve(&config(ch, &db, None, GOALS), clock);
+    for v in 0..22 {
+        let pages: &[&str] = if v < 20 { &["/", "/merci"] } else { &["/"] };
+        for page in pages {
+            let r = send_hit(
+                server.addr,
+                &format!("100.67.{v}.1"),
+                FIREFOX,
+                &pageview(&format!("https://example.org{page}")),
+                &[],
+            );
+            assert_eq!(r.status, 202, "{}", r.body);
+        }
+    }
+    wait_until(Duration::from_secs(10), "pageviews stored", || {
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "42\n"
+    });
+    let ask = |body: Value| {
+        let mut body = body;
+        body["site_id"] = json!("example.org");
+        body["date_range"] = json!(DAY);
+        query_as(server.addr, TOKEN, body)
+    };
+    let total = ask(json!({"metrics": ["visitors"]}));
+    assert_eq!(total["results"][0]["metrics"], json!([22]), "{total}");
+
+    // The goal as a filter: `is` withholds the count and its rate, rows and
+    // totals; `is_not` leaves out the converters (20), which is no secret.
+    let is = ask(json!({"metrics": ["visitors", "conversion_rate"],
+        "filters": [["is", "event:goal", ["Merci"]]], "include": {"totals": true}}));
+    assert_eq!(is["results"][0]["metrics"], json!([null, null]), "{is}");
+    assert_eq!(is["meta"]["totals"], json!([null, null]), "{is}");
+    let is_not = ask(json!({"metrics": ["visitors"],
+        "filters": [["is_not", "event:goal", ["Merci"]]]}));
+    assert_eq!(is_not["results"][0]["metrics"], json!([22]), "{is_not}");
+
+    // The goal as a dimension: "Merci" is withheld, "Tout" (every visitor)
+    // is not.
+    let by_goal = ask(json!({"metrics": ["visitors", "conversion_rate"],
+        "dimensions": ["event:goal"], "include": {"totals": true}}));
+    let row = |name: &str| {
+        by_goal["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["dimensions"][0] == name)
+            .map(|r| r["metrics"].clone())
+    };
+    assert_eq!(row("Tout"), Some(json!([22, 100])), "{by_goal}");
+    assert_eq!(row("Merci"), Some(json!([null, null])), "{by_goal}");
+    for answer in [&is, &by_goal] {
+        assert!(!numbers(answer).contains(&20.0), "{answer}");
+    }
 }

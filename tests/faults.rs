@@ -448,24 +448,6 @@ fn connections_reset_after_the_request_was_applied_do_not_double_it() {
     rig.finish();
 }
 
-/// A test-only materialized view on `batch_in` that makes ClickHouse refuse
-/// every insert holding a row for which `condition` holds (code 395,
-/// from `throwIf`). ClickHouse 18.16 pushes an insert to the views of a
-/// table in the order of their names and commits each view's part as it
-/// goes, so a guard named after `batch_traffic_mv` would refuse an insert
-/// whose traffic rows are already written: the guard's name sorts first.
-fn refuse_rows(rig: &Rig, condition: &str) {
-    rig.ch().query(&format!(
-        "CREATE MATERIALIZED VIEW {db}.a_test_guard ENGINE = Null AS SELECT throwIf({condition}) AS refused FROM {db}.batch_in",
-        db = rig.db
-    ));
-}
-
-fn stop_refusing(rig: &Rig) {
-    rig.ch()
-        .query(&format!("DROP TABLE {}.a_test_guard", rig.db));
-}
-
 const POISON: &str = "/poison";
 
 /// Sends `n` pageviews of [`POISON`] on example.org, 700 ms apart so that
@@ -487,24 +469,19 @@ fn send_poison(rig: &Rig, n: usize) -> u64 {
     accepted
 }
 
-/// The dead-lettered rows, one JSON value per line of
-/// `log_dir/dead-letter/*.jsonl`, with the name of the file each is in.
+/// The rows dead-lettered so far.
 fn dead_letters(rig: &Rig) -> Vec<(String, String)> {
-    let dir = rig.log_dir.join("dead-letter");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut lines = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        lines.extend(
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| (name.clone(), l.to_string())),
-        );
-    }
-    lines
+    common::dead_letters(&rig.log_dir)
+}
+
+/// Refuses every insert into `batch_in` holding a row for which
+/// `condition` holds ([`ClickHouse::refuse_rows`]).
+fn refuse_rows(rig: &Rig, condition: &str) {
+    rig.ch().refuse_rows(&rig.db, "batch_in", condition);
+}
+
+fn stop_refusing(rig: &Rig) {
+    rig.ch().stop_refusing(&rig.db);
 }
 
 /// A field of a dead-lettered row, at the top of its line or in `row`.
@@ -552,7 +529,7 @@ fn check_dead_letters(rig: &Rig, at_least: u64) {
                 format!("{file}: a row of journal {journal}")
             });
         }
-        for quoted in ["throwIf", "DB::Exception", "non zero", "a_test_guard"] {
+        for quoted in CLICKHOUSE_WORDS {
             rig.check(!text.contains(quoted), || {
                 format!("{file}: quotes ClickHouse's message ({quoted:?}): {text}")
             });

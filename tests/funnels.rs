@@ -2,7 +2,9 @@
 //! the journal, the aggregator and the exactly-once writer into a real
 //! ClickHouse, read back through `POST /api/v2/funnel` with an exact and a
 //! protected token; and the same counts after tamis is killed (-9) with
-//! hits not yet written, and again once they are.
+//! hits not yet written, and again once they are; a funnel row ClickHouse
+//! refuses, set aside without losing or doubling the others; and the
+//! endpoint while ClickHouse is stopped, frozen or refusing the read.
 //!
 //! Site example.org (k = 5), goals "Produit" (pages `/produit*`),
 //! "Inscription" (event `Signup`), "Merci" (page `/merci`); funnel "Achat"
@@ -12,6 +14,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::clickhouse::Stop;
 use common::*;
 use serde_json::{json, Value};
 
@@ -138,6 +141,14 @@ fn stored(ch: &ClickHouse, db: &str, total: u64) {
         ch.query_in(db, "SELECT sum(visits) FROM funnel_hourly WHERE step >= 1")
             == format!("{total}\n")
     });
+}
+
+/// Visits per (funnel, step) in ClickHouse, delivery marks left out.
+fn stored_steps(ch: &ClickHouse, db: &str) -> String {
+    ch.query_in(
+        db,
+        "SELECT funnel, step, sum(visits) FROM funnel_hourly WHERE step >= 1 GROUP BY funnel, step ORDER BY funnel, step FORMAT TSV",
+    )
 }
 
 fn total() -> u64 {
@@ -329,11 +340,8 @@ fn funnel_counts_are_exact_after_kill9_and_replay() {
         let exact = steps(server, TOKEN, "Achat");
         assert_eq!(visits_of(&exact), ACHAT.map(|n| json!(n)));
         assert_eq!(
-            ch.query_in(
-                &db,
-                "SELECT step, sum(visits) FROM funnel_hourly WHERE step >= 1 GROUP BY funnel, step ORDER BY funnel, step FORMAT TSV"
-            ),
-            "1\t27\n2\t20\n3\t14\n1\t17\n2\t3\n"
+            stored_steps(ch, &db),
+            "Achat\t1\t27\nAchat\t2\t20\nAchat\t3\t14\nRetour\t1\t17\nRetour\t2\t3\n"
         );
     };
     check(&server);
@@ -353,4 +361,239 @@ fn funnel_counts_are_exact_after_kill9_and_replay() {
             )
     });
     check(&server);
+}
+
+/// Sends every hit of [`visits`] and the pageviews they hold.
+fn send_visits(server: &Binary) -> u64 {
+    let hits = visits();
+    for (v, event, path) in &hits {
+        hit(server, *v, event, path);
+    }
+    hits.iter().filter(|h| h.1 == "pageview").count() as u64
+}
+
+/// ClickHouse refuses the rows of step 2 of "Retour" (a test-only view on
+/// `batch_in`, as `faults.rs` refuses pages). The hits that reach it reach
+/// step 1 of "Achat" too, so the refused row shares its insert (kind
+/// funnel, site, hour) with other funnels' steps. The writer isolates it:
+/// only it is dead-lettered, with ClickHouse's code and never its text;
+/// every other step and every pageview is counted exactly once; every hit
+/// is accounted for by exactly one receipt, and delivery never blocks.
+#[test]
+fn a_refused_funnel_row_is_dead_lettered_and_the_rest_of_its_insert_counted_once() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("funnels_refused");
+    let scratch = Scratch::new();
+    let server = Binary::serve(&scratch, &config(ch, &db, None, GOALS));
+    ch.refuse_rows(
+        &db,
+        "batch_in",
+        "kind = 'funnel' AND event = 'Retour' AND hits = 2",
+    );
+    let pageviews = send_visits(&server);
+    let hits = visits().len() as u64;
+    stored(ch, &db, total() - RETOUR[1]);
+    wait_until(Duration::from_secs(30), "every hit receipted", || {
+        ch.query_in(&db, "SELECT sum(hits) FROM batch_receipts") == format!("{hits}\n")
+            && common::rig::scrape(server.admin)
+                .is_some_and(|m| m.get("tamis_log_backlog_hits") == Some(&0.0))
+    });
+
+    assert_eq!(
+        stored_steps(ch, &db),
+        "Achat\t1\t27\nAchat\t2\t20\nAchat\t3\t14\nRetour\t1\t17\n",
+        "every step but the refused one, once"
+    );
+    assert_eq!(
+        ch.query_in(
+            &db,
+            "SELECT sumMerge(pageviews) FROM traffic_hourly WHERE event != 'tamis:delivered'"
+        ),
+        format!("{pageviews}\n")
+    );
+    assert_eq!(
+        ch.query_in(
+            &db,
+            "SELECT count() = uniqExact(first_seq, end_seq) FROM batch_receipts"
+        ),
+        "1\n",
+        "no batch receipted twice"
+    );
+    assert_eq!(
+        visits_of(&steps(&server, TOKEN, "Achat")),
+        ACHAT.map(|n| json!(n))
+    );
+    assert_eq!(
+        visits_of(&steps(&server, TOKEN, "Retour")),
+        [json!(RETOUR[0]), Value::Null]
+    );
+
+    // Only the refused row is set aside: funnel rows of step 2 of
+    // "Retour", holding its 3 visits, with ClickHouse's code.
+    let letters = dead_letters(&server.log_dir());
+    assert!(!letters.is_empty(), "nothing dead-lettered");
+    let mut visits = 0;
+    for (file, text) in &letters {
+        let line: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(line["code"], 395, "{text}");
+        assert!(
+            line["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("ClickHouse code 395")),
+            "{text}"
+        );
+        let row = &line["row"];
+        assert_eq!(
+            (&row["kind"], &row["event"], &row["hits"]),
+            (&json!("funnel"), &json!("Retour"), &json!(2)),
+            "only the refused row: {text}"
+        );
+        visits += row["visits"].as_u64().expect("visits");
+        for quoted in CLICKHOUSE_WORDS {
+            assert!(!text.contains(quoted), "{file} quotes ClickHouse: {text}");
+        }
+    }
+    assert_eq!(visits, RETOUR[1], "the refused row's visits, once");
+    let metrics = common::rig::scrape(server.admin).expect("metrics");
+    assert_eq!(
+        metrics.get("tamis_rows_dead_lettered_total"),
+        Some(&(letters.len() as f64))
+    );
+    assert!(
+        metrics
+            .get("tamis_groups_isolated_total")
+            .is_some_and(|n| *n >= 1.0),
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.get("tamis_delivery_blocked"), Some(&0.0));
+    let log = server.stop();
+    assert!(log.contains("refused rows isolated"), "{log}");
+    for quoted in CLICKHOUSE_WORDS {
+        assert!(
+            !log.contains(quoted),
+            "the log quotes ClickHouse ({quoted})"
+        );
+    }
+}
+
+/// The funnel endpoint and the stats endpoint, asked while ClickHouse
+/// fails: the same status, `Retry-After` and message, never ClickHouse's
+/// text.
+fn fails_like_the_stats_api(server: &Binary, when: &str) -> Response {
+    let f = funnel(
+        server,
+        TOKEN,
+        json!({"site_id": "example.org", "funnel": "Achat", "date_range": "day"}),
+    );
+    let s = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "metrics": ["visitors"], "date_range": "day"}),
+    );
+    assert_eq!(f.status, 503, "{when}: {}", f.body);
+    assert_eq!(
+        (f.status, f.header("retry-after"), f.json()),
+        (s.status, s.header("retry-after"), s.json()),
+        "{when}: the funnel endpoint answers as the stats endpoint"
+    );
+    assert_eq!(
+        f.json()
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["error".to_string()]),
+        "{when}: {}",
+        f.body
+    );
+    f
+}
+
+/// `POST /api/v2/funnel` while ClickHouse is stopped (killed), frozen
+/// (SIGSTOP, past `query.timeout_ms`) or refusing the read (its table
+/// renamed away): 503 as the stats API answers, with its `Retry-After`
+/// and message, never ClickHouse's words; the failure is logged with the
+/// code only; and the same steps as before once ClickHouse is back.
+#[test]
+fn funnel_endpoint_fails_like_the_stats_api_and_recovers_with_clickhouse() {
+    let mut ch = ClickHouse::start();
+    let db = ch.create_database("funnels_outage");
+    let scratch = Scratch::new();
+    let text = format!(
+        "{}\n[query]\ntimeout_ms = 1000\n",
+        config(&ch, &db, None, GOALS)
+    );
+    let server = Binary::serve(&scratch, &text);
+    send_visits(&server);
+    stored(&ch, &db, total());
+    let before = steps(&server, TOKEN, "Achat");
+    assert_eq!(visits_of(&before), ACHAT.map(|n| json!(n)));
+    let recovered = |when: &str| {
+        wait_until(Duration::from_secs(30), when, || {
+            funnel(
+                &server,
+                TOKEN,
+                json!({"site_id": "example.org", "funnel": "Achat", "date_range": "day"}),
+            )
+            .status
+                == 200
+        });
+        assert_eq!(steps(&server, TOKEN, "Achat"), before, "{when}");
+    };
+
+    ch.stop(Stop::Kill);
+    let down = fails_like_the_stats_api(&server, "ClickHouse stopped");
+    assert_eq!(down.header("retry-after"), None);
+    assert_eq!(down.json()["error"], "statistics are unavailable right now");
+    ch.restart();
+    recovered("ClickHouse restarted");
+
+    ch.freeze(true);
+    let frozen = fails_like_the_stats_api(&server, "ClickHouse frozen");
+    ch.freeze(false);
+    assert_eq!(frozen.header("retry-after"), Some("10"));
+    let message = frozen.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("1000 ms") && message.contains("query.timeout_ms"),
+        "{message}"
+    );
+    recovered("ClickHouse thawed");
+
+    // A refusal whose text names the table: the answer is the generic
+    // one, the log has the code (60, unknown table), neither the words.
+    ch.query_in(&db, "RENAME TABLE funnel_hourly TO funnel_hourly_away");
+    let refused = funnel(
+        &server,
+        TOKEN,
+        json!({"site_id": "example.org", "funnel": "Achat", "date_range": "day"}),
+    );
+    ch.query_in(&db, "RENAME TABLE funnel_hourly_away TO funnel_hourly");
+    assert_eq!(
+        (
+            refused.status,
+            refused.header("retry-after"),
+            refused.json()
+        ),
+        (503, None, down.json()),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("funnel_hourly"), "{}", refused.body);
+    recovered("the table back");
+    let log = server.stop();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("funnel query failed"))
+        .collect();
+    assert!(
+        failed.iter().any(|l| l.contains("code=60")),
+        "no failure logged with ClickHouse's code:\n{log}"
+    );
+    for line in log.lines().filter(|l| l.contains("query failed")) {
+        for quoted in CLICKHOUSE_WORDS {
+            assert!(!line.contains(quoted), "ClickHouse's text logged: {line}");
+        }
+        assert!(!line.contains("funnel_hourly_away"), "{line}");
+    }
 }

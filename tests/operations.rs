@@ -76,26 +76,147 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Seeded aggregates 30 months old disappear when the janitor runs at
-/// start-up; a second site with a longer retention keeps its own old data;
-/// the current month stays; each drop is reported in the log and in
-/// `retention_log`; tamis's own records follow `audit.retention_months`.
+/// A goal and a funnel on both sites, for the retention test's funnel
+/// rows and goal rollups.
+const FUNNEL: &str = r#"
+[[site.goal]]
+page = "/a"
+[[site.goal]]
+page = "/b"
+[[site.funnel]]
+name = "AB"
+steps = ["Visit /a", "Visit /b"]
+"#;
+
+/// Visitors of each site going /a then /b in the old month.
+const OLD_VISITORS: u64 = 5;
+
+/// The old month of [`retention_drops_expired_months_of_each_site_only`]
+/// through the real pipeline: an in-process tamis whose clock is at `at`
+/// takes [`OLD_VISITORS`] funnel visits on each site (`funnel_hourly`,
+/// `traffic_hourly`), then, two days later, rolls that day up with its
+/// goals (`rollup_daily`, `rollup_days`, `rollup_goal_days`).
+fn seed_old_month(ch: &ClickHouse, db: &str, text: &str, at: DateTime<Utc>) {
+    let clock = tamis::clock::Clock::manual(at);
+    let server =
+        InProcess::serve_with_rollups(text, clock.clone(), Some(Duration::from_millis(100)));
+    for site in ["example.org", "other.org"] {
+        for v in 0..OLD_VISITORS {
+            for page in ["/a", "/b"] {
+                let body =
+                    json!({"n": "pageview", "u": format!("https://{site}{page}"), "d": site})
+                        .to_string();
+                let r = send_hit(server.addr, &format!("100.64.{v}.1"), FIREFOX, &body, &[]);
+                assert_eq!(
+                    (r.status, r.header("x-tamis-dropped")),
+                    (202, None),
+                    "{}",
+                    r.body
+                );
+            }
+        }
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the old funnel visits stored",
+        || {
+            ch.query_in(
+            db,
+            "SELECT site_id, sum(visits) FROM funnel_hourly WHERE step >= 1 GROUP BY site_id ORDER BY site_id FORMAT TSV",
+        ) == format!("example.org\t{n}\nother.org\t{n}\n", n = 2 * OLD_VISITORS)
+        },
+    );
+    clock.set(at + chrono::Duration::days(2));
+    wait_until(
+        Duration::from_secs(30),
+        "the old day rolled up with its goals",
+        || {
+            ch.query_in(
+            db,
+            "SELECT uniqExact(site_id) FROM rollup_goal_days WHERE (site_id, day, version) IN (SELECT site_id, day, version FROM rollup_days)",
+        ) == "2\n"
+        },
+    );
+    server.stop();
+}
+
+/// What the janitor will drop, read from `system.parts` once every part is
+/// merged (so no merge changes the rows meanwhile): `(site, table, month,
+/// rows)` lines as `retention_log` is read below, for example.org's
+/// partitions of `period` and tamis's own records of `period`.
+fn expected_deletions(ch: &ClickHouse, db: &str, period: &str) -> String {
+    let tables = ch.query_in(
+        db,
+        "SELECT DISTINCT table FROM system.parts WHERE database = currentDatabase() AND active FORMAT TSV",
+    );
+    for table in tables.lines() {
+        ch.query_in(db, &format!("OPTIMIZE TABLE {table} FINAL"));
+    }
+    let parts = ch.query_in(
+        db,
+        "SELECT table, partition, sum(rows) FROM system.parts WHERE database = currentDatabase() AND active GROUP BY table, partition FORMAT TabSeparatedRaw",
+    );
+    let mut lines: Vec<(String, String, String)> = parts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (table, partition, rows) = (f.next()?, f.next()?, f.next()?);
+            let site = if tamis::sink::retention::parse_site_partition(partition)
+                == Some(("example.org".to_string(), period.parse().ok()?))
+            {
+                "example.org"
+            } else if partition == period && tamis::sink::retention::RECORD_TABLES.contains(&table)
+            {
+                ""
+            } else {
+                return None;
+            };
+            Some((site.to_string(), table.to_string(), rows.to_string()))
+        })
+        .collect();
+    lines.sort();
+    lines
+        .into_iter()
+        .map(|(site, table, rows)| format!("{site}\t{table}\t{period}\t{rows}\n"))
+        .collect()
+}
+
+/// Aggregates 30 months old disappear when the janitor runs at start-up:
+/// hourly traffic and drops seeded directly, funnel steps and pageviews
+/// counted by tamis from real hits, and the daily rollups of that month
+/// with their goals (`funnel_hourly`, `rollup_daily`, `rollup_days`,
+/// `rollup_goal_days`); a second site with a longer retention keeps its own
+/// old data; the current month stays; each drop is reported in the log and
+/// in `retention_log` with the rows it held; tamis's own records follow
+/// `audit.retention_months`; and the rollup job, running beside the
+/// janitor, writes nothing into the dropped months again.
 #[test]
 fn retention_drops_expired_months_of_each_site_only() {
     let ch = ClickHouse::shared();
     let db = ch.create_database("retention");
     let scratch = Scratch::new();
     // example.org keeps the default 25 months, other.org 36.
-    let text = with_other_site(&config(ch, &db, None, ""), "retention_months = 36");
+    let text = with_other_site(
+        &config(ch, &db, None, FUNNEL),
+        &format!("retention_months = 36\n{FUNNEL}"),
+    );
     let config_path = scratch.path("tamis.toml");
     std::fs::write(&config_path, &text).unwrap();
     let (ok, out, err) = run_tamis(&["migrate"], &config_path);
     assert!(ok, "{out}{err}");
 
     let now = Utc::now();
-    let old = (now - chrono::Duration::days(30 * 31))
-        .format("%Y-%m-15 12:00:00")
+    let old_day = (now - chrono::Duration::days(30 * 31)).format("%Y-%m-15");
+    let old = format!("{old_day} 12:00:00");
+    let period = (now - chrono::Duration::days(30 * 31))
+        .format("%Y%m")
         .to_string();
+    seed_old_month(
+        ch,
+        &db,
+        &text,
+        format!("{old_day}T12:00:00Z").parse().expect("old instant"),
+    );
     let recent = now.format("%Y-%m-%d 00:00:00").to_string();
     for site in ["example.org", "other.org"] {
         for (hour, views) in [(&old, 7), (&recent, 3)] {
@@ -113,39 +234,104 @@ fn retention_drops_expired_months_of_each_site_only() {
         ch.query_in(
             &db,
             &format!(
-                "SELECT sumMerge(pageviews) FROM traffic_hourly WHERE site_id = '{site}'{when}"
+                "SELECT sumMerge(pageviews) FROM traffic_hourly WHERE site_id = '{site}' AND event != 'tamis:delivered'{when}"
             ),
         )
         .trim()
         .to_string()
     };
+    let old_pageviews = (7 + 2 * OLD_VISITORS).to_string();
     assert_eq!(
         (pageviews("example.org", true), pageviews("other.org", true)),
-        ("7".to_string(), "7".to_string())
+        (old_pageviews.clone(), old_pageviews.clone())
     );
+    let expected = expected_deletions(ch, &db, &period);
+    let dropped_tables: Vec<&str> = expected
+        .lines()
+        .filter(|l| l.starts_with("example.org"))
+        .filter_map(|l| l.split('\t').nth(1))
+        .collect();
+    assert_eq!(
+        dropped_tables,
+        [
+            "dropped_hourly",
+            "funnel_hourly",
+            "rollup_daily",
+            "rollup_days",
+            "rollup_goal_days",
+            "traffic_hourly"
+        ],
+        "every kind of site table is seeded in the old month"
+    );
+    let site_rows: u64 = expected
+        .lines()
+        .filter(|l| l.starts_with("example.org"))
+        .filter_map(|l| l.rsplit('\t').next()?.parse::<u64>().ok())
+        .sum();
 
     let server = Binary::serve(&scratch, &text);
     wait_until(
         Duration::from_secs(20),
-        "example.org's old month dropped",
-        || pageviews("example.org", true) == "0",
-    );
-    wait_until(
-        Duration::from_secs(20),
         "the deletion report written",
         || {
-            ch.query_in(
-                &db,
-                "SELECT count() FROM retention_log WHERE site_id = 'example.org'",
-            )
-            .trim()
-                == "2"
+            ch.query_in(&db, "SELECT count() FROM retention_log").trim()
+                == expected.lines().count().to_string()
         },
     );
+    let report = ch.query_in(&db, "SELECT site_id, table_name, toString(period), rows FROM retention_log ORDER BY site_id, table_name");
+    assert_eq!(
+        report, expected,
+        "one row per dropped partition, with the rows it held"
+    );
+    // The rollup job's start-up pass goes site by site, example.org first:
+    // once other.org's recent days are rolled, it has passed example.org.
+    let two_days_ago = (now - chrono::Duration::days(2))
+        .format("%Y-%m-%d")
+        .to_string();
+    wait_until(
+        Duration::from_secs(180),
+        "the rollup pass over both sites",
+        || {
+            ch.query_in(
+            &db,
+            &format!("SELECT count() FROM rollup_days WHERE site_id = 'other.org' AND day >= '{two_days_ago}'"),
+        ) != "0\n"
+        },
+    );
+    let old_rows = |site: &str, table: &str, column: &str| {
+        ch.query_in(
+            &db,
+            &format!("SELECT count() FROM {table} WHERE site_id = '{site}' AND toYYYYMM({column}) = {period}"),
+        )
+        .trim()
+        .to_string()
+    };
+    for (table, column) in [
+        ("traffic_hourly", "hour"),
+        ("dropped_hourly", "hour"),
+        ("funnel_hourly", "hour"),
+        ("rollup_daily", "day"),
+        ("rollup_days", "day"),
+        ("rollup_goal_days", "day"),
+    ] {
+        assert_eq!(
+            old_rows("example.org", table, column),
+            "0",
+            "{table}: example.org's old month dropped, and not written again"
+        );
+        assert_ne!(
+            old_rows("other.org", table, column),
+            "0",
+            "{table}: other.org keeps its old month"
+        );
+    }
     // The longer retention keeps other.org's old month; current months stay.
-    assert_eq!(pageviews("other.org", true), "7");
+    assert_eq!(pageviews("other.org", true), old_pageviews);
     assert_eq!(pageviews("example.org", false), "3");
-    assert_eq!(pageviews("other.org", false), "10");
+    assert_eq!(
+        pageviews("other.org", false),
+        (7 + 2 * OLD_VISITORS + 3).to_string()
+    );
     assert_eq!(
         ch.query_in(
             &db,
@@ -168,16 +354,6 @@ fn retention_drops_expired_months_of_each_site_only() {
             .trim(),
         "0"
     );
-
-    let period = (now - chrono::Duration::days(30 * 31))
-        .format("%Y%m")
-        .to_string();
-    let report = ch.query_in(&db, "SELECT site_id, table_name, toString(period), rows FROM retention_log ORDER BY site_id, table_name");
-    assert_eq!(
-        report,
-        format!("\taudit_log\t{period}\t1\nexample.org\tdropped_hourly\t{period}\t1\nexample.org\ttraffic_hourly\t{period}\t1\n"),
-        "one row per dropped partition, with the rows it held"
-    );
     let log = server.stop();
     let line = log
         .lines()
@@ -190,8 +366,8 @@ fn retention_drops_expired_months_of_each_site_only() {
         .unwrap_or_else(|| panic!("no deletion report for example.org in the log:\n{log}"));
     assert!(
         line.contains(&format!("period={period}"))
-            && line.contains("partitions=2")
-            && line.contains("rows=2"),
+            && line.contains(&format!("partitions={}", dropped_tables.len()))
+            && line.contains(&format!("rows={site_rows}")),
         "{line}"
     );
     assert!(!log.lines().any(|l| l.contains("retention: expired partitions dropped") && l.contains("other.org")), "{log}");

@@ -6,7 +6,8 @@
 //! of the dashboard's standard set (and a few shapes around it) must get
 //! the same JSON from both: after the days close, after late data for a
 //! closed day, after the job runs again and concurrently, and after a
-//! computation that crashed half-way.
+//! computation that crashed half-way; and, for goals added to rolled days,
+//! after passes that ClickHouse refused or died in the middle of.
 
 mod common;
 
@@ -14,6 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::clickhouse::Stop;
+use common::proxy::{Fault, Matcher, Part, Proxy, Rule};
 use common::*;
 use serde_json::{json, Value};
 
@@ -672,6 +675,148 @@ fn goal_breakdowns_read_rolled_days_and_goals_added_later_are_rolled_in() {
     let a = answer(&rolled, &goal_requests()[2]);
     assert!(a.to_string().contains("Soirée"), "{a}");
     assert_same_goals(&rolled, &hourly, "renamed goals");
+    rolled.stop();
+    hourly.stop();
+}
+
+/// Goals are added to a rolled week by a pass that ClickHouse cuts short
+/// twice: first it refuses the goals of 2026-10-31 (a test-only view on
+/// `rollup_goal_days`), then, asked again, it is killed (SIGKILL) while
+/// the day's record is on its way. What an unfinished computation wrote
+/// (copied rows, goal rows, covered goals) is never read: every answer is
+/// the hourly-only server's; the next pass completes the days left, each
+/// with exactly one new version.
+#[test]
+fn goals_added_while_clickhouse_fails_mid_pass_stay_unread_until_a_pass_completes() {
+    let mut ch = ClickHouse::start();
+    let db = ch.create_database("rollup_goals_faults");
+    let scratch = Scratch::new();
+    let geo = scratch.geodb();
+    let clock = tamis::clock::Clock::manual(utc("2026-10-29T13:00:00Z"));
+    let before = InProcess::serve_with_rollups(
+        &config(&ch, &db, Some(&geo), ""),
+        clock.clone(),
+        Some(Duration::from_millis(100)),
+    );
+    seed_and_roll(&ch, &db, &before, "the closed days rolled up without goals");
+    before.stop();
+    let versions = |ch: &ClickHouse| -> u64 {
+        ch.query_in(&db, "SELECT count() FROM rollup_days")
+            .trim()
+            .parse()
+            .expect("count")
+    };
+    let versions_before = versions(&ch);
+    let covered = |days: &[&str]| -> String {
+        let all = all_goals_covered();
+        all.lines()
+            .filter(|l| days.iter().any(|d| l.starts_with(d)))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+
+    // The rolled server's start-up pass adds goals to 10-29 and 10-30,
+    // then meets the refusal at 10-31 and waits an hour for the next.
+    ch.refuse_rows(&db, "rollup_goal_days", "day = toDate('2026-10-31')");
+    let hourly = InProcess::serve(&config(&ch, &db, Some(&geo), GOALS), clock.clone());
+    let rolled = InProcess::serve_with_rollups(
+        &config(&ch, &db, Some(&geo), GOALS),
+        clock.clone(),
+        Some(Duration::from_secs(3600)),
+    );
+    let unrecorded_goal_rows = |ch: &ClickHouse, day: &str| {
+        ch.query_in(
+            &db,
+            &format!(
+                "SELECT count() FROM rollup_daily WHERE day = '{day}' AND dimension = 'goal' \
+                 AND version NOT IN (SELECT version FROM rollup_days WHERE day = '{day}')"
+            ),
+        ) != "0\n"
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the pass cut short at 2026-10-31",
+        || {
+            goals_covered(&ch, &db) == covered(&CLOSED[..2])
+                && unrecorded_goal_rows(&ch, "2026-10-31")
+        },
+    );
+    assert_same_goals(&rolled, &hourly, "a pass refused at 2026-10-31");
+    assert_same(&rolled, &hourly, "a pass refused at 2026-10-31");
+    assert_eq!(versions(&ch), versions_before + 2);
+
+    // The next pass, by hand through a proxy: ClickHouse takes goals
+    // again, and is killed while 10-31's record is held on the way.
+    ch.stop_refusing(&db);
+    let proxy = Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], ch.http_port)));
+    let cfg = config(&ch, &db, Some(&geo), GOALS).replace(&ch.url, &proxy.url());
+    let (_, job) = job(&cfg, &clock);
+    let job = std::sync::Arc::new(job);
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    proxy.arm(Rule::new(
+        Matcher::new(|line, body| {
+            let body = String::from_utf8_lossy(body);
+            (line.contains("INSERT") || body.contains("INSERT"))
+                && (line.contains("rollup_days") || body.contains("INTO rollup_days"))
+        }),
+        Fault::Hold(Part::Nothing),
+    ));
+    let pass = {
+        let job = job.clone();
+        std::thread::spawn(move || {
+            runtime()
+                .block_on(job.pass(None))
+                .map_err(|e| e.to_string())
+        })
+    };
+    assert!(
+        proxy.wait_held(Duration::from_secs(30)),
+        "no record insert held ({} matched)",
+        proxy.matched()
+    );
+    proxy.disarm();
+    ch.stop(Stop::Kill);
+    proxy.release();
+    let result = pass.join().expect("pass thread");
+    assert!(
+        result.is_err(),
+        "the pass failed with ClickHouse: {result:?}"
+    );
+    ch.restart();
+    assert_ne!(
+        ch.query_in(
+            &db,
+            "SELECT count() FROM rollup_goal_days WHERE day = '2026-10-31' \
+             AND version NOT IN (SELECT version FROM rollup_days WHERE day = '2026-10-31')"
+        ),
+        "0\n",
+        "10-31's covered goals were written, its record was not"
+    );
+    wait_until(Duration::from_secs(30), "both servers answer again", || {
+        stats(rolled.addr, TOKEN, goal_requests()[0].clone()).status == 200
+            && stats(hourly.addr, TOKEN, goal_requests()[0].clone()).status == 200
+    });
+    assert_eq!(goals_covered(&ch, &db), covered(&CLOSED[..2]));
+    assert_same_goals(&rolled, &hourly, "a pass killed at 10-31's record");
+    assert_same(&rolled, &hourly, "a pass killed at 10-31's record");
+
+    // A pass that runs to its end adds the goals to the three days left.
+    runtime()
+        .block_on(job.pass(None))
+        .expect("a pass with ClickHouse up");
+    assert_eq!(goals_covered(&ch, &db), all_goals_covered());
+    assert_eq!(
+        versions(&ch),
+        versions_before + CLOSED.len() as u64,
+        "one new recorded version per day"
+    );
+    assert_same_goals(&rolled, &hourly, "the goals rolled in at last");
+    assert_same(&rolled, &hourly, "the goals rolled in at last");
     rolled.stop();
     hourly.stop();
 }

@@ -623,11 +623,30 @@ impl Api {
         let shares = query.metrics.iter().any(|m| m.is_consent());
         // The statements of one answer are independent: ClickHouse runs
         // them at once (each within the per-statement limits).
-        let (rows, total, excluded_rows, excluded_total, plain_total, plain_groups, consent) = tokio::try_join!(
+        // The left-out rows say nothing of the visitors left out: a
+        // visitor of a left-out row may be in a selected one too. Exact
+        // answers with filters or goals also read the query without them
+        // (`Query::whole`); the difference is the visitors left out.
+        let whole = query.whole();
+        let whole_needed = disclosure == Disclosure::Exact
+            && (!query.filters.is_empty() || query.dimensions.contains(&Dimension::Goal));
+        let (
+            rows,
+            total,
+            excluded_rows,
+            excluded_total,
+            whole_rows,
+            whole_total,
+            plain_total,
+            plain_groups,
+            consent,
+        ) = tokio::try_join!(
             self.breakdown(query, site, disclosure),
             self.fetch_if(true, query, &[], tz, Scope::Selected),
             self.fetch_if(excluded, query, &query.dimensions, tz, Scope::Excluded),
             self.fetch_if(excluded, query, &[], tz, Scope::Excluded),
+            self.fetch_if(whole_needed, &whole, &whole.dimensions, tz, Scope::Selected),
+            self.fetch_if(whole_needed, &whole, &[], tz, Scope::Selected),
             self.fetch_if(conversion, &plain, &[], tz, Scope::Selected),
             self.fetch_if(groups, &plain, &plain.dimensions, tz, Scope::Selected),
             async {
@@ -646,6 +665,10 @@ impl Api {
             total: one(total),
             excluded_rows: relabel(excluded_rows, query, tz),
             excluded_total: one(excluded_total),
+            whole: whole_needed.then(|| suppress::Whole {
+                rows: relabel(whole_rows, &whole, tz),
+                total: one(whole_total),
+            }),
             conversions: conversion.then(|| Conversions {
                 total: one(plain_total),
                 groups: relabel(plain_groups, &plain, tz),

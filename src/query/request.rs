@@ -501,6 +501,16 @@ impl Query {
         }
     }
 
+    /// The query as a cell's complement is counted against: without any
+    /// filter and without the `event:goal` dimension. What it counts and
+    /// a cell does not is what the cell's filters or goal leave out.
+    pub fn whole(&self) -> Query {
+        Query {
+            filters: Vec::new(),
+            ..self.without_goals()
+        }
+    }
+
     /// The order the answer's rows are in, as Plausible's query echoes it:
     /// the request's `order_by`, or else the time dimension ascending, then
     /// the first metric descending (what `mod.rs`'s `order` applies).

@@ -159,8 +159,19 @@ pub struct Counted {
     /// filters leave out (empty otherwise).
     pub excluded_rows: Vec<(Vec<String>, Base)>,
     pub excluded_total: Base,
+    /// For exact answers with filters or goals: what the query counts
+    /// without them.
+    pub whole: Option<Whole>,
     /// For conversion rates only.
     pub conversions: Option<Conversions>,
+}
+
+/// What a query counts without its filters and goal dimension
+/// ([`Query::whole`]): rows by the query's other dimensions, and the total.
+#[derive(Debug, Clone, Default)]
+pub struct Whole {
+    pub rows: Vec<(Vec<String>, Base)>,
+    pub total: Base,
 }
 
 /// The disclosure rules applied to what was counted: the answer's rows
@@ -176,7 +187,10 @@ pub struct Counted {
 ///   rounded counts.
 /// - **Exact**: counts as they are; besides the above, a filtered query
 ///   withholds its small cells, and cells whose complement (what the
-///   filters leave out) is small, which one subtraction would reveal.
+///   filters leave out: the left-out rows, and the visitors the query
+///   counts without its filters but not with them) is small, which one
+///   subtraction would reveal; so does a goal row whose goal 1 to k−1 of
+///   the row's visitors missed.
 pub fn report(
     query: &Query,
     site: &SiteSettings,
@@ -189,6 +203,7 @@ pub fn report(
         total,
         excluded_rows,
         excluded_total,
+        whole,
         conversions,
     } = counted;
     let exits = query.dimensions.contains(&Dimension::ExitPage);
@@ -245,10 +260,30 @@ pub fn report(
 
     let reveals = |b: &Base| b.visitors + b.pageviews + b.events > 0.0 && b.is_small(k);
     let reveals_row = |dims: &[String]| excluded_rows.iter().any(|(d, b)| d == dims && reveals(b));
+    // Visitors of the whole (the query without filters or goals) that a
+    // cell does not count: 1 to k−1 of them show by one subtraction.
+    let few_missed = |whole: &Base, cell: &Base| {
+        let missed = whole.visitors - cell.visitors;
+        missed > 0.0 && missed < k
+    };
+    let misses_few = |dims: &[String], b: &Base| {
+        let Some(whole) = &whole else { return false };
+        let key: Vec<&String> = dims
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != goal_at)
+            .map(|(_, v)| v)
+            .collect();
+        whole
+            .rows
+            .iter()
+            .find(|(d, _)| d.iter().eq(key.iter().copied()))
+            .is_some_and(|(_, w)| few_missed(w, b))
+    };
     let answers = rows
         .into_iter()
         .map(|(dimensions, base)| Answer {
-            metrics: (!reveals_row(&dimensions)).then(Vec::new),
+            metrics: (!reveals_row(&dimensions) && !misses_few(&dimensions, &base)).then(Vec::new),
             dimensions,
             base,
         })
@@ -278,7 +313,9 @@ pub fn report(
         .take(query.limit)
         .collect();
     let totals = query.include_totals.then(|| {
-        let withheld = withhold_small && total.is_small(k) || reveals(&excluded_total);
+        let withheld = withhold_small && total.is_small(k)
+            || reveals(&excluded_total)
+            || whole.as_ref().is_some_and(|w| few_missed(&w.total, &total));
         (!withheld).then(|| values(&[], &published_total))
     });
     Report {
@@ -450,6 +487,9 @@ mod tests {
         assert_eq!(Base::default().value(Metric::BounceRate, false, 0.0), 0.0);
     }
 
+    /// Counted rows: (dimension values, visitors, pageviews).
+    type Rows = &'static [(&'static [&'static str], f64, f64)];
+
     /// One case of the disclosure rules: what ClickHouse counted for a
     /// query (rows as (dimension values, visitors, pageviews)), and the
     /// answer's rows and totals (`None`: withheld).
@@ -463,6 +503,9 @@ mod tests {
         excluded_total: (f64, f64),
         /// Visitors of the query without its goals (conversion rates).
         plain_total: Option<f64>,
+        /// What the query counts without its filters and goals: rows, and
+        /// the total's visitors and pageviews.
+        whole: Option<(Rows, (f64, f64))>,
         expected: &'static [(&'static [&'static str], Option<&'static [f64]>)],
         totals: Option<&'static [f64]>,
         total_rows: usize,
@@ -487,6 +530,7 @@ mod tests {
     const BY_DAY: &str = r#"{"site_id":"a.org","metrics":["visitors","pageviews"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["time:day"],"include":{"totals":true}}"#;
     const PAGED: &str = r#"{"site_id":"a.org","metrics":["visitors","pageviews"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["event:page"],"pagination":{"limit":1,"offset":1}}"#;
     const BY_GOAL: &str = r#"{"site_id":"a.org","metrics":["visitors","conversion_rate"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["event:goal"],"include":{"totals":true}}"#;
+    const IS_GOAL: &str = r#"{"site_id":"a.org","metrics":["visitors","conversion_rate"],"date_range":["2026-11-01","2026-11-30"],"filters":[["is","event:goal",["Signup"]]],"include":{"totals":true}}"#;
     const HOUR: &str = r#"{"site_id":"a.org","metrics":["visitors","pageviews"],"date_range":["2026-11-02T10:00:00","2026-11-02T10:59:59"],"dimensions":["event:page"]}"#;
 
     fn cases() -> Vec<Case> {
@@ -505,6 +549,7 @@ mod tests {
                 excluded_rows: &[],
                 excluded_total: (0.0, 0.0),
                 plain_total: None,
+                whole: None,
                 expected: &[
                     (&["/a"], Some(&[10.0, 20.0])),
                     (&[OTHER], Some(&[5.0, 7.0])),
@@ -521,6 +566,7 @@ mod tests {
                 excluded_rows: &[],
                 excluded_total: (0.0, 0.0),
                 plain_total: None,
+                whole: None,
                 expected: &[(&["/a"], Some(&[10.0, 20.0])), (&[OTHER], None)],
                 totals: Some(&[13.0, 23.0]),
                 total_rows: 2,
@@ -534,6 +580,7 @@ mod tests {
                 excluded_rows: &[],
                 excluded_total: (0.0, 0.0),
                 plain_total: None,
+                whole: None,
                 expected: &[
                     (&["2026-11-01"], Some(&[10.0, 12.0])),
                     (&["2026-11-02"], None),
@@ -551,6 +598,7 @@ mod tests {
                 excluded_rows: &[(&["/a"], 2.0, 2.0)],
                 excluded_total: (2.0, 2.0),
                 plain_total: None,
+                whole: None,
                 expected: &[(&["/b"], Some(&[8.0, 9.0])), (&["/a"], None)],
                 totals: None,
                 total_rows: 2,
@@ -568,6 +616,7 @@ mod tests {
                 excluded_rows: &[(&["/x"], 1.0, 1.0)],
                 excluded_total: (1.0, 1.0),
                 plain_total: None,
+                whole: None,
                 expected: &[(&["/a"], Some(&[10.0, 20.0])), (&[OTHER], None)],
                 totals: None,
                 total_rows: 2,
@@ -581,6 +630,7 @@ mod tests {
                 excluded_rows: &[(&["/x"], 6.0, 6.0)],
                 excluded_total: (6.0, 6.0),
                 plain_total: None,
+                whole: None,
                 expected: &[(&["/a"], Some(&[10.0, 20.0])), (&["/b"], Some(&[8.0, 9.0]))],
                 totals: Some(&[18.0, 29.0]),
                 total_rows: 2,
@@ -598,6 +648,7 @@ mod tests {
                 excluded_rows: &[],
                 excluded_total: (0.0, 0.0),
                 plain_total: None,
+                whole: None,
                 expected: &[
                     (&["/a"], Some(&[10.0, 20.0])),
                     (&["/b"], Some(&[6.0, 6.0])),
@@ -620,6 +671,7 @@ mod tests {
                 excluded_rows: &[],
                 excluded_total: (0.0, 0.0),
                 plain_total: None,
+                whole: None,
                 expected: &[(&["/b"], Some(&[8.0, 9.0]))],
                 totals: None,
                 total_rows: 3,
@@ -633,11 +685,45 @@ mod tests {
                 excluded_rows: &[],
                 excluded_total: (0.0, 0.0),
                 plain_total: Some(30.0),
+                whole: None,
                 expected: &[
                     (&["Signup"], Some(&[10.0, 33.33])),
                     (&["Visit /merci"], Some(&[7.0, 23.33])),
                 ],
                 totals: Some(&[15.0, 50.0]),
+                total_rows: 2,
+            },
+            Case {
+                what: "exact, goal filter: a count 1 to k-1 visitors short of the query \
+                       without its goal (those who missed it) is withheld, rate and total too",
+                body: IS_GOAL,
+                disclosure: exact,
+                rows: &[(&[], 20.0, 20.0)],
+                total: (20.0, 20.0),
+                excluded_rows: &[(&[], 22.0, 22.0)],
+                excluded_total: (22.0, 22.0),
+                plain_total: Some(22.0),
+                whole: Some((&[(&[], 22.0, 42.0)], (22.0, 42.0))),
+                expected: &[(&[], None)],
+                totals: None,
+                total_rows: 1,
+            },
+            Case {
+                what:
+                    "exact, by goal: a goal few visitors missed is withheld, one all reached is not",
+                body: BY_GOAL,
+                disclosure: exact,
+                rows: &[(&["Visit /merci"], 20.0, 20.0), (&["Signup"], 22.0, 0.0)],
+                total: (22.0, 42.0),
+                excluded_rows: &[],
+                excluded_total: (0.0, 0.0),
+                plain_total: Some(22.0),
+                whole: Some((&[(&[], 22.0, 42.0)], (22.0, 42.0))),
+                expected: &[
+                    (&["Signup"], Some(&[22.0, 100.0])),
+                    (&["Visit /merci"], None),
+                ],
+                totals: Some(&[22.0, 100.0]),
                 total_rows: 2,
             },
         ]
@@ -664,6 +750,10 @@ mod tests {
                 total: base(case.total.0, case.total.1),
                 excluded_rows: counted(case.excluded_rows),
                 excluded_total: base(case.excluded_total.0, case.excluded_total.1),
+                whole: case.whole.map(|(rows, (v, p))| Whole {
+                    rows: counted(rows),
+                    total: base(v, p),
+                }),
                 conversions: case.plain_total.map(|v| Conversions {
                     total: base(v, 0.0),
                     groups: Vec::new(),

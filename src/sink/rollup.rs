@@ -25,7 +25,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
 use clickhouse::Row;
 use serde::Deserialize;
@@ -106,6 +106,18 @@ pub fn last_closed_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
     }
 }
 
+/// The first local day of the oldest month the site's retention keeps
+/// (`sink::retention::is_expired`). Days before it are the janitor's to
+/// drop: a pass that started before the janitor dropped their traffic
+/// would otherwise roll them again, as empty days, into the months just
+/// dropped.
+pub fn first_kept_day(now: DateTime<Utc>, site: &SiteSettings) -> NaiveDate {
+    let local = now.with_timezone(&site.timezone).date_naive();
+    let index = local.year() * 12 + local.month0() as i32 - (site.retention_months as i32 - 1);
+    NaiveDate::from_ymd_opt(index.div_euclid(12), index.rem_euclid(12) as u32 + 1, 1)
+        .unwrap_or(NaiveDate::MIN)
+}
+
 fn parse_day(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
@@ -154,8 +166,9 @@ impl Rollup {
     }
 
     /// One pass over every site: the last `window` closed days, or with
-    /// `None` every day since the site's first traffic. Returns how many
-    /// days were (re)computed.
+    /// `None` every day since the site's first traffic, never before the
+    /// oldest month its retention keeps ([`first_kept_day`]). Returns how
+    /// many days were (re)computed.
     pub async fn pass(&self, window: Option<i64>) -> Result<usize, clickhouse::error::Error> {
         let now = self.clock.now();
         let mut rolled = 0;
@@ -168,6 +181,7 @@ impl Rollup {
                     None => continue,
                 },
             };
+            let first = first.max(first_kept_day(now, site));
             rolled += self.check(site, first, last).await?;
         }
         Ok(rolled)
@@ -479,6 +493,36 @@ mod tests {
         check("2026-11-02T05:31:00Z", toronto, "2026-11-01");
         check("2026-11-02T05:29:00Z", toronto, "2026-10-31");
         check("2026-11-23T00:31:00Z", chrono_tz::UTC, "2026-11-22");
+    }
+
+    #[test]
+    fn passes_start_no_earlier_than_the_oldest_month_retention_keeps() {
+        let config: crate::config::Config = toml::from_str(
+            "[clickhouse]\nurl = \"http://127.0.0.1:1\"\n[[site]]\nid = \"a.org\"\ntimezone = \"America/Toronto\"\nretention_months = 3\n",
+        )
+        .unwrap();
+        let settings =
+            crate::config::Settings::from_config(config, std::path::Path::new(".")).unwrap();
+        let site = &settings.sites[0];
+        let check = |now: &str, expected: &str| {
+            let now: DateTime<Utc> = now.parse().unwrap();
+            assert_eq!(first_kept_day(now, site).to_string(), expected, "{now}");
+        };
+        // The current month and the two before it, by the local date.
+        check("2026-03-10T12:00:00Z", "2026-01-01");
+        check("2026-01-31T12:00:00Z", "2025-11-01");
+        // 2026-03-01 02:00 UTC is still February in Toronto.
+        check("2026-03-01T02:00:00Z", "2025-12-01");
+        // The retention's test of a month agrees.
+        let first: DateTime<Utc> = "2026-03-10T12:00:00Z".parse().unwrap();
+        let kept = first_kept_day(first, site);
+        let period = |d: NaiveDate| d.year() as u32 * 100 + d.month();
+        assert!(!crate::sink::retention::is_expired(period(kept), 202603, 3));
+        assert!(crate::sink::retention::is_expired(
+            period(kept.pred_opt().unwrap()),
+            202603,
+            3
+        ));
     }
 
     #[test]

@@ -186,6 +186,26 @@ impl ClickHouse {
         name
     }
 
+    /// A test-only materialized view on `database.table` that makes
+    /// ClickHouse refuse every insert holding a row for which `condition`
+    /// holds (code 395, from `throwIf`). ClickHouse 18.16 pushes an insert
+    /// to the views of a table in the order of their names and commits each
+    /// view's part as it goes, so a guard on `batch_in` named after
+    /// `batch_traffic_mv` would refuse an insert whose traffic rows are
+    /// already written: the guard's name sorts first. Not `throwIf(1)`:
+    /// ClickHouse evaluates a constant when it creates the view, and refuses
+    /// the view itself.
+    pub fn refuse_rows(&self, database: &str, table: &str, condition: &str) {
+        self.query(&format!(
+            "CREATE MATERIALIZED VIEW {database}.a_test_guard ENGINE = Null AS SELECT throwIf({condition}) AS refused FROM {database}.{table}"
+        ));
+    }
+
+    /// Removes the guard of [`ClickHouse::refuse_rows`].
+    pub fn stop_refusing(&self, database: &str) {
+        self.query(&format!("DROP TABLE {database}.a_test_guard"));
+    }
+
     /// `SELECT version()`, e.g. `18.16.1` or `25.8.2.29`.
     pub fn version(&self) -> String {
         self.query("SELECT version()").trim().to_string()

@@ -175,6 +175,16 @@ impl Binary {
         self.child.id()
     }
 
+    /// The durable log folder its configuration names (`storage.log_dir`).
+    pub fn log_dir(&self) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        let config: toml::Value = toml::from_str(&text).expect("config parses");
+        let dir = config["storage"]["log_dir"]
+            .as_str()
+            .expect("storage.log_dir");
+        self.dir.join(dir)
+    }
+
     /// Everything every run wrote to stderr so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -508,6 +518,35 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// The rows tamis dead-lettered, one JSON value per line of
+/// `log_dir/dead-letter/*.jsonl`, with the name of the file each is in.
+pub fn dead_letters(log_dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(log_dir.join("dead-letter")) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| (name.clone(), l.to_string())),
+        );
+    }
+    lines
+}
+
+/// Words of ClickHouse's error text (and of the test-only guard of
+/// [`ClickHouse::refuse_rows`]) that tamis must never quote.
+pub const CLICKHOUSE_WORDS: [&str; 5] = [
+    "throwIf",
+    "DB::Exception",
+    "non zero",
+    "a_test_guard",
+    "Code:",
+];
 
 /// Sends one hit as the Plausible script would, through a trusted proxy
 /// (the test connects from 127.0.0.1) that forwards `client_ip`.
