@@ -255,9 +255,9 @@ impl RowKind {
 
     /// The value of `batch_in.kind`, as the materialized views test it.
     /// Traffic rows are `traffic2` since migration 9 added columns to
-    /// them: its view reads those, while the view of `traffic` rows stays
-    /// for collectors of earlier versions still writing during an
-    /// upgrade, so no row is counted twice or lost while the two run.
+    /// them: its view reads those, and the view of `traffic` rows stays
+    /// for collectors of earlier versions during an upgrade (see
+    /// `schema::migration_9`), so no row is counted by both.
     pub const fn as_str(self) -> &'static str {
         match self {
             RowKind::Traffic => "traffic2",

@@ -117,8 +117,8 @@ impl Step {
         Some(format!("ALTER TABLE {db}.{table} {}", parts.join(", ")))
     }
 
-    /// The step as `tamis migrate --print` shows it: an `ALTER` adding
-    /// every column (applied for the missing ones only).
+    /// The step as `tamis migrate --print` shows it (a script for a new
+    /// database).
     fn printed(&self, db: &str) -> String {
         match self {
             Step::Sql(sql) => sql.replace("{db}", db),
@@ -127,10 +127,15 @@ impl Step {
                 columns,
                 then,
             } => {
+                // A new database has these columns from its `CREATE`; the
+                // statement is for one made before, which `tamis migrate`
+                // alters for the columns it lacks (18.16 has no `IF NOT
+                // EXISTS` here). Shown as a comment, so the script runs as
+                // it is on a new database.
                 let all: Vec<&(String, String)> = columns.iter().collect();
                 let sql =
                     Step::add_columns_sql(db, table, &all, then.as_deref()).unwrap_or_default();
-                format!("-- the columns {table} lacks, if any\n{sql}")
+                format!("-- upgrading a database made before this migration, for the columns it lacks:\n-- {sql}")
             }
         }
     }
@@ -149,6 +154,18 @@ pub fn migrations() -> Vec<Migration> {
     let dim_list = column_names(TRAFFIC_DIMENSIONS);
     let counts = column_ddl(TRAFFIC_COUNTS);
     let extra = column_ddl(BATCH_EXTRA);
+    // Columns migration 9 adds to older databases; a new one has them
+    // from the start (the migration then finds nothing to add).
+    let engagement_aggregates = ENGAGEMENT_COUNTS
+        .iter()
+        .map(|c| format!("{c} AggregateFunction(sum, Int64)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let engagement_plain = ENGAGEMENT_COUNTS
+        .iter()
+        .map(|c| format!("{c} Int64"))
+        .collect::<Vec<_>>()
+        .join(", ");
     vec![
         Migration {
             version: 1,
@@ -162,7 +179,7 @@ pub fn migrations() -> Vec<Migration> {
                      visits AggregateFunction(sum, Int64), \
                      bounces AggregateFunction(sum, Int64), \
                      duration AggregateFunction(sum, Int64), \
-                     exits AggregateFunction(sum, Int64)) \
+                     exits AggregateFunction(sum, Int64), {engagement_aggregates}) \
                      ENGINE = AggregatingMergeTree() \
                      PARTITION BY (site_id, toYYYYMM(hour)) \
                      ORDER BY ({dim_list})"
@@ -313,26 +330,28 @@ pub fn migrations() -> Vec<Migration> {
                 // written whole under its own `version`; queries read the
                 // newest version recorded in `rollup_days`, so a crashed or
                 // concurrent computation is never counted (see sink::rollup).
-                "CREATE TABLE IF NOT EXISTS {db}.rollup_daily (\
-                 site_id String, day Date, version UInt64, dimension String, value String, \
-                 visitors UInt64, visits Int64, pageviews UInt64, events UInt64, \
-                 bounces Int64, duration Int64, exits Int64) \
-                 ENGINE = MergeTree() \
-                 PARTITION BY (site_id, toYYYYMM(day)) \
-                 ORDER BY (site_id, dimension, day, version, value) \
-                 SETTINGS index_granularity = 1024"
-                    .to_string(),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {{db}}.rollup_daily (\
+                     site_id String, day Date, version UInt64, dimension String, value String, \
+                     visitors UInt64, visits Int64, pageviews UInt64, events UInt64, \
+                     bounces Int64, duration Int64, exits Int64, {engagement_plain}) \
+                     ENGINE = MergeTree() \
+                     PARTITION BY (site_id, toYYYYMM(day)) \
+                     ORDER BY (site_id, dimension, day, version, value) \
+                     SETTINGS index_granularity = 1024"
+                ),
                 // One row per finished computation, written after its rows:
                 // the day's totals as rolled, compared with `traffic_hourly`
                 // to notice late data.
-                "CREATE TABLE IF NOT EXISTS {db}.rollup_days (\
-                 site_id String, day Date, version UInt64, \
-                 pageviews UInt64, events UInt64, visits Int64, bounces Int64, duration Int64, exits Int64, \
-                 rolled_at DateTime) \
-                 ENGINE = MergeTree() \
-                 PARTITION BY (site_id, toYYYYMM(day)) \
-                 ORDER BY (site_id, day, version)"
-                    .to_string(),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {{db}}.rollup_days (\
+                     site_id String, day Date, version UInt64, \
+                     pageviews UInt64, events UInt64, visits Int64, bounces Int64, duration Int64, exits Int64, \
+                     rolled_at DateTime, {engagement_plain}) \
+                     ENGINE = MergeTree() \
+                     PARTITION BY (site_id, toYYYYMM(day)) \
+                     ORDER BY (site_id, day, version)"
+                ),
             ]),
         },
         Migration {
@@ -384,10 +403,14 @@ pub fn migrations() -> Vec<Migration> {
 /// Host names, the campaign's content and term, the click id, the OS's
 /// major version, and pages' engagement (issue 13). New dimensions go at
 /// the end of `traffic_hourly`'s key, and traffic rows get a new kind
-/// (`sink::rows::RowKind::as_str`) read by a view of their own: the view of
-/// the old kind stays, so a collector of the previous version writing
-/// while this one migrates counts its rows once, and new rows cannot be
-/// counted by both.
+/// (`sink::rows::RowKind::as_str`) read by a view of their own, so that no
+/// row can be counted by both views. The view of the old kind stays for
+/// collectors of the previous version: ClickHouse 18.16 refuses their
+/// inserts once `traffic_hourly` has the new key columns (the old view
+/// does not write them), so their hits wait in their logs until they are
+/// upgraded, and a current ClickHouse fills the new columns' defaults and
+/// counts them once. Replacing the old view instead would leave a moment
+/// when their rows reach no view while their receipts are written.
 fn migration_9() -> Migration {
     let typed = |names: &[&str], ty: &dyn Fn(&str) -> String| -> Vec<(String, String)> {
         names.iter().map(|n| (n.to_string(), ty(n))).collect()
