@@ -376,13 +376,16 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
         rows(ch, &db, "SELECT consent, sumMerge(pageviews) FROM traffic_hourly WHERE site_id = 'consent.test' AND event != 'tamis:delivered' GROUP BY consent ORDER BY consent FORMAT TSV"),
         ["denied\t1", "granted\t2"]
     );
-    // Properties: only allow-listed keys (`email`, `secret` are not). The
-    // writer inserts them after the traffic rows of the same batch.
+    // Properties: only allow-listed keys (`email`, `secret` are not), and
+    // Plausible's `(none)` under each allowed key an event lacks: 6 events,
+    // each counted once per allowed key of its site (3, or 1 on
+    // plausible.test). The writer inserts them after the traffic rows of
+    // the same batch.
     wait_until(Duration::from_secs(10), "property rows written", || {
         ch.query_in(
             &db,
             "SELECT sum(events) FROM (SELECT sumMerge(events) AS events FROM props_hourly WHERE event != 'tamis:delivered')",
-        ) == "6\n"
+        ) == "16\n"
     });
     let download = format!(
         "shop.test\tFile Download\turl\t{}/files/rapport-annuel.pdf\t1",
@@ -391,12 +394,22 @@ fn beacon_in_chromium_counts_exactly_and_stores_nothing() {
     assert_eq!(
         rows(ch, &db, "SELECT site_id, event, prop_key, prop_value, sumMerge(events) FROM props_hourly WHERE event != 'tamis:delivered' GROUP BY site_id, event, prop_key, prop_value ORDER BY site_id, event, prop_key FORMAT TSV"),
         [
+            "consent.test\tsignup\tpath\t(none)\t1",
             "consent.test\tsignup\tplan\tfamille\t1",
+            "consent.test\tsignup\turl\t(none)\t1",
             "plausible.test\tsignup\tplan\tpro\t1",
             "shop.test\t404\tpath\t/spa/a\t1",
+            "shop.test\t404\tplan\t(none)\t1",
+            "shop.test\t404\turl\t(none)\t1",
+            "shop.test\tFile Download\tpath\t(none)\t1",
+            "shop.test\tFile Download\tplan\t(none)\t1",
             download.as_str(),
+            "shop.test\tOutbound Link: Click\tpath\t(none)\t1",
+            "shop.test\tOutbound Link: Click\tplan\t(none)\t1",
             "shop.test\tOutbound Link: Click\turl\thttps://elsewhere.example/path\t1",
+            "shop.test\tsignup\tpath\t(none)\t1",
             "shop.test\tsignup\tplan\tbasic\t1",
+            "shop.test\tsignup\turl\t(none)\t1",
         ]
     );
     println!(
@@ -589,7 +602,8 @@ fn plausible_tracker_script_in_chromium_is_counted_like_plausible_counts_it() {
     );
     assert_eq!(
         prop("url", "Outbound Link: Click"),
-        json!([{"dimensions": ["https://elsewhere.example/path?q=1"], "metrics": [1]}])
+        // Sent with its query string; a link property is kept without it.
+        json!([{"dimensions": ["https://elsewhere.example/path"], "metrics": [1]}])
     );
     assert_eq!(
         prop("url", "File Download"),

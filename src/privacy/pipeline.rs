@@ -243,7 +243,7 @@ impl Privacy {
                 .props
                 .iter()
                 .filter(|(k, _)| site.prop_keys.contains(k))
-                .map(|(k, v)| (k.clone(), url::redact(v).chars().take(200).collect()))
+                .map(|(k, v)| (k.clone(), prop_value(v)))
                 .collect(),
             _ => Vec::new(),
         };
@@ -268,6 +268,19 @@ impl Privacy {
             props,
         })
     }
+}
+
+/// A property's value as kept: redacted and cut to 200 characters. A link
+/// (the `url` of Plausible's outbound-link and file-download events) loses
+/// its query string and fragment, which can carry identifiers as a page
+/// URL's can.
+fn prop_value(value: &str) -> String {
+    let lower = value.get(..8).unwrap_or(value).to_ascii_lowercase();
+    let value = match value.split_once(['?', '#']) {
+        Some((link, _)) if lower.starts_with("http://") || lower.starts_with("https://") => link,
+        _ => value,
+    };
+    url::redact(value).chars().take(200).collect()
 }
 
 /// The site's local calendar day at `at`: salts rotate at local midnight.
@@ -401,6 +414,20 @@ mod tests {
         assert_eq!(event.consent, Consent::Denied);
         assert_eq!(event.path, "/a");
         assert_eq!(event.language, "fr");
+    }
+
+    #[test]
+    fn links_in_properties_lose_their_query_string() {
+        assert_eq!(
+            prop_value("https://elsewhere.example/path?q=1&token=abc#top"),
+            "https://elsewhere.example/path"
+        );
+        assert_eq!(prop_value("HTTP://a.example/f.pdf#p2"), "HTTP://a.example/f.pdf");
+        assert_eq!(prop_value("plan?b"), "plan?b", "only links");
+        assert_eq!(
+            prop_value("https://a.example/u/jean@example.com"),
+            "https://a.example/u/[email]"
+        );
     }
 
     #[test]

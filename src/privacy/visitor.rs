@@ -151,4 +151,18 @@ mod tests {
         );
         assert_ne!(a, b);
     }
+
+    /// The OS version came after the key's inputs were fixed: a visitor
+    /// whose key changed on an upgrade day would be counted twice.
+    #[test]
+    fn the_os_version_is_not_part_of_the_key() {
+        let salt = DailySalt::from_bytes([7; 32]);
+        let a = agent("Firefox", "133.0");
+        let mut b = a.clone();
+        b.os_version = "14".into();
+        assert_eq!(
+            key(&salt, "example.org", &ip("198.51.100.0"), &a).0,
+            key(&salt, "example.org", &ip("198.51.100.0"), &b).0
+        );
+    }
 }
