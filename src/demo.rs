@@ -183,6 +183,8 @@ struct Hit {
     url: String,
     referrer: Option<&'static str>,
     props: Vec<(String, String)>,
+    /// What an engagement reports (zero for other hits).
+    engagement: crate::privacy::pipeline::Engagement,
 }
 
 /// Generates `days` days of traffic ending now, runs it through the
@@ -285,6 +287,7 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                         url: url.clone(),
                         referrer,
                         props: Vec::new(),
+                        engagement: Default::default(),
                     });
                     if !events.is_empty() && rng.random_bool(0.08) {
                         let name = events[rng.random_range(0..events.len())].clone();
@@ -306,6 +309,7 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                             url: url.clone(),
                             referrer,
                             props: p,
+                            engagement: Default::default(),
                         });
                     }
                     let stay = Duration::seconds(rng.random_range(8..240));
@@ -317,6 +321,11 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                         url,
                         referrer,
                         props: Vec::new(),
+                        // Visible most of the stay; scrolled part of the way.
+                        engagement: crate::privacy::pipeline::Engagement {
+                            engaged_ms: (stay.num_milliseconds() * rng.random_range(5..10) / 10) as u32,
+                            scroll_depth: Some(rng.random_range(20..=100)),
+                        },
                     });
                     at += stay + Duration::seconds(2);
                     page = PAGES[rng.random_range(0..PAGES.len())].to_string();
@@ -330,6 +339,7 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                         url: format!("https://{hostname}/"),
                         referrer: None,
                         props: Vec::new(),
+                        engagement: Default::default(),
                     });
                 }
             }
@@ -406,7 +416,7 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
             sec_purpose: None,
             purpose: None,
             accept_language: Some(v.language),
-            engagement: Default::default(),
+            engagement: hit.engagement,
             interactive: true,
             at: hit.at,
         };
