@@ -238,7 +238,10 @@ mod tests {
         let (sql, params) = sql();
         assert_eq!(sql.matches('?').count(), params.len());
         // Google and Bing are named by the click-id rule only.
-        assert!(!sql.contains("duckduckgo"), "sources are bound, not written");
+        assert!(
+            !sql.contains("duckduckgo"),
+            "sources are bound, not written"
+        );
         assert!(!sql.contains("fb-ads"), "tags are bound, not written");
     }
 
@@ -250,7 +253,10 @@ mod tests {
         let known: Vec<&str> = categories().iter().map(|(s, _)| *s).collect();
         for (tag, source) in aliases() {
             assert_eq!(tag.to_lowercase(), *tag, "{tag}: lowercase");
-            assert!(known.contains(source), "{tag} names {source}, not in the categories");
+            assert!(
+                known.contains(source),
+                "{tag} names {source}, not in the categories"
+            );
         }
         let paid = paid_tags();
         for (tag, expected) in [

@@ -190,18 +190,16 @@ pub fn goal_rollup(
     to: i64,
 ) -> Statement {
     let mut s = Statement::default();
-    s.push(
-        &format!(
-            "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, {}) \
+    s.push(&format!(
+        "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, {}) \
              SELECT ?, toDate(?), toUInt64(?), ?, goal, uniqIfMerge(visitors), {} FROM (SELECT ",
-            ROLLED_COUNTS.join(", "),
-            ROLLED_COUNTS
-                .iter()
-                .map(|c| format!("sumMerge({c})"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    );
+        ROLLED_COUNTS.join(", "),
+        ROLLED_COUNTS
+            .iter()
+            .map(|c| format!("sumMerge({c})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     s.bind(site_id);
     s.bind(day);
     s.bind(version.to_string());
