@@ -52,7 +52,9 @@ const TWITTER: &str = "https://twitter.com/";
 /// The site's goals and accepted events, as Plausible's cases insert them.
 const SITE: &str = r#"
 event_names = ["Signup", "Login", "Irrelevant", "NotConfigured", "404",
-               "Onboarding conversion: Step 1", "Onboarding conversion: Step 2", "Unrelated"]
+               "Onboarding conversion: Step 1", "Onboarding conversion: Step 2", "Unrelated",
+               "Purchase"]
+prop_keys = ["cost"]
 [[site.goal]]
 event = "Signup"
 [[site.goal]]
@@ -87,6 +89,8 @@ enum Country {
 struct Visitor {
     hits: Vec<(i64, &'static str, &'static str)>,
     host: &'static str,
+    /// The `cost` property its custom events carry, if any.
+    cost: Option<&'static str>,
     referrer: Option<&'static str>,
     agent: &'static str,
     country: Country,
@@ -105,6 +109,7 @@ fn pageviews(hits: &[(i64, &'static str)]) -> Visitor {
             .map(|(at, path)| (NOON + at, "pageview", *path))
             .collect(),
         host: "example.org",
+        cost: None,
         referrer: None,
         agent: FIREFOX,
         country: Country::Fr,
@@ -125,6 +130,12 @@ fn events(hits: &[(i64, &'static str, &'static str)]) -> Visitor {
 impl Visitor {
     fn in_country(self, country: Country) -> Visitor {
         Visitor { country, ..self }
+    }
+    fn cost(self, cost: &'static str) -> Visitor {
+        Visitor {
+            cost: Some(cost),
+            ..self
+        }
     }
     fn on_host(self, host: &'static str) -> Visitor {
         Visitor { host, ..self }
@@ -181,6 +192,20 @@ fn days() -> Vec<(&'static str, Vec<Visitor>)> {
                 pv("/").on_host("one.example.org"),
                 pageviews(&[(25, "/")]),
                 pv("/").on_host("blog.example.net"),
+            ],
+        ),
+        // query_test, "breakdown by custom event property" (filtered by
+        // event:name): its answer's Purchase events, 3 visitors with cost
+        // 16, 2 with 14 and 1 without (the `(none)` row).
+        (
+            PROPS,
+            vec![
+                events(&[(0, "Purchase", "/")]).cost("16"),
+                events(&[(0, "Purchase", "/")]).cost("16"),
+                events(&[(0, "Purchase", "/")]).cost("16"),
+                events(&[(25, "Purchase", "/")]).cost("14"),
+                events(&[(26, "Purchase", "/")]).cost("14"),
+                events(&[(25, "Purchase", "/")]),
             ],
         ),
         // query_test, "aggregates all metrics in a single query".
@@ -497,6 +522,7 @@ fn days() -> Vec<(&'static str, Vec<Visitor>)> {
 }
 
 const HOSTS: &str = "2026-01-02";
+const PROPS: &str = "2026-01-03";
 const AGGREGATES: &str = "2026-01-05";
 const VIEWS_PER_VISIT: &str = "2026-01-06";
 const SOURCE_FILTER: &str = "2026-01-07";
@@ -1008,6 +1034,26 @@ fn cases() -> Vec<Case> {
     // answers 5, the visits that entered there (README, "Counting notes").
     // Every other number of the case is Plausible's.
     cases.push(on(
+        "query_test, \"breakdown by custom event property\"",
+        PROPS,
+        json!({"metrics": ["visitors"], "dimensions": ["event:props:cost"],
+               "filters": [["is", "event:name", ["Purchase"]]]}),
+        rows(&[
+            (json!(["16"]), json!([s(3)])),
+            (json!(["14"]), json!([s(2)])),
+            (json!(["(none)"]), json!([s(1)])),
+        ]),
+    ));
+    // The same `(none)` row as a filter (parser_test, "does not fail if
+    // using session metric with event filter", accepts `is "(none)"`).
+    cases.push(on(
+        "query_test, \"breakdown by custom event property\", its (none) row as a filter",
+        PROPS,
+        json!({"metrics": ["visitors"], "filters": [["is", "event:name", ["Purchase"]],
+                                                     ["is", "event:props:cost", ["(none)"]]]}),
+        aggregate(json!([s(1)])),
+    ));
+    cases.push(on(
         "query_test, \"can filter by hostname\"",
         HOSTS,
         json!({"metrics": ["pageviews", "visitors", "bounce_rate", "visit_duration"],
@@ -1211,18 +1257,22 @@ fn play(server: &InProcess) -> usize {
                         visitor.host,
                         *path,
                         referrer,
+                        visitor.cost,
                     ));
                 }
             }
         }
         assert!(n <= 250, "{day}: one network per tamis visitor");
         hits.sort_by_key(|h| h.0);
-        for (at, ip, agent, name, host, path, referrer) in hits {
+        for (at, ip, agent, name, host, path, referrer, cost) in hits {
             let when: DateTime<Utc> =
                 (midnight + chrono::Duration::minutes(at)).with_timezone(&Utc);
             server.clock.set(when);
-            let body = json!({"n": name, "u": format!("https://{host}{path}"),
+            let mut body = json!({"n": name, "u": format!("https://{host}{path}"),
                               "d": "example.org", "r": referrer});
+            if let (Some(cost), true) = (cost, name != "pageview") {
+                body["p"] = json!({"cost": cost});
+            }
             let r = send_hit(server.addr, &ip, &agent, &body.to_string(), &[]);
             assert_eq!(r.status, 202, "{day} {path}: {}", r.body);
             assert_eq!(r.header("X-Tamis-Dropped"), None, "{day} {name} {path}");
