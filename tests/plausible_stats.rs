@@ -52,7 +52,9 @@ const TWITTER: &str = "https://twitter.com/";
 /// The site's goals and accepted events, as Plausible's cases insert them.
 const SITE: &str = r#"
 event_names = ["Signup", "Login", "Irrelevant", "NotConfigured", "404",
-               "Onboarding conversion: Step 1", "Onboarding conversion: Step 2", "Unrelated"]
+               "Onboarding conversion: Step 1", "Onboarding conversion: Step 2", "Unrelated",
+               "Purchase"]
+prop_keys = ["cost"]
 [[site.goal]]
 event = "Signup"
 [[site.goal]]
@@ -81,10 +83,14 @@ enum Country {
 }
 
 /// One Plausible visitor: its hits (minutes after local midnight, event
-/// name, path), the referrer of its first hit, its browser and country.
+/// name, path), the referrer of its first hit, its browser and country,
+/// and the host its pages are on.
 #[derive(Debug, Clone)]
 struct Visitor {
     hits: Vec<(i64, &'static str, &'static str)>,
+    host: &'static str,
+    /// The `cost` property its custom events carry, if any.
+    cost: Option<&'static str>,
     referrer: Option<&'static str>,
     agent: &'static str,
     country: Country,
@@ -102,6 +108,8 @@ fn pageviews(hits: &[(i64, &'static str)]) -> Visitor {
             .iter()
             .map(|(at, path)| (NOON + at, "pageview", *path))
             .collect(),
+        host: "example.org",
+        cost: None,
         referrer: None,
         agent: FIREFOX,
         country: Country::Fr,
@@ -122,6 +130,15 @@ fn events(hits: &[(i64, &'static str, &'static str)]) -> Visitor {
 impl Visitor {
     fn in_country(self, country: Country) -> Visitor {
         Visitor { country, ..self }
+    }
+    fn cost(self, cost: &'static str) -> Visitor {
+        Visitor {
+            cost: Some(cost),
+            ..self
+        }
+    }
+    fn on_host(self, host: &'static str) -> Visitor {
+        Visitor { host, ..self }
     }
     fn agent(self, agent: &'static str) -> Visitor {
         Visitor { agent, ..self }
@@ -166,6 +183,31 @@ fn days() -> Vec<(&'static str, Vec<Visitor>)> {
         ("2025-12-04", vec![pv("/"), pv("/")]),
     ];
     days.extend([
+        // query_test, "can filter by hostname" (one.example.com and
+        // example.com are one.example.org and example.org here; the site's
+        // default host is blog.example.net).
+        (
+            HOSTS,
+            vec![
+                pv("/").on_host("one.example.org"),
+                pageviews(&[(25, "/")]),
+                pv("/").on_host("blog.example.net"),
+            ],
+        ),
+        // query_test, "breakdown by custom event property" (filtered by
+        // event:name): its answer's Purchase events, 3 visitors with cost
+        // 16, 2 with 14 and 1 without (the `(none)` row).
+        (
+            PROPS,
+            vec![
+                events(&[(0, "Purchase", "/")]).cost("16"),
+                events(&[(0, "Purchase", "/")]).cost("16"),
+                events(&[(0, "Purchase", "/")]).cost("16"),
+                events(&[(25, "Purchase", "/")]).cost("14"),
+                events(&[(26, "Purchase", "/")]).cost("14"),
+                events(&[(25, "Purchase", "/")]),
+            ],
+        ),
         // query_test, "aggregates all metrics in a single query".
         (AGGREGATES, vec![pageviews(&[(0, "/"), (25, "/")]), pv("/")]),
         // query_test, "aggregate views_per_visit rounds to two decimal places".
@@ -479,6 +521,8 @@ fn days() -> Vec<(&'static str, Vec<Visitor>)> {
     days
 }
 
+const HOSTS: &str = "2026-01-02";
+const PROPS: &str = "2026-01-03";
 const AGGREGATES: &str = "2026-01-05";
 const VIEWS_PER_VISIT: &str = "2026-01-06";
 const SOURCE_FILTER: &str = "2026-01-07";
@@ -989,9 +1033,33 @@ fn cases() -> Vec<Case> {
     // /plausible.io is 2 (here 10), the visits that saw the page; tamis
     // answers 5, the visits that entered there (README, "Counting notes").
     // Every other number of the case is Plausible's.
-    // not yet: query_test, "can filter by hostname" and the `event:hostname`
-    // cases: tamis does not store the hostname (README, "Not yet as
-    // Plausible answers").
+    cases.push(on(
+        "query_test, \"breakdown by custom event property\"",
+        PROPS,
+        json!({"metrics": ["visitors"], "dimensions": ["event:props:cost"],
+               "filters": [["is", "event:name", ["Purchase"]]]}),
+        rows(&[
+            (json!(["16"]), json!([s(3)])),
+            (json!(["14"]), json!([s(2)])),
+            (json!(["(none)"]), json!([s(1)])),
+        ]),
+    ));
+    // The same `(none)` row as a filter (parser_test, "does not fail if
+    // using session metric with event filter", accepts `is "(none)"`).
+    cases.push(on(
+        "query_test, \"breakdown by custom event property\", its (none) row as a filter",
+        PROPS,
+        json!({"metrics": ["visitors"], "filters": [["is", "event:name", ["Purchase"]],
+                                                     ["is", "event:props:cost", ["(none)"]]]}),
+        aggregate(json!([s(1)])),
+    ));
+    cases.push(on(
+        "query_test, \"can filter by hostname\"",
+        HOSTS,
+        json!({"metrics": ["pageviews", "visitors", "bounce_rate", "visit_duration"],
+               "filters": [["contains", "event:hostname", ["one.example.org", "example.org"]]]}),
+        aggregate(json!([s(2), s(2), 100, 0])),
+    ));
     cases
 }
 
@@ -1037,11 +1105,18 @@ fn refusals() -> Vec<Refusal> {
             true,
         ),
         refused(
-            "query_test, \"scroll depth is (not yet) available in public API\"",
-            json!({"metrics": ["scroll_depth"], "filters": [["is", "event:page", ["/"]]]}),
+            "parser_test, \"scroll_depth metric\", \"fails validation on its own\"",
+            json!({"metrics": ["scroll_depth"]}),
             "metrics",
-            "Invalid metric \"scroll_depth\"",
-            false,
+            "Metric `scroll_depth` can only be queried with event:page filters or dimensions.",
+            true,
+        ),
+        refused(
+            "parser_test, \"scroll_depth metric\", \"fails with only a non-top-level event:page filter\"",
+            json!({"metrics": ["scroll_depth"], "filters": [["not", ["is", "event:page", ["/"]]]]}),
+            "metrics",
+            "Metric `scroll_depth` can only be queried with event:page filters or dimensions.",
+            true,
         ),
         refused(
             "validations_test, \"validates that dimensions are valid\"",
@@ -1174,18 +1249,30 @@ fn play(server: &InProcess) -> usize {
                 n += 1;
                 for (i, (at, name, path)) in visitor.hits.iter().enumerate() {
                     let referrer = if i == 0 { visitor.referrer } else { None };
-                    hits.push((*at, ip.clone(), agent.clone(), *name, *path, referrer));
+                    hits.push((
+                        *at,
+                        ip.clone(),
+                        agent.clone(),
+                        *name,
+                        visitor.host,
+                        *path,
+                        referrer,
+                        visitor.cost,
+                    ));
                 }
             }
         }
         assert!(n <= 250, "{day}: one network per tamis visitor");
         hits.sort_by_key(|h| h.0);
-        for (at, ip, agent, name, path, referrer) in hits {
+        for (at, ip, agent, name, host, path, referrer, cost) in hits {
             let when: DateTime<Utc> =
                 (midnight + chrono::Duration::minutes(at)).with_timezone(&Utc);
             server.clock.set(when);
-            let body = json!({"n": name, "u": format!("https://example.org{path}"),
+            let mut body = json!({"n": name, "u": format!("https://{host}{path}"),
                               "d": "example.org", "r": referrer});
+            if let (Some(cost), true) = (cost, name != "pageview") {
+                body["p"] = json!({"cost": cost});
+            }
             let r = send_hit(server.addr, &ip, &agent, &body.to_string(), &[]);
             assert_eq!(r.status, 202, "{day} {path}: {}", r.body);
             assert_eq!(r.header("X-Tamis-Dropped"), None, "{day} {name} {path}");
@@ -1209,7 +1296,12 @@ fn stats_api_answers_as_plausible_answers() {
     let scratch = Scratch::new();
     let geodb = scratch.geodb();
     let clock = tamis::clock::Clock::manual("2025-03-01T17:00:00Z".parse().expect("instant"));
-    let server = InProcess::serve(&config(ch, &db, Some(geodb.as_path()), SITE), clock);
+    // Plausible's hostname case plays three hosts of the site.
+    let config = config(ch, &db, Some(geodb.as_path()), SITE).replace(
+        r#"hostnames = ["example.org", "www.example.org"]"#,
+        r#"hostnames = ["example.org", "www.example.org", "one.example.org", "blog.example.net"]"#,
+    );
+    let server = InProcess::serve(&config, clock);
     let sent = play(&server);
     wait_until(Duration::from_secs(20), "every hit stored", || {
         ch.query_in(

@@ -368,15 +368,13 @@ fn rollups_answer_exactly_like_hourly_aggregates() {
     let before = pageviews_30d(&hourly);
     ch.query_in(
         &db,
-        "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, \
-         bounces, duration, exits) SELECT site_id, day, version + 1, dimension, value, visitors, visits, pageviews + 1000, events, \
-         bounces, duration, exits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-10-30' AND dimension = '' \
+        "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits) SELECT site_id, day, version + 1, dimension, value, visitors, visits, pageviews + 1000, events, \
+         bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-10-30' AND dimension = '' \
          AND version = (SELECT max(version) FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-10-30')",
     );
     ch.query_in(
         &db,
-        "INSERT INTO rollup_days (site_id, day, version, pageviews, events, visits, bounces, duration, exits, rolled_at) \
-         SELECT site_id, day, version + 1, pageviews, events, visits, bounces, duration, exits, now() \
+        "INSERT INTO rollup_days (site_id, day, version, pageviews, events, visits, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits, rolled_at) SELECT site_id, day, version + 1, pageviews, events, visits, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits, now() \
          FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-10-30' ORDER BY version DESC LIMIT 1",
     );
     assert_eq!(
@@ -441,9 +439,8 @@ fn rollups_answer_exactly_like_hourly_aggregates() {
     );
     ch.query_in(
         &db,
-        "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, \
-         bounces, duration, exits) SELECT site_id, day, version + 7, dimension, value, visitors * 2, visits, pageviews * 2, events, \
-         bounces, duration, exits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-11-02' \
+        "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits) SELECT site_id, day, version + 7, dimension, value, visitors * 2, visits, pageviews * 2, events, \
+         bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-11-02' \
          AND version = (SELECT max(version) FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-11-02')",
     );
     assert_same(
@@ -588,17 +585,15 @@ fn goal_breakdowns_read_rolled_days_and_goals_added_later_are_rolled_in() {
     ch.query_in(
         &db,
         &format!(
-            "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, \
-         bounces, duration, exits) SELECT site_id, day, version + 1, dimension, value, visitors, visits, pageviews, events, \
-             bounces, duration, exits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-10-30' \
+            "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits) SELECT site_id, day, version + 1, dimension, value, visitors, visits, pageviews, events, \
+             bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-10-30' \
              AND dimension != 'goal' AND version = {}",
             newest("2026-10-30")
         ),
     );
     ch.query_in(
         &db,
-        "INSERT INTO rollup_days (site_id, day, version, pageviews, events, visits, bounces, duration, exits, rolled_at) \
-         SELECT site_id, day, version + 1, pageviews, events, visits, bounces, duration, exits, now() \
+        "INSERT INTO rollup_days (site_id, day, version, pageviews, events, visits, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits, rolled_at) SELECT site_id, day, version + 1, pageviews, events, visits, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits, now() \
          FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-10-30' ORDER BY version DESC LIMIT 1",
     );
     assert_same_goals(&rolled, &hourly, "a day rolled without goals");
@@ -626,10 +621,9 @@ fn goal_breakdowns_read_rolled_days_and_goals_added_later_are_rolled_in() {
     ch.query_in(
         &db,
         &format!(
-            "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, \
-         bounces, duration, exits) SELECT site_id, day, version + 1, dimension, value, \
+            "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits) SELECT site_id, day, version + 1, dimension, value, \
              if(dimension = 'goal' AND value = 'page:/next', visitors + 1000, visitors), visits, pageviews, events, \
-             bounces, duration, exits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-10-31' AND version = {}",
+             bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits FROM rollup_daily WHERE site_id = 'example.org' AND day = '2026-10-31' AND version = {}",
             newest("2026-10-31")
         ),
     );
@@ -643,8 +637,7 @@ fn goal_breakdowns_read_rolled_days_and_goals_added_later_are_rolled_in() {
     );
     ch.query_in(
         &db,
-        "INSERT INTO rollup_days (site_id, day, version, pageviews, events, visits, bounces, duration, exits, rolled_at) \
-         SELECT site_id, day, version + 1, pageviews, events, visits, bounces, duration, exits, now() \
+        "INSERT INTO rollup_days (site_id, day, version, pageviews, events, visits, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits, rolled_at) SELECT site_id, day, version + 1, pageviews, events, visits, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits, now() \
          FROM rollup_days WHERE site_id = 'example.org' AND day = '2026-10-31' ORDER BY version DESC LIMIT 1",
     );
     assert_eq!(visitors(&rolled), true_visitors + 1000);

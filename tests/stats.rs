@@ -767,3 +767,229 @@ fn names_and_channels_are_computed_from_stored_codes_and_sources() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("never their city"), "{}", r.body);
 }
+
+/// Plausible's channel cases, table-driven (plausible/analytics
+/// `test/plausible/ingestion/acquisition_test.exs`, `@static_tests`), run
+/// through tamis's channel expression in ClickHouse over one literal row
+/// each: the referrer's source as tamis stores it (`source`), the campaign
+/// tags, and the click id's name. The cases tamis answers otherwise by
+/// design are left out and listed in the README ("AI Assistants", and the
+/// sources Plausible adds to GA4's list by hand: Threads, Discord…).
+#[test]
+fn channel_rules_answer_plausibles_acquisition_cases() {
+    let ch = ClickHouse::shared();
+    let (expression, params) = tamis::query::channel::sql();
+    // The crate binds `?` as quoted strings; so does this test.
+    let mut bound = String::new();
+    let mut values = params.iter();
+    for c in expression.chars() {
+        if c == '?' {
+            let v = values.next().expect("a value per placeholder");
+            bound.push('\'');
+            bound.push_str(&v.replace('\\', "\\\\").replace('\'', "\\'"));
+            bound.push('\'');
+        } else {
+            bound.push(c);
+        }
+    }
+    assert!(values.next().is_none(), "every value bound");
+    // (referrer source, utm_source, utm_medium, utm_campaign, click id, channel)
+    let cases: &[(&str, &str, &str, &str, &str, &str)] = &[
+        ("", "", "", "", "", "Direct"),
+        ("", "", "", "cross-network", "", "Cross-network"),
+        ("", "", "paid", "shopping", "", "Paid Shopping"),
+        ("DuckDuckGo", "", "paid", "", "", "Paid Search"),
+        ("Google", "", "", "", "gclid", "Paid Search"),
+        ("DuckDuckGo", "", "", "", "gclid", "Organic Search"),
+        ("Bing", "", "", "", "msclkid", "Paid Search"),
+        ("DuckDuckGo", "", "", "", "msclkid", "Organic Search"),
+        ("", "google", "paid", "", "", "Paid Search"),
+        ("YouTube", "", "paid", "", "", "Paid Video"),
+        ("", "youtube", "paid", "", "", "Paid Video"),
+        ("", "", "banner", "", "", "Display"),
+        ("", "", "cpc", "", "", "Paid Other"),
+        ("walmart.com", "", "", "", "", "Organic Shopping"),
+        ("", "", "", "shop", "", "Organic Shopping"),
+        ("Facebook", "", "", "", "", "Organic Social"),
+        ("", "twitter", "", "", "", "Organic Social"),
+        ("", "", "social", "", "", "Organic Social"),
+        ("Vimeo", "", "", "", "", "Organic Video"),
+        ("", "", "video", "", "", "Organic Video"),
+        ("DuckDuckGo", "", "", "", "", "Organic Search"),
+        ("", "duckduckgo", "", "", "", "Organic Search"),
+        ("", "", "referral", "", "", "Referral"),
+        ("", "email", "", "", "", "Email"),
+        ("", "", "email", "", "", "Email"),
+        ("", "", "affiliate", "", "", "Affiliates"),
+        ("", "", "audio", "", "", "Audio"),
+        ("", "sms", "", "", "", "SMS"),
+        ("", "", "sms", "", "", "SMS"),
+        ("", "", "app-push", "", "", "Mobile Push Notifications"),
+        (
+            "",
+            "",
+            "example-mobile",
+            "",
+            "",
+            "Mobile Push Notifications",
+        ),
+        ("othersite.com", "", "", "", "", "Referral"),
+        ("Instagram", "ig", "", "", "", "Organic Social"),
+        ("YouTube", "yt", "", "", "", "Organic Video"),
+        ("YouTube", "yt-ads", "", "", "", "Paid Video"),
+        ("Facebook", "fb", "", "", "", "Organic Social"),
+        ("Facebook", "fb-ads", "", "", "", "Paid Social"),
+        ("Facebook", "fbad", "", "", "", "Paid Social"),
+        ("Facebook", "facebook-ads", "", "", "", "Paid Social"),
+        ("Reddit", "Reddit-ads", "", "", "", "Paid Social"),
+        ("Google", "google_ads", "", "", "", "Paid Search"),
+        ("Google", "Google-ads", "", "", "", "Paid Search"),
+        ("Google", "Adwords", "", "", "", "Paid Search"),
+        ("Twitter", "twitter-ads", "", "", "", "Paid Social"),
+        ("Reddit", "", "", "", "", "Organic Social"),
+        ("Bing", "", "", "", "", "Organic Search"),
+        ("Yandex", "", "", "", "", "Organic Search"),
+        ("Baidu", "", "", "", "", "Organic Search"),
+        ("", "Newsletter-UK", "", "", "", "Email"),
+        ("Google", "", "display", "", "123identifier", "Display"),
+    ];
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "\\'"));
+    let rows: Vec<String> = cases
+        .iter()
+        .map(|(source, utm_source, medium, campaign, click_id, _)| {
+            // tamis stores a visit without a referrer as "Direct / None".
+            let source = if source.is_empty() {
+                "Direct / None"
+            } else {
+                source
+            };
+            format!(
+                "SELECT {} AS source, {} AS utm_source, {} AS utm_medium, {} AS utm_campaign, {} AS click_id",
+                quote(source),
+                quote(utm_source),
+                quote(medium),
+                quote(campaign),
+                quote(click_id)
+            )
+        })
+        .collect();
+    // One statement per case keeps the answers in the cases' order.
+    let mut failures = Vec::new();
+    for (row, case) in rows.iter().zip(cases) {
+        let got = ch.query(&format!("SELECT {bound} FROM ({row})"));
+        if got.trim() != case.5 {
+            failures.push(format!("{case:?}: tamis says {}", got.trim()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `time_on_page` and `scroll_depth` from real engagement hits, sent as
+/// Plausible's tracker sends them after a pageview (`{"n": "engagement",
+/// "e": ms, "sd": percent}`): per (visit, page), the engaged time summed
+/// and the deepest scroll, averaged over the pairs that reported
+/// (plausible/analytics `query_time_on_page_test.exs` and
+/// `query_special_metrics_test.exs`, "scroll_depth"). And bounces as
+/// Plausible counts them: a non-interactive custom event (`"i": false`)
+/// keeps the visit a bounce, an interactive one ends it.
+#[test]
+fn engagement_gives_time_on_page_and_scroll_depth_and_interactive_events_end_bounces() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("engagement");
+    let start: chrono::DateTime<chrono::Utc> = "2026-03-10T15:00:00Z".parse().unwrap();
+    let clock = tamis::clock::Clock::manual(start);
+    let server = InProcess::serve(
+        &config(ch, &db, None, "k_threshold = 1\nevent_names = [\"Click\"]"),
+        clock.clone(),
+    );
+    let send = |minute: i64, ip: &str, body: Value| {
+        clock.set(start + chrono::Duration::minutes(minute));
+        let r = send_hit(server.addr, ip, FIREFOX, &body.to_string(), &[]);
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert_eq!(r.header("X-Tamis-Dropped"), None, "{body}");
+    };
+    let url = |page: &str| format!("https://example.org{page}");
+    let view = |page: &str| json!({"n": "pageview", "u": url(page), "d": "example.org"});
+    let engaged = |page: &str, ms: u32, depth: u32| json!({"n": "engagement", "u": url(page), "d": "example.org", "e": ms, "sd": depth});
+    // /a: one visit engaged twice (30 s, deepest scroll 70 %), another
+    // once (10 s, 30 %): 20 s and 50 % on average over the two visits.
+    // The clock only moves forward: hits in time order.
+    send(0, "100.64.1.1", view("/a"));
+    send(0, "100.64.2.1", view("/a"));
+    send(1, "100.64.1.1", engaged("/a", 20_000, 40));
+    send(2, "100.64.1.1", engaged("/a", 10_000, 70));
+    send(3, "100.64.2.1", engaged("/a", 10_000, 30));
+    // /b: 5 s, scrolled to the end.
+    send(4, "100.64.3.1", view("/b"));
+    send(5, "100.64.3.1", engaged("/b", 5_000, 100));
+    // /c: no engagement reported; one visit sends a non-interactive
+    // event (still a bounce), the other an interactive one (not).
+    send(6, "100.64.4.1", view("/c"));
+    send(6, "100.64.5.1", view("/c"));
+    send(
+        7,
+        "100.64.4.1",
+        json!({"n": "Click", "u": url("/c"), "d": "example.org", "i": false}),
+    );
+    send(
+        7,
+        "100.64.5.1",
+        json!({"n": "Click", "u": url("/c"), "d": "example.org"}),
+    );
+    wait_until(Duration::from_secs(10), "engagement stored", || {
+        ch.query_in(
+            &db,
+            "SELECT sumMerge(pageviews), sumMerge(events), sumMerge(engaged_visits), sumMerge(scroll_visits) \
+             FROM traffic_hourly WHERE event != 'tamis:delivered'",
+        ) == "5\t2\t3\t3\n"
+    });
+
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY,
+        "metrics": ["visitors", "time_on_page", "scroll_depth"], "dimensions": ["event:page"]}),
+    );
+    let row = |page: &str| {
+        r["results"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|row| row["dimensions"] == json!([page])))
+            .map(|row| row["metrics"].clone())
+            .unwrap_or_else(|| panic!("{page} in {r}"))
+    };
+    assert_eq!(row("/a"), json!([2, 20, 50]), "{r}");
+    assert_eq!(row("/b"), json!([1, 5, 100]), "{r}");
+    // No engagement reported: no mean, as Plausible answers `null`.
+    assert_eq!(row("/c"), json!([2, null, null]), "{r}");
+
+    // A filter on the page reads the same numbers.
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY,
+        "metrics": ["time_on_page", "scroll_depth"], "filters": [["is", "event:page", ["/a"]]]}),
+    );
+    assert_eq!(r["results"][0]["metrics"], json!([20, 50]), "{r}");
+
+    // Without a page, refused in Plausible's words.
+    let refused = stats(
+        server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "date_range": DAY, "metrics": ["scroll_depth"]}),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains(
+            "Metric `scroll_depth` can only be queried with event:page filters or dimensions."
+        ),
+        "{}",
+        refused.body
+    );
+
+    // The non-interactive event kept its visit a bounce; the other ended it.
+    let r = query(
+        &server,
+        json!({"site_id": "example.org", "date_range": DAY,
+        "metrics": ["visits", "bounce_rate"], "filters": [["is", "event:page", ["/c"]]]}),
+    );
+    assert_eq!(r["results"][0]["metrics"], json!([2, 50]), "{r}");
+    server.stop();
+}

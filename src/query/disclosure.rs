@@ -51,7 +51,7 @@ pub fn short_window(from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> bool {
 }
 
 /// How many draws one cell needs: one per count of [`Base`].
-const DRAWS: usize = 10;
+const DRAWS: usize = 12;
 
 /// The rounding of one protected answer: the site's key and base, and the
 /// query's dimension names (part of every cell's identity).
@@ -125,6 +125,18 @@ impl<'a> Rounding<'a> {
         } else {
             0.0
         };
+        // Like the duration: the pairs rounded, the sums scaled so that
+        // the means stay the exact means (`Base::withhold_small_means`
+        // leaves out those of fewer than k pairs).
+        let engaged_visits = r(b.engaged_visits, u[10]);
+        let scroll_visits = r(b.scroll_visits, u[11]);
+        let scaled = |sum: f64, exact: f64, published: f64| {
+            if exact > 0.0 {
+                sum / exact * published
+            } else {
+                0.0
+            }
+        };
         let mut consent = [0.0; 4];
         for (i, c) in consent.iter_mut().enumerate() {
             *c = r(b.consent[i], u[6 + i]);
@@ -137,6 +149,10 @@ impl<'a> Rounding<'a> {
             bounces: r(b.bounces, u[4]).min(published_per),
             duration,
             exits,
+            engaged_ms: scaled(b.engaged_ms, b.engaged_visits, engaged_visits),
+            engaged_visits,
+            scroll_total: scaled(b.scroll_total, b.scroll_visits, scroll_visits),
+            scroll_visits,
             consent,
         }
     }

@@ -151,6 +151,9 @@ fn many_values(d: Dimension) -> bool {
         | Dimension::UtmSource
         | Dimension::UtmMedium
         | Dimension::UtmCampaign
+        | Dimension::UtmContent
+        | Dimension::UtmTerm
+        | Dimension::Hostname
         | Dimension::BrowserVersion
         | Dimension::Prop => true,
         // Tens of channels, a few hundred countries or regions at most.
@@ -161,6 +164,7 @@ fn many_values(d: Dimension) -> bool {
         | Dimension::Region
         | Dimension::Browser
         | Dimension::Os
+        | Dimension::OsVersion
         | Dimension::Device
         | Dimension::Language
         | Dimension::Consent

@@ -35,10 +35,16 @@ pub enum Metric {
     /// Visits that ended on the page, in percent of its pageviews (with
     /// `visit:exit_page` only).
     ExitRate,
+    /// Seconds a page was engaged (visible and focused), on average over
+    /// the (visit, page) pairs that reported engaged time.
+    TimeOnPage,
+    /// The deepest scroll of a page, in percent, on average over the
+    /// (visit, page) pairs that reported one.
+    ScrollDepth,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 15] = [
+    pub const ALL: [Metric; 17] = [
         Metric::Visitors,
         Metric::Visits,
         Metric::Pageviews,
@@ -54,6 +60,8 @@ impl Metric {
         Metric::ConversionRate,
         Metric::GroupConversionRate,
         Metric::ExitRate,
+        Metric::TimeOnPage,
+        Metric::ScrollDepth,
     ];
 
     fn parse(s: &str) -> Option<Metric> {
@@ -77,6 +85,8 @@ impl Metric {
             Metric::ConversionRate => "conversion_rate",
             Metric::GroupConversionRate => "group_conversion_rate",
             Metric::ExitRate => "exit_rate",
+            Metric::TimeOnPage => "time_on_page",
+            Metric::ScrollDepth => "scroll_depth",
         }
     }
 
@@ -127,6 +137,8 @@ pub enum Dimension {
     UtmSource,
     UtmMedium,
     UtmCampaign,
+    UtmContent,
+    UtmTerm,
     Country,
     Region,
     /// `visit:country_name`: the country's English name, read from the
@@ -140,6 +152,10 @@ pub enum Dimension {
     Browser,
     BrowserVersion,
     Os,
+    /// `visit:os_version`: the OS's major version only (privacy rules).
+    OsVersion,
+    /// `event:hostname`: the page's host, without `www.`.
+    Hostname,
     Device,
     Language,
     Consent,
@@ -152,7 +168,7 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 26] = [
+    pub const ALL: [Dimension; 30] = [
         Dimension::Page,
         Dimension::Name,
         Dimension::Goal,
@@ -163,6 +179,8 @@ impl Dimension {
         Dimension::UtmSource,
         Dimension::UtmMedium,
         Dimension::UtmCampaign,
+        Dimension::UtmContent,
+        Dimension::UtmTerm,
         Dimension::Country,
         Dimension::Region,
         Dimension::CountryName,
@@ -171,6 +189,8 @@ impl Dimension {
         Dimension::Browser,
         Dimension::BrowserVersion,
         Dimension::Os,
+        Dimension::OsVersion,
+        Dimension::Hostname,
         Dimension::Device,
         Dimension::Language,
         Dimension::Consent,
@@ -208,6 +228,8 @@ impl Dimension {
             Dimension::UtmSource => "visit:utm_source",
             Dimension::UtmMedium => "visit:utm_medium",
             Dimension::UtmCampaign => "visit:utm_campaign",
+            Dimension::UtmContent => "visit:utm_content",
+            Dimension::UtmTerm => "visit:utm_term",
             Dimension::Country => "visit:country",
             Dimension::Region => "visit:region",
             Dimension::CountryName => "visit:country_name",
@@ -216,6 +238,8 @@ impl Dimension {
             Dimension::Browser => "visit:browser",
             Dimension::BrowserVersion => "visit:browser_version",
             Dimension::Os => "visit:os",
+            Dimension::OsVersion => "visit:os_version",
+            Dimension::Hostname => "event:hostname",
             Dimension::Device => "visit:device",
             Dimension::Language => "visit:language",
             Dimension::Consent => "visit:consent",
@@ -238,7 +262,11 @@ impl Dimension {
     pub fn is_campaign(self) -> bool {
         matches!(
             self,
-            Dimension::UtmSource | Dimension::UtmMedium | Dimension::UtmCampaign
+            Dimension::UtmSource
+                | Dimension::UtmMedium
+                | Dimension::UtmCampaign
+                | Dimension::UtmContent
+                | Dimension::UtmTerm
         )
     }
 }
@@ -551,6 +579,8 @@ pub fn parse(body: &[u8], site: &SiteView, now: DateTime<Utc>) -> Result<Query, 
         ));
     }
     let filters = filters(&wire, site, &mut prop_key)?;
+    hostname_filters_fit(&filters)?;
+    engagement_fits(&metrics, &dimensions, &filters)?;
     metrics_fit(&metrics, &dimensions, &filters, prop_key.as_deref())?;
     goals_fit(&metrics, &dimensions, &filters)?;
     if prop_key.is_some() {
@@ -686,6 +716,60 @@ fn filters(
         .iter()
         .map(|f| parse_filter(f, site, 0, &mut conditions, &mut pattern_bytes, prop_key))
         .collect()
+}
+
+/// Plausible's query_parser.ex (`validate_toplevel_only_filter_dimension`):
+/// a condition on `event:hostname` stands at the top level of filters.
+fn hostname_filters_fit(filters: &[Filter]) -> Result<(), RequestError> {
+    let nested = filters.iter().any(|f| match f {
+        Filter::Condition { .. } => false,
+        _ => f.dimensions().contains(&Dimension::Hostname),
+    });
+    if nested {
+        return Err(bad(
+            "filters",
+            "Invalid filters. Dimension `event:hostname` can only be filtered at the top level.",
+        ));
+    }
+    Ok(())
+}
+
+/// Plausible's query_parser.ex (`validate_metric(:scroll_depth | :time_on_page, …)`):
+/// the engagement of pages is read by page, with an `event:page`
+/// dimension or filter (for `scroll_depth`, a filter at the top level).
+fn engagement_fits(
+    metrics: &[Metric],
+    dimensions: &[Dimension],
+    filters: &[Filter],
+) -> Result<(), RequestError> {
+    let page_dimension = dimensions.contains(&Dimension::Page);
+    for m in metrics {
+        let fits = match m {
+            Metric::ScrollDepth => filters.iter().any(|f| {
+                matches!(
+                    f,
+                    Filter::Condition {
+                        dimension: Dimension::Page,
+                        ..
+                    }
+                )
+            }),
+            Metric::TimeOnPage => filters
+                .iter()
+                .any(|f| f.dimensions().contains(&Dimension::Page)),
+            _ => continue,
+        };
+        if !page_dimension && !fits {
+            return Err(bad(
+                "metrics",
+                format!(
+                    "Metric `{}` can only be queried with event:page filters or dimensions.",
+                    m.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Conversion rates need goals, kept apart from other filters so their
@@ -1006,8 +1090,7 @@ fn not_stored(name: &str) -> Option<&'static str> {
         "visit:city" | "visit:city_name" => Some(
             "tamis locates visitors to their region at most (visit:region, visit:region_name), never their city",
         ),
-        "visit:os_version" | "event:hostname" | "visit:utm_content" | "visit:utm_term"
-        | "visit:entry_page_hostname" | "visit:exit_page_hostname" => {
+        "visit:entry_page_hostname" | "visit:exit_page_hostname" => {
             Some("tamis does not store it in its aggregates (yet)")
         }
         _ => None,
@@ -1675,8 +1758,16 @@ mod tests {
             Err("never their city"),
         );
         check(
-            r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:os_version"],"date_range":"day"}"#,
+            r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:entry_page_hostname"],"date_range":"day"}"#,
             Err("does not store it"),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:os_version"],"date_range":"day"}"#,
+            Ok(("2026-11-23", "2026-11-23")),
+        );
+        check(
+            r#"{"site_id":"a","metrics":["visitors"],"dimensions":["visit:utm_term"],"date_range":"day"}"#,
+            Err("collect_campaigns"),
         );
         check(
             r#"{"site_id":"a","metrics":[],"date_range":"day"}"#,

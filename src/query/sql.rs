@@ -7,11 +7,13 @@ use super::pushdown::{Bound, Order};
 use super::request::{Dimension, Filter, FilterOp, Query};
 use crate::goal::Goal;
 use crate::sink::rows::DELIVERY_MARK;
-use crate::sink::schema::GOAL_DIMENSION;
+use crate::sink::schema::{GOAL_DIMENSION, ROLLUP_COUNTS};
 
 /// The aggregates every statement reads, in this order; the requested
-/// metrics are computed from them (see `super::metrics`).
-pub const BASE: [&str; 7] = [
+/// metrics are computed from them (see `super::suppress::Base`). The last
+/// four are pages' engagement (`sink::rows::EngagementCounts`), 0 in rows
+/// stored before migration 9.
+pub const BASE: [&str; 11] = [
     "toFloat64(uniqIfMerge(visitors))",
     "toFloat64(sumMerge(visits))",
     "toFloat64(sumMerge(pageviews))",
@@ -19,7 +21,33 @@ pub const BASE: [&str; 7] = [
     "toFloat64(sumMerge(bounces))",
     "toFloat64(sumMerge(duration))",
     "toFloat64(sumMerge(exits))",
+    "toFloat64(sumMerge(engaged_ms))",
+    "toFloat64(sumMerge(engaged_visits))",
+    "toFloat64(sumMerge(scroll_total))",
+    "toFloat64(sumMerge(scroll_visits))",
 ];
+
+/// The `rollup_daily` counts, in [`BASE`] order after `visitors`.
+const ROLLED_COUNTS: [&str; BASE.len() - 1] = ROLLUP_COUNTS;
+
+/// Plausible's label of an empty value of these dimensions
+/// (`Plausible.Stats.SQL.Expression`'s `field_or_blank_value`): tamis
+/// writes it in the SQL expression, so a filter on `(not set)` selects
+/// the empty values as Plausible's does.
+pub const NOT_SET: &str = "(not set)";
+
+/// Whether a dimension's empty value is answered as [`NOT_SET`].
+fn labels_empty(d: Dimension) -> bool {
+    matches!(
+        d,
+        Dimension::UtmSource
+            | Dimension::UtmMedium
+            | Dimension::UtmCampaign
+            | Dimension::UtmContent
+            | Dimension::UtmTerm
+            | Dimension::OsVersion
+    )
+}
 
 /// A statement being built: SQL text and its parameters in `?` order.
 #[derive(Default)]
@@ -67,11 +95,15 @@ fn dimension(s: &mut Statement, d: Dimension, tz: &str, goals: &[Goal]) {
         Dimension::UtmSource => "utm_source",
         Dimension::UtmMedium => "utm_medium",
         Dimension::UtmCampaign => "utm_campaign",
+        Dimension::UtmContent => "utm_content",
+        Dimension::UtmTerm => "utm_term",
         Dimension::Country => "country",
         Dimension::Region => "region",
         Dimension::Browser => "browser",
         Dimension::BrowserVersion => "browser_version",
         Dimension::Os => "os",
+        Dimension::OsVersion => "os_version",
+        Dimension::Hostname => "hostname",
         Dimension::Device => "device",
         Dimension::Language => "language",
         Dimension::Consent => "consent",
@@ -81,10 +113,19 @@ fn dimension(s: &mut Statement, d: Dimension, tz: &str, goals: &[Goal]) {
         Dimension::Week => "toString(toMonday(toDate(hour, ?)))",
         Dimension::Month => "toString(toStartOfMonth(toDate(hour, ?)))",
     };
-    s.push(column);
+    if labels_empty(d) {
+        s.push(&not_set(column));
+    } else {
+        s.push(column);
+    }
     if d.is_time() {
         s.bind(tz);
     }
+}
+
+/// `column`, its empty value written [`NOT_SET`].
+fn not_set(column: &str) -> String {
+    format!("if(empty({column}), '{NOT_SET}', {column})")
 }
 
 /// `event:goal`: one row per goal the row's event reaches (an event can
@@ -149,11 +190,16 @@ pub fn goal_rollup(
     to: i64,
 ) -> Statement {
     let mut s = Statement::default();
-    s.push(
-        "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, visits, pageviews, events, bounces, duration, exits) \
-         SELECT ?, toDate(?), toUInt64(?), ?, goal, uniqIfMerge(visitors), sumMerge(visits), sumMerge(pageviews), \
-         sumMerge(events), sumMerge(bounces), sumMerge(duration), sumMerge(exits) FROM (SELECT ",
-    );
+    s.push(&format!(
+        "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, {}) \
+             SELECT ?, toDate(?), toUInt64(?), ?, goal, uniqIfMerge(visitors), {} FROM (SELECT ",
+        ROLLED_COUNTS.join(", "),
+        ROLLED_COUNTS
+            .iter()
+            .map(|c| format!("sumMerge({c})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     s.bind(site_id);
     s.bind(day);
     s.bind(version.to_string());
@@ -168,7 +214,10 @@ pub fn goal_rollup(
         s.push(", ?, '')");
         s.bind(goal.key());
     }
-    s.push("])) AS goal, visitors, visits, pageviews, events, bounces, duration, exits FROM traffic_hourly");
+    s.push(&format!(
+        "])) AS goal, visitors, {} FROM traffic_hourly",
+        ROLLED_COUNTS.join(", ")
+    ));
     goal_prewhere(&mut s, goals);
     s.push(" WHERE site_id = ? AND hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)) AND event != ?) GROUP BY goal");
     s.bind(site_id);
@@ -435,7 +484,7 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
             s.push("] AS base FROM traffic_hourly");
         }
         // Property aggregates hold visitors and events only.
-        Some(_) => s.push("toFloat64(uniqIfMerge(visitors)), 0, 0, toFloat64(sumMerge(events)), 0, 0, 0] AS base FROM props_hourly"),
+        Some(_) => s.push("toFloat64(uniqIfMerge(visitors)), 0, 0, toFloat64(sumMerge(events)), 0, 0, 0, 0, 0, 0, 0] AS base FROM props_hourly"),
     }
     // A row that reaches no goal adds nothing to an `event:goal`
     // breakdown. As a PREWHERE, ClickHouse reads the event and page
@@ -495,6 +544,8 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
             Dimension::UtmSource => Some("utm_source"),
             Dimension::UtmMedium => Some("utm_medium"),
             Dimension::UtmCampaign => Some("utm_campaign"),
+            Dimension::UtmContent => Some("utm_content"),
+            Dimension::UtmTerm => Some("utm_term"),
             Dimension::Country => Some("country"),
             Dimension::Region => Some("region"),
             Dimension::CountryName => Some("country"),
@@ -502,6 +553,8 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
             Dimension::Browser => Some("browser"),
             Dimension::BrowserVersion => Some("browser_version"),
             Dimension::Os => Some("os"),
+            Dimension::OsVersion => Some("os_version"),
+            Dimension::Hostname => Some("hostname"),
             Dimension::Device => Some("device"),
             Dimension::Language => Some("language"),
             Dimension::Consent => Some("consent"),
@@ -560,14 +613,20 @@ pub fn rolled(
                 }
                 s.push("])) AS d, ");
             }
+            Some(d) if labels_empty(*d) => {
+                s.push(&not_set("value"));
+                s.push(" AS d, ");
+            }
             Some(_) => s.push("value AS d, "),
             None => {}
         }
-        s.push(
-            "toFloat64(sum(visitors)) AS c1, toFloat64(sum(visits)) AS c2, toFloat64(sum(pageviews)) AS c3, \
-             toFloat64(sum(events)) AS c4, toFloat64(sum(bounces)) AS c5, toFloat64(sum(duration)) AS c6, \
-             toFloat64(sum(exits)) AS c7 FROM rollup_daily WHERE site_id = ? AND dimension = ? AND ",
-        );
+        let counts: Vec<String> = std::iter::once("visitors")
+            .chain(ROLLED_COUNTS)
+            .enumerate()
+            .map(|(i, c)| format!("toFloat64(sum({c})) AS c{}", i + 1))
+            .collect();
+        s.push(&counts.join(", "));
+        s.push(" FROM rollup_daily WHERE site_id = ? AND dimension = ? AND ");
         s.bind(query.site_id.as_str());
         s.bind(rollup_dimension(query, dimensions).unwrap_or_default());
         day_runs(&mut s, rolled);

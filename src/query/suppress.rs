@@ -20,6 +20,13 @@ pub struct Base {
     pub bounces: f64,
     pub duration: f64,
     pub exits: f64,
+    /// Pages' engagement (`sink::rows::EngagementCounts`): engaged
+    /// milliseconds and the (visit, page) pairs they were reported by,
+    /// the sum of deepest scrolls (percent) and the pairs that reported one.
+    pub engaged_ms: f64,
+    pub engaged_visits: f64,
+    pub scroll_total: f64,
+    pub scroll_visits: f64,
     /// Hits by consent state: granted, denied, unset, opted out (filled
     /// only for consent metrics).
     pub consent: [f64; 4],
@@ -28,16 +35,22 @@ pub struct Base {
 impl Base {
     pub(crate) fn from_slice(b: &[f64]) -> Option<Base> {
         match *b {
-            [visitors, visits, pageviews, events, bounces, duration, exits] => Some(Base {
-                visitors,
-                visits,
-                pageviews,
-                events,
-                bounces,
-                duration,
-                exits,
-                consent: [0.0; 4],
-            }),
+            [visitors, visits, pageviews, events, bounces, duration, exits, engaged_ms, engaged_visits, scroll_total, scroll_visits] => {
+                Some(Base {
+                    visitors,
+                    visits,
+                    pageviews,
+                    events,
+                    bounces,
+                    duration,
+                    exits,
+                    engaged_ms,
+                    engaged_visits,
+                    scroll_total,
+                    scroll_visits,
+                    consent: [0.0; 4],
+                })
+            }
             _ => None,
         }
     }
@@ -50,6 +63,10 @@ impl Base {
         self.bounces += o.bounces;
         self.duration += o.duration;
         self.exits += o.exits;
+        self.engaged_ms += o.engaged_ms;
+        self.engaged_visits += o.engaged_visits;
+        self.scroll_total += o.scroll_total;
+        self.scroll_visits += o.scroll_visits;
         for (a, b) in self.consent.iter_mut().zip(o.consent) {
             *a += b;
         }
@@ -62,6 +79,21 @@ impl Base {
             self.visitors < k
         } else {
             self.pageviews + self.events < k
+        }
+    }
+
+    /// The engagement means drop out (`null`) where fewer than `k` (visit,
+    /// page) pairs, counted exactly in `exact`, stand behind them: a mean
+    /// of a few would show what those few did, however the cell's other
+    /// counts are published.
+    pub(crate) fn withhold_small_means(&mut self, exact: &Base, k: f64) {
+        if exact.engaged_visits < k {
+            self.engaged_ms = 0.0;
+            self.engaged_visits = 0.0;
+        }
+        if exact.scroll_visits < k {
+            self.scroll_total = 0.0;
+            self.scroll_visits = 0.0;
         }
     }
 
@@ -107,6 +139,15 @@ impl Base {
                     0.0
                 }
             }
+            // Plausible's `time_on_page` (seconds) and `scroll_depth`
+            // (percent), rounded to whole numbers; `null` without a report.
+            Metric::TimeOnPage if self.engaged_visits > 0.0 => {
+                (self.engaged_ms / self.engaged_visits / 1000.0).round()
+            }
+            Metric::ScrollDepth if self.scroll_visits > 0.0 => {
+                (self.scroll_total / self.scroll_visits).round()
+            }
+            Metric::TimeOnPage | Metric::ScrollDepth => f64::NAN,
             // Their denominators come from another read: see `report`.
             Metric::ConversionRate | Metric::GroupConversionRate => f64::NAN,
         }
@@ -209,9 +250,13 @@ pub fn report(
     let exits = query.dimensions.contains(&Dimension::ExitPage);
     let rounding = disclosure::Rounding::new(&site.rounding_key, site.k_threshold, query);
     // What is published of a cell's counts: rounded, or as counted.
-    let published = |dims: &[String], b: &Base| match disclosure {
-        Disclosure::Protected => rounding.publish(dims, b, exits),
-        Disclosure::Exact => *b,
+    let published = |dims: &[String], b: &Base| {
+        let mut p = match disclosure {
+            Disclosure::Protected => rounding.publish(dims, b, exits),
+            Disclosure::Exact => *b,
+        };
+        p.withhold_small_means(b, k);
+        p
     };
     let published_total = published(&[], &total);
     // Conversion rates divide published counts by published counts: the
@@ -473,6 +518,10 @@ mod tests {
             bounces: 4.0,
             duration: 1234.0,
             exits: 3.0,
+            engaged_ms: 95_000.0,
+            engaged_visits: 4.0,
+            scroll_total: 130.0,
+            scroll_visits: 3.0,
             consent: [2.0, 1.0, 1.0, 0.0],
         };
         let v = |m| b.value(m, false, 16.0);
@@ -485,6 +534,85 @@ mod tests {
         assert_eq!(v(Metric::OptOutRate), 0.0);
         assert_eq!(b.value(Metric::Visits, true, 16.0), 3.0);
         assert_eq!(Base::default().value(Metric::BounceRate, false, 0.0), 0.0);
+        // 95 s over 4 pairs, 130 % over 3: rounded as Plausible rounds.
+        assert_eq!(v(Metric::TimeOnPage), 24.0);
+        assert_eq!(v(Metric::ScrollDepth), 43.0);
+        let none = Base::default();
+        assert!(none.value(Metric::TimeOnPage, false, 0.0).is_nan());
+        assert!(none.value(Metric::ScrollDepth, false, 0.0).is_nan());
+    }
+
+    /// Engagement means stand on at least k (visit, page) pairs, in both
+    /// modes, and a protected answer's means are those of the exact
+    /// counts: rounding the pairs must not move (or reveal more of) them.
+    #[test]
+    fn engagement_means_need_k_pairs() {
+        const BODY: &str = r#"{"site_id":"a.org","metrics":["visitors","time_on_page","scroll_depth"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["event:page"]}"#;
+        let site = super::super::tests::differencing::site(5);
+        let view = super::super::request::SiteView {
+            timezone: chrono_tz::UTC,
+            campaigns: false,
+            prop_keys: Vec::new(),
+            goals: Vec::new(),
+        };
+        let now = "2026-12-04T12:00:00Z".parse().unwrap();
+        let query = super::super::request::parse(BODY.as_bytes(), &view, now).unwrap();
+        // (what, disclosure, visitors, [engaged ms, pairs, scroll sum,
+        // pairs], time on page, scroll depth; NaN: null).
+        let cases: [(&str, Disclosure, f64, [f64; 6]); 5] = [
+            (
+                "enough pairs: the means",
+                Disclosure::Exact,
+                12.0,
+                [60_000.0, 6.0, 330.0, 5.0, 10.0, 66.0],
+            ),
+            (
+                "fewer than k pairs of a published row: no mean",
+                Disclosure::Exact,
+                12.0,
+                [90_000.0, 3.0, 240.0, 4.0, f64::NAN, f64::NAN],
+            ),
+            (
+                "time without scrolls",
+                Disclosure::Exact,
+                9.0,
+                [70_400.0, 7.0, 0.0, 0.0, 10.0, f64::NAN],
+            ),
+            (
+                "protected: the exact means, whatever the pairs round to",
+                Disclosure::Protected,
+                12.0,
+                [66_000.0, 6.0, 497.0, 7.0, 11.0, 71.0],
+            ),
+            (
+                "protected: fewer than k exact pairs, however they round",
+                Disclosure::Protected,
+                12.0,
+                [12_000.0, 4.0, 280.0, 4.0, f64::NAN, f64::NAN],
+            ),
+        ];
+        for (what, disclosure, visitors, counts) in cases {
+            let [engaged_ms, engaged_visits, scroll_total, scroll_visits, top, sd] = counts;
+            let b = Base {
+                visitors,
+                pageviews: visitors,
+                engaged_ms,
+                engaged_visits,
+                scroll_total,
+                scroll_visits,
+                ..Base::default()
+            };
+            let counted = Counted {
+                rows: vec![(vec!["/".to_string()], b)],
+                total: b,
+                ..Counted::default()
+            };
+            let report = report(&query, &site, disclosure, counted);
+            let metrics = report.rows[0].metrics.clone().expect(what);
+            let same = |got: f64, want: f64| got == want || got.is_nan() && want.is_nan();
+            assert!(same(metrics[1], top), "{what}: time_on_page {}", metrics[1]);
+            assert!(same(metrics[2], sd), "{what}: scroll_depth {}", metrics[2]);
+        }
     }
 
     /// Counted rows: (dimension values, visitors, pageviews).
