@@ -323,7 +323,8 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
                         props: Vec::new(),
                         // Visible most of the stay; scrolled part of the way.
                         engagement: crate::privacy::pipeline::Engagement {
-                            engaged_ms: (stay.num_milliseconds() * rng.random_range(5..10) / 10) as u32,
+                            engaged_ms: (stay.num_milliseconds() * rng.random_range(5..10) / 10)
+                                as u32,
                             scroll_depth: Some(rng.random_range(20..=100)),
                         },
                     });

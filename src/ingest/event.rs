@@ -30,8 +30,15 @@ pub const MAX_PROPS: usize = 30;
 /// Longest prop key and value, in bytes (Plausible's `Plausible.Props`).
 pub const MAX_PROP_KEY: usize = 300;
 pub const MAX_PROP_VALUE: usize = 2_000;
-/// Longest event name, in characters (Plausible's `validate_length`).
+/// Longest event name, in characters as a reader sees them (grapheme
+/// clusters, as Plausible's `validate_length` counts them).
 pub const MAX_NAME: usize = 120;
+
+/// A text's length in grapheme clusters: `é` written as `e` and a
+/// combining accent is one.
+pub fn graphemes(text: &str) -> usize {
+    unicode_segmentation::UnicodeSegmentation::graphemes(text, true).count()
+}
 /// Engagement times from this many milliseconds on (30 days) are ignored,
 /// as Plausible ignores the huge values of an old script.
 const MAX_ENGAGEMENT_MS: u64 = 30 * 24 * 3_600_000;
@@ -84,14 +91,14 @@ fn invalid(field: Field, problem: &'static str) -> IngestError {
 pub fn parse(body: &[u8]) -> Result<IncomingEvent, IngestError> {
     // serde_json's own messages can quote the input back; only its position
     // is reported, so nothing a client sent is echoed into errors.
-    let wire: Wire = serde_json::from_slice(body).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Data => "not a JSON object, or a field of the wrong type",
-            serde_json::error::Category::Eof => "the body ends too early",
-            _ => "syntax error",
-        };
-        IngestError::Malformed(format!("{what} at line {} column {}", e.line(), e.column()))
-    })?;
+    let wire: Wire = match serde_json::from_slice(body) {
+        Ok(wire) => wire,
+        // A field sent under two of its names (`n` and `name`), or twice.
+        Err(e) if e.to_string().starts_with("duplicate field") => {
+            first_names_win(body).map_err(|e| malformed(&e))?
+        }
+        Err(e) => return Err(malformed(&e)),
+    };
     let url = page_url(wire.u)?;
     let name = name(wire.n)?;
     let engagement = if name == "engagement" {
@@ -127,6 +134,46 @@ pub fn parse(body: &[u8]) -> Result<IncomingEvent, IngestError> {
     })
 }
 
+fn malformed(e: &serde_json::Error) -> IngestError {
+    let what = match e.classify() {
+        serde_json::error::Category::Data => "not a JSON object, or a field of the wrong type",
+        serde_json::error::Category::Eof => "the body ends too early",
+        _ => "syntax error",
+    };
+    IngestError::Malformed(format!("{what} at line {} column {}", e.line(), e.column()))
+}
+
+/// A field's names in the order Plausible reads them (`request.ex`:
+/// `request_body["n"] || request_body["name"]`, props `m`, `meta`, `p`,
+/// `props`): the first one present is the field.
+const NAMES: &[&[&str]] = &[
+    &["n", "name"],
+    &["u", "url"],
+    &["d", "domain"],
+    &["r", "referrer"],
+    &["m", "meta", "p", "props"],
+    &["h", "hashMode"],
+    &["c", "consent"],
+    &["o", "opt_out"],
+    &["i", "interactive"],
+];
+
+/// The body read as Plausible reads it when a field comes under several
+/// of its names: the first name wins, the others are ignored (and a key
+/// sent twice keeps its last value, as JSON objects do). Only this rare
+/// body pays for reading the JSON twice.
+fn first_names_win(body: &[u8]) -> Result<Wire, serde_json::Error> {
+    let mut object: Map<String, Value> = serde_json::from_slice(body)?;
+    for names in NAMES {
+        if let Some(first) = names.iter().position(|n| object.contains_key(*n)) {
+            for later in &names[first + 1..] {
+                object.remove(*later);
+            }
+        }
+    }
+    serde_json::from_value(Value::Object(object))
+}
+
 /// The event name: text, or an integer as its text (Plausible accepts
 /// `404` for its 404 tracking), trimmed.
 fn name(value: Option<Value>) -> Result<String, IngestError> {
@@ -139,7 +186,7 @@ fn name(value: Option<Value>) -> Result<String, IngestError> {
     if name.is_empty() {
         return Err(invalid(Field::EventName, "can't be blank"));
     }
-    if name.chars().count() > MAX_NAME {
+    if graphemes(&name) > MAX_NAME {
         return Err(invalid(
             Field::EventName,
             "should be at most 120 character(s)",
@@ -435,6 +482,39 @@ mod tests {
             let body = format!(r#"{{"n":"engagement","u":"https://a.org/","d":"a.org",{fields}}}"#);
             assert!(parse(body.as_bytes()).is_ok(), "{body}");
         }
+    }
+
+    /// Issue 13's note: a body naming a field twice got a 400 where
+    /// Plausible reads the first of its names.
+    #[test]
+    fn a_field_under_two_names_is_read_by_its_first_name() {
+        let e = parse(br#"{"name":"long","n":"short","url":"https://b.org/","u":"https://a.org/","domain":"b.org","d":"a.org"}"#)
+            .unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.url.as_str(), e.domain.as_str()),
+            ("short", "https://a.org/", "a.org")
+        );
+        let e = parse(br#"{"n":"signup","u":"https://a.org/","d":"a.org","props":{"x":"4"},"p":{"x":"3"},"meta":{"x":"2"},"m":{"x":"1"}}"#)
+            .unwrap();
+        assert_eq!(e.props, pairs(&[("x", "1")]));
+        let e = parse(br#"{"n":"first","n":"last","u":"https://a.org/","d":"a.org"}"#).unwrap();
+        assert_eq!(e.name, "last", "a key sent twice keeps its last value");
+        check(
+            br#"{"n":"a","name":5,"u":"https://a.org/","d":"a.org"}"#,
+            Ok(("a", "https://a.org/", "a.org")),
+        );
+    }
+
+    #[test]
+    fn event_names_are_measured_in_graphemes() {
+        let accented = "e\u{301}".repeat(120);
+        assert_eq!(accented.chars().count(), 240);
+        let body = |n: &str| format!(r#"{{"n":"{n}","u":"https://a.org/","d":"a.org"}}"#);
+        assert!(parse(body(&accented).as_bytes()).is_ok());
+        check(
+            body(&format!("{accented}x")).as_bytes(),
+            Err(("event_name", "at most 120")),
+        );
     }
 
     #[test]

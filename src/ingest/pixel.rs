@@ -104,7 +104,7 @@ pub fn parse(query: &str, referer: Option<String>) -> Result<IncomingEvent, Inge
         }
     }
     let name = name.unwrap_or_else(|| "pageview".to_string());
-    if name.chars().count() > MAX_NAME {
+    if super::event::graphemes(&name) > MAX_NAME {
         return Err(IngestError::Invalid {
             field: Field::EventName,
             problem: "should be at most 120 character(s)",

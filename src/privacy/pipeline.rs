@@ -422,7 +422,10 @@ mod tests {
             prop_value("https://elsewhere.example/path?q=1&token=abc#top"),
             "https://elsewhere.example/path"
         );
-        assert_eq!(prop_value("HTTP://a.example/f.pdf#p2"), "HTTP://a.example/f.pdf");
+        assert_eq!(
+            prop_value("HTTP://a.example/f.pdf#p2"),
+            "HTTP://a.example/f.pdf"
+        );
         assert_eq!(prop_value("plan?b"), "plan?b", "only links");
         assert_eq!(
             prop_value("https://a.example/u/jean@example.com"),
