@@ -316,6 +316,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         journal: journal.clone(),
         accepting: AtomicBool::new(true),
         edge: crate::web::Edge::new(&settings.server),
+        health: Default::default(),
     });
     Ok(Built {
         app,

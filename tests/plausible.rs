@@ -395,3 +395,35 @@ fn events_api_answers_as_plausible() {
     );
     server.stop();
 }
+
+/// `GET /api/health` when ClickHouse goes away and comes back: 500 naming
+/// ClickHouse, then 200 again. Its ping is reused for a second, so a flood
+/// of health checks on the public listener sends ClickHouse at most one
+/// query a second; the answer may lag ClickHouse by that second.
+#[test]
+fn api_health_says_when_clickhouse_is_down_and_back() {
+    let mut ch = ClickHouse::start();
+    let db = ch.create_database("health");
+    let scratch = Scratch::new();
+    let server = Binary::serve(&scratch, &config(&ch, &db, None, ""));
+    let health = || http(server.addr, "GET", "/api/health", &[], b"");
+    assert_eq!(health().status, 200);
+    ch.stop(common::clickhouse::Stop::Kill);
+    wait_until(
+        Duration::from_secs(10),
+        "health to say ClickHouse is down",
+        || health().status == 500,
+    );
+    assert_eq!(
+        health().json(),
+        json!({"clickhouse": "error", "ingest": "ok"}),
+        "hits are still accepted: they wait in the log"
+    );
+    ch.restart();
+    wait_until(
+        Duration::from_secs(30),
+        "health to say ClickHouse is back",
+        || health().status == 200,
+    );
+    server.stop();
+}

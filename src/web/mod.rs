@@ -110,6 +110,8 @@ pub struct App {
     /// False once shutdown has begun, so load balancers stop sending.
     pub accepting: AtomicBool,
     pub edge: Edge,
+    /// ClickHouse's last answer to `/api/health`'s ping, and when.
+    pub health: ops::HealthCache,
 }
 
 impl App {

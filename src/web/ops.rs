@@ -114,12 +114,35 @@ pub fn healthz() -> Response<Full<Bytes>> {
 /// when ClickHouse answers `SELECT 1` and tamis accepts hits, 500
 /// otherwise, each part as "ok" or "error". It says no more than that (no
 /// ClickHouse message, no backlog): it is on the public listener.
+/// How long `/api/health` reuses ClickHouse's answer: the endpoint is on
+/// the public listener, and however often it is called, ClickHouse is
+/// pinged at most once a second (callers meanwhile wait for the ping in
+/// flight rather than sending their own).
+const HEALTH_REUSE: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub struct HealthCache(tokio::sync::Mutex<Option<(std::time::Instant, bool)>>);
+
+impl HealthCache {
+    async fn clickhouse(&self, client: &clickhouse::Client) -> bool {
+        let mut last = self.0.lock().await;
+        if let Some((at, ok)) = *last {
+            if at.elapsed() < HEALTH_REUSE {
+                return ok;
+            }
+        }
+        let ping = client.query("SELECT 1").fetch_one::<u8>();
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(2), ping).await,
+            Ok(Ok(_))
+        );
+        *last = Some((std::time::Instant::now(), ok));
+        ok
+    }
+}
+
 pub async fn health(app: &App) -> Response<Full<Bytes>> {
-    let ping = app.clickhouse.query("SELECT 1").fetch_one::<u8>();
-    let clickhouse = matches!(
-        tokio::time::timeout(Duration::from_secs(2), ping).await,
-        Ok(Ok(_))
-    );
+    let clickhouse = app.health.clickhouse(&app.clickhouse).await;
     let ingest = app.accepting.load(Ordering::Relaxed) && !app.journal.is_full();
     let word = |ok: bool| if ok { "ok" } else { "error" };
     let body = serde_json::json!({ "clickhouse": word(clickhouse), "ingest": word(ingest) });
