@@ -63,9 +63,9 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     out.item(&["query_params", "hash_routing"], vec![t(page)]);
     out.item(&[], vec![t("the site you came from (its domain name only) and the kind of source it indicates: search engine, social network, e-mail, direct access or other site")]);
     if s.collect_campaigns {
-        out.item(&["collect_campaigns"], vec![t("the campaign parameters (utm_source, utm_medium and utm_campaign) present in the address of the page")]);
+        out.item(&["collect_campaigns"], vec![t("the campaign parameters (utm_source, utm_medium, utm_campaign, utm_content and utm_term) present in the address of the page, and the name of an advertising click identifier found there (gclid, msclkid), never its value")]);
     }
-    out.item(&[], vec![t("the type of browser and its version (major and minor number), the operating system and the type of device (desktop, mobile or tablet)")]);
+    out.item(&[], vec![t("the type of browser and its version (major and minor number), the operating system and its version (major number) and the type of device (desktop, mobile or tablet)")]);
     out.item(&[], vec![t("the main language of your browser (for example \u{201c}fr\u{201d} or \u{201c}en\u{201d})")]);
     match s.geo_level {
         GeoLevel::Region => out.item(&["geo_level"], vec![t("the country and region (province or state) the visit comes from, derived from your truncated IP address")]),
@@ -85,7 +85,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         }
         out.item(&["event_names", "prop_keys"], vec![t(text)]);
     }
-    out.item(&[], vec![t("the date and time of the visit (rounded to the hour), the number of pages viewed and the length of the visit")]);
+    out.item(&[], vec![t("the date and time of the visit (rounded to the hour), the number of pages viewed and the length of the visit, how long each page was shown and how far down it was scrolled (in percent), added up by page")]);
 
     out.para(&[], vec![t("Never collected or kept:")]);
     out.item(

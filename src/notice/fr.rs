@@ -64,9 +64,9 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
     out.item(&["query_params", "hash_routing"], vec![t(page)]);
     out.item(&[], vec![t("le site d'où vous venez (son nom de domaine seulement) et le type de provenance qui en découle : moteur de recherche, réseau social, courriel, accès direct ou autre site".replace(" :", &format!("{NB}:")))]);
     if s.collect_campaigns {
-        out.item(&["collect_campaigns"], vec![t("les paramètres de campagne (utm_source, utm_medium et utm_campaign) présents dans l'adresse de la page")]);
+        out.item(&["collect_campaigns"], vec![t("les paramètres de campagne (utm_source, utm_medium, utm_campaign, utm_content et utm_term) présents dans l'adresse de la page, et le nom d'un identifiant de clic publicitaire qui s'y trouverait (gclid, msclkid), jamais sa valeur")]);
     }
-    out.item(&[], vec![t("le type de navigateur et sa version (numéros majeur et mineur), le système d'exploitation et le type d'appareil (ordinateur, mobile ou tablette)")]);
+    out.item(&[], vec![t("le type de navigateur et sa version (numéros majeur et mineur), le système d'exploitation et sa version (numéro majeur) et le type d'appareil (ordinateur, mobile ou tablette)")]);
     out.item(&[], vec![t("la langue principale de votre navigateur (par exemple «\u{a0}fr\u{a0}» ou «\u{a0}en\u{a0}»)")]);
     match s.geo_level {
         GeoLevel::Region => out.item(&["geo_level"], vec![t("le pays et la région (province ou État) d'où provient la consultation, déduits de votre adresse IP tronquée")]),
@@ -86,7 +86,7 @@ pub fn blocks(f: &Facts<'_>) -> Vec<Block> {
         }
         out.item(&["event_names", "prop_keys"], vec![t(text)]);
     }
-    out.item(&[], vec![t("la date et l'heure de la consultation (arrondies à l'heure), ainsi que le nombre de pages vues et la durée de la visite")]);
+    out.item(&[], vec![t("la date et l'heure de la consultation (arrondies à l'heure), ainsi que le nombre de pages vues et la durée de la visite, le temps pendant lequel chaque page est restée affichée et jusqu'où elle a été défilée (en pourcentage), additionnés par page")]);
 
     out.para(
         &[],

@@ -549,14 +549,7 @@ mod tests {
     fn engagement_means_need_k_pairs() {
         const BODY: &str = r#"{"site_id":"a.org","metrics":["visitors","time_on_page","scroll_depth"],"date_range":["2026-11-01","2026-11-30"],"dimensions":["event:page"]}"#;
         let site = super::super::tests::differencing::site(5);
-        let view = super::super::request::SiteView {
-            timezone: chrono_tz::UTC,
-            campaigns: false,
-            prop_keys: Vec::new(),
-            goals: Vec::new(),
-        };
-        let now = "2026-12-04T12:00:00Z".parse().unwrap();
-        let query = super::super::request::parse(BODY.as_bytes(), &view, now).unwrap();
+        let query = plain_query(BODY);
         // (what, disclosure, visitors, [engaged ms, pairs, scroll sum,
         // pairs], time on page, scroll depth; NaN: null).
         let cases: [(&str, Disclosure, f64, [f64; 6]); 5] = [
@@ -920,10 +913,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn protected_answers_publish_multiples_of_the_base_and_withhold_small_cells() {
-        let site = super::super::tests::differencing::site(5);
-        let step = f64::from(super::super::disclosure::rounding_base(5));
+    /// `body` parsed for a site without campaigns, properties or goals, on
+    /// 2026-12-04.
+    fn plain_query(body: &str) -> super::super::request::Query {
         let view = super::super::request::SiteView {
             timezone: chrono_tz::UTC,
             campaigns: false,
@@ -931,7 +923,14 @@ mod tests {
             goals: Vec::new(),
         };
         let now = "2026-12-04T12:00:00Z".parse().unwrap();
-        let query = super::super::request::parse(BY_PAGE.as_bytes(), &view, now).unwrap();
+        super::super::request::parse(body.as_bytes(), &view, now).unwrap()
+    }
+
+    #[test]
+    fn protected_answers_publish_multiples_of_the_base_and_withhold_small_cells() {
+        let site = super::super::tests::differencing::site(5);
+        let step = f64::from(super::super::disclosure::rounding_base(5));
+        let query = plain_query(BY_PAGE);
         let counted = Counted {
             rows: counted(&[
                 (&["/a"], 23.0, 41.0),
