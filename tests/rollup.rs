@@ -477,7 +477,6 @@ fn goal_requests() -> Vec<Value> {
     // Not "month", whose days to come hold no goal.
     ranges()[..6]
         .iter()
-        .cloned()
         .map(|range| {
             json!({"site_id": "example.org", "date_range": range,
                    "metrics": ["visitors", "events", "conversion_rate"],

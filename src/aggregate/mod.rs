@@ -35,8 +35,14 @@ use crate::sink::rows::{
 };
 use sessions::{Contribution, Sessions};
 
-/// What ingest hands to the aggregator.
+/// A custom event property's row: (site, hour, event, page, key, value,
+/// visitor).
+type PropKey = (usize, u32, Arc<str>, Arc<str>, String, String, u64);
+
+/// What ingest hands to the aggregator. Moved by value, a hit at a time:
+/// boxing the event would cost an allocation per hit for nothing.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Message {
     Event(Event),
     Dropped(Dropped, DateTime<Utc>),
@@ -228,7 +234,7 @@ pub struct Aggregator {
     dropped: HashMap<(Option<usize>, u32, DropReason), u64>,
     /// Custom event properties: (site, hour, event, page, key, value,
     /// visitor) → events.
-    props: HashMap<(usize, u32, Arc<str>, Arc<str>, String, String, u64), u64>,
+    props: HashMap<PropKey, u64>,
     /// Visits that reached a funnel step: (site, hour the visit started,
     /// funnel, step from 1) → visits. Counts only: no visit, page or
     /// order is kept beyond the visit's own progress.

@@ -358,6 +358,17 @@ pub struct SiteConfig {
     /// `[[site.funnel]]`: ordered goals a visit goes through.
     #[serde(default, rename = "funnel")]
     pub funnels: Vec<FunnelConfig>,
+    /// The Umami `website` id whose hits (`POST /api/send`) count here.
+    #[serde(default)]
+    pub umami_website_id: Option<String>,
+    /// The Google Analytics 4 measurement id (`G-…`) whose hits
+    /// (`/g/collect`, `/mp/collect`) count here.
+    #[serde(default)]
+    pub ga4_measurement_id: Option<String>,
+    /// The Matomo `idsite` whose hits (`/matomo.php`, `/piwik.php`) count
+    /// here.
+    #[serde(default)]
+    pub matomo_site_id: Option<u32>,
 }
 
 /// A goal: exactly one of `event` (a custom event's name) or `page` (a

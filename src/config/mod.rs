@@ -10,7 +10,7 @@ pub use file::{Config, ConsentMode, Disclosure, OnDenied, OnOptOut};
 pub use settings::{
     ClickHouseSettings, ClickHouseUrl, ConfigError, GeoSettings, OrganizationSettings,
     QuerySettings, RoundingKey, ServerSettings, Settings, SiteSettings, StorageSettings,
-    TokenSettings, MAX_V4_PREFIX, MAX_V6_PREFIX,
+    TokenSettings, TrackerId, MAX_V4_PREFIX, MAX_V6_PREFIX,
 };
 
 use std::path::Path;

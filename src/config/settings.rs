@@ -305,6 +305,56 @@ pub struct SiteSettings {
     pub funnels: Vec<Funnel>,
     /// Keys the rounding of this site's protected answers.
     pub rounding_key: RoundingKey,
+    /// The other trackers' site ids whose hits count for this site.
+    pub trackers: Vec<TrackerId>,
+}
+
+/// A site as another analytics product's tracker names it: tamis accepts
+/// those trackers' hits unchanged (`ingest::umami`, `ga4`, `matomo`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TrackerId {
+    /// Umami's `website`, a UUID, lower-cased.
+    Umami(String),
+    /// Google Analytics 4's measurement id (`tid`), upper-cased: `G-…`.
+    Ga4(String),
+    /// Matomo's `idsite`.
+    Matomo(u32),
+}
+
+impl TrackerId {
+    /// The config key that sets it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            TrackerId::Umami(_) => "umami_website_id",
+            TrackerId::Ga4(_) => "ga4_measurement_id",
+            TrackerId::Matomo(_) => "matomo_site_id",
+        }
+    }
+
+    /// An Umami website id as the tracker sends it, if it is a UUID.
+    pub fn umami(id: &str) -> Option<TrackerId> {
+        let id = id.trim().to_ascii_lowercase();
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        (groups == [8, 4, 4, 4, 12] && id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()))
+            .then_some(TrackerId::Umami(id))
+    }
+
+    /// A GA4 measurement id (`G-` and letters or digits).
+    pub fn ga4(id: &str) -> Option<TrackerId> {
+        let id = id.trim().to_ascii_uppercase();
+        let rest = id.strip_prefix("G-")?;
+        (!rest.is_empty() && rest.len() <= 20 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then_some(TrackerId::Ga4(id))
+    }
+
+    /// A Matomo `idsite`: a positive integer.
+    pub fn matomo(id: &str) -> Option<TrackerId> {
+        id.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(TrackerId::Matomo)
+    }
 }
 
 pub struct TokenSettings {
@@ -452,6 +502,14 @@ impl Settings {
                     format!("site[{i}].id"),
                     format!("`{}` is configured twice", site.id),
                 ));
+            }
+            for tracker in &site.trackers {
+                if let Some(other) = sites.iter().find(|s| s.trackers.contains(tracker)) {
+                    return Err(invalid(
+                        format!("site[{i}].{}", tracker.key()),
+                        format!("is already the id of site `{}`", other.id),
+                    ));
+                }
             }
             sites.push(Arc::new(site));
         }
@@ -733,7 +791,31 @@ fn site_settings(i: usize, s: SiteConfig, secret: &[u8; 32]) -> Result<SiteSetti
     let event_names = names("event_names", s.event_names)?;
     let goals = goals(&key, s.goals, &event_names)?;
     let funnels = funnels(&key, s.funnels, &goals)?;
+    let mut trackers = Vec::new();
+    if let Some(id) = s.umami_website_id {
+        trackers.push(TrackerId::umami(&id).ok_or_else(|| {
+            invalid(
+                key("umami_website_id"),
+                format!("`{id}` is not an Umami website id (a UUID)"),
+            )
+        })?);
+    }
+    if let Some(id) = s.ga4_measurement_id {
+        trackers.push(TrackerId::ga4(&id).ok_or_else(|| {
+            invalid(
+                key("ga4_measurement_id"),
+                format!("`{id}` is not a GA4 measurement id such as G-XXXXXXX"),
+            )
+        })?);
+    }
+    if let Some(id) = s.matomo_site_id {
+        trackers.push(
+            TrackerId::matomo(&id.to_string())
+                .ok_or_else(|| invalid(key("matomo_site_id"), "must be at least 1"))?,
+        );
+    }
     Ok(SiteSettings {
+        trackers,
         hostnames,
         timezone,
         language: s.language,

@@ -82,6 +82,9 @@ pub struct IncomingEvent {
     pub engagement: Engagement,
     /// False only when the hit says `i: false`.
     pub interactive: bool,
+    /// The browser's language as a tracker's payload names it (Umami's
+    /// `language`, GA4's `ul`); `Accept-Language` when `None`.
+    pub language: Option<String>,
 }
 
 fn invalid(field: Field, problem: &'static str) -> IngestError {
@@ -131,6 +134,7 @@ pub fn parse(body: &[u8]) -> Result<IncomingEvent, IngestError> {
             || matches!(wire.o, Some(Value::Number(ref n)) if n.as_u64() == Some(1)),
         engagement,
         interactive: !matches!(wire.i, Some(Value::Bool(false))),
+        language: None,
     })
 }
 
@@ -278,7 +282,7 @@ fn engagement(sd: Option<&Value>, e: Option<&Value>) -> Option<Engagement> {
 /// blank values, and blank keys, are left out; the first 30 that remain
 /// (by key) are kept. A kept key over 300 bytes or value over 2,000 is
 /// refused, as Plausible refuses it.
-fn props(value: Option<Value>) -> Result<Vec<(String, String)>, IngestError> {
+pub(super) fn props(value: Option<Value>) -> Result<Vec<(String, String)>, IngestError> {
     let object: Map<String, Value> = match value {
         Some(Value::Object(o)) => o,
         Some(Value::String(s)) => match serde_json::from_str::<Value>(&s) {

@@ -83,12 +83,7 @@ impl Ingest {
                 r
             }
             Err(error) => {
-                match &error {
-                    IngestError::Overloaded | IngestError::LogUnavailable => {
-                        self.metrics.hits_overloaded.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => self.count_invalid(),
-                }
+                self.count_refused(&error);
                 error_response(&error)
             }
         };
@@ -101,40 +96,24 @@ impl Ingest {
         request: Request<Incoming>,
         peer: IpAddr,
     ) -> Result<Outcome, IngestError> {
-        let declared = request
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY) {
-            return Err(IngestError::TooLarge { limit: MAX_BODY });
-        }
         let (parts, body) = request.into_parts();
-        // A client that sends its body slowly must not hold a request open.
-        let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
-            .await
-            .map_err(|_| IngestError::Body)?
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    IngestError::TooLarge { limit: MAX_BODY }
-                } else {
-                    IngestError::Body
-                }
-            })?;
-        let incoming = event::parse(&body.to_bytes())?;
-        let messages = self.process(&incoming, &parts.headers, peer);
+        let body = read_body(&parts.headers, body, MAX_BODY).await?;
+        let incoming = event::parse(&body)?;
+        let sites = self.privacy.sites_for(&incoming.domain);
+        let messages = self.process(&incoming, &sites, &parts.headers, peer);
         self.enqueue(messages).await
     }
 
-    /// Runs the pipeline for each site the hit names.
+    /// Runs the pipeline for each site the hit names (`sites`, from its
+    /// domain or its tracker's site id); none is an unknown site.
     pub(super) fn process(
         &self,
         incoming: &IncomingEvent,
+        sites: &[usize],
         headers: &HeaderMap,
         peer: IpAddr,
     ) -> Vec<Message> {
         let at = self.clock.now();
-        let sites = self.privacy.sites_for(&incoming.domain);
         if sites.is_empty() {
             let dropped = Dropped {
                 reason: DropReason::UnknownSite,
@@ -164,14 +143,17 @@ impl Ingest {
             dnt: header(&DNT),
             sec_purpose: text(&SEC_PURPOSE),
             purpose: text(&PURPOSE).or_else(|| text(&X_PURPOSE)),
-            accept_language: text(&ACCEPT_LANGUAGE),
+            accept_language: incoming
+                .language
+                .as_deref()
+                .or_else(|| text(&ACCEPT_LANGUAGE)),
             engagement: incoming.engagement,
             interactive: incoming.interactive,
             at,
         };
         sites
-            .into_iter()
-            .map(|site| match self.privacy.process(site, &hit) {
+            .iter()
+            .map(|&site| match self.privacy.process(site, &hit) {
                 Ok(event) => Message::Event(event),
                 Err(dropped) => Message::Dropped(dropped, at),
             })
@@ -224,6 +206,16 @@ impl Ingest {
         Ok(outcome.unwrap_or(Outcome::Dropped(DropReason::Invalid)))
     }
 
+    /// Counts a refused hit: 503s as overload, anything else as invalid.
+    pub(super) fn count_refused(&self, error: &IngestError) {
+        match error {
+            IngestError::Overloaded | IngestError::LogUnavailable => {
+                self.metrics.hits_overloaded.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => self.count_invalid(),
+        }
+    }
+
     /// Bad input is counted as dropped (`invalid`) in metrics and, when the
     /// log has room, in ClickHouse; it is never worth a 503, nor a wait.
     pub(super) fn count_invalid(&self) {
@@ -240,6 +232,34 @@ impl Ingest {
         );
         let _ = self.journal.append_detached(&payload);
     }
+}
+
+/// A request's body, at most `limit` bytes (by its `Content-Length` and
+/// as read), read within 10 s: a client that sends its body slowly must
+/// not hold a request open.
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, IngestError> {
+    let declared = headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(IngestError::TooLarge { limit });
+    }
+    let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| IngestError::Body)?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                IngestError::TooLarge { limit }
+            } else {
+                IngestError::Body
+            }
+        })?;
+    Ok(body.to_bytes())
 }
 
 fn append_error(error: AppendError) -> IngestError {

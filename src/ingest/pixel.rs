@@ -40,7 +40,8 @@ impl Ingest {
         };
         let outcome = match result {
             Ok(incoming) => {
-                let messages = self.process(&incoming, request.headers(), peer);
+                let sites = self.privacy.sites_for(&incoming.domain);
+                let messages = self.process(&incoming, &sites, request.headers(), peer);
                 self.enqueue(messages).await
             }
             Err(error) => Err(error),
@@ -49,12 +50,7 @@ impl Ingest {
             Ok(Outcome::Accepted) => gif(None),
             Ok(Outcome::Dropped(reason)) => gif(Some(reason.as_str())),
             Err(error) => {
-                match &error {
-                    IngestError::Overloaded | IngestError::LogUnavailable => {
-                        self.metrics.hits_overloaded.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => self.count_invalid(),
-                }
+                self.count_refused(&error);
                 let mut r = error_response(&error);
                 if matches!(error, IngestError::Method) {
                     r.headers_mut()
@@ -133,6 +129,7 @@ pub fn parse(query: &str, referer: Option<String>) -> Result<IncomingEvent, Inge
         opt_out: false,
         engagement: Default::default(),
         interactive: true,
+        language: None,
     })
 }
 

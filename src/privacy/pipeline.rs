@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::config::SiteSettings;
+use crate::config::{SiteSettings, TrackerId};
 use crate::privacy::agent::{is_prefetch, Agent, AgentClassifier};
 use crate::privacy::coded::coded_enum;
 use crate::privacy::consent::{self, Consent, ConsentState, Decision};
@@ -122,6 +122,7 @@ const MAX_DOMAINS: usize = 10;
 pub struct Privacy {
     sites: Vec<Arc<SiteSettings>>,
     by_domain: HashMap<String, usize>,
+    by_tracker: HashMap<TrackerId, usize>,
     agents: AgentClassifier,
     referrers: ReferrerClassifier,
     geo: Arc<GeoDb>,
@@ -139,9 +140,15 @@ impl Privacy {
             .enumerate()
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
+        let by_tracker = sites
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.trackers.iter().map(move |t| (t.clone(), i)))
+            .collect();
         Ok(Privacy {
             sites,
             by_domain,
+            by_tracker,
             agents: AgentClassifier::new()?,
             referrers: ReferrerClassifier::new()?,
             geo,
@@ -169,6 +176,11 @@ impl Privacy {
         sites.sort_unstable();
         sites.dedup();
         sites
+    }
+
+    /// The site another product's tracker names by its own id.
+    pub fn site_for_tracker(&self, id: &TrackerId) -> Option<usize> {
+        self.by_tracker.get(id).copied()
     }
 
     /// Runs the pipeline for one site of the hit.

@@ -769,6 +769,10 @@ pub fn named(rows: Vec<Counts>, dimensions: &[Dimension]) -> Vec<Counts> {
     out
 }
 
+/// Day runs (`YYYY-MM-DD`, inclusive) and hour ranges (seconds,
+/// half-open): see [`rollup_plan`].
+pub type RollupPlan = (Vec<(String, String)>, Vec<(i64, i64)>);
+
 /// How `[from, to)` is read when the local `days` (inside it) are rolled
 /// up: those days as inclusive runs (`YYYY-MM-DD`), and the UTC hours
 /// around them (seconds, half-open) read hourly.
@@ -777,7 +781,7 @@ pub fn rollup_plan(
     to: DateTime<Utc>,
     mut days: Vec<NaiveDate>,
     tz: Tz,
-) -> (Vec<(String, String)>, Vec<(i64, i64)>) {
+) -> RollupPlan {
     // Sorted here: ClickHouse 18.16 does not know `ORDER BY 1`.
     days.sort_unstable();
     days.dedup();

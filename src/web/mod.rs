@@ -46,6 +46,7 @@ use tokio::sync::Semaphore;
 use crate::config::{ServerSettings, MAX_V4_PREFIX, MAX_V6_PREFIX};
 use crate::ingest::client_ip::client_ip;
 use crate::ingest::cors::AllowedOrigins;
+use crate::ingest::ga4::Protocol;
 use crate::ingest::handler::{json_error, Ingest};
 use crate::metrics::Metrics;
 use crate::query::auth::{self, Attempt, Throttle};
@@ -146,6 +147,26 @@ impl App {
             "/e.gif" => {
                 self.ingest
                     .pixel(request, peer.ip(), &self.edge.origins)
+                    .await
+            }
+            "/api/send" => {
+                self.ingest
+                    .umami(request, peer.ip(), &self.edge.origins)
+                    .await
+            }
+            "/g/collect" | "/mp/collect" => {
+                let protocol = if request.uri().path() == "/g/collect" {
+                    Protocol::Gtag
+                } else {
+                    Protocol::Measurement
+                };
+                self.ingest
+                    .ga4(protocol, request, peer.ip(), &self.edge.origins)
+                    .await
+            }
+            "/matomo.php" | "/piwik.php" => {
+                self.ingest
+                    .matomo(request, peer.ip(), &self.edge.origins)
                     .await
             }
             "/api/v2/query" => self.api_call(Endpoint::Query, request, peer).await,

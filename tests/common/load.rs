@@ -330,11 +330,13 @@ fn exchange(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>, request: 
     }
 }
 
+/// A response's status, headers, and whether the server closes the
+/// connection after it.
+type ResponseHead = (u16, Vec<(String, String)>, bool);
+
 /// Reads one HTTP/1.1 response: status, headers, and whether the server
 /// closes the connection after it. The body is read and discarded.
-fn read_response(
-    reader: &mut BufReader<TcpStream>,
-) -> std::io::Result<(u16, Vec<(String, String)>, bool)> {
+fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<ResponseHead> {
     let eof = || {
         std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
