@@ -657,7 +657,18 @@ impl<S: Store> Writer<S> {
     /// Whether an attempt took effect. A mark found short of its target but
     /// moved (never by another writer: the journal is locked to one
     /// process) makes the next attempt move it from there.
+    ///
+    /// ClickHouse is asked whether the attempt still runs *before* the
+    /// proof is read: read the other way round, an insert that commits
+    /// between the two reads looks absent (no proof yet, no longer
+    /// running) and would be sent again, counting its rows twice. An
+    /// insert's parts, its views' included, are committed before it
+    /// leaves `system.processes`, so not running and no proof means it
+    /// never took effect.
     async fn state(&self, proof: &mut Proof<'_>, query_id: &str) -> Result<State, Failure> {
+        if self.store.running(query_id).await? {
+            return Ok(State::Running);
+        }
         let applied = match proof {
             Proof::Mark { group, from, to } => {
                 let at = self.store.mark(group).await?;
@@ -674,11 +685,8 @@ impl<S: Store> Writer<S> {
             }
             Proof::Receipt(receipt) => self.store.has_receipt(receipt.end_seq).await?,
         };
-        if applied {
-            return Ok(State::Applied);
-        }
-        Ok(if self.store.running(query_id).await? {
-            State::Running
+        Ok(if applied {
+            State::Applied
         } else {
             State::Absent
         })
