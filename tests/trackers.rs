@@ -399,6 +399,25 @@ fn other_trackers_unchanged_are_counted_and_keep_no_identity() {
         ),
         (&json!(204), &json!(204), &json!(0))
     );
+    // Without JavaScript: the image names no page, its Referer does.
+    let noscript = of("matomo-noscript");
+    assert_eq!(noscript.len(), 1, "{r}");
+    assert_eq!(
+        (
+            &noscript[0]["method"],
+            &noscript[0]["status"],
+            &noscript[0]["answer_type"],
+            &noscript[0]["referer"]
+        ),
+        (
+            &json!("GET"),
+            &ok,
+            &gif,
+            &json!(format!("{page_origin}/sans-js?q=1"))
+        ),
+        "{r}"
+    );
+    assert_eq!(r["matomo_noscript_width"], 1);
     let optout = of("matomo-optout");
     assert_eq!(optout.len(), 1, "{r}");
     assert_eq!(
@@ -454,7 +473,7 @@ fn other_trackers_unchanged_are_counted_and_keep_no_identity() {
             totals("umami.test") == json!([1, 2, 3])
                 && totals("ga4.test")[2] == 2
                 && totals("gtag.test")[1] == 2
-                && totals("matomo.test")[2] == 5
+                && totals("matomo.test")[2] == 6
                 && totals("server.test")[2] == 5
         },
     );
@@ -534,10 +553,10 @@ fn other_trackers_unchanged_are_counted_and_keep_no_identity() {
         json!([{"dimensions": ["2"], "metrics": [1]}])
     );
 
-    // Matomo: two pageviews (beacon, image), the event with its category
-    // as name, the outlink and the download as Plausible names them; the
-    // ping and the opted-out hit not counted.
-    assert_eq!(totals("matomo.test"), json!([1, 2, 5]));
+    // Matomo: three pageviews (beacon, image, image without JavaScript),
+    // the event with its category as name, the outlink and the download as
+    // Plausible names them; the ping and the opted-out hit not counted.
+    assert_eq!(totals("matomo.test"), json!([1, 3, 6]));
     assert_eq!(
         breakdown(
             &server,
@@ -548,6 +567,7 @@ fn other_trackers_unchanged_are_counted_and_keep_no_identity() {
         json!([
             {"dimensions": ["/aide"], "metrics": [1, 1]},
             {"dimensions": ["/galerie"], "metrics": [1, 1]},
+            {"dimensions": ["/sans-js"], "metrics": [1, 1]},
         ])
     );
     assert_eq!(
@@ -556,7 +576,7 @@ fn other_trackers_unchanged_are_counted_and_keep_no_identity() {
             {"dimensions": ["File Download"], "metrics": [1]},
             {"dimensions": ["Formulaires"], "metrics": [1]},
             {"dimensions": ["Outbound Link: Click"], "metrics": [1]},
-            {"dimensions": ["pageview"], "metrics": [2]},
+            {"dimensions": ["pageview"], "metrics": [3]},
         ])
     );
     for (key, value) in [("action", "Envoi"), ("name", "Permis"), ("value", "2")] {

@@ -45,7 +45,10 @@
 //   like, it falls back to `getImage`, the same request as an image with
 //   `send_image=1`, counting the hit twice); `sendBulkRequest` posts
 //   `{"requests": ["?…", …], "send_image": 0}` the same way. Matomo's
-//   opt-out page sets the `piwik_ignore` cookie on the tracker's host.
+//   opt-out page sets the `piwik_ignore` cookie on the tracker's host. Its
+//   tracking code's <noscript> part is an image `matomo.php?idsite=N&rec=1`
+//   with `referrerpolicy="no-referrer-when-downgrade"` (the code Matomo's
+//   "Tracking code" page gives).
 //
 // The browser reaches tamis through a TCP relay that connects from
 // 127.0.0.2, so the client address tamis sees is one the test can look
@@ -204,6 +207,16 @@ const server = http.createServer((req, res) => {
     res.writeHead(200, {'content-type': 'text/javascript'});
     return res.end(js);
   }
+  // Matomo's tracking code for browsers without JavaScript, its
+  // <noscript> image as the page shows it then: no `url`, the page comes
+  // from the Referer, which `no-referrer-when-downgrade` lets through whole
+  // (browsers send only the origin cross-site by default).
+  if (host === 'matomo.test' && url.pathname === '/sans-js') {
+    res.writeHead(200, {'content-type': 'text/html; charset=utf-8'});
+    return res.end(`<!doctype html><html><head><meta charset="utf-8"><title>Sans JS</title></head><body>
+<p><img id="noscript" referrerpolicy="no-referrer-when-downgrade" src="${matomoTracker}?idsite=${IDS.matomo}&amp;rec=1" style="border:0;" alt=""></p>
+</body></html>`);
+  }
   const page = {'umami.test': umamiPage, 'ga4.test': ga4mpPage, 'gtag.test': gtagPage, 'matomo.test': matomoPage}[host];
   if (!page) {
     res.writeHead(404);
@@ -231,6 +244,7 @@ function watch(ctx, visitor) {
       entry.content_type = h['content-type'] || null;
       entry.umami_cache = h['x-umami-cache'] || null;
       entry.cookie = h['cookie'] || null;
+      entry.referer = h['referer'] || null;
     });
   });
   ctx.on('requestfinished', async (r) => {
@@ -348,6 +362,16 @@ try {
   await answered('matomo');
   summary.matomo_fallbacks = await mp.evaluate(() => window.fallbacks);
   await m.close();
+
+  // The same visitor on a page without JavaScript.
+  const n = await visitor(browser, 'matomo-noscript');
+  const np = await n.newPage();
+  await np.goto(origin('matomo.test') + '/sans-js?q=1');
+  await np.waitForFunction(() => document.getElementById('noscript').complete);
+  summary.matomo_noscript_width = await np.evaluate(() => document.getElementById('noscript').naturalWidth);
+  await until('the Matomo image without JavaScript', () => of('matomo-noscript').length >= 1);
+  await answered('matomo-noscript');
+  await n.close();
 
   // A visitor who opted out on Matomo's opt-out page: its cookie on the
   // tracker's host.
