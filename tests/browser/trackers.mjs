@@ -231,6 +231,7 @@ const origin = (host) => `http://${host}:${port}`;
 
 // --- what the browser sends to tamis ---------------------------------------
 const sent = [];
+const headersRead = [];
 const problems = [];
 function watch(ctx, visitor) {
   ctx.on('request', (r) => {
@@ -240,12 +241,12 @@ function watch(ctx, visitor) {
       type: r.resourceType(), body: r.postData() || '', status: null};
     r._tamis = entry;
     sent.push(entry);
-    r.allHeaders().then((h) => {
+    headersRead.push(r.allHeaders().then((h) => {
       entry.content_type = h['content-type'] || null;
       entry.umami_cache = h['x-umami-cache'] || null;
       entry.cookie = h['cookie'] || null;
       entry.referer = h['referer'] || null;
-    });
+    }));
   });
   ctx.on('requestfinished', async (r) => {
     if (!r._tamis) return;
@@ -389,6 +390,7 @@ try {
   relay.close();
 }
 assert.ok(sent.length > 0, 'the trackers sent nothing');
+await Promise.all(headersRead);
 summary.identifiers = {gtag_cid: GTAG_CID, gtag_uid: GTAG_UID, ga4mp_uid: GA4MP_UID, ga4mp_uip: GA4MP_UIP,
   matomo_id: MATOMO_ID, matomo_uid: MATOMO_UID, matomo_cip: MATOMO_CIP};
 summary.relayed_from = [...relayedFrom];
