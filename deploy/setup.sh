@@ -54,14 +54,29 @@ elif ! have pkg-config; then
 fi
 have curl || packages+=(curl)
 
-# The browser tests: Debian's Chromium, and playwright-core and Plausible's
-# tracker from npm (pinned in package.json / package-lock.json, installed
-# into node_modules/).
+# The browser tests: Debian's Chromium, and from npm playwright-core and
+# the trackers of Plausible, Umami (@umami/node) and Google Analytics 4
+# (@analytics-debugger/ga4mp), pinned in package.json / package-lock.json,
+# installed into node_modules/.
 [ -x /usr/bin/chromium ] || packages+=(chromium chromium-driver)
 need_playwright=0
-if ! [ -f node_modules/playwright-core/package.json ] ||
-    ! [ -f node_modules/@plausible-analytics/tracker/package.json ]; then
-    need_playwright=1
+for module in playwright-core @plausible-analytics/tracker @umami/node @analytics-debugger/ga4mp; do
+    if ! [ -f "node_modules/$module/package.json" ]; then
+        need_playwright=1
+    fi
+done
+[ "$need_playwright" = 0 ] || have npm || packages+=(nodejs npm)
+
+# Umami's browser tracker is a file of npm's `umami`, which is Umami's whole
+# server (Next.js, Prisma, whose install downloads engines from outside the
+# registry): the tests take that one file from the package's tarball,
+# checked against the integrity the registry publishes for 2.10.0.
+UMAMI_PACKAGE=umami@2.10.0
+UMAMI_INTEGRITY='sha512-+lmrnV0751R6U2rkIgVAlE1nWI7yZawlMlJDguW9tlFacCKhnGeCyc7tCMIhNNYIiGIQy4DEX5IzJhm4b3+dPA=='
+UMAMI_TRACKER="$NPM_DIR/umami-2.10.0/src/tracker/index.js"
+need_umami=0
+if ! [ -f "$UMAMI_TRACKER" ]; then
+    need_umami=1
     have npm || packages+=(nodejs npm)
 fi
 
@@ -85,7 +100,11 @@ if [ "$check" = 1 ]; then
         missing=1
     fi
     if [ "$need_playwright" = 1 ]; then
-        say "missing: node_modules/playwright-core or @plausible-analytics/tracker (npm ci)"
+        say "missing: node_modules/ (playwright-core and the trackers: npm ci)"
+        missing=1
+    fi
+    if [ "$need_umami" = 1 ]; then
+        say "missing: $UMAMI_TRACKER (Umami's tracker, from npm $UMAMI_PACKAGE)"
         missing=1
     fi
     if [ "$need_geoip" = 1 ]; then
@@ -162,8 +181,26 @@ fi
 # --- playwright-core (browser tests) ----------------------------------------
 
 if [ "$need_playwright" = 1 ]; then
-    say "installing playwright-core and Plausible's tracker for the browser tests (npm ci)…"
+    say "installing playwright-core and the trackers for the browser tests (npm ci)…"
     npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+if [ "$need_umami" = 1 ]; then
+    say "installing Umami's tracker (src/tracker/index.js of npm $UMAMI_PACKAGE)…"
+    mkdir -p "$NPM_DIR"
+    tarball=$(cd "$NPM_DIR" && npm pack --silent "$UMAMI_PACKAGE" | tail -n 1)
+    integrity=$(node -e 'const c = require("crypto"), fs = require("fs");
+        console.log("sha512-" + c.createHash("sha512").update(fs.readFileSync(process.argv[1])).digest("base64"))' "$NPM_DIR/$tarball")
+    if [ "$integrity" != "$UMAMI_INTEGRITY" ]; then
+        rm -f "$NPM_DIR/$tarball"
+        say "$UMAMI_PACKAGE: the tarball's integrity $integrity is not the pinned one" >&2
+        exit 1
+    fi
+    rm -rf "$NPM_DIR/umami-2.10.0"
+    mkdir -p "$NPM_DIR/umami-2.10.0"
+    tar -xzf "$NPM_DIR/$tarball" -C "$NPM_DIR/umami-2.10.0" --strip-components=1 \
+        package/src/tracker/index.js package/LICENSE package/package.json
+    rm -f "$NPM_DIR/$tarball"
 fi
 
 # --- GeoIP -----------------------------------------------------------------

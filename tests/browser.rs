@@ -21,37 +21,6 @@ fn artifacts() -> PathBuf {
     root().join("target/test-artifacts")
 }
 
-/// Runs a node script of `tests/browser/` and returns the JSON it prints.
-fn node(script: &str, args: &[&str]) -> Value {
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium not found: run ./deploy/setup.sh (installs the Debian packages chromium and chromium-driver)"
-    );
-    assert!(
-        root()
-            .join("node_modules/playwright-core/package.json")
-            .exists(),
-        "npm module playwright-core not found in node_modules: run ./deploy/setup.sh (runs npm ci)"
-    );
-    let output = Command::new("node")
-        .arg(root().join("tests/browser").join(script))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run node ({e}): run ./deploy/setup.sh (installs nodejs and npm)")
-        });
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{stderr}\n{stdout}"
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}\n{stderr}"))
-}
-
 fn site(id: &str, hostnames: &str, extra: &str) -> String {
     format!("[[site]]\nid = \"{id}\"\nhostnames = [{hostnames}]\ntimezone = \"America/Toronto\"\n{extra}\n")
 }
