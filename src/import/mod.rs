@@ -257,12 +257,14 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<ExitCo
             println!("dry run: nothing written");
             return Ok(ExitCode::SUCCESS);
         }
-        (Err(error), false) => return Err(error).with_context(|| {
-            format!(
+        (Err(error), false) => {
+            return Err(error).with_context(|| {
+                format!(
                 "reading the imports of `{}` from ClickHouse at {} (run `tamis migrate` first?)",
                 site.id, settings.clickhouse.url
             )
-        }),
+            })
+        }
     };
     let statuses = match plan(&files, &current, options.replace) {
         Ok(s) => s,
