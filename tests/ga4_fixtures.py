@@ -5,6 +5,7 @@ answer after importing them. Deterministic: the same seed writes the same
 bytes.
 
     python3 tests/ga4_fixtures.py OUT_DIR [--seed N] [--year YYYY]
+                                  [--first YYYY-MM-DD --days N] [--scale X]
 
 writes OUT_DIR/json/<report>.json, OUT_DIR/csv/<report>.csv and
 OUT_DIR/expected.json.
@@ -123,18 +124,16 @@ def split(total, weights, rng):
     return parts
 
 
-def days_of(year):
-    d = datetime.date(year, 1, 1)
-    while d.year == year:
-        yield d
-        d += datetime.timedelta(days=1)
+def days_of(first, count):
+    for i in range(count):
+        yield first + datetime.timedelta(days=i)
 
 
-def day_totals(day, rng):
+def day_totals(day, rng, scale):
     weekend = day.weekday() >= 5
     # Pools in summer, tax bills in March and July, holidays in December.
     season = {1: 0.9, 2: 0.95, 3: 1.15, 6: 1.2, 7: 1.35, 8: 1.25, 12: 0.8}.get(day.month, 1.0)
-    users = int(420 * (0.55 if weekend else 1.0) * season * rng.uniform(0.85, 1.15))
+    users = int(420 * scale * (0.55 if weekend else 1.0) * season * rng.uniform(0.85, 1.15))
     sessions = int(users * rng.uniform(1.15, 1.35))
     pageviews = int(sessions * rng.uniform(2.0, 2.6))
     bounces = int(sessions * rng.uniform(0.38, 0.5))
@@ -142,14 +141,13 @@ def day_totals(day, rng):
     return {"users": users, "sessions": sessions, "pageviews": pageviews, "bounces": bounces, "duration": duration}
 
 
-def generate(year, seed):
+def generate(first, count, seed, scale):
     rng = random.Random(seed)
     reports = {name: [] for name in [
         "visitors", "sources", "pages", "entry_pages", "locations", "devices", "browsers", "operating_systems"]}
     expected = {
-        "year": year,
-        "first_day": f"{year}-01-01",
-        "last_day": f"{year}-12-31",
+        "first_day": first.isoformat(),
+        "last_day": (first + datetime.timedelta(days=count - 1)).isoformat(),
         "days": 0,
         "totals": {"visitors": 0, "visits": 0, "pageviews": 0, "bounces": 0, "duration": 0},
         "months": {},
@@ -169,8 +167,8 @@ def generate(year, seed):
         row["visits"] += m["sessions"]
         row["pageviews"] += m["pageviews"]
 
-    for day in days_of(year):
-        t = day_totals(day, rng)
+    for day in days_of(first, count):
+        t = day_totals(day, rng, scale)
         date = day.strftime("%Y%m%d")
         expected["days"] += 1
         for k, name in [("users", "visitors"), ("sessions", "visits"), ("pageviews", "pageviews"),
@@ -323,7 +321,7 @@ def csv_cell(value):
     return text
 
 
-def write_csv(path, report, rows, year):
+def write_csv(path, report, rows, first, last):
     dims = [d for d in DIMENSIONS[report] if d not in ("countryId", "pageReferrer")]
     keep = [i for i, d in enumerate(DIMENSIONS[report]) if d not in ("countryId", "pageReferrer")]
     # The interface shows engaged sessions, not bounces.
@@ -337,8 +335,8 @@ def write_csv(path, report, rows, year):
         "# ----------------------------------------",
         "#",
         "# All Users",
-        f"# Start date: {year}0101",
-        f"# End date: {year}1231",
+        f"# Start date: {first.strftime('%Y%m%d')}",
+        f"# End date: {last.strftime('%Y%m%d')}",
         "Nth day,Total users",
     ]
     by_day = {}
@@ -360,14 +358,19 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--year", type=int, default=2025)
+    parser.add_argument("--first", help="first day (default: the year's first)")
+    parser.add_argument("--days", type=int, help="days from --first (default: to the year's end)")
+    parser.add_argument("--scale", type=float, default=1.0, help="traffic size (1: ~420 users a weekday)")
     args = parser.parse_args()
-    reports, expected = generate(args.year, args.seed)
+    first = datetime.date.fromisoformat(args.first) if args.first else datetime.date(args.year, 1, 1)
+    count = args.days or (366 if calendar.isleap(first.year) else 365) - first.timetuple().tm_yday + 1
+    last = first + datetime.timedelta(days=count - 1)
+    reports, expected = generate(first, count, args.seed, args.scale)
     for sub in ("json", "csv"):
         os.makedirs(os.path.join(args.out, sub), exist_ok=True)
     for report, rows in reports.items():
         write_json(os.path.join(args.out, "json", f"{report}.json"), report, rows)
-        write_csv(os.path.join(args.out, "csv", f"{report}.csv"), report, rows, args.year)
-    expected["days_in_year"] = 366 if calendar.isleap(args.year) else 365
+        write_csv(os.path.join(args.out, "csv", f"{report}.csv"), report, rows, first, last)
     with open(os.path.join(args.out, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, ensure_ascii=False, indent=1, sort_keys=True)
         f.write("\n")
