@@ -711,7 +711,7 @@ fn parse_count(s: &str) -> Option<u64> {
         return Some(n);
     }
     let x: f64 = s.parse().ok()?;
-    (x.is_finite() && x >= 0.0 && x < 1e15).then(|| x.round() as u64)
+    (x.is_finite() && (0.0..1e15).contains(&x)).then(|| x.round() as u64)
 }
 
 /// GA4's placeholders for no value (Plausible's `@missing_values`).
@@ -874,7 +874,10 @@ mod tests {
         Coarsen::new().expect("referrer list")
     }
 
-    fn check(file: &str, text: &str, expected: Result<Vec<(&str, &[(&str, &str)], Counts)>, &str>) {
+    /// A row as the tests expect it: day, (column, value) pairs, counts.
+    type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], Counts);
+
+    fn check(file: &str, text: &str, expected: Result<Vec<Want<'_>>, &str>) {
         let got = parse(file, text.as_bytes(), &coarsen());
         match (got, expected) {
             (Ok(p), Ok(rows)) => {

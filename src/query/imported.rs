@@ -136,18 +136,19 @@ const CURRENT: &str = "(report, day, version) IN (SELECT report, day, max(versio
 /// (empty strings when none).
 pub fn period(query: &Query, report: Report, tz: Tz) -> Statement {
     let (first, last) = days(query.from, query.to, tz);
-    let mut s = Statement::default();
-    s.sql = format!(
-        "SELECT toString(min(day)), toString(max(day)), count() FROM imported_days WHERE site_id = ? AND report = ? AND day >= toDate(?) AND day <= toDate(?) AND {CURRENT}"
-    );
-    s.params = vec![
-        query.site_id.clone(),
-        report.as_str().to_string(),
-        first.to_string(),
-        last.to_string(),
-        query.site_id.clone(),
-    ];
-    s
+    Statement {
+        sql: format!(
+            "SELECT toString(min(day)), toString(max(day)), count() FROM imported_days WHERE site_id = ? AND report = ? AND day >= toDate(?) AND day <= toDate(?) AND {CURRENT}"
+        ),
+        params: vec![
+            query.site_id.clone(),
+            report.as_str().to_string(),
+            first.to_string(),
+            last.to_string(),
+            query.site_id.clone(),
+        ],
+        having: false,
+    }
 }
 
 /// The imported rows of `report` by `dimensions`, in the shape of
@@ -184,23 +185,25 @@ pub fn rows(query: &Query, dimensions: &[Dimension], report: Report, tz: Tz) -> 
     } else {
         format!("[{}]", exprs.join(", "))
     };
-    let mut s = Statement::default();
-    s.sql = format!(
+    let mut sql = format!(
         "SELECT {dims} AS dims, [toFloat64(sum(visitors)), toFloat64(sum(visits)), toFloat64(sum(pageviews)), 0, \
          toFloat64(sum(bounces)), toFloat64(sum(duration)), 0, 0, 0, 0, 0] AS base \
          FROM imported_daily WHERE site_id = ? AND report = ? AND day >= toDate(?) AND day <= toDate(?) AND {CURRENT}"
     );
     if !exprs.is_empty() {
-        s.sql.push_str(&format!(" GROUP BY {}", exprs.join(", ")));
+        sql.push_str(&format!(" GROUP BY {}", exprs.join(", ")));
     }
-    s.params = vec![
-        query.site_id.clone(),
-        report.as_str().to_string(),
-        first.to_string(),
-        last.to_string(),
-        query.site_id.clone(),
-    ];
-    s
+    Statement {
+        sql,
+        params: vec![
+            query.site_id.clone(),
+            report.as_str().to_string(),
+            first.to_string(),
+            last.to_string(),
+            query.site_id.clone(),
+        ],
+        having: false,
+    }
 }
 
 #[cfg(test)]
