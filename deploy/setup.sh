@@ -53,6 +53,8 @@ elif ! have pkg-config; then
     packages+=(pkg-config)
 fi
 have curl || packages+=(curl)
+# The GA4 import fixtures (tests/ga4_fixtures.py).
+have python3 || packages+=(python3)
 
 # The browser tests: Debian's Chromium, and playwright-core and Plausible's
 # tracker from npm (pinned in package.json / package-lock.json, installed
