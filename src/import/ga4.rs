@@ -381,7 +381,6 @@ fn parse_csv(file: &str, text: &str, coarsen: &Coarsen) -> Result<Parsed, BadFil
     // GA4 writes `#` comment lines (report name, property, date range)
     // before each table and a blank line between tables; the table with a
     // Date column is the report. Lines keep their numbers for errors.
-    let mut header: Option<(usize, Vec<String>)> = None;
     let mut table: Option<Table> = None;
     let mut titles: Vec<String> = Vec::new();
     let mut kinds: Vec<(bool, usize)> = Vec::new();
@@ -403,7 +402,6 @@ fn parse_csv(file: &str, text: &str, coarsen: &Coarsen) -> Result<Parsed, BadFil
                 break;
             }
             table = None;
-            header = None;
             continue;
         }
         match &table {
@@ -420,7 +418,6 @@ fn parse_csv(file: &str, text: &str, coarsen: &Coarsen) -> Result<Parsed, BadFil
                     .collect();
                 if !names.contains(&Some("date")) {
                     // Another table (a chart's series): skipped.
-                    header = Some((line, cells));
                     continue;
                 }
                 let mut t = Table {
@@ -477,16 +474,16 @@ fn parse_csv(file: &str, text: &str, coarsen: &Coarsen) -> Result<Parsed, BadFil
             }
         }
     }
-    let _ = header;
     let Some(table) = table else {
-        return Err(bad(
-            0,
-            "Date",
-            "no table with a Date column (export the report with Date as its first dimension)"
-                .into(),
-        ));
+        return Err(BadFile {
+            file: file.into(),
+            at: "header".into(),
+            field: "Date".into(),
+            problem:
+                "no table with a Date column (export the report with Date as its first dimension)"
+                    .into(),
+        });
     };
-    let mut table = table;
     // CSV errors name the column as GA4 titled it.
     let rename = |name: &str| -> String {
         match titles.iter().zip(&kinds).find(|(_, (m, i))| {
@@ -507,7 +504,6 @@ fn parse_csv(file: &str, text: &str, coarsen: &Coarsen) -> Result<Parsed, BadFil
         .chain(&table.metrics)
         .map(|n| (n.clone(), rename(n)))
         .collect();
-    table.rows.shrink_to_fit();
     build(file, Format::Csv, table, coarsen).map_err(|mut e| {
         if let Some((_, title)) = renamed.iter().find(|(api, _)| *api == e.field) {
             e.field = title.clone();
