@@ -53,6 +53,8 @@ elif ! have pkg-config; then
     packages+=(pkg-config)
 fi
 have curl || packages+=(curl)
+# The GA4 import fixtures (tests/ga4_fixtures.py).
+have python3 || packages+=(python3)
 
 # The browser tests: Debian's Chromium, and from npm playwright-core and
 # the trackers of Plausible, Umami (@umami/node) and Google Analytics 4

@@ -423,6 +423,12 @@ pub async fn audit(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `tamis import ga4`: see [`crate::import`].
+pub async fn import_ga4(path: &Path, options: crate::import::Options) -> anyhow::Result<ExitCode> {
+    let settings = load(path)?;
+    crate::import::run(&settings, options).await
+}
+
 fn list(items: impl Iterator<Item = String>) -> String {
     let v: Vec<String> = items.collect();
     if v.is_empty() {

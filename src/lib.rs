@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod goal;
+pub mod import;
 pub mod ingest;
 pub mod journal;
 pub mod lock;

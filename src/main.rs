@@ -80,6 +80,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import history exported from another analytics tool.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// Google Analytics 4 reports saved as Data API runReport JSON
+    /// responses or GA4 CSV exports (see the README). Every file is
+    /// validated before anything is written.
+    Ga4 {
+        #[arg(long, default_value = "config/tamis.toml")]
+        config: PathBuf,
+        /// The site id the history belongs to.
+        #[arg(long)]
+        site: String,
+        /// Replace days another file imported before.
+        #[arg(long)]
+        replace: bool,
+        /// Print what would be written, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The report files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,6 +141,27 @@ fn main() -> ExitCode {
                 site,
                 json,
             } => tamis::cli::audit(&config, &since, site.as_deref(), json).await,
+            Command::Import {
+                from:
+                    ImportFrom::Ga4 {
+                        config,
+                        site,
+                        replace,
+                        dry_run,
+                        files,
+                    },
+            } => {
+                tamis::cli::import_ga4(
+                    &config,
+                    tamis::import::Options {
+                        site,
+                        files,
+                        replace,
+                        dry_run,
+                    },
+                )
+                .await
+            }
         }
     });
     match result {

@@ -158,6 +158,16 @@ fn is_plain_form(name: &str, plain: &str) -> bool {
             .all(|(a, b)| a == b || (a > '\u{17F}' && b.is_ascii_alphabetic()))
 }
 
+/// The ISO 3166-1 code of an English country name (lowercase), as
+/// `countries.tsv` names it; for imports that carry names only.
+pub fn country_code(lowercase_name: &str) -> Option<String> {
+    Names::Country
+        .table()
+        .iter()
+        .find(|(_, name)| name.to_lowercase() == lowercase_name)
+        .map(|(code, _)| code.to_string())
+}
+
 /// The name of a region code in `language` (`fr` or `en`), if it is a
 /// code. Values that are not codes (names kept where no code matched) are
 /// already names.

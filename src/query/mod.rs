@@ -16,6 +16,7 @@ pub mod csv;
 pub mod disclosure;
 pub mod error;
 pub mod funnel;
+pub mod imported;
 pub mod labels;
 pub mod limits;
 pub mod pattern;
@@ -41,6 +42,7 @@ use serde_json::{json, Value};
 
 use crate::clock::Clock;
 use crate::config::{Disclosure, SiteSettings, TokenSettings};
+use crate::import::ga4::Report as ImportReport;
 use crate::metrics::Metrics;
 use crate::sink::audit::{AuditEntry, AuditLog};
 use auth::Access;
@@ -630,6 +632,15 @@ impl Api {
         let whole = query.whole();
         let whole_needed = disclosure == Disclosure::Exact
             && (!query.filters.is_empty() || query.dimensions.contains(&Dimension::Goal));
+        // Imported days (`include.imports`) are added to what was counted
+        // before any disclosure rule; such queries have no filters, goals
+        // or consent metrics (`imported::check`), so only the rows and the
+        // total need them, and every row is read (no pushdown).
+        let imports = match query.include_imports {
+            true => Some(self.imports(query, tz).await?),
+            false => None,
+        };
+        let import_report = imports.as_ref().and_then(|(_, report)| *report);
         let (
             rows,
             total,
@@ -640,8 +651,18 @@ impl Api {
             plain_total,
             plain_groups,
             consent,
+            imported_rows,
+            imported_total,
         ) = tokio::try_join!(
-            self.breakdown(query, site, disclosure),
+            async {
+                match import_report {
+                    Some(_) => {
+                        self.fetch(query, &query.dimensions, tz, Scope::Selected)
+                            .await
+                    }
+                    None => self.breakdown(query, site, disclosure).await,
+                }
+            },
             self.fetch_if(true, query, &[], tz, Scope::Selected),
             self.fetch_if(excluded, query, &query.dimensions, tz, Scope::Excluded),
             self.fetch_if(excluded, query, &[], tz, Scope::Excluded),
@@ -656,7 +677,27 @@ impl Api {
                     Ok(Vec::new())
                 }
             },
+            async {
+                match import_report {
+                    Some(r) => {
+                        self.read(&imported::rows(query, &query.dimensions, r, tz))
+                            .await
+                    }
+                    None => Ok(Vec::new()),
+                }
+            },
+            async {
+                match import_report {
+                    Some(_) => {
+                        self.read(&imported::rows(query, &[], ImportReport::Visitors, tz))
+                            .await
+                    }
+                    None => Ok(Vec::new()),
+                }
+            },
         )?;
+        let rows = with_imported(rows, imported_rows);
+        let total = with_imported(total, imported_total);
         let one = |rows: Vec<(Vec<String>, Base)>| {
             rows.into_iter().next().map(|(_, b)| b).unwrap_or_default()
         };
@@ -698,8 +739,66 @@ impl Api {
         }
         let mut report = report(query, site, disclosure, counted);
         report.time_labels = query.include_time_labels.then(|| time_labels(query, tz));
+        report.imports = imports.map(|(i, _)| i);
         Ok(report)
     }
+
+    /// Whether imported days answer `query`, and from which report (see
+    /// [`imported::check`]); none in the range is said as Plausible says
+    /// it (`no_imported_data`).
+    async fn imports(
+        &self,
+        query: &Query,
+        tz: Tz,
+    ) -> Result<(imported::Imports, Option<ImportReport>), clickhouse::error::Error> {
+        let skipped = |skip| imported::Imports {
+            included: false,
+            skip: Some(skip),
+            period: None,
+        };
+        let report = match imported::check(query) {
+            Ok(report) => report,
+            Err(skip) => return Ok((skipped(skip), None)),
+        };
+        let statement = imported::period(query, report, tz);
+        let mut q = self.stats_client().query(&statement.sql);
+        for p in &statement.params {
+            q = q.bind(p.as_str());
+        }
+        let (first, last, days) = q.fetch_one::<(String, String, u64)>().await?;
+        if days == 0 {
+            return Ok((skipped(imported::Skip::NoImportedData), None));
+        }
+        let imports = imported::Imports {
+            included: true,
+            skip: None,
+            period: Some((first, last)),
+        };
+        Ok((imports, Some(report)))
+    }
+}
+
+/// Collected rows with the imported ones added, row by row of equal
+/// dimension values.
+fn with_imported(mut rows: Vec<Counts>, imported: Vec<Counts>) -> Vec<Counts> {
+    if imported.is_empty() {
+        return rows;
+    }
+    let mut at: std::collections::HashMap<Vec<String>, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (dims, _))| (dims.clone(), i))
+        .collect();
+    for (dims, base) in imported {
+        match at.get(&dims) {
+            Some(&i) => rows[i].1.add(&base),
+            None => {
+                at.insert(dims.clone(), rows.len());
+                rows.push((dims, base));
+            }
+        }
+    }
+    rows
 }
 
 /// Rows as read, with the dimension values Plausible writes: names for
@@ -904,8 +1003,17 @@ fn respond(query: &Query, site: &SiteSettings, disclosure: Disclosure, report: R
     if query.include_total_rows {
         meta["total_rows"] = json!(report.total_rows);
     }
-    if query.include_imports {
-        meta["imports_included"] = json!(false);
+    if let Some(imports) = &report.imports {
+        meta["imports_included"] = json!(imports.included);
+        if let Some(skip) = imports.skip {
+            meta["imports_skip_reason"] = json!(skip.name());
+            if let Some(warning) = skip.warning() {
+                meta["imports_warning"] = json!(warning);
+            }
+        }
+        if let Some((first, last)) = &imports.period {
+            meta["imports_period"] = json!([first, last]);
+        }
     }
     if let Some(i) = query
         .dimensions

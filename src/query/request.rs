@@ -409,8 +409,8 @@ pub struct Query {
     /// `include.total_rows`: the number of rows before pagination, in
     /// `meta.total_rows`.
     pub include_total_rows: bool,
-    /// `include.imports`: echoed, and answered `meta.imports_included:
-    /// false` (tamis has no imported data yet).
+    /// `include.imports`: imported days added where they answer the query
+    /// (`super::imported`), said in `meta.imports_included`.
     pub include_imports: bool,
     pub csv: bool,
     /// The site's goals, which `event:goal` values name.

@@ -189,6 +189,8 @@ pub struct Report {
     pub total_rows: usize,
     pub totals: Option<Option<Vec<f64>>>,
     pub time_labels: Option<Vec<String>>,
+    /// What the answer says of imported days, when `include.imports`.
+    pub imports: Option<super::imported::Imports>,
 }
 
 /// What ClickHouse counted for one query, before any disclosure rule.
@@ -368,6 +370,7 @@ pub fn report(
         total_rows,
         totals,
         time_labels: None,
+        imports: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! ([`refusal`]). Only this module and `query` use the `clickhouse` crate.
 
 pub mod audit;
+pub mod imported;
 pub mod migrate;
 pub mod refusal;
 pub mod retention;

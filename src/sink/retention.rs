@@ -23,7 +23,7 @@ use crate::config::SiteSettings;
 
 /// Aggregate tables partitioned by `(site_id, toYYYYMM(hour))` (the
 /// rollups by `(site_id, toYYYYMM(day))`, the site's local day).
-pub const SITE_TABLES: [&str; 7] = [
+pub const SITE_TABLES: [&str; 8] = [
     "traffic_hourly",
     "props_hourly",
     "dropped_hourly",
@@ -31,6 +31,7 @@ pub const SITE_TABLES: [&str; 7] = [
     "rollup_daily",
     "rollup_days",
     "rollup_goal_days",
+    "imported_daily",
 ];
 /// tamis's own records (and batch receipts), partitioned by `toYYYYMM(time)`.
 pub const RECORD_TABLES: [&str; 4] = [

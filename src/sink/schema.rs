@@ -397,6 +397,7 @@ pub fn migrations() -> Vec<Migration> {
             ]),
         },
         migration_9(),
+        migration_10(),
     ]
 }
 
@@ -506,6 +507,43 @@ fn migration_9() -> Migration {
                 sums.join(", ")
             )),
         ],
+    }
+}
+
+/// Imported Google Analytics 4 history (`tamis import ga4`, see
+/// `sink::imported`): plain daily numbers per report in a table of their
+/// own, never mixed with collected traffic, and the ledger saying which
+/// import is current for each (site, report, day). The rows are
+/// partitioned by (site, month) like every aggregate, so retention drops
+/// them with the site's months; the ledger by site alone, so that one
+/// import's ledger rows are one insert into one partition, hence one part:
+/// an import takes effect whole or not at all.
+fn migration_10() -> Migration {
+    let dims = crate::import::ga4::COLUMNS
+        .iter()
+        .map(|c| format!("{c} String"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Migration {
+        version: 10,
+        name: "imported Google Analytics 4 history",
+        statements: sql(vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {{db}}.imported_daily (\
+                 site_id String, day Date, version UInt64, report String, {dims}, \
+                 visitors UInt64, visits UInt64, pageviews UInt64, bounces UInt64, duration UInt64) \
+                 ENGINE = MergeTree() \
+                 PARTITION BY (site_id, toYYYYMM(day)) \
+                 ORDER BY (site_id, report, day, version)"
+            ),
+            "CREATE TABLE IF NOT EXISTS {db}.imported_days (\
+             site_id String, report String, day Date, version UInt64, \
+             file String, file_sha256 String, rows UInt64, imported_at DateTime) \
+             ENGINE = MergeTree() \
+             PARTITION BY site_id \
+             ORDER BY (site_id, report, day, version)"
+                .to_string(),
+        ]),
     }
 }
 

@@ -119,6 +119,9 @@
   function query(q) {
     q.site_id = state.site.id;
     if (!q.filters && state.filters.length) q.filters = state.filters.slice();
+    // Imported history (tamis import ga4) is added wherever the API can
+    // add it; `meta.imports_period` says which days are imported.
+    q.include = Object.assign({imports: true}, q.include || {});
     return api('/api/v2/query', q);
   }
   function range() {
@@ -296,6 +299,21 @@
       });
       if (d) s.appendChild(svg('path', {d: d, 'class': cls}));
     }
+    // Imported buckets: a band behind the line, labelled once.
+    var half = n > 1 ? (W - L - R) / (n - 1) / 2 : (W - L - R) / 2;
+    var imported = series.imported || [];
+    var labelled = false;
+    for (var i0 = 0; i0 < n; i0++) {
+      if (!imported[i0] || (i0 > 0 && imported[i0 - 1])) continue;
+      var i1 = i0;
+      while (i1 + 1 < n && imported[i1 + 1]) i1++;
+      var x0 = Math.max(L, x(i0) - half), x1 = Math.min(W - R, x(i1) + half);
+      s.appendChild(svg('rect', {x: x0, y: T, width: Math.max(1, x1 - x0), height: H - T - B, 'class': 'imported-band'}));
+      if (!labelled) {
+        s.appendChild(svg('text', {x: x0 + 4, y: T + 12, 'class': 'imported-text'}, t('importedGa')));
+        labelled = true;
+      }
+    }
     if (prev) line(prev.slice(0, n), 'line prev');
     line(now, 'line now');
     now.forEach(function (v, i) {
@@ -312,7 +330,7 @@
     labels.forEach(function (lab, i) {
       var tr = el('tr');
       tr.appendChild(el('th', null, lab));
-      tr.appendChild(el('td', null, now[i] == null ? '—' : num(now[i])));
+      tr.appendChild(el('td', null, (now[i] == null ? '—' : num(now[i])) + (imported[i] ? ' (' + t('importedGa') + ')' : '')));
       tbl.appendChild(tr);
     });
     box.appendChild(tbl);
@@ -647,18 +665,29 @@
         return Promise.all([prev, series, prevSeries]).then(function (all) {
           if (gen !== generation) return;
           renderMetrics(onTop(top, now.results[0] ? now.results[0].metrics : top.map(function () { return 0 })), onTop(top, all[0] && all[0].results[0] ? all[0].results[0].metrics : null));
-          var s = toSeries(all[1]);
+          var s = toSeries(all[1], to);
           if (all[2]) s.prev = toSeries(all[2]).now;
           $('legend-prev').hidden = $('legend-prev-label').hidden = !s.prev;
+          var period = now.meta.imports_included && now.meta.imports_period;
+          $('legend-imported').hidden = $('legend-imported-label').hidden = !period;
+          $('imports-note').hidden = !period;
+          $('imports-note').textContent = period ? t('importsNote', {from: formatRange(period[0], period[0]), to: formatRange(period[1], period[1])}) : '';
           renderChart(s);
         });
       });
     }).catch(function (e) { if (gen === generation && e.message !== 'unauthorized') showError(e.message) });
   }
-  function toSeries(r) {
+  function toSeries(r, to) {
     var labels = r.meta.time_labels || [], by = {};
     r.results.forEach(function (row) { by[row.dimensions[0]] = row.metrics[0] });
-    return {labels: labels, now: labels.map(function (l) { return l in by ? by[l] : 0 })};
+    // A bucket is marked imported when its days meet the imported period.
+    var period = r.meta.imports_included && r.meta.imports_period;
+    var imported = labels.map(function (l, i) {
+      if (!period) return false;
+      var first = l.slice(0, 10), last = labels[i + 1] ? shift(labels[i + 1].slice(0, 10), -1) : (to || first);
+      return first <= period[1] && last >= period[0];
+    });
+    return {labels: labels, now: labels.map(function (l) { return l in by ? by[l] : 0 }), imported: imported};
   }
   function formatRange(from, to) {
     var f = function (d) { return new Date(Date.UTC(+d.slice(0, 4), +d.slice(5, 7) - 1, +d.slice(8, 10))).toLocaleDateString(t('locale'), {day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC'}) };
