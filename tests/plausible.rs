@@ -355,10 +355,25 @@ fn events_api_answers_as_plausible() {
 
     // Props as Plausible keeps them (then tamis's allow-list, which lists
     // every key sent here).
+    // An event without one of the site's keys is counted under `(none)`
+    // for that key (Plausible's `(none)` row of a property breakdown):
+    // a body whose props are all left out has only such rows.
+    let malformed = ch.query_in(
+        &db,
+        "SELECT countIf(prop_value != '(none)'), count() FROM props_hourly \
+         WHERE site_id = 'example.org' AND event = 'Malformed' FORMAT TSV",
+    );
+    let (kept, rows) = malformed.trim().split_once('\t').expect("two counts");
+    assert_eq!(kept, "0", "Malformed keeps no props");
+    assert!(
+        rows.parse::<u64>().unwrap_or(0) > 0,
+        "Malformed has its (none) rows"
+    );
     let props = ch.query_in(
         &db,
         "SELECT event, prop_key, prop_value FROM props_hourly \
          WHERE site_id = 'example.org' AND event NOT IN ('Thirty', 'tamis:delivered') \
+         AND prop_value != '(none)' \
          GROUP BY event, prop_key, prop_value ORDER BY event, prop_key FORMAT TSV",
     );
     assert_eq!(
@@ -371,12 +386,13 @@ fn events_api_answers_as_plausible() {
          MapValue\tother_key\t1\n\
          NilValue\tother_key\ttrue\n\
          Stringified\tnumber_test\t12\n",
-        "Malformed keeps no props"
+        "props kept as Plausible keeps them"
     );
     assert_eq!(
         ch.query_in(
             &db,
-            "SELECT uniqExact(prop_key) FROM props_hourly WHERE event = 'Thirty'"
+            "SELECT uniqExact(prop_key) FROM props_hourly \
+             WHERE event = 'Thirty' AND prop_value != '(none)'"
         ),
         "30\n",
         "50 props sent, 30 kept"
