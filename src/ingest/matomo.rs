@@ -13,6 +13,12 @@
 //!   (`e_a`), `name` (`e_n`) and `value` (`e_v`);
 //! - `link=URL`: Plausible's `Outbound Link: Click` with prop `url`;
 //! - `download=URL`: `File Download` with prop `url`;
+//! - `idgoal=N`: `Goal N` (`idgoal=0`, an ecommerce order: `Ecommerce
+//!   Order`); content tracking (`c_n`): `Content Impression`, or with
+//!   `c_i` `Content Interaction`, props `name` and `piece`; another custom
+//!   action (`ca=1`): `Custom Action`. None of these is a pageview; each
+//!   is counted when the site's `event_names` lists it, else dropped as an
+//!   event not allowed;
 //! - `ping=1` (the heartbeat): it carries no page, event or time tamis can
 //!   count, so it is answered and not recorded.
 //!
@@ -320,6 +326,25 @@ fn hit(
         ("Outbound Link: Click".to_string(), vec![link])
     } else if let Some(download) = prop("url", "download") {
         ("File Download".to_string(), vec![download])
+    } else if let Some(goal) = get(params, "idgoal") {
+        // A goal conversion or (`idgoal=0`) an ecommerce order: not a
+        // pageview of its page.
+        let name = if goal == "0" {
+            "Ecommerce Order".to_string()
+        } else {
+            format!("Goal {goal}")
+        };
+        (name, Vec::new())
+    } else if get(params, "c_n").is_some() {
+        let name = if get(params, "c_i").is_some() {
+            "Content Interaction"
+        } else {
+            "Content Impression"
+        };
+        let props = [prop("name", "c_n"), prop("piece", "c_p")];
+        (name.to_string(), props.into_iter().flatten().collect())
+    } else if get(params, "ca") == Some("1") {
+        ("Custom Action".to_string(), Vec::new())
     } else {
         ("pageview".to_string(), Vec::new())
     };
@@ -379,6 +404,33 @@ mod tests {
             "idsite=1&rec=1&url=https://example.org/&download=https%3A%2F%2Fexample.org%2Fa.pdf",
         );
         assert_eq!(h.event.name, "File Download");
+    }
+
+    #[test]
+    fn goals_content_and_custom_actions_are_not_pageviews() {
+        let base = "idsite=1&rec=1&url=https://example.org/a";
+        assert_eq!(
+            one(&format!("{base}&idgoal=3&revenue=2")).event.name,
+            "Goal 3"
+        );
+        assert_eq!(
+            one(&format!("{base}&idgoal=0&ec_id=A1")).event.name,
+            "Ecommerce Order"
+        );
+        let h = one(&format!("{base}&ca=1&c_n=Banner&c_p=Promo"));
+        assert_eq!(h.event.name, "Content Impression");
+        assert_eq!(
+            h.event.props,
+            vec![
+                ("name".into(), "Banner".into()),
+                ("piece".into(), "Promo".into())
+            ]
+        );
+        assert_eq!(
+            one(&format!("{base}&ca=1&c_n=Banner&c_i=click")).event.name,
+            "Content Interaction"
+        );
+        assert_eq!(one(&format!("{base}&ca=1")).event.name, "Custom Action");
     }
 
     #[test]
