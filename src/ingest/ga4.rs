@@ -30,15 +30,16 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::cors::AllowedOrigins;
 use super::error::{Field, IngestError};
-use super::handler::{error_response, read_body, Ingest};
-use super::tracker::{self, answer_with_credentials, TrackerHit, MAX_HITS, MAX_TRACKER_BODY};
+use super::handler::{preflight, read_body, Ingest};
+use super::tracker::{
+    self, answer, answer_with_credentials, TrackerHit, MAX_HITS, MAX_TRACKER_BODY,
+};
 use crate::config::TrackerId;
 use crate::privacy::pipeline::Engagement;
 
@@ -82,16 +83,7 @@ impl Ingest {
     ) -> Response<Full<Bytes>> {
         let origin = AllowedOrigins::origin_of(request.headers());
         if request.method() == Method::OPTIONS {
-            let mut r = empty(StatusCode::NO_CONTENT);
-            let h = r.headers_mut();
-            h.insert(
-                "access-control-allow-methods",
-                HeaderValue::from_static("GET, POST, OPTIONS"),
-            );
-            h.insert(
-                "access-control-allow-headers",
-                HeaderValue::from_static("Content-Type"),
-            );
+            let mut r = preflight("GET, POST, OPTIONS", "Content-Type");
             answer_with_credentials(origins, origin.as_ref(), r.headers_mut());
             return r;
         }
@@ -123,41 +115,24 @@ impl Ingest {
         };
         let mut response = match result {
             // Google's collectors answer 204 whatever the hit became.
-            Ok(outcome) => {
-                let mut r = empty(StatusCode::NO_CONTENT);
-                if let super::handler::Outcome::Dropped(reason) = outcome {
-                    r.headers_mut()
-                        .insert("x-tamis-dropped", HeaderValue::from_static(reason.as_str()));
-                }
-                r
-            }
-            Err(error) => {
-                self.count_refused(&error);
-                let mut r = error_response(&error);
-                if matches!(error, IngestError::Method) {
-                    let allow = match protocol {
-                        Protocol::Gtag => "GET, POST, OPTIONS",
-                        Protocol::Measurement => "POST, OPTIONS",
-                    };
-                    r.headers_mut()
-                        .insert("allow", HeaderValue::from_static(allow));
-                }
-                r
-            }
+            Ok(outcome) => answer(
+                StatusCode::NO_CONTENT,
+                match outcome {
+                    super::handler::Outcome::Dropped(reason) => Some(reason.as_str()),
+                    super::handler::Outcome::Accepted => None,
+                },
+            ),
+            Err(error) => self.refused(
+                &error,
+                match protocol {
+                    Protocol::Gtag => "GET, POST, OPTIONS",
+                    Protocol::Measurement => "POST, OPTIONS",
+                },
+            ),
         };
         answer_with_credentials(origins, origin.as_ref(), response.headers_mut());
         response
     }
-}
-
-fn empty(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        "cache-control",
-        HeaderValue::from_static("no-store, max-age=0"),
-    );
-    r
 }
 
 /// One event's parameters: the query string's, then its body line's

@@ -64,7 +64,7 @@ impl Ingest {
         let origin = AllowedOrigins::origin_of(request.headers());
         let origin = origin.as_ref();
         if request.method() == Method::OPTIONS {
-            let mut r = preflight();
+            let mut r = preflight("POST, OPTIONS", "Content-Type");
             origins.answer(origin, r.headers_mut());
             return r;
         }
@@ -216,6 +216,22 @@ impl Ingest {
         }
     }
 
+    /// A refused hit's answer, counted; a wrong method's names the
+    /// endpoint's methods (`allow`).
+    pub(super) fn refused(
+        &self,
+        error: &IngestError,
+        allow: &'static str,
+    ) -> Response<Full<Bytes>> {
+        self.count_refused(error);
+        let mut r = error_response(error);
+        if matches!(error, IngestError::Method) {
+            r.headers_mut()
+                .insert("allow", HeaderValue::from_static(allow));
+        }
+        r
+    }
+
     /// Bad input is counted as dropped (`invalid`) in metrics and, when the
     /// log has room, in ClickHouse; it is never worth a 503, nor a wait.
     pub(super) fn count_invalid(&self) {
@@ -271,17 +287,19 @@ fn append_error(error: AppendError) -> IngestError {
     }
 }
 
-fn preflight() -> Response<Full<Bytes>> {
+/// A CORS preflight's answer: these `methods` and request `headers`
+/// allowed, for a day.
+pub(super) fn preflight(methods: &'static str, headers: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
     h.insert(
         "access-control-allow-methods",
-        HeaderValue::from_static("POST, OPTIONS"),
+        HeaderValue::from_static(methods),
     );
     h.insert(
         "access-control-allow-headers",
-        HeaderValue::from_static("Content-Type"),
+        HeaderValue::from_static(headers),
     );
     h.insert("access-control-max-age", HeaderValue::from_static("86400"));
     r

@@ -46,8 +46,10 @@ use serde_json::Value;
 
 use super::cors::AllowedOrigins;
 use super::error::{Field, IngestError};
-use super::handler::{error_response, read_body, Ingest, Outcome};
-use super::tracker::{self, answer_with_credentials, TrackerHit, MAX_HITS, MAX_TRACKER_BODY};
+use super::handler::{preflight, read_body, Ingest, Outcome};
+use super::tracker::{
+    self, answer, answer_with_credentials, TrackerHit, MAX_HITS, MAX_TRACKER_BODY,
+};
 use crate::config::TrackerId;
 
 /// The smallest transparent 1×1 GIF, as the pixel answers.
@@ -79,16 +81,7 @@ impl Ingest {
     ) -> Response<Full<Bytes>> {
         let origin = AllowedOrigins::origin_of(request.headers());
         if request.method() == Method::OPTIONS {
-            let mut r = answer(StatusCode::NO_CONTENT, None);
-            let h = r.headers_mut();
-            h.insert(
-                "access-control-allow-methods",
-                HeaderValue::from_static("GET, POST, OPTIONS"),
-            );
-            h.insert(
-                "access-control-allow-headers",
-                HeaderValue::from_static("Content-Type"),
-            );
+            let mut r = preflight("GET, POST, OPTIONS", "Content-Type");
             answer_with_credentials(origins, origin.as_ref(), r.headers_mut());
             return r;
         }
@@ -177,33 +170,11 @@ impl Ingest {
                     r
                 }
             }
-            Err(error) => {
-                self.count_refused(&error);
-                let mut r = error_response(&error);
-                if matches!(error, IngestError::Method) {
-                    r.headers_mut()
-                        .insert("allow", HeaderValue::from_static("GET, POST, OPTIONS"));
-                }
-                r
-            }
+            Err(error) => self.refused(&error, "GET, POST, OPTIONS"),
         };
         answer_with_credentials(origins, origin.as_ref(), response.headers_mut());
         response
     }
-}
-
-fn answer(status: StatusCode, dropped: Option<&'static str>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        "cache-control",
-        HeaderValue::from_static("no-store, max-age=0"),
-    );
-    if let Some(reason) = dropped {
-        h.insert("x-tamis-dropped", HeaderValue::from_static(reason));
-    }
-    r
 }
 
 fn text_header(headers: &HeaderMap, name: hyper::header::HeaderName) -> Option<String> {

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response};
 use super::cors::AllowedOrigins;
 use super::error::{Field, IngestError};
 use super::event::{check_url, IncomingEvent, MAX_BODY, MAX_NAME};
-use super::handler::{error_response, Ingest, Outcome};
+use super::handler::{Ingest, Outcome};
 use crate::privacy::url::HashMode;
 
 /// The smallest transparent 1×1 GIF.
@@ -49,15 +49,7 @@ impl Ingest {
         let mut response = match outcome {
             Ok(Outcome::Accepted) => gif(None),
             Ok(Outcome::Dropped(reason)) => gif(Some(reason.as_str())),
-            Err(error) => {
-                self.count_refused(&error);
-                let mut r = error_response(&error);
-                if matches!(error, IngestError::Method) {
-                    r.headers_mut()
-                        .insert("allow", HeaderValue::from_static("GET, HEAD"));
-                }
-                r
-            }
+            Err(error) => self.refused(&error, "GET, HEAD"),
         };
         origins.answer(origin.as_ref(), response.headers_mut());
         response

@@ -123,6 +123,25 @@ impl Ingest {
     }
 }
 
+/// An empty answer, never cached, with `X-Tamis-Dropped` when policy
+/// dropped the hit.
+pub fn answer(
+    status: hyper::StatusCode,
+    dropped: Option<&'static str>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        "cache-control",
+        HeaderValue::from_static("no-store, max-age=0"),
+    );
+    if let Some(reason) = dropped {
+        h.insert("x-tamis-dropped", HeaderValue::from_static(reason));
+    }
+    r
+}
+
 /// CORS as Matomo and Google's collectors answer it: the allowed `Origin`
 /// echoed with `Access-Control-Allow-Credentials: true`, since their
 /// trackers send with credentials (XHR `withCredentials`, `sendBeacon`),

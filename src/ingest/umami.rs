@@ -20,13 +20,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::cors::AllowedOrigins;
 use super::error::{Field, IngestError};
-use super::handler::{error_response, read_body, Ingest, Outcome};
+use super::handler::{preflight, read_body, Ingest, Outcome};
 use super::tracker::{self, TrackerHit, MAX_TRACKER_BODY};
 use crate::config::TrackerId;
 
@@ -60,7 +60,9 @@ impl Ingest {
     ) -> Response<Full<Bytes>> {
         let origin = AllowedOrigins::origin_of(request.headers());
         if request.method() == Method::OPTIONS {
-            let mut r = preflight();
+            // The tracker posts JSON cross-origin, so a preflight comes
+            // first; its later hits carry `x-umami-cache`.
+            let mut r = preflight("POST, OPTIONS", "Content-Type, x-umami-cache");
             origins.answer(origin.as_ref(), r.headers_mut());
             return r;
         }
@@ -94,37 +96,11 @@ impl Ingest {
                 }
                 r
             }
-            Err(error) => {
-                self.count_refused(&error);
-                let mut r = error_response(&error);
-                if matches!(error, IngestError::Method) {
-                    r.headers_mut()
-                        .insert("allow", HeaderValue::from_static("POST, OPTIONS"));
-                }
-                r
-            }
+            Err(error) => self.refused(&error, "POST, OPTIONS"),
         };
         origins.answer(origin.as_ref(), response.headers_mut());
         response
     }
-}
-
-/// The tracker posts JSON cross-origin, so a preflight comes first; its
-/// later hits carry `x-umami-cache`.
-fn preflight() -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    h.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    h.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static("Content-Type, x-umami-cache"),
-    );
-    h.insert("access-control-max-age", HeaderValue::from_static("86400"));
-    r
 }
 
 fn text(value: Option<&Value>) -> Option<&str> {
