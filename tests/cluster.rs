@@ -15,10 +15,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use common::clickhouse::Stop;
 use common::cluster::{Cluster, REPLICAS, SHARDS};
-use common::Scratch;
+use common::{pageview, send_hit, wait_until, Binary, Scratch};
 
 fn run_tamis(args: &[&str], config_path: &Path) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamis"))
@@ -363,4 +364,50 @@ fn migrate_with_zookeeper_down_fails_on_every_node_and_the_rerun_completes() {
         &PAGEVIEWS.replace("{table}", &format!("{db}.traffic_hourly")),
     );
     assert_eq!(per_shard, ["2\n", "0\n"]);
+}
+
+/// `tamis serve` with `cluster` makes the schema on every node at start-up,
+/// as `tamis migrate` does, and a hit it accepts is counted once, read
+/// through the Distributed table (it writes through `url` for now: one
+/// node, whose shard's other replica copies it).
+#[test]
+fn serve_makes_the_schema_on_every_node_at_start_up_and_a_hit_is_counted_once() {
+    let cluster = Cluster::start();
+    let scratch = Scratch::new();
+    let db = format!("serve_{}", std::process::id());
+    let server = Binary::serve(&scratch, &cluster.tamis_config(&db));
+    wait_until(Duration::from_secs(60), "every node migrated", || {
+        cluster.nodes().all(|(_, _, node)| {
+            node.try_query(&format!(
+                "SELECT version FROM {db}.schema_migrations ORDER BY version FORMAT TSV"
+            ))
+            .is_ok_and(|v| v.lines().count() == versions().len())
+        })
+    });
+    let reference = schema_of(cluster.node(1, 1), &db);
+    for (_, _, node) in cluster.nodes() {
+        assert_eq!(schema_of(node, &db), reference, "{}", node.url);
+    }
+    let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+    let r = send_hit(
+        server.addr,
+        "203.0.113.9",
+        ua,
+        &pageview("https://example.org/"),
+        &[],
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let all = format!("{db}.traffic_hourly_all");
+    wait_until(Duration::from_secs(30), "the hit in ClickHouse", || {
+        count_in(&cluster, 2, 2, &all) == "1"
+    });
+    let traffic = PAGEVIEWS.replace("{table}", &format!("{db}.traffic_hourly"));
+    let per_shard: u64 = cluster
+        .replicas_agree(&db, "traffic_hourly", &traffic)
+        .iter()
+        .map(|n| n.trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(per_shard, 1, "counted once over the shards");
+    let log = server.stop();
+    assert!(!log.contains(" ERROR "), "{log}");
 }
