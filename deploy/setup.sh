@@ -7,9 +7,10 @@
 #                               region names over DB-IP then fails, naming this script)
 #   deploy/setup.sh --check     only report what is missing (exit 1 if anything is)
 #
-# ClickHouse is installed from Debian's packages, but the system service is
-# neither enabled nor started: deploy/run.sh and the tests run their own
-# servers, with their own data directories and ports.
+# ClickHouse and ZooKeeper (for the cluster tests) are installed from
+# Debian's packages, but their system services are neither enabled nor
+# started: deploy/run.sh and the tests run their own servers, with their own
+# data directories and ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +52,15 @@ if ! have cc; then
     packages+=(build-essential pkg-config)
 elif ! have pkg-config; then
     packages+=(pkg-config)
+fi
+# The cluster tests (tests/cluster.rs): Debian's ZooKeeper 3.8, which
+# coordinates ClickHouse's replicated tables, and a Java runtime for it.
+zookeeper_missing=0
+if ! [ -f /usr/share/java/zookeeper.jar ]; then
+    zookeeper_missing=1
+    packages+=(zookeeper)
+elif ! have java; then
+    packages+=(default-jre-headless)
 fi
 have curl || packages+=(curl)
 # The GA4 import fixtures (tests/ga4_fixtures.py).
@@ -176,6 +186,14 @@ if [ "${#packages[@]}" -gt 0 ]; then
             "${sudo[@]}" systemctl disable --now clickhouse-server.service >/dev/null 2>&1 || true
         elif have service; then
             "${sudo[@]}" service clickhouse-server stop >/dev/null 2>&1 || true
+        fi
+    fi
+    if [ "$zookeeper_missing" = 1 ]; then
+        # Same for ZooKeeper's system service: the tests start their own.
+        if [ -d /run/systemd/system ] && have systemctl; then
+            "${sudo[@]}" systemctl disable --now zookeeper.service >/dev/null 2>&1 || true
+        elif have service; then
+            "${sudo[@]}" service zookeeper stop >/dev/null 2>&1 || true
         fi
     fi
 fi

@@ -130,24 +130,55 @@ async fn shutdown_signal() {
 }
 
 pub async fn migrate(path: &Path, print: bool) -> anyhow::Result<ExitCode> {
+    use crate::sink::schema::Layout;
     let settings = load(path)?;
+    let database = &settings.clickhouse.database;
     if print {
-        for statement in crate::sink::schema::script(&settings.clickhouse.database) {
+        let layout = match &settings.clickhouse.cluster {
+            None => Layout::Single,
+            Some(cluster) => {
+                let nodes: Vec<String> = cluster.nodes.iter().map(|u| u.to_string()).collect();
+                println!(
+                    "-- On every node of cluster `{}` ({}), each node's macros filling in {{shard}} and {{replica}}:\n",
+                    cluster.name,
+                    nodes.join(", ")
+                );
+                Layout::Cluster(&cluster.name)
+            }
+        };
+        for statement in crate::sink::schema::script(database, layout) {
             println!("{statement};\n");
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let applied = crate::sink::migrate::run(&settings.clickhouse)
-        .await
-        .with_context(|| format!("migrating ClickHouse at {}", settings.clickhouse.url))?;
-    if applied.is_empty() {
-        println!("schema of `{}` is up to date", settings.clickhouse.database);
-    } else {
-        println!(
-            "applied migrations {applied:?} to `{}`",
-            settings.clickhouse.database
-        );
+    let what = match &settings.clickhouse.cluster {
+        None => format!("ClickHouse at {}", settings.clickhouse.url),
+        Some(cluster) => format!("ClickHouse cluster `{}`", cluster.name),
+    };
+    let result = crate::sink::migrate::run(&settings.clickhouse).await;
+    let applied = match &result {
+        Ok(applied) => applied,
+        // What the nodes that could be reached applied, before the error.
+        Err(error) => &error.applied,
+    };
+    let single = settings.clickhouse.cluster.is_none();
+    for node in applied {
+        // A single server's lines name no node, as before clusters.
+        let place = if single {
+            String::new()
+        } else {
+            format!(" on {}", node.node)
+        };
+        if node.versions.is_empty() {
+            println!("schema of `{database}` is up to date{place}");
+        } else {
+            println!(
+                "applied migrations {:?} to `{database}`{place}",
+                node.versions
+            );
+        }
     }
+    result.with_context(|| format!("migrating {what}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -181,6 +212,23 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 "clickhouse: {} NOT reachable: {error}",
                 settings.clickhouse.url
             );
+        }
+    }
+    if let Some(cluster) = &settings.clickhouse.cluster {
+        println!(
+            "clickhouse: cluster `{}`, {} node(s); writes and reads go through {} (the cluster's own writes and reads are not done yet)",
+            cluster.name,
+            cluster.nodes.len(),
+            settings.clickhouse.url
+        );
+        for node in &cluster.nodes {
+            match cluster_node(&settings.clickhouse, node, &cluster.name).await {
+                Ok(line) => println!("  node {node}: {line}"),
+                Err(error) => {
+                    ok = false;
+                    println!("  node {node}: NOT reachable: {error}");
+                }
+            }
         }
     }
     let mut warnings = 0;
@@ -233,6 +281,50 @@ what ClickHouse holds:"
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One node of the cluster as it describes itself: version, the `shard`
+/// and `replica` macros its replicated tables are made with, and whether
+/// its `<remote_servers>` define the cluster, which its `Distributed`
+/// tables read through.
+async fn cluster_node(
+    settings: &crate::config::ClickHouseSettings,
+    node: &crate::config::ClickHouseUrl,
+    cluster: &str,
+) -> Result<String, clickhouse::error::Error> {
+    let client = crate::sink::node_client(settings, node).with_database("default");
+    let version = client
+        .query("SELECT version()")
+        .fetch_one::<String>()
+        .await?;
+    let macro_value = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .query("SELECT substitution FROM system.macros WHERE macro = ?")
+                .bind(name)
+                .fetch_optional::<String>()
+                .await
+        }
+    };
+    let shard = macro_value("shard").await?;
+    let replica = macro_value("replica").await?;
+    let replicas = client
+        .query("SELECT count() FROM system.clusters WHERE cluster = ?")
+        .bind(cluster)
+        .fetch_one::<u64>()
+        .await?;
+    let shown = |m: Option<String>| m.unwrap_or_else(|| "MISSING".to_string());
+    Ok(format!(
+        "reachable, version {version}, shard {}, replica {}, {}",
+        shown(shard),
+        shown(replica),
+        if replicas == 0 {
+            format!("WARNING `{cluster}` is not in its <remote_servers>")
+        } else {
+            format!("`{cluster}` has {replicas} replica(s) in its <remote_servers>")
+        }
+    ))
 }
 
 pub async fn demo(path: &Path, days: u32, seed: u64) -> anyhow::Result<ExitCode> {

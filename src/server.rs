@@ -552,12 +552,12 @@ async fn migrate_forever(settings: &crate::config::ClickHouseSettings) -> anyhow
     loop {
         match crate::sink::migrate::run(settings).await {
             Ok(applied) => {
-                if !applied.is_empty() {
-                    tracing::info!(?applied, "schema migrated");
+                for node in applied.iter().filter(|a| !a.versions.is_empty()) {
+                    tracing::info!(node = %node.node, applied = ?node.versions, "schema migrated");
                 }
                 return Ok(());
             }
-            Err(error) if crate::sink::is_transport_error(&error) => {
+            Err(error) if error.is_transport() => {
                 if !warned {
                     tracing::warn!(error = %error, url = %settings.url, "ClickHouse not reachable yet; retrying");
                     warned = true;

@@ -256,6 +256,13 @@ pub struct ClickHouseConfig {
     pub flush_interval_ms: u64,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// The cluster's name in ClickHouse's `<remote_servers>`; absent: one
+    /// server, `url`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Every node's HTTP URL, with `cluster`.
+    #[serde(default)]
+    pub urls: Vec<String>,
 }
 
 impl Default for ClickHouseConfig {
@@ -268,6 +275,8 @@ impl Default for ClickHouseConfig {
             batch_rows: default_batch_rows(),
             flush_interval_ms: default_flush_ms(),
             timeout_ms: default_timeout_ms(),
+            cluster: None,
+            urls: Vec::new(),
         }
     }
 }
@@ -428,6 +437,9 @@ impl Config {
         }
         if let Some(v) = lookup("TAMIS_CLICKHOUSE_PASSWORD") {
             self.clickhouse.password = v;
+        }
+        if let Some(v) = lookup("TAMIS_CLICKHOUSE_CLUSTER") {
+            self.clickhouse.cluster = (!v.is_empty()).then_some(v);
         }
         if let Some(v) = lookup("TAMIS_GEOIP_PATH") {
             self.geoip.path = (!v.is_empty()).then_some(v);

@@ -10,7 +10,9 @@
 use serde_json::{json, Value};
 
 use super::file::{ConsentMode, OnDenied, OnOptOut};
-use super::settings::{OrganizationSettings, Settings, SiteSettings, TokenSettings};
+use super::settings::{
+    ClickHouseSettings, OrganizationSettings, Settings, SiteSettings, TokenSettings,
+};
 use crate::privacy::geo::GeoLevel;
 
 /// Every privacy-relevant setting of one site, with sorted lists.
@@ -84,6 +86,27 @@ pub fn organization_json(o: &OrganizationSettings) -> Value {
     })
 }
 
+/// The `clickhouse` section, URLs without their userinfo (a hash of a
+/// password is a hint to it). A cluster's keys appear only when it is set,
+/// so a single server's section hashes as it did before clusters.
+fn clickhouse_json(ch: &ClickHouseSettings) -> Value {
+    let mut out = json!({
+        "url": ch.url.to_string(), "database": ch.database, "user": ch.user,
+        "batch_rows": ch.batch_rows,
+        "flush_interval_ms": ch.flush_interval.as_millis() as u64,
+        "timeout_ms": ch.timeout.as_millis() as u64,
+    });
+    if let Some(cluster) = &ch.cluster {
+        out["cluster"] = json!(cluster.name);
+        out["urls"] = json!(cluster
+            .nodes
+            .iter()
+            .map(|url| url.to_string())
+            .collect::<Vec<_>>());
+    }
+    out
+}
+
 fn token_json(t: &TokenSettings) -> Value {
     let digest: String = t.secret_sha256.iter().map(|b| format!("{b:02x}")).collect();
     json!({ "name": t.name, "secret_sha256": digest, "sites": t.sites, "admin": t.admin, "disclosure": t.disclosure.name() })
@@ -113,16 +136,7 @@ pub fn sections(settings: &Settings) -> Vec<(String, String)> {
                 "cors_allow_origin": settings.server.cors_allow_origin.to_string(),
             }),
         ),
-        (
-            "clickhouse".to_string(),
-            json!({
-                // Without its userinfo: a hash of a password is a hint to it.
-                "url": ch.url.to_string(), "database": ch.database, "user": ch.user,
-                "batch_rows": ch.batch_rows,
-                "flush_interval_ms": ch.flush_interval.as_millis() as u64,
-                "timeout_ms": ch.timeout.as_millis() as u64,
-            }),
-        ),
+        ("clickhouse".to_string(), clickhouse_json(ch)),
         (
             "geoip".to_string(),
             json!({
@@ -258,5 +272,32 @@ mod tests {
             vec!["site a.org".to_string(), "site b.org (removed)".to_string()]
         );
         assert_ne!(config_hash(&sections(&a)), config_hash(&sections(&b)));
+    }
+
+    /// A single server's `clickhouse` section is the one it was before
+    /// clusters, key for key, so an upgrade records no configuration
+    /// change; a cluster is a change.
+    #[test]
+    fn a_single_server_hashes_as_before_clusters_and_a_cluster_is_a_change() {
+        let single = settings("[[site]]\nid='a.org'");
+        let clickhouse = |s: &Settings| {
+            sections(s)
+                .into_iter()
+                .find(|(name, _)| name == "clickhouse")
+                .unwrap()
+                .1
+        };
+        let before_clusters = json!({
+            "url": "http://127.0.0.1:8123", "database": "tamis", "user": "default",
+            "batch_rows": 50000, "flush_interval_ms": 1000, "timeout_ms": 10000,
+        });
+        assert_eq!(clickhouse(&single), hash(&before_clusters));
+        let cluster = settings(
+            "[[site]]\nid='a.org'\n[clickhouse]\ncluster='tamis'\nurls=['http://127.0.0.1:8123']",
+        );
+        assert_eq!(
+            changed_sections(&sections(&single), &sections(&cluster)),
+            vec!["clickhouse".to_string()]
+        );
     }
 }

@@ -8,9 +8,9 @@ mod settings;
 
 pub use file::{Config, ConsentMode, Disclosure, OnDenied, OnOptOut};
 pub use settings::{
-    ClickHouseSettings, ClickHouseUrl, ConfigError, GeoSettings, OrganizationSettings,
-    QuerySettings, RoundingKey, ServerSettings, Settings, SiteSettings, StorageSettings,
-    TokenSettings, TrackerId, MAX_V4_PREFIX, MAX_V6_PREFIX,
+    ClickHouseSettings, ClickHouseUrl, ClusterSettings, ConfigError, GeoSettings,
+    OrganizationSettings, QuerySettings, RoundingKey, ServerSettings, Settings, SiteSettings,
+    StorageSettings, TokenSettings, TrackerId, MAX_V4_PREFIX, MAX_V6_PREFIX,
 };
 
 use std::path::Path;

@@ -179,6 +179,20 @@ pub struct ClickHouseSettings {
     pub batch_rows: usize,
     pub flush_interval: Duration,
     pub timeout: Duration,
+    /// A ClickHouse cluster, or none: one server at `url`.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// A ClickHouse cluster (`clickhouse.cluster`, `clickhouse.urls`). `url`
+/// is one of its nodes: until writes and reads go through the cluster,
+/// tamis writes and reads there, and makes the schema on every node.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// The cluster's name in every node's `<remote_servers>`, which
+    /// `Distributed` tables name.
+    pub name: String,
+    /// Every node's HTTP URL, without a trailing slash, each once.
+    pub nodes: Vec<ClickHouseUrl>,
 }
 
 /// The password never prints; the URL prints without its userinfo.
@@ -192,6 +206,7 @@ impl std::fmt::Debug for ClickHouseSettings {
             .field("batch_rows", &self.batch_rows)
             .field("flush_interval", &self.flush_interval)
             .field("timeout", &self.timeout)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -599,13 +614,7 @@ fn query_settings(q: QueryConfig) -> Result<QuerySettings, ConfigError> {
 }
 
 fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, ConfigError> {
-    let url = ClickHouseUrl::new(c.url.trim_end_matches('/'));
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(invalid(
-            "clickhouse.url",
-            format!("`{url}` must start with http:// or https://"),
-        ));
-    }
+    let url = http_url("clickhouse.url", &c.url)?;
     if !is_identifier(&c.database) {
         return Err(invalid(
             "clickhouse.database",
@@ -630,6 +639,7 @@ fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, Config
             "must be between 1 and 1000000",
         ));
     }
+    let cluster = cluster_settings(c.cluster, &c.urls, &url)?;
     Ok(ClickHouseSettings {
         url,
         database: c.database,
@@ -640,7 +650,72 @@ fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, Config
         timeout: Duration::from_millis(
             positive("clickhouse.timeout_ms", c.timeout_ms as usize)? as u64
         ),
+        cluster,
     })
+}
+
+/// A ClickHouse HTTP URL, without its trailing slash.
+fn http_url(key: &str, text: &str) -> Result<ClickHouseUrl, ConfigError> {
+    let url = ClickHouseUrl::new(text.trim_end_matches('/'));
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid(
+            key,
+            format!("`{url}` must start with http:// or https://"),
+        ));
+    }
+    Ok(url)
+}
+
+/// `cluster` and `urls` come together: a cluster is reached through its
+/// nodes, and nodes without a cluster name would make tables no
+/// `Distributed` table can name.
+fn cluster_settings(
+    name: Option<String>,
+    urls: &[String],
+    url: &ClickHouseUrl,
+) -> Result<Option<ClusterSettings>, ConfigError> {
+    let Some(name) = name else {
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        return Err(invalid(
+            "clickhouse.cluster",
+            "must name the cluster (its name in <remote_servers>) when clickhouse.urls is set",
+        ));
+    };
+    // Written unquoted into `Distributed(…)`.
+    if !is_identifier(&name) {
+        return Err(invalid(
+            "clickhouse.cluster",
+            format!("`{name}` must be letters, digits and underscores, not starting with a digit"),
+        ));
+    }
+    if urls.is_empty() {
+        return Err(invalid(
+            "clickhouse.urls",
+            "must list every node's HTTP URL when clickhouse.cluster is set",
+        ));
+    }
+    let mut nodes: Vec<ClickHouseUrl> = Vec::with_capacity(urls.len());
+    for (i, text) in urls.iter().enumerate() {
+        let node = http_url(&format!("clickhouse.urls[{i}]"), text)?;
+        if nodes.contains(&node) {
+            return Err(invalid(
+                format!("clickhouse.urls[{i}]"),
+                format!("`{node}` is listed twice"),
+            ));
+        }
+        nodes.push(node);
+    }
+    if !nodes.contains(url) {
+        return Err(invalid(
+            "clickhouse.url",
+            format!(
+                "`{url}` must be one of clickhouse.urls: tamis writes and reads through that node until it writes through the cluster"
+            ),
+        ));
+    }
+    Ok(Some(ClusterSettings { name, nodes }))
 }
 
 fn organization_settings(o: OrganizationConfig) -> Result<OrganizationSettings, ConfigError> {
@@ -1038,6 +1113,37 @@ mod tests {
             "[clickhouse]\ndatabase='x; DROP'\n[[site]]\nid='a.org'",
             Some("clickhouse.database"),
         );
+        // A cluster comes with every node's URL, and the other way round;
+        // `url` is one of them.
+        let nodes = "urls=['http://127.0.0.1:8123/','http://127.0.0.1:8124']";
+        check(
+            &format!("[clickhouse]\ncluster='tamis'\n{nodes}\n[[site]]\nid='a.org'"),
+            None,
+        );
+        check(
+            "[clickhouse]\ncluster='tamis'\n[[site]]\nid='a.org'",
+            Some("clickhouse.urls"),
+        );
+        check(
+            &format!("[clickhouse]\n{nodes}\n[[site]]\nid='a.org'"),
+            Some("clickhouse.cluster"),
+        );
+        check(
+            &format!("[clickhouse]\ncluster='my cluster'\n{nodes}\n[[site]]\nid='a.org'"),
+            Some("clickhouse.cluster"),
+        );
+        check(
+            "[clickhouse]\ncluster='tamis'\nurls=['http://127.0.0.1:8123','127.0.0.1:8124']\n[[site]]\nid='a.org'",
+            Some("clickhouse.urls[1]"),
+        );
+        check(
+            "[clickhouse]\ncluster='tamis'\nurls=['http://127.0.0.1:8123','http://127.0.0.1:8123/']\n[[site]]\nid='a.org'",
+            Some("clickhouse.urls[1]"),
+        );
+        check(
+            &format!("[clickhouse]\nurl='http://10.0.0.1:8123'\ncluster='tamis'\n{nodes}\n[[site]]\nid='a.org'"),
+            Some("clickhouse.url"),
+        );
         check(
             "[[site]]\nid='a.org'\n[[site]]\nid='a.org'",
             Some("site[1].id"),
@@ -1120,8 +1226,15 @@ mod tests {
         let mut config: Config = toml::from_str(MINIMAL).unwrap();
         config.clickhouse.url = "https://tamis:hunter2@ch.example:8443/".into();
         config.clickhouse.password = "s3cret-pw".into();
+        // A cluster's node URLs print the same way.
+        config.clickhouse.cluster = Some("tamis".into());
+        config.clickhouse.urls = vec![
+            "https://tamis:hunter2@ch.example:8443/".into(),
+            "https://tamis:hunter2@ch2.example:8443/".into(),
+        ];
         let settings = Settings::from_config(config, Path::new(".")).unwrap();
         let ch = &settings.clickhouse;
+        assert!(format!("{ch:?}").contains("https://***@ch2.example:8443"));
         for printed in [
             format!("{ch:?}"),
             format!("{:?}", settings),
@@ -1168,6 +1281,32 @@ mod tests {
         assert_eq!(settings.clickhouse.url.as_str(), "http://10.1.2.3:8123");
         assert_eq!(settings.clickhouse.database, "other");
         assert!(settings.geo.path.is_none());
+    }
+
+    #[test]
+    fn the_cluster_name_comes_from_the_environment_too() {
+        let text = "[clickhouse]\nurls=['http://127.0.0.1:8123','http://127.0.0.1:8124']\n[[site]]\nid='a.org'";
+        let load = |cluster: Option<&str>| {
+            let mut config: Config = toml::from_str(text).unwrap();
+            config.apply_env(|name| {
+                (name == "TAMIS_CLICKHOUSE_CLUSTER")
+                    .then(|| cluster.map(str::to_string))
+                    .flatten()
+            });
+            Settings::from_config(config, Path::new("."))
+        };
+        let cluster = load(Some("tamis")).unwrap().clickhouse.cluster.unwrap();
+        assert_eq!(cluster.name, "tamis");
+        assert_eq!(
+            cluster.nodes,
+            [
+                ClickHouseUrl::new("http://127.0.0.1:8123"),
+                ClickHouseUrl::new("http://127.0.0.1:8124")
+            ]
+        );
+        // Empty is unset: the URLs then name no cluster.
+        let err = load(Some("")).unwrap_err().to_string();
+        assert!(err.contains("clickhouse.cluster"), "{err}");
     }
 
     #[test]

@@ -16,13 +16,20 @@ pub mod salts;
 pub mod schema;
 pub mod writer;
 
-use crate::config::ClickHouseSettings;
+use crate::config::{ClickHouseSettings, ClickHouseUrl};
 
-/// A client for the configured server. Validation is off: it needs
-/// `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 does not know.
+/// A client for the configured server (`url`). Validation is off: it
+/// needs `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 does not
+/// know.
 pub fn client(settings: &ClickHouseSettings) -> clickhouse::Client {
+    node_client(settings, &settings.url)
+}
+
+/// A client for one server of the configuration (`url` or a cluster's
+/// node), with its user, password and database.
+pub fn node_client(settings: &ClickHouseSettings, url: &ClickHouseUrl) -> clickhouse::Client {
     clickhouse::Client::default()
-        .with_url(&settings.url)
+        .with_url(url.as_str())
         .with_user(&settings.user)
         .with_password(&settings.password)
         .with_database(&settings.database)

@@ -78,11 +78,95 @@ pub struct Migration {
     pub statements: Vec<Step>,
 }
 
+/// Where the schema is made. A single server is the special case of a
+/// cluster with nothing to coordinate: the same steps make the same tables,
+/// and only the engines of the tables that hold data differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout<'a> {
+    /// One server: plain `*MergeTree` tables.
+    Single,
+    /// One node of the named cluster (its name in `<remote_servers>`):
+    /// each table that holds data is `Replicated*MergeTree`, its ZooKeeper
+    /// path made from the node's `{shard}` macro and its replica named by
+    /// `{replica}`, with a `Distributed` table `<table>_all` over the
+    /// cluster's shards for reading. `Null` tables and materialized views
+    /// are made on each node as on a single server: an insert into a node's
+    /// `batch_in` lands in that node's replicated tables.
+    Cluster(&'a str),
+}
+
+/// The suffix of the `Distributed` table over each table on a cluster.
+pub const DISTRIBUTED_SUFFIX: &str = "_all";
+
+/// The engine of a table that holds data, replicated on a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    MergeTree,
+    SummingMergeTree,
+    AggregatingMergeTree,
+}
+
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::MergeTree => "MergeTree",
+            Engine::SummingMergeTree => "SummingMergeTree",
+            Engine::AggregatingMergeTree => "AggregatingMergeTree",
+        }
+    }
+}
+
+/// A table that holds data: its engine's arguments depend on the
+/// [`Layout`], its columns and keys do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: &'static str,
+    /// The column definitions, as between the parentheses of `CREATE TABLE`.
+    pub columns: String,
+    pub engine: Engine,
+    /// What follows the engine: `PARTITION BY … ORDER BY … [SETTINGS …]`.
+    pub keys: String,
+}
+
+impl Table {
+    /// The statements that make the table in `db`, idempotent: on a
+    /// cluster, the replicated table and the `Distributed` table over it.
+    pub fn create(&self, db: &str, layout: Layout) -> Vec<String> {
+        let Table {
+            name,
+            columns,
+            engine,
+            keys,
+        } = self;
+        let engine = engine.name();
+        match layout {
+            Layout::Single => vec![format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{name} ({columns}) ENGINE = {engine}() {keys}"
+            )],
+            // The path names the database and the table, so that two
+            // databases on one cluster never share a table's replicas.
+            Layout::Cluster(cluster) => vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.{name} ({columns}) \
+                     ENGINE = Replicated{engine}('/clickhouse/tables/{{shard}}/{db}.{name}', '{{replica}}') {keys}"
+                ),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.{name}{DISTRIBUTED_SUFFIX} AS {db}.{name} \
+                     ENGINE = Distributed({cluster}, {db}, {name})"
+                ),
+            ],
+        }
+    }
+}
+
 /// One step of a migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// A statement run as it is: idempotent by itself (`IF NOT EXISTS`).
+    /// A statement run as it is on every node: idempotent by itself (`IF
+    /// NOT EXISTS`).
     Sql(String),
+    /// A table that holds data, made as the [`Layout`] says.
+    Table(Table),
     /// `ALTER TABLE {db}.<table> ADD COLUMN …` for the columns the table
     /// lacks, then `then` in the same statement when any was missing.
     /// ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`, and accepts a
@@ -90,7 +174,8 @@ pub enum Step {
     /// adds them, so the migration reads `system.columns` first: a table
     /// created with the columns already (a new database, built from the
     /// current column lists) or a migration resumed after a crash skips
-    /// them.
+    /// them. On a cluster the table's `Distributed` table gets the columns
+    /// too (without `then`).
     AddColumns {
         table: &'static str,
         columns: Vec<(String, String)>,
@@ -117,34 +202,84 @@ impl Step {
         Some(format!("ALTER TABLE {db}.{table} {}", parts.join(", ")))
     }
 
+    /// The tables an [`Step::AddColumns`] on `table` alters, each with
+    /// whether it takes the step's `then`: the table, and on a cluster its
+    /// `Distributed` table when it has one.
+    pub fn altered_tables(table: &str, layout: Layout) -> Vec<(String, Then)> {
+        let mut out = vec![(table.to_string(), Then::Apply)];
+        if matches!(layout, Layout::Cluster(_)) && is_data_table(table) {
+            out.push((format!("{table}{DISTRIBUTED_SUFFIX}"), Then::Skip));
+        }
+        out
+    }
+
+    /// The statements to run as they are for this step (none for
+    /// [`Step::AddColumns`], which reads the table first).
+    pub fn statements(&self, db: &str, layout: Layout) -> Vec<String> {
+        match self {
+            Step::Sql(sql) => vec![sql.replace("{db}", db)],
+            Step::Table(table) => table.create(db, layout),
+            Step::AddColumns { .. } => Vec::new(),
+        }
+    }
+
     /// The step as `tamis migrate --print` shows it (a script for a new
     /// database).
-    fn printed(&self, db: &str) -> String {
-        match self {
-            Step::Sql(sql) => sql.replace("{db}", db),
-            Step::AddColumns {
-                table,
-                columns,
-                then,
-            } => {
-                // A new database has these columns from its `CREATE`; the
-                // statement is for one made before, which `tamis migrate`
-                // alters for the columns it lacks (18.16 has no `IF NOT
-                // EXISTS` here). Shown as a comment, so the script runs as
-                // it is on a new database.
-                let all: Vec<&(String, String)> = columns.iter().collect();
-                let sql =
-                    Step::add_columns_sql(db, table, &all, then.as_deref()).unwrap_or_default();
+    fn printed(&self, db: &str, layout: Layout) -> Vec<String> {
+        let Step::AddColumns {
+            table,
+            columns,
+            then,
+        } = self
+        else {
+            return self.statements(db, layout);
+        };
+        // A new database has these columns from its `CREATE`; the
+        // statement is for one made before, which `tamis migrate` alters
+        // for the columns it lacks (18.16 has no `IF NOT EXISTS` here).
+        // Shown as a comment, so the script runs as it is on a new
+        // database.
+        let all: Vec<&(String, String)> = columns.iter().collect();
+        Step::altered_tables(table, layout)
+            .into_iter()
+            .map(|(altered, with_then)| {
+                let then = (with_then == Then::Apply).then_some(then.as_deref()).flatten();
+                let sql = Step::add_columns_sql(db, &altered, &all, then).unwrap_or_default();
                 format!("-- upgrading a database made before this migration, for the columns it lacks:\n-- {sql}")
-            }
-        }
+            })
+            .collect()
     }
 }
 
-impl From<String> for Step {
-    fn from(sql: String) -> Step {
-        Step::Sql(sql)
-    }
+/// Whether an [`Step::AddColumns`] applies its `then` (a new sorting key)
+/// to a table: not to a `Distributed` table, which has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    Apply,
+    Skip,
+}
+
+/// Whether `name` is a table that holds data ([`Step::Table`]).
+fn is_data_table(name: &str) -> bool {
+    migrations()
+        .iter()
+        .flat_map(|m| &m.statements)
+        .any(|step| matches!(step, Step::Table(t) if t.name == name))
+}
+
+/// A table that holds data.
+fn table(
+    name: &'static str,
+    columns: impl Into<String>,
+    engine: Engine,
+    keys: impl Into<String>,
+) -> Step {
+    Step::Table(Table {
+        name,
+        columns: columns.into(),
+        engine,
+        keys: keys.into(),
+    })
 }
 
 pub fn migrations() -> Vec<Migration> {
@@ -170,24 +305,26 @@ pub fn migrations() -> Vec<Migration> {
         Migration {
             version: 1,
             name: "hourly traffic aggregates",
-            statements: sql(vec![
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {{db}}.traffic_hourly ({dims}, \
-                     visitors AggregateFunction(uniqIf, UInt64, UInt8), \
-                     pageviews AggregateFunction(sum, UInt64), \
-                     events AggregateFunction(sum, UInt64), \
-                     visits AggregateFunction(sum, Int64), \
-                     bounces AggregateFunction(sum, Int64), \
-                     duration AggregateFunction(sum, Int64), \
-                     exits AggregateFunction(sum, Int64), {engagement_aggregates}) \
-                     ENGINE = AggregatingMergeTree() \
-                     PARTITION BY (site_id, toYYYYMM(hour)) \
-                     ORDER BY ({dim_list})"
+            statements: vec![
+                table(
+                    "traffic_hourly",
+                    format!(
+                        "{dims}, \
+                         visitors AggregateFunction(uniqIf, UInt64, UInt8), \
+                         pageviews AggregateFunction(sum, UInt64), \
+                         events AggregateFunction(sum, UInt64), \
+                         visits AggregateFunction(sum, Int64), \
+                         bounces AggregateFunction(sum, Int64), \
+                         duration AggregateFunction(sum, Int64), \
+                         exits AggregateFunction(sum, Int64), {engagement_aggregates}"
+                    ),
+                    Engine::AggregatingMergeTree,
+                    format!("PARTITION BY (site_id, toYYYYMM(hour)) ORDER BY ({dim_list})"),
                 ),
-                format!(
+                Step::Sql(format!(
                     "CREATE TABLE IF NOT EXISTS {{db}}.traffic_in ({dims}, {counts}) ENGINE = Null"
-                ),
-                format!(
+                )),
+                Step::Sql(format!(
                     "CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.traffic_mv TO {{db}}.traffic_hourly AS \
                      SELECT {dim_list}, \
                      uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, \
@@ -198,62 +335,62 @@ pub fn migrations() -> Vec<Migration> {
                      sumState(duration) AS duration, \
                      sumState(exits) AS exits \
                      FROM {{db}}.traffic_in GROUP BY {dim_list}"
+                )),
+                table(
+                    "dropped_hourly",
+                    "site_id String, hour DateTime, reason String, hits UInt64",
+                    Engine::SummingMergeTree,
+                    "PARTITION BY (site_id, toYYYYMM(hour)) ORDER BY (site_id, hour, reason)",
                 ),
-                "CREATE TABLE IF NOT EXISTS {db}.dropped_hourly (\
-                 site_id String, hour DateTime, reason String, hits UInt64) \
-                 ENGINE = SummingMergeTree() \
-                 PARTITION BY (site_id, toYYYYMM(hour)) \
-                 ORDER BY (site_id, hour, reason)"
-                    .to_string(),
-            ]),
+            ],
         },
         Migration {
             version: 2,
             name: "daily salts shared by collectors",
-            statements: sql(vec!["CREATE TABLE IF NOT EXISTS {db}.salts (\
-                 site_id String, day Date, salt String, created_at DateTime) \
-                 ENGINE = MergeTree() \
-                 PARTITION BY (site_id, toYYYYMMDD(day)) \
-                 ORDER BY (site_id, day, created_at)"
-                .to_string()]),
+            statements: vec![table(
+                "salts",
+                "site_id String, day Date, salt String, created_at DateTime",
+                Engine::MergeTree,
+                "PARTITION BY (site_id, toYYYYMMDD(day)) ORDER BY (site_id, day, created_at)",
+            )],
         },
         Migration {
             version: 3,
             name: "custom event properties",
-            statements: sql(vec![
-                "CREATE TABLE IF NOT EXISTS {db}.props_hourly (\
-                 site_id String, hour DateTime, event String, page String, prop_key String, prop_value String, \
-                 visitors AggregateFunction(uniqIf, UInt64, UInt8), events AggregateFunction(sum, UInt64)) \
-                 ENGINE = AggregatingMergeTree() \
-                 PARTITION BY (site_id, toYYYYMM(hour)) \
-                 ORDER BY (site_id, hour, event, prop_key, prop_value, page)"
-                    .to_string(),
-                "CREATE TABLE IF NOT EXISTS {db}.props_in (\
+            statements: vec![
+                table(
+                    "props_hourly",
+                    "site_id String, hour DateTime, event String, page String, prop_key String, prop_value String, \
+                     visitors AggregateFunction(uniqIf, UInt64, UInt8), events AggregateFunction(sum, UInt64)",
+                    Engine::AggregatingMergeTree,
+                    "PARTITION BY (site_id, toYYYYMM(hour)) ORDER BY (site_id, hour, event, prop_key, prop_value, page)",
+                ),
+                Step::Sql("CREATE TABLE IF NOT EXISTS {db}.props_in (\
                  site_id String, hour DateTime, event String, page String, prop_key String, prop_value String, \
                  visitor UInt64, events UInt64) ENGINE = Null"
-                    .to_string(),
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.props_mv TO {db}.props_hourly AS \
+                    .to_string()),
+                Step::Sql("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.props_mv TO {db}.props_hourly AS \
                  SELECT site_id, hour, event, page, prop_key, prop_value, \
                  uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, sumState(events) AS events \
                  FROM {db}.props_in GROUP BY site_id, hour, event, page, prop_key, prop_value"
-                    .to_string(),
-            ]),
+                    .to_string()),
+            ],
         },
         Migration {
             version: 4,
             name: "one insert per batch, with its receipt",
-            statements: sql(vec![
-                format!(
+            statements: vec![
+                Step::Sql(format!(
                     "CREATE TABLE IF NOT EXISTS {{db}}.batch_in (kind String, {dims}, {counts}, {extra}) \
                      ENGINE = Null"
+                )),
+                table(
+                    "batch_receipts",
+                    "journal_id String, first_seq UInt64, end_seq UInt64, part String, hits UInt64, written_at DateTime",
+                    Engine::MergeTree,
+                    "PARTITION BY toYYYYMM(written_at) ORDER BY (journal_id, end_seq, part)",
                 ),
-                "CREATE TABLE IF NOT EXISTS {db}.batch_receipts (\
-                 journal_id String, first_seq UInt64, end_seq UInt64, part String, hits UInt64, written_at DateTime) \
-                 ENGINE = MergeTree() \
-                 PARTITION BY toYYYYMM(written_at) \
-                 ORDER BY (journal_id, end_seq, part)"
-                    .to_string(),
-                format!(
+                Step::Sql(format!(
                     "CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.batch_traffic_mv TO {{db}}.traffic_hourly AS \
                      SELECT {dim_list}, \
                      uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, \
@@ -264,25 +401,25 @@ pub fn migrations() -> Vec<Migration> {
                      sumState(duration) AS duration, \
                      sumState(exits) AS exits \
                      FROM {{db}}.batch_in WHERE kind = 'traffic' GROUP BY {dim_list}"
-                ),
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_dropped_mv TO {db}.dropped_hourly AS \
+                )),
+                Step::Sql("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_dropped_mv TO {db}.dropped_hourly AS \
                  SELECT site_id, hour, reason, sum(hits) AS hits \
                  FROM {db}.batch_in WHERE kind = 'dropped' GROUP BY site_id, hour, reason"
-                    .to_string(),
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_props_mv TO {db}.props_hourly AS \
+                    .to_string()),
+                Step::Sql("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_props_mv TO {db}.props_hourly AS \
                  SELECT site_id, hour, event, page, prop_key, prop_value, \
                  uniqIfState(visitor, toUInt8(visitor != 0)) AS visitors, sumState(events) AS events \
                  FROM {db}.batch_in WHERE kind = 'prop' GROUP BY site_id, hour, event, page, prop_key, prop_value"
-                    .to_string(),
+                    .to_string()),
                 // Receipts are inserted alone, once every group of their
                 // batch is in (see sink::writer); the view's name, chosen
                 // when a batch was one insert, is kept so existing
                 // databases need no change.
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.z_batch_receipts_mv TO {db}.batch_receipts AS \
+                Step::Sql("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.z_batch_receipts_mv TO {db}.batch_receipts AS \
                  SELECT journal_id, first_seq, end_seq, part, hits, now() AS written_at \
                  FROM {db}.batch_in WHERE kind = 'receipt'"
-                    .to_string(),
-            ]),
+                    .to_string()),
+            ],
         },
         // Privacy operations (issue 5): tamis's own records. Each has its
         // own retention (`audit.retention_months`), enforced by the janitor
@@ -291,34 +428,34 @@ pub fn migrations() -> Vec<Migration> {
         Migration {
             version: 5,
             name: "privacy operations records: deletion reports, salt destructions, audit log",
-            statements: sql(vec![
-                "CREATE TABLE IF NOT EXISTS {db}.retention_log (\
-                 deleted_at DateTime, site_id String, table_name String, period UInt32, rows UInt64) \
-                 ENGINE = MergeTree() \
-                 PARTITION BY toYYYYMM(deleted_at) \
-                 ORDER BY (deleted_at, site_id, table_name, period)"
-                    .to_string(),
-                "CREATE TABLE IF NOT EXISTS {db}.salt_destructions (\
-                 destroyed_at DateTime, site_id String, day Date, place String, commitment String) \
-                 ENGINE = MergeTree() \
-                 PARTITION BY toYYYYMM(destroyed_at) \
-                 ORDER BY (destroyed_at, site_id, day)"
-                    .to_string(),
+            statements: vec![
+                table(
+                    "retention_log",
+                    "deleted_at DateTime, site_id String, table_name String, period UInt32, rows UInt64",
+                    Engine::MergeTree,
+                    "PARTITION BY toYYYYMM(deleted_at) ORDER BY (deleted_at, site_id, table_name, period)",
+                ),
+                table(
+                    "salt_destructions",
+                    "destroyed_at DateTime, site_id String, day Date, place String, commitment String",
+                    Engine::MergeTree,
+                    "PARTITION BY toYYYYMM(destroyed_at) ORDER BY (destroyed_at, site_id, day)",
+                ),
                 // Append-only: tamis only inserts here, and removes whole
                 // months past the audit retention.
-                "CREATE TABLE IF NOT EXISTS {db}.audit_log (\
-                 at DateTime, kind String, actor String, client String, site_id String, \
-                 summary String, rows UInt64, format String, detail String) \
-                 ENGINE = MergeTree() \
-                 PARTITION BY toYYYYMM(at) \
-                 ORDER BY (at, kind, site_id)"
-                    .to_string(),
-            ]),
+                table(
+                    "audit_log",
+                    "at DateTime, kind String, actor String, client String, site_id String, \
+                     summary String, rows UInt64, format String, detail String",
+                    Engine::MergeTree,
+                    "PARTITION BY toYYYYMM(at) ORDER BY (at, kind, site_id)",
+                ),
+            ],
         },
         Migration {
             version: 6,
             name: "daily rollups of finished local days",
-            statements: sql(vec![
+            statements: vec![
                 // Plain numbers per (local day, dimension, value), `dimension`
                 // '' being the site's totals. One table rather than one per
                 // dimension: sorted by dimension first, a dimension's rows
@@ -330,71 +467,74 @@ pub fn migrations() -> Vec<Migration> {
                 // written whole under its own `version`; queries read the
                 // newest version recorded in `rollup_days`, so a crashed or
                 // concurrent computation is never counted (see sink::rollup).
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {{db}}.rollup_daily (\
-                     site_id String, day Date, version UInt64, dimension String, value String, \
-                     visitors UInt64, visits Int64, pageviews UInt64, events UInt64, \
-                     bounces Int64, duration Int64, exits Int64, {engagement_plain}) \
-                     ENGINE = MergeTree() \
-                     PARTITION BY (site_id, toYYYYMM(day)) \
+                table(
+                    "rollup_daily",
+                    format!(
+                        "site_id String, day Date, version UInt64, dimension String, value String, \
+                         visitors UInt64, visits Int64, pageviews UInt64, events UInt64, \
+                         bounces Int64, duration Int64, exits Int64, {engagement_plain}"
+                    ),
+                    Engine::MergeTree,
+                    "PARTITION BY (site_id, toYYYYMM(day)) \
                      ORDER BY (site_id, dimension, day, version, value) \
-                     SETTINGS index_granularity = 1024"
+                     SETTINGS index_granularity = 1024",
                 ),
                 // One row per finished computation, written after its rows:
                 // the day's totals as rolled, compared with `traffic_hourly`
                 // to notice late data.
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {{db}}.rollup_days (\
-                     site_id String, day Date, version UInt64, \
-                     pageviews UInt64, events UInt64, visits Int64, bounces Int64, duration Int64, exits Int64, \
-                     rolled_at DateTime, {engagement_plain}) \
-                     ENGINE = MergeTree() \
-                     PARTITION BY (site_id, toYYYYMM(day)) \
-                     ORDER BY (site_id, day, version)"
+                table(
+                    "rollup_days",
+                    format!(
+                        "site_id String, day Date, version UInt64, \
+                         pageviews UInt64, events UInt64, visits Int64, bounces Int64, duration Int64, exits Int64, \
+                         rolled_at DateTime, {engagement_plain}"
+                    ),
+                    Engine::MergeTree,
+                    "PARTITION BY (site_id, toYYYYMM(day)) ORDER BY (site_id, day, version)",
                 ),
-            ]),
+            ],
         },
         Migration {
             version: 7,
             name: "visits per funnel step",
-            statements: sql(vec![
+            statements: vec![
                 // Counts only: the aggregator follows a visit through a
                 // funnel in memory and writes "one more visit reached step
                 // n", by the hour the visit started. Step 0 holds the
                 // delivery marks (see sink::rows::BatchRow::mark).
-                "CREATE TABLE IF NOT EXISTS {db}.funnel_hourly (\
-                 site_id String, hour DateTime, funnel String, step UInt8, visits UInt64) \
-                 ENGINE = SummingMergeTree() \
-                 PARTITION BY (site_id, toYYYYMM(hour)) \
-                 ORDER BY (site_id, funnel, hour, step)"
-                    .to_string(),
+                table(
+                    "funnel_hourly",
+                    "site_id String, hour DateTime, funnel String, step UInt8, visits UInt64",
+                    Engine::SummingMergeTree,
+                    "PARTITION BY (site_id, toYYYYMM(hour)) ORDER BY (site_id, funnel, hour, step)",
+                ),
                 // Named to sort before `z_batch_receipts_mv`: views run in
                 // name order, and the receipt's must run last. A funnel
                 // row carries the funnel in `event`, the step in `hits`
                 // and the visits in `visits`; its mark rides in the same
                 // insert, hence the same part.
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_funnel_mv TO {db}.funnel_hourly AS \
+                Step::Sql("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.batch_funnel_mv TO {db}.funnel_hourly AS \
                  SELECT site_id, hour, event AS funnel, toUInt8(hits) AS step, toUInt64(sum(visits)) AS visits \
                  FROM {db}.batch_in WHERE kind = 'funnel' GROUP BY site_id, hour, event, hits"
-                    .to_string(),
-            ]),
+                    .to_string()),
+            ],
         },
         Migration {
             version: 8,
             name: "goals in the daily rollups",
-            statements: sql(vec![
+            statements: vec![
                 // Which goals (by key) a computation of a day rolled, written
                 // after its rows and before its `rollup_days` record: a goal
                 // breakdown reads a day's rollup only when its newest
                 // computation covered every goal asked (a goal with no row
                 // that day then truly had no conversion).
-                "CREATE TABLE IF NOT EXISTS {db}.rollup_goal_days (\
-                 site_id String, day Date, version UInt64, goal String) \
-                 ENGINE = MergeTree() \
-                 PARTITION BY (site_id, toYYYYMM(day)) \
-                 ORDER BY (site_id, day, version, goal)"
-                    .to_string(),
-            ]),
+                table(
+                    "rollup_goal_days",
+                    "site_id String, day Date, version UInt64, goal String",
+                    Engine::MergeTree,
+                    "PARTITION BY (site_id, toYYYYMM(day)) ORDER BY (site_id, day, version, goal)",
+                ),
+            ],
         },
         migration_9(),
         migration_10(),
@@ -527,44 +667,48 @@ fn migration_10() -> Migration {
     Migration {
         version: 10,
         name: "imported Google Analytics 4 history",
-        statements: sql(vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {{db}}.imported_daily (\
-                 site_id String, day Date, version UInt64, report String, {dims}, \
-                 visitors UInt64, visits UInt64, pageviews UInt64, bounces UInt64, duration UInt64) \
-                 ENGINE = MergeTree() \
-                 PARTITION BY (site_id, toYYYYMM(day)) \
-                 ORDER BY (site_id, report, day, version)"
+        statements: vec![
+            table(
+                "imported_daily",
+                format!(
+                    "site_id String, day Date, version UInt64, report String, {dims}, \
+                     visitors UInt64, visits UInt64, pageviews UInt64, bounces UInt64, duration UInt64"
+                ),
+                Engine::MergeTree,
+                "PARTITION BY (site_id, toYYYYMM(day)) ORDER BY (site_id, report, day, version)",
             ),
-            "CREATE TABLE IF NOT EXISTS {db}.imported_days (\
-             site_id String, report String, day Date, version UInt64, \
-             file String, file_sha256 String, rows UInt64, imported_at DateTime) \
-             ENGINE = MergeTree() \
-             PARTITION BY site_id \
-             ORDER BY (site_id, report, day, version)"
-                .to_string(),
-        ]),
+            table(
+                "imported_days",
+                "site_id String, report String, day Date, version UInt64, \
+                 file String, file_sha256 String, rows UInt64, imported_at DateTime",
+                Engine::MergeTree,
+                "PARTITION BY site_id ORDER BY (site_id, report, day, version)",
+            ),
+        ],
     }
 }
 
-/// Statements run as they are.
-fn sql(statements: Vec<String>) -> Vec<Step> {
-    statements.into_iter().map(Step::Sql).collect()
-}
-
+/// The migrations each server (each node of a cluster) has applied: a
+/// plain table of its own on every node, never replicated, since each
+/// node records what it holds.
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (\
      version UInt32, name String, applied_at DateTime) \
      ENGINE = MergeTree() ORDER BY version";
 
 /// Every statement for `database`, in order, as `tamis migrate --print`
-/// shows them.
-pub fn script(database: &str) -> Vec<String> {
+/// shows them: the same on every node of a cluster, whose macros fill in
+/// `{shard}` and `{replica}`.
+pub fn script(database: &str, layout: Layout) -> Vec<String> {
     let mut out = vec![
         format!("CREATE DATABASE IF NOT EXISTS {database}"),
         MIGRATIONS_TABLE.replace("{db}", database),
     ];
     for m in migrations() {
-        out.extend(m.statements.iter().map(|s| s.printed(database)));
+        out.extend(
+            m.statements
+                .iter()
+                .flat_map(|s| s.printed(database, layout)),
+        );
     }
     out
 }
@@ -577,10 +721,109 @@ mod tests {
     fn versions_increase_and_sql_avoids_newer_features() {
         let ms = migrations();
         assert!(ms.windows(2).all(|w| w[0].version < w[1].version));
-        for sql in script("tamis") {
-            for banned in ["TTL", "LowCardinality", "SimpleAggregateFunction", "{db}"] {
-                assert!(!sql.contains(banned), "{banned} in {sql}");
+        for layout in [Layout::Single, Layout::Cluster("tamis")] {
+            for sql in script("tamis", layout) {
+                for banned in ["TTL", "LowCardinality", "SimpleAggregateFunction", "{db}"] {
+                    assert!(!sql.contains(banned), "{banned} in {sql}");
+                }
             }
         }
+    }
+
+    /// Every table that holds data is a [`Step::Table`], so that a cluster
+    /// replicates it: a `*MergeTree` made by a raw statement would be one
+    /// node's alone. Only the migrations record stays per node.
+    #[test]
+    fn tables_that_hold_data_are_made_by_table_steps() {
+        for step in migrations().iter().flat_map(|m| &m.statements) {
+            if let Step::Sql(sql) = step {
+                assert!(!sql.contains("MergeTree"), "{sql}");
+            }
+        }
+    }
+
+    /// On a cluster each table is replicated under a ZooKeeper path made of
+    /// the shard macro, the database and the table, with a `Distributed`
+    /// table over it; everything else is the single server's statement.
+    #[test]
+    fn a_cluster_replicates_each_table_and_reads_it_through_a_distributed_table() {
+        let single = script("db1", Layout::Single);
+        let cluster = script("db1", Layout::Cluster("tamis"));
+        let receipts = |script: &[String]| -> Vec<String> {
+            script
+                .iter()
+                .filter(|s| s.contains("db1.batch_receipts"))
+                .filter(|s| s.starts_with("CREATE TABLE"))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            receipts(&single),
+            ["CREATE TABLE IF NOT EXISTS db1.batch_receipts (journal_id String, first_seq UInt64, \
+              end_seq UInt64, part String, hits UInt64, written_at DateTime) ENGINE = MergeTree() \
+              PARTITION BY toYYYYMM(written_at) ORDER BY (journal_id, end_seq, part)"]
+        );
+        assert_eq!(
+            receipts(&cluster),
+            [
+                "CREATE TABLE IF NOT EXISTS db1.batch_receipts (journal_id String, first_seq UInt64, \
+                 end_seq UInt64, part String, hits UInt64, written_at DateTime) \
+                 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/db1.batch_receipts', '{replica}') \
+                 PARTITION BY toYYYYMM(written_at) ORDER BY (journal_id, end_seq, part)",
+                "CREATE TABLE IF NOT EXISTS db1.batch_receipts_all AS db1.batch_receipts \
+                 ENGINE = Distributed(tamis, db1, batch_receipts)"
+            ]
+        );
+        let tables: Vec<Table> = migrations()
+            .into_iter()
+            .flat_map(|m| m.statements)
+            .filter_map(|s| match s {
+                Step::Table(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tables.len(), 14);
+        for t in &tables {
+            let replicated = format!(
+                "ENGINE = Replicated{}('/clickhouse/tables/{{shard}}/db1.{}', '{{replica}}') {}",
+                t.engine.name(),
+                t.name,
+                t.keys
+            );
+            assert!(
+                cluster.iter().any(|s| s.ends_with(&replicated)),
+                "{replicated}"
+            );
+            let distributed = format!("ENGINE = Distributed(tamis, db1, {})", t.name);
+            assert!(
+                cluster.iter().any(|s| s.ends_with(&distributed)),
+                "{distributed}"
+            );
+        }
+        // Views, Null tables and the migrations record are the same.
+        let others = |script: &[String]| -> Vec<String> {
+            script
+                .iter()
+                .filter(|s| !s.contains("MergeTree(") || s.contains("schema_migrations"))
+                .filter(|s| !s.contains("Distributed(") && !s.starts_with("-- "))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(others(&single), others(&cluster));
+        // An upgrade adding columns alters the Distributed table too, but
+        // gives it no sorting key.
+        let upgrade: Vec<&String> = cluster
+            .iter()
+            .filter(|s| s.contains("ALTER TABLE db1.traffic_hourly"))
+            .collect();
+        assert!(upgrade.iter().any(|s| s.contains("MODIFY ORDER BY")));
+        let twin: Vec<&String> = cluster
+            .iter()
+            .filter(|s| s.contains("ALTER TABLE db1.traffic_hourly_all"))
+            .collect();
+        assert_eq!(twin.len(), 2, "{twin:?}");
+        assert!(twin.iter().all(|s| !s.contains("MODIFY ORDER BY")));
+        // Null tables have no Distributed table.
+        assert!(!cluster.iter().any(|s| s.contains("batch_in_all")));
     }
 }

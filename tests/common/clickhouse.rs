@@ -113,7 +113,14 @@ impl ClickHouse {
         let command = server_command().ok_or_else(|| NOT_FOUND.to_string())?;
         let mut last_error = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            match start_once(&command) {
+            let started = free_ports()
+                .map_err(|e| {
+                    Failure::Fatal(format!(
+                        "ClickHouse test server: cannot pick free ports: {e}"
+                    ))
+                })
+                .and_then(|(http_port, tcp_port)| start_once(&command, http_port, tcp_port, &[]));
+            match started {
                 Ok(server) => return Ok(server),
                 Err(Failure::PortTaken(message)) if attempt < START_ATTEMPTS => {
                     last_error = message
@@ -252,10 +259,26 @@ impl Drop for ClickHouse {
     }
 }
 
-enum Failure {
+pub enum Failure {
     /// The server could not bind a port that was free a moment before.
     PortTaken(String),
     Fatal(String),
+}
+
+impl ClickHouse {
+    /// Starts a server on the given ports, with `extra` files (path
+    /// relative to the server's directory, content) beside its
+    /// `config.xml`: a `config.d/*.xml` is merged into it. For a cluster
+    /// (`super::cluster`), whose every node's config lists every node's
+    /// ports before any starts.
+    pub fn start_on(
+        http_port: u16,
+        tcp_port: u16,
+        extra: &[(&str, String)],
+    ) -> Result<ClickHouse, Failure> {
+        let command = server_command().ok_or_else(|| Failure::Fatal(NOT_FOUND.to_string()))?;
+        start_once(&command, http_port, tcp_port, extra)
+    }
 }
 
 /// The server's command line without its arguments.
@@ -295,12 +318,28 @@ fn is_executable(path: &Path) -> bool {
 
 /// Two distinct ports that were free on 127.0.0.1 a moment ago.
 fn free_ports() -> io::Result<(u16, u16)> {
-    let a = TcpListener::bind("127.0.0.1:0")?;
-    let b = TcpListener::bind("127.0.0.1:0")?;
-    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+    let ports = free_port_list(2)?;
+    Ok((ports[0], ports[1]))
 }
 
-fn start_once(command: &[String]) -> Result<ClickHouse, Failure> {
+/// `n` distinct ports that were free on 127.0.0.1 a moment ago (all bound
+/// at once, so none is picked twice).
+pub fn free_port_list(n: usize) -> io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+fn start_once(
+    command: &[String],
+    http_port: u16,
+    tcp_port: u16,
+    extra: &[(&str, String)],
+) -> Result<ClickHouse, Failure> {
     let fatal =
         |what: &str, e: io::Error| Failure::Fatal(format!("ClickHouse test server: {what}: {e}"));
     let tempdir = tempfile::Builder::new()
@@ -313,7 +352,6 @@ fn start_once(command: &[String]) -> Result<ClickHouse, Failure> {
     for sub in [&data, &log] {
         fs::create_dir_all(sub).map_err(|e| fatal("cannot create the server's directories", e))?;
     }
-    let (http_port, tcp_port) = free_ports().map_err(|e| fatal("cannot pick free ports", e))?;
     let config = CONFIG_TEMPLATE
         .replace("@HTTP_PORT@", &http_port.to_string())
         .replace("@TCP_PORT@", &tcp_port.to_string())
@@ -321,6 +359,13 @@ fn start_once(command: &[String]) -> Result<ClickHouse, Failure> {
         .replace("@LOG_DIR@", &log.to_string_lossy());
     let config_path = dir.join("config.xml");
     fs::write(&config_path, config).map_err(|e| fatal("cannot write config.xml", e))?;
+    for (name, content) in extra {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| fatal("cannot create a config folder", e))?;
+        }
+        fs::write(&path, content).map_err(|e| fatal("cannot write an extra config file", e))?;
+    }
 
     let (watchdog, stdin) = spawn_watchdog(command, &dir)
         .map_err(|e| fatal("cannot run `sh` to start the server", e))?;
@@ -343,13 +388,25 @@ fn start_once(command: &[String]) -> Result<ClickHouse, Failure> {
 /// `dir`, which holds `config.xml`.
 fn spawn_watchdog(command: &[String], dir: &Path) -> io::Result<(Child, Option<ChildStdin>)> {
     let config_path = dir.join("config.xml");
+    let mut args = command.to_vec();
+    args.push(format!("--config-file={}", config_path.display()));
+    spawn_watched(&args, dir)
+}
+
+/// Runs `args` under the [`WATCHDOG`] in `dir`: the process is killed and
+/// `dir` removed when the returned standard input closes (dropped, or the
+/// test process gone); its pid is in `dir/server.pid`, its output in
+/// `dir/stdout.log` and `dir/stderr.log`.
+pub(super) fn spawn_watched(
+    args: &[String],
+    dir: &Path,
+) -> io::Result<(Child, Option<ChildStdin>)> {
     let mut watchdog = Command::new("sh")
         .arg("-c")
         .arg(WATCHDOG)
         .arg("tamis-clickhouse-watchdog")
         .arg(dir)
-        .args(command)
-        .arg(format!("--config-file={}", config_path.display()))
+        .args(args)
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -516,7 +573,7 @@ impl ClickHouse {
 
 /// Waits for the watchdog, which exits once the server is dead; kills the
 /// server by its pid if that takes too long.
-fn stop(watchdog: &mut Child, dir: &Path) {
+pub(super) fn stop(watchdog: &mut Child, dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match watchdog.try_wait() {
@@ -536,7 +593,7 @@ fn stop(watchdog: &mut Child, dir: &Path) {
     let _ = watchdog.wait();
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(super) fn tail(path: &Path, lines: usize) -> String {
     match fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);

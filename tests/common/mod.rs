@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod clickhouse;
+pub mod cluster;
 pub mod geodb;
 pub mod journal;
 pub mod load;
