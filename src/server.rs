@@ -205,6 +205,14 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
     let client = crate::sink::client(&settings.clickhouse);
     let journal = open_journal(&settings, metrics.clone()).await?;
     let connected = connect(&settings.clickhouse, options.startup_wait).await?;
+    // Which replica of each shard this collector asks first: its own, so
+    // that collectors spread their writes.
+    let spread = u64::from_le_bytes(
+        blake3::hash(journal.id().as_bytes()).as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let nodes = Arc::new(crate::sink::nodes::Nodes::new(&settings.clickhouse, spread));
     let mut background = JoinSet::new();
 
     // Privacy operations: configuration change record, retention janitor
@@ -272,6 +280,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         Delivery {
             settings: &settings,
             client: client.clone(),
+            nodes: nodes.clone(),
             journal: journal.clone(),
             site_ids: site_ids.clone(),
             metrics: metrics.clone(),
@@ -407,6 +416,8 @@ impl Built {
 struct Delivery<'a> {
     settings: &'a Settings,
     client: clickhouse::Client,
+    /// The servers by shard: where batches go.
+    nodes: Arc<crate::sink::nodes::Nodes>,
     journal: Journal,
     site_ids: Vec<Arc<str>>,
     metrics: Arc<Metrics>,
@@ -426,6 +437,7 @@ impl Delivery<'_> {
         let capacity = settings.server.queue_capacity as u64;
         let Delivery {
             client,
+            nodes: _nodes,
             journal,
             site_ids,
             metrics,

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod imported;
 pub mod migrate;
+pub mod nodes;
 pub mod refusal;
 pub mod retention;
 pub mod rollup;

@@ -1,0 +1,274 @@
+//! The ClickHouse servers tamis talks to, as shards of replicas: one shard
+//! of one replica for a single server, or a cluster's nodes grouped by the
+//! `shard` macro each node's replicated tables are made with (asked of
+//! each node: `clickhouse.urls` is a flat list, and its order may change
+//! without changing which node holds what).
+//!
+//! A shard is named by its macro's value, never by a position in the
+//! configuration, so that what a collector notes about a shard (the batch
+//! in flight) still names the same shard after the configuration is
+//! reordered.
+//!
+//! What is asked of one shard goes to one of its replicas, the others
+//! taking over when it cannot be reached ([`Nodes::on_shard`]); what reads
+//! the whole cluster goes through the `Distributed` tables of any node
+//! ([`Nodes::on_any`], [`Nodes::table`]).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::{ClickHouseSettings, ClickHouseUrl};
+
+/// One node: its address (for messages) and a client for it.
+#[derive(Clone)]
+pub struct Node {
+    pub url: ClickHouseUrl,
+    pub client: clickhouse::Client,
+    /// Its `replica` macro ("" for a single server).
+    pub replica: String,
+}
+
+/// The replicas of one shard.
+pub struct Shard {
+    /// The `shard` macro of its nodes ("" for a single server).
+    pub name: String,
+    pub replicas: Vec<Node>,
+    /// The replica asked first: the last one that answered.
+    preferred: AtomicUsize,
+}
+
+impl Shard {
+    /// The replicas in the order to ask them: the one that answered last,
+    /// then the others.
+    pub fn in_order(&self) -> impl Iterator<Item = (usize, &Node)> {
+        let first = self.preferred.load(Ordering::Relaxed) % self.replicas.len();
+        (0..self.replicas.len())
+            .map(move |i| (first + i) % self.replicas.len())
+            .map(|i| (i, &self.replicas[i]))
+    }
+
+    /// Remembers the replica that answered, to ask it first next time.
+    pub fn prefer(&self, index: usize) {
+        self.preferred.store(index, Ordering::Relaxed);
+    }
+}
+
+/// Every server; by shard once learnt.
+pub struct Nodes {
+    settings: ClickHouseSettings,
+    /// Which replica of each shard is asked first.
+    spread: u64,
+    /// Learnt from the nodes the first time it is needed.
+    shards: tokio::sync::OnceCell<Vec<Shard>>,
+    /// The cluster's name, or none for a single server.
+    cluster: Option<String>,
+    /// Every node, for reads through `Distributed` tables.
+    all: Vec<Node>,
+    next_reader: AtomicUsize,
+}
+
+/// Why the topology could not be learnt.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("ClickHouse at {0}: {1}")]
+    Node(ClickHouseUrl, clickhouse::error::Error),
+    #[error("ClickHouse at {0} has no `shard` macro: its replicated tables cannot be placed (see the README, Running on a cluster)")]
+    NoShardMacro(ClickHouseUrl),
+    #[error("ClickHouse at {0} and {1} both say they are replica `{2}` of shard `{3}`")]
+    SameReplica(ClickHouseUrl, ClickHouseUrl, String, String),
+}
+
+impl TopologyError {
+    /// Whether the failure is a node out of reach (worth waiting for).
+    pub fn is_transport(&self) -> bool {
+        matches!(self, TopologyError::Node(_, e) if super::is_transport_error(e))
+    }
+}
+
+impl Nodes {
+    /// The servers of the configuration, their shards not learnt yet.
+    /// `spread`: which replica of each shard is asked first (collectors
+    /// pass something of their own, so that several collectors do not all
+    /// write to the same replicas).
+    pub fn new(settings: &ClickHouseSettings, spread: u64) -> Nodes {
+        let all = match &settings.cluster {
+            None => vec![Node {
+                url: settings.url.clone(),
+                client: super::client(settings),
+                replica: String::new(),
+            }],
+            Some(cluster) => cluster
+                .nodes
+                .iter()
+                .map(|url| Node {
+                    url: url.clone(),
+                    client: super::node_client(settings, url),
+                    replica: String::new(),
+                })
+                .collect(),
+        };
+        Nodes {
+            settings: settings.clone(),
+            spread,
+            shards: tokio::sync::OnceCell::new(),
+            cluster: settings.cluster.as_ref().map(|c| c.name.clone()),
+            all,
+            next_reader: AtomicUsize::new(0),
+        }
+    }
+
+    /// The shards: one of one replica for a single server; for a cluster,
+    /// each node is asked (once) for its `shard` and `replica` macros, so
+    /// every node must answer the first time.
+    pub async fn shards(&self) -> Result<&[Shard], TopologyError> {
+        self.shards
+            .get_or_try_init(|| learn(&self.settings, &self.all, self.spread))
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// The shard named `name`.
+    pub async fn shard(&self, name: &str) -> Result<Option<&Shard>, TopologyError> {
+        Ok(self.shards().await?.iter().find(|s| s.name == name))
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The table to read `name` through: itself on a single server, its
+    /// `Distributed` table on a cluster.
+    pub fn table(&self, name: &str) -> String {
+        if self.is_cluster() {
+            format!("{name}{}", super::schema::DISTRIBUTED_SUFFIX)
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// Runs `request` on one replica of `shard`, the next one taking over
+    /// when a replica cannot be reached. Returns the last error when none
+    /// answered; an answer that refuses the request is returned as is
+    /// (another replica would refuse it too).
+    pub async fn on_shard<T, F, Fut>(
+        &self,
+        shard: &Shard,
+        mut request: F,
+    ) -> Result<T, clickhouse::error::Error>
+    where
+        F: FnMut(clickhouse::Client) -> Fut,
+        Fut: Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        let mut last = None;
+        for (index, node) in shard.in_order() {
+            match request(node.client.clone()).await {
+                Ok(answer) => {
+                    shard.prefer(index);
+                    return Ok(answer);
+                }
+                Err(error) if super::is_transport_error(&error) => last = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last.expect("a shard has at least one replica"))
+    }
+
+    /// Runs `request` on any node (reads through `Distributed` tables),
+    /// the next one taking over when a node cannot be reached.
+    pub async fn on_any<T, F, Fut>(&self, mut request: F) -> Result<T, clickhouse::error::Error>
+    where
+        F: FnMut(clickhouse::Client) -> Fut,
+        Fut: Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        let first = self.next_reader.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.all.len() {
+            let index = (first + i) % self.all.len();
+            match request(self.all[index].client.clone()).await {
+                Ok(answer) => {
+                    self.next_reader.store(index, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(error) if super::is_transport_error(&error) => last = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last.expect("there is at least one node"))
+    }
+}
+
+async fn learn(
+    settings: &ClickHouseSettings,
+    all: &[Node],
+    spread: u64,
+) -> Result<Vec<Shard>, TopologyError> {
+    if settings.cluster.is_none() {
+        return Ok(vec![Shard {
+            name: String::new(),
+            replicas: all.to_vec(),
+            preferred: AtomicUsize::new(0),
+        }]);
+    }
+    let mut shards: Vec<Shard> = Vec::new();
+    for node in all {
+        let (shard, replica) = macros(&node.client)
+            .await
+            .map_err(|e| TopologyError::Node(node.url.clone(), e))?;
+        let shard = shard.ok_or_else(|| TopologyError::NoShardMacro(node.url.clone()))?;
+        let replica = replica.unwrap_or_else(|| node.url.to_string());
+        let node = Node {
+            replica: replica.clone(),
+            ..node.clone()
+        };
+        match shards.iter_mut().find(|s| s.name == shard) {
+            Some(existing) => {
+                if let Some(twin) = existing.replicas.iter().find(|n| n.replica == replica) {
+                    return Err(TopologyError::SameReplica(
+                        twin.url.clone(),
+                        node.url,
+                        replica,
+                        shard,
+                    ));
+                }
+                existing.replicas.push(node);
+            }
+            None => shards.push(Shard {
+                name: shard,
+                replicas: vec![node],
+                preferred: AtomicUsize::new(0),
+            }),
+        }
+    }
+    // The same order for every collector whatever the configuration's.
+    shards.sort_by(|a, b| natural(&a.name).cmp(&natural(&b.name)));
+    for shard in &mut shards {
+        shard.replicas.sort_by(|a, b| a.replica.cmp(&b.replica));
+        let first = (spread % shard.replicas.len() as u64) as usize;
+        shard.preferred.store(first, Ordering::Relaxed);
+    }
+    Ok(shards)
+}
+
+/// A node's `shard` and `replica` macros.
+async fn macros(
+    client: &clickhouse::Client,
+) -> Result<(Option<String>, Option<String>), clickhouse::error::Error> {
+    let mut shard = None;
+    let mut replica = None;
+    let rows = client
+        .query("SELECT macro, substitution FROM system.macros WHERE macro IN ('shard', 'replica')")
+        .fetch_all::<(String, String)>()
+        .await?;
+    for (name, value) in rows {
+        match name.as_str() {
+            "shard" => shard = Some(value),
+            _ => replica = Some(value),
+        }
+    }
+    Ok((shard, replica))
+}
+
+/// Orders shard names as numbers when they are ("2" before "10").
+fn natural(name: &str) -> (u64, &str) {
+    (name.parse().unwrap_or(u64::MAX), name)
+}
