@@ -350,7 +350,6 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
     hits.sort_by_key(|h| h.at);
 
     let metrics = Arc::new(Metrics::default());
-    let client = crate::sink::client(&settings.clickhouse);
     let (tx, rx) = mpsc::channel(4);
     // The writer confirms batches to a journal and marks them with its
     // receipts; the demo's hits are made here, not received, so a
@@ -371,7 +370,7 @@ pub async fn run(settings: &Settings, days: u32, seed: u64) -> anyhow::Result<Ve
     .with_context(|| format!("creating a scratch journal in {}", journal_dir.display()))?;
     let writer = tokio::spawn(
         Writer::new(
-            client,
+            Arc::new(crate::sink::nodes::Nodes::new(&settings.clickhouse, 0)),
             settings.clickhouse.timeout,
             metrics.clone(),
             journal.clone(),

@@ -437,7 +437,7 @@ impl Delivery<'_> {
         let capacity = settings.server.queue_capacity as u64;
         let Delivery {
             client,
-            nodes: _nodes,
+            nodes,
             journal,
             site_ids,
             metrics,
@@ -460,8 +460,29 @@ impl Delivery<'_> {
             // Records up to the last receipt are in ClickHouse already:
             // replay starts after them, so nothing is counted twice.
             let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+            let noted = crate::journal::in_flight::read(journal.dir());
             let receipts = loop {
-                match crate::sink::writer::confirmed_end(&client, journal.id()).await {
+                let read = if nodes.is_cluster() {
+                    // On a cluster the receipts are spread over the
+                    // shards; the note says where the last one may be.
+                    let store = crate::sink::writer::ClickHouseStore {
+                        nodes: nodes.clone(),
+                        timeout: clickhouse.timeout,
+                        journal_id: journal.id().to_string(),
+                        metrics: metrics.clone(),
+                    };
+                    crate::sink::writer::store::noted_end(&store, noted.as_ref())
+                        .await
+                        .map_err(|e| match e {
+                            crate::sink::refusal::Failure::Unclear(what) => what,
+                            crate::sink::refusal::Failure::Refused(r) => r.to_string(),
+                        })
+                } else {
+                    crate::sink::writer::confirmed_end(&client, journal.id())
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match read {
                     Ok(end) => break end,
                     Err(error) => {
                         tracing::warn!(error = %error, retry_in = ?backoff.peek(), "cannot read batch receipts; retrying");
@@ -487,7 +508,8 @@ impl Delivery<'_> {
             }
             // The batch the writer was applying when tamis stopped, if it
             // has no receipt: replay cuts its records into the same batch.
-            let cut = crate::journal::in_flight::read(journal.dir())
+            let cut = noted
+                .map(|n| (n.first, n.end))
                 .filter(|(_, end)| *end > from)
                 .map(|(first, end)| {
                     if first != from {
@@ -537,7 +559,7 @@ impl Delivery<'_> {
             let mut stages = JoinSet::new();
             let (stop_flusher, flusher_stop) = tokio::sync::watch::channel(false);
             stages.spawn(intake.run(batches_tx, flusher_stop));
-            let writer = Writer::new(client, clickhouse.timeout, metrics, journal.clone());
+            let writer = Writer::new(nodes, clickhouse.timeout, metrics, journal.clone());
             stages.spawn(writer.run(batches_rx));
 
             let _ = stop.wait_for(|stopping| *stopping).await;

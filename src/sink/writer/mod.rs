@@ -21,6 +21,22 @@
 //! replayed records into that same batch, and its groups already applied
 //! are found by their marks and skipped.
 //!
+//! On a ClickHouse cluster a batch goes whole to one shard, chosen in turn
+//! for each batch (so that even one site's hour is spread over every
+//! shard) and named in the in-flight note, so that after a restart the
+//! batch is looked for and finished on the same shard. Marks count per
+//! shard: a group's position is where its mark stands in that shard.
+//! Its inserts go to the shard's local `batch_in` (never through a
+//! `Distributed` table, whose inserts are forwarded later and not atomic),
+//! on one replica, the next taking over when it cannot be reached. An
+//! insert whose fate is unclear is sent again as it was, byte for byte:
+//! replicated tables keep the hashes of recent blocks in ZooKeeper and
+//! drop a block already in, whichever replica took it. What proves an
+//! insert is read only on a replica that holds every insert its shard
+//! acknowledged (see `ClickHouseStore::vouched`); after a restart the
+//! batch in flight is re-formed from the log, perhaps not byte for byte,
+//! so it is resolved that way before anything of it is sent again.
+//!
 //! Every insert has a query id made of the journal id and what it applies,
 //! the same on every attempt and after a restart: ClickHouse refuses a
 //! second query with the id of one still running, and before a retry the
@@ -100,8 +116,16 @@ pub struct Writer<S = ClickHouseStore> {
     store: S,
     journal: Journal,
     metrics: Arc<Metrics>,
-    /// Where this process last moved each mark.
-    marks: HashMap<Group, u64>,
+    /// Where this process last moved each mark, per shard.
+    marks: HashMap<(String, Group), u64>,
+    /// The shards, once known; batches go to each in turn.
+    shards: Vec<String>,
+    turn: usize,
+    /// The shard of the batch being written.
+    shard: String,
+    /// Whether the next batch is the first of this process (it may be the
+    /// one noted in flight before a restart).
+    first_batch: bool,
     /// First and longest wait between attempts.
     waits: (Duration, Duration),
     /// Why delivery is held up, while ClickHouse refuses tamis's own rows.
@@ -129,13 +153,13 @@ enum State {
 
 impl Writer<ClickHouseStore> {
     pub fn new(
-        client: clickhouse::Client,
+        nodes: Arc<crate::sink::nodes::Nodes>,
         timeout: Duration,
         metrics: Arc<Metrics>,
         journal: Journal,
     ) -> Self {
         let store = ClickHouseStore {
-            client,
+            nodes,
             timeout,
             journal_id: journal.id().to_string(),
             metrics: metrics.clone(),
@@ -151,6 +175,10 @@ impl<S: Store> Writer<S> {
             journal,
             metrics,
             marks: HashMap::new(),
+            shards: Vec::new(),
+            turn: 0,
+            shard: String::new(),
+            first_batch: true,
             waits: (Duration::from_millis(100), Duration::from_secs(5)),
             blocked: None,
         }
@@ -168,12 +196,7 @@ impl<S: Store> Writer<S> {
 
     /// Writes batches until the aggregator is gone and the queue is empty.
     pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) {
-        let mut settled = false;
         while let Some(batch) = batches.recv().await {
-            if !settled {
-                self.wait_for_earlier_inserts().await;
-                settled = true;
-            }
             self.write(batch).await;
             self.metrics.batches_pending.fetch_sub(1, Ordering::Relaxed);
         }
@@ -183,11 +206,11 @@ impl<S: Store> Writer<S> {
     /// killed while ClickHouse held its insert leaves that insert running
     /// (and landing) after it died; marks are read only once it is done,
     /// so the new process never sends the same rows beside it.
-    async fn wait_for_earlier_inserts(&self) {
+    async fn wait_for_earlier_inserts(&self, shard: &str) {
         let mut backoff = self.backoff();
         let mut said = false;
         loop {
-            match self.store.running_for_journal().await {
+            match self.store.running_for_journal(shard).await {
                 Ok(0) => return,
                 Ok(running) => {
                     if !said {
@@ -213,6 +236,7 @@ impl<S: Store> Writer<S> {
             part: String::new(),
             hits: batch.hits,
         };
+        self.shard = self.choose_shard(&batch).await;
         self.note_in_flight(batch.first_seq, batch.end_seq).await;
         let mut groups: BTreeMap<Group, Vec<BatchRow<'_>>> = BTreeMap::new();
         let rows = batch
@@ -261,6 +285,43 @@ impl<S: Store> Writer<S> {
         }
     }
 
+    /// The shard `batch` goes to: the one noted for it before a restart,
+    /// or the next in turn. The first batch of a process also waits for
+    /// the inserts a stopped process left running in the noted shard.
+    async fn choose_shard(&mut self, batch: &Batch) -> String {
+        if self.shards.is_empty() {
+            let mut backoff = self.backoff();
+            loop {
+                match self.store.shards().await {
+                    Ok(shards) if !shards.is_empty() => {
+                        self.shards = shards;
+                        break;
+                    }
+                    Ok(_) => tracing::error!("ClickHouse has no shard to write to; retrying"),
+                    Err(error) => {
+                        tracing::warn!(error = %failure_text(&error), retry_in_ms = backoff.peek().as_millis() as u64, "cannot learn the cluster's shards; hits wait in the durable log")
+                    }
+                }
+                backoff.wait().await;
+            }
+        }
+        if std::mem::take(&mut self.first_batch) {
+            let noted = crate::journal::in_flight::read(self.journal.dir());
+            let shard = noted
+                .as_ref()
+                .map_or_else(|| self.shards[0].clone(), |n| n.shard.clone());
+            self.wait_for_earlier_inserts(&shard).await;
+            if let Some(noted) = noted {
+                if (noted.first, noted.end) == (batch.first_seq, batch.end_seq) {
+                    return noted.shard;
+                }
+            }
+        }
+        let shard = self.shards[self.turn % self.shards.len()].clone();
+        self.turn = self.turn.wrapping_add(1);
+        shard
+    }
+
     /// Notes the batch in flight, durably, before anything of it is sent:
     /// without the note a crash during its inserts could count part of it
     /// twice, so nothing is sent until the note is written.
@@ -268,8 +329,9 @@ impl<S: Store> Writer<S> {
         let mut backoff = self.backoff();
         loop {
             let dir = self.journal.dir().to_path_buf();
+            let shard = self.shard.clone();
             let noted = tokio::task::spawn_blocking(move || {
-                crate::journal::in_flight::note(&dir, first, end)
+                crate::journal::in_flight::note(&dir, first, end, &shard)
             })
             .await;
             match noted {
@@ -296,7 +358,7 @@ impl<S: Store> Writer<S> {
     ) {
         let mut at = self.position(group).await;
         if at >= target {
-            tracing::info!(kind = group.kind.as_str(), site = %group.site, hour = group.hour, end_seq = batch.end_seq, "rows found applied before a restart; not sent again");
+            tracing::info!(kind = group.kind.as_str(), site = %group.site, hour = group.hour, shard = %self.shard, end_seq = batch.end_seq, "rows found applied before a restart; not sent again");
             self.remember(group.clone(), at);
             return;
         }
@@ -394,6 +456,11 @@ impl<S: Store> Writer<S> {
         };
         let group = isolation.group.clone();
         let same_batch = isolation.end_seq == batch.end_seq;
+        // An isolation belongs to the batch noted in flight, whose shard
+        // this batch has when it is that batch.
+        if !same_batch {
+            tracing::warn!(end_seq = isolation.end_seq, "an isolation of another batch than the one in flight; finishing it on this batch's shard");
+        }
         let at = self.look_up_until_done(&group).await;
         if at >= isolation.target {
             self.durably(Isolation::end).await;
@@ -530,12 +597,13 @@ impl<S: Store> Writer<S> {
         if self.marks.len() >= MARKS_REMEMBERED {
             self.marks.clear();
         }
-        self.marks.insert(group, at);
+        self.marks.insert((self.shard.clone(), group), at);
     }
 
-    /// Where a group's mark stands: remembered, or looked up.
+    /// Where a group's mark stands in this batch's shard: remembered, or
+    /// looked up.
     async fn position(&self, group: &Group) -> u64 {
-        match self.marks.get(group) {
+        match self.marks.get(&(self.shard.clone(), group.clone())) {
             Some(at) => *at,
             None => self.look_up_until_done(group).await,
         }
@@ -545,7 +613,7 @@ impl<S: Store> Writer<S> {
     async fn look_up_until_done(&self, group: &Group) -> u64 {
         let mut backoff = self.backoff();
         loop {
-            match self.store.mark(group).await {
+            match self.store.mark(&self.shard, group).await {
                 Ok(at) => return at,
                 Err(error) => {
                     tracing::warn!(error = %failure_text(&error), retry_in_ms = backoff.peek().as_millis() as u64, "cannot read a delivery mark; retrying");
@@ -596,8 +664,9 @@ impl<S: Store> Writer<S> {
                     Ok(State::Absent) => {}
                 }
             }
-            let last = self.proof_row(proof);
-            match self.store.insert(rows, &last, query_id).await {
+            let name = self.mark_name(proof);
+            let last = self.proof_row(proof, &name);
+            match self.store.insert(&self.shard, rows, &last, query_id).await {
                 Ok(()) => {
                     self.metrics.batches_written.fetch_add(1, Ordering::Relaxed);
                     self.metrics.clickhouse_up.store(1, Ordering::Relaxed);
@@ -607,8 +676,14 @@ impl<S: Store> Writer<S> {
                 Err(Failure::Unclear(what)) => {
                     self.metrics.insert_failures.fetch_add(1, Ordering::Relaxed);
                     self.metrics.clickhouse_up.store(0, Ordering::Relaxed);
-                    tracing::warn!(rows = rows.len(), error = %what, retry_in_ms = backoff.peek().as_millis() as u64, "insert failed; checking whether it took effect before retrying");
-                    maybe_applied = true;
+                    if self.store.deduplicates() {
+                        // Sent again byte for byte: if the first one went
+                        // in, ClickHouse drops this one.
+                        tracing::warn!(rows = rows.len(), shard = %self.shard, error = %what, retry_in_ms = backoff.peek().as_millis() as u64, "insert failed; sending the same block again (ClickHouse drops it if the first went in)");
+                    } else {
+                        tracing::warn!(rows = rows.len(), error = %what, retry_in_ms = backoff.peek().as_millis() as u64, "insert failed; checking whether it took effect before retrying");
+                        maybe_applied = true;
+                    }
                     backoff.wait().await;
                 }
                 Err(Failure::Refused(refusal)) => {
@@ -640,16 +715,21 @@ impl<S: Store> Writer<S> {
         }
     }
 
-    /// The row that proves an insert: its mark step, or the receipt.
-    fn proof_row<'p>(&'p self, proof: &'p Proof<'_>) -> BatchRow<'p> {
+    /// What names this journal's marks: its id; on a cluster its id and
+    /// the step's end (see [`marked`]).
+    fn mark_name(&self, proof: &Proof<'_>) -> String {
         match proof {
-            Proof::Mark { group, from, to } => BatchRow::mark(
-                group.kind,
-                &group.site,
-                group.hour,
-                self.journal.id(),
-                to - from,
-            ),
+            Proof::Mark { to, .. } if self.store.deduplicates() => marked(self.journal.id(), *to),
+            _ => self.journal.id().to_string(),
+        }
+    }
+
+    /// The row that proves an insert: its mark step, or the receipt.
+    fn proof_row<'p>(&'p self, proof: &'p Proof<'_>, name: &'p str) -> BatchRow<'p> {
+        match proof {
+            Proof::Mark { group, from, to } => {
+                BatchRow::mark(group.kind, &group.site, group.hour, name, to - from)
+            }
             Proof::Receipt(receipt) => BatchRow::receipt(receipt),
         }
     }
@@ -666,12 +746,12 @@ impl<S: Store> Writer<S> {
     /// leaves `system.processes`, so not running and no proof means it
     /// never took effect.
     async fn state(&self, proof: &mut Proof<'_>, query_id: &str) -> Result<State, Failure> {
-        if self.store.running(query_id).await? {
+        if self.store.running(&self.shard, query_id).await? {
             return Ok(State::Running);
         }
         let applied = match proof {
             Proof::Mark { group, from, to } => {
-                let at = self.store.mark(group).await?;
+                let at = self.store.mark(&self.shard, group).await?;
                 if at < *to && at != *from {
                     tracing::warn!(
                         query_id,
@@ -683,7 +763,7 @@ impl<S: Store> Writer<S> {
                 }
                 at >= *to
             }
-            Proof::Receipt(receipt) => self.store.has_receipt(receipt.end_seq).await?,
+            Proof::Receipt(receipt) => self.store.has_receipt(&self.shard, receipt.end_seq).await?,
         };
         Ok(if applied {
             State::Applied
@@ -758,6 +838,17 @@ impl<S: Store> Writer<S> {
             }
         }
     }
+}
+
+/// The name of a mark step on a cluster: the journal id and the step's
+/// end, which no other step of the journal has. A replicated table drops a
+/// block identical to a recent one; the step's end in its mark keeps two
+/// different inserts (two batches of the same rows and the same size, two
+/// controls of an isolation) from ever being one block, while a resend of
+/// the same step is the same block. Readers of the mark sum every step
+/// whose name starts with the journal id and a colon.
+pub fn marked(journal_id: &str, to: u64) -> String {
+    format!("{journal_id}:{to:020}")
 }
 
 /// The query id of a mark step: the same on every attempt and after a

@@ -6,7 +6,10 @@
 //! ClickHouse), restarts that send the batch in flight again. Whatever
 //! happens, every good row is applied exactly once, every refused row is
 //! dead-lettered and never applied, nothing else is dead-lettered, and
-//! every batch ends with its receipt.
+//! every batch ends with its receipt. The same again with a model of a
+//! cluster: two shards whose tables drop a block identical to one already
+//! in (replicated tables), where the writer sends an insert whose fate is
+//! unclear again as it was.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -43,11 +46,15 @@ struct ModelState {
     faults: VecDeque<Fault>,
     /// Row id → times applied.
     counts: HashMap<String, u64>,
-    marks: HashMap<Group, u64>,
-    receipts: HashSet<u64>,
-    /// An insert inside ClickHouse when tamis died, with its query id and
-    /// how many more requests see it running before it lands.
-    in_flight: Option<(Vec<BatchRow<'static>>, String, u32)>,
+    marks: HashMap<(String, Group), u64>,
+    receipts: HashSet<(String, u64)>,
+    /// An insert inside ClickHouse when tamis died, with its shard, query
+    /// id and how many more requests see it running before it lands.
+    in_flight: Option<(String, Vec<BatchRow<'static>>, String, u32)>,
+    /// A cluster of two shards of replicated tables, which remember the
+    /// blocks inserted (per shard) and drop one that is in already.
+    replicated: bool,
+    blocks: HashSet<(String, String)>,
     systemic_left: u32,
     crashed: bool,
 }
@@ -73,21 +80,26 @@ fn is_poison(row: &BatchRow<'_>) -> bool {
 
 impl ModelState {
     /// One insert, atomic: refused whole if any row is poison.
-    fn apply(&mut self, rows: &[BatchRow<'static>]) -> Result<(), Failure> {
+    fn apply(&mut self, shard: &str, rows: &[BatchRow<'static>]) -> Result<(), Failure> {
         if rows.iter().any(is_poison) {
             return Err(Failure::Refused(Refusal::Code(395)));
+        }
+        if self.replicated && !self.blocks.insert((shard.to_string(), format!("{rows:?}"))) {
+            return Ok(());
         }
         for row in rows {
             match row.kind {
                 RowKind::Receipt => {
-                    self.receipts.insert(row.end_seq);
+                    self.receipts.insert((shard.to_string(), row.end_seq));
                 }
                 _ if row.event.starts_with(crate::sink::rows::DELIVERY_MARK)
                     || row.reason.starts_with(crate::sink::rows::DELIVERY_MARK) =>
                 {
                     // Funnel marks count in `visits` (see `BatchRow::mark`).
-                    *self.marks.entry(Group::of(row)).or_default() +=
-                        row.events + row.hits + row.visits.unsigned_abs();
+                    *self
+                        .marks
+                        .entry((shard.to_string(), Group::of(row)))
+                        .or_default() += row.events + row.hits + row.visits.unsigned_abs();
                 }
                 _ => *self.counts.entry(row_id(row)).or_default() += 1,
             }
@@ -97,11 +109,11 @@ impl ModelState {
 
     /// An insert left inside ClickHouse lands after a few requests.
     fn settle(&mut self) {
-        if let Some((rows, id, left)) = self.in_flight.take() {
+        if let Some((shard, rows, id, left)) = self.in_flight.take() {
             if left == 0 {
-                let _ = self.apply(&rows);
+                let _ = self.apply(&shard, &rows);
             } else {
-                self.in_flight = Some((rows, id, left - 1));
+                self.in_flight = Some((shard, rows, id, left - 1));
             }
         }
     }
@@ -122,8 +134,21 @@ impl ModelStore {
 }
 
 impl Store for ModelStore {
+    async fn shards(&self) -> Result<Vec<String>, Failure> {
+        Ok(if self.lock().replicated {
+            vec!["1".into(), "2".into()]
+        } else {
+            vec![String::new()]
+        })
+    }
+
+    fn deduplicates(&self) -> bool {
+        self.lock().replicated
+    }
+
     async fn insert(
         &self,
+        shard: &str,
         rows: &[BatchRow<'_>],
         last: &BatchRow<'_>,
         query_id: &str,
@@ -140,7 +165,7 @@ impl Store for ModelStore {
             // running is refused.
             if s.in_flight
                 .as_ref()
-                .is_some_and(|(_, id, _)| id == query_id)
+                .is_some_and(|(_, _, id, _)| id == query_id)
             {
                 s.settle();
                 return Err(Failure::Refused(Refusal::Code(216)));
@@ -152,15 +177,15 @@ impl Store for ModelStore {
             }
             let fault = s.faults.pop_front().unwrap_or(Fault::None);
             match fault {
-                Fault::None => return s.apply(&all),
+                Fault::None => return s.apply(shard, &all),
                 Fault::LostBefore => return Err(Failure::Unclear("cut".into())),
                 Fault::LostAfter => {
-                    s.apply(&all)?;
+                    s.apply(shard, &all)?;
                     return Err(Failure::Unclear("answer lost".into()));
                 }
                 Fault::Passing => return Err(Failure::Refused(Refusal::Code(252))),
                 Fault::RefusedAfterApplying => {
-                    s.apply(&all)?;
+                    s.apply(shard, &all)?;
                     return Err(Failure::Refused(Refusal::Code(395)));
                 }
                 Fault::Systemic(n) => {
@@ -169,11 +194,11 @@ impl Store for ModelStore {
                 }
                 Fault::Crash => true,
                 Fault::CrashAfterApplying => {
-                    let _ = s.apply(&all);
+                    let _ = s.apply(shard, &all);
                     true
                 }
                 Fault::CrashInFlight => {
-                    s.in_flight = Some((all, query_id.to_string(), 2));
+                    s.in_flight = Some((shard.to_string(), all, query_id.to_string(), 2));
                     true
                 }
             }
@@ -185,31 +210,34 @@ impl Store for ModelStore {
         Self::dead().await
     }
 
-    async fn mark(&self, group: &Group) -> Result<u64, Failure> {
+    async fn mark(&self, shard: &str, group: &Group) -> Result<u64, Failure> {
         let mut s = self.lock();
         s.settle();
-        Ok(s.marks.get(group).copied().unwrap_or(0))
+        Ok(s.marks
+            .get(&(shard.to_string(), group.clone()))
+            .copied()
+            .unwrap_or(0))
     }
 
-    async fn has_receipt(&self, end_seq: u64) -> Result<bool, Failure> {
+    async fn has_receipt(&self, shard: &str, end_seq: u64) -> Result<bool, Failure> {
         let mut s = self.lock();
         s.settle();
-        Ok(s.receipts.contains(&end_seq))
+        Ok(s.receipts.contains(&(shard.to_string(), end_seq)))
     }
 
-    async fn running_for_journal(&self) -> Result<u64, Failure> {
+    async fn running_for_journal(&self, _shard: &str) -> Result<u64, Failure> {
         let mut s = self.lock();
         let running = u64::from(s.in_flight.is_some());
         s.settle();
         Ok(running)
     }
 
-    async fn running(&self, query_id: &str) -> Result<bool, Failure> {
+    async fn running(&self, _shard: &str, query_id: &str) -> Result<bool, Failure> {
         let mut s = self.lock();
         let running = s
             .in_flight
             .as_ref()
-            .is_some_and(|(_, id, _)| id == query_id);
+            .is_some_and(|(_, _, id, _)| id == query_id);
         s.settle();
         Ok(running)
     }
@@ -348,11 +376,21 @@ async fn journal_with(records: usize) -> (tempfile::TempDir, Arc<Metrics>, Journ
 }
 
 async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseError> {
+    run_on(specs, faults, false).await
+}
+
+/// `run`, on one server or (`replicated`) on a model of a cluster.
+async fn run_on(
+    specs: Vec<Vec<Spec>>,
+    faults: Vec<Fault>,
+    replicated: bool,
+) -> Result<(), TestCaseError> {
     let batches = batches(&specs);
     let (dir, metrics, journal) = journal_with(3 * batches.len()).await;
     let model = Arc::new(Model {
         state: Mutex::new(ModelState {
             faults: faults.into(),
+            replicated,
             ..ModelState::default()
         }),
         crash: tokio::sync::Notify::new(),
@@ -377,9 +415,9 @@ async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseEr
             // flight formed again from the log.
             restarts += 1;
             model.state.lock().unwrap().crashed = false;
+            // Its first batch waits for the inserts the dead one left
+            // running, and goes to the shard noted for it.
             writer = new_writer();
-            // As `Writer::run` does before its first batch.
-            writer.wait_for_earlier_inserts().await;
         }
     }
     let s = model.state.lock().unwrap();
@@ -391,7 +429,7 @@ async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseEr
     .unwrap_or_default();
     for (b, batch) in batches.iter().enumerate() {
         prop_assert!(
-            s.receipts.contains(&batch.end_seq),
+            s.receipts.iter().any(|(_, end)| *end == batch.end_seq),
             "batch {b} has no receipt"
         );
         for (i, r) in specs[b].iter().enumerate() {
@@ -420,7 +458,13 @@ async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseEr
             }
         }
     }
-    // Every group's mark ends at the end of the last batch that had it.
+    // Every group's mark ends at the end of the last batch that had it, in
+    // the shard that batch went to; in no shard past it.
+    let mut furthest: HashMap<Group, u64> = HashMap::new();
+    for ((_, group), at) in &s.marks {
+        let far = furthest.entry(group.clone()).or_default();
+        *far = (*far).max(*at);
+    }
     let mut expected: HashMap<Group, u64> = HashMap::new();
     for batch in &batches {
         for row in batch
@@ -432,7 +476,7 @@ async fn run(specs: Vec<Vec<Spec>>, faults: Vec<Fault>) -> Result<(), TestCaseEr
             expected.insert(Group::of(&row), batch.end_seq << SHIFT);
         }
     }
-    prop_assert_eq!(&s.marks, &expected);
+    prop_assert_eq!(&furthest, &expected);
     Ok(())
 }
 
@@ -446,6 +490,22 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(60), run(specs, faults))
+                .await
+                .map_err(|_| TestCaseError::fail("the writer stalled"))?
+        })?;
+    }
+
+    /// The same on a cluster: batches spread over two shards, inserts
+    /// whose answer was lost sent again as they were, ClickHouse dropping
+    /// the copy when the first went in.
+    #[test]
+    fn on_a_cluster_the_writer_applies_every_row_once_whatever_fails(
+        specs in prop::collection::vec(prop::collection::vec(spec(), 1..14), 1..5),
+        faults in prop::collection::vec(fault(), 0..30),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), run_on(specs, faults, true))
                 .await
                 .map_err(|_| TestCaseError::fail("the writer stalled"))?
         })?;
@@ -549,6 +609,25 @@ fn in_flight_note_failures() {
             .expect("the batch is written once the note can be");
         let s = model.state.lock().unwrap();
         assert_eq!(s.counts.values().sum::<u64>(), 1);
-        assert!(s.receipts.contains(&4));
+        assert!(s.receipts.contains(&(String::new(), 4)));
     });
+}
+
+/// Regression: on a cluster the two controls of an isolation were the same
+/// block (a mark step of one, the same journal, site and hour), so a
+/// replicated table dropped the second as a copy of the first and the
+/// mark never reached its target. Each step's mark now names its end.
+#[test]
+fn identical_mark_steps_were_dropped_as_copies_on_a_cluster() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let poison_only = vec![vec![Spec {
+        site: false,
+        hour: false,
+        prop: false,
+        poison: true,
+    }]];
+    rt.block_on(run_on(poison_only, Vec::new(), true)).unwrap();
 }
