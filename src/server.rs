@@ -212,7 +212,10 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
             .try_into()
             .expect("8 bytes"),
     );
-    let nodes = Arc::new(crate::sink::nodes::Nodes::new(&settings.clickhouse, spread));
+    let nodes = Arc::new(
+        crate::sink::nodes::Nodes::new(&settings.clickhouse, spread)
+            .remembered_in(settings.storage.log_dir.join("cluster-nodes")),
+    );
     let mut background = JoinSet::new();
 
     // Privacy operations: configuration change record, retention janitor
@@ -589,6 +592,38 @@ async fn migrate_forever(settings: &crate::config::ClickHouseSettings) -> anyhow
                 for node in applied.iter().filter(|a| !a.versions.is_empty()) {
                     tracing::info!(node = %node.node, applied = ?node.versions, "schema migrated");
                 }
+                return Ok(());
+            }
+            Err(error)
+                if error.is_transport()
+                    && settings.cluster.is_some()
+                    && !error.applied.is_empty() =>
+            {
+                // Some nodes are migrated: delivery can start (a batch
+                // waits for its shard if need be), and the nodes out of
+                // reach get the schema as soon as they answer.
+                for (node, why) in &error.failed {
+                    tracing::warn!(node = %node, error = %why, "ClickHouse node not reachable; it gets the schema when it answers");
+                }
+                let settings = settings.clone();
+                tokio::spawn(async move {
+                    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
+                    loop {
+                        match crate::sink::migrate::run(&settings).await {
+                            Ok(_) => {
+                                tracing::info!(
+                                    "every ClickHouse node of the cluster has the schema"
+                                );
+                                return;
+                            }
+                            Err(error) if error.is_transport() => backoff.wait().await,
+                            Err(error) => {
+                                tracing::error!(error = %error, "a ClickHouse node refused the schema");
+                                return;
+                            }
+                        }
+                    }
+                });
                 return Ok(());
             }
             Err(error) if error.is_transport() => {

@@ -881,6 +881,17 @@ fn note_confirmed(dir: &Path, end: u64) {
     }
 }
 
+/// Replaces the file at `path` with `bytes` whole, not durably (see
+/// [`replace_file`]).
+pub(crate) fn replace_file_in(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::other("not a file name"))?;
+    replace_file(dir, name, bytes, false)
+}
+
 /// Replaces `dir/name` with `bytes` whole (written beside it, mode 0600,
 /// then renamed over it). `durable`: the file and the rename are fsync'd
 /// before this returns.

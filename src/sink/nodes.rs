@@ -14,6 +14,7 @@
 //! the whole cluster goes through the `Distributed` tables of any node
 //! ([`Nodes::on_any`], [`Nodes::table`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -56,6 +57,9 @@ impl Shard {
 /// Every server; by shard once learnt.
 pub struct Nodes {
     settings: ClickHouseSettings,
+    /// Where what was learnt of the cluster is kept, for a start while a
+    /// node is down.
+    remembered: Option<std::path::PathBuf>,
     /// Which replica of each shard is asked first.
     spread: u64,
     /// Learnt from the nodes the first time it is needed.
@@ -109,6 +113,7 @@ impl Nodes {
         };
         Nodes {
             settings: settings.clone(),
+            remembered: None,
             spread,
             shards: tokio::sync::OnceCell::new(),
             cluster: settings.cluster.as_ref().map(|c| c.name.clone()),
@@ -117,12 +122,27 @@ impl Nodes {
         }
     }
 
+    /// Keeps what is learnt of the cluster in `file` (each node's address
+    /// without credentials, its shard and replica), so that a collector
+    /// restarted while a node is down still knows where that node stands.
+    pub fn remembered_in(mut self, file: std::path::PathBuf) -> Nodes {
+        self.remembered = Some(file);
+        self
+    }
+
     /// The shards: one of one replica for a single server; for a cluster,
-    /// each node is asked (once) for its `shard` and `replica` macros, so
-    /// every node must answer the first time.
+    /// each node is asked (once) for its `shard` and `replica` macros; a
+    /// node that does not answer is placed as it was when last learnt.
     pub async fn shards(&self) -> Result<&[Shard], TopologyError> {
         self.shards
-            .get_or_try_init(|| learn(&self.settings, &self.all, self.spread))
+            .get_or_try_init(|| {
+                learn(
+                    &self.settings,
+                    &self.all,
+                    self.spread,
+                    self.remembered.as_deref(),
+                )
+            })
             .await
             .map(Vec::as_slice)
     }
@@ -201,6 +221,7 @@ async fn learn(
     settings: &ClickHouseSettings,
     all: &[Node],
     spread: u64,
+    remembered: Option<&std::path::Path>,
 ) -> Result<Vec<Shard>, TopologyError> {
     if settings.cluster.is_none() {
         return Ok(vec![Shard {
@@ -210,12 +231,38 @@ async fn learn(
         }]);
     }
     let mut shards: Vec<Shard> = Vec::new();
+    let known: HashMap<String, (String, String)> = remembered
+        .and_then(|file| std::fs::read_to_string(file).ok())
+        .map(|text| {
+            text.lines()
+                .filter_map(|line| {
+                    let mut cols = line.split('\t');
+                    let url = cols.next()?.to_string();
+                    Some((url, (cols.next()?.to_string(), cols.next()?.to_string())))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut all_answered = true;
+    let mut learnt = String::new();
     for node in all {
-        let (shard, replica) = macros(&node.client)
-            .await
-            .map_err(|e| TopologyError::Node(node.url.clone(), e))?;
+        let (shard, replica) = match macros(&node.client).await {
+            Ok(found) => found,
+            Err(error) if super::is_transport_error(&error) => {
+                match known.get(&node.url.to_string()) {
+                    Some((shard, replica)) => {
+                        tracing::warn!(node = %node.url, shard, replica, "ClickHouse node not reachable; placed as when last seen");
+                        all_answered = false;
+                        (Some(shard.clone()), Some(replica.clone()))
+                    }
+                    None => return Err(TopologyError::Node(node.url.clone(), error)),
+                }
+            }
+            Err(error) => return Err(TopologyError::Node(node.url.clone(), error)),
+        };
         let shard = shard.ok_or_else(|| TopologyError::NoShardMacro(node.url.clone()))?;
         let replica = replica.unwrap_or_else(|| node.url.to_string());
+        learnt.push_str(&format!("{}\t{shard}\t{replica}\n", node.url));
         let node = Node {
             replica: replica.clone(),
             ..node.clone()
@@ -237,6 +284,11 @@ async fn learn(
                 replicas: vec![node],
                 preferred: AtomicUsize::new(0),
             }),
+        }
+    }
+    if let (true, Some(file)) = (all_answered, remembered) {
+        if let Err(error) = crate::journal::replace_file_in(file, learnt.as_bytes()) {
+            tracing::warn!(error = %error, "cannot keep what was learnt of the cluster");
         }
     }
     // The same order for every collector whatever the configuration's.
