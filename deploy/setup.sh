@@ -62,6 +62,12 @@ if ! [ -f /usr/share/java/zookeeper.jar ]; then
 elif ! have java; then
     packages+=(default-jre-headless)
 fi
+# The load-balancer examples (tests/load_balancer.rs runs them in front of
+# two collectors): HAProxy and nginx, their services left stopped.
+balancers_missing=()
+[ -x /usr/sbin/haproxy ] || balancers_missing+=(haproxy)
+[ -x /usr/sbin/nginx ] || balancers_missing+=(nginx)
+packages+=("${balancers_missing[@]}")
 have curl || packages+=(curl)
 # The GA4 import fixtures (tests/ga4_fixtures.py).
 have python3 || packages+=(python3)
@@ -188,6 +194,14 @@ if [ "${#packages[@]}" -gt 0 ]; then
             "${sudo[@]}" service clickhouse-server stop >/dev/null 2>&1 || true
         fi
     fi
+    for service in "${balancers_missing[@]}"; do
+        # Same for the balancers: the test runs its own, on loopback.
+        if [ -d /run/systemd/system ] && have systemctl; then
+            "${sudo[@]}" systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+        elif have service; then
+            "${sudo[@]}" service "$service" stop >/dev/null 2>&1 || true
+        fi
+    done
     if [ "$zookeeper_missing" = 1 ]; then
         # Same for ZooKeeper's system service: the tests start their own.
         if [ -d /run/systemd/system ] && have systemctl; then
