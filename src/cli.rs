@@ -129,9 +129,19 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing open requests and flushing");
 }
 
-pub async fn migrate(path: &Path, print: bool) -> anyhow::Result<ExitCode> {
+pub async fn migrate(path: &Path, print: bool, adopt: Option<&str>) -> anyhow::Result<ExitCode> {
     use crate::sink::schema::Layout;
     let settings = load(path)?;
+    if let Some(url) = adopt {
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "--adopt takes the single server's HTTP URL (http://host:8123), not `{url}`"
+        );
+    }
+    let adopt = adopt.map(crate::config::ClickHouseUrl::new);
+    if adopt.is_some() && settings.clickhouse.cluster.is_none() {
+        anyhow::bail!("--adopt copies a single server into a cluster: set clickhouse.cluster and clickhouse.urls");
+    }
     let database = &settings.clickhouse.database;
     if print {
         let layout = match &settings.clickhouse.cluster {
@@ -179,6 +189,18 @@ pub async fn migrate(path: &Path, print: bool) -> anyhow::Result<ExitCode> {
         }
     }
     result.with_context(|| format!("migrating {what}"))?;
+    if let Some(from) = adopt {
+        let copied = crate::sink::adopt::adopt(&settings.clickhouse, &from)
+            .await
+            .with_context(|| format!("copying `{database}` of {from} into {what}"))?;
+        for table in copied {
+            println!(
+                "copied {} rows of `{}` from {from}",
+                table.rows, table.table
+            );
+        }
+        println!("`{database}` of {from} is in the cluster's first shard: point the collectors at the cluster");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -31,6 +31,11 @@ enum Command {
         /// Print the SQL instead of running it.
         #[arg(long)]
         print: bool,
+        /// With a cluster configured: after migrating it, copy the data of
+        /// the single server at this URL (same database, user and password)
+        /// into the cluster's first shard. The cluster must be empty.
+        #[arg(long, value_name = "URL")]
+        adopt: Option<String>,
     },
     /// Self-audit: validate the configuration, reach ClickHouse, show every
     /// privacy control per site and warn about weakened defaults.
@@ -126,7 +131,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => tamis::cli::serve(&config).await,
-            Command::Migrate { config, print } => tamis::cli::migrate(&config, print).await,
+            Command::Migrate {
+                config,
+                print,
+                adopt,
+            } => tamis::cli::migrate(&config, print, adopt.as_deref()).await,
             Command::Check { config } => tamis::cli::check(&config).await,
             Command::Demo { config, days, seed } => tamis::cli::demo(&config, days, seed).await,
             Command::Notice {

@@ -5,6 +5,7 @@
 //! ([`audit`]). What a failed request means is decided in one place
 //! ([`refusal`]). Only this module and `query` use the `clickhouse` crate.
 
+pub mod adopt;
 pub mod audit;
 pub mod imported;
 pub mod migrate;

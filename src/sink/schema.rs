@@ -259,6 +259,19 @@ pub enum Then {
     Skip,
 }
 
+/// Every table that holds data ([`Step::Table`]), in the order the
+/// migrations make them.
+pub fn data_tables() -> Vec<&'static str> {
+    migrations()
+        .iter()
+        .flat_map(|m| m.statements.iter())
+        .filter_map(|step| match step {
+            Step::Table(t) => Some(t.name),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether `name` is a table that holds data ([`Step::Table`]).
 fn is_data_table(name: &str) -> bool {
     migrations()

@@ -141,9 +141,10 @@ impl Store for ClickHouseStore {
         // `<label>:` and `<label>;` (the next character).
         let cluster = self.nodes.is_cluster();
         let (low, high) = (format!("{label}:"), format!("{label};"));
+        // A single server's mark (copied by `sink::adopt`) counts as well.
         let named = |column: &str| {
             if cluster {
-                format!("{column} >= ? AND {column} < ?")
+                format!("({column} = ? OR ({column} >= ? AND {column} < ?))")
             } else {
                 format!("{column} = ?")
             }
@@ -160,7 +161,7 @@ impl Store for ClickHouseStore {
         let read = |client: clickhouse::Client| {
             let query = client.query(&sql).bind(&group.site).bind(group.hour);
             let query = if cluster {
-                query.bind(&low).bind(&high)
+                query.bind(label.as_ref()).bind(&low).bind(&high)
             } else {
                 query.bind(label.as_ref())
             };
@@ -217,8 +218,16 @@ impl ClickHouseStore {
         format!("tamis-{}-%", self.journal_id)
     }
 
+    /// The shard named `name`; on a cluster, a batch noted without a
+    /// shard (by the single server the cluster adopted, see `sink::adopt`)
+    /// is in the first shard.
     async fn shard(&self, name: &str) -> Result<&Shard, Failure> {
-        match self.nodes.shard(name).await {
+        let found = if name.is_empty() && self.nodes.is_cluster() {
+            self.nodes.shards().await.map(|s| s.first())
+        } else {
+            self.nodes.shard(name).await
+        };
+        match found {
             Ok(Some(shard)) => Ok(shard),
             Ok(None) => Err(Failure::Unclear(format!(
                 "no node of the cluster is shard `{name}` any more; the batch noted for it waits for it"
