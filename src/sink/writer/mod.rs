@@ -306,12 +306,14 @@ impl<S: Store> Writer<S> {
             }
         }
         if std::mem::take(&mut self.first_batch) {
-            let noted = crate::journal::in_flight::read(self.journal.dir());
-            let shard = noted
-                .as_ref()
-                .map_or_else(|| self.shards[0].clone(), |n| n.shard.clone());
-            self.wait_for_earlier_inserts(&shard).await;
-            if let Some(noted) = noted {
+            // Only a batch noted and not confirmed can have an insert still
+            // running: one with a receipt had every insert acknowledged,
+            // and a process restarted while a replica is away need not
+            // wait for it.
+            if let Some(noted) = crate::journal::in_flight::read(self.journal.dir())
+                .filter(|n| n.end > batch.first_seq)
+            {
+                self.wait_for_earlier_inserts(&noted.shard).await;
                 if (noted.first, noted.end) == (batch.first_seq, batch.end_seq) {
                     return noted.shard;
                 }
