@@ -310,7 +310,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
             trusted_proxies: settings.server.trusted_proxies.clone(),
         },
         api: Api {
-            client: client.clone(),
+            nodes: nodes.clone(),
             sites: settings.sites.clone(),
             tokens: settings.tokens,
             clock: options.clock.clone(),
@@ -321,7 +321,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         },
         privacy: published,
         metrics,
-        clickhouse: client,
+        nodes,
         journal: journal.clone(),
         accepting: AtomicBool::new(true),
         edge: crate::web::Edge::new(&settings.server),
