@@ -101,6 +101,7 @@ use serde_json::{json, Value};
 use clickhouse::ClickHouse;
 use tamis::query::request::{self, SiteView};
 use tamis::query::sql::{self, Scope};
+use tamis::sink::nodes::Tables;
 
 const USAGE: &str = "\
 usage: cargo bench --bench query [-- OPTIONS]
@@ -517,7 +518,7 @@ fn tamis_statement(
     dimensions: &[request::Dimension],
     now: DateTime<Utc>,
 ) -> anyhow::Result<sql::Statement> {
-    let hourly = || sql::build(q, dimensions, TZ.name(), Scope::Selected);
+    let hourly = || sql::build(Tables::Own, q, dimensions, TZ.name(), Scope::Selected);
     if sql::rollup_dimension(q, dimensions).is_none() {
         return Ok(hourly());
     }
@@ -527,6 +528,7 @@ fn tamis_statement(
     let days = ch.query_in(
         DATABASE,
         &inline(&sql::rolled_days(
+            Tables::Own,
             q,
             dimensions,
             &first.to_string(),
@@ -541,7 +543,14 @@ fn tamis_statement(
         return Ok(hourly());
     }
     let (runs, hours) = tamis::query::rollup_plan(q.from, q.to, days, TZ);
-    Ok(sql::rolled(q, dimensions, TZ.name(), &runs, &hours))
+    Ok(sql::rolled(
+        Tables::Own,
+        q,
+        dimensions,
+        TZ.name(),
+        &runs,
+        &hours,
+    ))
 }
 
 fn binary() -> PathBuf {
@@ -2255,8 +2264,8 @@ mod explore {
             for body in &case.bodies {
                 let q = request::parse(body.as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
                 for statement in [
-                    sql::build(&q, &q.dimensions, tz, Scope::Selected),
-                    sql::build(&q, &[], tz, Scope::Selected),
+                    sql::build(Tables::Own, &q, &q.dimensions, tz, Scope::Selected),
+                    sql::build(Tables::Own, &q, &[], tz, Scope::Selected),
                 ] {
                     wide.push(
                         inline(&statement)

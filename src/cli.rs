@@ -220,28 +220,33 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     for missing in &settings.geo.missing {
         println!("geolocation: WARNING {missing} not found");
     }
-    let client = crate::sink::client(&settings.clickhouse);
-    let reachable = client.query("SELECT version()").fetch_one::<String>().await;
+    // What is read of the data goes through the nodes as the stats API
+    // reads: on a cluster, any node that answers, through its
+    // `Distributed` tables.
+    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    let reachable = nodes
+        .on_any(|client| client.query("SELECT version()").fetch_one::<String>())
+        .await;
     let mut ok = true;
+    let place = match &settings.clickhouse.cluster {
+        None => settings.clickhouse.url.to_string(),
+        Some(cluster) => format!("cluster `{}`", cluster.name),
+    };
     match &reachable {
         Ok(version) => println!(
-            "clickhouse: {} reachable, version {version}, database `{}`",
-            settings.clickhouse.url, settings.clickhouse.database
+            "clickhouse: {place} reachable, version {version}, database `{}`",
+            settings.clickhouse.database
         ),
         Err(error) => {
             ok = false;
-            println!(
-                "clickhouse: {} NOT reachable: {error}",
-                settings.clickhouse.url
-            );
+            println!("clickhouse: {place} NOT reachable: {error}");
         }
     }
     if let Some(cluster) = &settings.clickhouse.cluster {
         println!(
-            "clickhouse: cluster `{}`, {} node(s); writes and reads go through {} (the cluster's own writes and reads are not done yet)",
+            "clickhouse: cluster `{}`, {} node(s); reads go through its Distributed tables (`<table>_all`) on any node that answers, and need a replica of every shard",
             cluster.name,
             cluster.nodes.len(),
-            settings.clickhouse.url
         );
         for node in &cluster.nodes {
             match cluster_node(&settings.clickhouse, node, &cluster.name).await {
@@ -289,9 +294,24 @@ privacy controls, site {}:",
             "
 what ClickHouse holds:"
         );
-        match stored_state(&client, &settings).await {
+        match stored_state(&nodes, &settings).await {
             Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
-            Err(error) => println!("  could not read: {error} (run `tamis migrate` first?)"),
+            Err(error) => {
+                let shard_down = error
+                    .downcast_ref::<clickhouse::error::Error>()
+                    .is_some_and(|e| {
+                        crate::query::limits::Failure::of(e).0
+                            == crate::query::limits::Failure::ShardUnreachable
+                    });
+                if shard_down {
+                    ok = false;
+                    println!(
+                        "  could not read: a shard of the cluster has no replica that answers"
+                    );
+                } else {
+                    println!("  could not read: {error} (run `tamis migrate` first?)");
+                }
+            }
         }
     }
     println!(
@@ -364,33 +384,89 @@ pub async fn demo(path: &Path, days: u32, seed: u64) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// Facts read back from ClickHouse, to show rather than trust: the oldest
-/// month kept per site against its retention, the salts held and their
-/// age, the last deletions and destructions recorded.
-async fn stored_state(
-    client: &clickhouse::Client,
-    settings: &Settings,
-) -> anyhow::Result<Vec<String>> {
-    use chrono::Datelike;
-    let mut lines = Vec::new();
-    let now = chrono::Utc::now();
-    for site in &settings.sites {
-        let mut oldest: Option<u32> = None;
+/// Every active partition of the site tables, as `(site, month)`, from
+/// every node that answers: on a cluster each shard holds its own, and
+/// once a `Distributed` read has answered, every shard has a replica among
+/// them.
+async fn site_partitions(
+    nodes: &crate::sink::nodes::Nodes,
+) -> Result<Vec<(String, u32)>, clickhouse::error::Error> {
+    let mut out = Vec::new();
+    for node in nodes.all() {
         for table in crate::sink::retention::SITE_TABLES {
-            let parts: Vec<String> = client
+            let parts = node
+                .client
                 .query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = ? AND active")
                 .bind(table)
                 .fetch_all::<String>()
-                .await?;
-            for (id, period) in parts
-                .iter()
-                .filter_map(|p| crate::sink::retention::parse_site_partition(p))
-            {
-                if id == site.id {
-                    oldest = Some(oldest.map_or(period, |o| o.min(period)));
+                .await;
+            let parts = match parts {
+                Ok(parts) => parts,
+                // Said on the node's own line; its shard's other replicas
+                // hold the same partitions.
+                Err(error) if nodes.is_cluster() && crate::sink::is_transport_error(&error) => {
+                    break
                 }
-            }
+                Err(error) => return Err(error),
+            };
+            out.extend(
+                parts
+                    .iter()
+                    .filter_map(|p| crate::sink::retention::parse_site_partition(p)),
+            );
         }
+    }
+    Ok(out)
+}
+
+/// Facts read back from ClickHouse, to show rather than trust: the oldest
+/// month kept per site against its retention, the salts held and their
+/// age, the last deletions and destructions recorded. On a cluster,
+/// through the `Distributed` tables (so every shard), read first: they
+/// fail when a shard cannot be read.
+async fn stored_state(
+    nodes: &crate::sink::nodes::Nodes,
+    settings: &Settings,
+) -> anyhow::Result<Vec<String>> {
+    use chrono::Datelike;
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct SaltDay {
+        site_id: String,
+        day: String,
+        created_at: u32,
+    }
+    let sql = format!(
+        "SELECT site_id, toString(day), toUInt32(min(created_at)) FROM {} GROUP BY site_id, day ORDER BY site_id, day",
+        nodes.table("salts")
+    );
+    let salts: Vec<SaltDay> = nodes
+        .on_any(|client| client.query(&sql).fetch_all::<SaltDay>())
+        .await?;
+    // Records of the last 30 days, `time` being the table's column.
+    let count = |table: &str, time: &str| {
+        let sql = format!(
+            "SELECT count() FROM {} WHERE {time} > now() - 30 * 86400",
+            nodes.table(table)
+        );
+        async move {
+            nodes
+                .on_any(|client| client.query(&sql).fetch_one::<u64>())
+                .await
+        }
+    };
+    let destructions = count("salt_destructions", "destroyed_at").await?;
+    let deletions = count("retention_log", "deleted_at").await?;
+    let audit_rows = count("audit_log", "at").await?;
+    let partitions = site_partitions(nodes).await?;
+
+    let mut lines = Vec::new();
+    let now = chrono::Utc::now();
+    for site in &settings.sites {
+        let oldest: Option<u32> = partitions
+            .iter()
+            .filter(|(id, _)| *id == site.id)
+            .map(|(_, period)| *period)
+            .min();
         let local = now.with_timezone(&site.timezone);
         let current = u32::try_from(local.year()).unwrap_or(0) * 100 + local.month();
         match oldest {
@@ -401,16 +477,6 @@ async fn stored_state(
             Some(p) => lines.push(format!("site {}: oldest month stored {p}, within the {}-month retention", site.id, site.retention_months)),
         }
     }
-    #[derive(clickhouse::Row, serde::Deserialize)]
-    struct SaltDay {
-        site_id: String,
-        day: String,
-        created_at: u32,
-    }
-    let salts: Vec<SaltDay> = client
-        .query("SELECT site_id, toString(day), toUInt32(min(created_at)) FROM salts GROUP BY site_id, day ORDER BY site_id, day")
-        .fetch_all::<SaltDay>()
-        .await?;
     for s in &salts {
         let age_h = (now.timestamp() - i64::from(s.created_at)) / 3600;
         lines.push(format!(
@@ -427,20 +493,13 @@ async fn stored_state(
     if salts.is_empty() {
         lines.push("salts: none stored".to_string());
     }
-    let count = |sql: &'static str| client.query(sql).fetch_one::<u64>();
     lines.push(format!(
-        "salt destructions recorded (30 days): {}",
-        count("SELECT count() FROM salt_destructions WHERE destroyed_at > now() - 30 * 86400")
-            .await?
+        "salt destructions recorded (30 days): {destructions}"
     ));
     lines.push(format!(
-        "partitions deleted by retention (30 days): {}",
-        count("SELECT count() FROM retention_log WHERE deleted_at > now() - 30 * 86400").await?
+        "partitions deleted by retention (30 days): {deletions}"
     ));
-    lines.push(format!(
-        "audit rows (30 days): {}",
-        count("SELECT count() FROM audit_log WHERE at > now() - 30 * 86400").await?
-    ));
+    lines.push(format!("audit rows (30 days): {audit_rows}"));
     Ok(lines)
 }
 
@@ -488,13 +547,32 @@ pub async fn audit(
             .ok_or_else(|| anyhow::anyhow!("`{site}` is not a configured site id"))?;
     }
     let client = crate::sink::client(&settings.clickhouse);
-    let rows = crate::query::audit::read(&client, since, site, crate::query::audit::MAX_ROWS)
+    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    let table = nodes.table("audit_log");
+    let rows = nodes
+        .on_any(|client| {
+            let table = table.clone();
+            async move {
+                crate::query::audit::read(
+                    &client,
+                    &table,
+                    since,
+                    site,
+                    crate::query::audit::MAX_ROWS,
+                )
+                .await
+            }
+        })
         .await
-        .with_context(|| {
-            format!(
+        .with_context(|| match &settings.clickhouse.cluster {
+            None => format!(
                 "reading the audit log from ClickHouse at {}",
                 settings.clickhouse.url
-            )
+            ),
+            Some(cluster) => format!(
+                "reading the audit log from ClickHouse cluster `{}`",
+                cluster.name
+            ),
         })?;
     for r in &rows {
         if json {

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub sessions_open: AtomicU64,
     pub clickhouse_up: AtomicU64,
     pub api_queries: AtomicU64,
+    /// Stats and audit reads answered 503 because a shard of the cluster
+    /// had no replica that answered (never answered with partial numbers).
+    pub api_shard_unreachable: AtomicU64,
     pub log_bytes: AtomicU64,
     pub log_backlog: AtomicU64,
     /// When the oldest record not yet in ClickHouse became durable, in
@@ -140,6 +143,11 @@ impl Metrics {
             "tamis_api_queries_total",
             "Stats API queries answered.",
             get(&self.api_queries),
+        );
+        counter(
+            "tamis_api_shard_unreachable_total",
+            "Stats API reads refused (503) because a shard of the ClickHouse cluster had no replica that answered.",
+            get(&self.api_shard_unreachable),
         );
         counter(
             "tamis_log_fsyncs_total",

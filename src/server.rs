@@ -313,7 +313,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
             trusted_proxies: settings.server.trusted_proxies.clone(),
         },
         api: Api {
-            client: client.clone(),
+            nodes: nodes.clone(),
             sites: settings.sites.clone(),
             tokens: settings.tokens,
             clock: options.clock.clone(),
@@ -324,7 +324,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         },
         privacy: published,
         metrics,
-        clickhouse: client,
+        nodes,
         journal: journal.clone(),
         accepting: AtomicBool::new(true),
         edge: crate::web::Edge::new(&settings.server),

@@ -240,8 +240,10 @@ impl Default for ServerConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickHouseConfig {
-    #[serde(default = "default_clickhouse_url")]
-    pub url: String,
+    /// The server; absent: `http://127.0.0.1:8123`, or on a cluster the
+    /// first of `urls`.
+    #[serde(default)]
+    pub url: Option<String>,
     #[serde(default = "default_database")]
     pub database: String,
     #[serde(default = "default_user")]
@@ -268,7 +270,7 @@ pub struct ClickHouseConfig {
 impl Default for ClickHouseConfig {
     fn default() -> Self {
         ClickHouseConfig {
-            url: default_clickhouse_url(),
+            url: None,
             database: default_database(),
             user: default_user(),
             password: String::new(),
@@ -427,7 +429,7 @@ impl Config {
             self.server.admin_listen = v;
         }
         if let Some(v) = lookup("TAMIS_CLICKHOUSE_URL") {
-            self.clickhouse.url = v;
+            self.clickhouse.url = Some(v);
         }
         if let Some(v) = lookup("TAMIS_CLICKHOUSE_DATABASE") {
             self.clickhouse.database = v;
@@ -493,7 +495,7 @@ fn default_max_connections() -> usize {
 fn default_idle_timeout_ms() -> u64 {
     10_000
 }
-fn default_clickhouse_url() -> String {
+pub(crate) fn default_clickhouse_url() -> String {
     "http://127.0.0.1:8123".into()
 }
 fn default_database() -> String {

@@ -172,6 +172,10 @@ pub struct ServerSettings {
 
 #[derive(Clone)]
 pub struct ClickHouseSettings {
+    /// The server, for a single one. On a cluster, reads go through
+    /// `sink::nodes::Nodes` (every node of `cluster`); what still goes to
+    /// one node goes here: `clickhouse.url` if set, else the first of
+    /// `clickhouse.urls`.
     pub url: ClickHouseUrl,
     pub database: String,
     pub user: String,
@@ -183,9 +187,9 @@ pub struct ClickHouseSettings {
     pub cluster: Option<ClusterSettings>,
 }
 
-/// A ClickHouse cluster (`clickhouse.cluster`, `clickhouse.urls`). `url`
-/// is one of its nodes: until writes and reads go through the cluster,
-/// tamis writes and reads there, and makes the schema on every node.
+/// A ClickHouse cluster (`clickhouse.cluster`, `clickhouse.urls`): tamis
+/// makes the schema on every node and reads through the `Distributed`
+/// tables of any node that answers.
 #[derive(Clone, Debug)]
 pub struct ClusterSettings {
     /// The cluster's name in every node's `<remote_servers>`, which
@@ -614,7 +618,12 @@ fn query_settings(q: QueryConfig) -> Result<QuerySettings, ConfigError> {
 }
 
 fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, ConfigError> {
-    let url = http_url("clickhouse.url", &c.url)?;
+    let cluster = cluster_settings(c.cluster, &c.urls)?;
+    let url = match (&c.url, &cluster) {
+        (Some(url), _) => http_url("clickhouse.url", url)?,
+        (None, Some(cluster)) => cluster.nodes[0].clone(),
+        (None, None) => http_url("clickhouse.url", &super::file::default_clickhouse_url())?,
+    };
     if !is_identifier(&c.database) {
         return Err(invalid(
             "clickhouse.database",
@@ -639,7 +648,6 @@ fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, Config
             "must be between 1 and 1000000",
         ));
     }
-    let cluster = cluster_settings(c.cluster, &c.urls, &url)?;
     Ok(ClickHouseSettings {
         url,
         database: c.database,
@@ -672,7 +680,6 @@ fn http_url(key: &str, text: &str) -> Result<ClickHouseUrl, ConfigError> {
 fn cluster_settings(
     name: Option<String>,
     urls: &[String],
-    url: &ClickHouseUrl,
 ) -> Result<Option<ClusterSettings>, ConfigError> {
     let Some(name) = name else {
         if urls.is_empty() {
@@ -706,14 +713,6 @@ fn cluster_settings(
             ));
         }
         nodes.push(node);
-    }
-    if !nodes.contains(url) {
-        return Err(invalid(
-            "clickhouse.url",
-            format!(
-                "`{url}` must be one of clickhouse.urls: tamis writes and reads through that node until it writes through the cluster"
-            ),
-        ));
     }
     Ok(Some(ClusterSettings { name, nodes }))
 }
@@ -1113,8 +1112,7 @@ mod tests {
             "[clickhouse]\ndatabase='x; DROP'\n[[site]]\nid='a.org'",
             Some("clickhouse.database"),
         );
-        // A cluster comes with every node's URL, and the other way round;
-        // `url` is one of them.
+        // A cluster comes with every node's URL, and the other way round.
         let nodes = "urls=['http://127.0.0.1:8123/','http://127.0.0.1:8124']";
         check(
             &format!("[clickhouse]\ncluster='tamis'\n{nodes}\n[[site]]\nid='a.org'"),
@@ -1140,8 +1138,16 @@ mod tests {
             "[clickhouse]\ncluster='tamis'\nurls=['http://127.0.0.1:8123','http://127.0.0.1:8123/']\n[[site]]\nid='a.org'",
             Some("clickhouse.urls[1]"),
         );
+        // `url` is not needed on a cluster, and need not be a node: reads
+        // go through the nodes of `urls`.
         check(
             &format!("[clickhouse]\nurl='http://10.0.0.1:8123'\ncluster='tamis'\n{nodes}\n[[site]]\nid='a.org'"),
+            None,
+        );
+        check(
+            &format!(
+                "[clickhouse]\nurl='10.0.0.1:8123'\ncluster='tamis'\n{nodes}\n[[site]]\nid='a.org'"
+            ),
             Some("clickhouse.url"),
         );
         check(
@@ -1224,7 +1230,7 @@ mod tests {
     #[test]
     fn clickhouse_credentials_are_redacted() {
         let mut config: Config = toml::from_str(MINIMAL).unwrap();
-        config.clickhouse.url = "https://tamis:hunter2@ch.example:8443/".into();
+        config.clickhouse.url = Some("https://tamis:hunter2@ch.example:8443/".into());
         config.clickhouse.password = "s3cret-pw".into();
         // A cluster's node URLs print the same way.
         config.clickhouse.cluster = Some("tamis".into());
@@ -1281,6 +1287,28 @@ mod tests {
         assert_eq!(settings.clickhouse.url.as_str(), "http://10.1.2.3:8123");
         assert_eq!(settings.clickhouse.database, "other");
         assert!(settings.geo.path.is_none());
+    }
+
+    #[test]
+    fn url_defaults_to_the_local_server_or_the_first_node_of_a_cluster() {
+        let url = |text: &str| {
+            let config: Config = toml::from_str(text).unwrap();
+            Settings::from_config(config, Path::new("."))
+                .unwrap()
+                .clickhouse
+                .url
+                .as_str()
+                .to_string()
+        };
+        assert_eq!(url(MINIMAL), "http://127.0.0.1:8123");
+        assert_eq!(
+            url("[clickhouse]\ncluster='tamis'\nurls=['http://ch3:8123/','http://ch1:8123']\n[[site]]\nid='a.org'"),
+            "http://ch3:8123"
+        );
+        assert_eq!(
+            url("[clickhouse]\nurl='http://ch9:8123'\ncluster='tamis'\nurls=['http://ch3:8123']\n[[site]]\nid='a.org'"),
+            "http://ch9:8123"
+        );
     }
 
     #[test]

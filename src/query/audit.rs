@@ -46,16 +46,18 @@ impl AuditRecord {
 }
 
 /// Rows at or after `since`, of `site` (and the rows about no site, such as
-/// configuration changes) or of every site, oldest first.
+/// configuration changes) or of every site, oldest first. `table`: the
+/// audit log as the server reads it (`sink::nodes::Nodes::table`).
 pub async fn read(
     client: &clickhouse::Client,
+    table: &str,
     since: DateTime<Utc>,
     site: Option<&str>,
     limit: usize,
 ) -> Result<Vec<AuditRecord>, clickhouse::error::Error> {
     let since = u32::try_from(since.timestamp().max(0)).unwrap_or(u32::MAX);
     let limit = limit.clamp(1, MAX_ROWS) as u64;
-    let base = "SELECT toUInt32(at), kind, actor, client, site_id, summary, rows, format FROM audit_log WHERE at >= toDateTime(?)";
+    let base = format!("SELECT toUInt32(at), kind, actor, client, site_id, summary, rows, format FROM {table} WHERE at >= toDateTime(?)");
     let q = match site {
         Some(site) => client
             .query(&format!(

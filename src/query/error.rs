@@ -18,6 +18,9 @@ const RETRY_AFTER_BUSY: &str = "10";
 /// After a refusal for too many running queries: one of them is likely
 /// done within a second.
 const RETRY_AFTER_RUNNING: &str = "1";
+/// After a read that a shard of the cluster could not answer: about the
+/// time a ClickHouse server takes to restart.
+const RETRY_AFTER_SHARD: &str = "10";
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -52,6 +55,10 @@ pub enum ApiError {
     Rows { rows: u64 },
     /// ClickHouse failed otherwise (`what`: what is unavailable).
     Unavailable { what: &'static str },
+    /// On a cluster, a shard that the read needs has no replica that
+    /// answers (`what`: what is unavailable). tamis refuses rather than
+    /// answer without that shard's rows.
+    ShardUnreachable { what: &'static str },
 }
 
 impl ApiError {
@@ -72,7 +79,8 @@ impl ApiError {
             ApiError::TimedOut { .. }
             | ApiError::Time { .. }
             | ApiError::Memory { .. }
-            | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Unavailable { .. }
+            | ApiError::ShardUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -83,6 +91,7 @@ impl ApiError {
             ApiError::TimedOut { .. } | ApiError::Time { .. } | ApiError::Memory { .. } => {
                 Some(RETRY_AFTER_BUSY)
             }
+            ApiError::ShardUnreachable { .. } => Some(RETRY_AFTER_SHARD),
             _ => None,
         }
     }
@@ -116,6 +125,9 @@ impl ApiError {
                 "the answer would have more than {rows} rows (query.max_result_rows): narrow the date range, add filters or ask for fewer dimensions"
             ),
             ApiError::Unavailable { what } => format!("{what} unavailable right now"),
+            ApiError::ShardUnreachable { what } => format!(
+                "{what} unavailable right now: part of the data is on a ClickHouse shard none of whose replicas can be reached, and tamis does not answer with partial numbers; try again later"
+            ),
         }
     }
 
@@ -153,6 +165,13 @@ mod tests {
                 },
                 503,
                 None,
+            ),
+            (
+                ApiError::ShardUnreachable {
+                    what: "statistics are",
+                },
+                503,
+                Some("10"),
             ),
             (ApiError::SiteNotFound, 404, None),
             (ApiError::Method { takes: "POST" }, 405, None),

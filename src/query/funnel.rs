@@ -241,11 +241,7 @@ impl Api {
         };
         let counts = match ran {
             Ok(counts) => counts,
-            Err(error) => {
-                return self
-                    .limits
-                    .read_failed(&error, &token, &site.id, "funnel query")
-            }
+            Err(error) => return self.read_failed(&error, &token, &site.id, "funnel query"),
         };
         let steps = steps(&site, funnel, disclosure, &counts);
         self.metrics.api_queries.fetch_add(1, Ordering::Relaxed);
@@ -291,19 +287,23 @@ impl Api {
         query: &FunnelQuery,
     ) -> Result<Vec<u64>, clickhouse::error::Error> {
         // Step 0 holds delivery marks: steps are read from 1.
+        let sql = format!(
+            "SELECT step, sum(visits) AS visits FROM {} \
+             WHERE site_id = ? AND funnel = ? AND hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)) \
+             AND step >= 1 AND step <= ? GROUP BY step",
+            self.nodes.table("funnel_hourly")
+        );
         let rows = self
-            .stats_client()
-            .query(
-                "SELECT step, sum(visits) AS visits FROM funnel_hourly \
-                 WHERE site_id = ? AND funnel = ? AND hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)) \
-                 AND step >= 1 AND step <= ? GROUP BY step",
-            )
-            .bind(site.id.as_str())
-            .bind(funnel.name.as_str())
-            .bind(query.from.timestamp().to_string())
-            .bind(query.to.timestamp().to_string())
-            .bind(funnel.steps.len() as u64)
-            .fetch_all::<StepRow>()
+            .on_any(|client| {
+                client
+                    .query(&sql)
+                    .bind(site.id.as_str())
+                    .bind(funnel.name.as_str())
+                    .bind(query.from.timestamp().to_string())
+                    .bind(query.to.timestamp().to_string())
+                    .bind(funnel.steps.len() as u64)
+                    .fetch_all::<StepRow>()
+            })
             .await?;
         let mut counts = vec![0; funnel.steps.len()];
         for row in rows {

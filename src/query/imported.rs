@@ -17,6 +17,7 @@ use chrono_tz::Tz;
 use super::request::{Dimension, Metric, Query};
 use super::sql::Statement;
 use crate::import::ga4::Report;
+use crate::sink::nodes::Tables;
 
 /// Why imported days are not in an answer (Plausible's
 /// `skip_imported_reason` values).
@@ -130,15 +131,23 @@ pub fn days(from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> (NaiveDate, Naive
 
 /// `(report, day, version)` of the current import of each day: the
 /// newest version the ledger records (see `sink::imported`).
-const CURRENT: &str = "(report, day, version) IN (SELECT report, day, max(version) FROM imported_days WHERE site_id = ? GROUP BY report, day)";
+fn current(tables: Tables) -> String {
+    format!(
+        "(report, day, version) {} (SELECT report, day, max(version) FROM {} WHERE site_id = ? GROUP BY report, day)",
+        tables.in_subquery(),
+        tables.name("imported_days")
+    )
+}
 
 /// The first and last imported day of `report` in the range, as one row
 /// (empty strings when none).
-pub fn period(query: &Query, report: Report, tz: Tz) -> Statement {
+pub fn period(tables: Tables, query: &Query, report: Report, tz: Tz) -> Statement {
     let (first, last) = days(query.from, query.to, tz);
     Statement {
         sql: format!(
-            "SELECT toString(min(day)), toString(max(day)), count() FROM imported_days WHERE site_id = ? AND report = ? AND day >= toDate(?) AND day <= toDate(?) AND {CURRENT}"
+            "SELECT toString(min(day)), toString(max(day)), count() FROM {} WHERE site_id = ? AND report = ? AND day >= toDate(?) AND day <= toDate(?) AND {}",
+            tables.name("imported_days"),
+            current(tables)
         ),
         params: vec![
             query.site_id.clone(),
@@ -154,7 +163,13 @@ pub fn period(query: &Query, report: Report, tz: Tz) -> Statement {
 /// The imported rows of `report` by `dimensions`, in the shape of
 /// `sql::build`'s (`dims`, `base` in `sql::BASE` order; imported days
 /// have no events, exits or engagement).
-pub fn rows(query: &Query, dimensions: &[Dimension], report: Report, tz: Tz) -> Statement {
+pub fn rows(
+    tables: Tables,
+    query: &Query,
+    dimensions: &[Dimension],
+    report: Report,
+    tz: Tz,
+) -> Statement {
     let (first, last) = days(query.from, query.to, tz);
     let exprs: Vec<&str> = dimensions
         .iter()
@@ -188,7 +203,9 @@ pub fn rows(query: &Query, dimensions: &[Dimension], report: Report, tz: Tz) -> 
     let mut sql = format!(
         "SELECT {dims} AS dims, [toFloat64(sum(visitors)), toFloat64(sum(visits)), toFloat64(sum(pageviews)), 0, \
          toFloat64(sum(bounces)), toFloat64(sum(duration)), 0, 0, 0, 0, 0] AS base \
-         FROM imported_daily WHERE site_id = ? AND report = ? AND day >= toDate(?) AND day <= toDate(?) AND {CURRENT}"
+         FROM {} WHERE site_id = ? AND report = ? AND day >= toDate(?) AND day <= toDate(?) AND {}",
+        tables.name("imported_daily"),
+        current(tables)
     );
     if !exprs.is_empty() {
         sql.push_str(&format!(" GROUP BY {}", exprs.join(", ")));

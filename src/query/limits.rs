@@ -145,6 +145,7 @@ impl Limits {
             Failure::Rows => ApiError::Rows {
                 rows: s.max_result_rows,
             },
+            Failure::ShardUnreachable => ApiError::ShardUnreachable { what },
             Failure::Transport | Failure::ClickHouse | Failure::Other => {
                 ApiError::Unavailable { what }
             }
@@ -162,6 +163,9 @@ pub enum Failure {
     Memory,
     /// The answer went over `max_result_rows`.
     Rows,
+    /// On a cluster, no replica of one of the shards a `Distributed` read
+    /// needs could be reached: the answer would miss that shard's rows.
+    ShardUnreachable,
     /// ClickHouse could not be reached or the connection broke.
     Transport,
     /// ClickHouse refused it for another reason.
@@ -186,12 +190,16 @@ impl Failure {
     /// current releases): 159 TIMEOUT_EXCEEDED, 160 TOO_SLOW (the time
     /// estimated from the speed so far exceeds `max_execution_time`), 241
     /// MEMORY_LIMIT_EXCEEDED, 158 TOO_MANY_ROWS and 396
-    /// TOO_MANY_ROWS_OR_BYTES (what `max_result_rows` raises, by version).
+    /// TOO_MANY_ROWS_OR_BYTES (what `max_result_rows` raises, by version);
+    /// 279 ALL_CONNECTION_TRIES_FAILED, what a `Distributed` read raises
+    /// when no replica of a shard can be reached (a single server never
+    /// does: it connects to no other server).
     pub fn from_code(code: u32) -> Failure {
         match code {
             159 | 160 => Failure::Time,
             241 => Failure::Memory,
             158 | 396 => Failure::Rows,
+            279 => Failure::ShardUnreachable,
             _ => Failure::ClickHouse,
         }
     }
@@ -208,6 +216,7 @@ impl Failure {
             Failure::Time => "time_limit",
             Failure::Memory => "memory_limit",
             Failure::Rows => "result_rows_limit",
+            Failure::ShardUnreachable => "shard_unreachable",
             Failure::Transport => "transport",
             Failure::ClickHouse => "clickhouse",
             Failure::Other => "other",
@@ -276,6 +285,13 @@ mod tests {
         );
         // A client's pattern quoted in the text decides nothing.
         check("Code: 427, e.displayText() = DB::Exception: OptimizedRegularExpression: cannot compile re2: Code: 241", Failure::ClickHouse, Some(427));
+        // A Distributed read with every replica of a shard down (18.16's
+        // text).
+        check(
+            "Code: 279, e.displayText() = DB::NetException: All connection tries failed. Log: \n\nCode: 210, e.displayText() = DB::NetException: Connection refused (127.0.0.1:9000)",
+            Failure::ShardUnreachable,
+            Some(279),
+        );
         check("garbage", Failure::Other, None);
     }
 
@@ -286,6 +302,7 @@ mod tests {
             (Failure::Time, 503, Some("10")),
             (Failure::Memory, 503, Some("10")),
             (Failure::Rows, 422, None),
+            (Failure::ShardUnreachable, 503, Some("10")),
             (Failure::ClickHouse, 503, None),
         ] {
             let r = limits.failed(failure, "statistics are");

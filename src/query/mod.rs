@@ -45,6 +45,7 @@ use crate::config::{Disclosure, SiteSettings, TokenSettings};
 use crate::import::ga4::Report as ImportReport;
 use crate::metrics::Metrics;
 use crate::sink::audit::{AuditEntry, AuditLog};
+use crate::sink::nodes::{Nodes, Tables};
 use auth::Access;
 use error::ApiError;
 use limits::{Failure, Limits};
@@ -79,7 +80,10 @@ fn client_kind(header: Option<&str>) -> &'static str {
 }
 
 pub struct Api {
-    pub client: clickhouse::Client,
+    /// The ClickHouse servers. Every read goes to any node that answers,
+    /// on a cluster through the `Distributed` tables (see
+    /// [`Api::fetch_with`]).
+    pub nodes: Arc<Nodes>,
     pub sites: Vec<Arc<SiteSettings>>,
     pub tokens: Vec<TokenSettings>,
     pub clock: Clock,
@@ -258,9 +262,7 @@ impl Api {
                     .insert("content-type", HeaderValue::from_static("application/json"));
                 r
             }
-            Err(error) => self
-                .limits
-                .read_failed(&error, &token, &site.id, "stats query"),
+            Err(error) => self.read_failed(&error, &token, &site.id, "stats query"),
         }
     }
 
@@ -318,7 +320,14 @@ impl Api {
                 }
             }
         }
-        match audit::read(&self.stats_client(), since, site.as_deref(), limit).await {
+        let table = self.nodes.table("audit_log");
+        let read = self
+            .on_any(|client| {
+                let (table, site) = (table.clone(), site.clone());
+                async move { audit::read(&client, &table, since, site.as_deref(), limit).await }
+            })
+            .await;
+        match read {
             Ok(rows) => {
                 self.audit.record(AuditEntry {
                     at: now,
@@ -350,6 +359,12 @@ impl Api {
             Err(error) => {
                 let (failure, code) = Failure::of(&error);
                 tracing::error!(category = failure.name(), code, "audit log read failed");
+                if failure == Failure::ShardUnreachable {
+                    self.metrics
+                        .api_shard_unreachable
+                        .fetch_add(1, Ordering::Relaxed);
+                    return self.limits.failed(failure, "the audit log is");
+                }
                 ApiError::Unavailable {
                     what: "the audit log is",
                 }
@@ -358,10 +373,66 @@ impl Api {
         }
     }
 
-    /// The client every stats-API statement goes through: the configured
-    /// one with the per-query limits (see [`Limits::client`]).
-    fn stats_client(&self) -> clickhouse::Client {
-        self.limits.client(&self.client)
+    /// How this API's statements name the tables they read.
+    fn tables(&self) -> Tables {
+        self.nodes.tables()
+    }
+
+    /// Runs a read on any node that answers, through a client with the
+    /// per-query limits (see [`Limits::client`]). On a cluster reads name
+    /// the `Distributed` tables ([`Api::tables`]), which ask one live
+    /// replica of every shard; a node that cannot be reached is skipped,
+    /// the next one asked. A shard none of whose replicas answers fails
+    /// the read (ClickHouse's code 279, [`Failure::ShardUnreachable`]):
+    /// never `skip_unavailable_shards`, which would answer smaller numbers
+    /// as if they were whole.
+    pub(crate) async fn on_any<T, F, Fut>(&self, mut read: F) -> Result<T, clickhouse::error::Error>
+    where
+        F: FnMut(clickhouse::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        self.nodes
+            .on_any(|client| read(self.limits.client(&client)))
+            .await
+    }
+
+    /// Runs `statement`, its values bound, as [`Api::on_any`] does, and
+    /// reads its answer with `fetch`.
+    async fn fetch_with<T, F, Fut>(
+        &self,
+        statement: &sql::Statement,
+        fetch: F,
+    ) -> Result<T, clickhouse::error::Error>
+    where
+        F: Fn(clickhouse::query::Query) -> Fut,
+        Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        self.on_any(|client| {
+            let mut q = client.query(&statement.sql);
+            for p in &statement.params {
+                q = q.bind(p.as_str());
+            }
+            fetch(q)
+        })
+        .await
+    }
+
+    /// The answer to a stats read that failed (`query`: which kind, for
+    /// the log line), counting those refused because a shard of the
+    /// cluster could not be read.
+    pub(crate) fn read_failed(
+        &self,
+        error: &clickhouse::error::Error,
+        token: &str,
+        site: &str,
+        query: &str,
+    ) -> Response<Full<Bytes>> {
+        if Failure::of(error).0 == Failure::ShardUnreachable {
+            self.metrics
+                .api_shard_unreachable
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.limits.read_failed(error, token, site, query)
     }
 
     /// Every row of the query's aggregates by `dimensions`.
@@ -387,7 +458,7 @@ impl Api {
     ) -> Result<sql::Statement, clickhouse::error::Error> {
         Ok(match self.rolled_statement(query, dimensions, tz).await? {
             Some(statement) => statement,
-            None => sql::build(query, dimensions, tz.name(), scope),
+            None => sql::build(self.tables(), query, dimensions, tz.name(), scope),
         })
     }
 
@@ -411,11 +482,8 @@ impl Api {
         &self,
         statement: &sql::Statement,
     ) -> Result<Vec<(Vec<String>, Base)>, clickhouse::error::Error> {
-        let mut q = self.stats_client().query(&statement.sql);
-        for p in &statement.params {
-            q = q.bind(p.as_str());
-        }
-        Ok(q.fetch_all::<ResultRow>()
+        Ok(self
+            .fetch_with(statement, |q| q.fetch_all::<ResultRow>())
             .await?
             .into_iter()
             .filter_map(|r| Base::from_slice(&r.base).map(|b| (r.dims, b)))
@@ -487,11 +555,9 @@ impl Api {
         dimensions: usize,
     ) -> Result<Option<(Vec<String>, Base)>, clickhouse::error::Error> {
         let statement = sql::small_rows(inner, k);
-        let mut q = self.stats_client().query(&statement.sql);
-        for p in &statement.params {
-            q = q.bind(p.as_str());
-        }
-        let small = q.fetch_optional::<SmallRows>().await?;
+        let small = self
+            .fetch_with(&statement, |q| q.fetch_optional::<SmallRows>())
+            .await?;
         Ok(small
             .filter(|s| s.n > 0)
             .and_then(|s| Base::from_slice(&s.base))
@@ -516,12 +582,16 @@ impl Api {
         else {
             return Ok(None);
         };
-        let statement = sql::rolled_days(query, dimensions, &first.to_string(), &last.to_string());
-        let mut q = self.stats_client().query(&statement.sql);
-        for p in &statement.params {
-            q = q.bind(p.as_str());
-        }
-        let days: Vec<String> = q.fetch_all::<String>().await?;
+        let statement = sql::rolled_days(
+            self.tables(),
+            query,
+            dimensions,
+            &first.to_string(),
+            &last.to_string(),
+        );
+        let days: Vec<String> = self
+            .fetch_with(&statement, |q| q.fetch_all::<String>())
+            .await?;
         let days: Vec<NaiveDate> = days
             .iter()
             .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
@@ -531,6 +601,7 @@ impl Api {
         }
         let (runs, hours) = rollup_plan(query.from, query.to, days, tz);
         Ok(Some(sql::rolled(
+            self.tables(),
             query,
             dimensions,
             tz.name(),
@@ -585,12 +656,11 @@ impl Api {
                 base.pageviews + base.events,
             );
         }
-        let statement = sql::dropped(query, &time, tz.name());
-        let mut q = self.stats_client().query(&statement.sql);
-        for p in statement.params {
-            q = q.bind(p);
-        }
-        for row in q.fetch_all::<ResultRow>().await? {
+        let statement = sql::dropped(self.tables(), query, &time, tz.name());
+        let dropped = self
+            .fetch_with(&statement, |q| q.fetch_all::<ResultRow>())
+            .await?;
+        for row in dropped {
             let time = if time.is_empty() {
                 String::new()
             } else {
@@ -680,8 +750,14 @@ impl Api {
             async {
                 match import_report {
                     Some(r) => {
-                        self.read(&imported::rows(query, &query.dimensions, r, tz))
-                            .await
+                        self.read(&imported::rows(
+                            self.tables(),
+                            query,
+                            &query.dimensions,
+                            r,
+                            tz,
+                        ))
+                        .await
                     }
                     None => Ok(Vec::new()),
                 }
@@ -689,8 +765,14 @@ impl Api {
             async {
                 match import_report {
                     Some(_) => {
-                        self.read(&imported::rows(query, &[], ImportReport::Visitors, tz))
-                            .await
+                        self.read(&imported::rows(
+                            self.tables(),
+                            query,
+                            &[],
+                            ImportReport::Visitors,
+                            tz,
+                        ))
+                        .await
                     }
                     None => Ok(Vec::new()),
                 }
@@ -760,12 +842,10 @@ impl Api {
             Ok(report) => report,
             Err(skip) => return Ok((skipped(skip), None)),
         };
-        let statement = imported::period(query, report, tz);
-        let mut q = self.stats_client().query(&statement.sql);
-        for p in &statement.params {
-            q = q.bind(p.as_str());
-        }
-        let (first, last, days) = q.fetch_one::<(String, String, u64)>().await?;
+        let statement = imported::period(self.tables(), query, report, tz);
+        let (first, last, days) = self
+            .fetch_with(&statement, |q| q.fetch_one::<(String, String, u64)>())
+            .await?;
         if days == 0 {
             return Ok((skipped(imported::Skip::NoImportedData), None));
         }

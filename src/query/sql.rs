@@ -6,6 +6,7 @@ use super::labels::Names;
 use super::pushdown::{Bound, Order};
 use super::request::{Dimension, Filter, FilterOp, Query};
 use crate::goal::Goal;
+use crate::sink::nodes::Tables;
 use crate::sink::rows::DELIVERY_MARK;
 use crate::sink::schema::{GOAL_DIMENSION, ROLLUP_COUNTS};
 
@@ -232,16 +233,23 @@ pub fn goal_rollup(
 /// `event:goal` breakdown the days whose newest computation rolled every
 /// one of the site's goals (a goal added since is read hourly on the
 /// other days until the rollup job has added it).
-pub fn rolled_days(query: &Query, dimensions: &[Dimension], first: &str, last: &str) -> Statement {
+pub fn rolled_days(
+    tables: Tables,
+    query: &Query,
+    dimensions: &[Dimension],
+    first: &str,
+    last: &str,
+) -> Statement {
     let mut s = Statement::default();
+    let rollup_days = tables.name("rollup_days");
     if dimensions != [Dimension::Goal] || query.goals.is_empty() {
-        s.push("SELECT DISTINCT toString(day) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?)");
+        s.push(&format!("SELECT DISTINCT toString(day) FROM {rollup_days} WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?)"));
         s.bind(query.site_id.as_str());
         s.bind(first);
         s.bind(last);
         return s;
     }
-    s.push("SELECT toString(day) AS d FROM rollup_goal_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) AND goal IN (");
+    s.push(&format!("SELECT toString(day) AS d FROM {} WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) AND goal IN (", tables.name("rollup_goal_days")));
     s.bind(query.site_id.as_str());
     s.bind(first);
     s.bind(last);
@@ -250,7 +258,7 @@ pub fn rolled_days(query: &Query, dimensions: &[Dimension], first: &str, last: &
         s.push(if i > 0 { ", ?" } else { "?" });
         s.bind(key.as_str());
     }
-    s.push(") AND (day, version) IN (SELECT day, max(version) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY day) GROUP BY d HAVING uniqExact(goal) = ");
+    s.push(&format!(") AND (day, version) {} (SELECT day, max(version) FROM {rollup_days} WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY day) GROUP BY d HAVING uniqExact(goal) = ", tables.in_subquery()));
     s.bind(query.site_id.as_str());
     s.bind(first);
     s.bind(last);
@@ -462,7 +470,13 @@ pub enum Scope {
 }
 
 /// `SELECT dims, base FROM traffic_hourly WHERE … GROUP BY dims`.
-pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) -> Statement {
+pub fn build(
+    tables: Tables,
+    query: &Query,
+    dimensions: &[Dimension],
+    tz: &str,
+    scope: Scope,
+) -> Statement {
     let mut s = Statement::default();
     s.push("SELECT ");
     if dimensions.is_empty() {
@@ -481,10 +495,14 @@ pub fn build(query: &Query, dimensions: &[Dimension], tz: &str, scope: Scope) ->
     match &query.prop_key {
         None => {
             s.push(&BASE.join(", "));
-            s.push("] AS base FROM traffic_hourly");
+            s.push("] AS base FROM ");
+            s.push(&tables.name("traffic_hourly"));
         }
         // Property aggregates hold visitors and events only.
-        Some(_) => s.push("toFloat64(uniqIfMerge(visitors)), 0, 0, toFloat64(sumMerge(events)), 0, 0, 0, 0, 0, 0, 0] AS base FROM props_hourly"),
+        Some(_) => {
+            s.push("toFloat64(uniqIfMerge(visitors)), 0, 0, toFloat64(sumMerge(events)), 0, 0, 0, 0, 0, 0, 0] AS base FROM ");
+            s.push(&tables.name("props_hourly"));
+        }
     }
     // A row that reaches no goal adds nothing to an `event:goal`
     // breakdown. As a PREWHERE, ClickHouse reads the event and page
@@ -573,6 +591,7 @@ pub fn rollup_dimension(query: &Query, dimensions: &[Dimension]) -> Option<&'sta
 /// `traffic_hourly`, added up. Visitors add up because no visitor key spans
 /// two local days, so the numbers are those [`build`] gives.
 pub fn rolled(
+    tables: Tables,
     query: &Query,
     dimensions: &[Dimension],
     tz: &str,
@@ -626,11 +645,18 @@ pub fn rolled(
             .map(|(i, c)| format!("toFloat64(sum({c})) AS c{}", i + 1))
             .collect();
         s.push(&counts.join(", "));
-        s.push(" FROM rollup_daily WHERE site_id = ? AND dimension = ? AND ");
+        s.push(&format!(
+            " FROM {} WHERE site_id = ? AND dimension = ? AND ",
+            tables.name("rollup_daily")
+        ));
         s.bind(query.site_id.as_str());
         s.bind(rollup_dimension(query, dimensions).unwrap_or_default());
         day_runs(&mut s, rolled);
-        s.push(" AND (day, version) IN (SELECT day, max(version) FROM rollup_days WHERE site_id = ? AND ");
+        s.push(&format!(
+            " AND (day, version) {} (SELECT day, max(version) FROM {} WHERE site_id = ? AND ",
+            tables.in_subquery(),
+            tables.name("rollup_days")
+        ));
         s.bind(query.site_id.as_str());
         day_runs(&mut s, rolled);
         s.push(" GROUP BY day)");
@@ -654,7 +680,8 @@ pub fn rolled(
             .map(|(i, b)| format!("{b} AS c{}", i + 1))
             .collect();
         s.push(&named.join(", "));
-        s.push(" FROM traffic_hourly");
+        s.push(" FROM ");
+        s.push(&tables.name("traffic_hourly"));
         if dimensions.contains(&Dimension::Goal) {
             goal_prewhere(&mut s, &query.goals);
         }
@@ -786,15 +813,16 @@ pub fn small_rows(inner: &Statement, k: u32) -> Statement {
 
 /// Hits dropped for an opt-out signal or a denied consent, by the time
 /// dimension and reason: `SELECT [time…, reason], [hits] FROM dropped_hourly`.
-pub fn dropped(query: &Query, time: &[Dimension], tz: &str) -> Statement {
+pub fn dropped(tables: Tables, query: &Query, time: &[Dimension], tz: &str) -> Statement {
     let mut s = Statement::default();
     s.push("SELECT [");
     for d in time {
         dimension(&mut s, *d, tz, &query.goals);
         s.push(", ");
     }
-    s.push("reason] AS dims, [toFloat64(sum(hits))] AS base FROM dropped_hourly \
-            WHERE site_id = ? AND hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)) AND reason IN ('opt_out', 'consent_denied') GROUP BY ");
+    s.push("reason] AS dims, [toFloat64(sum(hits))] AS base FROM ");
+    s.push(&tables.name("dropped_hourly"));
+    s.push(" WHERE site_id = ? AND hour >= toDateTime(toUInt32(?)) AND hour < toDateTime(toUInt32(?)) AND reason IN ('opt_out', 'consent_denied') GROUP BY ");
     s.bind(query.site_id.as_str());
     s.bind(query.from.timestamp().to_string());
     s.bind(query.to.timestamp().to_string());
@@ -824,7 +852,13 @@ mod tests {
             "2026-11-23T15:00:00Z".parse().unwrap(),
         )
         .unwrap();
-        let s = build(&q, &q.dimensions, "America/Toronto", Scope::Selected);
+        let s = build(
+            Tables::Own,
+            &q,
+            &q.dimensions,
+            "America/Toronto",
+            Scope::Selected,
+        );
         assert!(s.sql.contains(expected_where), "{}", s.sql);
         assert_eq!(s.sql.matches('?').count(), s.params.len());
         assert_eq!(s.params.len(), expected_params, "{:?}", s.params);
@@ -854,7 +888,14 @@ mod tests {
         assert_eq!(rollup_dimension(&pages, &[]), Some(""));
         let runs = [("2026-10-25".to_string(), "2026-11-22".to_string())];
         for hours in [vec![], vec![(1, 2), (3, 4)]] {
-            let s = rolled(&pages, &pages.dimensions, "America/Toronto", &runs, &hours);
+            let s = rolled(
+                Tables::Own,
+                &pages,
+                &pages.dimensions,
+                "America/Toronto",
+                &runs,
+                &hours,
+            );
             assert_eq!(s.sql.matches('?').count(), s.params.len(), "{}", s.sql);
             assert_eq!(s.sql.contains("traffic_hourly"), !hours.is_empty());
         }
@@ -910,13 +951,20 @@ mod tests {
         assert!(insert.params.contains(&"event:Signup".to_string()));
         assert!(insert.params.contains(&"page:/merci*".to_string()));
         assert!(insert.sql.contains(" PREWHERE "));
-        let days = rolled_days(&q, &q.dimensions, "2026-10-25", "2026-11-22");
+        let days = rolled_days(Tables::Own, &q, &q.dimensions, "2026-10-25", "2026-11-22");
         assert_eq!(placeholders(&days), days.params.len(), "{}", days.sql);
         assert!(days.sql.contains("rollup_goal_days") && days.sql.ends_with("= 2"));
-        let plain = rolled_days(&q, &[], "2026-10-25", "2026-11-22");
+        let plain = rolled_days(Tables::Own, &q, &[], "2026-10-25", "2026-11-22");
         assert!(!plain.sql.contains("rollup_goal_days"));
         let runs = [("2026-10-25".to_string(), "2026-11-22".to_string())];
-        let s = rolled(&q, &q.dimensions, "America/Toronto", &runs, &[(1, 2)]);
+        let s = rolled(
+            Tables::Own,
+            &q,
+            &q.dimensions,
+            "America/Toronto",
+            &runs,
+            &[(1, 2)],
+        );
         // The display names are bound beside the keys: a `?` in a name is
         // a value, not a placeholder.
         assert_eq!(placeholders(&s), s.params.len(), "{}", s.sql);
@@ -937,7 +985,13 @@ mod tests {
             "2026-11-23T15:00:00Z".parse().unwrap(),
         )
         .unwrap();
-        let inner = build(&q, &q.dimensions, "America/Toronto", Scope::Selected);
+        let inner = build(
+            Tables::Own,
+            &q,
+            &q.dimensions,
+            "America/Toronto",
+            Scope::Selected,
+        );
         let order = crate::query::pushdown::plan(&q, crate::config::Disclosure::Protected)
             .expect("a page at a time");
         let first = kept(&inner, 5, order, None, Some(12));
@@ -967,6 +1021,93 @@ mod tests {
             assert_eq!(s.params, inner.params);
             assert!(!s.sql.contains("DROP"), "values never reach the SQL text");
         }
+    }
+
+    /// On a cluster, every statement the stats API reads with names the
+    /// `Distributed` tables and filters by its subqueries with `GLOBAL IN`
+    /// (see `Tables::in_subquery`); otherwise it is the single server's
+    /// text, with the same values bound.
+    #[test]
+    fn cluster_statements_read_distributed_tables_and_global_subqueries() {
+        let view = SiteView {
+            timezone: chrono_tz::America::Toronto,
+            campaigns: false,
+            prop_keys: vec!["plan".to_string()],
+            goals: vec![Goal::event("Signup", None).unwrap()],
+        };
+        let q = |body: &str| {
+            parse(
+                body.as_bytes(),
+                &view,
+                "2026-11-23T15:00:00Z".parse().unwrap(),
+            )
+            .unwrap()
+        };
+        let pages = q(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["event:page"]}"#,
+        );
+        let goals = q(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["event:goal"]}"#,
+        );
+        let props = q(
+            r#"{"site_id":"a","metrics":["visitors"],"date_range":"30d","dimensions":["event:props:plan"]}"#,
+        );
+        let runs = [("2026-10-25".to_string(), "2026-11-22".to_string())];
+        let tz = "America/Toronto";
+        let statements = |t: Tables| {
+            vec![
+                build(t, &pages, &pages.dimensions, tz, Scope::Selected),
+                build(t, &props, &props.dimensions, tz, Scope::Excluded),
+                rolled(t, &pages, &pages.dimensions, tz, &runs, &[(1, 2)]),
+                rolled(t, &goals, &goals.dimensions, tz, &runs, &[]),
+                rolled_days(t, &pages, &pages.dimensions, "2026-10-25", "2026-11-22"),
+                rolled_days(t, &goals, &goals.dimensions, "2026-10-25", "2026-11-22"),
+                dropped(t, &pages, &[Dimension::Day], tz),
+                crate::query::imported::period(
+                    t,
+                    &pages,
+                    crate::import::ga4::Report::Pages,
+                    chrono_tz::America::Toronto,
+                ),
+                crate::query::imported::rows(
+                    t,
+                    &pages,
+                    &pages.dimensions,
+                    crate::import::ga4::Report::Pages,
+                    chrono_tz::America::Toronto,
+                ),
+            ]
+        };
+        let table = regex::Regex::new(r"FROM ([a-z_]+)").unwrap();
+        let mut read = std::collections::BTreeSet::new();
+        for (own, cluster) in statements(Tables::Own)
+            .into_iter()
+            .zip(statements(Tables::Distributed))
+        {
+            for name in table.captures_iter(&own.sql) {
+                assert!(!name[1].ends_with("_all"), "{}", own.sql);
+                read.insert(name[1].to_string());
+            }
+            let expected = table
+                .replace_all(&own.sql, "FROM ${1}_all")
+                .replace(" IN (SELECT", " GLOBAL IN (SELECT");
+            assert_eq!(cluster.sql, expected);
+            assert_eq!(cluster.params, own.params);
+        }
+        assert_eq!(
+            read.into_iter().collect::<Vec<_>>(),
+            [
+                "dropped_hourly",
+                "imported_daily",
+                "imported_days",
+                "props_hourly",
+                "rollup_daily",
+                "rollup_days",
+                "rollup_goal_days",
+                "traffic_hourly"
+            ],
+            "every table the stats API reads"
+        );
     }
 
     #[test]

@@ -54,6 +54,40 @@ impl Shard {
     }
 }
 
+/// How a read names the tables it reads: on a single server the tables
+/// themselves; on a cluster the `Distributed` table over each (which reads
+/// one live replica of every shard and merges their aggregate states).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tables {
+    Own,
+    Distributed,
+}
+
+impl Tables {
+    /// The table to read `name` through.
+    pub fn name(self, name: &str) -> String {
+        match self {
+            Tables::Own => name.to_string(),
+            Tables::Distributed => format!("{name}{}", super::schema::DISTRIBUTED_SUFFIX),
+        }
+    }
+
+    /// The operator filtering a read by a subquery's rows. Through
+    /// `Distributed` tables, `GLOBAL IN`: the subquery runs once, through
+    /// the cluster, and its answer goes to every shard. A plain `IN` would
+    /// run it on each shard against that shard's rows alone (and with a
+    /// `Distributed` table inside it ClickHouse refuses it, under its
+    /// default `distributed_product_mode`), while the row a subquery looks
+    /// for (the newest version of a day) may be on another shard than the
+    /// rows it selects.
+    pub fn in_subquery(self) -> &'static str {
+        match self {
+            Tables::Own => "IN",
+            Tables::Distributed => "GLOBAL IN",
+        }
+    }
+}
+
 /// Every server; by shard once learnt.
 pub struct Nodes {
     settings: ClickHouseSettings,
@@ -152,18 +186,29 @@ impl Nodes {
         Ok(self.shards().await?.iter().find(|s| s.name == name))
     }
 
+    /// Every node, in the configuration's order (the one server of a
+    /// single-server configuration).
+    pub fn all(&self) -> &[Node] {
+        &self.all
+    }
+
     pub fn is_cluster(&self) -> bool {
         self.cluster.is_some()
+    }
+
+    /// How reads name the tables here (see [`Tables`]).
+    pub fn tables(&self) -> Tables {
+        if self.is_cluster() {
+            Tables::Distributed
+        } else {
+            Tables::Own
+        }
     }
 
     /// The table to read `name` through: itself on a single server, its
     /// `Distributed` table on a cluster.
     pub fn table(&self, name: &str) -> String {
-        if self.is_cluster() {
-            format!("{name}{}", super::schema::DISTRIBUTED_SUFFIX)
-        } else {
-            name.to_string()
-        }
+        self.tables().name(name)
     }
 
     /// Runs `request` on one replica of `shard`, the next one taking over
@@ -323,4 +368,31 @@ async fn macros(
 /// Orders shard names as numbers when they are ("2" before "10").
 fn natural(name: &str) -> (u64, &str) {
     (name.parse().unwrap_or(u64::MAX), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(clickhouse: &str) -> Nodes {
+        let text = format!("[clickhouse]\n{clickhouse}\n[[site]]\nid = 'a.org'");
+        let settings = crate::config::Settings::from_config(
+            toml::from_str(&text).expect("parses"),
+            std::path::Path::new("."),
+        )
+        .expect("valid");
+        Nodes::new(&settings.clickhouse, 0)
+    }
+
+    #[test]
+    fn reads_name_the_tables_on_one_server_and_their_distributed_tables_on_a_cluster() {
+        let single = nodes("url = 'http://127.0.0.1:8123'");
+        assert_eq!(single.tables(), Tables::Own);
+        assert_eq!(single.table("traffic_hourly"), "traffic_hourly");
+        assert_eq!(single.tables().in_subquery(), "IN");
+        let cluster = nodes("cluster = 'tamis'\nurls = ['http://ch1:8123', 'http://ch2:8123']");
+        assert_eq!(cluster.tables(), Tables::Distributed);
+        assert_eq!(cluster.table("traffic_hourly"), "traffic_hourly_all");
+        assert_eq!(cluster.tables().in_subquery(), "GLOBAL IN");
+    }
 }

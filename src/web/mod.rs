@@ -106,7 +106,8 @@ pub struct App {
     /// `/privacy.json` bodies by site.
     pub privacy: crate::notice::Published,
     pub metrics: Arc<Metrics>,
-    pub clickhouse: clickhouse::Client,
+    /// The ClickHouse servers, for `/api/health` and `/readyz`.
+    pub nodes: Arc<crate::sink::nodes::Nodes>,
     pub journal: crate::journal::Journal,
     /// False once shutdown has begun, so load balancers stop sending.
     pub accepting: AtomicBool,

@@ -1,6 +1,7 @@
 //! Operational endpoints: `/healthz` (the process answers), `/api/health`
 //! (Plausible's health check: ClickHouse answers and hits are accepted,
-//! as "ok" or "error", never why), `/readyz`
+//! as "ok" or "error", never ClickHouse's message; on a cluster, a fixed
+//! reason when a shard cannot be read), `/readyz`
 //! (tamis accepts hits: not shutting down, durable log not full) — bare on
 //! the public listener, with ClickHouse's state, the backlog and delivery
 //! on the operators' — and `/metrics`, on the operators' listener only.
@@ -16,6 +17,8 @@ use hyper::{Response, StatusCode};
 use super::App;
 use crate::ingest::handler::plain;
 use crate::metrics::Metrics;
+use crate::query::limits::Failure;
+use crate::sink::nodes::Nodes;
 
 /// What this server offers, as plain text (`/about`; the dashboard is at
 /// `/`).
@@ -114,44 +117,95 @@ pub fn healthz() -> Response<Full<Bytes>> {
     plain(StatusCode::OK, "ok\n")
 }
 
-/// Plausible's `GET /api/health`, for monitors written against it: 200
-/// when ClickHouse answers `SELECT 1` and tamis accepts hits, 500
-/// otherwise, each part as "ok" or "error". It says no more than that (no
-/// ClickHouse message, no backlog): it is on the public listener.
 /// How long `/api/health` reuses ClickHouse's answer: the endpoint is on
 /// the public listener, and however often it is called, ClickHouse is
 /// pinged at most once a second (callers meanwhile wait for the ping in
 /// flight rather than sending their own).
 const HEALTH_REUSE: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
-pub struct HealthCache(tokio::sync::Mutex<Option<(std::time::Instant, bool)>>);
+/// ClickHouse as `/api/health` found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClickHouseHealth {
+    Ok,
+    /// No answer (no node answered, or not within 2 s), or a refusal.
+    Error,
+    /// On a cluster: a node answered, but one of the shards has no
+    /// replica that does, so statistics cannot be read whole.
+    ShardUnreachable,
+}
 
-impl HealthCache {
-    async fn clickhouse(&self, client: &clickhouse::Client) -> bool {
-        let mut last = self.0.lock().await;
-        if let Some((at, ok)) = *last {
-            if at.elapsed() < HEALTH_REUSE {
-                return ok;
-            }
+impl ClickHouseHealth {
+    /// Why ClickHouse is not healthy, when tamis can say it without
+    /// ClickHouse's message (which names servers).
+    fn reason(self) -> Option<&'static str> {
+        match self {
+            ClickHouseHealth::ShardUnreachable => Some(
+                "a shard of the ClickHouse cluster has no replica that answers: statistics cannot be read whole",
+            ),
+            ClickHouseHealth::Ok | ClickHouseHealth::Error => None,
         }
-        let ping = client.query("SELECT 1").fetch_one::<u8>();
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(2), ping).await,
-            Ok(Ok(_))
-        );
-        *last = Some((std::time::Instant::now(), ok));
-        ok
     }
 }
 
+#[derive(Default)]
+pub struct HealthCache(tokio::sync::Mutex<Option<(std::time::Instant, ClickHouseHealth)>>);
+
+impl HealthCache {
+    async fn clickhouse(&self, nodes: &Nodes) -> ClickHouseHealth {
+        let mut last = self.0.lock().await;
+        if let Some((at, health)) = *last {
+            if at.elapsed() < HEALTH_REUSE {
+                return health;
+            }
+        }
+        let health = match tokio::time::timeout(Duration::from_secs(2), readable(nodes)).await {
+            Ok(Ok(_)) => ClickHouseHealth::Ok,
+            Ok(Err(error)) if Failure::of(&error).0 == Failure::ShardUnreachable => {
+                ClickHouseHealth::ShardUnreachable
+            }
+            _ => ClickHouseHealth::Error,
+        };
+        *last = Some((std::time::Instant::now(), health));
+        health
+    }
+}
+
+/// Whether the statistics can be read: a single server answers `SELECT
+/// 1`; on a cluster, a node reads through a `Distributed` table, which
+/// needs one replica of every shard (`WHERE 0` reads no row, but ClickHouse
+/// still asks each shard).
+async fn readable(nodes: &Nodes) -> Result<u8, clickhouse::error::Error> {
+    let sql = if nodes.is_cluster() {
+        format!(
+            "SELECT toUInt8(count() = 0) FROM {} WHERE 0",
+            nodes.table("traffic_hourly")
+        )
+    } else {
+        "SELECT 1".to_string()
+    };
+    nodes
+        .on_any(|client| client.query(&sql).fetch_one::<u8>())
+        .await
+}
+
+/// Plausible's `GET /api/health`, for monitors written against it: 200
+/// when ClickHouse answers (`SELECT 1`; on a cluster, a read through a
+/// `Distributed` table, so one replica of every shard) and tamis accepts
+/// hits, 500 otherwise, each part as "ok" or "error". It says no more than
+/// that (no ClickHouse message, no backlog): it is on the public listener.
+/// The one reason it gives, `clickhouse_reason`, is a fixed sentence for
+/// a cluster one of whose shards cannot be read.
 pub async fn health(app: &App) -> Response<Full<Bytes>> {
-    let clickhouse = app.health.clickhouse(&app.clickhouse).await;
+    let clickhouse = app.health.clickhouse(&app.nodes).await;
     let ingest = app.accepting.load(Ordering::Relaxed) && !app.journal.is_full();
     let word = |ok: bool| if ok { "ok" } else { "error" };
-    let body = serde_json::json!({ "clickhouse": word(clickhouse), "ingest": word(ingest) });
+    let healthy = clickhouse == ClickHouseHealth::Ok;
+    let mut body = serde_json::json!({ "clickhouse": word(healthy), "ingest": word(ingest) });
+    if let Some(reason) = clickhouse.reason() {
+        body["clickhouse_reason"] = serde_json::json!(reason);
+    }
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    if !(clickhouse && ingest) {
+    if !(healthy && ingest) {
         *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     }
     r.headers_mut()
@@ -184,7 +238,9 @@ pub fn ready(app: &App) -> Response<Full<Bytes>> {
 /// wait in the log — but the answer says so.
 pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
     let accepting = app.accepting.load(Ordering::Relaxed);
-    let ping = app.clickhouse.query("SELECT 1").fetch_one::<u8>();
+    let ping = app
+        .nodes
+        .on_any(|client| client.query("SELECT 1").fetch_one::<u8>());
     let up = matches!(
         tokio::time::timeout(Duration::from_secs(2), ping).await,
         Ok(Ok(_))
