@@ -62,9 +62,22 @@ pub fn global(settings: &Settings) -> Vec<Control> {
         .map(|n| n.to_string())
         .collect();
     let ch = &settings.clickhouse;
-    let loopback = ["http://127.", "http://localhost", "http://[::1]"]
+    // Every server tamis talks to: the one server, or each node of a
+    // cluster.
+    let servers: Vec<String> = match &ch.cluster {
+        None => vec![ch.url.to_string()],
+        Some(cluster) => cluster.nodes.iter().map(|u| u.to_string()).collect(),
+    };
+    let is_loopback = |url: &str| {
+        ["http://127.", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|p| url.starts_with(p))
+    };
+    let plain: Vec<&str> = servers
         .iter()
-        .any(|p| ch.url.starts_with(p));
+        .map(String::as_str)
+        .filter(|u| u.starts_with("http://") && !is_loopback(u))
+        .collect();
     let o = &settings.organization;
     vec![
         control(
@@ -82,8 +95,8 @@ pub fn global(settings: &Settings) -> Vec<Control> {
         control(
             STORAGE,
             "no outbound network calls besides ClickHouse",
-            format!("only {}", ch.url),
-            (!loopback && ch.url.starts_with("http://")).then(|| "ClickHouse is reached over plain HTTP on a network address: aggregates and salts cross the network unencrypted (use https://)".to_string()),
+            format!("only {}", servers.join(", ")),
+            (!plain.is_empty()).then(|| format!("ClickHouse is reached over plain HTTP on a network address ({}): aggregates and salts cross the network unencrypted (use https://)", plain.join(", "))),
         ),
         control(
             STORAGE,
@@ -351,6 +364,26 @@ mod tests {
             .into_iter()
             .filter_map(|c| c.warning)
             .collect()
+    }
+
+    /// Regression: on a cluster only `clickhouse.url` was looked at, so
+    /// nodes reached over plain HTTP on the network went unreported.
+    #[test]
+    fn every_cluster_node_over_plain_http_is_named() {
+        let site = "[[site]]\nid='a.org'\n";
+        let loopback =
+            "[clickhouse]\ncluster='c'\nurls=['http://127.0.0.1:8123', 'http://127.0.0.1:8124']\n";
+        assert!(global_warnings(&format!("{loopback}{site}"))
+            .iter()
+            .all(|w| !w.contains("plain HTTP")));
+        let mixed = "[clickhouse]\ncluster='c'\nurls=['https://ch1.internal:8443', 'http://ch2.internal:8123']\n";
+        let w = global_warnings(&format!("{mixed}{site}"));
+        assert!(
+            w.iter().any(|w| w.contains("plain HTTP")
+                && w.contains("http://ch2.internal:8123")
+                && !w.contains("ch1")),
+            "{w:?}"
+        );
     }
 
     #[test]
