@@ -693,8 +693,14 @@ impl<S: Store> Writer<S> {
                     self.metrics.clickhouse_up.store(1, Ordering::Relaxed);
                     // A refusal can come after part of the insert went in
                     // (a view that throws after another wrote its part):
-                    // the mark says what did.
-                    maybe_applied = true;
+                    // the mark says what did. On a cluster a passing
+                    // refusal (ZooKeeper away, "unknown status of insert")
+                    // is answered as ClickHouse asks: the same block again,
+                    // which it drops if the first went in; a part seen on
+                    // the replica may yet be dropped if ZooKeeper never
+                    // took it, so looking would not settle it.
+                    maybe_applied =
+                        !(self.store.deduplicates() && refusal.category() == Category::Passing);
                     if refusal.category() == Category::Passing {
                         passing += 1;
                         if passing >= REFUSALS_BEFORE_CONTROL {
