@@ -509,7 +509,8 @@ pub async fn audit(
         format: if json { "json" } else { "text" },
         detail: String::new(),
     };
-    if let Err(error) = crate::sink::audit::insert(&client, &[entry]).await {
+    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    if let Err(error) = crate::sink::audit::insert(&nodes, &[entry]).await {
         eprintln!("tamis: warning: this read could not be recorded in the audit log: {error}");
     }
     Ok(ExitCode::SUCCESS)
