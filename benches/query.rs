@@ -467,7 +467,7 @@ fn roll_up(ch: &ClickHouse, config: &Path) -> anyhow::Result<()> {
         tamis::config::Settings::from_config(parsed, config.parent().unwrap_or(Path::new(".")))
             .map_err(|e| anyhow!("{e}"))?;
     let job = tamis::sink::rollup::Rollup::new(
-        tamis::sink::client(&settings.clickhouse),
+        std::sync::Arc::new(tamis::sink::nodes::Nodes::new(&settings.clickhouse, 0)),
         settings.sites.clone(),
         tamis::clock::Clock::system(),
     );

@@ -546,7 +546,6 @@ pub async fn audit(
             .site(site)
             .ok_or_else(|| anyhow::anyhow!("`{site}` is not a configured site id"))?;
     }
-    let client = crate::sink::client(&settings.clickhouse);
     let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
     let table = nodes.table("audit_log");
     let rows = nodes
@@ -609,7 +608,8 @@ pub async fn audit(
         format: if json { "json" } else { "text" },
         detail: String::new(),
     };
-    if let Err(error) = crate::sink::audit::insert(&client, &[entry]).await {
+    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    if let Err(error) = crate::sink::audit::insert(&nodes, &[entry]).await {
         eprintln!("tamis: warning: this read could not be recorded in the audit log: {error}");
     }
     Ok(ExitCode::SUCCESS)

@@ -66,7 +66,7 @@ const BATCH_QUEUE: usize = 64;
 /// retry never records it twice), retrying while ClickHouse cannot take it:
 /// down at start-up, or not yet migrated.
 async fn record_config_change_until_done(
-    client: clickhouse::Client,
+    nodes: Arc<crate::sink::nodes::Nodes>,
     sections: Vec<(String, String)>,
     operator: String,
     at: chrono::DateTime<chrono::Utc>,
@@ -74,7 +74,7 @@ async fn record_config_change_until_done(
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
     let mut warned = false;
     loop {
-        match crate::sink::audit::record_config_change(&client, sections.clone(), &operator, at)
+        match crate::sink::audit::record_config_change(&nodes, sections.clone(), &operator, at)
             .await
         {
             Ok(changed) => {
@@ -226,12 +226,12 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
     let operator = crate::config::operator_name();
     let started = options.clock.now();
     let recorded = connected
-        && crate::sink::audit::record_config_change(&client, sections.clone(), &operator, started)
+        && crate::sink::audit::record_config_change(&nodes, sections.clone(), &operator, started)
             .await
             .is_ok();
     if !recorded {
         background.spawn(record_config_change_until_done(
-            client.clone(),
+            nodes.clone(),
             sections,
             operator,
             started,
@@ -239,7 +239,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
     }
     background.spawn(
         crate::sink::retention::Janitor::new(
-            client.clone(),
+            nodes.clone(),
             settings.sites.clone(),
             settings.audit_retention_months,
             options.clock.clone(),
@@ -247,7 +247,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         .run(Duration::from_secs(24 * 3600)),
     );
     let (audit, audit_task) = crate::sink::audit::AuditLog::start(
-        client.clone(),
+        nodes.clone(),
         metrics.clone(),
         settings.clickhouse.timeout,
     );
@@ -255,7 +255,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
 
     let salts = Arc::new(SaltStore::new());
     let keeper = SaltKeeper::new(
-        client.clone(),
+        nodes.clone(),
         settings.sites.clone(),
         salts.clone(),
         options.clock.clone(),
@@ -295,7 +295,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
     if let Some(period) = options.rollup_period {
         background.spawn(
             crate::sink::rollup::Rollup::new(
-                client.clone(),
+                nodes.clone(),
                 settings.sites.clone(),
                 options.clock.clone(),
             )

@@ -323,7 +323,7 @@ fn job(
     let settings =
         tamis::config::Settings::from_config(config, Path::new(".")).expect("config valid");
     let job = tamis::sink::rollup::Rollup::new(
-        tamis::sink::client(&settings.clickhouse),
+        std::sync::Arc::new(tamis::sink::nodes::Nodes::new(&settings.clickhouse, 0)),
         settings.sites.clone(),
         clock.clone(),
     );

@@ -245,8 +245,8 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<ExitCo
             );
         }
     }
-    let client = crate::sink::client(&settings.clickhouse);
-    let current = crate::sink::imported::current(&client, &site.id).await;
+    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    let current = crate::sink::imported::current(&nodes, &site.id).await;
     let current = match (current, options.dry_run) {
         (Ok(c), _) => c,
         (Err(error), true) => {
@@ -312,7 +312,7 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<ExitCo
         .collect();
     let bar = progress(rows, "writing");
     crate::sink::imported::write(
-        &client,
+        &nodes,
         &site.id,
         version,
         &imports,
@@ -359,7 +359,7 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<ExitCo
             }
         })
         .collect();
-    if let Err(error) = crate::sink::audit::insert(&client, &entries).await {
+    if let Err(error) = crate::sink::audit::insert(&nodes, &entries).await {
         eprintln!("tamis: warning: the import is written but could not be recorded in the audit log: {error}");
     }
     println!(

@@ -181,7 +181,9 @@ fn goal_prewhere(s: &mut Statement, goals: &[Goal]) {
 /// `version` as dimension [`GOAL_DIMENSION`] with the goal's
 /// [`Goal::key`] as value; goals the day does not reach get no row.
 /// Visitors are exact per goal because the row's visitor sets merge per
-/// goal before they are counted.
+/// goal before they are counted. `hourly` is the table the hourly
+/// aggregates are read from (`traffic_hourly`, or its `Distributed` table
+/// on a cluster).
 pub fn goal_rollup(
     site_id: &str,
     day: &str,
@@ -189,6 +191,7 @@ pub fn goal_rollup(
     goals: &[Goal],
     from: i64,
     to: i64,
+    hourly: &str,
 ) -> Statement {
     let mut s = Statement::default();
     s.push(&format!(
@@ -216,7 +219,7 @@ pub fn goal_rollup(
         s.bind(goal.key());
     }
     s.push(&format!(
-        "])) AS goal, visitors, {} FROM traffic_hourly",
+        "])) AS goal, visitors, {} FROM {hourly}",
         ROLLED_COUNTS.join(", ")
     ));
     goal_prewhere(&mut s, goals);
@@ -946,7 +949,7 @@ mod tests {
         .unwrap();
         assert_eq!(rollup_dimension(&q, &q.dimensions), Some(GOAL_DIMENSION));
         let placeholders = |s: &Statement| s.sql.matches('?').count();
-        let insert = goal_rollup("a", "2026-11-22", 7, &goals, 1, 2);
+        let insert = goal_rollup("a", "2026-11-22", 7, &goals, 1, 2, "traffic_hourly");
         assert_eq!(placeholders(&insert), insert.params.len(), "{}", insert.sql);
         assert!(insert.params.contains(&"event:Signup".to_string()));
         assert!(insert.params.contains(&"page:/merci*".to_string()));

@@ -7,6 +7,16 @@
 //! queue to a background writer, which retries a failed insert a few times
 //! and then gives up, counting and logging what was lost. Entries carry
 //! allow-listed names and numbers only, never raw client strings.
+//!
+//! On a cluster an insert goes to one replica of the home shard, another
+//! replica or the next shard taking over when it cannot be reached
+//! (`sink::nodes::Nodes::on_some_shard`); the log is read through its
+//! `Distributed` table. Replicated tables drop an inserted block identical
+//! to a recent one, and two reads by one token in one second can make
+//! identical entries: audit inserts turn that deduplication off
+//! (`sink::insert_record`), so that no read goes unrecorded (an insert cut
+//! after ClickHouse took it and sent again may then be recorded twice, as
+//! on a single server).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +27,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::nodes::{Error, Nodes};
 use crate::backoff::Backoff;
 use crate::config::fingerprint;
 use crate::metrics::Metrics;
@@ -97,12 +108,12 @@ impl AuditLog {
     /// Starts the background writer; it ends once every handle is dropped
     /// and the queue is written.
     pub fn start(
-        client: clickhouse::Client,
+        nodes: Arc<Nodes>,
         metrics: Arc<Metrics>,
         timeout: Duration,
     ) -> (AuditLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(write_loop(client, rx, metrics.clone(), timeout));
+        let task = tokio::spawn(write_loop(nodes, rx, metrics.clone(), timeout));
         (AuditLog { tx, metrics }, task)
     }
 
@@ -118,7 +129,7 @@ impl AuditLog {
 }
 
 async fn write_loop(
-    client: clickhouse::Client,
+    nodes: Arc<Nodes>,
     mut rx: mpsc::Receiver<AuditEntry>,
     metrics: Arc<Metrics>,
     timeout: Duration,
@@ -133,7 +144,7 @@ async fn write_loop(
         }
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(1));
         for attempt in 1..=ATTEMPTS {
-            match tokio::time::timeout(timeout, insert(&client, &batch)).await {
+            match tokio::time::timeout(timeout, insert(&nodes, &batch)).await {
                 Ok(Ok(())) => {
                     metrics
                         .audit_rows_written
@@ -161,16 +172,18 @@ async fn write_loop(
     }
 }
 
-/// Writes entries at once (for the CLI, which has no background writer).
-pub async fn insert(
-    client: &clickhouse::Client,
-    entries: &[AuditEntry],
-) -> Result<(), clickhouse::error::Error> {
-    let mut insert = client.insert::<AuditRow<'_>>("audit_log").await?;
-    for e in entries {
-        insert.write(&AuditRow::from(e)).await?;
-    }
-    insert.end().await
+/// Writes entries at once (for the CLI, which has no background writer),
+/// into one shard.
+pub async fn insert(nodes: &Nodes, entries: &[AuditEntry]) -> Result<(), Error> {
+    nodes
+        .on_some_shard(|client| async move {
+            let mut insert = super::insert_record::<AuditRow<'_>>(&client, "audit_log").await?;
+            for e in entries {
+                insert.write(&AuditRow::from(e)).await?;
+            }
+            insert.end().await
+        })
+        .await
 }
 
 /// What a `config_change` row keeps in `detail`: the whole hash and each
@@ -186,16 +199,26 @@ struct ConfigDetail {
 /// differs (or none was), records a `config_change` row naming `operator`
 /// and the sections that changed. Returns those sections, or `None` when
 /// nothing changed.
+///
+/// On a cluster the last record is read through `audit_log`'s
+/// `Distributed` table (records may be on any shard), so it waits for
+/// every shard to answer.
 pub async fn record_config_change(
-    client: &clickhouse::Client,
+    nodes: &Nodes,
     sections: Vec<(String, String)>,
     operator: &str,
     now: DateTime<Utc>,
-) -> Result<Option<Vec<String>>, clickhouse::error::Error> {
+) -> Result<Option<Vec<String>>, Error> {
     let hash = fingerprint::config_hash(&sections);
-    let last: Vec<String> = client
-        .query("SELECT detail FROM audit_log WHERE kind = 'config_change' ORDER BY at DESC LIMIT 1")
-        .fetch_all::<String>()
+    let sql = format!(
+        "SELECT detail FROM {} WHERE kind = 'config_change' ORDER BY at DESC LIMIT 1",
+        nodes.table("audit_log")
+    );
+    let last: Vec<String> = nodes
+        .on_any(|client| {
+            let sql = &sql;
+            async move { client.query(sql).fetch_all::<String>().await }
+        })
         .await?;
     let previous = last
         .first()
@@ -224,7 +247,7 @@ pub async fn record_config_change(
         format: "text",
         detail,
     };
-    insert(client, &[entry]).await?;
+    insert(nodes, &[entry]).await?;
     Ok(Some(changed))
 }
 

@@ -10,6 +10,15 @@
 //! the ledger, partitioned by site alone: one part, all or nothing. Readers
 //! take each (report, day)'s newest version in the ledger, so replacing
 //! days is the same step.
+//!
+//! On a cluster the rows and the ledger live on the home shard
+//! (`sink::nodes::Nodes::home`), read there (a re-import of a day is
+//! refused whichever collector or operator runs it), written on one
+//! replica, another taking over when it cannot be reached: a chunk sent
+//! again is byte for byte the first, which a replicated table takes once.
+//! The ledger is written only once every replica that answers holds every
+//! row of the import, so that no replica shows an import whose rows it
+//! lacks.
 
 use std::collections::BTreeMap;
 
@@ -17,11 +26,16 @@ use chrono::NaiveDate;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use super::nodes::{wait_replicated, Error, Nodes};
 use crate::import::ga4::{Counts, Parsed, COLUMNS};
 
 /// Rows per insert into `imported_daily`: the progress bar moves between
 /// them, and a block stays far below ClickHouse's `max_insert_block_size`.
 const CHUNK: usize = 20_000;
+
+/// How long the ledger waits for the home shard's other replicas to hold
+/// the import's rows.
+const REPLICATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Row, Serialize)]
 struct DayRow<'a> {
@@ -84,72 +98,121 @@ fn days_since_epoch(day: NaiveDate) -> u16 {
     u16::try_from((day - epoch).num_days()).unwrap_or(0)
 }
 
-/// The current import of every (report, day) of the site.
-pub async fn current(
-    client: &clickhouse::Client,
-    site_id: &str,
-) -> Result<Vec<Current>, clickhouse::error::Error> {
-    client
-        .query(
-            "SELECT report, toString(day), argMax(file, version), argMax(file_sha256, version) \
-             FROM imported_days WHERE site_id = ? GROUP BY report, day ORDER BY report, day",
-        )
-        .bind(site_id)
-        .fetch_all::<Current>()
-        .await
+/// The current import of every (report, day) of the site, from the home
+/// shard's ledger.
+pub async fn current(nodes: &Nodes, site_id: &str) -> Result<Vec<Current>, Error> {
+    let home = nodes.home().await?;
+    let current = nodes
+        .on_shard(home, |client| async move {
+            client
+                .query(
+                    "SELECT report, toString(day), argMax(file, version), argMax(file_sha256, version) \
+                     FROM imported_days WHERE site_id = ? GROUP BY report, day ORDER BY report, day",
+                )
+                .bind(site_id)
+                .fetch_all::<Current>()
+                .await
+        })
+        .await?;
+    Ok(current)
 }
 
-/// Writes `files` under `version`: their rows, then (one insert, one part)
-/// their ledger rows. `progress` hears the rows written so far.
+/// Writes `files` under `version` on the home shard: their rows, then
+/// (one insert, one part) their ledger rows. `progress` hears the rows
+/// written so far.
 pub async fn write(
-    client: &clickhouse::Client,
+    nodes: &Nodes,
     site_id: &str,
     version: u64,
     files: &[FileImport<'_>],
     now: u32,
     progress: &dyn Fn(u64),
-) -> Result<(), clickhouse::error::Error> {
+) -> Result<(), Error> {
+    let home = nodes.home().await?;
     let mut written = 0u64;
     for f in files {
         let report = f.parsed.report.as_str();
         let rows: Vec<(&(NaiveDate, [String; COLUMNS.len()]), &Counts)> =
             f.parsed.rows.iter().collect();
         for chunk in rows.chunks(CHUNK) {
-            let mut insert = client.insert::<DayRow<'_>>("imported_daily").await?;
-            for ((day, v), c) in chunk {
-                insert
-                    .write(&DayRow {
-                        site_id,
-                        day: days_since_epoch(*day),
-                        version,
-                        report,
-                        page: &v[0],
-                        hostname: &v[1],
-                        entry_page: &v[2],
-                        source: &v[3],
-                        utm_medium: &v[4],
-                        utm_campaign: &v[5],
-                        utm_content: &v[6],
-                        utm_term: &v[7],
-                        country: &v[8],
-                        region: &v[9],
-                        device: &v[10],
-                        browser: &v[11],
-                        os: &v[12],
-                        os_version: &v[13],
-                        visitors: c.visitors,
-                        visits: c.visits,
-                        pageviews: c.pageviews,
-                        bounces: c.bounces,
-                        duration: c.duration,
-                    })
-                    .await?;
-            }
-            insert.end().await?;
+            nodes
+                .on_shard(home, |client| {
+                    write_chunk(client, site_id, version, report, chunk)
+                })
+                .await?;
             written += chunk.len() as u64;
             progress(written);
         }
     }
+    let rows_of = |client: clickhouse::Client| async move {
+        client
+            .query("SELECT count() FROM imported_daily WHERE site_id = ? AND version = toUInt64(?)")
+            .bind(site_id)
+            .bind(version.to_string())
+            .fetch_one::<u64>()
+            .await
+    };
+    nodes
+        .on_replica(home, |node| async move {
+            if home.replicas.len() > 1 {
+                // Rows reach the replicas that did not take them later (and
+                // not while the one that took them cannot be reached): the
+                // ledger waits until every replica that answers holds them.
+                wait_replicated(home, written, REPLICATION_PATIENCE, rows_of).await?;
+            }
+            write_ledger(node.client, site_id, version, files, now).await
+        })
+        .await?;
+    Ok(())
+}
+
+async fn write_chunk(
+    client: clickhouse::Client,
+    site_id: &str,
+    version: u64,
+    report: &str,
+    chunk: &[(&(NaiveDate, [String; COLUMNS.len()]), &Counts)],
+) -> Result<(), clickhouse::error::Error> {
+    let mut insert = client.insert::<DayRow<'_>>("imported_daily").await?;
+    for ((day, v), c) in chunk {
+        insert
+            .write(&DayRow {
+                site_id,
+                day: days_since_epoch(*day),
+                version,
+                report,
+                page: &v[0],
+                hostname: &v[1],
+                entry_page: &v[2],
+                source: &v[3],
+                utm_medium: &v[4],
+                utm_campaign: &v[5],
+                utm_content: &v[6],
+                utm_term: &v[7],
+                country: &v[8],
+                region: &v[9],
+                device: &v[10],
+                browser: &v[11],
+                os: &v[12],
+                os_version: &v[13],
+                visitors: c.visitors,
+                visits: c.visits,
+                pageviews: c.pageviews,
+                bounces: c.bounces,
+                duration: c.duration,
+            })
+            .await?;
+    }
+    insert.end().await
+}
+
+async fn write_ledger(
+    client: clickhouse::Client,
+    site_id: &str,
+    version: u64,
+    files: &[FileImport<'_>],
+    now: u32,
+) -> Result<(), clickhouse::error::Error> {
     let mut insert = client.insert::<LedgerRow<'_>>("imported_days").await?;
     for f in files {
         let mut per_day: BTreeMap<NaiveDate, u64> = BTreeMap::new();

@@ -46,3 +46,20 @@ pub fn is_transport_error(error: &clickhouse::error::Error) -> bool {
         clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
     )
 }
+
+/// An insert into one of tamis's records (`audit_log`, `retention_log`,
+/// `salt_destructions`) with ClickHouse's deduplication of inserted blocks
+/// off. A replicated table drops a block identical to a recent one, and
+/// two records can be identical yet distinct events: two reads by one
+/// token in one second, one partition dropped on two shards, one salt
+/// forgotten by two collectors. Each is kept. (On a single server the
+/// setting changes nothing: plain `MergeTree` does not deduplicate.)
+pub async fn insert_record<T: clickhouse::Row>(
+    client: &clickhouse::Client,
+    table: &str,
+) -> Result<clickhouse::insert::Insert<T>, clickhouse::error::Error> {
+    Ok(client
+        .insert::<T>(table)
+        .await?
+        .with_setting("insert_deduplicate", "0"))
+}

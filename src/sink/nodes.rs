@@ -13,10 +13,18 @@
 //! taking over when it cannot be reached ([`Nodes::on_shard`]); what reads
 //! the whole cluster goes through the `Distributed` tables of any node
 //! ([`Nodes::on_any`], [`Nodes::table`]).
+//!
+//! What must exist once per cluster (the daily salts, the rollups, the
+//! imported history and their ledgers) lives on the *home* shard
+//! ([`Nodes::home`]): the first shard by name, the same for every
+//! collector. tamis's own records (audit log, deletion reports, salt
+//! destruction records), read through their `Distributed` tables, go to
+//! the first shard that can be reached ([`Nodes::on_some_shard`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::config::{ClickHouseSettings, ClickHouseUrl};
 
@@ -116,6 +124,26 @@ pub enum TopologyError {
     SameReplica(ClickHouseUrl, ClickHouseUrl, String, String),
 }
 
+/// Why a job could not do its work on the cluster: the shards could not be
+/// learnt, or a node refused or could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    ClickHouse(#[from] clickhouse::error::Error),
+}
+
+impl Error {
+    /// Whether the failure is a node out of reach (worth waiting for).
+    pub fn is_transport(&self) -> bool {
+        match self {
+            Error::Topology(e) => e.is_transport(),
+            Error::ClickHouse(e) => super::is_transport_error(e),
+        }
+    }
+}
+
 impl TopologyError {
     /// Whether the failure is a node out of reach (worth waiting for).
     pub fn is_transport(&self) -> bool {
@@ -192,6 +220,17 @@ impl Nodes {
         &self.all
     }
 
+    /// The home shard: the first shard in the natural order of their
+    /// names (a single server's only one). What must be one per cluster
+    /// lives there, so that every collector finds it in the same place
+    /// whatever the order of its `clickhouse.urls`.
+    pub async fn home(&self) -> Result<&Shard, TopologyError> {
+        let shards = self.shards().await?;
+        // `learn` makes one shard per node at least, and a configuration
+        // has one node at least.
+        Ok(&shards[0])
+    }
+
     pub fn is_cluster(&self) -> bool {
         self.cluster.is_some()
     }
@@ -238,6 +277,55 @@ impl Nodes {
         Err(last.expect("a shard has at least one replica"))
     }
 
+    /// Like [`Nodes::on_shard`], handing `request` the replica itself, for
+    /// work that must stay on one replica from its first statement to its
+    /// last.
+    pub async fn on_replica<T, F, Fut>(
+        &self,
+        shard: &Shard,
+        mut request: F,
+    ) -> Result<T, clickhouse::error::Error>
+    where
+        F: FnMut(Node) -> Fut,
+        Fut: Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        let mut last = None;
+        for (index, node) in shard.in_order() {
+            match request(node.clone()).await {
+                Ok(answer) => {
+                    shard.prefer(index);
+                    return Ok(answer);
+                }
+                Err(error) if super::is_transport_error(&error) => last = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last.expect("a shard has at least one replica"))
+    }
+
+    /// Runs `request` on one replica of the home shard, or of the next
+    /// shard when no replica of the home shard can be reached, and so on:
+    /// for tamis's records, which are read through their `Distributed`
+    /// tables and may live on any shard. An insert is sent again only to
+    /// another replica or shard after a failure to reach one, so a record
+    /// whose insert was cut after ClickHouse took it may be written twice
+    /// (never lost for that).
+    pub async fn on_some_shard<T, F, Fut>(&self, mut request: F) -> Result<T, Error>
+    where
+        F: FnMut(clickhouse::Client) -> Fut,
+        Fut: Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        let mut last = None;
+        for shard in self.shards().await? {
+            match self.on_shard(shard, &mut request).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) if super::is_transport_error(&error) => last = Some(error),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(last.expect("there is at least one shard").into())
+    }
+
     /// Runs `request` on any node (reads through `Distributed` tables),
     /// the next one taking over when a node cannot be reached.
     pub async fn on_any<T, F, Fut>(&self, mut request: F) -> Result<T, clickhouse::error::Error>
@@ -260,6 +348,60 @@ impl Nodes {
         }
         Err(last.expect("there is at least one node"))
     }
+}
+
+/// A replica that did not show what another replica of its shard took.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "ClickHouse at {url} has not fetched what its shard's other replicas took (after {waited:?})"
+)]
+pub struct Lagging {
+    pub url: ClickHouseUrl,
+    pub waited: Duration,
+}
+
+/// How often [`wait_replicated`] asks again.
+const REPLICATION_POLL: Duration = Duration::from_millis(50);
+
+/// Waits until every replica of `shard` that can be reached counts at
+/// least `expected` with `count` (what was just written there), at most
+/// `patience` for each. Replication copies a shard's tables each on its own
+/// queue, so a replica may fetch a ledger's row before the rows it
+/// describes: work that writes rows and then a ledger row making them
+/// visible waits here in between, so that a ledger row is written only
+/// once every replica that answers holds its rows. A replica that cannot
+/// be reached is passed over: it fetches everything when it returns, and
+/// `Distributed` reads pass over a replica that lags by more than
+/// `max_replica_delay_for_distributed_queries` (300 s).
+pub async fn wait_replicated<F, Fut>(
+    shard: &Shard,
+    expected: u64,
+    patience: Duration,
+    mut count: F,
+) -> Result<(), clickhouse::error::Error>
+where
+    F: FnMut(clickhouse::Client) -> Fut,
+    Fut: Future<Output = Result<u64, clickhouse::error::Error>>,
+{
+    for node in &shard.replicas {
+        let started = Instant::now();
+        loop {
+            match count(node.client.clone()).await {
+                Ok(n) if n >= expected => break,
+                Ok(_) if started.elapsed() >= patience => {
+                    let lagging = Lagging {
+                        url: node.url.clone(),
+                        waited: started.elapsed(),
+                    };
+                    return Err(clickhouse::error::Error::Other(Box::new(lagging)));
+                }
+                Ok(_) => tokio::time::sleep(REPLICATION_POLL).await,
+                Err(error) if super::is_transport_error(&error) => break,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn learn(

@@ -10,14 +10,25 @@
 //! the database may serve them) and named in a warning. It must not touch
 //! anything but whole partitions: no `ALTER … DELETE`, which would rewrite
 //! parts and is not what operators audit.
+//!
+//! On a cluster every shard holds its own partitions: each shard's are
+//! listed and dropped on one of its replicas (`ALTER … DROP PARTITION` on a
+//! replicated table is replicated: the others drop it too, a replica that
+//! was down when it returns), never with `ON CLUSTER`, which blocks while a
+//! node is down. A shard that cannot be reached is skipped and named; the
+//! pass is retried soon after, the other shards' drops done and reported.
+//! The report of a pass is one insert into one shard, one row per (site,
+//! table, month) with the rows of every shard: `retention_log` is read
+//! through its `Distributed` table.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use super::nodes::{Error, Nodes, Shard};
 use crate::clock::Clock;
 use crate::config::SiteSettings;
 
@@ -61,6 +72,13 @@ struct DeletionRow<'a> {
     rows: u64,
 }
 
+/// What a pass found: its drops, and the sites it left alone.
+#[derive(Default)]
+struct Found {
+    deletions: Vec<Deletion>,
+    unknown: Vec<String>,
+}
+
 #[derive(Row, Deserialize)]
 struct PartRow {
     partition: String,
@@ -68,21 +86,22 @@ struct PartRow {
 }
 
 pub struct Janitor {
-    client: clickhouse::Client,
+    nodes: Arc<Nodes>,
     sites: Vec<Arc<SiteSettings>>,
     records_retention_months: u32,
     clock: Clock,
 }
 
 impl Janitor {
+    /// The janitor of `sites`' partitions on every shard of `nodes`.
     pub fn new(
-        client: clickhouse::Client,
+        nodes: Arc<Nodes>,
         sites: Vec<Arc<SiteSettings>>,
         records_retention_months: u32,
         clock: Clock,
     ) -> Self {
         Janitor {
-            client,
+            nodes,
             sites,
             records_retention_months,
             clock,
@@ -101,20 +120,60 @@ impl Janitor {
         }
     }
 
-    /// One pass over every table; returns what was dropped.
-    pub async fn tick(&self) -> Result<Vec<Deletion>, clickhouse::error::Error> {
+    /// One pass over every table of every shard; returns what was
+    /// dropped, reported in `retention_log`. A shard that could not be
+    /// reached (or refused) fails the pass after the others are done and
+    /// what they dropped is reported.
+    pub async fn tick(&self) -> Result<Vec<Deletion>, Error> {
         let now = self.clock.now();
-        let mut deletions = Vec::new();
-        let mut unknown: Vec<String> = Vec::new();
+        let found = Mutex::new(Found::default());
+        let mut failed = None;
+        for shard in self.nodes.shards().await? {
+            let done = self
+                .nodes
+                .on_shard(shard, |client| self.clean(client, now, &found))
+                .await;
+            if let Err(error) = done {
+                tracing::warn!(shard = %shard_label(shard), error = %error, "retention: shard not cleaned; will retry");
+                failed = Some(error);
+            }
+        }
+        // A lock written in one step at a time (one push), so a poisoned one
+        // holds whole entries.
+        let Found { deletions, unknown } = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        let deletions = merge(deletions);
+        if !unknown.is_empty() {
+            tracing::warn!(sites = %unknown.join(","), "retention: data of sites not in this configuration is kept; configure them (or drop their partitions) to apply a retention");
+        }
+        self.report(&deletions, now).await;
+        match failed {
+            Some(error) => Err(error.into()),
+            None => Ok(deletions),
+        }
+    }
+
+    /// Drops the expired partitions of every table on the replica `client`
+    /// (of one shard, or the single server), adding each to `found`.
+    /// Drops done before a failure stay in `found`; the replica that
+    /// takes over finds the others.
+    async fn clean(
+        &self,
+        client: clickhouse::Client,
+        now: DateTime<Utc>,
+        found: &Mutex<Found>,
+    ) -> Result<(), clickhouse::error::Error> {
+        // Taken for one push at a time, never across an `.await`.
+        let found = || found.lock().unwrap_or_else(|e| e.into_inner());
         for table in SITE_TABLES {
-            for part in self.partitions(table).await? {
+            for part in partitions(&client, table).await? {
                 let Some((site_id, period)) = parse_site_partition(&part.partition) else {
                     tracing::warn!(table, partition = %part.partition, "retention: partition not understood; left alone");
                     continue;
                 };
                 let Some(site) = self.sites.iter().find(|s| s.id == site_id) else {
-                    if !unknown.contains(&site_id) {
-                        unknown.push(site_id);
+                    let mut found = found();
+                    if !found.unknown.contains(&site_id) {
+                        found.unknown.push(site_id);
                     }
                     continue;
                 };
@@ -124,14 +183,14 @@ impl Janitor {
                     yyyymm(local_now.year(), local_now.month()),
                     site.retention_months,
                 ) {
-                    self.client
+                    client
                         .query(&format!(
                             "ALTER TABLE {table} DROP PARTITION ({}, {period})",
                             quote(&site_id)
                         ))
                         .execute()
                         .await?;
-                    deletions.push(Deletion {
+                    found().deletions.push(Deletion {
                         site_id,
                         table,
                         period,
@@ -142,16 +201,16 @@ impl Janitor {
         }
         let current = yyyymm(now.year(), now.month());
         for table in RECORD_TABLES {
-            for part in self.partitions(table).await? {
+            for part in partitions(&client, table).await? {
                 let Ok(period) = part.partition.trim().parse::<u32>() else {
                     continue;
                 };
                 if is_expired(period, current, self.records_retention_months) {
-                    self.client
+                    client
                         .query(&format!("ALTER TABLE {table} DROP PARTITION {period}"))
                         .execute()
                         .await?;
-                    deletions.push(Deletion {
+                    found().deletions.push(Deletion {
                         site_id: String::new(),
                         table,
                         period,
@@ -160,20 +219,7 @@ impl Janitor {
                 }
             }
         }
-        if !unknown.is_empty() {
-            tracing::warn!(sites = %unknown.join(","), "retention: data of sites not in this configuration is kept; configure them (or drop their partitions) to apply a retention");
-        }
-        self.report(&deletions, now).await;
-        Ok(deletions)
-    }
-
-    /// Active partitions of `table` with their stored rows.
-    async fn partitions(&self, table: &str) -> Result<Vec<PartRow>, clickhouse::error::Error> {
-        self.client
-            .query("SELECT partition, toUInt64(sum(rows)) FROM system.parts WHERE database = currentDatabase() AND table = ? AND active GROUP BY partition ORDER BY partition")
-            .bind(table)
-            .fetch_all::<PartRow>()
-            .await
+        Ok(())
     }
 
     /// The deletion report: one log line per site and month, one row per
@@ -204,28 +250,70 @@ impl Janitor {
         if deletions.is_empty() {
             return;
         }
-        let result = async {
-            let mut insert = self
-                .client
-                .insert::<DeletionRow<'_>>("retention_log")
-                .await?;
-            for d in deletions {
-                insert
-                    .write(&DeletionRow {
-                        deleted_at: u32::try_from(now.timestamp()).unwrap_or(0),
-                        site_id: &d.site_id,
-                        table_name: d.table,
-                        period: d.period,
-                        rows: d.rows,
-                    })
-                    .await?;
-            }
-            insert.end().await
-        }
-        .await;
+        let result = self
+            .nodes
+            .on_some_shard(|client| async move {
+                let mut insert =
+                    super::insert_record::<DeletionRow<'_>>(&client, "retention_log").await?;
+                for d in deletions {
+                    insert
+                        .write(&DeletionRow {
+                            deleted_at: u32::try_from(now.timestamp()).unwrap_or(0),
+                            site_id: &d.site_id,
+                            table_name: d.table,
+                            period: d.period,
+                            rows: d.rows,
+                        })
+                        .await?;
+                }
+                insert.end().await
+            })
+            .await;
         if let Err(error) = result {
             tracing::error!(error = %error, deletions = deletions.len(), "retention: deletion report not written to retention_log (it is in this log)");
         }
+    }
+}
+
+/// One deletion per (site, table, month): the same partition dropped on
+/// several shards is reported once, with the rows of all of them.
+fn merge(deletions: Vec<Deletion>) -> Vec<Deletion> {
+    let mut merged: Vec<Deletion> = Vec::with_capacity(deletions.len());
+    for d in deletions {
+        match merged
+            .iter_mut()
+            .find(|m| m.site_id == d.site_id && m.table == d.table && m.period == d.period)
+        {
+            Some(m) => m.rows += d.rows,
+            None => merged.push(d),
+        }
+    }
+    merged
+}
+
+/// Active partitions of `table` on one server, with their stored rows.
+async fn partitions(
+    client: &clickhouse::Client,
+    table: &str,
+) -> Result<Vec<PartRow>, clickhouse::error::Error> {
+    client
+        .query("SELECT partition, toUInt64(sum(rows)) FROM system.parts WHERE database = currentDatabase() AND table = ? AND active GROUP BY partition ORDER BY partition")
+        .bind(table)
+        .fetch_all::<PartRow>()
+        .await
+}
+
+/// A shard as logs name it: its name, or its only server's address.
+fn shard_label(shard: &Shard) -> String {
+    if shard.name.is_empty() {
+        shard
+            .replicas
+            .iter()
+            .map(|n| n.url.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    } else {
+        shard.name.clone()
     }
 }
 
@@ -287,6 +375,32 @@ mod tests {
         check(202312, 202401, 2, false);
         check(202312, 202611, 36, false);
         check(202311, 202611, 36, true);
+    }
+
+    #[test]
+    fn a_partition_dropped_on_several_shards_is_reported_once() {
+        let d = |site: &str, table, period, rows| Deletion {
+            site_id: site.to_string(),
+            table,
+            period,
+            rows,
+        };
+        assert_eq!(
+            merge(vec![
+                d("a.org", "traffic_hourly", 202601, 3),
+                d("a.org", "rollup_daily", 202601, 1),
+                d("a.org", "traffic_hourly", 202601, 4),
+                d("", "audit_log", 202401, 2),
+                d("b.org", "traffic_hourly", 202601, 5),
+                d("", "audit_log", 202401, 6),
+            ]),
+            vec![
+                d("a.org", "traffic_hourly", 202601, 7),
+                d("a.org", "rollup_daily", 202601, 1),
+                d("", "audit_log", 202401, 8),
+                d("b.org", "traffic_hourly", 202601, 5),
+            ]
+        );
     }
 
     #[test]

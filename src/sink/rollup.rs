@@ -21,6 +21,21 @@
 //!
 //! Superseded versions stay in `rollup_daily` until retention drops their
 //! month: they are rare (late data, concurrent passes) and cost only space.
+//!
+//! On a cluster a day's hourly rows are spread over every shard (the
+//! writer picks a shard per batch), and one visitor's hits of a day may
+//! land on several: per-shard visitor counts would not add up. So a day is
+//! computed once for the cluster, from `traffic_hourly`'s `Distributed`
+//! table (every shard's sketches merged), and written with its ledger
+//! (`rollup_days`, `rollup_goal_days`) to the home shard
+//! (`sink::nodes::Nodes::home`), one replica from the first statement to
+//! the record; replication copies it to the others. The rules above hold
+//! there as on one server: one ledger, fresh versions, the newest recorded
+//! one read. A shard that cannot be reached fails the `Distributed` read
+//! (ClickHouse's default, no `skip_unavailable_shards`), so no day is
+//! rolled from part of its rows; the pass is retried. The record is
+//! written only once every replica of the home shard that answers holds
+//! the version's rows (`sink::nodes::wait_replicated`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,6 +45,7 @@ use chrono_tz::Tz;
 use clickhouse::Row;
 use serde::Deserialize;
 
+use super::nodes::{wait_replicated, Error, Node, Nodes, Shard};
 use super::rows::DELIVERY_MARK;
 use super::schema::{GOAL_DIMENSION, ROLLUP_COUNTS, ROLLUP_DIMENSIONS};
 
@@ -90,10 +106,16 @@ struct FirstDay {
 }
 
 pub struct Rollup {
-    client: clickhouse::Client,
+    nodes: Arc<Nodes>,
     sites: Vec<Arc<SiteSettings>>,
     clock: Clock,
 }
+
+/// How long a computation waits for the home shard's other replicas to
+/// hold its rows before recording it (see [`wait_replicated`]); past it,
+/// the computation is left unrecorded and the next pass rolls the day
+/// again.
+const REPLICATION_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The last local day of `tz` that is closed at `now`.
 pub fn last_closed_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
@@ -131,9 +153,11 @@ fn to_sums(v: &[i64]) -> Sums {
 }
 
 impl Rollup {
-    pub fn new(client: clickhouse::Client, sites: Vec<Arc<SiteSettings>>, clock: Clock) -> Self {
+    /// The job over `sites`, on the servers of `nodes`: a single server, or
+    /// a cluster whose home shard holds the rollups.
+    pub fn new(nodes: Arc<Nodes>, sites: Vec<Arc<SiteSettings>>, clock: Clock) -> Self {
         Rollup {
-            client,
+            nodes,
             sites,
             clock,
         }
@@ -169,14 +193,15 @@ impl Rollup {
     /// `None` every day since the site's first traffic, never before the
     /// oldest month its retention keeps ([`first_kept_day`]). Returns how
     /// many days were (re)computed.
-    pub async fn pass(&self, window: Option<i64>) -> Result<usize, clickhouse::error::Error> {
+    pub async fn pass(&self, window: Option<i64>) -> Result<usize, Error> {
         let now = self.clock.now();
+        let home = self.nodes.home().await?;
         let mut rolled = 0;
         for site in &self.sites {
             let last = last_closed_day(now, site.timezone);
             let first = match window {
                 Some(n) => last - chrono::Duration::days(n - 1),
-                None => match self.first_day(site).await? {
+                None => match self.first_day(home, site).await? {
                     Some(day) => day,
                     None => continue,
                 },
@@ -187,18 +212,30 @@ impl Rollup {
         Ok(rolled)
     }
 
-    /// The site's first local day with traffic.
+    /// The site's first local day with traffic, on any shard.
     async fn first_day(
         &self,
+        home: &Shard,
         site: &SiteSettings,
     ) -> Result<Option<NaiveDate>, clickhouse::error::Error> {
+        let sql = format!(
+            "SELECT count() AS rows, toString(toDate(min(hour), ?)) AS day FROM {} WHERE site_id = ? AND event != ?",
+            self.nodes.table("traffic_hourly")
+        );
         let first = self
-            .client
-            .query("SELECT count() AS rows, toString(toDate(min(hour), ?)) AS day FROM traffic_hourly WHERE site_id = ? AND event != ?")
-            .bind(site.timezone.name())
-            .bind(&site.id)
-            .bind(DELIVERY_MARK)
-            .fetch_one::<FirstDay>()
+            .nodes
+            .on_shard(home, |client| {
+                let sql = &sql;
+                async move {
+                    client
+                        .query(sql)
+                        .bind(site.timezone.name())
+                        .bind(&site.id)
+                        .bind(DELIVERY_MARK)
+                        .fetch_one::<FirstDay>()
+                        .await
+                }
+            })
             .await?;
         Ok(if first.rows == 0 {
             None
@@ -209,59 +246,93 @@ impl Rollup {
 
     /// Computes the days `first..=last` whose hourly sums differ from what
     /// was rolled (or that were never rolled). Returns how many.
+    ///
+    /// On a cluster the hourly sums are read through `traffic_hourly`'s
+    /// `Distributed` table, every shard's rows merged: a day is compared
+    /// (and rolled) only when every shard answers, never from some of them.
     pub async fn check(
         &self,
         site: &SiteSettings,
         first: NaiveDate,
         last: NaiveDate,
-    ) -> Result<usize, clickhouse::error::Error> {
+    ) -> Result<usize, Error> {
         if first > last {
             return Ok(0);
         }
+        let home = self.nodes.home().await?;
         let tz = site.timezone;
+        let hourly_sql = format!(
+            "SELECT toString(toDate(hour, ?)) AS day, [{}] AS sums \
+             FROM {} WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ? GROUP BY day",
+            counts(|c| format!("toInt64(sumMerge({c}))")),
+            self.nodes.table("traffic_hourly")
+        );
+        let (from, to) = (
+            local_midnight(first, tz).timestamp(),
+            local_midnight(last + chrono::Duration::days(1), tz).timestamp(),
+        );
         let hourly = self
-            .client
-            .query(&format!(
-                "SELECT toString(toDate(hour, ?)) AS day, [{}] AS sums \
-                 FROM traffic_hourly WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ? GROUP BY day",
-                counts(|c| format!("toInt64(sumMerge({c}))"))
-            ))
-            .bind(tz.name())
-            .bind(&site.id)
-            .bind(local_midnight(first, tz).timestamp())
-            .bind(local_midnight(last + chrono::Duration::days(1), tz).timestamp())
-            .bind(DELIVERY_MARK)
-            .fetch_all::<DaySums>()
+            .nodes
+            .on_shard(home, |client| {
+                let sql = &hourly_sql;
+                async move {
+                    client
+                        .query(sql)
+                        .bind(tz.name())
+                        .bind(&site.id)
+                        .bind(from)
+                        .bind(to)
+                        .bind(DELIVERY_MARK)
+                        .fetch_all::<DaySums>()
+                        .await
+                }
+            })
             .await?;
+        let (first_text, last_text) = (first.to_string(), last.to_string());
+        let rolled_sql = format!(
+            "SELECT toString(day) AS d, max(version) AS newest, [{}] AS sums \
+             FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY d",
+            counts(|c| format!("toInt64(argMax({c}, version))"))
+        );
         let rolled = self
-            .client
-            .query(&format!(
-                "SELECT toString(day) AS d, max(version) AS newest, [{}] AS sums \
-                 FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY d",
-                counts(|c| format!("toInt64(argMax({c}, version))"))
-            ))
-            .bind(&site.id)
-            .bind(first.to_string())
-            .bind(last.to_string())
-            .fetch_all::<RolledDay>()
+            .nodes
+            .on_shard(home, |client| {
+                let (sql, first, last) = (&rolled_sql, &first_text, &last_text);
+                async move {
+                    client
+                        .query(sql)
+                        .bind(&site.id)
+                        .bind(first)
+                        .bind(last)
+                        .fetch_all::<RolledDay>()
+                        .await
+                }
+            })
             .await?;
         let covered = if site.goals.is_empty() {
             Vec::new()
         } else {
-            self.client
-                .query(
-                    "SELECT toString(day) AS d, groupArray(goal) AS goals FROM rollup_goal_days \
-                     WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) AND (day, version) IN \
-                     (SELECT day, max(version) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY day) \
-                     GROUP BY d",
-                )
-                .bind(&site.id)
-                .bind(first.to_string())
-                .bind(last.to_string())
-                .bind(&site.id)
-                .bind(first.to_string())
-                .bind(last.to_string())
-                .fetch_all::<CoveredGoals>()
+            self.nodes
+                .on_shard(home, |client| {
+                    let (first, last) = (&first_text, &last_text);
+                    async move {
+                        client
+                            .query(
+                                "SELECT toString(day) AS d, groupArray(goal) AS goals FROM rollup_goal_days \
+                                 WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) AND (day, version) IN \
+                                 (SELECT day, max(version) FROM rollup_days WHERE site_id = ? AND day >= toDate(?) AND day <= toDate(?) GROUP BY day) \
+                                 GROUP BY d",
+                            )
+                            .bind(&site.id)
+                            .bind(first)
+                            .bind(last)
+                            .bind(&site.id)
+                            .bind(first)
+                            .bind(last)
+                            .fetch_all::<CoveredGoals>()
+                            .await
+                    }
+                })
                 .await?
         };
         let keys: Vec<String> = site.goals.iter().map(crate::goal::Goal::key).collect();
@@ -295,18 +366,34 @@ impl Rollup {
         Ok(count)
     }
 
-    /// Computes one local day of one site from `traffic_hourly`: every
-    /// dimension's rows in one `INSERT … SELECT` under a new version, then
-    /// the record that makes them visible to queries.
-    pub async fn roll_day(
+    /// Computes one local day of one site from `traffic_hourly` (every
+    /// shard's, on a cluster): every dimension's rows in one `INSERT …
+    /// SELECT` under a new version, then the record that makes them
+    /// visible to queries. The whole computation runs on one replica of
+    /// the home shard; should that replica become unreachable midway,
+    /// another computes the day anew under a version of its own (the
+    /// unrecorded one is never read).
+    pub async fn roll_day(&self, site: &SiteSettings, day: NaiveDate) -> Result<(), Error> {
+        let home = self.nodes.home().await?;
+        let version = self
+            .nodes
+            .on_replica(home, |node| self.roll_day_on(home, node, site, day))
+            .await?;
+        tracing::debug!(site = %site.id, day = %day, version, "day rolled up");
+        Ok(())
+    }
+
+    async fn roll_day_on(
         &self,
+        home: &Shard,
+        node: Node,
         site: &SiteSettings,
         day: NaiveDate,
-    ) -> Result<(), clickhouse::error::Error> {
+    ) -> Result<u64, clickhouse::error::Error> {
         let tz = site.timezone;
         let from = local_midnight(day, tz).timestamp();
         let to = local_midnight(day + chrono::Duration::days(1), tz).timestamp();
-        let version = self.next_version(site, day).await?;
+        let version = next_version_on(&node.client, site, day).await?;
         let names: Vec<String> = std::iter::once("''".to_string())
             .chain(ROLLUP_DIMENSIONS.iter().map(|d| format!("'{d}'")))
             .collect();
@@ -318,14 +405,15 @@ impl Rollup {
         let sql = format!(
             "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, {}) \
              SELECT ?, toDate(?), toUInt64(?), dimension, value, uniqIfMerge(visitors), {} \
-             FROM traffic_hourly ARRAY JOIN [{}] AS dimension, [{}] AS value \
+             FROM {} ARRAY JOIN [{}] AS dimension, [{}] AS value \
              WHERE site_id = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND event != ? GROUP BY dimension, value",
             counts(str::to_string),
             counts(|c| format!("sumMerge({c})")),
+            self.nodes.table("traffic_hourly"),
             names.join(", "),
             values.join(", ")
         );
-        self.client
+        node.client
             .query(&sql)
             .bind(&site.id)
             .bind(day.to_string())
@@ -336,9 +424,8 @@ impl Rollup {
             .bind(DELIVERY_MARK)
             .execute()
             .await?;
-        self.finish(site, day, version).await?;
-        tracing::debug!(site = %site.id, day = %day, version, "day rolled up");
-        Ok(())
+        self.finish(home, &node, site, day, version).await?;
+        Ok(version)
     }
 
     /// Adds the site's goals to a day rolled without some of them (goals
@@ -352,9 +439,28 @@ impl Rollup {
         site: &SiteSettings,
         day: NaiveDate,
         version: u64,
-    ) -> Result<(), clickhouse::error::Error> {
-        let new = self.next_version(site, day).await?;
-        self.client
+    ) -> Result<(), Error> {
+        let home = self.nodes.home().await?;
+        let new = self
+            .nodes
+            .on_replica(home, |node| {
+                self.add_goals_on(home, node, site, day, version)
+            })
+            .await?;
+        tracing::debug!(site = %site.id, day = %day, version = new, "goals added to a rolled day");
+        Ok(())
+    }
+
+    async fn add_goals_on(
+        &self,
+        home: &Shard,
+        node: Node,
+        site: &SiteSettings,
+        day: NaiveDate,
+        version: u64,
+    ) -> Result<u64, clickhouse::error::Error> {
+        let new = next_version_on(&node.client, site, day).await?;
+        node.client
             .query(&format!(
                 "INSERT INTO rollup_daily (site_id, day, version, dimension, value, visitors, {0}) \
                  SELECT site_id, day, toUInt64(?), dimension, value, visitors, {0} \
@@ -368,36 +474,24 @@ impl Rollup {
             .bind(GOAL_DIMENSION)
             .execute()
             .await?;
-        self.finish(site, day, new).await?;
-        tracing::debug!(site = %site.id, day = %day, version = new, "goals added to a rolled day");
-        Ok(())
-    }
-
-    /// A version for a new computation of the day, newer than any recorded.
-    async fn next_version(
-        &self,
-        site: &SiteSettings,
-        day: NaiveDate,
-    ) -> Result<u64, clickhouse::error::Error> {
-        let latest = self
-            .client
-            .query("SELECT max(version) FROM rollup_days WHERE site_id = ? AND day = toDate(?)")
-            .bind(&site.id)
-            .bind(day.to_string())
-            .fetch_one::<u64>()
-            .await?;
-        Ok(next_version(latest))
+        self.finish(home, &node, site, day, new).await?;
+        Ok(new)
     }
 
     /// Completes a computation whose dimensions are written under
-    /// `version`: the rows of the site's goals and the goals covered, then
-    /// the record that makes the version visible to queries.
+    /// `version` on `node`: the rows of the site's goals and the goals
+    /// covered, then, once every other replica of the home shard that
+    /// answers holds the version's rows, the record that makes the version
+    /// visible to queries.
     async fn finish(
         &self,
+        home: &Shard,
+        node: &Node,
         site: &SiteSettings,
         day: NaiveDate,
         version: u64,
     ) -> Result<(), clickhouse::error::Error> {
+        let client = &node.client;
         let tz = site.timezone;
         if !site.goals.is_empty() {
             let from = local_midnight(day, tz).timestamp();
@@ -409,15 +503,15 @@ impl Rollup {
                 &site.goals,
                 from,
                 to,
+                &self.nodes.table("traffic_hourly"),
             );
-            let mut q = self.client.query(&rows.sql);
+            let mut q = client.query(&rows.sql);
             for p in &rows.params {
                 q = q.bind(p.as_str());
             }
             q.execute().await?;
             let keys = vec!["?"; site.goals.len()].join(", ");
-            let mut q = self
-                .client
+            let mut q = client
                 .query(&format!(
                     "INSERT INTO rollup_goal_days (site_id, day, version, goal) \
                      SELECT ?, toDate(?), toUInt64(?), arrayJoin([{keys}])"
@@ -430,10 +524,30 @@ impl Rollup {
             }
             q.execute().await?;
         }
+        // A replica may fetch the record before the rows (each table has
+        // its own replication queue): the record waits until the rows are
+        // on every replica that answers.
+        let day_text = day.to_string();
+        let rows_of = |client: clickhouse::Client| {
+            let day = &day_text;
+            async move {
+                client
+                    .query("SELECT count() FROM rollup_daily WHERE site_id = ? AND day = toDate(?) AND version = toUInt64(?)")
+                    .bind(&site.id)
+                    .bind(day)
+                    .bind(version.to_string())
+                    .fetch_one::<u64>()
+                    .await
+            }
+        };
+        if home.replicas.len() > 1 {
+            let written = rows_of(client.clone()).await?;
+            wait_replicated(home, written, REPLICATION_PATIENCE, rows_of).await?;
+        }
         // Summed from the rows just written, so the record describes exactly
         // what was rolled even if more data landed meanwhile (the next
         // check then sees the difference).
-        self.client
+        client
             .query(&format!(
                 "INSERT INTO rollup_days (site_id, day, version, {}, rolled_at) \
                  SELECT ?, toDate(?), toUInt64(?), {}, now() \
@@ -451,6 +565,22 @@ impl Rollup {
             .await?;
         Ok(())
     }
+}
+
+/// A version for a new computation of the day, newer than any recorded on
+/// the replica asked.
+async fn next_version_on(
+    client: &clickhouse::Client,
+    site: &SiteSettings,
+    day: NaiveDate,
+) -> Result<u64, clickhouse::error::Error> {
+    let latest = client
+        .query("SELECT max(version) FROM rollup_days WHERE site_id = ? AND day = toDate(?)")
+        .bind(&site.id)
+        .bind(day.to_string())
+        .fetch_one::<u64>()
+        .await?;
+    Ok(next_version(latest))
 }
 
 /// A version newer than `latest`: wall-clock milliseconds (never below

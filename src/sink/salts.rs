@@ -8,6 +8,20 @@
 //! Each destruction, in memory and in ClickHouse, is recorded in
 //! `salt_destructions` with a commitment (a domain-separated hash of the
 //! salt, see [`crate::privacy::salt::commitment`]), never the salt itself.
+//!
+//! On a cluster the salts live on the home shard alone
+//! (`sink::nodes::Nodes::home`), whose replicas copy each other's inserts
+//! asynchronously. The rule stays "the earliest salt stored", read from
+//! every replica of that shard and merged ([`Seen`]), so that two
+//! collectors writing through different replicas converge on the same
+//! salt. When a replica cannot be reached, what the others hold is the
+//! whole truth only if one of them has nothing left to fetch
+//! (`system.replicas`: every entry of the shared log taken into its queue,
+//! no insert in it); otherwise the salt it would fetch may be the earliest,
+//! so no new salt is published until it can be read (hits keep this
+//! collector's local salt meanwhile, as with ClickHouse down). Destruction
+//! drops the (site, day) partition on one replica; replication drops it on
+//! the others, a replica that was down when it comes back.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +31,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use super::nodes::{Error, Nodes, Shard};
 use crate::clock::Clock;
 use crate::config::SiteSettings;
 use crate::metrics::Metrics;
@@ -49,6 +64,31 @@ struct StoredSalt {
     salt: String,
 }
 
+/// A salt read back to agree on it.
+#[derive(Row, Deserialize)]
+struct Candidate {
+    created_at: u32,
+    salt: String,
+}
+
+/// What the replicas of the home shard hold for one (site, day).
+struct Seen {
+    /// The earliest salt (by creation time, then text) any of them holds.
+    earliest: Option<DailySalt>,
+    /// Whether that is everything stored: every replica answered, or one
+    /// that answered has nothing left to fetch.
+    complete: bool,
+}
+
+/// A replica's progress in copying `salts` from the others.
+#[derive(Row, Deserialize)]
+struct ReplicaProgress {
+    inserts_in_queue: u32,
+    log_pointer: u64,
+    log_max_index: u64,
+    zookeeper_path: String,
+}
+
 #[derive(Row, Serialize)]
 struct DestructionRow<'a> {
     destroyed_at: u32,
@@ -68,7 +108,7 @@ struct Destroyed {
 }
 
 pub struct SaltKeeper {
-    client: clickhouse::Client,
+    nodes: Arc<Nodes>,
     sites: Vec<Arc<SiteSettings>>,
     store: Arc<SaltStore>,
     clock: Clock,
@@ -76,14 +116,16 @@ pub struct SaltKeeper {
 }
 
 impl SaltKeeper {
+    /// The keeper of `sites`' salts in `store`, shared through the home
+    /// shard of `nodes`.
     pub fn new(
-        client: clickhouse::Client,
+        nodes: Arc<Nodes>,
         sites: Vec<Arc<SiteSettings>>,
         store: Arc<SaltStore>,
         clock: Clock,
     ) -> Self {
         SaltKeeper {
-            client,
+            nodes,
             sites,
             store,
             clock,
@@ -112,7 +154,7 @@ impl SaltKeeper {
 
     /// One pass: destroy expired salts, then make sure today's (and, close
     /// to midnight, tomorrow's) salt is shared.
-    pub async fn tick(&self) -> Result<(), clickhouse::error::Error> {
+    pub async fn tick(&self) -> Result<(), Error> {
         let now = self.clock.now();
         // Memory first, for every site, whether or not ClickHouse answers.
         let mut destroyed = Vec::new();
@@ -129,11 +171,18 @@ impl SaltKeeper {
             }
         }
         self.publish_gauges();
-        let mut result = self.destroy_expired(now, &mut destroyed).await;
+        let home = match self.nodes.home().await {
+            Ok(home) => home,
+            Err(error) => {
+                self.record(&destroyed, now).await;
+                return Err(error.into());
+            }
+        };
+        let mut result = self.destroy_expired(home, now, &mut destroyed).await;
         self.record(&destroyed, now).await;
         for (index, site) in self.sites.iter().enumerate() {
             for day in days_needed(site, now) {
-                result = result.and(self.share(index, site, day).await);
+                result = result.and(self.share(home, index, site, day).await);
             }
         }
         self.publish_gauges();
@@ -162,54 +211,80 @@ impl SaltKeeper {
     /// Drops every expired (site, day) partition of the shared table, after
     /// reading its salt to commit to it. Partitions are (site, day):
     /// dropping one removes exactly that site's salt of that day, on every
-    /// collector at once.
+    /// collector at once (on every replica of the home shard).
     async fn destroy_expired(
         &self,
+        home: &Shard,
         now: DateTime<Utc>,
         destroyed: &mut Vec<Destroyed>,
-    ) -> Result<(), clickhouse::error::Error> {
-        let stored = self
-            .client
-            .query("SELECT site_id, day, salt FROM salts ORDER BY site_id, day, created_at")
-            .fetch_all::<StoredSalt>()
-            .await?;
-        let mut dropped: Vec<(String, NaiveDate)> = Vec::new();
+    ) -> Result<(), Error> {
+        // Every replica's, so that a salt one has not fetched yet is
+        // committed to all the same.
+        let (stored, _) = on_every_replica(home, |client| async move {
+            client
+                .query("SELECT site_id, day, salt FROM salts ORDER BY site_id, day, created_at")
+                .fetch_all::<StoredSalt>()
+                .await
+        })
+        .await?;
+        // Each expired (site, day) with a commitment to each of its salts
+        // (one per salt, however many replicas hold it).
+        let mut expired: Vec<(String, NaiveDate, Vec<String>)> = Vec::new();
         for row in &stored {
             let day = from_days(row.day);
-            let expired = match self.sites.iter().find(|s| s.id == row.site_id) {
+            let is_expired = match self.sites.iter().find(|s| s.id == row.site_id) {
                 Some(site) => day < first_kept(site, now),
                 // Unknown time zone: wait until the day is over everywhere.
                 None => day
                     .checked_add_days(Days::new(2))
                     .is_some_and(|d| d <= (now - GRACE).date_naive()),
             };
-            if !expired {
+            if !is_expired {
                 continue;
             }
+            let index = match expired
+                .iter()
+                .position(|(s, d, _)| *s == row.site_id && *d == day)
+            {
+                Some(index) => index,
+                None => {
+                    expired.push((row.site_id.clone(), day, Vec::new()));
+                    expired.len() - 1
+                }
+            };
             if let Some(mut bytes) = parse_hex(&row.salt) {
-                destroyed.push(Destroyed {
-                    site_id: row.site_id.clone(),
-                    day,
-                    place: "clickhouse",
-                    commitment: commitment(&bytes),
-                });
+                let commitment = commitment(&bytes);
                 wipe(&mut bytes);
-            }
-            if !dropped.iter().any(|(s, d)| *s == row.site_id && *d == day) {
-                dropped.push((row.site_id.clone(), day));
+                if !expired[index].2.contains(&commitment) {
+                    expired[index].2.push(commitment);
+                }
             }
         }
         stored.into_iter().for_each(|row| wipe_string(row.salt));
-        for (site_id, day) in dropped {
+        // Recorded once dropped: a drop that fails (a replica's leader
+        // changing, the shard out of reach) is tried again, and recorded,
+        // by the next pass.
+        for (site_id, day, commitments) in expired {
             let yyyymmdd = day.format("%Y%m%d").to_string();
-            self.client
-                .query(&format!(
-                    "ALTER TABLE salts DROP PARTITION ({}, {yyyymmdd})",
-                    quote(&site_id)
-                ))
-                .execute()
+            let sql = format!(
+                "ALTER TABLE salts DROP PARTITION ({}, {yyyymmdd})",
+                quote(&site_id)
+            );
+            self.nodes
+                .on_shard(home, |client| {
+                    let sql = &sql;
+                    async move { client.query(sql).execute().await }
+                })
                 .await?;
             tracing::info!(site = %site_id, %day, "daily salt destroyed in ClickHouse");
+            for commitment in commitments {
+                destroyed.push(Destroyed {
+                    site_id: site_id.clone(),
+                    day,
+                    place: "clickhouse",
+                    commitment,
+                });
+            }
         }
         Ok(())
     }
@@ -221,84 +296,203 @@ impl SaltKeeper {
         if destroyed.is_empty() {
             return;
         }
-        let result = async {
-            let mut insert = self
-                .client
-                .insert::<DestructionRow<'_>>("salt_destructions")
-                .await?;
-            for d in destroyed {
-                insert
-                    .write(&DestructionRow {
-                        destroyed_at: u32::try_from(now.timestamp()).unwrap_or(0),
-                        site_id: &d.site_id,
-                        day: to_days(d.day),
-                        place: d.place,
-                        commitment: &d.commitment,
-                    })
-                    .await?;
-            }
-            insert.end().await
-        }
-        .await;
+        let result = self
+            .nodes
+            .on_some_shard(|client| async move {
+                let mut insert =
+                    super::insert_record::<DestructionRow<'_>>(&client, "salt_destructions")
+                        .await?;
+                for d in destroyed {
+                    insert
+                        .write(&DestructionRow {
+                            destroyed_at: u32::try_from(now.timestamp()).unwrap_or(0),
+                            site_id: &d.site_id,
+                            day: to_days(d.day),
+                            place: d.place,
+                            commitment: &d.commitment,
+                        })
+                        .await?;
+                }
+                insert.end().await
+            })
+            .await;
         if let Err(error) = result {
             tracing::error!(error = %error, records = destroyed.len(), "salt destruction records not written (the destructions happened)");
         }
     }
 
+    /// Agrees on the salt of (site, day): adopts the earliest one stored,
+    /// or publishes this collector's and then adopts the earliest (another
+    /// collector may have raced it). Publishes nothing while a replica that
+    /// cannot be reached may hold an earlier salt (see the module's
+    /// comment).
     async fn share(
         &self,
+        home: &Shard,
         index: usize,
         site: &SiteSettings,
         day: NaiveDate,
-    ) -> Result<(), clickhouse::error::Error> {
-        if let Some(salt) = self.read_shared(site, day).await? {
-            self.store.set_shared(index, day, salt);
-            return Ok(());
+    ) -> Result<(), Error> {
+        match self.read_shared(home, site, day).await? {
+            Seen {
+                earliest: Some(salt),
+                ..
+            } => {
+                self.store.set_shared(index, day, salt);
+                return Ok(());
+            }
+            Seen {
+                earliest: None,
+                complete: false,
+            } => {
+                tracing::warn!(site = %site.id, %day, "a replica of the salts' shard cannot be reached and the others have not fetched everything from it: this collector keeps its local salt until it can read every salt stored");
+                return Ok(());
+            }
+            Seen { earliest: None, .. } => {}
         }
         // Publish ours (the local one if hits already used it), then adopt
         // whichever was written first, in case another collector raced us.
         let candidate = self.store.get_or_create(index, day);
         let salt = hex(candidate.as_bytes());
-        let written = async {
-            let mut insert = self.client.insert::<SaltRow<'_>>("salts").await?;
-            insert
-                .write(&SaltRow {
-                    site_id: &site.id,
-                    day: to_days(day),
-                    salt: &salt,
-                    created_at: u32::try_from(self.clock.now().timestamp()).unwrap_or(0),
-                })
-                .await?;
-            insert.end().await
-        }
-        .await;
+        let created_at = u32::try_from(self.clock.now().timestamp()).unwrap_or(0);
+        let written = self
+            .nodes
+            .on_shard(home, |client| {
+                let salt = &salt;
+                async move {
+                    let mut insert = client.insert::<SaltRow<'_>>("salts").await?;
+                    insert
+                        .write(&SaltRow {
+                            site_id: &site.id,
+                            day: to_days(day),
+                            salt,
+                            created_at,
+                        })
+                        .await?;
+                    insert.end().await
+                }
+            })
+            .await;
         wipe_string(salt);
         written?;
-        if let Some(salt) = self.read_shared(site, day).await? {
+        if let Some(salt) = self.read_shared(home, site, day).await?.earliest {
             self.store.set_shared(index, day, salt);
         }
         Ok(())
     }
 
+    /// The salts of (site, day) on every replica of the home shard that
+    /// answers, merged: the earliest by creation time, then by text, the
+    /// same rule every collector applies to the same rows.
     async fn read_shared(
         &self,
+        home: &Shard,
         site: &SiteSettings,
         day: NaiveDate,
-    ) -> Result<Option<DailySalt>, clickhouse::error::Error> {
-        let rows = self
-            .client
-            .query("SELECT salt FROM salts WHERE site_id = ? AND day = toDate(?) ORDER BY created_at, salt LIMIT 1")
-            .bind(&site.id)
-            .bind(day.to_string())
-            .fetch_all::<String>()
-            .await?;
-        let salt = rows
-            .first()
-            .and_then(|s| parse_hex(s))
+    ) -> Result<Seen, Error> {
+        let day_text = day.to_string();
+        let (rows, complete) = on_every_replica(home, |client| {
+            let day = &day_text;
+            async move {
+                client
+                    .query(
+                        "SELECT created_at, salt FROM salts WHERE site_id = ? AND day = toDate(?)",
+                    )
+                    .bind(&site.id)
+                    .bind(day)
+                    .fetch_all::<Candidate>()
+                    .await
+            }
+        })
+        .await?;
+        let earliest = rows
+            .iter()
+            .min_by(|a, b| (a.created_at, &a.salt).cmp(&(b.created_at, &b.salt)))
+            .and_then(|c| parse_hex(&c.salt))
             .map(DailySalt::from_bytes);
-        rows.into_iter().for_each(wipe_string);
-        Ok(salt)
+        rows.into_iter().for_each(|c| wipe_string(c.salt));
+        Ok(Seen { earliest, complete })
     }
+}
+
+/// `read` on every replica of `shard`, the rows of those that answer put
+/// together, with whether they are all there is: every replica answered,
+/// or one that answered has fetched everything the others took
+/// ([`has_fetched_everything`], and then read again after that check, so
+/// that nothing taken before it is missed). Fails when none answers.
+async fn on_every_replica<T, F, Fut>(shard: &Shard, mut read: F) -> Result<(Vec<T>, bool), Error>
+where
+    F: FnMut(clickhouse::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, clickhouse::error::Error>>,
+{
+    let mut rows = Vec::new();
+    let mut answered = Vec::new();
+    let mut last = None;
+    for node in &shard.replicas {
+        match read(node.client.clone()).await {
+            Ok(mut more) => {
+                rows.append(&mut more);
+                answered.push(node);
+            }
+            Err(error) if super::is_transport_error(&error) => last = Some(error),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let Some(unreachable) = last else {
+        return Ok((rows, true));
+    };
+    if answered.is_empty() {
+        return Err(unreachable.into());
+    }
+    for node in answered {
+        match has_fetched_everything(&node.client).await {
+            Ok(true) => {
+                rows.append(&mut read(node.client.clone()).await?);
+                return Ok((rows, true));
+            }
+            Ok(false) => {}
+            Err(error) if super::is_transport_error(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok((rows, false))
+}
+
+/// Whether this replica of `salts` has fetched every insert its shard took:
+/// every entry of the shared replication log taken into its queue, and no
+/// insert left in that queue (`system.replicas`). An insert is acknowledged
+/// only once its entry is in that log, so what it lacks then is what was
+/// inserted after.
+async fn has_fetched_everything(
+    client: &clickhouse::Client,
+) -> Result<bool, clickhouse::error::Error> {
+    let progress = client
+        .query(
+            "SELECT inserts_in_queue, log_pointer, log_max_index, zookeeper_path \
+             FROM system.replicas WHERE database = currentDatabase() AND table = 'salts'",
+        )
+        .fetch_all::<ReplicaProgress>()
+        .await?;
+    let Some(p) = progress.first() else {
+        return Ok(false);
+    };
+    if p.inserts_in_queue > 0 {
+        return Ok(false);
+    }
+    if p.log_pointer > p.log_max_index {
+        return Ok(true);
+    }
+    // Both 0: a log with no entry (a table never written, or whose entries
+    // were all cleaned up), or one entry not yet taken.
+    if p.log_max_index == 0 {
+        let entries = client
+            .query("SELECT count() FROM system.zookeeper WHERE path = ?")
+            .bind(format!("{}/log", p.zookeeper_path))
+            .fetch_one::<u64>()
+            .await?;
+        return Ok(entries == 0);
+    }
+    Ok(false)
 }
 
 /// The first local day whose salt is still kept at `now`.
