@@ -178,10 +178,10 @@ impl ClusterRig {
     }
 
     /// Every 202 of every collector counted once; both replicas of each
-    /// shard agree on every count; and each shard holds some of each site
-    /// (batches are spread over the shards, even one site's). Returns a
-    /// line for the test's output.
-    fn verify(&self, reports: &[Report]) -> String {
+    /// shard agree on every count; and, with `spread`, each shard holds
+    /// some of each site (batches are spread over the shards, even one
+    /// site's). Returns a line for the test's output.
+    fn verify(&self, reports: &[Report], spread: bool) -> String {
         let counts = self.drained();
         let mut lines = Vec::new();
         for (collector, report) in self.collectors.iter().zip(reports) {
@@ -218,7 +218,7 @@ impl ClusterRig {
                 self.db
             ),
         );
-        for collector in &self.collectors {
+        for collector in self.collectors.iter().filter(|_| spread) {
             for (shard, answer) in per_shard.iter().enumerate() {
                 assert!(
                     answer.lines().any(|l| l.starts_with(collector.site)),
@@ -297,7 +297,7 @@ fn a_replica_killed_a_collector_killed_and_zookeeper_restarted_under_load_count_
     rig.cluster.restart_zookeeper();
 
     let reports = wait_load(loads);
-    let summary = rig.verify(&reports);
+    let summary = rig.verify(&reports, true);
     eprintln!("[{}] {summary}", rig.name);
     rig.stop();
 }
@@ -334,7 +334,7 @@ fn a_whole_shard_out_for_30_seconds_delays_hits_and_loses_none() {
         "no hit waited in the logs while shard 2 was out"
     );
     let reports = wait_load(loads);
-    let summary = rig.verify(&reports);
+    let summary = rig.verify(&reports, true);
     eprintln!(
         "[{}] {accepted_during} hits answered 202 while shard 2 was out, {backlog} waiting in the logs at its end; {summary}",
         rig.name
@@ -420,7 +420,9 @@ fn a_batch_acknowledged_by_a_replica_that_died_before_its_twin_fetched_it_is_not
         node.query(&format!("SYSTEM START FETCHES {db}.traffic_hourly"));
         node.query(&format!("SYSTEM START FETCHES {db}.batch_receipts"));
     }
-    let summary = rig.verify(&reports);
+    // Two seconds of hits make few batches, all replayed after the wait:
+    // no spread to expect.
+    let summary = rig.verify(&reports, false);
     eprintln!(
         "[{}] {held} pageviews held by shard {shard} replica {replica} alone when it was killed; {summary}",
         rig.name
