@@ -263,18 +263,7 @@ impl Nodes {
         F: FnMut(clickhouse::Client) -> Fut,
         Fut: Future<Output = Result<T, clickhouse::error::Error>>,
     {
-        let mut last = None;
-        for (index, node) in shard.in_order() {
-            match request(node.client.clone()).await {
-                Ok(answer) => {
-                    shard.prefer(index);
-                    return Ok(answer);
-                }
-                Err(error) if super::is_transport_error(&error) => last = Some(error),
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last.expect("a shard has at least one replica"))
+        self.on_replica(shard, |node| request(node.client)).await
     }
 
     /// Like [`Nodes::on_shard`], handing `request` the replica itself, for
