@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Cluster, CLUSTER};
+use common::cluster::Cluster;
 use common::{config, pageview, send_hit, wait_until, Binary, ClickHouse, Scratch};
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
@@ -64,22 +64,13 @@ fn a_single_server_adopted_by_a_cluster_keeps_its_counts_and_its_collector_goes_
     collector.kill9();
 
     let cluster = Cluster::start();
-    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
     let single_url = single.url.clone();
     let first_node = cluster.node(1, 1).url.clone();
     collector.edit_config(|text| {
-        text.replace(
+        cluster.with_cluster(&text.replace(
             &format!("url = \"{single_url}\""),
             &format!("url = \"{first_node}\""),
-        )
-        .replacen(
-            "[clickhouse]\n",
-            &format!(
-                "[clickhouse]\ncluster = \"{CLUSTER}\"\nurls = [{}]\n",
-                urls.join(", ")
-            ),
-            1,
-        )
+        ))
     });
     let config_path = scratch.path("tamis.toml");
     let adopt = |what: &str| {

@@ -59,10 +59,12 @@ impl ClusterRig {
             .take(collectors)
             .map(|(site, ips)| {
                 let scratch = Scratch::new();
-                let text = with_cluster(
-                    &config_text(&cluster.node(1, 1).url, &db, &scratch.path("log"), &knobs),
-                    &cluster,
-                );
+                let text = cluster.with_cluster(&config_text(
+                    &cluster.node(1, 1).url,
+                    &db,
+                    &scratch.path("log"),
+                    &knobs,
+                ));
                 let tamis = Binary::serve(&scratch, &text);
                 Collector {
                     site,
@@ -248,21 +250,6 @@ impl ClusterRig {
             c.tamis.stop();
         }
     }
-}
-
-/// A collector's config on `cluster`: the rig's single-server config with
-/// the cluster's name and every node's URL.
-fn with_cluster(text: &str, cluster: &Cluster) -> String {
-    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
-    text.replacen(
-        "[clickhouse]\n",
-        &format!(
-            "[clickhouse]\ncluster = \"{}\"\nurls = [{}]\n",
-            common::cluster::CLUSTER,
-            urls.join(", ")
-        ),
-        1,
-    )
 }
 
 fn wait_load(loads: Vec<Load>) -> Vec<Report> {
