@@ -96,7 +96,7 @@ fn migrate_makes_a_replicated_schema_on_every_node_and_resumes_after_a_node_was_
     let scratch = Scratch::new();
     let db = format!("cluster_{}", std::process::id());
     let config_path = scratch.path("tamis.toml");
-    std::fs::write(&config_path, cluster.tamis_config(&db)).unwrap();
+    std::fs::write(&config_path, common::cluster_config(&cluster, &db)).unwrap();
 
     // --- every node gets the schema, each recording it --------------------
     let (ok, out, err) = run_tamis(&["migrate"], &config_path);
@@ -244,7 +244,7 @@ fn migrate_makes_a_replicated_schema_on_every_node_and_resumes_after_a_node_was_
 
     // --- a node down during a migration --------------------------------------
     let fresh = format!("{db}_fresh");
-    std::fs::write(&config_path, cluster.tamis_config(&fresh)).unwrap();
+    std::fs::write(&config_path, common::cluster_config(&cluster, &fresh)).unwrap();
     let down = cluster.node(2, 2).url.clone();
     cluster.stop(2, 2, Stop::Kill);
     let (ok, out, err) = run_tamis(&["migrate"], &config_path);
@@ -327,7 +327,7 @@ fn migrate_with_zookeeper_down_fails_on_every_node_and_the_rerun_completes() {
     let scratch = Scratch::new();
     let db = format!("zk_down_{}", std::process::id());
     let config_path = scratch.path("tamis.toml");
-    std::fs::write(&config_path, cluster.tamis_config(&db)).unwrap();
+    std::fs::write(&config_path, common::cluster_config(&cluster, &db)).unwrap();
 
     cluster.zookeeper.stop(Stop::Kill);
     let (ok, out, err) = run_tamis(&["migrate"], &config_path);
@@ -375,7 +375,7 @@ fn serve_makes_the_schema_on_every_node_at_start_up_and_a_hit_is_counted_once() 
     let cluster = Cluster::start();
     let scratch = Scratch::new();
     let db = format!("serve_{}", std::process::id());
-    let server = Binary::serve(&scratch, &cluster.tamis_config(&db));
+    let server = Binary::serve(&scratch, &common::cluster_config(&cluster, &db));
     wait_until(Duration::from_secs(60), "every node migrated", || {
         cluster.nodes().all(|(_, _, node)| {
             node.try_query(&format!(

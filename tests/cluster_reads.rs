@@ -272,7 +272,7 @@ fn reads_through_the_cluster_equal_a_single_server_and_refuse_when_a_shard_is_do
     let single = InProcess::serve(&config(ch, &single_db, None, SITE), clock());
     // Stopped with shard 1's first replica (its `url`) down: its audit rows
     // cannot be written, and need not be waited for.
-    let cluster_config = with_site(&cluster.tamis_config(&db), SITE).replacen(
+    let cluster_config = with_site(&common::cluster_config(&cluster, &db), SITE).replacen(
         "[server]\n",
         "[server]\nshutdown_timeout_ms = 2000\n",
         1,

@@ -177,12 +177,6 @@ impl Cluster {
             .collect()
     }
 
-    /// `super::config` for `database`, on this cluster: `url` is shard 1
-    /// replica 1, `cluster` and `urls` name every node.
-    pub fn tamis_config(&self, database: &str) -> String {
-        self.with_cluster(&super::config(self.node(1, 1), database, None, ""))
-    }
-
     /// A tamis config `text` made to use this cluster: its `[clickhouse]`
     /// section gains the cluster's name and every node's URL.
     pub fn with_cluster(&self, text: &str) -> String {

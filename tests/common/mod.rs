@@ -64,6 +64,12 @@ impl Scratch {
     }
 }
 
+/// [`config`] for `database` on `cluster`: `url` is shard 1 replica 1,
+/// `cluster` and `urls` name every node.
+pub fn cluster_config(cluster: &cluster::Cluster, database: &str) -> String {
+    cluster.with_cluster(&config(cluster.node(1, 1), database, None, ""))
+}
+
 /// A config for `database` on `ch`, with `example.org` and `other.org`,
 /// flushing every 200 ms. `site_extra` is appended to example.org's table.
 pub fn config(ch: &ClickHouse, database: &str, geoip: Option<&Path>, site_extra: &str) -> String {
