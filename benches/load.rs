@@ -8,12 +8,20 @@
 //! cargo bench --bench load -- --connections 8,32,64         # one run per setting
 //! cargo bench --bench load -- --perf /tmp/prof               # perf record each server while measured
 //! cargo bench --bench load -- --trackers native,umami,ga4,matomo,mixed   # each tracker's endpoint
+//! cargo bench --bench load -- --cluster 1,2                  # and 1, then 2 collectors on a 2 × 2 cluster
 //! ```
 //!
 //! With `--trackers`, the same visits are sent in other trackers' wire
 //! formats (Umami's `/api/send`, ga4mp's `/g/collect` beacon, Matomo's
 //! `/matomo.php` beacon, or a mix, each visitor keeping one tracker), and
 //! every 2xx is checked in ClickHouse as for Plausible's format.
+//!
+//! With `--cluster`, tamis also runs against a real ClickHouse cluster
+//! (`tests/common/cluster.rs`: ZooKeeper and four servers, 2 shards × 2
+//! replicas) with one or more collectors, each with its own durable log;
+//! the connections are shared among the collectors and each visitor's hits
+//! go to one collector, as behind a load balancer with source-IP affinity.
+//! Counts are checked through the Distributed tables (`*_all`).
 //!
 //! Everything runs on this machine, on loopback only:
 //!
@@ -55,6 +63,8 @@
 
 #[path = "../tests/common/clickhouse.rs"]
 mod clickhouse;
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
 #[path = "../tests/common/geodb.rs"]
 mod geodb;
 
@@ -78,14 +88,18 @@ usage: cargo bench --bench load [-- OPTIONS]
   --seconds N          measured window per run (default 15)
   --warmup N           warm-up before it, not measured (default 3)
   --connections LIST   concurrent keep-alive connections, e.g. 32 or 8,32,64 (default 32)
-  --only TARGET        baseline or tamis (default both)
+  --only TARGET        baseline, tamis or cluster (default baseline and tamis, and the cluster
+                       runs when --cluster is given)
   --fsync LIST         tamis's durable log with fsync on, off or both: on,off (default on,off)
   --outage SECONDS     after the fsync-on run, make ClickHouse refuse writes for this long under
                        load, then measure how fast the backlog drains (default 10; 0 skips it)
   --perf DIR           perf record each server during its measured windows, into DIR
   --trackers LIST      wire formats tamis is loaded with, one run each (fsync on): native (Plausible's
                        Events API), umami, ga4, matomo, or mixed (each visitor's tracker drawn among
-                       the four, as on a site moving its tags); default native";
+                       the four, as on a site moving its tags); default native
+  --cluster LIST       also run tamis on a ClickHouse cluster of 2 shards × 2 replicas and ZooKeeper,
+                       with this many collectors, e.g. 1,2 (fsync on, Plausible's format), each
+                       visitor pinned to one collector as a source-IP load balancer does";
 
 /// Longest any single request may take before the connection is counted as
 /// failed and reopened: keeps the run bounded if a server hangs.
@@ -154,6 +168,9 @@ struct Args {
     perf: Option<PathBuf>,
     /// Wire formats of the hits tamis is loaded with, one run each.
     trackers: Vec<workload::Format>,
+    /// Numbers of collectors to run against the 2 × 2 cluster, one run
+    /// each per connection setting.
+    cluster: Vec<usize>,
     /// Internal: run as the baseline server (the child process).
     serve_baseline: bool,
     /// `--bench` was given, as `cargo bench` does.
@@ -175,6 +192,7 @@ impl Args {
             outage: 10,
             perf: None,
             trackers: vec![workload::Format::Native],
+            cluster: Vec::new(),
             serve_baseline: false,
             bench_mode: false,
             filters: Vec::new(),
@@ -193,8 +211,15 @@ impl Args {
                 "--only" => match value("--only")?.as_str() {
                     "baseline" => args.tamis = false,
                     "tamis" => args.baseline = false,
-                    other => bail!("--only takes baseline or tamis, not {other:?}"),
+                    "cluster" => (args.baseline, args.tamis) = (false, false),
+                    other => bail!("--only takes baseline, tamis or cluster, not {other:?}"),
                 },
+                "--cluster" => {
+                    args.cluster = value("--cluster")?
+                        .split(',')
+                        .map(|n| parse_positive(n.trim(), "--cluster").map(|n| n as usize))
+                        .collect::<Result<_, _>>()?;
+                }
                 "--perf" => args.perf = Some(PathBuf::from(value("--perf")?)),
                 "--fsync" => {
                     args.fsync = value("--fsync")?
@@ -317,9 +342,157 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             }
         }
     }
+    if !args.cluster.is_empty() {
+        all_correct &= cluster_runs(args, &pool, timing, &mut rows)?;
+    }
     report::table(&rows);
     report::targets(&rows);
+    report::cluster(&rows);
     Ok(all_correct)
+}
+
+/// tamis on a real cluster (`tests/common/cluster.rs`): ZooKeeper and four
+/// ClickHouse servers, 2 shards × 2 replicas, started once for every
+/// setting of `--cluster` and `--connections`, one database each.
+fn cluster_runs(
+    args: &Args,
+    pool: &Arc<workload::Pool>,
+    timing: Timing,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<bool> {
+    let scratch = tempfile::Builder::new()
+        .prefix("tamis-load-cluster-")
+        .tempdir()
+        .context("creating a scratch directory")?;
+    println!("\n-- starting ZooKeeper and 2 shards × 2 replicas of ClickHouse");
+    let cluster = cluster::Cluster::start();
+    for (shard, replica, node) in cluster.nodes() {
+        println!(
+            "ClickHouse shard {shard} replica {replica} on {} (pid {})",
+            node.url,
+            clickhouse_pid(node).map_or("?".into(), |p| p.to_string())
+        );
+    }
+    let geoip = scratch.path().join("dbip-test.mmdb");
+    geodb::write_dbip_test_db(&geoip).context("writing the test GeoIP database")?;
+    let mut all_correct = true;
+    for &collectors in &args.cluster {
+        for &connections in &args.connections {
+            let setting = ClusterRun {
+                collectors,
+                connections,
+                timing,
+            };
+            let (row, correct) = run_cluster(pool, &cluster, scratch.path(), &geoip, setting)?;
+            rows.push(row);
+            all_correct &= correct;
+        }
+    }
+    Ok(all_correct)
+}
+
+#[derive(Clone, Copy)]
+struct ClusterRun {
+    collectors: usize,
+    connections: usize,
+    timing: Timing,
+}
+
+/// `collectors` collectors, each with its own durable log (fsync on), all
+/// writing to the cluster; the connections are shared among them and each
+/// visitor's hits go to one of them. Counts are checked through the
+/// Distributed tables.
+fn run_cluster(
+    pool: &Arc<workload::Pool>,
+    cluster: &cluster::Cluster,
+    scratch: &Path,
+    geoip: &Path,
+    setting: ClusterRun,
+) -> anyhow::Result<(Row, bool)> {
+    let ClusterRun {
+        collectors,
+        connections,
+        timing,
+    } = setting;
+    let target = format!("cluster/{collectors}");
+    println!(
+        "\n-- {target}: {collectors} collector{} on 2 shards × 2 replicas, {connections} connections (durable log, fsync on)",
+        if collectors == 1 { "" } else { "s" }
+    );
+    let database = format!("bench_cluster{collectors}_c{connections}");
+    let servers = (0..collectors)
+        .map(|k| {
+            let text = tamis_server::config_text(
+                &cluster.node(1, 1).url,
+                &database,
+                &format!("log-{database}-{k}"),
+                geoip,
+                true,
+            );
+            tamis_server::Tamis::start_with(
+                &cluster.with_cluster(&text),
+                &format!("{database}-{k}"),
+                scratch,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let targets: Vec<(SocketAddr, Arc<workload::Pool>)> = servers
+        .iter()
+        .enumerate()
+        .map(|(k, server)| (server.addr, Arc::new(pool.share(k, collectors))))
+        .collect();
+    // Watched: the collectors, then the four nodes and ZooKeeper.
+    let backend: Vec<u32> = cluster
+        .nodes()
+        .filter_map(|(_, _, node)| clickhouse_pid(node))
+        .chain(
+            fs::read_to_string(cluster.zookeeper.dir.join("server.pid"))
+                .ok()
+                .and_then(|pid| pid.trim().parse().ok()),
+        )
+        .collect();
+    let watched: Vec<u32> = servers.iter().map(|s| s.pid()).chain(backend).collect();
+    let load = load::run(&targets, connections, timing, &watched, None)?;
+    let peak_rss_mb = servers
+        .iter()
+        .filter_map(|s| procfs::peak_rss_mb(s.pid()).ok())
+        .reduce(f64::max);
+
+    std::thread::sleep(SETTLE);
+    let counts_match = verify::counts(
+        cluster.node(1, 1),
+        &database,
+        "_all",
+        &verify::Expected::of(&load),
+    )?;
+    let clean = verify::no_errors(&load);
+    for (k, server) in servers.iter().enumerate() {
+        print!("collector {k}: ");
+        server.print_writes();
+    }
+    for server in servers {
+        let log = server.stop();
+        let lines: Vec<&str> = log.lines().collect();
+        if !lines.is_empty() {
+            println!(
+                "a collector logged {} warning/error lines; last ones:",
+                lines.len()
+            );
+            for line in &lines[lines.len().saturating_sub(5)..] {
+                println!("  {line}");
+            }
+        }
+    }
+    let row = Row {
+        target,
+        connections,
+        server_cpu: load.cpu_us_per_hit_of(0..collectors),
+        peak_rss_mb,
+        clickhouse_cpu: load.cpu_us_per_hit_of(collectors..watched.len()),
+        load,
+    };
+    report::brief(&row);
+    Ok((row, counts_match && clean))
 }
 
 fn print_machine(args: &Args) {
@@ -347,24 +520,38 @@ fn print_machine(args: &Args) {
         })
         .map_or(0, |kb| kb / 1024);
     let connections: Vec<String> = args.connections.iter().map(usize::to_string).collect();
-    let only = match (args.baseline, args.tamis) {
-        (true, false) => " --only baseline",
-        (false, true) => " --only tamis",
-        _ => "",
-    };
-    println!("== tamis load bench");
-    println!(
-        "command: cargo bench --bench load -- --seconds {} --warmup {} --connections {}{only}{}",
+    let mut command = format!(
+        "cargo bench --bench load -- --seconds {} --warmup {} --connections {}",
         args.seconds,
         args.warmup,
-        connections.join(","),
-        if args.trackers == [workload::Format::Native] {
-            String::new()
-        } else {
-            let names: Vec<&str> = args.trackers.iter().map(|f| f.name()).collect();
-            format!(" --trackers {}", names.join(","))
-        }
+        connections.join(",")
     );
+    match (args.baseline, args.tamis) {
+        (true, false) => command.push_str(" --only baseline"),
+        (false, true) => command.push_str(" --only tamis"),
+        (false, false) => command.push_str(" --only cluster"),
+        (true, true) => {}
+    }
+    let fsync: Vec<&str> = args
+        .fsync
+        .iter()
+        .map(|&on| if on { "on" } else { "off" })
+        .collect();
+    command.push_str(&format!(
+        " --fsync {} --outage {}",
+        fsync.join(","),
+        args.outage
+    ));
+    if args.trackers != [workload::Format::Native] {
+        let names: Vec<&str> = args.trackers.iter().map(|f| f.name()).collect();
+        command.push_str(&format!(" --trackers {}", names.join(",")));
+    }
+    if !args.cluster.is_empty() {
+        let counts: Vec<String> = args.cluster.iter().map(usize::to_string).collect();
+        command.push_str(&format!(" --cluster {}", counts.join(",")));
+    }
+    println!("== tamis load bench");
+    println!("command: {command}");
     println!(
         "machine: {cores} cores ({model}), {memory_mb} MB memory, CLK_TCK {}",
         procfs::clock_ticks()
@@ -380,7 +567,7 @@ struct Timing {
 
 /// One line of the final table.
 struct Row {
-    target: &'static str,
+    target: String,
     connections: usize,
     load: load::Report,
     server_cpu: Option<f64>,
@@ -404,8 +591,7 @@ fn run_baseline(
         )
     });
     let load = load::run(
-        server.addr,
-        pool.clone(),
+        &[(server.addr, pool.clone())],
         connections,
         timing,
         &watched,
@@ -413,7 +599,7 @@ fn run_baseline(
     )?;
     let peak_rss_mb = procfs::peak_rss_mb(server.pid()).ok();
     let row = Row {
-        target: "baseline",
+        target: "baseline".to_string(),
         connections,
         server_cpu: load.cpu_us_per_hit(0),
         peak_rss_mb,
@@ -479,8 +665,7 @@ fn run_tamis(
         )
     });
     let load = load::run(
-        server.addr,
-        pool.clone(),
+        &[(server.addr, pool.clone())],
         connections,
         timing,
         &watched,
@@ -489,7 +674,7 @@ fn run_tamis(
     let peak_rss_mb = procfs::peak_rss_mb(server.pid()).ok();
 
     std::thread::sleep(SETTLE);
-    let mut counts_match = verify::counts(ch, &database, &verify::Expected::of(&load))?;
+    let mut counts_match = verify::counts(ch, &database, "", &verify::Expected::of(&load))?;
     let clean = verify::no_errors(&load);
     if let Some(outage) = outage {
         counts_match &= outage::run(&server, ch, &database, pool, connections, outage, &load)?;
@@ -507,7 +692,7 @@ fn run_tamis(
         }
     }
     let row = Row {
-        target,
+        target: target.to_string(),
         connections,
         server_cpu: load.cpu_us_per_hit(0),
         peak_rss_mb,
@@ -549,6 +734,9 @@ mod workload {
     pub struct Request {
         pub bytes: Vec<u8>,
         pub kind: Kind,
+        /// Which visitor sent it: a load balancer with source-IP affinity
+        /// sends all of one visitor's hits to the same collector.
+        pub visitor: usize,
     }
 
     /// The bench site's ids in the other trackers (its config names them).
@@ -639,6 +827,25 @@ mod workload {
     }
 
     impl Pool {
+        /// The requests of the visitors a load balancer with source-IP
+        /// affinity sends to collector `index` of `collectors`, in the
+        /// pool's order (the summary's figures stay the whole pool's).
+        pub fn share(&self, index: usize, collectors: usize) -> Pool {
+            Pool {
+                requests: self
+                    .requests
+                    .iter()
+                    .filter(|r| r.visitor % collectors == index)
+                    .map(|r| Request {
+                        bytes: r.bytes.clone(),
+                        kind: r.kind,
+                        visitor: r.visitor,
+                    })
+                    .collect(),
+                ..*self
+            }
+        }
+
         pub fn summary(&self) -> String {
             let bytes: usize = self.requests.iter().map(|r| r.bytes.len()).sum();
             format!(
@@ -679,7 +886,7 @@ mod workload {
         let mut agents = HashSet::new();
         let (mut bots, mut gpc, mut v6) = (0, 0, 0);
         let mut kinds = [0; KINDS];
-        for _ in 0..VISITORS {
+        for visitor_index in 0..VISITORS {
             let bot = rng.random_bool(BOT_SHARE);
             let agent = if bot {
                 *BOTS.choose(&mut rng).expect("bots")
@@ -727,7 +934,11 @@ mod workload {
                     continue;
                 };
                 kinds[kind as usize] += 1;
-                requests.push(Request { bytes, kind });
+                requests.push(Request {
+                    bytes,
+                    kind,
+                    visitor: visitor_index,
+                });
                 if kind == Kind::Pageview {
                     previous = Some(url);
                 }
@@ -1312,6 +1523,17 @@ mod load {
             (hits > 0).then(|| us as f64 / hits as f64)
         }
 
+        /// CPU µs per answered request of watched processes `indexes`
+        /// together; `None` if one of them could not be read.
+        pub fn cpu_us_per_hit_of(&self, indexes: std::ops::Range<usize>) -> Option<f64> {
+            let mut us = 0;
+            for index in indexes {
+                us += (*self.cpu_us.get(index)?)?;
+            }
+            let hits = self.answered();
+            (hits > 0).then(|| us as f64 / hits as f64)
+        }
+
         pub fn generator_cpu_per_hit(&self) -> Option<f64> {
             let hits = self.answered();
             self.generator_cpu_us
@@ -1397,9 +1619,10 @@ mod load {
     /// Runs the load against `addr`, sampling the CPU time of `watched`
     /// processes at the start and end of the measured window. With `perf`,
     /// `perf record`s that process over the window.
+    /// Loads `targets`, each server with its own share of the requests:
+    /// connection `i` goes to target `i % targets.len()`.
     pub fn run(
-        addr: SocketAddr,
-        pool: Arc<Pool>,
+        targets: &[(SocketAddr, Arc<Pool>)],
         connections: usize,
         timing: Timing,
         watched: &[u32],
@@ -1410,17 +1633,25 @@ mod load {
             .build()
             .context("load generator runtime")?;
         let watched = watched.to_vec();
+        let servers = targets.len();
+        if servers == 0 || connections < servers {
+            bail!("{connections} connections cannot reach {servers} servers");
+        }
+        let targets = targets.to_vec();
         runtime.block_on(async move {
             let start = Instant::now();
             let measure_from = start + timing.warmup;
             let end = measure_from + timing.measured;
             let tasks: Vec<_> = (0..connections)
                 .map(|i| {
+                    let (addr, pool) = targets[i % servers].clone();
+                    // This server's connections take its requests in turn.
+                    let of_server = (connections - i % servers).div_ceil(servers);
                     tokio::spawn(connection(
                         addr,
-                        pool.clone(),
-                        i,
-                        connections,
+                        pool,
+                        i / servers,
+                        of_server,
                         measure_from,
                         end,
                     ))
@@ -2065,12 +2296,18 @@ mod tamis_server {
             geoip: &Path,
             fsync: bool,
         ) -> anyhow::Result<Tamis> {
-            let config = scratch.join(format!("{database}.toml"));
-            fs::write(&config, config_text(ch, database, geoip, fsync))
-                .with_context(|| format!("writing {}", config.display()))?;
+            let text = config_text(&ch.url, database, &format!("log-{database}"), geoip, fsync);
+            Tamis::start_with(&text, database, scratch)
+        }
+
+        /// Starts `tamis serve` with config `text`; `name` names its files
+        /// in `scratch` (config, stderr) and its line in the output.
+        pub fn start_with(text: &str, name: &str, scratch: &Path) -> anyhow::Result<Tamis> {
+            let config = scratch.join(format!("{name}.toml"));
+            fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
             let port = free_port()?;
             let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let log = scratch.join(format!("{database}.log"));
+            let log = scratch.join(format!("{name}.log"));
             let binary = binary();
             let child = Command::new(&binary)
                 .args(["serve", "--config"])
@@ -2093,7 +2330,7 @@ mod tamis_server {
             };
             tamis.wait_healthy()?;
             println!(
-                "tamis {} (pid {}) on {}, database {database}",
+                "tamis {} (pid {}) on {}, {name}",
                 binary.display(),
                 tamis.pid(),
                 tamis.addr
@@ -2153,13 +2390,21 @@ mod tamis_server {
         PathBuf::from(env!("CARGO_BIN_EXE_tamis"))
     }
 
-    fn config_text(ch: &ClickHouse, database: &str, geoip: &Path, fsync: bool) -> String {
+    /// The bench site's config: ClickHouse at `url`, the durable log in
+    /// `log_dir` (relative to the scratch directory).
+    pub fn config_text(
+        url: &str,
+        database: &str,
+        log_dir: &str,
+        geoip: &Path,
+        fsync: bool,
+    ) -> String {
         format!(
             r#"[server]
 trusted_proxies = ["127.0.0.1/32", "::1/128"]
 
 [storage]
-log_dir = "log-{database}"
+log_dir = "{log_dir}"
 fsync = {fsync}
 
 [clickhouse]
@@ -2181,7 +2426,6 @@ matomo_site_id = {matomo}
             umami = workload::UMAMI_ID,
             ga4 = workload::GA4_ID,
             matomo = workload::MATOMO_ID,
-            url = ch.url,
             geoip = geoip.display(),
         )
     }
@@ -2275,8 +2519,7 @@ mod outage {
             measured: length,
         };
         let during = load::run(
-            server.addr,
-            pool.clone(),
+            &[(server.addr, pool.clone())],
             connections,
             timing,
             &[server.pid()],
@@ -2314,7 +2557,7 @@ mod outage {
         );
         let mut expected = verify::Expected::of(before);
         expected.add(&during);
-        verify::counts(ch, database, &expected)
+        verify::counts(ch, database, "", &expected)
     }
 }
 
@@ -2357,7 +2600,14 @@ mod verify {
         }
     }
 
-    pub fn counts(ch: &ClickHouse, database: &str, load: &Expected) -> anyhow::Result<bool> {
+    /// `suffix` is added to the table names: `_all` reads a cluster's
+    /// Distributed tables.
+    pub fn counts(
+        ch: &ClickHouse,
+        database: &str,
+        suffix: &str,
+        load: &Expected,
+    ) -> anyhow::Result<bool> {
         let want_pageviews = load.all_accepted[Kind::Pageview as usize];
         let want_events = load.all_accepted[Kind::Custom as usize];
         let unknown = load.all_unknown;
@@ -2365,8 +2615,8 @@ mod verify {
         let deadline = Instant::now() + SETTLE_MORE;
         let (mut pageviews, mut events, mut dropped);
         loop {
-            (pageviews, events) = traffic(ch, database)?;
-            dropped = dropped_by_reason(ch, database)?;
+            (pageviews, events) = traffic(ch, database, suffix)?;
+            dropped = dropped_by_reason(ch, database, suffix)?;
             let dropped_ok = dropped_matches(&dropped, &load.all_dropped, unknown);
             if (within(pageviews, want_pageviews) && within(events, want_events) && dropped_ok)
                 || Instant::now() >= deadline
@@ -2429,12 +2679,12 @@ mod verify {
         ch.try_query(sql).map_err(|message| anyhow!(message))
     }
 
-    fn traffic(ch: &ClickHouse, database: &str) -> anyhow::Result<(u64, u64)> {
+    fn traffic(ch: &ClickHouse, database: &str, suffix: &str) -> anyhow::Result<(u64, u64)> {
         let text = query(
             ch,
             // Delivery marks (`tamis:delivered`) count in `events` and are left out.
             &format!(
-                "SELECT sumMerge(pageviews), sumMerge(events) FROM {database}.traffic_hourly \
+                "SELECT sumMerge(pageviews), sumMerge(events) FROM {database}.traffic_hourly{suffix} \
                  WHERE event != 'tamis:delivered'"
             ),
         )?;
@@ -2445,11 +2695,15 @@ mod verify {
         }
     }
 
-    fn dropped_by_reason(ch: &ClickHouse, database: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    fn dropped_by_reason(
+        ch: &ClickHouse,
+        database: &str,
+        suffix: &str,
+    ) -> anyhow::Result<BTreeMap<String, u64>> {
         let text = query(
             ch,
             &format!(
-                "SELECT reason, sum(hits) FROM {database}.dropped_hourly \
+                "SELECT reason, sum(hits) FROM {database}.dropped_hourly{suffix} \
                  WHERE reason NOT LIKE 'tamis:delivered:%' GROUP BY reason"
             ),
         )?;
@@ -2581,7 +2835,8 @@ mod report {
             );
         }
         println!("(µs of CPU per hit: the server, the ClickHouse server, this load generator; then shares of the");
-        println!(" whole machine: busy, interrupts and softirqs (loopback networking), other processes = noise)");
+        println!(" whole machine: busy, interrupts and softirqs (loopback networking), other processes = noise;");
+        println!(" cluster rows: server_us is all collectors together, ch_us the four nodes and ZooKeeper)");
         if rows
             .iter()
             .any(|r| r.load.host_shares().is_some_and(|s| s.2 > NOISY))
@@ -2635,6 +2890,30 @@ mod report {
                 met(tamis.load.non_2xx() == 0 && tamis.load.measured_io_errors == 0)
             ));
             println!("targets @{}: {}", tamis.connections, checks.join(", "));
+        }
+    }
+
+    /// What the cluster costs next to one ClickHouse server at the same
+    /// setting: on one machine it can only cost, never gain.
+    pub fn cluster(rows: &[Row]) {
+        for row in rows.iter().filter(|r| r.target.starts_with("cluster/")) {
+            let single = rows
+                .iter()
+                .find(|r| r.target == "tamis" && r.connections == row.connections);
+            let ratio = single.map_or("-".into(), |s| {
+                format!(
+                    "{:.2}",
+                    row.load.requests_per_second() / s.load.requests_per_second()
+                )
+            });
+            println!(
+                "{} @{}: {:.0} req/s ({ratio}× tamis on one ClickHouse), p99 {} ms, no errors {}",
+                row.target,
+                row.connections,
+                row.load.requests_per_second(),
+                ms(row.load.latency.quantile_ms(0.99)),
+                met(row.load.non_2xx() == 0 && row.load.measured_io_errors == 0)
+            );
         }
     }
 
