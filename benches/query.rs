@@ -6,6 +6,8 @@
 //! cargo bench --bench query -- --runs 10 --days 120         # a quicker, smaller run
 //! cargo bench --bench query -- --rows-per-hour 5000         # twice the dimension combinations per hour
 //! cargo bench --bench query -- --explore                    # and time experimental rollup tables
+//! cargo bench --bench query -- --cluster                    # on 2 shards × 2 replicas, Distributed tables
+//! cargo bench --bench query -- --cluster --days 40 --runs 5 --no-diagnose   # a quick look at the cluster
 //! ```
 //!
 //! Everything runs on this machine, on loopback only:
@@ -79,11 +81,29 @@
 //!   statement is timed part by part (scan, sums, visitor sets). Seeding
 //!   takes about twice as long, the whole run about 15 minutes.
 //!
+//! With `--cluster` the same runs on a real ClickHouse cluster of 2
+//! shards × 2 replicas and a ZooKeeper (`tests/common/cluster.rs`), all on
+//! this machine: `tamis migrate` with a config naming the cluster makes the
+//! schema on every node (`Replicated*MergeTree` local tables, `<table>_all`
+//! `Distributed` tables over them); each month's insert is split over the
+//! shards (rows `number % 2`, into each shard's local `traffic_in` on its
+//! first replica, so the totals are the single server's and every hour has
+//! rows on both shards, as tamis's writer spreads batches); the bench waits
+//! until every replica has fetched them (`SYSTEM SYNC REPLICA`) and for
+//! merges and replication queues on every node; tamis's rollup job reads
+//! `traffic_hourly_all` and writes the rollups to the home shard; `tamis
+//! serve` reads through the `Distributed` tables, and so do the checks and
+//! the statements timed by the diagnosis. Parts, rows and bytes are summed
+//! over one replica of each shard; the CPU of every ClickHouse node and of
+//! ZooKeeper counts as ours. `--explore` is not available there.
+//!
 //! The 12-month comparison period lies mostly before the seeded days
 //! (seed more with `--days 790` to fill it); the 30-day one is full.
 
 #[path = "../tests/common/clickhouse.rs"]
 mod clickhouse;
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -114,7 +134,9 @@ usage: cargo bench --bench query [-- OPTIONS]
   --settle SECONDS       longest wait for background merges after seeding (default 180)
   --no-diagnose          skip timing tamis's statements directly on ClickHouse
   --explore              also fill experimental rollup tables while seeding (slower) and time the
-                         same requests' statements on them";
+                         same requests' statements on them
+  --cluster              run on a ClickHouse cluster of 2 shards × 2 replicas and ZooKeeper, through
+                         tamis's Distributed tables (not with --explore)";
 
 const SITE: &str = "example.org";
 const TZ: Tz = chrono_tz::America::Toronto;
@@ -171,6 +193,7 @@ struct Args {
     settle: Duration,
     diagnose: bool,
     explore: bool,
+    cluster: bool,
     bench_mode: bool,
     filters: Vec<String>,
 }
@@ -186,6 +209,7 @@ impl Args {
             settle: Duration::from_secs(180),
             diagnose: true,
             explore: false,
+            cluster: false,
             bench_mode: false,
             filters: Vec::new(),
         };
@@ -206,6 +230,7 @@ impl Args {
                 "--settle" => args.settle = Duration::from_secs(value("--settle")?),
                 "--no-diagnose" => args.diagnose = false,
                 "--explore" => args.explore = true,
+                "--cluster" => args.cluster = true,
                 "--bench" => args.bench_mode = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -214,6 +239,9 @@ impl Args {
                 other if !other.starts_with('-') => args.filters.push(other.to_string()),
                 other => bail!("unknown argument {other:?}"),
             }
+        }
+        if args.cluster && args.explore {
+            bail!("--explore is not available with --cluster: its experimental tables are plain tables of one server, fed while seeding");
         }
         let mean = args.pageviews_per_day as f64 / (24.0 * args.rows_per_hour as f64);
         if mean < 1.0 {
@@ -232,6 +260,9 @@ impl Args {
             self.pageviews_per_day,
             self.settle.as_secs()
         );
+        if self.cluster {
+            c.push_str(" --cluster");
+        }
         if !self.diagnose {
             c.push_str(" --no-diagnose");
         }
@@ -251,47 +282,41 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .prefix("tamis-query-bench-")
         .tempdir()
         .context("creating a scratch directory")?;
-    let ch =
-        ClickHouse::try_start().map_err(|message| anyhow!("starting ClickHouse: {message}"))?;
-    println!(
-        "ClickHouse {} on {}",
-        ch.try_query("SELECT version()")
-            .map_err(|e| anyhow!(e))?
-            .trim(),
-        ch.url
-    );
+    let servers = Servers::start(args.cluster)?;
+    servers.print()?;
+    let ch = servers.reader();
     let config = scratch.path().join("tamis.toml");
-    fs::write(&config, config_text(&ch)).context("writing the tamis config")?;
+    fs::write(&config, servers.config_text()).context("writing the tamis config")?;
     migrate(&config)?;
 
     if args.explore {
-        explore::create(&ch)?;
+        explore::create(ch)?;
     }
     let now = Utc::now();
     let plan = SeedPlan::new(args, now)?;
-    let seeded = seed(&ch, &plan)?;
-    settle(&ch, args.settle)?;
-    roll_up(&ch, &config)?;
+    let seeded = seed(&servers, &plan)?;
+    sync_replicas(&servers)?;
+    settle(&servers, args.settle)?;
+    roll_up(&servers, &config)?;
+    sync_replicas(&servers)?;
     // Each rolled day is a part of its own: let them merge, as months-old
     // rollups have on a collector that has run all year.
-    settle(&ch, args.settle)?;
+    settle(&servers, args.settle)?;
     if args.explore {
-        explore::derive(&ch)?;
+        explore::derive(ch)?;
     }
-    let table = TableFacts::read(&ch)?;
+    let table = TableFacts::read(&servers)?;
     println!("{}", table.describe(&seeded, &plan));
 
     let server = Tamis::start(&config, scratch.path())?;
-    wait_idle(&ch);
-    // This process, ClickHouse and tamis: everything else is "other processes".
-    let ours: Vec<u32> = [
-        Some(std::process::id()),
-        Some(server.child.id()),
-        clickhouse_pid(&ch),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    wait_idle(&servers);
+    // This process, ClickHouse (every node and ZooKeeper on a cluster) and
+    // tamis: everything else is "other processes".
+    let ours: Vec<u32> = [Some(std::process::id()), Some(server.child.id())]
+        .into_iter()
+        .flatten()
+        .chain(servers.pids())
+        .collect();
     let cases = cases(now)?;
     let mut outcomes = Vec::new();
     for case in &cases {
@@ -308,20 +333,21 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         outcomes.push(outcome);
     }
     let merges_after = ch.query(&format!(
-        "SELECT count() FROM system.merges WHERE database = '{DATABASE}'"
+        "SELECT count() FROM {} WHERE database = '{DATABASE}'",
+        servers.system("merges", Over::Nodes)
     ));
 
     println!("\n-- checks of the answers");
-    let sane = checks(&ch, &cases, &outcomes)?;
+    let sane = checks(&servers, &cases, &outcomes)?;
 
     let cpu = cpu::Window::start(&ours);
     let diagnosis = if args.diagnose {
-        Some(diagnose(&ch, &cases, &outcomes, now)?)
+        Some(diagnose(ch, servers.tables(), &cases, &outcomes, now)?)
     } else {
         None
     };
     let explored = if args.explore {
-        Some(explore::run(&ch, &cases, now, diagnosis.as_deref())?)
+        Some(explore::run(ch, &cases, now, diagnosis.as_deref())?)
     } else {
         None
     };
@@ -347,8 +373,20 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         merges_after.trim()
     );
     println!("command: {}", args.command());
+    if let Some(mode) = servers.mode() {
+        println!("mode: {mode}");
+    }
     println!("{}", table.describe(&seeded, &plan));
     report(&cases, &outcomes, diagnosis.as_deref());
+    if servers.mode().is_some() {
+        let mut note = String::from(
+            "(on the cluster, others leaves out the CPU of every ClickHouse node and of ZooKeeper",
+        );
+        if diagnosis.is_some() {
+            note.push_str("; ch_ms is the time of the node the statements were sent to, which reads both shards through the Distributed tables");
+        }
+        println!("{note})");
+    }
     if let Some(text) = explored {
         println!("{text}");
     }
@@ -390,6 +428,156 @@ fn print_machine() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+}
+
+/// Where the bench's aggregates live: one server, or (`--cluster`) the
+/// test cluster, read through its `Distributed` tables as tamis reads it.
+enum Servers {
+    One(ClickHouse),
+    Cluster(cluster::Cluster),
+}
+
+/// Which nodes a look at a system table covers.
+#[derive(Clone, Copy)]
+enum Over {
+    /// One replica of each shard: what the cluster holds, counted once.
+    Shards,
+    /// Every node: what each one is doing.
+    Nodes,
+}
+
+impl Servers {
+    fn start(cluster: bool) -> anyhow::Result<Servers> {
+        if !cluster {
+            return ClickHouse::try_start()
+                .map(Servers::One)
+                .map_err(|message| anyhow!("starting ClickHouse: {message}"));
+        }
+        // `Cluster::start` panics with the servers' own output (printed by
+        // the panic hook) when a node or ZooKeeper cannot start.
+        std::panic::catch_unwind(cluster::Cluster::start)
+            .map(Servers::Cluster)
+            .map_err(|_| anyhow!("starting the ClickHouse cluster failed (see above)"))
+    }
+
+    /// What the run is on, for the header and results (none for one
+    /// server, whose output stays as it was).
+    fn mode(&self) -> Option<String> {
+        match self {
+            Servers::One(_) => None,
+            Servers::Cluster(_) => Some(format!(
+                "{} shards × {} replicas, Distributed tables",
+                cluster::SHARDS,
+                cluster::REPLICAS
+            )),
+        }
+    }
+
+    fn print(&self) -> anyhow::Result<()> {
+        let version = self
+            .reader()
+            .try_query("SELECT version()")
+            .map_err(|e| anyhow!(e))?;
+        match self {
+            Servers::One(ch) => println!("ClickHouse {} on {}", version.trim(), ch.url),
+            Servers::Cluster(c) => {
+                let shards: Vec<String> = (1..=cluster::SHARDS)
+                    .map(|s| {
+                        let urls: Vec<&str> = (1..=cluster::REPLICAS)
+                            .map(|r| c.node(s, r).url.as_str())
+                            .collect();
+                        format!("shard {s} on {}", urls.join(" and "))
+                    })
+                    .collect();
+                println!(
+                    "mode: {}\nClickHouse {} cluster `{}`: {}; ZooKeeper on 127.0.0.1:{}",
+                    self.mode().unwrap_or_default(),
+                    version.trim(),
+                    cluster::CLUSTER,
+                    shards.join("; "),
+                    c.zookeeper.port
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The server statements are sent to: the one server, or shard 1
+    /// replica 1, the first node of tamis's `clickhouse.urls` (the one it
+    /// reads through while it answers).
+    fn reader(&self) -> &ClickHouse {
+        match self {
+            Servers::One(ch) => ch,
+            Servers::Cluster(c) => c.node(1, 1),
+        }
+    }
+
+    /// How reads name tamis's tables here, as tamis names them.
+    fn tables(&self) -> Tables {
+        match self {
+            Servers::One(_) => Tables::Own,
+            Servers::Cluster(_) => Tables::Distributed,
+        }
+    }
+
+    /// The table to read `name` through: itself, or its `Distributed` table.
+    fn table(&self, name: &str) -> String {
+        self.tables().name(name)
+    }
+
+    /// `system.<name>`, or on the cluster that table of `over`'s nodes
+    /// through `remote()` (each address a shard of its own), so that one
+    /// statement sent to [`Servers::reader`] sums them.
+    fn system(&self, name: &str, over: Over) -> String {
+        match self {
+            Servers::One(_) => format!("system.{name}"),
+            Servers::Cluster(c) => {
+                let nodes: Vec<String> = c
+                    .nodes()
+                    .filter(|&(_, replica, _)| matches!(over, Over::Nodes) || replica == 1)
+                    .map(|(_, _, node)| format!("127.0.0.1:{}", node.tcp_port))
+                    .collect();
+                format!("remote('{}', system.{name})", nodes.join(","))
+            }
+        }
+    }
+
+    /// The servers that take the seed, each with its share: the one server
+    /// all of it; on the cluster the first replica of each shard the rows
+    /// whose number is its shard's, `(shards, index)`.
+    fn writers(&self) -> Vec<(&ClickHouse, Option<(u32, u32)>)> {
+        match self {
+            Servers::One(ch) => vec![(ch, None)],
+            Servers::Cluster(c) => (1..=cluster::SHARDS)
+                .map(|s| (c.node(s, 1), Some((cluster::SHARDS, s - 1))))
+                .collect(),
+        }
+    }
+
+    /// The processes of ClickHouse: the server, or every node and ZooKeeper.
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Servers::One(ch) => clickhouse_pid(ch).into_iter().collect(),
+            Servers::Cluster(c) => c
+                .nodes()
+                .filter_map(|(_, _, node)| clickhouse_pid(node))
+                .chain(
+                    fs::read_to_string(c.zookeeper.dir.join("server.pid"))
+                        .ok()
+                        .and_then(|pid| pid.trim().parse().ok()),
+                )
+                .collect(),
+        }
+    }
+
+    /// A tamis config for these servers: on the cluster, naming it and
+    /// every node, so that `tamis migrate` makes the schema on each.
+    fn config_text(&self) -> String {
+        match self {
+            Servers::One(ch) => config_text(ch),
+            Servers::Cluster(c) => c.with_cluster(&config_text(c.node(1, 1))),
+        }
+    }
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -459,7 +647,7 @@ fn goals() -> Vec<tamis::goal::Goal> {
 /// (`tamis::sink::rollup`, one pass over every day since the first) before
 /// tamis starts, as a collector that has been running all year would have
 /// them. Prints how long that took and what the tables hold.
-fn roll_up(ch: &ClickHouse, config: &Path) -> anyhow::Result<()> {
+fn roll_up(servers: &Servers, config: &Path) -> anyhow::Result<()> {
     let text = fs::read_to_string(config).context("reading the tamis config")?;
     let parsed: tamis::config::Config =
         toml::from_str(&text).context("parsing the tamis config")?;
@@ -480,9 +668,10 @@ fn roll_up(ch: &ClickHouse, config: &Path) -> anyhow::Result<()> {
         .block_on(job.pass(None))
         .context("rolling up the seeded days")?;
     let elapsed = started.elapsed().as_secs_f64();
-    let sizes = ch.query(&format!(
-        "SELECT table, sum(rows), round(sum(data_compressed_bytes) / 1e6, 1) FROM system.parts \
-         WHERE database = '{DATABASE}' AND active AND table IN ('rollup_daily', 'rollup_days') GROUP BY table ORDER BY table"
+    let sizes = servers.reader().query(&format!(
+        "SELECT table, sum(rows), round(sum(data_compressed_bytes) / 1e6, 1) FROM {} \
+         WHERE database = '{DATABASE}' AND active AND table IN ('rollup_daily', 'rollup_days') GROUP BY table ORDER BY table",
+        servers.system("parts", Over::Shards)
     ));
     println!(
         "rolled up {days} closed days with tamis's rollup job in {elapsed:.0} s ({:.2} s a day); tables (rows, MB compressed): {}",
@@ -492,17 +681,20 @@ fn roll_up(ch: &ClickHouse, config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits (up to 2 minutes) until ClickHouse has run no statement for 3 s:
-/// tamis checks every rolled day against the hourly aggregates when it
-/// starts, which is not what the timed runs should compete with.
-fn wait_idle(ch: &ClickHouse) {
+/// Waits (up to 2 minutes) until ClickHouse (every node of the cluster) has
+/// run no statement for 3 s: tamis checks every rolled day against the
+/// hourly aggregates when it starts, which is not what the timed runs
+/// should compete with.
+fn wait_idle(servers: &Servers) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut quiet = 0;
     while quiet < 6 && Instant::now() < deadline {
-        let running = ch
-            .try_query(
-                "SELECT count() FROM system.processes WHERE query NOT LIKE '%system.processes%'",
-            )
+        let running = servers
+            .reader()
+            .try_query(&format!(
+                "SELECT count() FROM {} WHERE query NOT LIKE '%system.processes%'",
+                servers.system("processes", Over::Nodes)
+            ))
             .unwrap_or_default();
         quiet = if running.trim() == "0" { quiet + 1 } else { 0 };
         std::thread::sleep(Duration::from_millis(500));
@@ -514,11 +706,12 @@ fn wait_idle(ch: &ClickHouse) {
 /// and days are rolled, else on the hourly aggregates.
 fn tamis_statement(
     ch: &ClickHouse,
+    tables: Tables,
     q: &request::Query,
     dimensions: &[request::Dimension],
     now: DateTime<Utc>,
 ) -> anyhow::Result<sql::Statement> {
-    let hourly = || sql::build(Tables::Own, q, dimensions, TZ.name(), Scope::Selected);
+    let hourly = || sql::build(tables, q, dimensions, TZ.name(), Scope::Selected);
     if sql::rollup_dimension(q, dimensions).is_none() {
         return Ok(hourly());
     }
@@ -528,7 +721,7 @@ fn tamis_statement(
     let days = ch.query_in(
         DATABASE,
         &inline(&sql::rolled_days(
-            Tables::Own,
+            tables,
             q,
             dimensions,
             &first.to_string(),
@@ -543,14 +736,7 @@ fn tamis_statement(
         return Ok(hourly());
     }
     let (runs, hours) = tamis::query::rollup_plan(q.from, q.to, days, TZ);
-    Ok(sql::rolled(
-        Tables::Own,
-        q,
-        dimensions,
-        TZ.name(),
-        &runs,
-        &hours,
-    ))
+    Ok(sql::rolled(tables, q, dimensions, TZ.name(), &runs, &hours))
 }
 
 fn binary() -> PathBuf {
@@ -637,9 +823,11 @@ impl SeedPlan {
 
     /// `INSERT … SELECT` for one chunk: `hours` hours from `first_ts`, the
     /// `first_hour`-th hour of the plan (row numbers continue across chunks,
-    /// so every row draws its own values).
-    fn sql(&self, first_ts: i64, first_hour: u64, hours: u64) -> String {
+    /// so every row draws its own values). With `share` `(n, i)`, only the
+    /// rows whose number is `i` modulo `n`: one shard's part of the chunk.
+    fn sql(&self, first_ts: i64, first_hour: u64, hours: u64, share: Option<(u32, u32)>) -> String {
         let r = self.rows_per_hour;
+        let share = share.map_or(String::new(), |(n, i)| format!(" WHERE number % {n} = {i}"));
         // u*: drawn per row (page, entry page, counts); v*: per visitor key,
         // so a visitor keeps one source, region, browser, OS, device,
         // language and consent state all day.
@@ -692,7 +880,7 @@ impl SeedPlan {
                              v7 < 0.95, 7, v7 < 0.97, 8, v7 < 0.985, 9, 10) AS bi \
                    FROM (SELECT n, hts, cityHash64(toUInt32(toDate(toDateTime(hts), '{tz}')), cityHash64(n, 20) % {pool}) AS vk \
                          FROM (SELECT number + {offset} AS n, toUInt32({first_ts} + intDiv(number, {r}) * 3600) AS hts \
-                               FROM numbers({count}))))",
+                               FROM numbers({count}){share})))",
             pool = self.visitor_pool,
             tz = TZ.name(),
             spread = 4.0 * (self.mean_pageviews - 1.0),
@@ -707,9 +895,14 @@ struct Seeded {
     seconds: f64,
 }
 
-fn seed(ch: &ClickHouse, plan: &SeedPlan) -> anyhow::Result<Seeded> {
+fn seed(servers: &Servers, plan: &SeedPlan) -> anyhow::Result<Seeded> {
+    let writers = servers.writers();
+    let split = match writers.len() {
+        1 => String::new(),
+        n => format!(" each split over {n} shards"),
+    };
     println!(
-        "\n-- seeding {} hours from {} ({} local) in {} inserts: {} rows/hour, {:.1} pageviews/row on average",
+        "\n-- seeding {} hours from {} ({} local) in {} inserts{split}: {} rows/hour, {:.1} pageviews/row on average",
         plan.hours,
         plan.start.format("%Y-%m-%d %H:%M UTC"),
         plan.start.with_timezone(&TZ).format("%Y-%m-%d %H:%M"),
@@ -721,8 +914,22 @@ fn seed(ch: &ClickHouse, plan: &SeedPlan) -> anyhow::Result<Seeded> {
     let mut input_rows = 0;
     for (i, &(ts, first_hour, hours)) in plan.chunks.iter().enumerate() {
         let t = Instant::now();
-        ch.try_query(&plan.sql(ts, first_hour, hours))
-            .map_err(|e| anyhow!(e))?;
+        // On the cluster, each shard's part at the same time.
+        std::thread::scope(|scope| {
+            let inserts: Vec<_> = writers
+                .iter()
+                .map(|&(ch, share)| {
+                    scope.spawn(move || ch.try_query(&plan.sql(ts, first_hour, hours, share)))
+                })
+                .collect();
+            inserts.into_iter().try_for_each(|insert| {
+                insert
+                    .join()
+                    .map_err(|_| anyhow!("a seeding thread panicked"))?
+                    .map(drop)
+                    .map_err(|e| anyhow!(e))
+            })
+        })?;
         input_rows += hours * plan.rows_per_hour;
         let month = DateTime::from_timestamp(ts, 0)
             .map_or(String::new(), |t| t.format("%Y-%m").to_string());
@@ -738,36 +945,93 @@ fn seed(ch: &ClickHouse, plan: &SeedPlan) -> anyhow::Result<Seeded> {
         );
     }
     // Funnel steps as the aggregator writes them: per hour, visits that
-    // reached each step of "Parcours" (about 400, 160 and 60).
-    ch.try_query(&format!(
-        "INSERT INTO {DATABASE}.funnel_hourly (site_id, hour, funnel, step, visits) \
-         SELECT '{SITE}', toDateTime({start} + intDiv(number, 3) * 3600), 'Parcours', toUInt8(number % 3 + 1), \
-         toUInt64(floor(400 / pow(2.5, number % 3)) + cityHash64(number) % 40) FROM numbers({n})",
-        start = plan.start.timestamp(),
-        n = plan.hours * 3
-    ))
-    .map_err(|e| anyhow!(e))?;
+    // reached each step of "Parcours" (about 400, 160 and 60); on the
+    // cluster each hour's steps on one shard, the shards taking turns.
+    for &(ch, share) in &writers {
+        let share = share.map_or(String::new(), |(n, i)| {
+            format!(" WHERE intDiv(number, 3) % {n} = {i}")
+        });
+        ch.try_query(&format!(
+            "INSERT INTO {DATABASE}.funnel_hourly (site_id, hour, funnel, step, visits) \
+             SELECT '{SITE}', toDateTime({start} + intDiv(number, 3) * 3600), 'Parcours', toUInt8(number % 3 + 1), \
+             toUInt64(floor(400 / pow(2.5, number % 3)) + cityHash64(number) % 40) FROM numbers({n}){share}",
+            start = plan.start.timestamp(),
+            n = plan.hours * 3
+        ))
+        .map_err(|e| anyhow!(e))?;
+    }
     Ok(Seeded {
         input_rows,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Waits (10 s at least) until no merge runs in the bench database for 5 s
-/// in a row, or `longest` has passed.
-fn settle(ch: &ClickHouse, longest: Duration) -> anyhow::Result<()> {
+/// Cluster only: waits until every replica holds what the other replica
+/// of its shard took (`SYSTEM SYNC REPLICA` of each replicated table of the
+/// bench database, on every node). Reads through a `Distributed` table ask
+/// either replica of a shard, so the answers are the seeded numbers only
+/// once both hold everything.
+fn sync_replicas(servers: &Servers) -> anyhow::Result<()> {
+    let Servers::Cluster(cluster) = servers else {
+        return Ok(());
+    };
     let started = Instant::now();
-    let merges = || -> anyhow::Result<u64> {
-        Ok(ch
+    for (shard, replica, node) in cluster.nodes() {
+        let tables = node
             .try_query(&format!(
-                "SELECT count() FROM system.merges WHERE database = '{DATABASE}'"
+                "SELECT name FROM system.tables WHERE database = '{DATABASE}' AND engine LIKE 'Replicated%' ORDER BY name"
             ))
-            .map_err(|e| anyhow!(e))?
-            .trim()
-            .parse()?)
+            .map_err(|e| anyhow!(e))?;
+        for table in tables.lines() {
+            // 18.16 gives up waiting after `receive_timeout` (300 s): a big
+            // seed may take longer to fetch, so ask again a few times.
+            let mut attempt = 1;
+            while let Err(error) =
+                node.try_query(&format!("SYSTEM SYNC REPLICA {DATABASE}.{table}"))
+            {
+                if attempt == 3 {
+                    bail!("shard {shard} replica {replica} did not sync {table}: {error}");
+                }
+                println!("   shard {shard} replica {replica}: {table} not in sync yet ({}), waiting again", error.lines().next().unwrap_or(""));
+                attempt += 1;
+            }
+        }
+    }
+    println!(
+        "-- every replica in sync after {:.1} s (SYSTEM SYNC REPLICA of each replicated table on every node)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Waits (10 s at least) until no merge runs in the bench database for 5 s
+/// in a row, or `longest` has passed. On the cluster: no merge on any node,
+/// and no entry left in any replica's replication queue.
+fn settle(servers: &Servers, longest: Duration) -> anyhow::Result<()> {
+    let ch = servers.reader();
+    let started = Instant::now();
+    let count = |sql: String| -> anyhow::Result<u64> {
+        Ok(ch.try_query(&sql).map_err(|e| anyhow!(e))?.trim().parse()?)
+    };
+    let (merges_name, queues) = match servers {
+        Servers::One(_) => ("merges", None),
+        Servers::Cluster(_) => (
+            "merges or replication tasks",
+            Some(format!(
+                "SELECT sum(queue_size) FROM {} WHERE database = '{DATABASE}'",
+                servers.system("replicas", Over::Nodes)
+            )),
+        ),
+    };
+    let merges = || -> anyhow::Result<u64> {
+        let merges = count(format!(
+            "SELECT count() FROM {} WHERE database = '{DATABASE}'",
+            servers.system("merges", Over::Nodes)
+        ))?;
+        Ok(merges + queues.clone().map_or(Ok(0), count)?)
     };
     let parts = || {
-        ch.query(&format!("SELECT count() FROM system.parts WHERE database = '{DATABASE}' AND table = 'traffic_hourly' AND active")).trim().to_string()
+        ch.query(&format!("SELECT count() FROM {} WHERE database = '{DATABASE}' AND table = 'traffic_hourly' AND active", servers.system("parts", Over::Shards))).trim().to_string()
     };
     println!(
         "-- waiting for background merges (at most {} s): {} active parts",
@@ -793,12 +1057,12 @@ fn settle(ch: &ClickHouse, longest: Duration) -> anyhow::Result<()> {
             quiet_since = None;
         }
         if elapsed >= longest {
-            println!("   still {running} merges running after {:.0} s ({} active parts): measuring anyway", elapsed.as_secs_f64(), parts());
+            println!("   still {running} {merges_name} running after {:.0} s ({} active parts): measuring anyway", elapsed.as_secs_f64(), parts());
             return Ok(());
         }
         if last_print.elapsed() >= Duration::from_secs(15) {
             println!(
-                "   {:.0} s: {running} merges running, {} active parts",
+                "   {:.0} s: {running} {merges_name} running, {} active parts",
                 elapsed.as_secs_f64(),
                 parts()
             );
@@ -809,6 +1073,8 @@ fn settle(ch: &ClickHouse, longest: Duration) -> anyhow::Result<()> {
 }
 
 struct TableFacts {
+    /// Which copies the numbers count ("" for one server).
+    scope: &'static str,
     parts: u64,
     rows: u64,
     compressed: u64,
@@ -822,7 +1088,10 @@ struct TableFacts {
 }
 
 impl TableFacts {
-    fn read(ch: &ClickHouse) -> anyhow::Result<TableFacts> {
+    /// On the cluster, parts, rows and bytes summed over one replica of
+    /// each shard, and the content read through the `Distributed` table.
+    fn read(servers: &Servers) -> anyhow::Result<TableFacts> {
+        let ch = servers.reader();
         let q = |sql: &str| -> anyhow::Result<Vec<u64>> {
             ch.try_query(sql)
                 .map_err(|e| anyhow!(e))?
@@ -834,14 +1103,20 @@ impl TableFacts {
                 .collect()
         };
         let parts = q(&format!(
-            "SELECT count(), sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes) FROM system.parts \
-             WHERE database = '{DATABASE}' AND table = 'traffic_hourly' AND active"
+            "SELECT count(), sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes) FROM {} \
+             WHERE database = '{DATABASE}' AND table = 'traffic_hourly' AND active",
+            servers.system("parts", Over::Shards)
         ))?;
         let content = q(&format!(
             "SELECT sumMerge(pageviews), uniqExact(toDate(hour)), uniqExact(page), uniqExact(source), uniqExact(region), uniqExact(hour) \
-             FROM {DATABASE}.traffic_hourly"
+             FROM {DATABASE}.{}",
+            servers.table("traffic_hourly")
         ))?;
         Ok(TableFacts {
+            scope: match servers {
+                Servers::One(_) => "",
+                Servers::Cluster(_) => " (both shards, one replica each)",
+            },
             parts: parts[0],
             rows: parts[1],
             compressed: parts[2],
@@ -857,12 +1132,13 @@ impl TableFacts {
 
     fn describe(&self, seeded: &Seeded, plan: &SeedPlan) -> String {
         format!(
-            "seeded: {} input rows in {:.0} s ({:.0} rows/s) → traffic_hourly: {} rows ({:.0} per hour), {} active parts, \
+            "seeded: {} input rows in {:.0} s ({:.0} rows/s) → traffic_hourly{}: {} rows ({:.0} per hour), {} active parts, \
              {:.0} MB compressed ({:.0} MB uncompressed); {} pageviews over {} UTC days ({:.2}M per day), \
              {} pages, {} sources, {} regions; {} visitor keys per day drawn with repeats",
             seeded.input_rows,
             seeded.seconds,
             seeded.input_rows as f64 / seeded.seconds.max(0.001),
+            self.scope,
             self.rows,
             self.combos_per_hour,
             self.parts,
@@ -1322,7 +1598,11 @@ fn measure(addr: SocketAddr, case: &Case, args: &Args, ours: &[u32]) -> anyhow::
 
 // ---------------------------------------------------------------- checks
 
-fn checks(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome]) -> anyhow::Result<bool> {
+/// On the cluster, the seeded numbers are read through the `Distributed`
+/// table: both shards, as tamis reads them.
+fn checks(servers: &Servers, cases: &[Case], outcomes: &[Outcome]) -> anyhow::Result<bool> {
+    let ch = servers.reader();
+    let hourly = servers.table("traffic_hourly");
     let mut ok = true;
     let mut check = |what: String, good: bool| {
         println!("  [{}] {what}", if good { "ok" } else { "FAILED" });
@@ -1358,7 +1638,7 @@ fn checks(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome]) -> anyhow::Resu
                     );
                     let want: f64 = ch
                         .query(&format!(
-                            "SELECT sumMerge(pageviews) FROM {DATABASE}.traffic_hourly WHERE site_id = '{SITE}' \
+                            "SELECT sumMerge(pageviews) FROM {DATABASE}.{hourly} WHERE site_id = '{SITE}' \
                              AND hour >= toDateTime({}) AND hour < toDateTime({})",
                             from.timestamp(),
                             to.timestamp()
@@ -1477,7 +1757,7 @@ fn checks(ch: &ClickHouse, cases: &[Case], outcomes: &[Outcome]) -> anyhow::Resu
     }
     // The regions beyond the page of 10: all 13 are there, none suppressed.
     let all = ch.query(&format!(
-        "SELECT uniqExact(region) FROM {DATABASE}.traffic_hourly"
+        "SELECT uniqExact(region) FROM {DATABASE}.{hourly}"
     ));
     check(
         format!("all regions seeded: {}", all.trim()),
@@ -1575,6 +1855,7 @@ fn time_statement(ch: &ClickHouse, sql: &str) -> anyhow::Result<Timed> {
 /// `Api::run` does: the breakdown, then the totals), timed on ClickHouse.
 fn diagnose(
     ch: &ClickHouse,
+    tables: Tables,
     cases: &[Case],
     outcomes: &[Outcome],
     now: DateTime<Utc>,
@@ -1600,8 +1881,8 @@ fn diagnose(
         };
         for body in bodies {
             let q = request::parse(body.as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
-            let rows = inline(&tamis_statement(ch, &q, &q.dimensions, now)?);
-            let total = inline(&tamis_statement(ch, &q, &[], now)?);
+            let rows = inline(&tamis_statement(ch, tables, &q, &q.dimensions, now)?);
+            let total = inline(&tamis_statement(ch, tables, &q, &[], now)?);
             if rows == total {
                 d.identical_pairs += 1;
             }
@@ -1637,8 +1918,8 @@ fn diagnose(
             request::parse(case.bodies[0].as_bytes(), &view, now).map_err(|e| anyhow!("{e}"))?;
         println!(
             "  e.g. 12mo top pages runs:\n    {}\n    {}",
-            inline(&tamis_statement(ch, &q, &q.dimensions, now)?),
-            inline(&tamis_statement(ch, &q, &[], now)?)
+            inline(&tamis_statement(ch, tables, &q, &q.dimensions, now)?),
+            inline(&tamis_statement(ch, tables, &q, &[], now)?)
         );
     }
     Ok(out)

@@ -52,7 +52,7 @@ const SITE_EXTRA: &str = "retention_months = 3\nevent_names = [\"Signup\"]\n\
 /// Makes the schema of `db` on every node with `tamis migrate`, and returns
 /// the config's path and settings.
 fn migrate(cluster: &Cluster, scratch: &Scratch, db: &str) -> (PathBuf, tamis::config::Settings) {
-    let text = common::cluster_config(&cluster, db).replacen(
+    let text = common::cluster_config(cluster, db).replacen(
         "timezone = \"America/Toronto\"\n",
         &format!("timezone = \"America/Toronto\"\n{SITE_EXTRA}"),
         1,
