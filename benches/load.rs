@@ -9,6 +9,7 @@
 //! cargo bench --bench load -- --perf /tmp/prof               # perf record each server while measured
 //! cargo bench --bench load -- --trackers native,umami,ga4,matomo,mixed   # each tracker's endpoint
 //! cargo bench --bench load -- --cluster 1,2                  # and 1, then 2 collectors on a 2 × 2 cluster
+//! TAMIS_BENCH_BINARY=/tmp/tamis-old cargo bench --bench load -- --only tamis   # another build of tamis
 //! ```
 //!
 //! With `--trackers`, the same visits are sent in other trackers' wire
@@ -2385,9 +2386,12 @@ mod tamis_server {
     }
 
     /// The binary Cargo built for this bench (the bench profile, i.e.
-    /// release settings): `target/release/tamis`.
+    /// release settings): `target/release/tamis`; or `TAMIS_BENCH_BINARY`,
+    /// to compare builds of two commits in one quiet session.
     fn binary() -> PathBuf {
-        PathBuf::from(env!("CARGO_BIN_EXE_tamis"))
+        std::env::var_os("TAMIS_BENCH_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tamis")))
     }
 
     /// The bench site's config: ClickHouse at `url`, the durable log in

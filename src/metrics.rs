@@ -43,6 +43,9 @@ pub struct Metrics {
     pub log_torn_tails: AtomicU64,
     pub log_corrupt: AtomicU64,
     pub log_fsyncs: AtomicU64,
+    /// Records the feeder read back from the log instead of taking them
+    /// from memory (replay, or a full hand-off).
+    pub log_read_back: AtomicU64,
     pub log_write_errors: AtomicU64,
     pub rows_dead_lettered: AtomicU64,
     /// Groups whose refused rows were isolated.
@@ -153,6 +156,11 @@ impl Metrics {
             "tamis_log_fsyncs_total",
             "Group commits of the durable log (one fsync each).",
             get(&self.log_fsyncs),
+        );
+        counter(
+            "tamis_log_records_read_back_total",
+            "Log records read back from disk for the aggregator: replay after a restart, or hits that arrived while the in-memory hand-off was full.",
+            get(&self.log_read_back),
         );
         counter(
             "tamis_log_write_errors_total",

@@ -14,6 +14,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::aggregate::feed::Feeder;
+use crate::aggregate::handoff::Handoff;
 use crate::aggregate::Intake;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
@@ -277,6 +278,13 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         .iter()
         .map(|s| Arc::from(s.id.as_str()))
         .collect();
+    // Held beside the aggregator's own records: bounded the same way.
+    let handoff = Arc::new(Handoff::new(
+        settings
+            .server
+            .queue_capacity
+            .min(crate::aggregate::handoff::CAPACITY),
+    ));
     let (stop_delivery, delivery_stop) = tokio::sync::watch::channel(false);
     let mut delivery = JoinSet::new();
     delivery.spawn(
@@ -285,6 +293,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
             client: client.clone(),
             nodes: nodes.clone(),
             journal: journal.clone(),
+            handoff: handoff.clone(),
             site_ids: site_ids.clone(),
             metrics: metrics.clone(),
             clock: options.clock.clone(),
@@ -307,6 +316,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         ingest: Ingest {
             privacy,
             journal: journal.clone(),
+            handoff,
             site_ids,
             metrics: metrics.clone(),
             clock: options.clock.clone(),
@@ -422,6 +432,8 @@ struct Delivery<'a> {
     /// The servers by shard: where batches go.
     nodes: Arc<crate::sink::nodes::Nodes>,
     journal: Journal,
+    /// What ingest hands the feeder from memory.
+    handoff: Arc<Handoff>,
     site_ids: Vec<Arc<str>>,
     metrics: Arc<Metrics>,
     clock: Clock,
@@ -442,6 +454,7 @@ impl Delivery<'_> {
             client,
             nodes,
             journal,
+            handoff,
             site_ids,
             metrics,
             clock,
@@ -540,6 +553,7 @@ impl Delivery<'_> {
                 journal: journal.clone(),
                 from,
                 intake: intake.clone(),
+                handoff: handoff.clone(),
                 sites: site_ids
                     .iter()
                     .enumerate()

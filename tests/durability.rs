@@ -178,6 +178,59 @@ fn clickhouse_outage_under_load_is_absorbed_by_the_log() {
     rig.finish();
 }
 
+/// The aggregator takes each durable hit from memory, as ingest made it;
+/// the log is read back only for what that hand-off could not hold. Here
+/// the aggregator may hold 500 records, so during a ClickHouse outage at
+/// 300 hits/s it stops taking them, the hand-off fills (500 more) and the
+/// rest wait in the log alone. Before the outage nothing is read back;
+/// after it, what was left to the log is, and every 202 is counted once.
+#[test]
+fn hits_the_memory_handoff_could_not_hold_are_read_back_from_the_log() {
+    let mut rig = Rig::own(
+        "handoff_full",
+        Knobs {
+            queue_capacity: 500,
+            ..Knobs::default()
+        },
+    );
+    let load = rig.load(Duration::from_secs(25));
+    std::thread::sleep(Duration::from_secs(4));
+    let read_back = || rig.metric("tamis_log_records_read_back_total");
+    let before = read_back();
+    rig.check(before == Some(0.0), || {
+        format!("a collector that keeps up read its log back: tamis_log_records_read_back_total = {before:?}")
+    });
+    let accepted_before = load.live.accepted();
+    rig.ch_mut().stop(Stop::Graceful);
+    std::thread::sleep(Duration::from_secs(10));
+    let held_by_the_log = load.live.accepted() - accepted_before;
+    rig.ch_mut().restart();
+    let report = load.wait();
+    let verdict = rig.verify(&report, &[]);
+    let after = rig
+        .metric("tamis_log_records_read_back_total")
+        .unwrap_or(0.0);
+    rig.check(held_by_the_log > 1_000, || {
+        format!(
+            "only {held_by_the_log} hits accepted during the outage: the hand-off was never full"
+        )
+    });
+    rig.check(after > 0.0, || {
+        format!("{held_by_the_log} hits accepted while the aggregator and the hand-off were full, yet none was read back from the log")
+    });
+    rig.check(verdict.refused == 0, || {
+        format!(
+            "{} 503s although the log was far from its cap",
+            verdict.refused
+        )
+    });
+    eprintln!(
+        "[{}] {held_by_the_log} hits accepted during the outage, {after} read back from the log",
+        rig.name
+    );
+    rig.finish();
+}
+
 /// (c) A damaged log: with records waiting in it (ClickHouse down), tamis is
 /// killed, the newest segment gets a torn partial record at its end and one
 /// record of an older segment gets a flipped byte. tamis must start, drop the

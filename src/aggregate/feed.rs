@@ -1,8 +1,9 @@
-//! The feeder: reads logged hits back from the journal, in log order, and
-//! hands them to the [`Intake`](super::Intake). It runs on its own thread
-//! (file reads block) and stops reading while `server.queue_capacity`
-//! records are held in memory, so a long ClickHouse outage grows the log on
-//! disk, not the process.
+//! The feeder: hands logged hits to the [`Intake`](super::Intake) in log
+//! order, from the in-memory [`Handoff`] when they are there and read back
+//! from the journal when not (replay after a restart, a hand-off that was
+//! full). It runs on its own thread (file reads block) and stops feeding
+//! while `server.queue_capacity` records are held in memory, so a long
+//! ClickHouse outage grows the log on disk, not the process.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::handoff::{Handoff, Taken};
 use super::{Intake, Logged};
 use crate::backoff::Backoff;
 use crate::journal::{record, Entry, Journal};
@@ -24,6 +26,8 @@ pub struct Feeder {
     /// ClickHouse).
     pub from: u64,
     pub intake: Arc<Intake>,
+    /// Durable records' messages, as ingest made them.
+    pub handoff: Arc<Handoff>,
     /// Site id → position in the configuration.
     pub sites: HashMap<Arc<str>, usize>,
     pub capacity: u64,
@@ -51,7 +55,25 @@ impl Feeder {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
-            let entries = match reader.read(CHUNK, Duration::from_millis(50)) {
+            let next = reader.position();
+            let next_held = match self.handoff.take(next, CHUNK) {
+                Taken::Records(records) => {
+                    reader.skip_to(next + records.len() as u64);
+                    if !self.intake.feed(records) {
+                        return;
+                    }
+                    continue;
+                }
+                Taken::Missing { next_held } => next_held,
+            };
+            // The appender hands a record on before publishing it as
+            // durable: a durable record missing here is in the log only.
+            if self.journal.durable_end() <= next {
+                self.handoff.wait(Duration::from_millis(50));
+                continue;
+            }
+            let most = next_held.map_or(CHUNK, |held| (held - next).min(CHUNK as u64) as usize);
+            let entries = match reader.read(most, Duration::from_millis(50)) {
                 Ok(entries) => {
                     backoff.reset();
                     entries
@@ -65,6 +87,9 @@ impl Feeder {
             if entries.is_empty() {
                 continue;
             }
+            self.metrics
+                .log_read_back
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
             let records: Vec<Logged> = entries
                 .into_iter()
                 .map(|entry| match entry {

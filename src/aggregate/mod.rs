@@ -11,6 +11,7 @@
 
 pub mod feed;
 pub mod funnels;
+pub mod handoff;
 pub mod hour;
 pub mod sessions;
 

@@ -21,6 +21,7 @@ use super::client_ip::client_ip;
 use super::cors::AllowedOrigins;
 use super::error::IngestError;
 use super::event::{self, IncomingEvent, MAX_BODY};
+use crate::aggregate::handoff::Handoff;
 use crate::aggregate::Message;
 use crate::clock::Clock;
 use crate::journal::{record, AppendError, Journal};
@@ -40,6 +41,9 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Ingest {
     pub privacy: Privacy,
     pub journal: Journal,
+    /// Where each logged hit's messages go once durable, so the feeder
+    /// need not read them back.
+    pub handoff: Arc<Handoff>,
     /// Site ids by position, as the log records them.
     pub site_ids: Vec<Arc<str>>,
     pub metrics: Arc<Metrics>,
@@ -186,13 +190,15 @@ impl Ingest {
                 Message::Event(_) => None,
             })
             .collect();
-        let count = Box::new(move || {
+        let handoff = self.handoff.clone();
+        let count = Box::new(move |seq| {
             if accepted {
                 metrics.hits_accepted.fetch_add(1, Ordering::Relaxed);
             }
             for reason in reasons {
                 metrics.dropped(reason);
             }
+            handoff.push(seq, messages);
         });
         let durable = self
             .journal
@@ -240,13 +246,14 @@ impl Ingest {
             reason: DropReason::Invalid,
             site: None,
         };
+        let messages = vec![Message::Dropped(dropped, self.clock.now())];
         let mut payload = Vec::with_capacity(32);
-        record::encode(
-            &[Message::Dropped(dropped, self.clock.now())],
-            &self.site_ids,
-            &mut payload,
+        record::encode(&messages, &self.site_ids, &mut payload);
+        let handoff = self.handoff.clone();
+        let _ = self.journal.append_detached(
+            &payload,
+            Some(Box::new(move |seq| handoff.push(seq, messages))),
         );
-        let _ = self.journal.append_detached(&payload);
     }
 }
 

@@ -329,8 +329,11 @@ impl Shared {
 }
 
 /// Work to do once a record is durable, whether or not anybody still
-/// waits for it (a client that hung up still had its hit logged).
-pub type OnDurable = Box<dyn FnOnce() + Send>;
+/// waits for it (a client that hung up still had its hit logged), given
+/// the record's sequence number. It runs on the appender thread, in log
+/// order, before readers can see the record: what it hands on arrives
+/// in order and never after a reader could have found the record itself.
+pub type OnDurable = Box<dyn FnOnce(u64) + Send>;
 
 struct Append {
     framed: Vec<u8>,
@@ -708,9 +711,14 @@ impl Journal {
         Ok(rx)
     }
 
-    /// Queues `payload` without waiting for it (counters nobody waits for).
-    pub fn append_detached(&self, payload: &[u8]) -> Result<(), AppendError> {
-        self.queue(payload, None, None)
+    /// Queues `payload` without waiting for it (counters nobody waits for);
+    /// `on_durable` runs as for [`Journal::append_then`].
+    pub fn append_detached(
+        &self,
+        payload: &[u8],
+        on_durable: Option<OnDurable>,
+    ) -> Result<(), AppendError> {
+        self.queue(payload, None, on_durable)
     }
 
     fn queue(
@@ -1095,16 +1103,13 @@ impl Appender {
             // Nudges (empty appends from `confirm`) only give a chance to
             // rotate; they take no number.
             let records = group.iter().filter(|a| !a.framed.is_empty()).count() as u64;
-            let result = self.write(&buffer, records);
+            let result = self.write(&buffer, &mut group, records);
             match result {
                 Ok(end) => {
                     let mut seq = end - records;
                     for a in group.drain(..) {
                         if a.framed.is_empty() {
                             continue;
-                        }
-                        if let Some(on_durable) = a.on_durable {
-                            on_durable();
                         }
                         if let Some(done) = a.done {
                             let _ = done.send(Ok(seq));
@@ -1136,8 +1141,10 @@ impl Appender {
         }
     }
 
-    /// Writes one group and makes it durable; returns the new durable end.
-    fn write(&mut self, bytes: &[u8], records: u64) -> io::Result<u64> {
+    /// Writes one group (`bytes`, the framed records of `group`) and makes
+    /// it durable, runs the group's `on_durable` work, then publishes the
+    /// new durable end and returns it.
+    fn write(&mut self, bytes: &[u8], group: &mut [Append], records: u64) -> io::Result<u64> {
         self.rotate_if_due()?;
         if records == 0 {
             return Ok(self.shared.lock().durable_end);
@@ -1172,6 +1179,14 @@ impl Appender {
             .metrics
             .log_fsyncs
             .fetch_add(1, Ordering::Relaxed);
+        // Only this thread moves the durable end.
+        let first = self.shared.lock().durable_end;
+        let numbered = (first..).zip(group.iter_mut().filter(|a| !a.framed.is_empty()));
+        for (seq, a) in numbered {
+            if let Some(on_durable) = a.on_durable.take() {
+                on_durable(seq);
+            }
+        }
         let mut state = self.shared.lock();
         let active = state
             .segments
@@ -1312,6 +1327,13 @@ impl Reader {
     /// Number of the next record this reader hands out.
     pub fn position(&self) -> u64 {
         self.next
+    }
+
+    /// Moves past the records before `seq`, handed on another way: they
+    /// are not handed out (the file is still read past them when the
+    /// reader next reads).
+    pub fn skip_to(&mut self, seq: u64) {
+        self.next = self.next.max(seq);
     }
 
     /// Up to `max` records, waiting at most `wait` for the first one.

@@ -393,7 +393,7 @@ fn an_empty_record_is_refused() {
     let (journal, _) = open(dir.path(), 1 << 20);
     assert!(matches!(journal.append(b""), Err(AppendError::Empty)));
     assert!(matches!(
-        journal.append_detached(b""),
+        journal.append_detached(b"", None),
         Err(AppendError::Empty)
     ));
     assert_eq!(journal.durable_end(), 1);

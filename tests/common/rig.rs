@@ -39,6 +39,9 @@ pub struct Knobs {
     pub shutdown_timeout_ms: u64,
     pub clickhouse_timeout_ms: u64,
     pub flush_interval_ms: u64,
+    /// `server.queue_capacity`: records the aggregator holds before the
+    /// feeder waits (and bounds the in-memory hand-off too).
+    pub queue_capacity: usize,
 }
 
 impl Default for Knobs {
@@ -48,6 +51,7 @@ impl Default for Knobs {
             shutdown_timeout_ms: 10_000,
             clickhouse_timeout_ms: 10_000,
             flush_interval_ms: 200,
+            queue_capacity: 250_000,
         }
     }
 }
@@ -59,6 +63,7 @@ pub fn config_text(url: &str, db: &str, log_dir: &Path, knobs: &Knobs) -> String
 listen = "127.0.0.1:0"
 trusted_proxies = ["127.0.0.1/32"]
 shutdown_timeout_ms = {shutdown}
+queue_capacity = {queue}
 
 [clickhouse]
 url = "{url}"
@@ -84,6 +89,7 @@ secret_sha256 = "{token}"
 sites = ["example.org", "other.org"]
 "#,
         shutdown = knobs.shutdown_timeout_ms,
+        queue = knobs.queue_capacity,
         url = url,
         timeout = knobs.clickhouse_timeout_ms,
         flush = knobs.flush_interval_ms,
