@@ -48,7 +48,8 @@ if ! [ -x /usr/sbin/clickhouse-server ] && ! have clickhouse-server && ! have cl
 elif ! have clickhouse-client && ! have clickhouse; then
     packages+=(clickhouse-client)
 fi
-if ! have cc; then
+# cc and make: the jemalloc allocator tamis links is built from source.
+if ! have cc || ! have make; then
     packages+=(build-essential pkg-config)
 elif ! have pkg-config; then
     packages+=(pkg-config)
