@@ -324,10 +324,44 @@ fn free_ports() -> io::Result<(u16, u16)> {
 
 /// `n` distinct ports that were free on 127.0.0.1 a moment ago (all bound
 /// at once, so none is picked twice).
+///
+/// The ports are drawn below the kernel's ephemeral range: a port the
+/// kernel hands out (what `bind(…:0)` gives) can be taken as the source
+/// port of any outgoing connection while a test has the server stopped,
+/// and the restart then fails with "Address already in use" (seen in CI
+/// after a 10 s stop). Ports below that range are only ever taken by a
+/// listener that asks for them.
 pub fn free_port_list(n: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()?;
+    let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000u16;
+    if ephemeral_start <= low + 1_000 {
+        // An unusual range: fall back to what the kernel hands out.
+        let listeners = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<io::Result<Vec<_>>>()?;
+        return listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect();
+    }
+    // Held until all are chosen, so no two are the same.
+    let mut listeners = Vec::with_capacity(n);
+    let mut attempts = 0;
+    while listeners.len() < n {
+        attempts += 1;
+        if attempts > 10_000 {
+            return Err(io::Error::other(format!(
+                "no free port between {low} and {ephemeral_start}"
+            )));
+        }
+        let port = rand::random_range(low..ephemeral_start);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
