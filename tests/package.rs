@@ -317,6 +317,13 @@ fn package_holds_binary_config_unit_helper_and_docs() {
         "the packaged binary",
     );
     assert!(stdout(&version).contains(env!("CARGO_PKG_VERSION")));
+    let sections = stdout(&run(
+        Command::new("readelf")
+            .args(["--section-headers", "--wide"])
+            .arg(root.path().join("usr/bin/tamis")),
+        "apt-get install binutils (deploy/setup.sh installs build-essential)",
+    ));
+    assert!(!sections.contains(".debug_info"), "{sections}");
     let dbgsym = deb.with_file_name(format!("tamis-dbgsym_{DEB_VERSION}_amd64.ddeb"));
     assert!(dbgsym.exists(), "no {}", dbgsym.display());
 }
