@@ -67,7 +67,7 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// How an operator installs or updates the GeoIP database, named by every
 /// warning about it.
-const GEOIP_INSTALL: &str = "install DB-IP City Lite with `sudo tamis-geoip-update` (Debian package) or `deploy/setup.sh` (from a clone)";
+const GEOIP_INSTALL: &str = "install DB-IP City Lite with `sudo tamis-geoip-update` (Debian package) or `deploy/debian/tamis-geoip-update --dir data/geoip` (from a clone)";
 
 /// `tamis check`'s lines about the GeoIP files: each configured file that is
 /// missing, and each loaded one older than `privacy::geo::MAX_AGE` at `now`.
