@@ -104,7 +104,7 @@ impl Build {
     /// wrong clock would have it).
     pub fn stale_days(&self, now: SystemTime) -> Option<u64> {
         let age = now.duration_since(self.built).ok()?;
-        (age > MAX_AGE).then(|| age.as_secs() / 86_400)
+        (age > MAX_AGE).then_some(age.as_secs() / 86_400)
     }
 }
 
