@@ -126,7 +126,9 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
     let month = first.format("%Y-%m").to_string();
     let out = prepare_folder(&options.out)?;
     if !complete {
-        eprintln!("tamis: export: {month} is not over yet: its numbers are partial (metadata says so)");
+        eprintln!(
+            "tamis: export: {month} is not over yet: its numbers are partial (metadata says so)"
+        );
     }
 
     let nodes = Arc::new(crate::sink::nodes::Nodes::new(&settings.clickhouse, 0));
@@ -254,9 +256,7 @@ async fn read_table(
                     .map(|l| if l.is_empty() { month } else { l }.to_string());
                 csv::line(
                     &mut text,
-                    label
-                        .into_iter()
-                        .chain(csv::cells(row, ask.metrics.len())),
+                    label.into_iter().chain(csv::cells(row, ask.metrics.len())),
                 );
             }
             rows += report.rows.len();
@@ -352,7 +352,9 @@ fn metadata(
     };
     let licence = match licence_url(&options.licence) {
         Some(url) => json!({"@id": url, "name": options.licence}),
-        None if options.licence.starts_with("http://") || options.licence.starts_with("https://") => {
+        None if options.licence.starts_with("http://")
+            || options.licence.starts_with("https://") =>
+        {
             json!({"@id": options.licence})
         }
         None => json!({"name": options.licence}),
@@ -387,7 +389,7 @@ fn metadata(
     json!({
         "@context": ["http://www.w3.org/ns/csvw", {"@language": lang.code()}],
         "dc:title": title,
-        "dc:description": description,
+        "dc:description": format!("{description} {rule}"),
         "dc:language": lang.code(),
         "dc:publisher": publisher,
         "dc:license": licence,
@@ -408,4 +410,48 @@ fn metadata(
             "rule": rule,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(month: &str, expected: Option<(&str, &str)>) {
+        let got = parse_month(month)
+            .ok()
+            .map(|first| (first.to_string(), last_day(first).to_string()));
+        let expected = expected.map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(got, expected, "{month}");
+    }
+
+    #[test]
+    fn months_are_yyyy_mm_with_their_last_day() {
+        check("2026-03", Some(("2026-03-01", "2026-03-31")));
+        check("2028-02", Some(("2028-02-01", "2028-02-29")));
+        check("2026-12", Some(("2026-12-01", "2026-12-31")));
+        check("2026-13", None);
+        check("2026-3", None);
+        check("2026-03-01", None);
+        check("+12026-03", None);
+        check("", None);
+    }
+
+    #[test]
+    fn a_month_under_way_is_partial_and_a_later_one_refused() {
+        let config: crate::config::Config =
+            toml::from_str("[[site]]\nid = 'example.org'\ntimezone = 'America/Toronto'")
+                .expect("parses");
+        let settings = Settings::from_config(config, Path::new(".")).expect("valid");
+        let site = &settings.sites[0];
+        let state = |month: &str, now: &str| {
+            let now: DateTime<Utc> = now.parse().unwrap();
+            month_state(parse_month(month).unwrap(), site, now).ok()
+        };
+        // 02:00 UTC on 1 April is 22:00 on 31 March in Toronto.
+        assert_eq!(state("2026-03", "2026-04-01T02:00:00Z"), Some(false));
+        assert_eq!(state("2026-04", "2026-04-01T02:00:00Z"), None);
+        assert_eq!(state("2026-02", "2026-04-01T02:00:00Z"), Some(true));
+        assert_eq!(state("2026-03", "2026-04-01T05:00:00Z"), Some(true));
+        assert_eq!(state("2026-04", "2026-04-01T05:00:00Z"), Some(false));
+    }
 }

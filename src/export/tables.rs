@@ -70,7 +70,8 @@ const VISITS: Column = Column {
     en: "visits",
     fr: "visites",
     about_en: "Visits: a run of page views by one visitor with no gap of more than 30 minutes.",
-    about_fr: "Visites : suite de pages vues par un même visiteur sans pause de plus de 30 minutes.",
+    about_fr:
+        "Visites : suite de pages vues par un même visiteur sans pause de plus de 30 minutes.",
     datatype: "integer",
 };
 const PAGEVIEWS: Column = Column {
@@ -83,8 +84,10 @@ const PAGEVIEWS: Column = Column {
 const BOUNCE_RATE: Column = Column {
     en: "bounce_rate",
     fr: "taux_de_rebond",
-    about_en: "Percentage of visits that saw a single page, computed from the published (rounded) counts.",
-    about_fr: "Pourcentage des visites d'une seule page, calculé à partir des nombres publiés (arrondis).",
+    about_en:
+        "Percentage of visits that saw a single page, computed from the published (rounded) counts.",
+    about_fr:
+        "Pourcentage des visites d'une seule page, calculé à partir des nombres publiés (arrondis).",
     datatype: "decimal",
 };
 const VISIT_DURATION: Column = Column {
@@ -339,8 +342,7 @@ mod tests {
             for c in t.columns {
                 for name in [c.en, c.fr] {
                     assert!(
-                        name.bytes()
-                            .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                        name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
                         "{name}: headers are plain identifiers"
                     );
                 }

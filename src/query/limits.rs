@@ -219,7 +219,10 @@ impl Failure {
                 "ClickHouse cannot be reached (is it running? is clickhouse.url right?)".into()
             }
             (failure, Some(code)) => {
-                format!("ClickHouse refused the read ({}, code {code})", failure.name())
+                format!(
+                    "ClickHouse refused the read ({}, code {code})",
+                    failure.name()
+                )
             }
             (failure, None) => format!("ClickHouse failed the read ({})", failure.name()),
         }
