@@ -51,7 +51,11 @@ fn seeded() -> &'static Seeded {
 fn seed() -> Seeded {
     let ch = ClickHouse::shared();
     let db = ch.create_database("export");
-    let scratch = Scratch::new();
+    // A static is never dropped: the scratch folder lives under the
+    // target directory (removed by `cargo clean`), not in /tmp.
+    let scratch = Scratch {
+        dir: tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch folder"),
+    };
     let geodb = scratch.geodb();
     let text = config(ch, &db, Some(&geodb), "collect_campaigns = true");
     let config_path = scratch.path("tamis.toml");
