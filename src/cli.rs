@@ -642,6 +642,13 @@ pub async fn import_ga4(path: &Path, options: crate::import::Options) -> anyhow:
     crate::import::run(&settings, options).await
 }
 
+/// `tamis export`: see [`crate::export`].
+pub async fn export(path: &Path, options: crate::export::Options) -> anyhow::Result<ExitCode> {
+    let settings = load(path)?;
+    crate::export::run(settings, options).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn list(items: impl Iterator<Item = String>) -> String {
     let v: Vec<String> = items.collect();
     if v.is_empty() {

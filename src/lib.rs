@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod goal;
 pub mod import;
 pub mod ingest;

@@ -93,6 +93,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write one site's month as an open-data package: CSV tables and a
+    /// CSVW metadata file, in the protected disclosure mode (see README,
+    /// "Sharing and open data").
+    Export {
+        #[arg(long, default_value = "config/tamis.toml")]
+        config: PathBuf,
+        /// The site id.
+        #[arg(long)]
+        site: String,
+        /// The month, YYYY-MM, in the site's time zone.
+        #[arg(long)]
+        month: String,
+        /// fr or en: headers and descriptions.
+        #[arg(long, default_value = "fr")]
+        lang: String,
+        /// The folder the package is written to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The licence stated in the metadata: an SPDX id or a URL.
+        #[arg(long, alias = "license", default_value = tamis::export::DEFAULT_LICENCE)]
+        licence: String,
+    },
     /// Import history exported from another analytics tool.
     Import {
         #[command(subcommand)]
@@ -158,6 +180,26 @@ fn main() -> ExitCode {
                 site,
                 json,
             } => tamis::cli::audit(&config, &since, site.as_deref(), json).await,
+            Command::Export {
+                config,
+                site,
+                month,
+                lang,
+                out,
+                licence,
+            } => match tamis::export::Lang::parse(&lang) {
+                Ok(lang) => {
+                    let options = tamis::export::Options {
+                        site,
+                        month,
+                        lang,
+                        out,
+                        licence,
+                    };
+                    tamis::cli::export(&config, options).await
+                }
+                Err(error) => Err(error),
+            },
             Command::Import {
                 from:
                     ImportFrom::Ga4 {

@@ -2,6 +2,7 @@
 //! counts already merged or withheld), cells safe to open in a spreadsheet.
 
 use super::request::Query;
+use super::suppress::Answer;
 use super::Report;
 
 pub fn render(query: &Query, report: &Report) -> String {
@@ -13,16 +14,23 @@ pub fn render(query: &Query, report: &Report) -> String {
         .chain(query.metrics.iter().map(|m| m.name().to_string()));
     line(&mut out, header);
     for row in &report.rows {
-        let metrics: Vec<String> = match &row.metrics {
-            Some(m) => m.iter().map(|x| super::number(*x).to_string()).collect(),
-            None => vec![String::new(); query.metrics.len()],
-        };
-        line(&mut out, row.dimensions.iter().cloned().chain(metrics));
+        line(&mut out, cells(row, query.metrics.len()));
     }
     out
 }
 
-fn line(out: &mut String, cells: impl Iterator<Item = String>) {
+/// A row's cells as the CSV writes them: its dimension values, then its
+/// metrics (empty where withheld). `tamis export` writes these too.
+pub fn cells(row: &Answer, metrics: usize) -> impl Iterator<Item = String> + '_ {
+    let metrics: Vec<String> = match &row.metrics {
+        Some(m) => m.iter().map(|x| super::number(*x).to_string()).collect(),
+        None => vec![String::new(); metrics],
+    };
+    row.dimensions.iter().cloned().chain(metrics)
+}
+
+/// One CSV line (CRLF, RFC 4180), every cell through [`cell`].
+pub fn line(out: &mut String, cells: impl Iterator<Item = String>) {
     let cells: Vec<String> = cells.map(|c| cell(&c)).collect();
     out.push_str(&cells.join(","));
     out.push_str("\r\n");

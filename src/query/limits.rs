@@ -210,6 +210,24 @@ impl Failure {
         matches!(self, Failure::Time | Failure::Memory | Failure::Rows)
     }
 
+    /// A failed read in words for an operator at a terminal (`tamis
+    /// export`): what failed and ClickHouse's code, never ClickHouse's
+    /// text, which may quote the statement.
+    pub fn explain(error: &clickhouse::error::Error) -> String {
+        match Failure::of(error) {
+            (Failure::Transport, _) => {
+                "ClickHouse cannot be reached (is it running? is clickhouse.url right?)".into()
+            }
+            (failure, Some(code)) => {
+                format!(
+                    "ClickHouse refused the read ({}, code {code})",
+                    failure.name()
+                )
+            }
+            (failure, None) => format!("ClickHouse failed the read ({})", failure.name()),
+        }
+    }
+
     /// A word for logs and metrics.
     pub fn name(self) -> &'static str {
         match self {
