@@ -441,7 +441,8 @@ impl Reloader {
     }
 
     /// Puts `new` in place as far as it can change at runtime; returns the
-    /// effective configuration's sections for the audit log.
+    /// effective configuration's sections for the audit log when they
+    /// changed.
     async fn apply(&mut self, new: Settings) -> Option<Vec<(String, String)>> {
         let running = self.running.take()?;
         let known = running.sites.len();
@@ -482,7 +483,9 @@ impl Reloader {
         );
         let sections = crate::config::fingerprint::sections(&settings);
         self.running = Some(settings);
-        Some(sections)
+        // Nothing that runs changed: nothing to record (the audit log's
+        // `at` is to the second, and cannot order records made within one).
+        (!plan.changed.is_empty()).then_some(sections)
     }
 }
 
