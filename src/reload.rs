@@ -123,3 +123,110 @@ fn merge_sites(
     );
     (sites, kept)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    const RUNNING: &str = r#"
+        [clickhouse]
+        flush_interval_ms = 200
+
+        [[site]]
+        id = "a.example"
+        timezone = "Europe/Paris"
+
+        [[site]]
+        id = "b.example"
+    "#;
+
+    fn settings(text: &str) -> Settings {
+        let config: Config = toml::from_str(text).expect("parses");
+        Settings::from_config(config, Path::new(".")).expect("valid")
+    }
+
+    /// Reloads `new` over [`RUNNING`]: the sites run with (id, first
+    /// hostname, timezone), what needs a restart, what changed.
+    fn check(new: &str, sites: &[(&str, &str, &str)], restart: &[&str], changed: &[&str]) {
+        let plan = plan(settings(RUNNING), settings(new));
+        let got: Vec<(&str, &str, &str)> = plan
+            .settings
+            .sites
+            .iter()
+            .map(|s| (s.id.as_str(), s.hostnames[0].as_str(), s.timezone.name()))
+            .collect();
+        assert_eq!(got, sites, "sites for {new}");
+        assert_eq!(plan.needs_restart, restart, "restart for {new}");
+        assert_eq!(plan.changed, changed, "changed for {new}");
+    }
+
+    #[test]
+    fn the_same_file_changes_nothing() {
+        check(
+            RUNNING,
+            &[
+                ("a.example", "a.example", "Europe/Paris"),
+                ("b.example", "b.example", "America/Toronto"),
+            ],
+            &[],
+            &[],
+        );
+    }
+
+    #[test]
+    fn a_new_site_comes_last_whatever_its_place_in_the_file() {
+        check(
+            r#"
+            [clickhouse]
+            flush_interval_ms = 200
+            [[site]]
+            id = "new.example"
+            [[site]]
+            id = "b.example"
+            hostnames = ["www.b.example"]
+            [[site]]
+            id = "a.example"
+            timezone = "Europe/Paris"
+            "#,
+            &[
+                ("a.example", "a.example", "Europe/Paris"),
+                ("b.example", "www.b.example", "America/Toronto"),
+                ("new.example", "new.example", "America/Toronto"),
+            ],
+            &[],
+            &["site b.example", "site new.example"],
+        );
+    }
+
+    #[test]
+    fn settings_bound_at_start_up_stay_and_need_a_restart() {
+        check(
+            r#"
+            [server]
+            queue_capacity = 1000
+            [clickhouse]
+            flush_interval_ms = 900
+            [storage]
+            log_max_bytes = 1048576
+            [[site]]
+            id = "a.example"
+            timezone = "Asia/Tokyo"
+            "#,
+            // b.example was removed from the file: it stays, at its place.
+            &[
+                ("a.example", "a.example", "Europe/Paris"),
+                ("b.example", "b.example", "America/Toronto"),
+            ],
+            &[
+                "server",
+                "clickhouse",
+                "storage",
+                "site a.example timezone",
+                "site b.example (removed)",
+            ],
+            &[],
+        );
+    }
+}
