@@ -144,7 +144,12 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
         conn.hit("198.51.100.7", &pageview("https://example.org/a")),
         (202, None)
     );
-    // Before the reload, the new site is unknown.
+    // Before the reload, a host the site will name is refused, and the
+    // new site is unknown.
+    assert_eq!(
+        conn.hit("198.51.100.7", &pageview("https://shop.example.org/")),
+        (202, Some("hostname_not_allowed".to_string()))
+    );
     let before = send_hit(
         server.addr,
         "203.0.113.9",
@@ -157,9 +162,13 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
         (202, Some("unknown_site"))
     );
 
-    // The file gains a site with its token, and a setting that is bound
-    // at start-up (the flush interval) changes too.
+    // The file gains a site with its token and a hostname for a site, and
+    // a setting that is bound at start-up (the flush interval) changes too.
     server.edit_config(|text| {
+        let text = text.replace(
+            "hostnames = [\"example.org\", \"www.example.org\"]",
+            "hostnames = [\"example.org\", \"www.example.org\", \"shop.example.org\"]",
+        );
         format!(
             "{}\n[[site]]\nid = \"new.example\"\nhostnames = [\"new.example\"]\nk_threshold = 1\n\n[[token]]\nname = \"new\"\nsecret_sha256 = \"{}\"\nsites = [\"new.example\"]\ndisclosure = \"exact\"\n",
             text.replace("flush_interval_ms = 200", "flush_interval_ms = 300"),
@@ -170,13 +179,19 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
     let reloaded = wait_for_log(&server, "configuration reloaded", 1);
     assert!(reloaded.contains("site new.example"), "{reloaded}");
     assert!(reloaded.contains("token new"), "{reloaded}");
+    assert!(reloaded.contains("site example.org"), "{reloaded}");
     let restart = wait_for_log(&server, "needs a restart", 1);
     assert!(restart.contains("setting=clickhouse"), "{restart}");
     assert_eq!(metric(&server, "tamis_config_reloads_total"), "1");
 
-    // The same connection still works, and the visit goes on.
+    // The same connection still works, and the visit goes on, now on
+    // the added hostname too.
     assert_eq!(
         conn.hit("198.51.100.7", &pageview("https://example.org/b")),
+        (202, None)
+    );
+    assert_eq!(
+        conn.hit("198.51.100.7", &pageview("https://shop.example.org/")),
         (202, None)
     );
     // Hits for the new site are accepted and counted.
@@ -204,12 +219,12 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
         "the new site's hits in ClickHouse",
         || totals(server.addr, NEW_TOKEN, "new.example") == Some((3.0, 3.0, 3.0)),
     );
-    // One visitor, one visit, two pages: the visit held in memory across
+    // One visitor, one visit, three pages: the visit held in memory across
     // the reload kept its salt and its session.
     wait_until(
         Duration::from_secs(20),
         "example.org's visit in ClickHouse",
-        || totals(server.addr, TOKEN, "example.org") == Some((2.0, 1.0, 1.0)),
+        || totals(server.addr, TOKEN, "example.org") == Some((3.0, 1.0, 1.0)),
     );
     // The site list of the stats API follows the reload too.
     let sites = http(
@@ -266,7 +281,7 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
         "hits after the refused reload",
         || {
             totals(server.addr, NEW_TOKEN, "new.example") == Some((4.0, 4.0, 4.0))
-                && totals(server.addr, TOKEN, "example.org") == Some((3.0, 1.0, 1.0))
+                && totals(server.addr, TOKEN, "example.org") == Some((4.0, 1.0, 1.0))
         },
     );
 
@@ -297,5 +312,54 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
     // The flush interval was not applied: the record names no
     // `clickhouse` change.
     assert!(!rows[1].contains("clickhouse"), "{rows:?}");
+    // Reloads leave the shutdown as it was: everything accepted written.
+    let log = server.stop();
+    assert!(
+        log.contains("tamis stopped; every accepted hit is in ClickHouse"),
+        "{log}"
+    );
+}
+
+/// Regression: the audit log's `at` is to the second, so a reload made in
+/// the same second as the start-up left two records that `at` cannot
+/// order, and the next start compared with either one: with the start-up's
+/// it took a configuration changed back for no change at all. When the
+/// newest second holds records of different configurations, the
+/// configuration is recorded again.
+#[test]
+fn a_start_after_two_config_records_in_one_second_records_its_configuration() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("reload_same_second");
+    let scratch = Scratch::new();
+    let mut server = Binary::serve(&scratch, &config(ch, &db, None, ""));
+    let sql = "SELECT toUInt32(at), summary FROM audit_log WHERE kind = 'config_change' ORDER BY at FORMAT TSV";
+    wait_until(Duration::from_secs(20), "the start-up record", || {
+        ch.query_in(&db, sql).lines().count() == 1
+    });
+    server.terminate(Duration::from_secs(30));
+    // Another configuration recorded in the same second as this one.
+    ch.query_in(
+        &db,
+        "INSERT INTO audit_log SELECT at, kind, actor, client, site_id, 'another configuration', rows, format, \
+         '{\"hash\":\"0000000000000000\",\"sections\":[]}' FROM audit_log WHERE kind = 'config_change'",
+    );
+    server.restart();
+    wait_until(Duration::from_secs(20), "a third record", || {
+        ch.query_in(&db, sql).lines().count() == 3
+    });
+    let rows = ch.query_in(&db, sql);
+    let last = rows.lines().last().unwrap();
+    assert!(last.contains("changed"), "{rows}");
+    // And a start with the same configuration again records nothing.
+    server.terminate(Duration::from_secs(30));
+    server.restart();
+    wait_for_log(&server, "tamis is serving", 3);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        ch.query_in(&db, sql).lines().count(),
+        3,
+        "{}",
+        ch.query_in(&db, sql)
+    );
     server.stop();
 }

@@ -215,19 +215,20 @@ pub async fn record_config_change(
     // they differ, which one is the last is unknown: the configuration is
     // recorded again rather than a change missed.
     let sql = format!(
-        "SELECT detail FROM {table} WHERE kind = 'config_change' AND at = \
-         (SELECT max(at) FROM {table} WHERE kind = 'config_change')",
-        table = nodes.table("audit_log")
+        "SELECT toUInt32(at), detail FROM {} WHERE kind = 'config_change' ORDER BY at DESC LIMIT 20",
+        nodes.table("audit_log")
     );
-    let last: Vec<String> = nodes
+    let last: Vec<(u32, String)> = nodes
         .on_any(|client| {
             let sql = &sql;
-            async move { client.query(sql).fetch_all::<String>().await }
+            async move { client.query(sql).fetch_all::<(u32, String)>().await }
         })
         .await?;
+    let newest = last.first().map(|(at, _)| *at);
     let previous: Vec<ConfigDetail> = last
         .iter()
-        .filter_map(|d| serde_json::from_str::<ConfigDetail>(d).ok())
+        .filter(|(at, _)| Some(*at) == newest)
+        .filter_map(|(_, d)| serde_json::from_str::<ConfigDetail>(d).ok())
         .collect();
     if !previous.is_empty() && previous.iter().all(|p| p.hash == hash) {
         return Ok(None);
