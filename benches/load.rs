@@ -296,7 +296,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             "ClickHouse {} on {} (pid {})",
             version.trim(),
             ch.url,
-            clickhouse_pid(&ch).map_or("?".into(), |p| p.to_string())
+            ch.pid().map_or("?".into(), |p| p.to_string())
         );
         let geoip = scratch.path().join("dbip-test.mmdb");
         geodb::write_dbip_test_db(&geoip).context("writing the test GeoIP database")?;
@@ -371,7 +371,7 @@ fn cluster_runs(
         println!(
             "ClickHouse shard {shard} replica {replica} on {} (pid {})",
             node.url,
-            clickhouse_pid(node).map_or("?".into(), |p| p.to_string())
+            node.pid().map_or("?".into(), |p| p.to_string())
         );
     }
     let geoip = scratch.path().join("dbip-test.mmdb");
@@ -445,12 +445,8 @@ fn run_cluster(
     // Watched: the collectors, then the four nodes and ZooKeeper.
     let backend: Vec<u32> = cluster
         .nodes()
-        .filter_map(|(_, _, node)| clickhouse_pid(node))
-        .chain(
-            fs::read_to_string(cluster.zookeeper.dir.join("server.pid"))
-                .ok()
-                .and_then(|pid| pid.trim().parse().ok()),
-        )
+        .filter_map(|(_, _, node)| node.pid())
+        .chain(cluster.zookeeper.pid())
         .collect();
     let watched: Vec<u32> = servers.iter().map(|s| s.pid()).chain(backend).collect();
     let load = load::run(&targets, connections, timing, &watched, None)?;
@@ -654,7 +650,7 @@ fn run_tamis(
         format.database_suffix()
     );
     let server = tamis_server::Tamis::start(ch, &database, scratch, geoip, fsync)?;
-    let ch_pid = clickhouse_pid(ch);
+    let ch_pid = ch.pid();
     let watched: Vec<u32> = std::iter::once(server.pid()).chain(ch_pid).collect();
     let perf = perf.map(|dir| {
         (
@@ -702,14 +698,6 @@ fn run_tamis(
     };
     report::brief(&row);
     Ok((row, counts_match && clean))
-}
-
-fn clickhouse_pid(ch: &ClickHouse) -> Option<u32> {
-    fs::read_to_string(ch.dir.join("server.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The requests the load generator sends: built once, deterministically,

@@ -557,15 +557,11 @@ impl Servers {
     /// The processes of ClickHouse: the server, or every node and ZooKeeper.
     fn pids(&self) -> Vec<u32> {
         match self {
-            Servers::One(ch) => clickhouse_pid(ch).into_iter().collect(),
+            Servers::One(ch) => ch.pid().into_iter().collect(),
             Servers::Cluster(c) => c
                 .nodes()
-                .filter_map(|(_, _, node)| clickhouse_pid(node))
-                .chain(
-                    fs::read_to_string(c.zookeeper.dir.join("server.pid"))
-                        .ok()
-                        .and_then(|pid| pid.trim().parse().ok()),
-                )
+                .filter_map(|(_, _, node)| node.pid())
+                .chain(c.zookeeper.pid())
                 .collect(),
         }
     }
@@ -1156,14 +1152,6 @@ impl TableFacts {
 }
 
 // ---------------------------------------------------------------- tamis
-
-fn clickhouse_pid(ch: &ClickHouse) -> Option<u32> {
-    fs::read_to_string(ch.dir.join("server.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
 
 /// CPU accounting from `/proc`, to tell whether other processes shared the
 /// machine while something was timed.

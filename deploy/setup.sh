@@ -78,6 +78,12 @@ if ! have promtool; then
 fi
 # The GA4 import fixtures (tests/ga4_fixtures.py).
 have python3 || packages+=(python3)
+# The Debian package (tests/package.rs): lintian checks it, systemd's
+# systemd-analyze checks the unit and systemd-sysusers makes the user,
+# dpkg-dev's dpkg-shlibdeps finds the binary's dependencies for cargo-deb.
+have lintian || packages+=(lintian)
+have systemd-analyze && have systemd-sysusers || packages+=(systemd)
+have dpkg-shlibdeps || packages+=(dpkg-dev)
 
 # The browser tests: Debian's Chromium, and from npm playwright-core and
 # the trackers of Plausible, Umami (@umami/node) and Google Analytics 4
@@ -113,6 +119,9 @@ fi
 
 cargo_missing=0
 have cargo || cargo_missing=1
+# cargo-deb builds the Debian package (`cargo deb`), from crates.io.
+cargo_deb_missing=0
+[ "$cargo_missing" = 0 ] && cargo deb --version >/dev/null 2>&1 || cargo_deb_missing=1
 
 if [ "$check" = 1 ]; then
     missing=0
@@ -122,6 +131,10 @@ if [ "$check" = 1 ]; then
     fi
     if [ "$cargo_missing" = 1 ]; then
         say "missing: cargo (Rust toolchain, from rustup)"
+        missing=1
+    fi
+    if [ "$cargo_deb_missing" = 1 ]; then
+        say "missing: cargo-deb (cargo install cargo-deb --locked)"
         missing=1
     fi
     if [ "$need_playwright" = 1 ]; then
@@ -217,6 +230,13 @@ if [ "${#packages[@]}" -gt 0 ]; then
             "${sudo[@]}" service zookeeper stop >/dev/null 2>&1 || true
         fi
     fi
+fi
+
+# --- cargo-deb (the Debian package) -----------------------------------------
+
+if [ "$cargo_deb_missing" = 1 ]; then
+    say "installing cargo-deb (cargo install cargo-deb --locked)…"
+    cargo install cargo-deb --locked --quiet
 fi
 
 # --- playwright-core (browser tests) ----------------------------------------

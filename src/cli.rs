@@ -65,6 +65,28 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// How an operator installs or updates the GeoIP database, named by every
+/// warning about it.
+const GEOIP_INSTALL: &str = "install DB-IP City Lite with `sudo tamis-geoip-update` (Debian package) or `deploy/debian/tamis-geoip-update --dir data/geoip` (from a clone)";
+
+/// `tamis check`'s lines about the GeoIP files: each configured file that is
+/// missing, and each loaded one older than `privacy::geo::MAX_AGE` at `now`.
+fn geoip_warnings(geo: &crate::config::GeoSettings, now: std::time::SystemTime) -> Vec<String> {
+    let missing = geo
+        .missing
+        .iter()
+        .map(|m| format!("geolocation: WARNING {m} not found: {GEOIP_INSTALL}"));
+    let stale = geo.db.builds().into_iter().filter_map(|build| {
+        let days = build.stale_days(now)?;
+        Some(format!(
+            "geolocation: WARNING {} is {days} days old (more than {}): {GEOIP_INSTALL}, then restart tamis",
+            build.label,
+            crate::privacy::geo::MAX_AGE.as_secs() / 86_400
+        ))
+    });
+    missing.chain(stale).collect()
+}
+
 fn load(path: &Path) -> anyhow::Result<Settings> {
     Ok(config::load(path)?)
 }
@@ -76,7 +98,7 @@ pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         .context("listening for SIGHUP (configuration reloads)")?;
     let settings = load(path)?;
     for missing in &settings.geo.missing {
-        tracing::warn!(file = %missing, "GeoIP database not found; run deploy/setup.sh to install DB-IP City Lite");
+        tracing::warn!(file = %missing, "GeoIP database not found; {GEOIP_INSTALL}");
     }
     if settings.geo.db.is_enabled() {
         tracing::info!(database = %settings.geo.db.describe(), "geolocation on (country and region only)");
@@ -250,9 +272,8 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
         "admin listen (/metrics, /readyz details, /api/v2/audit): {}",
         settings.server.admin_listen
     );
-    for missing in &settings.geo.missing {
-        println!("geolocation: WARNING {missing} not found");
-    }
+    let geoip = geoip_warnings(&settings.geo, std::time::SystemTime::now());
+    geoip.iter().for_each(|w| println!("{w}"));
     // What is read of the data goes through the nodes as the stats API
     // reads: on a cluster, any node that answers, through its
     // `Distributed` tables.
@@ -291,7 +312,7 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let mut warnings = 0;
+    let mut warnings = geoip.len();
     let mut print = |c: &controls::Control| {
         println!(
             "  {:<4} [{}] {}: {}",

@@ -60,6 +60,10 @@ impl Feeder {
                 continue;
             }
             let next = reader.position();
+            // Read before looking in the hand-off: the appender hands a
+            // record on before publishing it as durable, so a record below
+            // this end and missing from the hand-off is in the log only.
+            let durable_end = self.journal.durable_end();
             let next_held = match self.handoff.take(next, CHUNK) {
                 Taken::Records(records) => {
                     reader.skip_to(next + records.len() as u64);
@@ -70,9 +74,7 @@ impl Feeder {
                 }
                 Taken::Missing { next_held } => next_held,
             };
-            // The appender hands a record on before publishing it as
-            // durable: a durable record missing here is in the log only.
-            if self.journal.durable_end() <= next {
+            if durable_end <= next {
                 self.handoff.wait(Duration::from_millis(50));
                 continue;
             }

@@ -82,26 +82,18 @@ impl Handoff {
         while state.records.front().is_some_and(|(seq, _)| *seq < next) {
             state.records.pop_front();
         }
-        match state.records.front() {
-            Some((seq, _)) if *seq == next => {}
-            other => {
-                return Taken::Missing {
-                    next_held: other.map(|(seq, _)| *seq),
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(max.min(state.records.len()));
-        let mut expected = next;
-        while out.len() < max {
-            match state.records.front() {
-                Some((seq, _)) if *seq == expected => {}
-                _ => break,
-            }
-            let Some((seq, messages)) = state.records.pop_front() else {
-                break;
+        let consecutive = (state.records.iter().map(|(seq, _)| *seq))
+            .zip(next..)
+            .take(max)
+            .take_while(|(seq, expected)| seq == expected)
+            .count();
+        let out: Vec<Logged> = (state.records.drain(..consecutive))
+            .map(|(seq, messages)| (seq, Some(messages)))
+            .collect();
+        if out.is_empty() {
+            return Taken::Missing {
+                next_held: state.records.front().map(|(seq, _)| *seq),
             };
-            out.push((seq, Some(messages)));
-            expected += 1;
         }
         Taken::Records(out)
     }
@@ -118,15 +110,6 @@ impl Handoff {
             "the feeder's hand-off",
         );
         state.waiting = false;
-    }
-
-    /// Records held now.
-    pub fn len(&self) -> usize {
-        self.lock().records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -149,6 +132,12 @@ mod tests {
         match taken {
             Taken::Records(records) => records.into_iter().map(|(seq, _)| seq).collect(),
             Taken::Missing { .. } => panic!("nothing taken"),
+        }
+    }
+
+    impl Handoff {
+        fn len(&self) -> usize {
+            self.lock().records.len()
         }
     }
 
@@ -179,7 +168,7 @@ mod tests {
             handoff.push(seq, message());
         }
         assert_eq!(seqs(handoff.take(3, 10)), vec![3, 4]);
-        assert!(handoff.is_empty());
+        assert_eq!(handoff.len(), 0);
     }
 
     #[test]

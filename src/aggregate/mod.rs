@@ -15,7 +15,7 @@ pub mod handoff;
 pub mod hour;
 pub mod sessions;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! what its pages reported of their engagement, so that each (visit, page)
 //! counts once in `time_on_page` and `scroll_depth` as in Plausible.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -400,7 +400,7 @@ mod tests {
             )
         });
         assert_eq!(totals, expected);
-        let mut exits: HashMap<&str, i64> = HashMap::new();
+        let mut exits: HashMap<&str, i64> = HashMap::default();
         for d in &out {
             *exits.entry(&d.page).or_default() += d.exits;
         }
@@ -457,7 +457,7 @@ mod tests {
         // By (hour, page, consent): the first row keeps visit, bounce undone,
         // duration and no exit; the second row has the pageview and exit.
         type Counts = (i64, i64, i64, i64);
-        let mut rows: HashMap<(u32, &str, Consent), Counts> = HashMap::new();
+        let mut rows: HashMap<(u32, &str, Consent), Counts> = HashMap::default();
         for d in &out {
             let r = rows.entry((d.hour, &*d.page, d.consent)).or_default();
             *r = (
@@ -535,7 +535,7 @@ mod tests {
         for h in hits {
             sessions.record(h, &mut out);
         }
-        let mut pages: HashMap<String, [i64; 4]> = HashMap::new();
+        let mut pages: HashMap<String, [i64; 4]> = HashMap::default();
         for d in &out {
             let e = &d.engagement;
             let p = pages.entry(d.page.to_string()).or_default();

@@ -333,6 +333,8 @@ impl Shared {
 /// the record's sequence number. It runs on the appender thread, in log
 /// order, before readers can see the record: what it hands on arrives
 /// in order and never after a reader could have found the record itself.
+/// It runs under the log's lock, so it must be short and must not call
+/// back into the [`Journal`].
 pub type OnDurable = Box<dyn FnOnce(u64) + Send>;
 
 struct Append {
@@ -1179,14 +1181,6 @@ impl Appender {
             .metrics
             .log_fsyncs
             .fetch_add(1, Ordering::Relaxed);
-        // Only this thread moves the durable end.
-        let first = self.shared.lock().durable_end;
-        let numbered = (first..).zip(group.iter_mut().filter(|a| !a.framed.is_empty()));
-        for (seq, a) in numbered {
-            if let Some(on_durable) = a.on_durable.take() {
-                on_durable(seq);
-            }
-        }
         let mut state = self.shared.lock();
         let active = state
             .segments
@@ -1194,6 +1188,14 @@ impl Appender {
             .ok_or_else(|| io::Error::other("no log segment"))?;
         active.len += bytes.len() as u64;
         active.records += records;
+        // Under the lock, so no reader can find the group in the log before
+        // its work is done (the work only counts and hands on in memory).
+        let numbered = (state.durable_end..).zip(group.iter_mut().filter(|a| !a.framed.is_empty()));
+        for (seq, a) in numbered {
+            if let Some(on_durable) = a.on_durable.take() {
+                on_durable(seq);
+            }
+        }
         state.durable_end += records;
         let end = state.durable_end;
         // One age mark per second at most, so a long outage cannot grow

@@ -27,6 +27,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use maxminddb::{MaxMindDbError, Reader, WithinOptions};
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
@@ -80,6 +81,31 @@ pub enum GeoError {
     )]
     /// A valid MaxMind DB file whose records carry no country.
     NoLocationData { path: PathBuf },
+}
+
+/// A database built longer ago than this is out of date: DB-IP publishes
+/// its Lite databases monthly, so at 60 days at least one update was missed
+/// and addresses reassigned since are located where they used to be.
+pub const MAX_AGE: Duration = Duration::from_secs(60 * 86_400);
+
+/// When one loaded file was built, from its metadata (`build_epoch`). The
+/// file's modification time would say when it was copied, not how old its
+/// data is (npm, for one, gives every file in a package the same fixed date).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// "dbip-city-ipv4 built 2026-11-02".
+    pub label: String,
+    pub built: SystemTime,
+}
+
+impl Build {
+    /// Whole days since the build when it is older than [`MAX_AGE`] at
+    /// `now`; `None` while it is recent enough (or built in the future, as a
+    /// wrong clock would have it).
+    pub fn stale_days(&self, now: SystemTime) -> Option<u64> {
+        let age = now.duration_since(self.built).ok()?;
+        (age > MAX_AGE).then_some(age.as_secs() / 86_400)
+    }
 }
 
 /// One loaded database file.
@@ -160,6 +186,21 @@ impl GeoDb {
             (Some(a), None) => format!("{} for IPv4 (IPv6 locations unknown)", a.label),
             (None, Some(b)) => format!("{} for IPv6 (IPv4 locations unknown)", b.label),
         }
+    }
+
+    /// The build of each loaded file (one entry when one file serves both
+    /// address families), for `tamis check`'s age warning.
+    pub fn builds(&self) -> Vec<Build> {
+        let mut sources: Vec<&Arc<Source>> = self.v4.iter().chain(self.v6.iter()).collect();
+        sources.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        sources
+            .into_iter()
+            .map(|s| Build {
+                label: s.label.clone(),
+                built: SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(s.reader.metadata().build_epoch),
+            })
+            .collect()
     }
 
     /// Locates `ip` at the precision `level` allows. Never fails: anything
@@ -648,6 +689,50 @@ mod tests {
         );
         let city = maxmind(CITY_TEST).describe();
         assert!(city.starts_with("GeoIP2-City built 20"), "{city}");
+    }
+
+    /// `tamis check` warns once a database is more than 60 days old: the
+    /// age is counted from the build date in the file's metadata.
+    #[test]
+    fn databases_older_than_60_days_are_stale() {
+        fn check(age: Duration, expected: Option<u64>) {
+            let built = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_272_000);
+            let build = Build {
+                label: "test".into(),
+                built,
+            };
+            assert_eq!(build.stale_days(built + age), expected, "age {age:?}");
+        }
+        let day = Duration::from_secs(86_400);
+        check(Duration::ZERO, None);
+        check(30 * day, None);
+        check(60 * day, None);
+        check(60 * day + Duration::from_secs(1), Some(60));
+        check(61 * day, Some(61));
+        check(400 * day, Some(400));
+        // A build in the future (a clock set wrong) is not stale.
+        let build = Build {
+            label: "test".into(),
+            built: SystemTime::UNIX_EPOCH + 2 * day,
+        };
+        assert_eq!(build.stale_days(SystemTime::UNIX_EPOCH + day), None);
+    }
+
+    #[test]
+    fn builds_come_from_each_files_metadata() {
+        let (db, _dir) = dbip();
+        let builds = db.builds();
+        assert_eq!(builds.len(), 1, "one file serves both families: {builds:?}");
+        assert_eq!(builds[0].built, dbip_build_time());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (v4, v6) = (dir.path().join("v4.mmdb"), dir.path().join("v6.mmdb"));
+        write_dbip_test_db_split(&v4, &v6).expect("write split test databases");
+        let split = GeoDb::open(Some(&v4), Some(&v6)).expect("open split databases");
+        let builds = split.builds();
+        assert_eq!(builds.len(), 2, "{builds:?}");
+        assert!(builds.iter().all(|b| b.built == dbip_build_time()));
+        assert!(GeoDb::open(None, None).expect("empty").builds().is_empty());
     }
 
     #[test]

@@ -460,6 +460,12 @@ pub enum Stop {
 }
 
 impl ClickHouse {
+    /// The server's process id, while it runs (for CPU accounting).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        pid_in(&self.dir)
+    }
+
     /// Stops the server, keeping its directory (data, config, ports) so
     /// [`ClickHouse::restart`] brings the same server back. Returns once the
     /// process is gone; a graceful stop that takes over a minute is finished
@@ -724,4 +730,13 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// The pid a watchdog wrote in `dir/server.pid`, if any.
+pub fn pid_in(dir: &Path) -> Option<u32> {
+    fs::read_to_string(dir.join("server.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

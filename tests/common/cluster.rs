@@ -400,6 +400,12 @@ impl ZooKeeper {
         )
     }
 
+    /// ZooKeeper's process id, while it runs (for CPU accounting).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        super::clickhouse::pid_in(&self.dir)
+    }
+
     /// Stops ZooKeeper (SIGTERM, or SIGKILL as in a crash), keeping its
     /// data for [`ZooKeeper::restart`]. Returns once the process is gone.
     pub fn stop(&mut self, how: Stop) {
