@@ -70,6 +70,12 @@ balancers_missing=()
 [ -x /usr/sbin/nginx ] || balancers_missing+=(nginx)
 packages+=("${balancers_missing[@]}")
 have curl || packages+=(curl)
+# promtool, which checks and unit-tests deploy/prometheus/ (tests/monitoring.rs),
+# from Debian's Prometheus; its services are left stopped like the balancers'.
+if ! have promtool; then
+    packages+=(prometheus)
+    balancers_missing+=(prometheus prometheus-node-exporter)
+fi
 # The GA4 import fixtures (tests/ga4_fixtures.py).
 have python3 || packages+=(python3)
 # The Debian package (tests/package.rs): lintian checks it, systemd's

@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::{self, Settings};
-use crate::server::{serve as run_server, Options};
+use crate::server::Options;
 
 /// Structured `key=value` logs to stderr; `TAMIS_LOG` sets the filter
 /// (default `info`). Every field is written with its control characters
@@ -92,6 +92,10 @@ fn load(path: &Path) -> anyhow::Result<Settings> {
 }
 
 pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    // Listened for from the start: SIGHUP's default action ends the process.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP (configuration reloads)")?;
     let settings = load(path)?;
     for missing in &settings.geo.missing {
         tracing::warn!(file = %missing, "GeoIP database not found; {GEOIP_INSTALL}");
@@ -118,14 +122,43 @@ pub async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             )
         })?;
     let listeners = crate::server::Listeners { public, admin };
-    run_server(
+    let (reloads, reloaded) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    let reloading = tokio::spawn(reload_on_hangup(hangups, path.to_path_buf(), reloads));
+    #[cfg(not(unix))]
+    let reloading = tokio::spawn(async move { drop(reloads) });
+    let served = crate::server::serve_reloading(
         settings,
         listeners,
         shutdown_signal(),
+        reloaded,
         Options::production(),
     )
-    .await?;
+    .await;
+    reloading.abort();
+    served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// On each SIGHUP (`systemctl reload tamis`), reads the configuration file
+/// again, as `tamis check` does, and hands the result to the server (which
+/// applies it, or logs why it was refused).
+#[cfg(unix)]
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    path: std::path::PathBuf,
+    reloads: tokio::sync::mpsc::Sender<crate::server::Reloaded>,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!(file = %path.display(), "SIGHUP: reading the configuration again");
+        let read = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&read))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("reading the configuration: {e}")));
+        if reloads.send(loaded).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod notice;
 pub mod privacy;
 pub mod query;
+pub mod reload;
 pub mod server;
 pub mod sink;
 pub mod web;

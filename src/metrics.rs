@@ -70,6 +70,13 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Connections being served.
     pub connections_open: AtomicU64,
+    /// `storage.log_max_bytes`, for the log's usage.
+    pub log_max_bytes: AtomicU64,
+    /// Reloads of the configuration file applied (SIGHUP).
+    pub config_reloads: AtomicU64,
+    /// 1 when the last reload was applied (and at start-up), 0 when the
+    /// file was refused.
+    pub config_last_reload_successful: AtomicU64,
 }
 
 impl Metrics {
@@ -275,6 +282,16 @@ impl Metrics {
             "Unix time at which the oldest local day whose salt is held began (0: none).",
             get(&self.salt_oldest_day_start),
         );
+        gauge(
+            "tamis_log_max_bytes",
+            "The durable log's size cap (storage.log_max_bytes): at it, hits are answered 503.",
+            get(&self.log_max_bytes),
+        );
+        gauge(
+            "tamis_config_last_reload_successful",
+            "1 when the last reload of the configuration file (SIGHUP) was applied, or none was asked; 0 when the file was refused and the running configuration stayed.",
+            get(&self.config_last_reload_successful),
+        );
         let oldest = get(&self.log_oldest_unconfirmed_ms);
         let age = if oldest == 0 {
             0.0
@@ -316,6 +333,11 @@ impl Metrics {
             out,
             "# HELP tamis_connections_refused_total Connections answered 503 because server.max_connections were open.\n# TYPE tamis_connections_refused_total counter\ntamis_connections_refused_total {}\n",
             get(&self.connections_refused)
+        );
+        let _ = write!(
+            out,
+            "# HELP tamis_config_reloads_total Reloads of the configuration file (SIGHUP) applied.\n# TYPE tamis_config_reloads_total counter\ntamis_config_reloads_total {}\n",
+            get(&self.config_reloads)
         );
         let _ = write!(
             out,

@@ -103,10 +103,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     options: Options,
 ) -> anyhow::Result<()> {
+    let (_, reloads) = mpsc::channel(1);
+    serve_reloading(settings, listeners, shutdown, reloads, options).await
+}
+
+/// A configuration file read again (SIGHUP): its settings, or why it was
+/// refused (the error `tamis check` prints for it).
+pub type Reloaded = anyhow::Result<Settings>;
+
+/// [`serve`], applying each configuration that comes in `reloads` while it
+/// serves (see `reload` for what changes at once).
+pub async fn serve_reloading(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reloads: mpsc::Receiver<Reloaded>,
+    options: Options,
+) -> anyhow::Result<()> {
     let timeout = settings.server.shutdown_timeout;
     let grace = settings.server.shutdown_grace;
     let drain = options.drain.min(timeout / 2);
-    let built = build(settings, &options).await?;
+    let built = build(settings, &options, reloads).await?;
     tracing::info!(
         listen = %listeners.public.local_addr()?,
         admin_listen = %listeners.admin.local_addr()?,
@@ -201,11 +218,27 @@ async fn connect(
 
 /// Builds the stages and starts their tasks, in start-up order: journal,
 /// ClickHouse, privacy operations, salts, delivery, rollups, the app.
-async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
+async fn build(
+    settings: Settings,
+    options: &Options,
+    reloads: mpsc::Receiver<Reloaded>,
+) -> anyhow::Result<Built> {
     let metrics = Arc::new(Metrics::default());
+    metrics
+        .log_max_bytes
+        .store(settings.storage.log_max_bytes, Ordering::Relaxed);
+    metrics
+        .config_last_reload_successful
+        .store(1, Ordering::Relaxed);
     let client = crate::sink::client(&settings.clickhouse);
     let journal = open_journal(&settings, metrics.clone()).await?;
     let connected = connect(&settings.clickhouse, options.startup_wait).await?;
+    // Until an insert or a readiness probe says otherwise.
+    metrics
+        .clickhouse_up
+        .store(u64::from(connected), Ordering::Relaxed);
+    // The sites every stage reads; a reload replaces them.
+    let sites = crate::config::LiveSites::new(settings.sites.clone());
     // Which replica of each shard this collector asks first: its own, so
     // that collectors spread their writes.
     let spread = u64::from_le_bytes(
@@ -241,7 +274,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
     background.spawn(
         crate::sink::retention::Janitor::new(
             nodes.clone(),
-            settings.sites.clone(),
+            sites.clone(),
             settings.audit_retention_months,
             options.clock.clone(),
         )
@@ -252,12 +285,12 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         metrics.clone(),
         settings.clickhouse.timeout,
     );
-    let published = crate::notice::Published::new(&settings);
+    let published = crate::config::Live::new(crate::notice::Published::new(&settings));
 
     let salts = Arc::new(SaltStore::new());
     let keeper = SaltKeeper::new(
         nodes.clone(),
-        settings.sites.clone(),
+        sites.clone(),
         salts.clone(),
         options.clock.clone(),
     )
@@ -270,14 +303,14 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
     }
     // Without ClickHouse, salts are made locally and shared once it
     // answers (see `sink::salts`).
-    background.spawn(keeper.run(options.salt_period, Arc::new(tokio::sync::Notify::new())));
+    let wake_keeper = Arc::new(tokio::sync::Notify::new());
+    background.spawn(keeper.run(options.salt_period, wake_keeper.clone()));
 
-    let privacy = Privacy::new(settings.sites.clone(), settings.geo.db.clone(), salts)?;
-    let site_ids: Vec<Arc<str>> = settings
-        .sites
-        .iter()
-        .map(|s| Arc::from(s.id.as_str()))
-        .collect();
+    let privacy = Privacy::new(
+        settings.sites.clone(),
+        settings.geo.db.clone(),
+        salts.clone(),
+    )?;
     // Held beside the aggregator's own records: bounded the same way.
     let handoff = Arc::new(Handoff::new(
         settings
@@ -294,7 +327,7 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
             nodes: nodes.clone(),
             journal: journal.clone(),
             handoff: handoff.clone(),
-            site_ids: site_ids.clone(),
+            sites: sites.clone(),
             metrics: metrics.clone(),
             clock: options.clock.clone(),
             connected,
@@ -303,12 +336,8 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
     );
     if let Some(period) = options.rollup_period {
         background.spawn(
-            crate::sink::rollup::Rollup::new(
-                nodes.clone(),
-                settings.sites.clone(),
-                options.clock.clone(),
-            )
-            .run(period),
+            crate::sink::rollup::Rollup::new(nodes.clone(), sites.clone(), options.clock.clone())
+                .run(period),
         );
     }
 
@@ -317,15 +346,14 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
             privacy,
             journal: journal.clone(),
             handoff,
-            site_ids,
             metrics: metrics.clone(),
             clock: options.clock.clone(),
             trusted_proxies: settings.server.trusted_proxies.clone(),
         },
         api: Api {
             nodes: nodes.clone(),
-            sites: settings.sites.clone(),
-            tokens: settings.tokens,
+            sites: sites.clone(),
+            tokens: crate::config::Live::new(settings.tokens.clone()),
             clock: options.clock.clone(),
             metrics: metrics.clone(),
             audit,
@@ -340,6 +368,19 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         edge: crate::web::Edge::new(&settings.server),
         health: Default::default(),
     });
+    background.spawn(
+        Reloader {
+            running: Some(settings),
+            app: app.clone(),
+            sites,
+            salts,
+            wake_keeper,
+            nodes: app.nodes.clone(),
+            metrics: app.metrics.clone(),
+            clock: options.clock.clone(),
+        }
+        .run(reloads),
+    );
     Ok(Built {
         app,
         journal,
@@ -348,6 +389,104 @@ async fn build(settings: Settings, options: &Options) -> anyhow::Result<Built> {
         audit: audit_task,
         background,
     })
+}
+
+/// Applies reloaded configurations (see `reload`) to the running stages,
+/// without a restart: connections, visits in memory and the durable log
+/// stay as they are.
+struct Reloader {
+    /// What tamis runs with; `None` only while a reload is planned.
+    running: Option<Settings>,
+    app: Arc<App>,
+    /// The sites the aggregator, the feeder, the salt keeper, the janitor,
+    /// the rollups and the stats API read.
+    sites: crate::config::LiveSites,
+    salts: Arc<SaltStore>,
+    wake_keeper: Arc<tokio::sync::Notify>,
+    nodes: Arc<crate::sink::nodes::Nodes>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+/// How long a reload waits for the salt keeper to share a new site's salt
+/// before ingest counts its hits (past it, a salt made here is shared
+/// later, as when ClickHouse is down).
+const NEW_SALT_WAIT: Duration = Duration::from_secs(2);
+
+impl Reloader {
+    async fn run(mut self, mut reloads: mpsc::Receiver<Reloaded>) {
+        // Audit records still being retried; cut short with this task.
+        let mut recording = JoinSet::new();
+        while let Some(reloaded) = reloads.recv().await {
+            match reloaded {
+                Ok(settings) => {
+                    if let Some(sections) = self.apply(settings).await {
+                        recording.spawn(record_config_change_until_done(
+                            self.nodes.clone(),
+                            sections,
+                            crate::config::operator_name(),
+                            self.clock.now(),
+                        ));
+                    }
+                }
+                Err(error) => {
+                    self.metrics
+                        .config_last_reload_successful
+                        .store(0, Ordering::Relaxed);
+                    tracing::error!(error = %format!("{error:#}"), "configuration reload refused; the running configuration stays");
+                }
+            }
+        }
+        while recording.join_next().await.is_some() {}
+    }
+
+    /// Puts `new` in place as far as it can change at runtime; returns the
+    /// effective configuration's sections for the audit log when they
+    /// changed.
+    async fn apply(&mut self, new: Settings) -> Option<Vec<(String, String)>> {
+        let running = self.running.take()?;
+        let known = running.sites.len();
+        let plan = crate::reload::plan(running, new);
+        for setting in &plan.needs_restart {
+            tracing::warn!(setting = %setting, "configuration reload: this change needs a restart; left as it was");
+        }
+        let settings = plan.settings;
+        // Readers first, ingest last: by the time a hit names a new site,
+        // the aggregator, the feeder and the salt keeper know it.
+        self.sites.store(settings.sites.clone());
+        if settings.sites.len() > known {
+            self.wake_keeper.notify_one();
+            let deadline = Instant::now() + NEW_SALT_WAIT;
+            while (known..settings.sites.len()).any(|i| self.salts.days(i).is_empty())
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.app.api.tokens.store(settings.tokens.clone());
+        self.app
+            .privacy
+            .store(crate::notice::Published::new(&settings));
+        self.app
+            .ingest
+            .privacy
+            .replace_sites(settings.sites.clone());
+        self.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .config_last_reload_successful
+            .store(1, Ordering::Relaxed);
+        tracing::info!(
+            changed = %plan.changed.join(", "),
+            needs_restart = %plan.needs_restart.join(", "),
+            sites = settings.sites.len(),
+            "configuration reloaded"
+        );
+        let sections = crate::config::fingerprint::sections(&settings);
+        self.running = Some(settings);
+        // Nothing that runs changed: nothing to record (the audit log's
+        // `at` is to the second, and cannot order records made within one).
+        (!plan.changed.is_empty()).then_some(sections)
+    }
 }
 
 /// Serves `app` until `shutdown` completes and open requests finished (or
@@ -434,7 +573,7 @@ struct Delivery<'a> {
     journal: Journal,
     /// What ingest hands the feeder from memory.
     handoff: Arc<Handoff>,
-    site_ids: Vec<Arc<str>>,
+    sites: crate::config::LiveSites,
     metrics: Arc<Metrics>,
     clock: Clock,
     connected: bool,
@@ -448,14 +587,13 @@ impl Delivery<'_> {
     ) -> impl Future<Output = bool> + Send + 'static {
         let settings = self.settings;
         let clickhouse = settings.clickhouse.clone();
-        let sites = settings.sites.clone();
         let capacity = settings.server.queue_capacity as u64;
         let Delivery {
             client,
             nodes,
             journal,
             handoff,
-            site_ids,
+            sites,
             metrics,
             clock,
             connected,
@@ -541,7 +679,7 @@ impl Delivery<'_> {
 
             let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
             let intake = Arc::new(Intake::new(
-                sites,
+                sites.clone(),
                 clickhouse.batch_rows,
                 clickhouse.flush_interval,
                 metrics.clone(),
@@ -554,11 +692,7 @@ impl Delivery<'_> {
                 from,
                 intake: intake.clone(),
                 handoff: handoff.clone(),
-                sites: site_ids
-                    .iter()
-                    .enumerate()
-                    .map(|(i, id)| (id.clone(), i))
-                    .collect(),
+                sites,
                 capacity,
                 metrics: metrics.clone(),
                 stop: stop_feeding.clone(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::handoff::{Handoff, Taken};
 use super::{Intake, Logged};
 use crate::backoff::Backoff;
+use crate::config::{LiveSites, SiteSettings};
 use crate::journal::{record, Entry, Journal};
 use crate::metrics::Metrics;
 
@@ -28,8 +29,8 @@ pub struct Feeder {
     pub intake: Arc<Intake>,
     /// Durable records' messages, as ingest made them.
     pub handoff: Arc<Handoff>,
-    /// Site id → position in the configuration.
-    pub sites: HashMap<Arc<str>, usize>,
+    /// The configured sites: a record read back names its sites by id.
+    pub sites: LiveSites,
     pub capacity: u64,
     pub metrics: Arc<Metrics>,
     /// Set at shutdown: feed what is durable, then stop.
@@ -46,6 +47,9 @@ impl Feeder {
     fn run(self) {
         let mut reader = self.journal.reader(self.from);
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
+        // Site id → position, made again when a reload changed the sites.
+        let mut known = self.sites.load();
+        let mut positions = positions(&known);
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
             if stopping && reader.position() >= self.journal.durable_end() {
@@ -92,10 +96,15 @@ impl Feeder {
             self.metrics
                 .log_read_back
                 .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            let sites = self.sites.load();
+            if !Arc::ptr_eq(&sites, &known) {
+                positions = self::positions(&sites);
+                known = sites;
+            }
             let records: Vec<Logged> = entries
                 .into_iter()
                 .map(|entry| match entry {
-                    Entry::Record { seq, payload } => match record::decode(&payload, &self.sites) {
+                    Entry::Record { seq, payload } => match record::decode(&payload, &positions) {
                         Ok(messages) => (seq, Some(messages)),
                         Err(error) => {
                             self.metrics.log_corrupt.fetch_add(1, Ordering::Relaxed);
@@ -111,4 +120,12 @@ impl Feeder {
             }
         }
     }
+}
+
+fn positions(sites: &[Arc<SiteSettings>]) -> HashMap<Arc<str>, usize> {
+    sites
+        .iter()
+        .enumerate()
+        .map(|(i, site)| (Arc::from(site.id.as_str()), i))
+        .collect()
 }

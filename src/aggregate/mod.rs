@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::SiteSettings;
+use crate::config::{LiveSites, SiteSettings};
 use crate::metrics::Metrics;
 use crate::privacy::consent::Consent;
 use crate::privacy::pipeline::{DropReason, Dropped, Event, EventKind};
@@ -85,6 +85,9 @@ pub struct Intake {
     due: Notify,
     metrics: Arc<Metrics>,
     clock: Clock,
+    /// The sites as a reload leaves them; the aggregator takes the new
+    /// list before it handles the next records (see [`Intake::feed`]).
+    sites: LiveSites,
 }
 
 /// One log record read back: its number, and its messages (`None` when the
@@ -95,14 +98,15 @@ impl Intake {
     /// `cut`: the end of the batch in flight when tamis last stopped, if
     /// replay starts inside it.
     pub fn new(
-        sites: Vec<Arc<SiteSettings>>,
+        sites: impl Into<LiveSites>,
         batch_rows: usize,
         flush_interval: Duration,
         metrics: Arc<Metrics>,
         clock: Clock,
         cut: Option<u64>,
     ) -> Intake {
-        let mut aggregator = Aggregator::new(sites);
+        let sites = sites.into();
+        let mut aggregator = Aggregator::with_sites(sites.load());
         aggregator.cut = cut;
         Intake {
             state: Mutex::new(Some(aggregator)),
@@ -111,6 +115,7 @@ impl Intake {
             due: Notify::new(),
             metrics,
             clock,
+            sites,
         }
     }
 
@@ -125,6 +130,12 @@ impl Intake {
             let Some(state) = guard.as_mut() else {
                 return false;
             };
+            // A reload stores the new sites before ingest can name a new
+            // site's position: records that do were made after it.
+            let sites = self.sites.load();
+            if !Arc::ptr_eq(&sites, &state.sites) {
+                state.set_sites(sites);
+            }
             for (seq, messages) in records {
                 state.reach(seq);
                 state.note_seq(seq);
@@ -226,7 +237,7 @@ impl Intake {
 }
 
 pub struct Aggregator {
-    sites: Vec<Arc<SiteSettings>>,
+    sites: Arc<Vec<Arc<SiteSettings>>>,
     site_ids: Vec<Arc<str>>,
     sessions: Sessions,
     traffic: Vec<TrafficDelta>,
@@ -255,6 +266,10 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn new(sites: Vec<Arc<SiteSettings>>) -> Self {
+        Aggregator::with_sites(Arc::new(sites))
+    }
+
+    fn with_sites(sites: Arc<Vec<Arc<SiteSettings>>>) -> Self {
         Aggregator {
             site_ids: sites.iter().map(|s| Arc::from(s.id.as_str())).collect(),
             sites,
@@ -273,6 +288,13 @@ impl Aggregator {
             cut: None,
             ready: Vec::new(),
         }
+    }
+
+    /// Takes a reloaded configuration's sites: the same sites at the same
+    /// positions, maybe more at the end. Open visits keep their counts.
+    fn set_sites(&mut self, sites: Arc<Vec<Arc<SiteSettings>>>) {
+        self.site_ids = sites.iter().map(|s| Arc::from(s.id.as_str())).collect();
+        self.sites = sites;
     }
 
     /// Called before record `seq` is fed: at the cut, the batch so far is

@@ -4,9 +4,11 @@
 
 mod file;
 pub mod fingerprint;
+pub mod live;
 mod settings;
 
 pub use file::{Config, ConsentMode, Disclosure, OnDenied, OnOptOut};
+pub use live::{Live, LiveSites, LiveTokens};
 pub use settings::{
     ClickHouseSettings, ClickHouseUrl, ClusterSettings, ConfigError, GeoSettings,
     OrganizationSettings, QuerySettings, RoundingKey, ServerSettings, Settings, SiteSettings,

@@ -376,6 +376,7 @@ impl TrackerId {
     }
 }
 
+#[derive(Clone)]
 pub struct TokenSettings {
     pub name: String,
     pub secret_sha256: [u8; 32],

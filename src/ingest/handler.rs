@@ -44,8 +44,6 @@ pub struct Ingest {
     /// Where each logged hit's messages go once durable, so the feeder
     /// need not read them back.
     pub handoff: Arc<Handoff>,
-    /// Site ids by position, as the log records them.
-    pub site_ids: Vec<Arc<str>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub trusted_proxies: Vec<IpNet>,
@@ -178,7 +176,7 @@ impl Ingest {
             }
         }
         let mut payload = Vec::with_capacity(512);
-        record::encode(&messages, &self.site_ids, &mut payload);
+        record::encode(&messages, &self.privacy.sites().ids, &mut payload);
         // Counted once durable, even if the client hangs up meanwhile (its
         // hit is logged and will be in ClickHouse).
         let metrics = self.metrics.clone();
@@ -248,7 +246,7 @@ impl Ingest {
         };
         let messages = vec![Message::Dropped(dropped, self.clock.now())];
         let mut payload = Vec::with_capacity(32);
-        record::encode(&messages, &self.site_ids, &mut payload);
+        record::encode(&messages, &self.privacy.sites().ids, &mut payload);
         let handoff = self.handoff.clone();
         let _ = self.journal.append_detached(
             &payload,

@@ -112,7 +112,8 @@ impl Ingest {
                 .and_then(|id| self.privacy.site_for_tracker(id));
             if let Some(site) = site {
                 if hit.event.url.starts_with('/') {
-                    let host = &self.privacy.sites()[site].hostnames[0];
+                    let sites = self.privacy.sites();
+                    let host = &sites[site].hostnames[0];
                     hit.event.url = format!("https://{host}{}", hit.event.url);
                 }
             }

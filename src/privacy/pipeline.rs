@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config::{SiteSettings, TrackerId};
@@ -116,13 +117,50 @@ pub struct Event {
     pub props: Vec<(String, String)>,
 }
 
+/// The sites and how hits name them, swapped whole on a reload.
+pub struct SiteTable {
+    pub sites: Vec<Arc<SiteSettings>>,
+    /// Site ids by position, as the durable log records them.
+    pub ids: Vec<Arc<str>>,
+    by_domain: HashMap<String, usize>,
+    by_tracker: HashMap<TrackerId, usize>,
+}
+
+impl SiteTable {
+    fn new(sites: Vec<Arc<SiteSettings>>) -> SiteTable {
+        let by_domain = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let by_tracker = sites
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.trackers.iter().map(move |t| (t.clone(), i)))
+            .collect();
+        SiteTable {
+            ids: sites.iter().map(|s| Arc::from(s.id.as_str())).collect(),
+            sites,
+            by_domain,
+            by_tracker,
+        }
+    }
+}
+
+impl std::ops::Index<usize> for SiteTable {
+    type Output = Arc<SiteSettings>;
+    fn index(&self, site: usize) -> &Arc<SiteSettings> {
+        &self.sites[site]
+    }
+}
+
 /// Most domains one hit may name.
 const MAX_DOMAINS: usize = 10;
 
 pub struct Privacy {
-    sites: Vec<Arc<SiteSettings>>,
-    by_domain: HashMap<String, usize>,
-    by_tracker: HashMap<TrackerId, usize>,
+    /// Replaced whole by a reload (`Privacy::replace_sites`); read without
+    /// a lock.
+    table: ArcSwap<SiteTable>,
     agents: AgentClassifier,
     referrers: ReferrerClassifier,
     geo: Arc<GeoDb>,
@@ -135,20 +173,8 @@ impl Privacy {
         geo: Arc<GeoDb>,
         salts: Arc<SaltStore>,
     ) -> anyhow::Result<Privacy> {
-        let by_domain = sites
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.clone(), i))
-            .collect();
-        let by_tracker = sites
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| s.trackers.iter().map(move |t| (t.clone(), i)))
-            .collect();
         Ok(Privacy {
-            sites,
-            by_domain,
-            by_tracker,
+            table: ArcSwap::from_pointee(SiteTable::new(sites)),
             agents: AgentClassifier::new()?,
             referrers: ReferrerClassifier::new()?,
             geo,
@@ -156,19 +182,30 @@ impl Privacy {
         })
     }
 
-    pub fn sites(&self) -> &[Arc<SiteSettings>] {
-        &self.sites
+    /// The sites as configured now (a reload after this call does not
+    /// change what it returns).
+    pub fn sites(&self) -> arc_swap::Guard<Arc<SiteTable>> {
+        self.table.load()
+    }
+
+    /// Puts a reloaded configuration's sites in place for the next hit.
+    /// `sites` keeps every site at its position and may add some at the
+    /// end (see `reload`): a position found before the swap stays valid.
+    pub fn replace_sites(&self, sites: Vec<Arc<SiteSettings>>) {
+        self.table.store(Arc::new(SiteTable::new(sites)));
     }
 
     /// The configured sites a hit's `domain` names, each once. Plausible's
     /// script may send several comma-separated domains to count one page
     /// in several sites; naming a site twice must not count it twice.
     pub fn sites_for(&self, domain: &str) -> Vec<usize> {
+        let table = self.table.load();
         let mut sites: Vec<usize> = domain
             .split(',')
             .take(MAX_DOMAINS)
             .filter_map(|d| {
-                self.by_domain
+                table
+                    .by_domain
                     .get(d.trim().to_ascii_lowercase().as_str())
                     .copied()
             })
@@ -180,12 +217,13 @@ impl Privacy {
 
     /// The site another product's tracker names by its own id.
     pub fn site_for_tracker(&self, id: &TrackerId) -> Option<usize> {
-        self.by_tracker.get(id).copied()
+        self.table.load().by_tracker.get(id).copied()
     }
 
     /// Runs the pipeline for one site of the hit.
     pub fn process(&self, site_index: usize, hit: &RawHit<'_>) -> Result<Event, Dropped> {
-        let site = &self.sites[site_index];
+        let table = self.table.load();
+        let site = &table.sites[site_index];
         let dropped = |reason| Dropped {
             reason,
             site: Some(site_index),

@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
-use crate::config::{Disclosure, SiteSettings, TokenSettings};
+use crate::config::{Disclosure, LiveSites, LiveTokens, SiteSettings};
 use crate::import::ga4::Report as ImportReport;
 use crate::metrics::Metrics;
 use crate::sink::audit::{AuditEntry, AuditLog};
@@ -84,8 +84,9 @@ pub struct Api {
     /// on a cluster through the `Distributed` tables (see
     /// [`Api::fetch_with`]).
     pub nodes: Arc<Nodes>,
-    pub sites: Vec<Arc<SiteSettings>>,
-    pub tokens: Vec<TokenSettings>,
+    /// Sites and tokens as configured now (a reload replaces them).
+    pub sites: LiveSites,
+    pub tokens: LiveTokens,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
     /// Every answered read is recorded here (see `sink::audit`).
@@ -146,7 +147,7 @@ impl Api {
                 .and_then(|v| v.to_str().ok()),
         );
         let (token, allowed, disclosure) =
-            match auth::authorize(authorization.as_deref(), &self.tokens) {
+            match auth::authorize(authorization.as_deref(), &self.tokens.load()) {
                 Access::Unauthorized => return Err(ApiError::Unauthorized),
                 Access::Granted {
                     token,
@@ -169,7 +170,7 @@ impl Api {
         };
         let site_id = request::site_id(&body)?;
         // A site the token may not read looks exactly like a missing one.
-        let site = match self.sites.iter().find(|s| s.id == site_id) {
+        let site = match self.sites.load().iter().find(|s| s.id == site_id) {
             Some(site) if allowed.contains(&site.id) => site.clone(),
             _ => return Err(ApiError::SiteNotFound),
         };
@@ -276,7 +277,7 @@ impl Api {
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let token = match auth::authorize(authorization, &self.tokens) {
+        let token = match auth::authorize(authorization, &self.tokens.load()) {
             Access::Granted {
                 token, admin: true, ..
             } => token.to_string(),
@@ -295,7 +296,7 @@ impl Api {
                     Ok(t) => since = t,
                     Err(e) => return ApiError::Parameter(format!("since: {e}")).response(),
                 },
-                "site" => match self.sites.iter().find(|s| s.id == value) {
+                "site" => match self.sites.load().iter().find(|s| s.id == value) {
                     Some(s) => site = Some(s.id.clone()),
                     None => {
                         return ApiError::Parameter("site: not a configured site id".into())

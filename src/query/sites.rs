@@ -22,12 +22,14 @@ impl Api {
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let (token, allowed) = match auth::authorize(authorization, &self.tokens) {
+        let tokens = self.tokens.load();
+        let (token, allowed) = match auth::authorize(authorization, &tokens) {
             Access::Unauthorized => return ApiError::Unauthorized.response(),
             Access::Granted { token, sites, .. } => (token, sites),
         };
         let sites: Vec<_> = self
             .sites
+            .load()
             .iter()
             .filter(|s| allowed.contains(&s.id))
             .map(|s| {

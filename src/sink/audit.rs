@@ -210,21 +210,31 @@ pub async fn record_config_change(
     now: DateTime<Utc>,
 ) -> Result<Option<Vec<String>>, Error> {
     let hash = fingerprint::config_hash(&sections);
+    // Every record of the last second: a reload (SIGHUP) may follow the
+    // start-up within the same second, and `at` does not order them. When
+    // they differ, which one is the last is unknown: the configuration is
+    // recorded again rather than a change missed.
     let sql = format!(
-        "SELECT detail FROM {} WHERE kind = 'config_change' ORDER BY at DESC LIMIT 1",
+        "SELECT toUInt32(at), detail FROM {} WHERE kind = 'config_change' ORDER BY at DESC LIMIT 20",
         nodes.table("audit_log")
     );
-    let last: Vec<String> = nodes
+    let last: Vec<(u32, String)> = nodes
         .on_any(|client| {
             let sql = &sql;
-            async move { client.query(sql).fetch_all::<String>().await }
+            async move { client.query(sql).fetch_all::<(u32, String)>().await }
         })
         .await?;
-    let previous = last
-        .first()
-        .and_then(|d| serde_json::from_str::<ConfigDetail>(d).ok());
+    let newest = last.first().map(|(at, _)| *at);
+    let previous: Vec<ConfigDetail> = last
+        .iter()
+        .filter(|(at, _)| Some(*at) == newest)
+        .filter_map(|(_, d)| serde_json::from_str::<ConfigDetail>(d).ok())
+        .collect();
+    if !previous.is_empty() && previous.iter().all(|p| p.hash == hash) {
+        return Ok(None);
+    }
+    let previous = previous.into_iter().find(|p| p.hash != hash);
     let changed = match &previous {
-        Some(p) if p.hash == hash => return Ok(None),
         Some(p) => fingerprint::changed_sections(&p.sections, &sections),
         None => sections.iter().map(|(name, _)| name.clone()).collect(),
     };

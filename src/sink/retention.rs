@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::nodes::{Error, Nodes, Shard};
 use crate::clock::Clock;
-use crate::config::SiteSettings;
+use crate::config::LiveSites;
 
 /// Aggregate tables partitioned by `(site_id, toYYYYMM(hour))` (the
 /// rollups by `(site_id, toYYYYMM(day))`, the site's local day).
@@ -87,7 +87,7 @@ struct PartRow {
 
 pub struct Janitor {
     nodes: Arc<Nodes>,
-    sites: Vec<Arc<SiteSettings>>,
+    sites: LiveSites,
     records_retention_months: u32,
     clock: Clock,
 }
@@ -96,13 +96,13 @@ impl Janitor {
     /// The janitor of `sites`' partitions on every shard of `nodes`.
     pub fn new(
         nodes: Arc<Nodes>,
-        sites: Vec<Arc<SiteSettings>>,
+        sites: impl Into<LiveSites>,
         records_retention_months: u32,
         clock: Clock,
     ) -> Self {
         Janitor {
             nodes,
-            sites,
+            sites: sites.into(),
             records_retention_months,
             clock,
         }
@@ -164,13 +164,14 @@ impl Janitor {
     ) -> Result<(), clickhouse::error::Error> {
         // Taken for one push at a time, never across an `.await`.
         let found = || found.lock().unwrap_or_else(|e| e.into_inner());
+        let sites = self.sites.load();
         for table in SITE_TABLES {
             for part in partitions(&client, table).await? {
                 let Some((site_id, period)) = parse_site_partition(&part.partition) else {
                     tracing::warn!(table, partition = %part.partition, "retention: partition not understood; left alone");
                     continue;
                 };
-                let Some(site) = self.sites.iter().find(|s| s.id == site_id) else {
+                let Some(site) = sites.iter().find(|s| s.id == site_id) else {
                     let mut found = found();
                     if !found.unknown.contains(&site_id) {
                         found.unknown.push(site_id);

@@ -59,7 +59,7 @@ fn counts(f: impl Fn(&str) -> String) -> String {
         .join(", ")
 }
 use crate::clock::Clock;
-use crate::config::SiteSettings;
+use crate::config::{LiveSites, SiteSettings};
 use crate::query::request::local_midnight;
 
 /// How long after a local day ends it is closed: the flusher's last batch
@@ -107,7 +107,7 @@ struct FirstDay {
 
 pub struct Rollup {
     nodes: Arc<Nodes>,
-    sites: Vec<Arc<SiteSettings>>,
+    sites: LiveSites,
     clock: Clock,
 }
 
@@ -155,10 +155,10 @@ fn to_sums(v: &[i64]) -> Sums {
 impl Rollup {
     /// The job over `sites`, on the servers of `nodes`: a single server, or
     /// a cluster whose home shard holds the rollups.
-    pub fn new(nodes: Arc<Nodes>, sites: Vec<Arc<SiteSettings>>, clock: Clock) -> Self {
+    pub fn new(nodes: Arc<Nodes>, sites: impl Into<LiveSites>, clock: Clock) -> Self {
         Rollup {
             nodes,
-            sites,
+            sites: sites.into(),
             clock,
         }
     }
@@ -197,7 +197,7 @@ impl Rollup {
         let now = self.clock.now();
         let home = self.nodes.home().await?;
         let mut rolled = 0;
-        for site in &self.sites {
+        for site in self.sites.load().iter() {
             let last = last_closed_day(now, site.timezone);
             let first = match window {
                 Some(n) => last - chrono::Duration::days(n - 1),

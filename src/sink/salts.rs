@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::nodes::{Error, Nodes, Shard};
 use crate::clock::Clock;
-use crate::config::SiteSettings;
+use crate::config::{LiveSites, SiteSettings};
 use crate::metrics::Metrics;
 use crate::privacy::pipeline::local_day;
 use crate::privacy::salt::{commitment, wipe, DailySalt, SaltStore};
@@ -109,7 +109,7 @@ struct Destroyed {
 
 pub struct SaltKeeper {
     nodes: Arc<Nodes>,
-    sites: Vec<Arc<SiteSettings>>,
+    sites: LiveSites,
     store: Arc<SaltStore>,
     clock: Clock,
     metrics: Option<Arc<Metrics>>,
@@ -120,13 +120,13 @@ impl SaltKeeper {
     /// shard of `nodes`.
     pub fn new(
         nodes: Arc<Nodes>,
-        sites: Vec<Arc<SiteSettings>>,
+        sites: impl Into<LiveSites>,
         store: Arc<SaltStore>,
         clock: Clock,
     ) -> Self {
         SaltKeeper {
             nodes,
-            sites,
+            sites: sites.into(),
             store,
             clock,
             metrics: None,
@@ -158,7 +158,7 @@ impl SaltKeeper {
         let now = self.clock.now();
         // Memory first, for every site, whether or not ClickHouse answers.
         let mut destroyed = Vec::new();
-        for (index, site) in self.sites.iter().enumerate() {
+        for (index, site) in self.sites.load().iter().enumerate() {
             for (day, salt) in self.store.destroy_before(index, first_kept(site, now)) {
                 let commitment = salt.commitment();
                 tracing::info!(site = %site.id, %day, %commitment, "daily salt destroyed in memory");
@@ -180,7 +180,7 @@ impl SaltKeeper {
         };
         let mut result = self.destroy_expired(home, now, &mut destroyed).await;
         self.record(&destroyed, now).await;
-        for (index, site) in self.sites.iter().enumerate() {
+        for (index, site) in self.sites.load().iter().enumerate() {
             for day in days_needed(site, now) {
                 result = result.and(self.share(home, index, site, day).await);
             }
@@ -193,7 +193,7 @@ impl SaltKeeper {
         let Some(metrics) = &self.metrics else { return };
         let mut held = 0u64;
         let mut oldest: Option<i64> = None;
-        for (index, site) in self.sites.iter().enumerate() {
+        for (index, site) in self.sites.load().iter().enumerate() {
             let days = self.store.days(index);
             held += days.len() as u64;
             if let Some(first) = days.first() {
@@ -232,7 +232,7 @@ impl SaltKeeper {
         let mut expired: Vec<(String, NaiveDate, Vec<String>)> = Vec::new();
         for row in &stored {
             let day = from_days(row.day);
-            let is_expired = match self.sites.iter().find(|s| s.id == row.site_id) {
+            let is_expired = match self.sites.load().iter().find(|s| s.id == row.site_id) {
                 Some(site) => day < first_kept(site, now),
                 // Unknown time zone: wait until the day is over everywhere.
                 None => day

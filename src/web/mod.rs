@@ -103,8 +103,8 @@ impl Edge {
 pub struct App {
     pub ingest: Ingest,
     pub api: Api,
-    /// `/privacy.json` bodies by site.
-    pub privacy: crate::notice::Published,
+    /// `/privacy.json` bodies by site (a reload replaces them).
+    pub privacy: crate::config::Live<crate::notice::Published>,
     pub metrics: Arc<Metrics>,
     /// The ClickHouse servers, for `/api/health` and `/readyz`.
     pub nodes: Arc<crate::sink::nodes::Nodes>,
@@ -180,7 +180,7 @@ impl App {
             {
                 ops::method_not_allowed()
             }
-            "/privacy.json" => ops::privacy_json(&self.privacy, &request),
+            "/privacy.json" => ops::privacy_json(&self.privacy.load(), &request),
             "/about" => ops::index(),
             "/healthz" => ops::healthz(),
             "/api/health" => ops::health(self).await,
@@ -232,7 +232,7 @@ impl App {
             .headers()
             .get(AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or_default());
-        let attempt = auth::attempt(authorization, &self.api.tokens);
+        let attempt = auth::attempt(authorization, &self.api.tokens.load());
         let response = match endpoint {
             Endpoint::Query => self.api.handle(request).await,
             Endpoint::Funnel => self.api.funnel(request).await,
