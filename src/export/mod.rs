@@ -142,8 +142,8 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
     );
     let api = Api {
         nodes: nodes.clone(),
-        sites: settings.sites.clone(),
-        tokens: Vec::new(),
+        sites: settings.sites.clone().into(),
+        tokens: crate::config::live::Live::new(Vec::new()),
         clock: crate::clock::Clock::system(),
         metrics,
         audit,
