@@ -125,7 +125,7 @@ try {
           range: document.querySelector('#range').textContent,
           conversion: document.querySelector('#card-goals tbody td:last-child').textContent,
           chartRow: document.querySelector('#chart-table tbody th').textContent,
-          funnelRate: document.querySelector('#funnel-list tbody tr:nth-child(2) td:nth-child(2)').textContent,
+          funnelRate: document.querySelector('#funnel-list tbody tr:nth-child(2) td:nth-of-type(2)').textContent,
         }));
       }
 
@@ -300,7 +300,7 @@ try {
     rows: [...document.querySelectorAll('#chart-table tbody tr')].map((tr) => [tr.querySelector('th').scope,
       ...[...tr.querySelectorAll('td')].map((td) => td.textContent)]),
     points: [...document.querySelectorAll('#chart circle title')].map((t) => t.textContent.split(' : ').pop()),
-    visuallyHidden: (() => { const r = document.querySelector('#chart-table').getBoundingClientRect(); return r.width <= 1 && r.height <= 1 })(),
+    visuallyHidden: (() => { const r = document.querySelector('#chart-table').closest('.sr').getBoundingClientRect(); return r.width <= 1 && r.height <= 1 })(),
   }));
   const period = new URLSearchParams((await p.evaluate(() => location.hash)).slice(1)).get('period');
   const series = await api('/api/v2/query', {site_id: site, metrics: ['visitors'], date_range: period, dimensions: ['time'], include: {time_labels: true}});
@@ -320,7 +320,7 @@ try {
     const field = document.querySelector('#period');
     return {
       background: getComputedStyle(document.querySelector('#chart-card')).backgroundColor,
-      page: getComputedStyle(document.body).backgroundColor,
+      page: getComputedStyle(document.documentElement).backgroundColor,
       line_now: probe('#chart .line.now', 'stroke'),
       line_prev: probe('#chart .line.prev', 'stroke'),
       point: probe('#chart .point', 'fill'),

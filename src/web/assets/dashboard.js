@@ -335,11 +335,13 @@
     box.appendChild(s);
     box.appendChild(chartTable(labels, now, prev, imported));
   }
-  // The chart's numbers as a table, for screen readers (visually hidden):
-  // a caption, column headers, and one row per point of the chart, its
-  // period written out in the page's language.
+  // The chart's numbers as a table, for screen readers (visually hidden,
+  // in a box: a table grows to its content whatever its width): a caption,
+  // column headers, and one row per point of the chart, its period written
+  // out in the page's language.
   function chartTable(labels, now, prev, imported) {
-    var tbl = el('table', 'sr');
+    var box = el('div', 'sr');
+    var tbl = el('table');
     tbl.id = 'chart-table';
     tbl.appendChild(el('caption', null, t('chartTable')));
     var head = el('tr');
@@ -359,7 +361,8 @@
       tbody.appendChild(tr);
     });
     tbl.appendChild(tbody);
-    return tbl;
+    box.appendChild(tbl);
+    return box;
   }
   function longTimeLabel(label) {
     var loc = t('locale');

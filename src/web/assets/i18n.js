@@ -75,7 +75,7 @@ window.TAMIS_I18N = {
     language: 'Languages', consent: 'Consent', events_card: 'Custom events', goals_card: 'Goals', goal: 'Goals', col_goal: 'Goal', conversion_rate: 'Conversion rate', short_conversion_rate: 'Conversion', event_name: 'Events', prop: 'Property',
     col_page: 'Page', col_source: 'Source', col_referrer: 'Referrer', col_region: 'Region', col_country: 'Country', col_browser: 'Browser', col_os: 'OS',
     col_device: 'Device', col_language: 'Language', col_consent: 'Consent', col_event: 'Event', col_value: 'Value', col_campaign: 'Value',
-    exportCsv: 'Export CSV', exportOf: 'Export as CSV: ', more: 'Show more', less: 'Show less',
+    exportCsv: 'Export CSV', exportOf: 'Export CSV: ', more: 'Show more', less: 'Show less',
     empty: 'No data for this period.', loading: 'Loading…',
     other: '(other)',
     otherTip: 'Grouped rows: each has fewer than {k} visitors and is not shown on its own, to protect privacy.',
