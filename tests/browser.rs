@@ -1240,6 +1240,16 @@ fn dashboard_shows_imported_ga4_months_marked_beside_collected_ones() {
         }
         assert_eq!(months[5][0], "2026-06-01", "{r}");
         assert_eq!(months[5][1], "40", "the collected month: {r}");
+        // Read out as a month, in the page's language.
+        assert_eq!(
+            months[5][2],
+            if lang == "fr" {
+                "juin 2026"
+            } else {
+                "June 2026"
+            },
+            "{r}"
+        );
     }
     assert_eq!(r["problems"], json!([]), "{r}");
 }

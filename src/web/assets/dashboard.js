@@ -351,10 +351,16 @@
     thead.appendChild(head);
     tbl.appendChild(thead);
     var tbody = el('tbody');
+    // Buckets of a month or a week start on their first day: named as such.
+    var span = labels.length > 1 ? daysBetween(labels[0].slice(0, 10), labels[1].slice(0, 10)) : 1;
     labels.forEach(function (lab, i) {
       var tr = el('tr');
-      var th = el('th', null, longTimeLabel(lab));
+      var th = el('th');
       th.scope = 'row';
+      // The bucket's own label stays readable by tools as <time datetime>.
+      var time = el('time', null, longTimeLabel(lab, span));
+      time.setAttribute('datetime', lab);
+      th.appendChild(time);
       tr.appendChild(th);
       tr.appendChild(el('td', null, (now[i] == null ? '—' : num(now[i])) + (imported[i] ? ' (' + t('importedGa') + ')' : '')));
       if (prev) tr.appendChild(el('td', null, prev[i] == null ? '—' : num(prev[i])));
@@ -364,12 +370,13 @@
     box.appendChild(tbl);
     return box;
   }
-  function longTimeLabel(label) {
+  function longTimeLabel(label, span) {
     var loc = t('locale');
     var d = new Date(Date.UTC(+label.slice(0, 4), +label.slice(5, 7) - 1, label.length > 7 ? +label.slice(8, 10) : 1, label.length > 10 ? +label.slice(11, 13) : 0));
     if (label.length > 10) return d.toLocaleString(loc, {day: 'numeric', month: 'long', hour: 'numeric', minute: '2-digit', timeZone: 'UTC'});
-    if (label.length === 7) return d.toLocaleDateString(loc, {month: 'long', year: 'numeric', timeZone: 'UTC'});
-    return d.toLocaleDateString(loc, {weekday: 'long', day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC'});
+    if (label.length === 7 || span >= 28) return d.toLocaleDateString(loc, {month: 'long', year: 'numeric', timeZone: 'UTC'});
+    var day = d.toLocaleDateString(loc, {weekday: 'long', day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC'});
+    return span >= 7 ? t('weekOf', {date: day}) : day;
   }
   function niceStep(max) {
     var raw = max / 4, p = Math.pow(10, Math.floor(Math.log10(raw)));
