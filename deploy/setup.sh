@@ -87,11 +87,12 @@ have dpkg-shlibdeps || packages+=(dpkg-dev)
 
 # The browser tests: Debian's Chromium, and from npm playwright-core and
 # the trackers of Plausible, Umami (@umami/node) and Google Analytics 4
-# (@analytics-debugger/ga4mp), pinned in package.json / package-lock.json,
+# (@analytics-debugger/ga4mp), and axe-core with @axe-core/playwright (the
+# accessibility checks), pinned in package.json / package-lock.json,
 # installed into node_modules/.
 [ -x /usr/bin/chromium ] || packages+=(chromium chromium-driver)
 need_playwright=0
-for module in playwright-core @plausible-analytics/tracker @umami/node @analytics-debugger/ga4mp; do
+for module in playwright-core @plausible-analytics/tracker @umami/node @analytics-debugger/ga4mp axe-core @axe-core/playwright; do
     if ! [ -f "node_modules/$module/package.json" ]; then
         need_playwright=1
     fi

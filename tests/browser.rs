@@ -1240,6 +1240,280 @@ fn dashboard_shows_imported_ga4_months_marked_beside_collected_ones() {
         }
         assert_eq!(months[5][0], "2026-06-01", "{r}");
         assert_eq!(months[5][1], "40", "the collected month: {r}");
+        // Read out as a month, in the page's language.
+        assert_eq!(
+            months[5][2],
+            if lang == "fr" {
+                "juin 2026"
+            } else {
+                "June 2026"
+            },
+            "{r}"
+        );
     }
     assert_eq!(r["problems"], json!([]), "{r}");
+}
+
+/// Issue 17, part 3: the dashboard is accessible (WCAG 2.1 AA, on which
+/// Québec's web accessibility standard SGQRI 008 is built). One tamis, one
+/// browser (`tests/browser/a11y.mjs`): axe-core's WCAG 2.1 A/AA rules find
+/// nothing on any view (sign-in, refused token, every tab of every card,
+/// filtered, a site without data, an error shown, goals and funnels; French
+/// and English; desktop and phone); the keyboard alone signs in, changes
+/// the period, applies and clears a filter and reaches the goals and
+/// funnels, with a visible focus ring (≥ 3:1) on every stop; the chart's
+/// table holds the chart's numbers; chart lines and control borders are
+/// ≥ 3:1 against their background (WCAG 2.1 1.4.11); numbers and dates are
+/// written as each language writes them. Screenshots of every view checked:
+/// `target/test-artifacts/a11y-*.png`.
+#[test]
+fn dashboard_is_accessible_to_axe_and_to_the_keyboard_alone_in_both_languages() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("browser_a11y");
+    let scratch = Scratch::new();
+    let sites = [
+        site(
+            "example.org",
+            "\"example.org\"",
+            "language = \"fr\"\nevent_names = [\"signup\"]\nprop_keys = [\"plan\"]\n\
+             [[site.goal]]\npage = \"/services\"\nname = \"Services\"\n\
+             [[site.goal]]\nevent = \"signup\"\nname = \"Inscription\"\n\
+             [[site.funnel]]\nname = \"Parcours\"\nsteps = [\"Services\", \"Inscription\"]\n",
+        ),
+        site("vide.example", "\"vide.example\"", "language = \"fr\""),
+    ];
+    let server = Binary::serve(
+        &scratch,
+        &config_for(ch, &db, &sites, &["example.org", "vide.example"], "exact"),
+    );
+    visit(server.addr, 0, 20, "/", None, None);
+    visit(
+        server.addr,
+        20,
+        8,
+        "/services",
+        Some("https://www.google.com/"),
+        None,
+    );
+    visit(server.addr, 28, 6, "/contact", None, Some("pro"));
+    // The funnel: 12 more visits see the services (20 with the 8 above),
+    // 6 of them then sign up.
+    for v in 200..212 {
+        funnel_hit(server.addr, v, "pageview", "/services");
+        if v < 206 {
+            funnel_hit(server.addr, v, "signup", "/services");
+        }
+    }
+    wait_until(Duration::from_secs(20), "46 pageviews stored", || {
+        ch.query_in(&db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == "46\n"
+            && ch.query_in(&db, "SELECT sum(visits) FROM funnel_hourly WHERE step >= 1") == "26\n"
+    });
+
+    let tamis = format!("http://{}", server.addr);
+    let shots = artifacts();
+    let r = node(
+        "a11y.mjs",
+        &[
+            "--tamis",
+            &tamis,
+            "--token",
+            TOKEN,
+            "--site",
+            "example.org",
+            "--empty-site",
+            "vide.example",
+            "--screenshots",
+            shots.to_str().unwrap(),
+        ],
+    );
+
+    // axe: every view checked, nothing found.
+    assert!(
+        r["violations"].as_array().unwrap().is_empty(),
+        "axe found WCAG 2.1 A/AA violations:\n{}",
+        r["violations_text"].as_str().unwrap_or_default()
+    );
+    let views: Vec<&str> = r["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for lang in ["fr", "en"] {
+        for vp in ["desktop", "phone"] {
+            for view in [
+                "signin",
+                "signin-refused",
+                "dashboard",
+                "tabs2",
+                "tabs3",
+                "filtered",
+                "empty",
+                "error",
+            ] {
+                let name = format!("{view}-{lang}-{vp}");
+                assert!(
+                    views.contains(&name.as_str()),
+                    "{name} not checked: {views:?}"
+                );
+            }
+            assert_eq!(r["lang"][format!("{lang}-{vp}")], lang, "<html lang>: {r}");
+        }
+    }
+    assert!(
+        r["passes"].as_u64().unwrap() > 100,
+        "axe ran its rules: {r}"
+    );
+    assert_eq!(r["problems"], json!([]), "{r}");
+
+    // The keyboard alone.
+    let kb = &r["keyboard"];
+    assert_eq!(
+        kb["unringed"],
+        json!([]),
+        "focus without a visible ring: {kb}"
+    );
+    assert_eq!(
+        kb["skip"]["tag"], "a",
+        "the first Tab reaches the skip link: {kb}"
+    );
+    assert!(
+        !kb["hash_after_skip"].as_str().unwrap().contains("main")
+            && kb["hash_after_skip"]
+                .as_str()
+                .unwrap()
+                .contains("period=day"),
+        "the skip link keeps the view in the URL: {kb}"
+    );
+    assert_eq!(kb["after_signin"]["id"], "dash-title", "{kb}");
+    assert_eq!(
+        kb["tab_stops"], kb["controls"],
+        "every control is a Tab stop: {kb}"
+    );
+    assert_eq!(kb["shift_tab_ok"], true, "{kb}");
+    assert!(
+        kb["period_hash_down"]
+            .as_str()
+            .unwrap()
+            .contains("period=yesterday")
+            && kb["period_hash_up"]
+                .as_str()
+                .unwrap()
+                .contains("period=day"),
+        "{kb}"
+    );
+    assert_eq!(
+        kb["arrow_tabs"],
+        json!(["entry_pages", "exit_pages", "top_pages"]),
+        "{kb}"
+    );
+    assert_eq!(kb["after_filter"]["id"], "chip-remove", "{kb}");
+    assert_eq!(kb["after_filter_settled"]["id"], "chip-remove", "{kb}");
+    assert!(
+        kb["filter_chip"]
+            .as_str()
+            .unwrap()
+            .contains(kb["filter_value"].as_str().unwrap()),
+        "{kb}"
+    );
+    assert_eq!(kb["after_clear"]["id"], "dash-title", "{kb}");
+    assert_eq!(kb["after_clear_settled"]["id"], "dash-title", "{kb}");
+    assert_eq!(kb["filters_left"], 0, "{kb}");
+    assert_eq!(
+        (&kb["goals"]["tag"], &kb["goals"]["id"]),
+        (&json!("section"), &json!("card-goals")),
+        "{kb}"
+    );
+    assert_eq!(
+        (&kb["funnels"]["tag"], &kb["funnels"]["id"]),
+        (&json!("section"), &json!("funnels")),
+        "{kb}"
+    );
+
+    // The chart's table: caption, headers, the chart's numbers, the API's.
+    let chart = &r["chart"];
+    assert_eq!(
+        chart["head"],
+        json!([
+            ["Période", "col"],
+            ["Visiteurs uniques", "col"],
+            ["Période précédente", "col"]
+        ]),
+        "{chart}"
+    );
+    assert_eq!(chart["row_scopes"], json!(["row"]), "{chart}");
+    assert_eq!(chart["visually_hidden"], true, "{chart}");
+    assert!(!chart["caption"].as_str().unwrap().is_empty(), "{chart}");
+    assert_eq!(chart["table_now"], chart["points"], "{chart}");
+    assert_eq!(chart["table_now"], chart["api"], "{chart}");
+    assert!(
+        chart["api"].as_array().unwrap().iter().any(|v| v != "0"),
+        "{chart}"
+    );
+    // Non-text contrast (WCAG 2.1 1.4.11): lines, points, legend keys and
+    // control borders at 3:1 or more against what is behind them.
+    for (what, ratio) in r["contrast"].as_object().unwrap() {
+        assert!(
+            ratio.as_f64().is_some_and(|x| x >= 3.0),
+            "{what}: {ratio} ({})",
+            r["colours"]
+        );
+    }
+
+    // Numbers and dates per language (Intl, fr-CA and en-CA): the goal
+    // "Services" converted 20 of 46 visitors, the funnel's step 2 30 %.
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::America::Toronto)
+        .date_naive();
+    use chrono::Datelike;
+    const MOIS: [&str; 12] = [
+        "janvier",
+        "février",
+        "mars",
+        "avril",
+        "mai",
+        "juin",
+        "juillet",
+        "août",
+        "septembre",
+        "octobre",
+        "novembre",
+        "décembre",
+    ];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let m = today.month0() as usize;
+    let spaces = |v: &Value| v.as_str().unwrap().replace(['\u{a0}', '\u{202f}'], " ");
+    let fr = &r["formats"]["fr"];
+    let en = &r["formats"]["en"];
+    assert_eq!(
+        spaces(&fr["range"]),
+        format!("{} {} {}", today.day(), MOIS[m], today.year())
+    );
+    assert_eq!(
+        spaces(&en["range"]),
+        format!("{} {}, {}", MONTHS[m], today.day(), today.year())
+    );
+    assert_eq!(spaces(&fr["conversion"]), "43,5 %", "{r}");
+    assert_eq!(spaces(&en["conversion"]), "43.5%", "{r}");
+    assert_eq!(spaces(&fr["funnelRate"]), "30 %", "{r}");
+    assert_eq!(spaces(&en["funnelRate"]), "30%", "{r}");
+    assert!(spaces(&fr["chartRow"]).contains(MOIS[m]), "{r}");
+    assert!(spaces(&en["chartRow"]).contains(MONTHS[m]), "{r}");
+    for shot in r["screenshots"].as_array().unwrap() {
+        assert!(Path::new(shot.as_str().unwrap()).exists(), "{shot}");
+    }
+    drop(server);
 }

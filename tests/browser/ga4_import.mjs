@@ -48,8 +48,9 @@ try {
       legend: await p.textContent('#legend-imported-label'),
       legend_visible: await p.isVisible('#legend-imported-label'),
       note: await p.textContent('#imports-note'),
-      // The chart's numbers as its screen-reader table gives them.
-      months: await p.$$eval('#chart table.sr tr', (rows) => rows.map((r) => [r.querySelector('th').textContent, r.querySelector('td').textContent])),
+      // The chart's numbers as its screen-reader table gives them (each
+      // row's bucket as <time datetime>, its name as read).
+      months: await p.$$eval('#chart-table tbody tr', (rows) => rows.map((r) => [r.querySelector('th time').getAttribute('datetime'), r.querySelector('td').textContent, r.querySelector('th').textContent])),
       visitors: await p.$eval('.metric[data-metric="visitors"] .metric-value', (e) => e.textContent),
     };
   }

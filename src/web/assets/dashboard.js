@@ -196,7 +196,11 @@
       var b = el('button', 'chip-remove', '×');
       b.type = 'button';
       b.setAttribute('aria-label', t('removeFilter') + ' : ' + dimLabel(f[1], f[2][0]));
-      b.addEventListener('click', function () { state.filters.splice(i, 1); reload() });
+      b.addEventListener('click', function () {
+        state.filters.splice(i, 1);
+        reload();
+        focusAfterFilters(i);
+      });
       li.appendChild(b);
       list.appendChild(li);
     });
@@ -215,7 +219,10 @@
     if (!prev) return null;
     var pct = Math.round((now - prev) / prev * 100);
     var up = pct >= 0;
-    return {text: (up ? '+' : '−') + Math.abs(pct) + ' %', up: up, good: metric === 'bounce_rate' ? !up : up, zero: pct === 0};
+    // "+12 %" in French, "+12%" in English: the percent sign as each
+    // language writes it.
+    var text = new Intl.NumberFormat(t('locale'), {style: 'percent', maximumFractionDigits: 0}).format(Math.abs(pct) / 100);
+    return {text: (up ? '+' : '−') + text, up: up, good: metric === 'bounce_rate' ? !up : up, zero: pct === 0};
   }
 
   // The top metrics a query may ask for: the stats API refuses
@@ -245,7 +252,10 @@
       if (prev) {
         var c = change(m, v, prev[i]);
         var d = el('span', 'metric-change' + (c ? (c.zero ? ' flat' : c.good ? ' good' : ' bad') : ''));
-        d.textContent = c ? (c.zero ? '' : c.up ? '▲ ' : '▼ ') + c.text : '';
+        d.textContent = '';
+        // The arrow repeats the sign: shown, not read out.
+        if (c && !c.zero) { var arrow = el('span', null, c.up ? '▲ ' : '▼ '); arrow.setAttribute('aria-hidden', 'true'); d.appendChild(arrow) }
+        if (c) d.appendChild(document.createTextNode(c.text));
         d.title = t('vsPrev') + ' : ' + metricText(m, prev[i]);
         if (c) { var sr = el('span', 'sr', ' ' + t('vsPrev')); d.appendChild(sr) }
         li.appendChild(d);
@@ -281,7 +291,7 @@
     var n = labels.length;
     var x = function (i) { return L + (n > 1 ? i * (W - L - R) / (n - 1) : (W - L - R) / 2) };
     var y = function (v) { return T + (H - T - B) * (1 - v / top) };
-    var s = svg('svg', {viewBox: '0 0 ' + W + ' ' + H, width: W, height: H, role: 'img', 'aria-label': t('chartTitle')});
+    var s = svg('svg', {viewBox: '0 0 ' + W + ' ' + H, width: W, height: H, role: 'img', 'aria-label': t('chartImg')});
     for (var g = 0; g <= top; g += step) {
       s.appendChild(svg('line', {x1: L, x2: W - R, y1: y(g), y2: y(g), 'class': 'grid'}));
       s.appendChild(svg('text', {x: L - 6, y: y(g) + 4, 'class': 'axis', 'text-anchor': 'end'}, num(g)));
@@ -323,17 +333,50 @@
       s.appendChild(c);
     });
     box.appendChild(s);
-    // The same numbers as a table, for screen readers.
-    var tbl = el('table', 'sr');
-    var cap = el('caption', null, t('chartTitle'));
-    tbl.appendChild(cap);
+    box.appendChild(chartTable(labels, now, prev, imported));
+  }
+  // The chart's numbers as a table, for screen readers (visually hidden,
+  // in a box: a table grows to its content whatever its width): a caption,
+  // column headers, and one row per point of the chart, its period written
+  // out in the page's language.
+  function chartTable(labels, now, prev, imported) {
+    var box = el('div', 'sr');
+    var tbl = el('table');
+    tbl.id = 'chart-table';
+    tbl.appendChild(el('caption', null, t('chartTable')));
+    var head = el('tr');
+    var cols = ['col_time', 'col_now'].concat(prev ? ['col_prev'] : []);
+    cols.forEach(function (key) { var th = el('th', null, t(key)); th.scope = 'col'; head.appendChild(th) });
+    var thead = el('thead');
+    thead.appendChild(head);
+    tbl.appendChild(thead);
+    var tbody = el('tbody');
+    // Buckets of a month or a week start on their first day: named as such.
+    var span = labels.length > 1 ? daysBetween(labels[0].slice(0, 10), labels[1].slice(0, 10)) : 1;
     labels.forEach(function (lab, i) {
       var tr = el('tr');
-      tr.appendChild(el('th', null, lab));
+      var th = el('th');
+      th.scope = 'row';
+      // The bucket's own label stays readable by tools as <time datetime>.
+      var time = el('time', null, longTimeLabel(lab, span));
+      time.setAttribute('datetime', lab);
+      th.appendChild(time);
+      tr.appendChild(th);
       tr.appendChild(el('td', null, (now[i] == null ? '—' : num(now[i])) + (imported[i] ? ' (' + t('importedGa') + ')' : '')));
-      tbl.appendChild(tr);
+      if (prev) tr.appendChild(el('td', null, prev[i] == null ? '—' : num(prev[i])));
+      tbody.appendChild(tr);
     });
+    tbl.appendChild(tbody);
     box.appendChild(tbl);
+    return box;
+  }
+  function longTimeLabel(label, span) {
+    var loc = t('locale');
+    var d = new Date(Date.UTC(+label.slice(0, 4), +label.slice(5, 7) - 1, label.length > 7 ? +label.slice(8, 10) : 1, label.length > 10 ? +label.slice(11, 13) : 0));
+    if (label.length > 10) return d.toLocaleString(loc, {day: 'numeric', month: 'long', hour: 'numeric', minute: '2-digit', timeZone: 'UTC'});
+    if (label.length === 7 || span >= 28) return d.toLocaleDateString(loc, {month: 'long', year: 'numeric', timeZone: 'UTC'});
+    var day = d.toLocaleDateString(loc, {weekday: 'long', day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC'});
+    return span >= 7 ? t('weekOf', {date: day}) : day;
   }
   function niceStep(max) {
     var raw = max / 4, p = Math.pow(10, Math.floor(Math.log10(raw)));
@@ -389,6 +432,7 @@
     cardsSpec().forEach(function (card) {
       var sec = el('section', 'card breakdown');
       sec.id = 'card-' + card.id;
+      sec.tabIndex = -1;
       sec.setAttribute('aria-labelledby', 'h-' + card.id);
       var head = el('div', 'card-head');
       var h = el('h2', null, t(card.title));
@@ -528,6 +572,35 @@
     state.filters = state.filters.filter(function (f) { return f[1] !== dim });
     state.filters.push(['is', dim, [value]]);
     reload();
+    // The table that held the button is drawn again: focus goes to the
+    // new filter's remove button, one key away from undoing it.
+    var removes = document.querySelectorAll('#filter-list .chip-remove');
+    removes[removes.length - 1].focus();
+  }
+  // After a filter is removed: the next filter's remove button, else the
+  // dashboard's heading (the button that had focus is gone).
+  function focusAfterFilters(i) {
+    var removes = document.querySelectorAll('#filter-list .chip-remove');
+    if (removes.length) removes[Math.min(i, removes.length - 1)].focus(); else $('dash-title').focus();
+  }
+
+  // "Jump to": one button per panel, moving focus (not the URL's hash,
+  // which holds the view) to it.
+  function renderJump() {
+    var list = $('jump-list');
+    list.textContent = '';
+    var targets = [['chart-card', t('chartTitle')]];
+    cardsSpec().forEach(function (card) { targets.push(['card-' + card.id, t(card.title)]) });
+    if (showsFunnels()) targets.push(['funnels', t('funnelsTitle')]);
+    targets.forEach(function (target) {
+      var li = el('li');
+      var b = el('button', 'link', target[1]);
+      b.type = 'button';
+      b.setAttribute('data-jump', target[0]);
+      b.addEventListener('click', function () { $(target[0]).focus() });
+      li.appendChild(b);
+      list.appendChild(li);
+    });
   }
 
   function exportCsv(tab) {
@@ -551,10 +624,13 @@
   function percentText(v) {
     return v == null ? '—' : new Intl.NumberFormat(t('locale'), {style: 'percent', maximumFractionDigits: 1}).format(v / 100);
   }
+  function showsFunnels() {
+    return !!(state.site && state.site.funnels && state.site.funnels.length && !state.filters.length);
+  }
   function renderFunnelsFrame() {
     // Funnels count whole visits: no filter applies to them, so they are
     // not shown beside filtered numbers.
-    var funnels = state.site && state.site.funnels && !state.filters.length ? state.site.funnels : [];
+    var funnels = showsFunnels() ? state.site.funnels : [];
     var box = $('funnel-list');
     box.textContent = '';
     $('funnels').hidden = !funnels.length;
@@ -640,8 +716,10 @@
     renderFilters();
     showError('');
     $('small-note').textContent = t('smallNote', {k: k()});
+    $('dash-title').textContent = t('dashTitle', {site: state.site.id});
     renderMetrics(null, null);
     renderCards();
+    renderJump();
     loadRealtime();
     // The current range first: the previous period is computed from the
     // dates the API resolved, in the site's time zone.
@@ -713,6 +791,8 @@
       clearInterval(realtimeTimer);
       realtimeTimer = setInterval(loadRealtime, 30000);
       reload();
+      // The sign-in form is gone: focus goes to the dashboard's heading.
+      $('dash-title').focus();
     }).catch(function (e) { if (e.message !== 'unauthorized') showError(e.message) });
   }
   function signOut(message) {
@@ -725,7 +805,9 @@
     $('signin').hidden = false;
     translateStatic();
     showError(message || '');
-    $('token').focus();
+    // Not when the page opens: a keyboard or screen-reader user starts at
+    // the top (skip link, heading, help), not in the middle of the form.
+    if (message !== undefined) $('token').focus();
   }
 
   function start() {
@@ -748,13 +830,16 @@
     });
     $('period').addEventListener('change', function () { state.period = $('period').value; reload() });
     $('compare').addEventListener('change', function () { state.compare = $('compare').checked; reload() });
-    $('clear-filters').addEventListener('click', function () { state.filters = []; reload() });
+    $('clear-filters').addEventListener('click', function () { state.filters = []; reload(); focusAfterFilters(0) });
+    // The skip link moves focus without touching the URL's hash (it holds
+    // the view: site, period, filters).
+    document.querySelector('.skip').addEventListener('click', function (e) { e.preventDefault(); $('main').focus() });
     var resizeTimer;
     window.addEventListener('resize', function () {
       clearTimeout(resizeTimer);
       resizeTimer = setTimeout(function () { if (lastSeries) renderChart(lastSeries) }, 150);
     });
-    signOut('');
+    signOut();
   }
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start); else start();
 })();
