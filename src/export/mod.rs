@@ -223,14 +223,7 @@ async fn read_table(
         table.columns.iter().map(|c| c.header(lang).to_string()),
     );
     let mut rows = 0;
-    let mut prop_keys: Vec<String> = site.prop_keys.iter().cloned().collect();
-    prop_keys.sort();
-    let view = SiteView {
-        timezone: site.timezone,
-        campaigns: site.collect_campaigns,
-        prop_keys,
-        goals: site.goals.clone(),
-    };
+    let view = SiteView::of(site);
     for ask in table.asks {
         let mut offset = 0;
         loop {

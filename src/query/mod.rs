@@ -196,14 +196,7 @@ impl Api {
             Ok(asked) => asked,
             Err(refused) => return refused.response(),
         };
-        let mut prop_keys: Vec<String> = site.prop_keys.iter().cloned().collect();
-        prop_keys.sort();
-        let view = SiteView {
-            timezone: site.timezone,
-            campaigns: site.collect_campaigns,
-            prop_keys,
-            goals: site.goals.clone(),
-        };
+        let view = SiteView::of(&site);
         let mut query = match request::parse(&body, &view, self.clock.now()) {
             Ok(q) => q,
             Err(e) => return ApiError::Invalid(e).response(),

@@ -508,6 +508,20 @@ pub struct SiteView {
     pub goals: Vec<Goal>,
 }
 
+impl SiteView {
+    /// The view of a configured site: its property keys in name order.
+    pub fn of(site: &crate::config::SiteSettings) -> SiteView {
+        let mut prop_keys: Vec<String> = site.prop_keys.iter().cloned().collect();
+        prop_keys.sort();
+        SiteView {
+            timezone: site.timezone,
+            campaigns: site.collect_campaigns,
+            prop_keys,
+            goals: site.goals.clone(),
+        }
+    }
+}
+
 impl Query {
     /// The query as its conversion rates' denominators read it: without
     /// its `event:goal` filters and dimension (see [`Metric::ConversionRate`]).
