@@ -682,6 +682,158 @@ pub async fn export(path: &Path, options: crate::export::Options) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `tamis share create` is asked for.
+pub struct ShareOptions {
+    pub site: String,
+    pub name: String,
+    /// The link's password, already read (never from the command line).
+    pub password: Option<String>,
+    pub expires: Option<String>,
+    /// The dashboard's public address, put before `/share/…`.
+    pub base_url: String,
+}
+
+/// `tamis share create`: records a new link and prints its URL, the only
+/// time its secret is shown.
+pub async fn share_create(path: &Path, options: ShareOptions) -> anyhow::Result<ExitCode> {
+    let settings = load(path)?;
+    let site = &options.site;
+    settings
+        .site(site)
+        .ok_or_else(|| anyhow::anyhow!("`{site}` is not a configured site id"))?;
+    let now = chrono::Utc::now();
+    let expires_at = options
+        .expires
+        .as_deref()
+        .map(|e| crate::share::parse_expiry(e, now))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--expires: {e}"))?;
+    let password_hash = match options.password.as_deref() {
+        None => String::new(),
+        Some(p) => {
+            crate::share::hash_password(p).map_err(|e| anyhow::anyhow!("--password: {e}"))?
+        }
+    };
+    let link = crate::share::NewLink::generate();
+    let operator = config::operator_name();
+    let event = crate::share::Event {
+        at: now,
+        kind: crate::share::EventKind::Create,
+        link_id: link.id.clone(),
+        site_id: site.clone(),
+        name: options.name.clone(),
+        secret_sha256: link.secret.digest(),
+        password_hash,
+        expires_at,
+        actor: operator.clone(),
+    };
+    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    crate::sink::shares::record(&nodes, &event)
+        .await
+        .context("recording the shared link in ClickHouse (has `tamis migrate` run?)")?;
+    record_share_change(&nodes, &event, now).await;
+    println!("{}", link.url(&options.base_url));
+    eprintln!(
+        "shared link {} for {site}{}{}: the URL above is shown only now",
+        link.id,
+        if options.password.is_some() {
+            ", password protected"
+        } else {
+            ""
+        },
+        expires_at
+            .map(|t| format!(", until {}", t.to_rfc3339()))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tamis share list`: every link (of one site), with its state.
+pub async fn share_list(path: &Path, site: Option<&str>) -> anyhow::Result<ExitCode> {
+    let settings = load(path)?;
+    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    let events = crate::sink::shares::events(&nodes, site)
+        .await
+        .context("reading the shared links from ClickHouse")?;
+    let now = chrono::Utc::now();
+    for link in crate::share::Link::from_events(&events) {
+        let state = match link.state(now) {
+            crate::share::State::Active => "active",
+            crate::share::State::Expired => "expired",
+            crate::share::State::Revoked => "revoked",
+        };
+        println!(
+            "{}  {:<20} {:<8} created={} expires={} password={} name={}",
+            link.id,
+            link.site_id,
+            state,
+            link.created_at.format("%Y-%m-%d %H:%M"),
+            link.expires_at
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "never".into()),
+            if link.has_password() { "yes" } else { "no" },
+            escape_controls(&link.name),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tamis share revoke ID`: from the next request on, on every collector,
+/// the link opens nothing.
+pub async fn share_revoke(path: &Path, id: &str) -> anyhow::Result<ExitCode> {
+    let settings = load(path)?;
+    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    let events = crate::sink::shares::link_events(&nodes, id)
+        .await
+        .context("reading the shared link from ClickHouse")?;
+    let Some(link) = crate::share::Link::from_events(&events).into_iter().next() else {
+        anyhow::bail!(
+            "no shared link `{}` (see `tamis share list`)",
+            escape_controls(id)
+        );
+    };
+    let now = chrono::Utc::now();
+    let event = crate::share::Event {
+        at: now,
+        kind: crate::share::EventKind::Revoke,
+        link_id: link.id.clone(),
+        site_id: link.site_id.clone(),
+        name: link.name.clone(),
+        secret_sha256: String::new(),
+        password_hash: String::new(),
+        expires_at: None,
+        actor: config::operator_name(),
+    };
+    crate::sink::shares::record(&nodes, &event)
+        .await
+        .context("recording the revocation in ClickHouse")?;
+    record_share_change(&nodes, &event, now).await;
+    eprintln!("shared link {} for {} revoked", link.id, link.site_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The audit log's `share_change` row for a link created or revoked.
+async fn record_share_change(
+    nodes: &crate::sink::nodes::Nodes,
+    event: &crate::share::Event,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let entry = crate::sink::audit::AuditEntry {
+        at: now,
+        kind: "share_change",
+        actor: event.actor.clone(),
+        client: "cli",
+        site_id: event.site_id.clone(),
+        summary: format!("{} link={}", event.kind.name(), event.link_id),
+        rows: 0,
+        format: "text",
+        detail: String::new(),
+    };
+    if let Err(error) = crate::sink::audit::insert(nodes, &[entry]).await {
+        eprintln!("tamis: warning: this change could not be recorded in the audit log: {error}");
+    }
+}
+
 fn list(items: impl Iterator<Item = String>) -> String {
     let v: Vec<String> = items.collect();
     if v.is_empty() {

@@ -24,5 +24,6 @@ pub mod privacy;
 pub mod query;
 pub mod reload;
 pub mod server;
+pub mod share;
 pub mod sink;
 pub mod web;

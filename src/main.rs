@@ -115,11 +115,76 @@ enum Command {
         #[arg(long, alias = "license", default_value = tamis::export::DEFAULT_LICENCE)]
         licence: String,
     },
+    /// Shared links: a read-only dashboard of one site behind an
+    /// unguessable URL, in the protected disclosure mode.
+    Share {
+        #[command(subcommand)]
+        action: ShareAction,
+    },
     /// Import history exported from another analytics tool.
     Import {
         #[command(subcommand)]
         from: ImportFrom,
     },
+}
+
+#[derive(Subcommand)]
+enum ShareAction {
+    /// Create a link and print its URL (shown only once).
+    Create {
+        #[arg(long, default_value = "config/tamis.toml")]
+        config: PathBuf,
+        /// The site id.
+        #[arg(long)]
+        site: String,
+        /// A name to recognise the link by in `tamis share list`.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Ask for a password: read from TAMIS_SHARE_PASSWORD, else one
+        /// line of standard input (never from the command line).
+        #[arg(long)]
+        password: bool,
+        /// When the link stops working: a duration (12h, 30d), a date or
+        /// an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+        /// The dashboard's public address, put before /share/….
+        #[arg(
+            long,
+            env = "TAMIS_PUBLIC_URL",
+            default_value = "http://localhost:8080"
+        )]
+        base_url: String,
+    },
+    /// List the links, their state and expiry (never their secrets).
+    List {
+        #[arg(long, default_value = "config/tamis.toml")]
+        config: PathBuf,
+        /// Only this site's links.
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Revoke a link: every collector refuses it from its next request.
+    Revoke {
+        #[arg(long, default_value = "config/tamis.toml")]
+        config: PathBuf,
+        /// The link's id, as `tamis share list` shows it.
+        id: String,
+    },
+}
+
+/// A shared link's password: from TAMIS_SHARE_PASSWORD, else the first
+/// line of standard input.
+fn read_share_password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("TAMIS_SHARE_PASSWORD") {
+        return Ok(p);
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("password for the shared link (it will be visible as you type): ");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 #[derive(Subcommand)]
@@ -200,6 +265,43 @@ fn main() -> ExitCode {
                 }
                 Err(error) => Err(error),
             },
+            Command::Share {
+                action:
+                    ShareAction::Create {
+                        config,
+                        site,
+                        name,
+                        password,
+                        expires,
+                        base_url,
+                    },
+            } => {
+                let password = if password {
+                    match read_share_password() {
+                        Ok(p) => Some(p),
+                        Err(error) => return Err(error),
+                    }
+                } else {
+                    None
+                };
+                tamis::cli::share_create(
+                    &config,
+                    tamis::cli::ShareOptions {
+                        site,
+                        name,
+                        password,
+                        expires,
+                        base_url,
+                    },
+                )
+                .await
+            }
+            Command::Share {
+                action: ShareAction::List { config, site },
+            } => tamis::cli::share_list(&config, site.as_deref()).await,
+            Command::Share {
+                action: ShareAction::Revoke { config, id },
+            } => tamis::cli::share_revoke(&config, &id).await,
             Command::Import {
                 from:
                     ImportFrom::Ga4 {

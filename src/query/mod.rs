@@ -22,6 +22,7 @@ pub mod limits;
 pub mod pattern;
 pub mod pushdown;
 pub mod request;
+pub mod share;
 pub mod sites;
 pub mod sql;
 pub mod suppress;
@@ -146,15 +147,25 @@ impl Api {
                 .get(CLIENT_HEADER)
                 .and_then(|v| v.to_str().ok()),
         );
-        let (token, allowed, disclosure) =
-            match auth::authorize(authorization.as_deref(), &self.tokens.load()) {
-                Access::Unauthorized => return Err(ApiError::Unauthorized),
-                Access::Granted {
-                    token,
-                    sites,
-                    disclosure,
-                    ..
-                } => (token.to_string(), sites.to_vec(), disclosure),
+        // A shared link's session: its one site, in the protected mode
+        // whatever the site's tokens may do (README "Privacy guarantees").
+        let (token, allowed, disclosure, client) =
+            match self.share_access(request.headers()).await? {
+                Some(share) => (
+                    share.actor,
+                    vec![share.site_id],
+                    Disclosure::Protected,
+                    "share",
+                ),
+                None => match auth::authorize(authorization.as_deref(), &self.tokens.load()) {
+                    Access::Unauthorized => return Err(ApiError::Unauthorized),
+                    Access::Granted {
+                        token,
+                        sites,
+                        disclosure,
+                        ..
+                    } => (token.to_string(), sites.to_vec(), disclosure, client),
+                },
             };
         // A client that sends its body slowly must not hold a request
         // open: as for hits, the body has a time limit.

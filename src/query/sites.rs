@@ -14,7 +14,8 @@ use super::error::ApiError;
 use super::Api;
 
 impl Api {
-    pub fn sites(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    /// A shared link's session sees its one site (see `query::share`).
+    pub async fn sites(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET {
             return ApiError::Method { takes: "GET" }.response();
         }
@@ -23,9 +24,13 @@ impl Api {
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let tokens = self.tokens.load();
-        let (token, allowed) = match auth::authorize(authorization, &tokens) {
-            Access::Unauthorized => return ApiError::Unauthorized.response(),
-            Access::Granted { token, sites, .. } => (token, sites),
+        let (token, allowed) = match self.share_access(request.headers()).await {
+            Err(refused) => return refused.response(),
+            Ok(Some(share)) => (share.actor, vec![share.site_id]),
+            Ok(None) => match auth::authorize(authorization, &tokens) {
+                Access::Unauthorized => return ApiError::Unauthorized.response(),
+                Access::Granted { token, sites, .. } => (token.to_string(), sites.to_vec()),
+            },
         };
         let sites: Vec<_> = self
             .sites

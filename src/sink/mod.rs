@@ -16,6 +16,7 @@ pub mod rollup;
 pub mod rows;
 pub mod salts;
 pub mod schema;
+pub mod shares;
 pub mod writer;
 
 use crate::config::{ClickHouseSettings, ClickHouseUrl};

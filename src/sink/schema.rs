@@ -551,6 +551,7 @@ pub fn migrations() -> Vec<Migration> {
         },
         migration_9(),
         migration_10(),
+        migration_11(),
     ]
 }
 
@@ -698,6 +699,26 @@ fn migration_10() -> Migration {
                 "PARTITION BY site_id ORDER BY (site_id, report, day, version)",
             ),
         ],
+    }
+}
+
+/// Shared links (issue 17, part 4; `crate::share`): append-only events,
+/// `create` and `revoke`, never updated. The secret is stored as its
+/// SHA-256 only. In ClickHouse rather than a file under the log folder so
+/// that every collector of a cluster refuses a revoked link at once: each
+/// request re-reads the link here. A handful of rows per site, kept as long
+/// as the database (no retention: a revocation must never be forgotten).
+fn migration_11() -> Migration {
+    Migration {
+        version: 11,
+        name: "shared links",
+        statements: vec![table(
+            "shared_links",
+            "at DateTime, kind String, link_id String, site_id String, name String, \
+             secret_sha256 String, password_hash String, expires_at DateTime, actor String",
+            Engine::MergeTree,
+            "PARTITION BY tuple() ORDER BY (link_id, at)",
+        )],
     }
 }
 

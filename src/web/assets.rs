@@ -86,12 +86,21 @@ pub fn beacon_version() -> String {
 
 /// Whether `path` is a static file served here.
 pub fn serves(path: &str) -> bool {
-    path == "/index.html" || ASSETS.iter().any(|a| a.path == path)
+    path == "/index.html" || shared_page(path) || ASSETS.iter().any(|a| a.path == path)
+}
+
+/// `/share/<link id>`: the dashboard page itself, which finds its link's
+/// secret in the URL fragment (see `query::share`). The page is the same
+/// for every link: nothing about a link is in it.
+fn shared_page(path: &str) -> bool {
+    path.strip_prefix("/share/")
+        .is_some_and(crate::share::valid_id)
 }
 
 pub fn serve(request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = match request.uri().path() {
         "/index.html" => "/",
+        p if shared_page(p) => "/",
         p => p,
     };
     let Some(asset) = ASSETS.iter().find(|a| a.path == path) else {

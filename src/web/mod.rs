@@ -173,6 +173,7 @@ impl App {
             "/api/v2/query" => self.api_call(Endpoint::Query, request, peer).await,
             "/api/v2/funnel" => self.api_call(Endpoint::Funnel, request, peer).await,
             "/api/v2/sites" => self.api_call(Endpoint::Sites, request, peer).await,
+            "/api/share/session" => self.api_call(Endpoint::ShareSession, request, peer).await,
             "/api/v2/openapi.json" => no_store(crate::query::openapi()),
             path if assets::serves(path) => assets::serve(&request),
             "/privacy.json" | "/about" | "/healthz" | "/readyz" | "/api/health"
@@ -232,13 +233,27 @@ impl App {
             .headers()
             .get(AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or_default());
-        let attempt = auth::attempt(authorization, &self.api.tokens.load());
+        let mut attempt = auth::attempt(authorization, &self.api.tokens.load());
+        // A shared link's secret or session is a credential too: its
+        // refusals are throttled like a token's.
+        let shared = matches!(endpoint, Endpoint::ShareSession)
+            || request
+                .headers()
+                .contains_key(crate::query::share::SHARE_HEADER);
         let response = match endpoint {
             Endpoint::Query => self.api.handle(request).await,
             Endpoint::Funnel => self.api.funnel(request).await,
-            Endpoint::Sites => self.api.sites(&request),
+            Endpoint::Sites => self.api.sites(request).await,
+            Endpoint::ShareSession => self.api.share_session(request).await,
             Endpoint::Audit => self.api.audit(request).await,
         };
+        if shared {
+            attempt = if response.status() == StatusCode::UNAUTHORIZED {
+                Attempt::Refused
+            } else {
+                Attempt::Accepted
+            };
+        }
         match attempt {
             Attempt::Refused => {
                 self.metrics
@@ -279,6 +294,7 @@ impl App {
 enum Endpoint {
     Query,
     Funnel,
+    ShareSession,
     Sites,
     Audit,
 }
@@ -288,6 +304,7 @@ impl Endpoint {
         match self {
             Endpoint::Query => "query",
             Endpoint::Funnel => "funnel",
+            Endpoint::ShareSession => "share_session",
             Endpoint::Sites => "sites",
             Endpoint::Audit => "audit",
         }
