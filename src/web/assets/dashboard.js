@@ -3,13 +3,17 @@
 // is written with textContent or createTextNode, never parsed as HTML; the
 // page's Content-Security-Policy forbids inline scripts and other origins.
 // The access token lives in memory only: no cookie, no storage.
+// A shared link (/share/<id>#<secret>) is the one exception: the secret is
+// taken from the fragment, removed from the URL at once, and exchanged for
+// an HttpOnly session cookie (POST /api/share/session) that no script can
+// read; requests then only name the link (X-Tamis-Share).
 (function () {
   'use strict';
   var I18N = window.TAMIS_I18N;
   var PERIODS = ['day', 'yesterday', '7d', '28d', '30d', 'month', '6mo', '12mo', 'year'];
   var TOP = ['visitors', 'visits', 'pageviews', 'views_per_visit', 'bounce_rate', 'visit_duration'];
   var FILTERABLE = /^(event:page|event:name|visit:.*)$/;
-  var state = {token: null, sites: [], site: null, period: '28d', compare: true, filters: [], lang: null, open: {}, more: {}};
+  var state = {share: null, token: null, sites: [], site: null, period: '28d', compare: true, filters: [], lang: null, open: {}, more: {}};
   var generation = 0, realtimeTimer = null, lastSeries = null;
 
   function $(id) { return document.getElementById(id) }
@@ -66,7 +70,9 @@
 
   // ---- API ----------------------------------------------------------------
   function api(path, body, accept) {
-    var init = {headers: {Authorization: 'Bearer ' + state.token}, credentials: 'omit', cache: 'no-store'};
+    var init = state.share
+      ? {headers: {'X-Tamis-Share': state.share}, credentials: 'same-origin', cache: 'no-store'}
+      : {headers: {Authorization: 'Bearer ' + state.token}, credentials: 'omit', cache: 'no-store'};
     if (body) {
       init.method = 'POST';
       init.headers['Content-Type'] = 'application/json';
@@ -89,7 +95,11 @@
       });
     };
     return slot().then(function () { return send(0) }).then(function (r) {
-      if (r.status === 401) { signOut(t('badToken')); throw new Error('unauthorized') }
+      if (r.status === 401) {
+        signOut(t(state.share ? 'badShare' : 'badToken'));
+        if (state.share) $('signin-form').hidden = true;
+        throw new Error('unauthorized');
+      }
       if (!r.ok) return r.text().then(function (text) {
         var msg = t('unavailable');
         try { msg = JSON.parse(text).error || msg } catch (e) {}
@@ -143,7 +153,12 @@
   function translateStatic() {
     document.documentElement.lang = lang();
     var nodes = document.querySelectorAll('[data-t]');
-    for (var i = 0; i < nodes.length; i++) nodes[i].textContent = t(nodes[i].getAttribute('data-t'));
+    for (var i = 0; i < nodes.length; i++) {
+      var key = nodes[i].getAttribute('data-t');
+      // A shared link asks for its password, never for a token.
+      if (state.share && SHARE_TEXT[key]) key = SHARE_TEXT[key];
+      nodes[i].textContent = t(key);
+    }
     var other = lang() === 'fr' ? 'en' : 'fr';
     $('lang').textContent = I18N[lang()].switchTo;
     $('lang').setAttribute('lang', other);
@@ -773,6 +788,49 @@
   }
 
   // ---- sign-in ------------------------------------------------------------
+  // ---- shared links -------------------------------------------------------
+  var SHARE_TEXT = {signinTitle: 'shareTitle', signinHelp: 'shareHelp', tokenLabel: 'sharePassword', signin: 'shareOpen'};
+  var SHARE_PATH = /^\/share\/([0-9a-f]{16})$/, SECRET = /^[0-9a-f]{64}$/;
+  // Takes the secret out of the URL before anything else reads it; kept in
+  // this closure only until the session is open.
+  function takeShareSecret() {
+    var m = SHARE_PATH.exec(location.pathname);
+    if (!m) return null;
+    state.share = m[1];
+    var secret = location.hash.slice(1);
+    if (!SECRET.test(secret)) return '';
+    history.replaceState(null, '', location.pathname);
+    return secret;
+  }
+  function openShare(secret, password) {
+    var body = {link: state.share, secret: secret};
+    if (password) body.password = password;
+    return fetch('/api/share/session', {method: 'POST', headers: {'Content-Type': 'application/json'}, credentials: 'same-origin', cache: 'no-store', body: JSON.stringify(body)})
+      .then(function (r) {
+        if (r.ok) return signIn(null);
+        return r.json().catch(function () { return {} }).then(function (answer) {
+          if (answer.password_required) {
+            askSharePassword(secret, password ? t('badPassword') : '');
+          } else {
+            signOut(t('badShare'));
+            $('signin-form').hidden = true;
+          }
+        });
+      }, function () { signOut(t('network')) });
+  }
+  function askSharePassword(secret, message) {
+    signOut(message);
+    $('signin-form').hidden = false;
+    $('token').setAttribute('autocomplete', 'current-password');
+    $('signin-form').onsubmit = function (e) {
+      e.preventDefault();
+      var v = $('token').value;
+      $('token').value = '';
+      if (v) openShare(secret, v);
+    };
+    $('token').focus();
+  }
+
   function signIn(token) {
     state.token = token;
     return api('/api/v2/sites').then(function (r) {
@@ -783,10 +841,12 @@
       sel.textContent = '';
       r.sites.forEach(function (s) { var o = el('option', null, s.id); o.value = s.id; sel.appendChild(o) });
       sel.value = state.site.id;
+      // A shared link shows one site, read only: no picker, no sign-out.
+      sel.hidden = !!state.share;
       $('signin').hidden = true;
       $('dash').hidden = false;
       $('controls').hidden = false;
-      $('signout').hidden = false;
+      $('signout').hidden = !!state.share;
       $('token').value = '';
       clearInterval(realtimeTimer);
       realtimeTimer = setInterval(loadRealtime, 30000);
@@ -811,13 +871,14 @@
   }
 
   function start() {
+    var secret = takeShareSecret();
     readHash();
     translateStatic();
-    $('signin-form').addEventListener('submit', function (e) {
+    $('signin-form').onsubmit = function (e) {
       e.preventDefault();
       var v = $('token').value.trim();
       if (v) signIn(v);
-    });
+    };
     $('signout').addEventListener('click', function () { signOut('') });
     $('lang').addEventListener('click', function () {
       state.lang = lang() === 'fr' ? 'en' : 'fr';
@@ -839,7 +900,11 @@
       clearTimeout(resizeTimer);
       resizeTimer = setTimeout(function () { if (lastSeries) renderChart(lastSeries) }, 150);
     });
-    signOut();
+    if (state.share === null) signOut();
+    // A shared link: its secret fresh from the URL, or else a session the
+    // browser may still hold from an earlier visit.
+    else if (secret) openShare(secret, null);
+    else signIn(null);
   }
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start); else start();
 })();

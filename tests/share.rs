@@ -1,0 +1,287 @@
+//! Shared links (issue 17, part 4): `tamis share create|list|revoke` run as
+//! the binary, a real tamis in-process (its clock known), real ClickHouse,
+//! real HTTP.
+//!
+//! The behaviour follows Plausible's shared links
+//! (plausible/analytics, `lib/plausible_web/controllers/stats_controller.ex`,
+//! `shared_link/2` and `authenticate_shared_link/2`): a link opens one
+//! site's dashboard read only, is re-checked on every request so that a
+//! revocation takes effect at once, and may ask for a password, after which
+//! a cookie lets the visitor in. Unlike Plausible's `?auth=` slug, tamis's
+//! secret is kept in the URL fragment and stored as a digest only.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+struct Rig {
+    server: InProcess,
+    scratch: Scratch,
+    config: std::path::PathBuf,
+    db: String,
+}
+
+fn rig(prefix: &str) -> Rig {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database(prefix);
+    let text = config(ch, &db, None, "");
+    let scratch = Scratch::new();
+    let path = scratch.path("tamis.toml");
+    std::fs::write(&path, &text).unwrap();
+    let clock = tamis::clock::Clock::manual(chrono::Utc::now());
+    let server = InProcess::serve(&text, clock);
+    Rig {
+        server,
+        scratch,
+        config: path,
+        db,
+    }
+}
+
+fn tamis(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tamis"));
+    cmd.args(args).arg("--config").arg(config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tamis");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A created link: its id and secret, from the printed URL.
+struct Link {
+    id: String,
+    secret: String,
+}
+
+fn create(rig: &Rig, extra: &[&str], env: &[(&str, &str)]) -> Link {
+    let base = format!("http://{}", rig.server.addr);
+    let mut args = vec!["share", "create", "--site", "example.org", "--base-url", &base];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = tamis(&rig.config, &args, env);
+    assert!(ok, "share create failed: {err}");
+    let url = out.trim();
+    let rest = url
+        .strip_prefix(&format!("{base}/share/"))
+        .unwrap_or_else(|| panic!("unexpected URL {url}"));
+    let (id, secret) = rest.split_once('#').expect("secret in the fragment");
+    assert_eq!(secret.len(), 64, "{url}");
+    Link {
+        id: id.into(),
+        secret: secret.into(),
+    }
+}
+
+/// Exchanges the link's secret (and password) for its session cookie.
+fn open(rig: &Rig, link: &Link, password: Option<&str>) -> Result<String, Response> {
+    let mut body = json!({"link": link.id, "secret": link.secret});
+    if let Some(p) = password {
+        body["password"] = json!(p);
+    }
+    let r = http(
+        rig.server.addr,
+        "POST",
+        "/api/share/session",
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    if r.status != 200 {
+        return Err(r);
+    }
+    let set = r.header("set-cookie").expect("a session cookie").to_string();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/api/"] {
+        assert!(set.contains(attribute), "{attribute} missing: {set}");
+    }
+    Ok(set.split(';').next().unwrap().to_string())
+}
+
+fn query(rig: &Rig, link: &Link, cookie: &str, site: &str) -> Response {
+    http(
+        rig.server.addr,
+        "POST",
+        "/api/v2/query",
+        &[
+            ("content-type", "application/json"),
+            ("x-tamis-share", &link.id),
+            ("cookie", cookie),
+        ],
+        json!({"site_id": site, "metrics": ["visitors", "pageviews"], "date_range": "7d", "dimensions": ["event:page"]})
+            .to_string()
+            .as_bytes(),
+    )
+}
+
+fn seed(rig: &Rig, n: u32) {
+    for v in 0..n {
+        let r = send_hit(
+            rig.server.addr,
+            &format!("100.64.{v}.1"),
+            FIREFOX,
+            &pageview("https://example.org/popular"),
+            &[],
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let ch = ClickHouse::shared();
+    wait_until(Duration::from_secs(10), "pageviews stored", || {
+        ch.query_in(&rig.db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == format!("{n}\n")
+    });
+}
+
+#[test]
+fn a_shared_link_reads_its_site_in_protected_mode_and_no_other() {
+    let rig = rig("share_reads");
+    seed(&rig, 12);
+    let link = create(&rig, &["--name", "conseil"], &[]);
+    let cookie = open(&rig, &link, None).expect("session opened");
+
+    let shared = query(&rig, &link, &cookie, "example.org");
+    assert_eq!(shared.status, 200, "{}", shared.body);
+    // The same answer as a protected token's: rounded, never exact.
+    let protected = stats(
+        rig.server.addr,
+        PROTECTED_TOKEN,
+        json!({"site_id": "example.org", "metrics": ["visitors", "pageviews"], "date_range": "7d", "dimensions": ["event:page"]}),
+    );
+    assert_eq!(shared.json()["results"], protected.json()["results"]);
+
+    // Another site is as unknown as a missing one.
+    let other = query(&rig, &link, &cookie, "other.org");
+    assert_eq!(other.status, 404, "{}", other.body);
+    let sites = http(
+        rig.server.addr,
+        "GET",
+        "/api/v2/sites",
+        &[("x-tamis-share", &link.id), ("cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(sites.status, 200, "{}", sites.body);
+    let ids: Vec<String> = sites.json()["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["example.org"]);
+
+    // Without the cookie, or with a cookie made for another link: refused.
+    let bare = query(&rig, &link, "a=b", "example.org");
+    assert_eq!(bare.status, 401, "{}", bare.body);
+    let second = create(&rig, &[], &[]);
+    let renamed = cookie.replacen(&link.id, &second.id, 1);
+    assert_eq!(query(&rig, &second, &renamed, "example.org").status, 401);
+    // A wrong secret opens nothing.
+    let wrong = Link {
+        id: link.id.clone(),
+        secret: second.secret.clone(),
+    };
+    assert_eq!(open(&rig, &wrong, None).unwrap_err().status, 401);
+    let _ = &rig.scratch;
+}
+
+#[test]
+fn a_revoked_link_stops_working_at_once() {
+    let rig = rig("share_revoked");
+    let link = create(&rig, &[], &[]);
+    let cookie = open(&rig, &link, None).expect("session opened");
+    assert_eq!(query(&rig, &link, &cookie, "example.org").status, 200);
+
+    let (ok, _, err) = tamis(&rig.config, &["share", "revoke", &link.id], &[]);
+    assert!(ok, "{err}");
+    // The very next request: no cache, no restart.
+    let after = query(&rig, &link, &cookie, "example.org");
+    assert_eq!(after.status, 401, "{}", after.body);
+    assert_eq!(open(&rig, &link, None).unwrap_err().status, 401);
+
+    let (ok, listed, err) = tamis(&rig.config, &["share", "list"], &[]);
+    assert!(ok, "{err}");
+    assert!(listed.contains(&link.id) && listed.contains("revoked"), "{listed}");
+    assert!(!listed.contains(&link.secret), "{listed}");
+}
+
+#[test]
+fn an_expired_link_is_refused() {
+    let rig = rig("share_expired");
+    let link = create(&rig, &["--expires", "1h"], &[]);
+    let cookie = open(&rig, &link, None).expect("session opened");
+    assert_eq!(query(&rig, &link, &cookie, "example.org").status, 200);
+    rig.server
+        .clock
+        .set(chrono::Utc::now() + chrono::Duration::hours(2));
+    assert_eq!(query(&rig, &link, &cookie, "example.org").status, 401);
+    assert_eq!(open(&rig, &link, None).unwrap_err().status, 401);
+}
+
+#[test]
+fn a_password_link_opens_only_with_its_password() {
+    let rig = rig("share_password");
+    let link = create(
+        &rig,
+        &["--password"],
+        &[("TAMIS_SHARE_PASSWORD", "correct horse battery")],
+    );
+    for given in [None, Some("wrong horse battery")] {
+        let refused = open(&rig, &link, given).unwrap_err();
+        assert_eq!(refused.status, 401);
+        assert_eq!(refused.json()["password_required"], true, "{}", refused.body);
+        assert!(refused.header("set-cookie").is_none());
+    }
+    let cookie = open(&rig, &link, Some("correct horse battery")).expect("opened");
+    assert_eq!(query(&rig, &link, &cookie, "example.org").status, 200);
+    let ch = ClickHouse::shared();
+    let stored = ch.query_in(&rig.db, "SELECT password_hash FROM shared_links");
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+    assert!(!stored.contains("correct horse"));
+}
+
+#[test]
+fn the_served_page_holds_no_secret_and_every_view_is_audited() {
+    let rig = rig("share_audit");
+    let link = create(&rig, &[], &[]);
+    let page = http(
+        rig.server.addr,
+        "GET",
+        &format!("/share/{}", link.id),
+        &[],
+        b"",
+    );
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("/assets/dashboard.js"));
+    assert!(!page.body.contains(&link.secret));
+    assert!(!format!("{:?}", page.headers).contains(&link.secret));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+
+    let cookie = open(&rig, &link, None).expect("session opened");
+    for _ in 0..3 {
+        assert_eq!(query(&rig, &link, &cookie, "example.org").status, 200);
+    }
+    let ch = ClickHouse::shared();
+    let actor = format!("share:{}", link.id);
+    wait_until(Duration::from_secs(10), "views audited", || {
+        ch.query_in(
+            &rig.db,
+            &format!(
+                "SELECT kind, count() FROM audit_log WHERE actor = '{actor}' GROUP BY kind ORDER BY kind"
+            ),
+        ) == "share_view\t1\nstats_read\t3\n"
+    });
+    let summaries = ch.query_in(
+        &rig.db,
+        &format!("SELECT summary FROM audit_log WHERE actor = '{actor}' AND kind = 'stats_read'"),
+    );
+    assert!(summaries.contains("disclosure=protected"), "{summaries}");
+    // Neither the secret nor the session is stored anywhere.
+    for table in ["audit_log", "shared_links"] {
+        let all = ch.query_in(&rig.db, &format!("SELECT * FROM {table} FORMAT TSV"));
+        assert!(!all.contains(&link.secret), "{table}: {all}");
+    }
+}
