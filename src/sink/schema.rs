@@ -816,7 +816,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(tables.len(), 14);
+        assert_eq!(tables.len(), 15);
         for t in &tables {
             let replicated = format!(
                 "ENGINE = Replicated{}('/clickhouse/tables/{{shard}}/db1.{}', '{{replica}}') {}",
