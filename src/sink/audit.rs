@@ -46,12 +46,13 @@ const MAX_DETAIL: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub at: DateTime<Utc>,
-    /// `stats_read`, `audit_read` or `config_change`.
+    /// `stats_read`, `audit_read`, `config_change`, `share_view` (a shared
+    /// link's session opened) or `share_change` (a link created or revoked).
     pub kind: &'static str,
     /// The token's name, or the operator's.
     pub actor: String,
-    /// `api`, `dashboard` (the dashboard sends `X-Tamis-Client: dashboard`)
-    /// or `cli`.
+    /// `api`, `dashboard` (the dashboard sends `X-Tamis-Client: dashboard`),
+    /// `share` (a shared link's session) or `cli`.
     pub client: &'static str,
     pub site_id: String,
     pub summary: String,
