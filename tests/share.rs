@@ -125,7 +125,7 @@ fn query(rig: &Rig, link: &Link, cookie: &str, site: &str) -> Response {
             ("x-tamis-share", &link.id),
             ("cookie", cookie),
         ],
-        json!({"site_id": site, "metrics": ["visitors", "pageviews"], "date_range": "7d", "dimensions": ["event:page"]})
+        json!({"site_id": site, "metrics": ["visitors", "pageviews"], "date_range": "day", "dimensions": ["event:page"]})
             .to_string()
             .as_bytes(),
     )
@@ -161,7 +161,7 @@ fn a_shared_link_reads_its_site_in_protected_mode_and_no_other() {
     let protected = stats(
         rig.server.addr,
         PROTECTED_TOKEN,
-        json!({"site_id": "example.org", "metrics": ["visitors", "pageviews"], "date_range": "7d", "dimensions": ["event:page"]}),
+        json!({"site_id": "example.org", "metrics": ["visitors", "pageviews"], "date_range": "day", "dimensions": ["event:page"]}),
     );
     assert_eq!(protected.status, 200, "{}", protected.body);
     let rows = shared.json()["results"].as_array().unwrap().len();
@@ -305,4 +305,43 @@ fn the_served_page_holds_no_secret_and_every_view_is_audited() {
         let all = ch.query_in(&rig.db, &format!("SELECT * FROM {table} FORMAT TSV"));
         assert!(!all.contains(&link.secret), "{table}: {all}");
     }
+}
+
+#[test]
+fn a_shared_dashboard_opens_in_a_browser_without_leaving_its_secret_in_the_page() {
+    let rig = rig("share_browser");
+    seed(&rig, 12);
+    let link = create(&rig, &[], &[]);
+    let url = format!(
+        "http://{}/share/{}#{}",
+        rig.server.addr, link.id, link.secret
+    );
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    let r = node(
+        "share.mjs",
+        &[
+            "--url",
+            &url,
+            "--secret",
+            &link.secret,
+            "--screenshots",
+            shots.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    // The page's queries were made with the session, and audited as such.
+    let ch = ClickHouse::shared();
+    wait_until(
+        Duration::from_secs(10),
+        "the browser's views audited",
+        || {
+            ch.query_in(
+                &rig.db,
+                &format!(
+                "SELECT count() FROM audit_log WHERE actor = 'share:{}' AND kind = 'share_view'",
+                link.id
+            ),
+            ) == "1\n"
+        },
+    );
 }
