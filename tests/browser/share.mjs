@@ -27,7 +27,7 @@ try {
     href: location.href,
     cookie: document.cookie,
     html: document.documentElement.outerHTML,
-    sitePicker: document.getElementById('site').hidden,
+    sitePicker: document.getElementById('site').parentNode.hidden,
     signout: document.getElementById('signout').hidden,
     signin: document.getElementById('signin').hidden,
   }));

@@ -842,7 +842,7 @@
       r.sites.forEach(function (s) { var o = el('option', null, s.id); o.value = s.id; sel.appendChild(o) });
       sel.value = state.site.id;
       // A shared link shows one site, read only: no picker, no sign-out.
-      sel.hidden = !!state.share;
+      sel.parentNode.hidden = !!state.share;
       $('signin').hidden = true;
       $('dash').hidden = false;
       $('controls').hidden = false;
