@@ -693,6 +693,19 @@ pub struct ShareOptions {
     pub base_url: String,
 }
 
+/// The ClickHouse nodes for the `share` commands, placed in their shards
+/// as the collector last saw them when a node cannot be asked (the file
+/// the collector keeps in its log directory), so that a revocation can be
+/// written and checked while a replica is down.
+fn share_nodes(settings: &Settings) -> crate::sink::nodes::Nodes {
+    crate::sink::nodes::Nodes::new(&settings.clickhouse, 0).remembered_in(
+        settings
+            .storage
+            .log_dir
+            .join(crate::sink::nodes::REMEMBERED_FILE),
+    )
+}
+
 /// `tamis share create`: records a new link and prints its URL, the only
 /// time its secret is shown.
 pub async fn share_create(path: &Path, options: ShareOptions) -> anyhow::Result<ExitCode> {
@@ -727,7 +740,7 @@ pub async fn share_create(path: &Path, options: ShareOptions) -> anyhow::Result<
         expires_at,
         actor: operator.clone(),
     };
-    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    let nodes = share_nodes(&settings);
     crate::sink::shares::record(&nodes, &event)
         .await
         .context("recording the shared link in ClickHouse (has `tamis migrate` run?)")?;
@@ -751,7 +764,7 @@ pub async fn share_create(path: &Path, options: ShareOptions) -> anyhow::Result<
 /// `tamis share list`: every link (of one site), with its state.
 pub async fn share_list(path: &Path, site: Option<&str>) -> anyhow::Result<ExitCode> {
     let settings = load(path)?;
-    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    let nodes = share_nodes(&settings);
     let events = crate::sink::shares::events(&nodes, site)
         .await
         .context("reading the shared links from ClickHouse")?;
@@ -778,11 +791,15 @@ pub async fn share_list(path: &Path, site: Option<&str>) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `tamis share revoke` waits for each replica to fetch the
+/// revocation (replication takes well under a second when all is well).
+const REVOKE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `tamis share revoke ID`: from the next request on, on every collector,
 /// the link opens nothing.
 pub async fn share_revoke(path: &Path, id: &str) -> anyhow::Result<ExitCode> {
     let settings = load(path)?;
-    let nodes = crate::sink::nodes::Nodes::new(&settings.clickhouse, 0);
+    let nodes = share_nodes(&settings);
     let events = crate::sink::shares::link_events(&nodes, id)
         .await
         .context("reading the shared link from ClickHouse")?;
@@ -793,6 +810,8 @@ pub async fn share_revoke(path: &Path, id: &str) -> anyhow::Result<ExitCode> {
         );
     };
     let now = chrono::Utc::now();
+    // Asked again for a link already revoked (after a replica was down),
+    // the revocation is written again and confirmed again.
     let event = crate::share::Event {
         at: now,
         kind: crate::share::EventKind::Revoke,
@@ -804,11 +823,31 @@ pub async fn share_revoke(path: &Path, id: &str) -> anyhow::Result<ExitCode> {
         expires_at: None,
         actor: config::operator_name(),
     };
-    crate::sink::shares::record(&nodes, &event)
+    crate::sink::shares::record_on_every_shard(&nodes, &event)
         .await
         .context("recording the revocation in ClickHouse")?;
     record_share_change(&nodes, &event, now).await;
-    eprintln!("shared link {} for {} revoked", link.id, link.site_id);
+    // Returns only once every replica a read may ask holds the revocation:
+    // a collector reading through a replica that has not fetched it yet
+    // would still open the link.
+    if let Err(problems) =
+        crate::sink::shares::confirm_revoked(&nodes, &link.id, REVOKE_PATIENCE).await
+    {
+        for p in &problems {
+            eprintln!("tamis: ClickHouse at {} {}", p.url, p.why);
+        }
+        anyhow::bail!(
+            "shared link {} is revoked where the revocation was written, but no shard \
+             holds it on every replica yet: a read served by a replica above may still \
+             open the link. Run `tamis share revoke {}` again once every replica is up.",
+            link.id,
+            link.id
+        );
+    }
+    eprintln!(
+        "shared link {} for {} revoked (confirmed on every replica that reads may ask)",
+        link.id, link.site_id
+    );
     Ok(ExitCode::SUCCESS)
 }
 

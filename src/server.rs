@@ -247,8 +247,12 @@ async fn build(
             .expect("8 bytes"),
     );
     let nodes = Arc::new(
-        crate::sink::nodes::Nodes::new(&settings.clickhouse, spread)
-            .remembered_in(settings.storage.log_dir.join("cluster-nodes")),
+        crate::sink::nodes::Nodes::new(&settings.clickhouse, spread).remembered_in(
+            settings
+                .storage
+                .log_dir
+                .join(crate::sink::nodes::REMEMBERED_FILE),
+        ),
     );
     let mut background = JoinSet::new();
 

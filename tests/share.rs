@@ -307,6 +307,126 @@ fn the_served_page_holds_no_secret_and_every_view_is_audited() {
     }
 }
 
+/// A collector of `db` on `cluster`, with its own durable log and config
+/// file.
+fn cluster_rig(cluster: &common::cluster::Cluster, db: &str) -> Rig {
+    let text = common::cluster_config(cluster, db);
+    let scratch = Scratch::new();
+    let path = scratch.path("tamis.toml");
+    std::fs::write(&path, &text).unwrap();
+    let server = InProcess::serve(&text, tamis::clock::Clock::manual(chrono::Utc::now()));
+    Rig {
+        server,
+        _scratch: scratch,
+        config: path,
+        db: db.into(),
+    }
+}
+
+/// How many revocations of `link` each node of `cluster` holds in its own
+/// table, as (shard, replica, count), for the nodes that run.
+fn revocations_held(
+    cluster: &common::cluster::Cluster,
+    db: &str,
+    link: &Link,
+) -> Vec<(u32, u32, u64)> {
+    cluster
+        .nodes()
+        .filter(|(_, _, node)| node.is_up())
+        .map(|(shard, replica, node)| {
+            let n = node.query(&format!(
+                "SELECT count() FROM {db}.shared_links WHERE link_id = '{}' AND kind = 'revoke'",
+                link.id
+            ));
+            (shard, replica, n.trim().parse().expect("a count"))
+        })
+        .collect()
+}
+
+/// On a 2 × 2 ClickHouse cluster (`common::cluster`), a revocation is
+/// written to every shard and `tamis share revoke` returns only once every
+/// replica of a shard holds it, so the next request on any collector is
+/// refused whichever replica its read asks. With a replica of each shard
+/// down, revoke says it could not confirm, names them, and asked again once
+/// they are back, confirms.
+#[test]
+fn on_a_cluster_a_revocation_is_confirmed_on_every_replica_and_every_collector_refuses_the_link() {
+    let mut cluster = common::cluster::Cluster::start();
+    let db = format!("share_cluster_{}", std::process::id());
+    let a = cluster_rig(&cluster, &db);
+    let b = cluster_rig(&cluster, &db);
+
+    let link = create(&a, &[], &[]);
+    // The session cookie holds no state of a collector: opened on one, it
+    // reads on the other.
+    let cookie = open(&a, &link, None).expect("session opened");
+    wait_until(
+        Duration::from_secs(10),
+        "the link readable on the other collector",
+        || query(&b, &link, &cookie, "example.org").status == 200,
+    );
+    assert_eq!(query(&a, &link, &cookie, "example.org").status, 200);
+
+    let (ok, _, err) = tamis(&a.config, &["share", "revoke", &link.id], &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("confirmed on every replica"), "{err}");
+    // Written to both shards; at least one shard whole at once (no sync).
+    let held = revocations_held(&cluster, &db, &link);
+    let whole = |shard: u32| held.iter().filter(|h| h.0 == shard).all(|h| h.2 > 0);
+    assert!(whole(1) || whole(2), "{held:?}");
+    for rig in [&a, &b] {
+        for _ in 0..4 {
+            // Several reads, so that both replicas of each shard are asked.
+            let after = query(rig, &link, &cookie, "example.org");
+            assert_eq!(after.status, 401, "{}", after.body);
+        }
+    }
+
+    // A replica of each shard down: no shard can hold the revocation whole.
+    let second = create(&a, &[], &[]);
+    let cookie2 = open(&a, &second, None).expect("second session");
+    cluster.stop_many(&[(1, 2), (2, 2)], common::clickhouse::Stop::Kill);
+    let (ok, _, err) = tamis(&a.config, &["share", "revoke", &second.id], &[]);
+    assert!(
+        !ok,
+        "revoke claimed success with a replica of each shard down: {err}"
+    );
+    for down in [cluster.node(1, 2), cluster.node(2, 2)] {
+        let port = down
+            .url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string();
+        assert!(err.contains(&port), "{port} not named: {err}");
+    }
+    assert!(
+        err.contains(&format!("tamis share revoke {}", second.id)),
+        "{err}"
+    );
+    // The replicas that run hold it, so the collectors refuse it already.
+    assert_eq!(query(&b, &second, &cookie2, "example.org").status, 401);
+
+    cluster.restart(1, 2);
+    cluster.restart(2, 2);
+    let (ok, _, err) = tamis(&a.config, &["share", "revoke", &second.id], &[]);
+    assert!(ok, "{err}");
+    let held = revocations_held(&cluster, &db, &second);
+    assert_eq!(held.len(), 4, "{held:?}");
+    let whole = |shard: u32| held.iter().filter(|h| h.0 == shard).all(|h| h.2 > 0);
+    assert!(whole(1) || whole(2), "{held:?}");
+    assert_eq!(query(&a, &second, &cookie2, "example.org").status, 401);
+    // The returned replicas catch up with what was written while they were
+    // down.
+    cluster.sync_replicas(&db, "shared_links");
+    let held = revocations_held(&cluster, &db, &second);
+    assert!(
+        held.iter().all(|h| h.2 > 0),
+        "every replica holds it: {held:?}"
+    );
+}
+
 #[test]
 fn a_shared_dashboard_opens_in_a_browser_without_leaving_its_secret_in_the_page() {
     let rig = rig("share_browser");

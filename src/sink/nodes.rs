@@ -96,6 +96,10 @@ impl Tables {
     }
 }
 
+/// The file in the log directory where what was learnt of the cluster is
+/// kept ([`Nodes::remembered_in`]).
+pub const REMEMBERED_FILE: &str = "cluster-nodes";
+
 /// Every server; by shard once learnt.
 pub struct Nodes {
     settings: ClickHouseSettings,

@@ -7,11 +7,13 @@
 //! collector's next read. Inserts turn deduplication off like the audit
 //! log's, so that two events alike are both kept.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use super::nodes::{Error, Nodes};
+use super::nodes::{Error, Node, Nodes};
 use crate::share::{Event, EventKind};
 
 #[derive(Debug, Row, Serialize, Deserialize)]
@@ -81,6 +83,108 @@ pub async fn record(nodes: &Nodes, event: &Event) -> Result<(), Error> {
             }
         })
         .await
+}
+
+/// Writes `event` into every shard that can be reached (one replica of
+/// each), for a revocation: a shard whose replicas all hold it is enough
+/// for every `Distributed` read to see it, whichever replica of each shard
+/// the read asks, so one shard with a replica down cannot keep a revoked
+/// link open. Returns how many shards took it; an error when none did.
+pub async fn record_on_every_shard(nodes: &Nodes, event: &Event) -> Result<usize, Error> {
+    let row = LinkRow::from(event);
+    let mut written = 0;
+    let mut last = None;
+    for shard in nodes.shards().await? {
+        let outcome = nodes
+            .on_shard(shard, |client| {
+                let row = &row;
+                async move {
+                    let mut insert =
+                        super::insert_record::<LinkRow>(&client, "shared_links").await?;
+                    insert.write(row).await?;
+                    insert.end().await
+                }
+            })
+            .await;
+        match outcome {
+            Ok(()) => written += 1,
+            Err(error) if super::is_transport_error(&error) => last = Some(error),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    match last {
+        Some(error) if written == 0 => Err(error.into()),
+        _ => Ok(written),
+    }
+}
+
+/// A replica that did not show a revocation in time, or could not be
+/// asked.
+#[derive(Debug)]
+pub struct Unconfirmed {
+    pub url: String,
+    pub why: String,
+}
+
+/// How often [`confirm_revoked`] asks a replica again.
+const CONFIRM_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until every replica of at least one shard holds a revocation of
+/// `link_id` in its own `shared_links` table, at most `patience` for each
+/// replica. Then every read, through whichever replica of each shard,
+/// finds the link revoked. When no shard gets there, returns each replica
+/// that lagged or could not be asked.
+pub async fn confirm_revoked(
+    nodes: &Nodes,
+    link_id: &str,
+    patience: Duration,
+) -> Result<(), Vec<Unconfirmed>> {
+    let shards = nodes.shards().await.map_err(|error| {
+        vec![Unconfirmed {
+            url: "the cluster".into(),
+            why: error.to_string(),
+        }]
+    })?;
+    let mut problems = Vec::new();
+    for shard in shards {
+        let mut holds = true;
+        for node in &shard.replicas {
+            if let Err(why) = wait_for_revoke(node, link_id, patience).await {
+                problems.push(Unconfirmed {
+                    url: node.url.to_string(),
+                    why,
+                });
+                holds = false;
+            }
+        }
+        if holds {
+            return Ok(());
+        }
+    }
+    Err(problems)
+}
+
+async fn wait_for_revoke(node: &Node, link_id: &str, patience: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let count = node
+            .client
+            .query("SELECT count() FROM shared_links WHERE link_id = ? AND kind = 'revoke'")
+            .bind(link_id)
+            .fetch_one::<u64>()
+            .await;
+        match count {
+            Ok(n) if n > 0 => return Ok(()),
+            Ok(_) if started.elapsed() >= patience => {
+                return Err(format!(
+                    "has not fetched the revocation after {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ))
+            }
+            Ok(_) => tokio::time::sleep(CONFIRM_POLL).await,
+            Err(error) => return Err(format!("could not be asked: {error}")),
+        }
+    }
 }
 
 /// Every event of every link (for `tamis share list`), or of one site.
