@@ -478,6 +478,35 @@ async fn site_partitions(
 /// age, the last deletions and destructions recorded. On a cluster,
 /// through the `Distributed` tables (so every shard), read first: they
 /// fail when a shard cannot be read.
+/// A site's active shared links, as `tamis check` shows them: how many,
+/// with a password, and expiring within a week; their ids are in
+/// `tamis share list`.
+fn shared_links_line(
+    site: &str,
+    links: &[crate::share::Link],
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let active: Vec<&crate::share::Link> = links
+        .iter()
+        .filter(|l| l.site_id == site && l.state(now) == crate::share::State::Active)
+        .collect();
+    if active.is_empty() {
+        return format!("site {site}: no active shared link");
+    }
+    let with_password = active.iter().filter(|l| l.has_password()).count();
+    let soon = active
+        .iter()
+        .filter(|l| {
+            l.expires_at
+                .is_some_and(|t| t - now < chrono::Duration::days(7))
+        })
+        .count();
+    format!(
+        "site {site}: {} active shared link(s), {with_password} with a password, {soon} expiring within 7 days (`tamis share list --site {site}`)",
+        active.len()
+    )
+}
+
 async fn stored_state(
     nodes: &crate::sink::nodes::Nodes,
     settings: &Settings,
@@ -512,6 +541,8 @@ async fn stored_state(
     let deletions = count("retention_log", "deleted_at").await?;
     let audit_rows = count("audit_log", "at").await?;
     let partitions = site_partitions(nodes).await?;
+    let share_events = crate::sink::shares::events(nodes, None).await?;
+    let links = crate::share::Link::from_events(&share_events);
 
     let mut lines = Vec::new();
     let now = chrono::Utc::now();
@@ -530,6 +561,7 @@ async fn stored_state(
             }
             Some(p) => lines.push(format!("site {}: oldest month stored {p}, within the {}-month retention", site.id, site.retention_months)),
         }
+        lines.push(shared_links_line(&site.id, &links, now));
     }
     for s in &salts {
         let age_h = (now.timestamp() - i64::from(s.created_at)) / 3600;
@@ -689,8 +721,9 @@ pub struct ShareOptions {
     /// The link's password, already read (never from the command line).
     pub password: Option<String>,
     pub expires: Option<String>,
-    /// The dashboard's public address, put before `/share/…`.
-    pub base_url: String,
+    /// The dashboard's public address, put before `/share/…`, when given
+    /// on the command line (else `server.public_url`).
+    pub base_url: Option<String>,
 }
 
 /// The ClickHouse nodes for the `share` commands, placed in their shards
@@ -703,6 +736,31 @@ fn share_nodes(settings: &Settings) -> crate::sink::nodes::Nodes {
             .storage
             .log_dir
             .join(crate::sink::nodes::REMEMBERED_FILE),
+    )
+}
+
+/// Where a shared link points: `--base-url`, else `server.public_url`,
+/// else the public listener when it is on loopback (a local run), said on
+/// standard error; refused otherwise, since a link to an address only this
+/// machine reaches would mislead whoever receives it.
+fn share_base_url(settings: &Settings, given: Option<&str>) -> anyhow::Result<String> {
+    if let Some(url) = given {
+        return Ok(url.trim_end_matches('/').to_string());
+    }
+    if let Some(url) = &settings.server.public_url {
+        return Ok(url.clone());
+    }
+    let listen = settings.server.listen;
+    if listen.ip().is_loopback() {
+        eprintln!(
+            "tamis: server.public_url is not set: the link points at http://{listen}, \
+             which only this machine reaches"
+        );
+        return Ok(format!("http://{listen}"));
+    }
+    anyhow::bail!(
+        "set server.public_url (the address visitors reach tamis at, such as \
+         https://stats.example.org) or pass --base-url"
     )
 }
 
@@ -727,6 +785,7 @@ pub async fn share_create(path: &Path, options: ShareOptions) -> anyhow::Result<
             crate::share::hash_password(p).map_err(|e| anyhow::anyhow!("--password: {e}"))?
         }
     };
+    let base_url = share_base_url(&settings, options.base_url.as_deref())?;
     let link = crate::share::NewLink::generate();
     let operator = config::operator_name();
     let event = crate::share::Event {
@@ -745,7 +804,7 @@ pub async fn share_create(path: &Path, options: ShareOptions) -> anyhow::Result<
         .await
         .context("recording the shared link in ClickHouse (has `tamis migrate` run?)")?;
     record_share_change(&nodes, &event, now).await;
-    println!("{}", link.url(&options.base_url));
+    println!("{}", link.url(&base_url));
     eprintln!(
         "shared link {} for {site}{}{}: the URL above is shown only now",
         link.id,

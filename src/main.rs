@@ -148,13 +148,10 @@ enum ShareAction {
         /// an RFC 3339 time.
         #[arg(long)]
         expires: Option<String>,
-        /// The dashboard's public address, put before /share/….
-        #[arg(
-            long,
-            env = "TAMIS_PUBLIC_URL",
-            default_value = "http://localhost:8080"
-        )]
-        base_url: String,
+        /// The dashboard's public address, put before /share/…; default:
+        /// `server.public_url` (or TAMIS_PUBLIC_URL).
+        #[arg(long)]
+        base_url: Option<String>,
     },
     /// List the links, their state and expiry (never their secrets).
     List {
@@ -173,14 +170,20 @@ enum ShareAction {
     },
 }
 
-/// A shared link's password: from TAMIS_SHARE_PASSWORD, else the first
-/// line of standard input.
+/// A shared link's password: from TAMIS_SHARE_PASSWORD; else, on a
+/// terminal, asked twice without echo; else the first line of standard
+/// input (for scripts).
 fn read_share_password() -> anyhow::Result<String> {
     if let Ok(p) = std::env::var("TAMIS_SHARE_PASSWORD") {
         return Ok(p);
     }
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprint!("password for the shared link (it will be visible as you type): ");
+        let first = rpassword::prompt_password("password for the shared link: ")?;
+        let again = rpassword::prompt_password("the same password again: ")?;
+        if first != again {
+            anyhow::bail!("the two passwords differ; nothing was created");
+        }
+        return Ok(first);
     }
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;

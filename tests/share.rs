@@ -307,6 +307,60 @@ fn the_served_page_holds_no_secret_and_every_view_is_audited() {
     }
 }
 
+/// `share create` points links at `server.public_url`; unset, at the
+/// loopback listener of a local run (and says so), and refuses when the
+/// listener is public, since such a link would lead nowhere. `tamis check`
+/// counts each site's active links.
+#[test]
+fn links_point_at_the_public_url_and_check_counts_each_site_s_active_links() {
+    let rig = rig("share_public_url");
+    let text = std::fs::read_to_string(&rig.config).unwrap();
+    let with_url = rig._scratch.path("public.toml");
+    std::fs::write(
+        &with_url,
+        text.replacen(
+            "[server]\n",
+            "[server]\npublic_url = \"https://stats.example.org/\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let site = ["share", "create", "--site", "example.org"];
+    let (ok, out, err) = tamis(&with_url, &site, &[]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("https://stats.example.org/share/"), "{out}");
+    let mut args = site.to_vec();
+    args.extend(["--password", "--expires", "2d"]);
+    let (ok, _, err) = tamis(&with_url, &args, &[("TAMIS_SHARE_PASSWORD", "s3cret pass")]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = tamis(&rig.config, &site, &[]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("http://127.0.0.1:"), "{out}");
+    assert!(err.contains("server.public_url is not set"), "{err}");
+    let public = rig._scratch.path("public-listener.toml");
+    std::fs::write(
+        &public,
+        text.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1),
+    )
+    .unwrap();
+    let (ok, _, err) = tamis(&public, &site, &[]);
+    assert!(!ok);
+    assert!(err.contains("set server.public_url"), "{err}");
+
+    let (_, out, _) = tamis(&rig.config, &["check"], &[]);
+    assert!(
+        out.contains(
+            "site example.org: 3 active shared link(s), 1 with a password, 1 expiring within 7 days"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("site other.org: no active shared link"),
+        "{out}"
+    );
+}
+
 /// A collector of `db` on `cluster`, with its own durable log and config
 /// file.
 fn cluster_rig(cluster: &common::cluster::Cluster, db: &str) -> Rig {

@@ -190,6 +190,10 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT: longest time to finish requests and flush.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// The address visitors reach tamis at (`https://stats.example.org`),
+    /// put before `/share/…` in the links `tamis share create` prints.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// On SIGTERM/SIGINT: how long `/readyz` answers 503 while tamis still
     /// serves, before it refuses new connections.
     #[serde(default = "default_shutdown_grace_ms")]
@@ -232,6 +236,7 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             idle_timeout_ms: default_idle_timeout_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            public_url: None,
             shutdown_grace_ms: default_shutdown_grace_ms(),
         }
     }
@@ -424,6 +429,9 @@ impl Config {
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
         if let Some(v) = lookup("TAMIS_LISTEN") {
             self.server.listen = v;
+        }
+        if let Some(v) = lookup("TAMIS_PUBLIC_URL") {
+            self.server.public_url = (!v.is_empty()).then_some(v);
         }
         if let Some(v) = lookup("TAMIS_ADMIN_LISTEN") {
             self.server.admin_listen = v;

@@ -85,6 +85,24 @@ impl std::fmt::Debug for RoundingKey {
     }
 }
 
+/// `server.public_url`: an absolute http(s) address, perhaps with a path
+/// (tamis behind a reverse proxy under `/stats`), without a query or a
+/// fragment; returned without its trailing `/`.
+fn public_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| {
+        format!("`{text}` is not an absolute URL such as https://stats.example.org ({e})")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{text}` must be an http:// or https:// address"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "`{text}` must not hold a query, a fragment or a user name"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
 /// Shortest `query.rounding_key` accepted: 32 characters (128 bits as hex).
 pub const MIN_ROUNDING_KEY_LEN: usize = 32;
 
@@ -168,6 +186,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// `server.public_url` without a trailing `/`.
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -432,6 +452,13 @@ impl Settings {
             cors_allow_origin: AllowedOrigins::parse(&config.server.cors_allow_origin)
                 .map_err(|problem| invalid("server.cors_allow_origin", problem))?,
             max_connections: positive("server.max_connections", config.server.max_connections)?,
+            public_url: config
+                .server
+                .public_url
+                .as_deref()
+                .map(public_url)
+                .transpose()
+                .map_err(|problem| invalid("server.public_url", problem))?,
             idle_timeout: {
                 let ms = config.server.idle_timeout_ms;
                 if !(100..=600_000).contains(&ms) {
@@ -1171,6 +1198,18 @@ mod tests {
             "[server]\ncors_allow_origin='example.org'\n[[site]]\nid='a.org'",
             Some("server.cors_allow_origin"),
         );
+        for bad in [
+            "stats.example.org",
+            "ftp://stats.example.org",
+            "https://stats.example.org/?a=b",
+            "https://stats.example.org/#x",
+            "https://user@stats.example.org",
+        ] {
+            check(
+                &format!("[server]\npublic_url='{bad}'\n[[site]]\nid='a.org'"),
+                Some("server.public_url"),
+            );
+        }
         check(
             "[server]\ncors_allow_origin='https://example.org, https://other.org'\n[[site]]\nid='a.org'",
             None,
@@ -1202,6 +1241,20 @@ mod tests {
                 &format!("[query]\n{key}=0\n[[site]]\nid='a.org'"),
                 Some(&format!("query.{key}")),
             );
+        }
+    }
+
+    #[test]
+    fn the_public_url_loses_its_trailing_slash_and_keeps_its_path() {
+        for (given, kept) in [
+            ("https://stats.example.org/", "https://stats.example.org"),
+            ("https://example.org/stats/", "https://example.org/stats"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ] {
+            let text = format!("[server]\npublic_url='{given}'\n{MINIMAL}");
+            let settings =
+                Settings::from_config(toml::from_str(&text).unwrap(), Path::new(".")).unwrap();
+            assert_eq!(settings.server.public_url.as_deref(), Some(kept));
         }
     }
 
