@@ -148,6 +148,9 @@ try {
     assert.ok(new URLSearchParams(seen.hash.slice(1)).get('period') === 'day', seen.hash);
     assert.ok(seen.pageRows > 0 && /[1-9]/.test(seen.visitors), 'no numbers on the first view: ' + JSON.stringify(seen));
     summary.new_site = {period: seen.period, visitors: seen.visitors, page_rows: seen.pageRows, secure_cookie: session.secure};
+    // The footer names the one cookie this page holds.
+    summary.footer = await p.textContent('.foot');
+    assert.ok(summary.footer.includes('un seul témoin'), summary.footer);
     await shot(p, 'share-fr-phone');
 
     // A site with older statistics opens on the last 28 days.

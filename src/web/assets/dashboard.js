@@ -848,7 +848,9 @@
   }
 
   // ---- shared links -------------------------------------------------------
-  var SHARE_TEXT = {signinTitle: 'shareTitle', signinHelp: 'shareHelp', tokenLabel: 'sharePassword', signin: 'shareOpen'};
+  // The session cookie of a shared link is the one cookie tamis sets: the
+  // footer says so there.
+  var SHARE_TEXT = {signinTitle: 'shareTitle', signinHelp: 'shareHelp', tokenLabel: 'sharePassword', signin: 'shareOpen', footer: 'footerShare'};
   var SHARE_PATH = /^\/share\/([0-9a-f]{16})$/, SECRET = /^[0-9a-f]{64}$/;
   // Takes the secret out of the URL before anything else reads it; kept in
   // this closure only until the session is open.
