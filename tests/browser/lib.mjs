@@ -43,3 +43,39 @@ export async function waitFor(what, fn, timeoutMs = 15000) {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+// What has focus in page `p`, and whether its ring shows: a solid outline
+// of 2px or more, at least 3:1 against the colour behind it (WCAG 2.1,
+// 1.4.11 and 2.4.7; the outline is drawn outside the element, or inside it
+// when its offset is negative). `kb` numbers each element once, so that two
+// alike count as two stops.
+export function focusState(p) {
+  return p.evaluate(() => {
+    const a = document.activeElement;
+    if (!a || a === document.body) return {id: 'body'};
+    const cs = getComputedStyle(a);
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const bgOf = (e) => {
+      for (; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const inset = parseFloat(cs.outlineOffset) < 0;
+    const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4) })
+      .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+    const o = rgb(cs.outlineColor), b = bgOf(inset ? a : a.parentElement);
+    const [hi, lo] = [lum(o), lum(b)].sort((x, y) => y - x);
+    if (!a.dataset.kb) a.dataset.kb = String(window.__kb = (window.__kb || 0) + 1);
+    return {
+      kb: a.dataset.kb,
+      id: a.id || a.dataset.tab || a.dataset.jump || (a.className && String(a.className)) || a.tagName.toLowerCase(),
+      tag: a.tagName.toLowerCase(), text: (a.getAttribute('aria-label') || a.textContent || '').trim().slice(0, 40),
+      outline: cs.outlineStyle + ' ' + cs.outlineWidth + ' ' + cs.outlineColor,
+      contrast: Math.round((hi + 0.05) / (lo + 0.05) * 100) / 100,
+      ring: cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) >= 2 && (hi + 0.05) / (lo + 0.05) >= 3,
+      inMain: a.id !== 'main' && !!a.closest('#main'),
+    };
+  });
+}

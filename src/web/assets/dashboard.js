@@ -13,7 +13,7 @@
   var PERIODS = ['day', 'yesterday', '7d', '28d', '30d', 'month', '6mo', '12mo', 'year'];
   var TOP = ['visitors', 'visits', 'pageviews', 'views_per_visit', 'bounce_rate', 'visit_duration'];
   var FILTERABLE = /^(event:page|event:name|visit:.*)$/;
-  var state = {share: null, token: null, sites: [], site: null, period: '28d', compare: true, filters: [], lang: null, open: {}, more: {}};
+  var state = {share: null, token: null, sites: [], site: null, period: '28d', periodAsked: false, compare: true, filters: [], lang: null, open: {}, more: {}, errorKey: null};
   var generation = 0, realtimeTimer = null, lastSeries = null;
 
   function $(id) { return document.getElementById(id) }
@@ -23,7 +23,18 @@
     if (text != null) e.textContent = String(text);
     return e;
   }
-  function lang() { return state.lang || (state.site && state.site.language) || 'fr' }
+  // The language asked for (button, URL), else the site's, else, before a
+  // site is known (sign-in, a shared link's password form), the first of
+  // the browser's languages that the dashboard speaks; French otherwise.
+  function lang() { return state.lang || (state.site && state.site.language) || browserLang() }
+  function browserLang() {
+    var wanted = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || ''];
+    for (var i = 0; i < wanted.length; i++) {
+      var code = String(wanted[i]).slice(0, 2).toLowerCase();
+      if (code === 'fr' || code === 'en') return code;
+    }
+    return 'fr';
+  }
   function t(key, vars) {
     var s = I18N[lang()][key];
     if (s == null) s = key;
@@ -48,7 +59,7 @@
   function readHash() {
     var p = new URLSearchParams(location.hash.slice(1));
     if (p.get('lang') === 'fr' || p.get('lang') === 'en') state.lang = p.get('lang');
-    if (PERIODS.indexOf(p.get('period')) >= 0) state.period = p.get('period');
+    if (PERIODS.indexOf(p.get('period')) >= 0) { state.period = p.get('period'); state.periodAsked = true }
     if (p.get('compare') === '0') state.compare = false;
     state.wantSite = p.get('site');
     try {
@@ -96,8 +107,14 @@
     };
     return slot().then(function () { return send(0) }).then(function (r) {
       if (r.status === 401) {
-        signOut(t(state.share ? 'badShare' : 'badToken'));
-        if (state.share) $('signin-form').hidden = true;
+        // A shared link revoked or expired while its dashboard is open:
+        // the message alone, and focus where it is (the control that had
+        // it is gone).
+        if (state.share) {
+          var shown = !$('dash').hidden;
+          shareProblem('badShare');
+          if (shown) $('main').focus();
+        } else signOut(t('badToken'));
         throw new Error('unauthorized');
       }
       if (!r.ok) return r.text().then(function (text) {
@@ -169,12 +186,21 @@
     PERIODS.forEach(function (p) { var o = el('option', null, t('p_' + p)); o.value = p; sel.appendChild(o) });
     sel.value = cur;
     $('compare').checked = state.compare;
+    // A message shown by its key follows the language.
+    if (state.errorKey) $('error').textContent = t(state.errorKey);
   }
 
   function showError(msg) {
     var e = $('error');
+    state.errorKey = null;
     e.textContent = msg || '';
     e.hidden = !msg;
+  }
+  // A message of the page's own (not an answer of the API): kept by its
+  // key so that it follows a change of language.
+  function showErrorKey(key) {
+    showError(t(key));
+    state.errorKey = key;
   }
 
   // Direction controls in a value would reorder what is shown (a path
@@ -787,9 +813,44 @@
     return from === to ? f(from) : f(from) + ' – ' + f(to);
   }
 
-  // ---- sign-in ------------------------------------------------------------
+  // ---- the period a dashboard opens on ------------------------------------
+  // When the URL names no period, as Plausible chooses it
+  // (plausible/analytics, assets/js/dashboard/dashboard-time-periods.ts,
+  // getDashboardTimeSettings: "isTodayOrYesterday(site.nativeStatsBegin)"
+  // → today, else the default "28d"): a site whose own statistics began
+  // today or yesterday opens on today — a site just set up, or just shared,
+  // would show an empty "last 28 days", which ends yesterday — and any
+  // other on the last 28 days. tamis keeps no first day per site: it asks
+  // for the pageviews before yesterday. Imported history does not count,
+  // as it does not for Plausible's nativeStatsBegin.
+  function openingPeriod() {
+    if (state.periodAsked) return Promise.resolve();
+    var site = state.site;
+    var pageviews = function (range) {
+      return api('/api/v2/query', {site_id: site.id, metrics: ['pageviews'], date_range: range, include: {imports: false}});
+    };
+    return pageviews('day').then(function (r) {
+      var today = r.query.date_range[0].slice(0, 10);
+      if (site === state.site) state.rangeToday = today;
+      return pageviews(['2000-01-01', shift(today, -2)]);
+    }).then(function (r) {
+      if (site !== state.site || state.periodAsked) return;
+      // Nothing before yesterday, or too little to show (a count below
+      // the site's threshold is withheld: null): the 28 days would show
+      // nothing either.
+      var before = r.results[0] ? r.results[0].metrics[0] : 0;
+      state.period = before ? '28d' : 'day';
+    }, function (e) {
+      // Unable to tell (the network): the usual default, unless the
+      // access itself was refused.
+      if (e.message === 'unauthorized') throw e;
+    });
+  }
+
   // ---- shared links -------------------------------------------------------
-  var SHARE_TEXT = {signinTitle: 'shareTitle', signinHelp: 'shareHelp', tokenLabel: 'sharePassword', signin: 'shareOpen'};
+  // The session cookie of a shared link is the one cookie tamis sets: the
+  // footer says so there.
+  var SHARE_TEXT = {signinTitle: 'shareTitle', signinHelp: 'shareHelp', tokenLabel: 'sharePassword', signin: 'shareOpen', footer: 'footerShare'};
   var SHARE_PATH = /^\/share\/([0-9a-f]{16})$/, SECRET = /^[0-9a-f]{64}$/;
   // Takes the secret out of the URL before anything else reads it; kept in
   // this closure only until the session is open.
@@ -802,47 +863,96 @@
     history.replaceState(null, '', location.pathname);
     return secret;
   }
-  function openShare(secret, password) {
+  // The secret (and the password) exchanged for the session cookie. The
+  // exchange is a credential check: a network with too many refusals is
+  // answered 429 with Retry-After; a short wait is waited, as api() does, a
+  // long one is said.
+  function openShare(secret, password, attempt) {
+    attempt = attempt || 0;
     var body = {link: state.share, secret: secret};
     if (password) body.password = password;
+    busy(1);
     return fetch('/api/share/session', {method: 'POST', headers: {'Content-Type': 'application/json'}, credentials: 'same-origin', cache: 'no-store', body: JSON.stringify(body)})
       .then(function (r) {
         if (r.ok) return signIn(null);
-        return r.json().catch(function () { return {} }).then(function (answer) {
-          if (answer.password_required) {
-            askSharePassword(secret, password ? t('badPassword') : '');
-          } else {
-            signOut(t('badShare'));
-            $('signin-form').hidden = true;
+        if (r.status === 429) {
+          var wait = Math.max(1, +r.headers.get('Retry-After') || 1);
+          if (wait <= 10 && attempt < 5) {
+            return new Promise(function (resume) { setTimeout(resume, wait * 1000) })
+              .then(function () { return openShare(secret, password, attempt + 1) });
           }
+          askSharePassword(secret, 'tooMany', {s: wait});
+          return;
+        }
+        return r.json().catch(function () { return {} }).then(function (answer) {
+          if (r.status === 401 && answer.password_required) askSharePassword(secret, password ? 'badPassword' : null);
+          else if (r.status === 401) shareProblem('badShare');
+          else shareRetry(secret, password, 'unavailable');
         });
-      }, function () { signOut(t('network')) });
+      }, function () { shareRetry(secret, password, 'network') })
+      .then(function () { busy(-1) }, function () { busy(-1) });
   }
-  function askSharePassword(secret, message) {
-    signOut(message);
+  // The password form: labelled, the error (if any) in the alert above it
+  // and named by the field's aria-describedby. Shown when the page opens,
+  // it takes no focus (a keyboard or screen-reader user starts at the top,
+  // as on the sign-in form); after a refused password, focus goes back to
+  // the emptied field.
+  function askSharePassword(secret, problem, vars) {
+    leaveDashboard();
     $('signin-form').hidden = false;
-    $('token').setAttribute('autocomplete', 'current-password');
+    $('signin-help').hidden = false;
+    // Password managers file the password under the link, not under the
+    // token's name.
+    $('signin-form').elements.username.value = 'share ' + state.share;
+    translateStatic();
+    if (problem) { showError(t(problem, vars)); state.errorKey = vars ? null : problem } else showError('');
+    $('token').setAttribute('aria-invalid', problem === 'badPassword' ? 'true' : 'false');
     $('signin-form').onsubmit = function (e) {
       e.preventDefault();
       var v = $('token').value;
       $('token').value = '';
       if (v) openShare(secret, v);
     };
-    $('token').focus();
+    if (problem) $('token').focus();
+  }
+  // A link that opens nothing (unknown, revoked, expired): the message
+  // alone, no form, no data, no site.
+  function shareProblem(key) {
+    leaveDashboard();
+    $('signin-form').hidden = true;
+    $('signin-help').hidden = true;
+    $('share-retry').hidden = true;
+    translateStatic();
+    showErrorKey(key);
+  }
+  // A server that could not check the link now: the secret has left the
+  // address bar, so reloading would not bring it back; a button tries the
+  // same exchange again.
+  function shareRetry(secret, password, key) {
+    shareProblem(key);
+    var again = $('share-retry');
+    again.hidden = false;
+    again.onclick = function () { again.hidden = true; openShare(secret, password) };
   }
 
+  // ---- sign-in ------------------------------------------------------------
   function signIn(token) {
     state.token = token;
     return api('/api/v2/sites').then(function (r) {
       if (!r.sites.length) { signOut(t('noSites')); return }
       state.sites = r.sites;
       state.site = r.sites.find(function (s) { return s.id === state.wantSite }) || r.sites[0];
+      return openingPeriod();
+    }).then(function () {
+      if (!state.site) return;
       var sel = $('site');
       sel.textContent = '';
-      r.sites.forEach(function (s) { var o = el('option', null, s.id); o.value = s.id; sel.appendChild(o) });
+      state.sites.forEach(function (s) { var o = el('option', null, s.id); o.value = s.id; sel.appendChild(o) });
       sel.value = state.site.id;
       // A shared link shows one site, read only: no picker, no sign-out.
       sel.parentNode.hidden = !!state.share;
+      // Messages of the dashboard stand above it.
+      $('main').insertBefore($('error'), $('main').firstChild);
       $('signin').hidden = true;
       $('dash').hidden = false;
       $('controls').hidden = false;
@@ -855,7 +965,7 @@
       $('dash-title').focus();
     }).catch(function (e) { if (e.message !== 'unauthorized') showError(e.message) });
   }
-  function signOut(message) {
+  function leaveDashboard() {
     state.token = null;
     state.site = null;
     clearInterval(realtimeTimer);
@@ -863,6 +973,15 @@
     $('controls').hidden = true;
     $('signout').hidden = true;
     $('signin').hidden = false;
+    // A message of the sign-in (or shared link) card is read in it, after
+    // its heading and help, before the form it is about.
+    $('signin-help').after($('error'));
+  }
+  function signOut(message) {
+    leaveDashboard();
+    $('signin-form').hidden = false;
+    $('signin-help').hidden = false;
+    $('token').removeAttribute('aria-invalid');
     translateStatic();
     showError(message || '');
     // Not when the page opens: a keyboard or screen-reader user starts at
@@ -887,9 +1006,11 @@
     $('site').addEventListener('change', function () {
       state.site = state.sites.find(function (s) { return s.id === $('site').value });
       state.filters = []; state.regionNames = null; state.rangeToday = null;
-      reload();
+      // A period nobody chose is chosen again for the new site.
+      var site = state.site;
+      openingPeriod().then(function () { if (site === state.site) reload() }, function () {});
     });
-    $('period').addEventListener('change', function () { state.period = $('period').value; reload() });
+    $('period').addEventListener('change', function () { state.period = $('period').value; state.periodAsked = true; reload() });
     $('compare').addEventListener('change', function () { state.compare = $('compare').checked; reload() });
     $('clear-filters').addEventListener('click', function () { state.filters = []; reload(); focusAfterFilters(0) });
     // The skip link moves focus without touching the URL's hash (it holds
