@@ -258,6 +258,41 @@ fn a_password_link_opens_only_with_its_password() {
     }
     let cookie = open(&rig, &link, Some("correct horse battery")).expect("opened");
     assert_eq!(query(&rig, &link, &cookie, "example.org").status, 200);
+
+    // The answers are those `/api/v2/openapi.json` describes.
+    let doc = http(rig.server.addr, "GET", "/api/v2/openapi.json", &[], b"").json();
+    let exchange = |body: serde_json::Value| {
+        assert!(
+            openapi_validator(&doc, "ShareSessionRequest").is_valid(&body),
+            "{body}"
+        );
+        http(
+            rig.server.addr,
+            "POST",
+            "/api/share/session",
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    };
+    let refused = exchange(json!({"link": link.id, "secret": link.secret}));
+    let opened = exchange(
+        json!({"link": link.id, "secret": link.secret, "password": "correct horse battery"}),
+    );
+    let unknown = exchange(json!({"link": "0000000000000000", "secret": link.secret}));
+    for (answer, status, schema) in [
+        (&refused, 401, "ShareRefused"),
+        (&opened, 200, "ShareSession"),
+        (&unknown, 401, "ShareRefused"),
+    ] {
+        assert_eq!(answer.status, status, "{}", answer.body);
+        let body = answer.json();
+        assert!(
+            openapi_validator(&doc, schema).is_valid(&body),
+            "{schema}: {body}"
+        );
+    }
+    assert_eq!(opened.json()["site_id"], "example.org");
+    assert!(doc["paths"]["/api/share/session"]["post"]["responses"]["401"].is_object());
     let ch = ClickHouse::shared();
     let stored = ch.query_in(&rig.db, "SELECT password_hash FROM shared_links");
     assert!(stored.starts_with("$argon2id$"), "{stored}");
@@ -439,7 +474,7 @@ fn on_a_cluster_a_revocation_is_confirmed_on_every_replica_and_every_collector_r
     // A replica of each shard down: no shard can hold the revocation whole.
     let second = create(&a, &[], &[]);
     let cookie2 = open(&a, &second, None).expect("second session");
-    cluster.stop_many(&[(1, 2), (2, 2)], common::clickhouse::Stop::Kill);
+    cluster.stop_many(&[(1, 2), (2, 2)], common::clickhouse::Stop::Graceful);
     let (ok, _, err) = tamis(&a.config, &["share", "revoke", &second.id], &[]);
     assert!(
         !ok,
