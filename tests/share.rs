@@ -342,6 +342,37 @@ fn the_served_page_holds_no_secret_and_every_view_is_audited() {
     }
 }
 
+/// Opening a password link without its password only makes the page ask
+/// for it: the secret was right and no password was guessed, so the
+/// network's sign-in throttle does not count it. Wrong passwords are
+/// guesses, and are throttled as wrong tokens are.
+#[test]
+fn asking_for_the_password_is_free_and_wrong_passwords_are_throttled() {
+    let rig = rig("share_throttle");
+    let link = create(
+        &rig,
+        &["--password"],
+        &[("TAMIS_SHARE_PASSWORD", "correct horse battery")],
+    );
+    for _ in 0..8 {
+        let asked = open(&rig, &link, None).unwrap_err();
+        assert_eq!(asked.status, 401, "{}", asked.body);
+        assert_eq!(asked.json()["password_required"], true);
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(open(&rig, &link, Some("wrong")).unwrap_err().status);
+    }
+    let first_throttled = statuses.iter().position(|&s| s == 429);
+    assert!(
+        first_throttled.is_some_and(|i| i > 0 && statuses[..i].iter().all(|&s| s == 401)),
+        "{statuses:?}"
+    );
+    let held = open(&rig, &link, Some("correct horse battery")).unwrap_err();
+    assert_eq!(held.status, 429, "{}", held.body);
+    assert!(held.header("retry-after").is_some());
+}
+
 /// `share create` points links at `server.public_url`; unset, at the
 /// loopback listener of a local run (and says so), and refuses when the
 /// listener is public, since such a link would lead nowhere. `tamis check`

@@ -53,6 +53,12 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Marks the refusal of an exchange that gave the right secret and no
+/// password yet: the page asks for the password, and no guess was made,
+/// so the sign-in throttle does not count it.
+#[derive(Clone, Copy, Debug)]
+pub struct PasswordAsked;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Exchange {
@@ -151,6 +157,9 @@ impl Api {
                 *r.status_mut() = StatusCode::UNAUTHORIZED;
                 r.headers_mut()
                     .insert("content-type", HeaderValue::from_static("application/json"));
+                if asked.password.is_none() {
+                    r.extensions_mut().insert(PasswordAsked);
+                }
                 return r;
             }
         }

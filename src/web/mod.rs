@@ -248,7 +248,13 @@ impl App {
             Endpoint::Audit => self.api.audit(request).await,
         };
         if shared {
-            attempt = if response.status() == StatusCode::UNAUTHORIZED {
+            attempt = if response
+                .extensions()
+                .get::<crate::query::share::PasswordAsked>()
+                .is_some()
+            {
+                Attempt::NoToken
+            } else if response.status() == StatusCode::UNAUTHORIZED {
                 Attempt::Refused
             } else {
                 Attempt::Accepted
