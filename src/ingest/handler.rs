@@ -26,7 +26,7 @@ use crate::aggregate::Message;
 use crate::clock::Clock;
 use crate::journal::{record, AppendError, Journal};
 use crate::metrics::Metrics;
-use crate::privacy::pipeline::{DropReason, Dropped, Privacy, RawHit};
+use crate::privacy::pipeline::{DropReason, Dropped, Privacy, RawHit, SiteTable};
 
 // Header names parsed once: looking up by `&str` parses the name per call.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -47,6 +47,22 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// A request's messages and the journal record that holds them, encoded
+/// with the site table their positions refer to, loaded once per request
+/// (and let go of before the wait for the disk).
+pub(super) struct Record {
+    messages: Vec<Message>,
+    payload: Vec<u8>,
+}
+
+impl Record {
+    pub(super) fn encode(table: &SiteTable, messages: Vec<Message>) -> Record {
+        let mut payload = Vec::with_capacity(512);
+        record::encode(&messages, &table.ids, &mut payload);
+        Record { messages, payload }
+    }
 }
 
 /// How the hit ended, for the response.
@@ -101,15 +117,21 @@ impl Ingest {
         let (parts, body) = request.into_parts();
         let body = read_body(&parts.headers, body, MAX_BODY).await?;
         let incoming = event::parse(&body)?;
-        let sites = self.privacy.sites_for(&incoming.domain);
-        let messages = self.process(&incoming, &sites, &parts.headers, peer);
-        self.enqueue(messages).await
+        let record = {
+            let table = self.privacy.sites();
+            let sites = table.sites_for(&incoming.domain);
+            let messages = self.process(&table, &incoming, &sites, &parts.headers, peer);
+            Record::encode(&table, messages)
+        };
+        self.enqueue(record).await
     }
 
-    /// Runs the pipeline for each site the hit names (`sites`, from its
-    /// domain or its tracker's site id); none is an unknown site.
+    /// Runs the pipeline for each site the hit names (`sites`, positions in
+    /// `table`, from its domain or its tracker's site id); none is an
+    /// unknown site.
     pub(super) fn process(
         &self,
+        table: &SiteTable,
         incoming: &IncomingEvent,
         sites: &[usize],
         headers: &HeaderMap,
@@ -155,7 +177,7 @@ impl Ingest {
         };
         sites
             .iter()
-            .map(|&site| match self.privacy.process(site, &hit) {
+            .map(|&site| match self.privacy.process_in(table, site, &hit) {
                 Ok(event) => Message::Event(event),
                 Err(dropped) => Message::Dropped(dropped, at),
             })
@@ -164,7 +186,8 @@ impl Ingest {
 
     /// Logs all of a hit's messages as one record: a hit is accepted whole,
     /// and only once it is durable.
-    pub(super) async fn enqueue(&self, messages: Vec<Message>) -> Result<Outcome, IngestError> {
+    pub(super) async fn enqueue(&self, record: Record) -> Result<Outcome, IngestError> {
+        let Record { messages, payload } = record;
         let mut outcome = None;
         for message in &messages {
             match message {
@@ -175,8 +198,6 @@ impl Ingest {
                 Message::Dropped(..) => {}
             }
         }
-        let mut payload = Vec::with_capacity(512);
-        record::encode(&messages, &self.privacy.sites().ids, &mut payload);
         // Counted once durable, even if the client hangs up meanwhile (its
         // hit is logged and will be in ClickHouse).
         let metrics = self.metrics.clone();

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response};
 use super::cors::AllowedOrigins;
 use super::error::{Field, IngestError};
 use super::event::{check_url, IncomingEvent, MAX_BODY, MAX_NAME};
-use super::handler::{Ingest, Outcome};
+use super::handler::{Ingest, Outcome, Record};
 use crate::privacy::url::HashMode;
 
 /// The smallest transparent 1×1 GIF.
@@ -40,9 +40,13 @@ impl Ingest {
         };
         let outcome = match result {
             Ok(incoming) => {
-                let sites = self.privacy.sites_for(&incoming.domain);
-                let messages = self.process(&incoming, &sites, request.headers(), peer);
-                self.enqueue(messages).await
+                let record = {
+                    let table = self.privacy.sites();
+                    let sites = table.sites_for(&incoming.domain);
+                    let messages = self.process(&table, &incoming, &sites, request.headers(), peer);
+                    Record::encode(&table, messages)
+                };
+                self.enqueue(record).await
             }
             Err(error) => Err(error),
         };

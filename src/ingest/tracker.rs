@@ -18,7 +18,7 @@ use hyper::header::{HeaderMap, HeaderValue, VARY};
 use super::cors::AllowedOrigins;
 use super::error::{Field, IngestError};
 use super::event::{check_url, IncomingEvent, MAX_NAME};
-use super::handler::{Ingest, Outcome};
+use super::handler::{Ingest, Outcome, Record};
 use crate::config::TrackerId;
 use crate::privacy::url::HashMode;
 
@@ -104,23 +104,23 @@ impl Ingest {
                 problem: "the request carries no hit",
             });
         }
-        let mut messages = Vec::with_capacity(hits.len());
-        for mut hit in hits {
-            let site = hit
-                .site
-                .as_ref()
-                .and_then(|id| self.privacy.site_for_tracker(id));
-            if let Some(site) = site {
-                if hit.event.url.starts_with('/') {
-                    let sites = self.privacy.sites();
-                    let host = &sites[site].hostnames[0];
-                    hit.event.url = format!("https://{host}{}", hit.event.url);
+        let record = {
+            let table = self.privacy.sites();
+            let mut messages = Vec::with_capacity(hits.len());
+            for mut hit in hits {
+                let site = hit.site.as_ref().and_then(|id| table.site_for_tracker(id));
+                if let Some(site) = site {
+                    if hit.event.url.starts_with('/') {
+                        let host = &table[site].hostnames[0];
+                        hit.event.url = format!("https://{host}{}", hit.event.url);
+                    }
                 }
+                let sites = site.as_slice();
+                messages.extend(self.process(&table, &hit.event, sites, headers, peer));
             }
-            let sites: Vec<usize> = site.into_iter().collect();
-            messages.extend(self.process(&hit.event, &sites, headers, peer));
-        }
-        self.enqueue(messages).await
+            Record::encode(&table, messages)
+        };
+        self.enqueue(record).await
     }
 }
 

@@ -23,7 +23,7 @@
 //! "Mobile Safari") and major versions ("70").
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::privacy::coded::coded_enum;
@@ -463,14 +463,16 @@ type Shard = Mutex<Entries>;
 /// be forced); the stored string is compared on hit, and a collision just
 /// replaces the entry. A full shard is cleared: crude, but O(1) and bounded.
 struct Cache {
-    hasher: RandomState,
+    /// Seeded per process; a collision only costs a miss (the key is
+    /// compared whole), and the capacity is fixed whatever the keys.
+    hasher: foldhash::fast::RandomState,
     shards: Box<[Shard]>,
 }
 
 impl Cache {
     fn new() -> Self {
         Self {
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         }
     }

@@ -147,6 +147,36 @@ impl SiteTable {
     }
 }
 
+impl SiteTable {
+    /// The sites a hit's `domain` names, each once. Plausible's script may
+    /// send several comma-separated domains to count one page in several
+    /// sites; naming a site twice must not count it twice.
+    pub fn sites_for(&self, domain: &str) -> Vec<usize> {
+        let mut sites: Vec<usize> = domain
+            .split(',')
+            .take(MAX_DOMAINS)
+            .filter_map(|d| {
+                let d = d.trim();
+                // Domains come lower-case but for a few: no copy for the rest.
+                let site = if d.bytes().any(|b| b.is_ascii_uppercase()) {
+                    self.by_domain.get(d.to_ascii_lowercase().as_str())
+                } else {
+                    self.by_domain.get(d)
+                };
+                site.copied()
+            })
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        sites
+    }
+
+    /// The site another product's tracker names by its own id.
+    pub fn site_for_tracker(&self, id: &TrackerId) -> Option<usize> {
+        self.by_tracker.get(id).copied()
+    }
+}
+
 impl std::ops::Index<usize> for SiteTable {
     type Output = Arc<SiteSettings>;
     fn index(&self, site: usize) -> &Arc<SiteSettings> {
@@ -195,34 +225,32 @@ impl Privacy {
         self.table.store(Arc::new(SiteTable::new(sites)));
     }
 
-    /// The configured sites a hit's `domain` names, each once. Plausible's
-    /// script may send several comma-separated domains to count one page
-    /// in several sites; naming a site twice must not count it twice.
+    /// The configured sites a hit's `domain` names ([`SiteTable::sites_for`]
+    /// in the sites as configured now).
     pub fn sites_for(&self, domain: &str) -> Vec<usize> {
-        let table = self.table.load();
-        let mut sites: Vec<usize> = domain
-            .split(',')
-            .take(MAX_DOMAINS)
-            .filter_map(|d| {
-                table
-                    .by_domain
-                    .get(d.trim().to_ascii_lowercase().as_str())
-                    .copied()
-            })
-            .collect();
-        sites.sort_unstable();
-        sites.dedup();
-        sites
+        self.table.load().sites_for(domain)
     }
 
     /// The site another product's tracker names by its own id.
     pub fn site_for_tracker(&self, id: &TrackerId) -> Option<usize> {
-        self.table.load().by_tracker.get(id).copied()
+        self.table.load().site_for_tracker(id)
     }
 
-    /// Runs the pipeline for one site of the hit.
+    /// Runs the pipeline for one site of the hit, in the sites as
+    /// configured now.
     pub fn process(&self, site_index: usize, hit: &RawHit<'_>) -> Result<Event, Dropped> {
-        let table = self.table.load();
+        self.process_in(&self.table.load(), site_index, hit)
+    }
+
+    /// Runs the pipeline for one site of the hit, `site_index` being a
+    /// position in `table` (a request loads the table once, through
+    /// [`Privacy::sites`], for all its hits and its record).
+    pub fn process_in(
+        &self,
+        table: &SiteTable,
+        site_index: usize,
+        hit: &RawHit<'_>,
+    ) -> Result<Event, Dropped> {
         let site = &table.sites[site_index];
         let dropped = |reason| Dropped {
             reason,
@@ -303,10 +331,10 @@ impl Privacy {
             at: hit.at,
             kind,
             // As Plausible writes `event:hostname`: without `www.`.
-            hostname: page
-                .hostname
-                .strip_prefix("www.")
-                .map_or_else(|| page.hostname.clone(), str::to_string),
+            hostname: match page.hostname.strip_prefix("www.") {
+                Some(bare) => bare.to_string(),
+                None => page.hostname,
+            },
             path: page.path,
             referrer,
             campaign: page.campaign,

@@ -154,7 +154,17 @@ enum Origin {
 }
 
 fn origin(referrer: &str) -> Option<Origin> {
-    let url = url::Url::parse(referrer.trim()).ok()?;
+    let referrer = referrer.trim();
+    // Most referrers are plain web addresses, whose host is read without
+    // `Url::parse`: it is never an address, nor ends in a dot.
+    if let Some(host) = crate::privacy::url::plain_host(referrer) {
+        let mut host = host.to_ascii_lowercase();
+        if host.starts_with("www.") {
+            host.replace_range(..4, "");
+        }
+        return Some(Origin::Web(host));
+    }
+    let url = url::Url::parse(referrer).ok()?;
     let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
     if host.is_empty() {
         return None;
@@ -187,8 +197,16 @@ fn parents(host: &str) -> impl Iterator<Item = &str> {
 fn is_same_site(host: &str, site_hostnames: &[String]) -> bool {
     let domain = registrable(host);
     site_hostnames.iter().any(|site| {
-        let site = site.trim().trim_end_matches('.').to_ascii_lowercase();
-        let site = site.strip_prefix("www.").unwrap_or(&site);
+        let site = site.trim().trim_end_matches('.');
+        // Configured host names are lower-case already (`config`): no copy.
+        let lowered;
+        let site = if site.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = site.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            site
+        };
+        let site = site.strip_prefix("www.").unwrap_or(site);
         site == host || (domain.is_some() && registrable(site) == domain)
     })
 }

@@ -5,10 +5,8 @@
 //! replaced by placeholders.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
 
 use percent_encoding::percent_decode_str;
-use regex::Regex;
 
 use crate::config::SiteSettings;
 
@@ -53,30 +51,6 @@ pub enum UrlError {
     NotHttp,
 }
 
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}").expect("static regex")
-});
-static UUID: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-        .expect("static regex")
-});
-static IPV4: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b").expect("static regex"));
-/// Candidates for IPv6 addresses: a run of hex digits, colons and dots
-/// holding at least two colons, not glued to a word on its left (so
-/// `std::vec` is not read as `d::`). Whether a candidate is an address is
-/// decided by parsing it ([`is_ipv6`]).
-static IPV6: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(^|[^0-9A-Za-z:.])([0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)")
-        .expect("static regex")
-});
-static DIGITS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[0-9]{6,}").expect("static regex"));
-/// Candidates for tokens: long runs of letters and digits, or long
-/// base64url-like runs. Whether a candidate is a token is decided by
-/// [`looks_like_token`], so slugs such as `rapport-annuel-2024` survive.
-static TOKEN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[A-Za-z0-9_\-]{24,}|[A-Za-z0-9]{16,}").expect("static regex"));
-
 /// Whether a hit asks for its fragment to count as part of the page
 /// (Plausible's `h: 1`, which `tamis.js` sends with `data-hash`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,24 +64,135 @@ pub enum HashMode {
 /// when both the hit asks for it (`hash_mode`) and the site declares
 /// `hash_routing`: the site's setting is the published policy, the hit's
 /// flag says whether this page routes by fragment at all.
+///
+/// A URL in the plain form nearly every page has is cut into its parts
+/// by hand ([`Parts::split`]); anything else goes through `Url::parse`,
+/// whose answer the plain form is known to give (the equivalence test
+/// compares both on every input it makes).
 pub fn reduce(raw: &str, site: &SiteSettings, hash_mode: HashMode) -> Result<PageUrl, UrlError> {
-    let parsed = url::Url::parse(raw.trim()).map_err(|_| UrlError::NotHttp)?;
+    let raw = raw.trim();
+    if let Some(parts) = Parts::split(raw) {
+        return Ok(reduce_parts(&parts, site, hash_mode));
+    }
+    let parsed = url::Url::parse(raw).map_err(|_| UrlError::NotHttp)?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(UrlError::NotHttp);
     }
-    let hostname = parsed
-        .host_str()
-        .ok_or(UrlError::NotHttp)?
-        .to_ascii_lowercase();
+    let parts = Parts {
+        host: parsed.host_str().ok_or(UrlError::NotHttp)?,
+        path: parsed.path(),
+        query: parsed.query(),
+        fragment: parsed.fragment(),
+    };
+    Ok(reduce_parts(&parts, site, hash_mode))
+}
 
-    let mut path = redact(&decode(parsed.path()));
+/// What the reduction reads of an absolute http(s) URL, as `Url` gives
+/// them (its path, query and fragment may still be percent-encoded).
+struct Parts<'a> {
+    host: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    fragment: Option<&'a str>,
+}
+
+impl<'a> Parts<'a> {
+    /// The parts of `http(s)://host[:port][/path][?query][#fragment]` when
+    /// `Url::parse` would give the same ones once decoded: a lower-case
+    /// scheme, a host of ASCII letters, digits, dots and hyphens that is
+    /// neither an address nor punycode, a port that is a port, and no
+    /// byte `Url` rewrites (controls, spaces, backslashes, quotes and the
+    /// like, dot segments). Non-ASCII text is kept: `Url` percent-encodes
+    /// it and the reduction decodes it back. `None` means "ask `Url`", not
+    /// "refused".
+    fn split(raw: &'a str) -> Option<Parts<'a>> {
+        let rest = raw
+            .strip_prefix("https://")
+            .or_else(|| raw.strip_prefix("http://"))?;
+        let host_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-')
+            .count();
+        let (host, mut rest) = rest.split_at(host_len);
+        if !is_plain_host(host) {
+            return None;
+        }
+        if let Some(after) = rest.strip_prefix(':') {
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            if !(1..=5).contains(&digits) || after[..digits].parse::<u16>().is_err() {
+                return None;
+            }
+            rest = &after[digits..];
+        }
+        if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) || !rest.bytes().all(plain_byte)
+        {
+            return None;
+        }
+        let (rest, fragment) = match rest.split_once('#') {
+            Some((rest, fragment)) => (rest, Some(fragment)),
+            None => (rest, None),
+        };
+        let (path, query) = match rest.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (rest, None),
+        };
+        // `Url` resolves `.` and `..` segments, also percent-encoded.
+        if path.contains("/.") || path.contains("%2e") || path.contains("%2E") {
+            return None;
+        }
+        Some(Parts {
+            host,
+            path: if path.is_empty() { "/" } else { path },
+            query,
+            fragment,
+        })
+    }
+}
+
+/// The host of a plain absolute http(s) URL ([`Parts::split`]), as
+/// written: `Url::parse` would give the same, lower-cased, and read it as
+/// a domain name, not an address.
+pub(crate) fn plain_host(raw: &str) -> Option<&str> {
+    Parts::split(raw).map(|parts| parts.host)
+}
+
+/// A host `Url` keeps as written but for its case: it starts with a
+/// letter or digit, its last label starts with a letter (a host ending
+/// in a number is read as an IPv4 address) and no label is punycode
+/// (which `Url` checks).
+fn is_plain_host(host: &str) -> bool {
+    let last = host.rsplit('.').next().unwrap_or_default();
+    host.as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphanumeric)
+        && last.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+        && !host.split('.').any(|label| {
+            label
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
+        })
+}
+
+/// A byte of a path, query or fragment that `Url` leaves as it is, or
+/// percent-encodes in a way the reduction's decoding undoes (non-ASCII).
+fn plain_byte(b: u8) -> bool {
+    !matches!(
+        b,
+        0..=0x20 | 0x7f | b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+    )
+}
+
+fn reduce_parts(parts: &Parts<'_>, site: &SiteSettings, hash_mode: HashMode) -> PageUrl {
+    let hostname = parts.host.to_ascii_lowercase();
+    let mut path = redact(&decode(parts.path));
     if path.is_empty() {
         path.push('/');
     }
 
     let mut campaign = Campaign::default();
-    let mut kept = Vec::new();
-    for (name, value) in parsed.query_pairs() {
+    let mut separator = '?';
+    let query = parts.query.unwrap_or_default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         if site.collect_campaigns {
             let slot = match name.as_ref() {
                 "utm_source" => Some(&mut campaign.source),
@@ -118,7 +203,10 @@ pub fn reduce(raw: &str, site: &SiteSettings, hash_mode: HashMode) -> Result<Pag
                 _ => None,
             };
             if let Some(slot) = slot {
-                *slot = cut(&redact(value.trim()), MAX_CAMPAIGN).to_string();
+                // The last of repeated tags wins.
+                slot.clear();
+                redact_into(value.trim(), slot);
+                slot.truncate(cut(slot, MAX_CAMPAIGN).len());
                 continue;
             }
             if let Some(id) = CLICK_IDS.iter().find(|id| **id == name.as_ref()) {
@@ -133,16 +221,16 @@ pub fn reduce(raw: &str, site: &SiteSettings, hash_mode: HashMode) -> Result<Pag
             .iter()
             .any(|allowed| allowed == name.as_ref())
         {
-            kept.push(format!("{}={}", name, redact(&value)));
+            path.push(separator);
+            separator = '&';
+            path.push_str(&name);
+            path.push('=');
+            redact_into(&value, &mut path);
         }
     }
-    if !kept.is_empty() {
-        path.push('?');
-        path.push_str(&kept.join("&"));
-    }
     if site.hash_routing && hash_mode == HashMode::On {
-        if let Some(fragment) = parsed
-            .fragment()
+        if let Some(fragment) = parts
+            .fragment
             .filter(|f| f.starts_with('/') || f.starts_with("!/"))
         {
             let route = redact(&decode(fragment));
@@ -152,11 +240,12 @@ pub fn reduce(raw: &str, site: &SiteSettings, hash_mode: HashMode) -> Result<Pag
             path.push_str(route);
         }
     }
-    Ok(PageUrl {
+    path.truncate(cut(&path, MAX_PATH).len());
+    PageUrl {
         hostname,
-        path: cut(&path, MAX_PATH).to_string(),
+        path,
         campaign,
-    })
+    }
 }
 
 fn decode(s: &str) -> Cow<'_, str> {
@@ -165,31 +254,350 @@ fn decode(s: &str) -> Cow<'_, str> {
 
 /// Replaces personal-looking parts of a path or value by placeholders.
 pub fn redact(s: &str) -> String {
-    if !may_need_redaction(s) {
-        return s.to_string();
-    }
-    let s = EMAIL.replace_all(s, "[email]");
-    // IPv6 first: an IPv4-mapped address (`::ffff:198.51.100.7`) goes whole.
-    let s = IPV6.replace_all(&s, |caps: &regex::Captures<'_>| {
-        let (before, candidate) = (&caps[1], &caps[2]);
-        match ipv6_len(candidate) {
-            Some(len) => format!("{before}[ip]{}", &candidate[len..]),
-            None => caps[0].to_string(),
-        }
-    });
-    let s = IPV4.replace_all(&s, "[ip]");
-    let s = UUID.replace_all(&s, "[uuid]");
-    let s = TOKEN.replace_all(&s, |caps: &regex::Captures<'_>| {
-        let candidate = &caps[0];
-        if looks_like_token(candidate) {
-            "[token]".to_string()
-        } else {
-            candidate.to_string()
-        }
-    });
-    DIGITS.replace_all(&s, "[number]").into_owned()
+    let mut out = String::with_capacity(s.len());
+    redact_into(s, &mut out);
+    out
 }
 
+/// What each pattern becomes, in the order the patterns apply: an e-mail
+/// address, an IPv6 address (first, so that an IPv4-mapped one goes
+/// whole), an IPv4 address, a UUID, a token, a long digit run. A pattern
+/// is looked for only in the text the earlier ones left.
+const PLACEHOLDERS: [&str; 6] = ["[email]", "[ip]", "[ip]", "[uuid]", "[token]", "[number]"];
+
+/// [`redact`], appended to `out`, in one walk over `s`.
+///
+/// Every pattern is made of ASCII letters, digits and `._%+-@:` only, so
+/// the text splits into chunks of those bytes between other characters,
+/// which no match crosses; each chunk is searched pattern by pattern
+/// (each one in the text the earlier ones left, a placeholder standing
+/// between) by hand-written matchers, without regular expressions or
+/// intermediate strings. What a pattern sees of the text around a chunk
+/// is only whether the character next to it is a word character (the
+/// `\b` of an IPv4 address).
+fn redact_into(s: &str, out: &mut String) {
+    if !may_need_redaction(s) {
+        out.push_str(s);
+        return;
+    }
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && !in_chunk(bytes[i]) {
+            i += 1;
+        }
+        out.push_str(&s[start..i]);
+        if i == bytes.len() {
+            break;
+        }
+        let chunk = i;
+        while i < bytes.len() && in_chunk(bytes[i]) {
+            i += 1;
+        }
+        // Most chunks are plain words: the same quick test as for the whole.
+        if !may_need_redaction(&s[chunk..i]) {
+            out.push_str(&s[chunk..i]);
+            continue;
+        }
+        let edges = Edges {
+            left_word: s[..chunk].chars().next_back().is_some_and(is_word),
+            right_word: s[i..].chars().next().is_some_and(is_word),
+        };
+        Scanner { s, out: &mut *out }.pattern(0, chunk, i, edges);
+    }
+}
+
+/// Whether a byte can be part of any pattern.
+fn in_chunk(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'A'..=b'Z' | b'a'..=b'z' | b'.' | b'_' | b'%' | b'+' | b'-' | b'@' | b':')
+}
+
+/// A word character as `\b` reads one (Unicode's, for the regular
+/// expressions replaced).
+fn is_word(c: char) -> bool {
+    if c.is_ascii() {
+        c.is_ascii_alphanumeric() || c == '_'
+    } else {
+        regex_syntax::is_word_character(c)
+    }
+}
+
+/// Whether the characters just outside a stretch of text are word
+/// characters (`\w`); a placeholder is not.
+#[derive(Clone, Copy)]
+struct Edges {
+    left_word: bool,
+    right_word: bool,
+}
+
+/// A pattern found: `start..end` is replaced; the search for the same
+/// pattern goes on from `resume` (past the end when a candidate was only
+/// partly an address).
+struct Found {
+    start: usize,
+    end: usize,
+    resume: usize,
+}
+
+struct Scanner<'s, 'o> {
+    s: &'s str,
+    out: &'o mut String,
+}
+
+impl Scanner<'_, '_> {
+    /// Writes `s[a..b]` with pattern `level` and the later ones replaced.
+    fn pattern(&mut self, level: usize, a: usize, b: usize, edges: Edges) {
+        if a == b {
+            return;
+        }
+        if level == PLACEHOLDERS.len() {
+            self.out.push_str(&self.s[a..b]);
+            return;
+        }
+        let (mut cursor, mut from) = (a, a);
+        while let Some(found) = self.find(level, a, b, from, edges) {
+            let before = Edges {
+                left_word: cursor == a && edges.left_word,
+                right_word: false,
+            };
+            self.pattern(level + 1, cursor, found.start, before);
+            self.out.push_str(PLACEHOLDERS[level]);
+            cursor = found.end;
+            from = found.resume;
+        }
+        let rest = Edges {
+            left_word: cursor == a && edges.left_word,
+            right_word: edges.right_word,
+        };
+        self.pattern(level + 1, cursor, b, rest);
+    }
+
+    /// The first match of pattern `level` in `s[a..b]` starting at or
+    /// after `from`.
+    fn find(&self, level: usize, a: usize, b: usize, from: usize, edges: Edges) -> Option<Found> {
+        let bytes = &self.s.as_bytes()[..b];
+        match level {
+            0 => email(bytes, from),
+            1 => ipv6(self.s, bytes, a, from),
+            2 => ipv4(bytes, a, from, edges),
+            3 => uuid(bytes, from),
+            4 => token(self.s, bytes, from),
+            _ => digits(bytes, from),
+        }
+    }
+}
+
+/// `[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}`, leftmost and, for
+/// the domain, longest.
+fn email(bytes: &[u8], from: usize) -> Option<Found> {
+    let local = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
+    let domain = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
+    let mut at = from;
+    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'@') {
+        at += offset;
+        let mut start = at;
+        while start > from && local(bytes[start - 1]) {
+            start -= 1;
+        }
+        let host = &bytes[at + 1..];
+        let run = host.iter().take_while(|&&b| domain(b)).count();
+        // The last dot, not the first character, followed by two letters.
+        let dot = (1..run.saturating_sub(2)).rev().find(|&j| {
+            host[j] == b'.'
+                && host[j + 1].is_ascii_alphabetic()
+                && host[j + 2].is_ascii_alphabetic()
+        });
+        if let (true, Some(dot)) = (start < at, dot) {
+            let letters = host[dot + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphabetic())
+                .count();
+            let end = at + 1 + dot + 1 + letters;
+            return Some(Found {
+                start,
+                end,
+                resume: end,
+            });
+        }
+        at += 1;
+    }
+    None
+}
+
+/// An IPv6 candidate (a run of hex digits, colons and dots with two
+/// colons, not glued on its left to a letter, digit, colon or dot) that
+/// [`ipv6_len`] reads as an address, at least in part.
+fn ipv6(s: &str, bytes: &[u8], a: usize, from: usize) -> Option<Found> {
+    let hex_or_dot = |b: u8| b.is_ascii_hexdigit() || b == b'.';
+    let mut q = from;
+    while q < bytes.len() {
+        // At `a` the left is a placeholder, a non-pattern character or the start.
+        let glued =
+            q > a && (bytes[q - 1].is_ascii_alphanumeric() || b":.".contains(&bytes[q - 1]));
+        if glued {
+            q += 1;
+            continue;
+        }
+        let mut end = q;
+        let mut colons = 0;
+        while end < bytes.len() {
+            if bytes[end] == b':' {
+                colons += 1;
+            } else if !hex_or_dot(bytes[end]) {
+                break;
+            }
+            end += 1;
+        }
+        if colons < 2 {
+            q += 1;
+            continue;
+        }
+        match ipv6_len(&s[q..end]) {
+            Some(len) => {
+                return Some(Found {
+                    start: q,
+                    end: q + len,
+                    resume: end,
+                })
+            }
+            None => q = end,
+        }
+    }
+    None
+}
+
+/// `\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b`.
+fn ipv4(bytes: &[u8], a: usize, from: usize, edges: Edges) -> Option<Found> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut start = from;
+    while start < bytes.len() {
+        let bounded = if start == a {
+            !edges.left_word
+        } else {
+            !word(bytes[start - 1])
+        };
+        if bounded && bytes[start].is_ascii_digit() {
+            if let Some(end) = dotted_quad(&bytes[start..]).map(|len| start + len) {
+                let closed = match bytes.get(end) {
+                    Some(&b) => !word(b),
+                    None => !edges.right_word,
+                };
+                if closed {
+                    return Some(Found {
+                        start,
+                        end,
+                        resume: end,
+                    });
+                }
+            }
+        }
+        start += 1;
+    }
+    None
+}
+
+/// The length of four runs of one to three digits joined by dots at the
+/// start of `bytes`, each run whole.
+fn dotted_quad(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    for part in 0..4 {
+        if part > 0 {
+            if bytes.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let run = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if !(1..=3).contains(&run) {
+            return None;
+        }
+        i += run;
+    }
+    Some(i)
+}
+
+/// `(?i)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`.
+fn uuid(bytes: &[u8], from: usize) -> Option<Found> {
+    const LEN: usize = 36;
+    let is_uuid = |w: &[u8]| {
+        w.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+    };
+    (from..(bytes.len() + 1).saturating_sub(LEN))
+        .find(|&start| is_uuid(&bytes[start..start + LEN]))
+        .map(|start| Found {
+            start,
+            end: start + LEN,
+            resume: start + LEN,
+        })
+}
+
+/// A candidate of `[A-Za-z0-9_-]{24,}|[A-Za-z0-9]{16,}` (leftmost, the
+/// first alternative first) that [`looks_like_token`]; candidates that do
+/// not are kept and skipped whole.
+fn token(s: &str, bytes: &[u8], from: usize) -> Option<Found> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    let run = |from: usize, class: &dyn Fn(u8) -> bool| {
+        from + bytes[from..].iter().take_while(|&&b| class(b)).count()
+    };
+    let mut p = from;
+    while p < bytes.len() {
+        if !word(bytes[p]) {
+            p += 1;
+            continue;
+        }
+        let word_end = run(p, &word);
+        let mut candidate = (word_end - p >= 24).then_some((p, word_end));
+        let mut q = p;
+        while candidate.is_none() && q < word_end {
+            if !bytes[q].is_ascii_alphanumeric() {
+                q += 1;
+                continue;
+            }
+            let alnum_end = run(q, &|b: u8| b.is_ascii_alphanumeric());
+            if alnum_end - q >= 16 {
+                candidate = Some((q, alnum_end));
+            }
+            q = alnum_end;
+        }
+        match candidate {
+            Some((start, end)) if looks_like_token(&s[start..end]) => {
+                return Some(Found {
+                    start,
+                    end,
+                    resume: end,
+                })
+            }
+            Some((_, end)) => p = end,
+            None => p = word_end,
+        }
+    }
+    None
+}
+
+/// `[0-9]{6,}`.
+fn digits(bytes: &[u8], from: usize) -> Option<Found> {
+    let mut p = from;
+    while p < bytes.len() {
+        if !bytes[p].is_ascii_digit() {
+            p += 1;
+            continue;
+        }
+        let end = p + bytes[p..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if end - p >= 6 {
+            return Some(Found {
+                start: p,
+                end,
+                resume: end,
+            });
+        }
+        p = end;
+    }
+    None
+}
 /// How much of a candidate is an IPv6 address: it parses as one once the
 /// dots and colons that punctuation may have glued to its end are left
 /// out, and it holds a hex digit (`::` alone is punctuation, not the
@@ -268,6 +676,11 @@ fn cut(s: &str, max: usize) -> &str {
     }
     &s[..end]
 }
+
+#[cfg(test)]
+mod equivalence;
+#[cfg(test)]
+mod oracle;
 
 #[cfg(test)]
 mod tests {
