@@ -551,6 +551,7 @@ pub fn migrations() -> Vec<Migration> {
         },
         migration_9(),
         migration_10(),
+        migration_12(),
     ]
 }
 
@@ -701,6 +702,24 @@ fn migration_10() -> Migration {
     }
 }
 
+/// The installation's rounding secret (`sink::rounding`): drawn once by
+/// the first collector that needs it, read by every collector, kept for
+/// good. Rows, not a single value, because two collectors starting at once
+/// may both write one: every collector takes the earliest by (creation
+/// time, text). Version 12, not 11: 11 is another branch's migration.
+fn migration_12() -> Migration {
+    Migration {
+        version: 12,
+        name: "the installation's rounding secret",
+        statements: vec![table(
+            "rounding_secret",
+            "created_at DateTime, secret String",
+            Engine::MergeTree,
+            "ORDER BY (created_at, secret)",
+        )],
+    }
+}
+
 /// The migrations each server (each node of a cluster) has applied: a
 /// plain table of its own on every node, never replicated, since each
 /// node records what it holds.
@@ -795,7 +814,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(tables.len(), 14);
+        assert_eq!(tables.len(), 15);
         for t in &tables {
             let replicated = format!(
                 "ENGINE = Replicated{}('/clickhouse/tables/{{shard}}/db1.{}', '{{replica}}') {}",
