@@ -55,9 +55,7 @@ pub async fn installation_secret(
         (None, false) => return Ok(None),
         (None, true) => {}
     }
-    let candidate = RoundingSecret::generate();
-    let text = hex(candidate.as_bytes());
-    drop(candidate);
+    let text = hex(RoundingSecret::generate().as_bytes());
     let created_at = u32::try_from(clock.now().timestamp()).unwrap_or(0);
     let written = nodes
         .on_shard(home, |client| {
