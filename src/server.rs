@@ -439,16 +439,23 @@ impl Reloader {
         // sites need it and start-up could not read it.
         let mut reading = JoinSet::new();
         self.read_secret_if_needed(&mut reading);
+        let mut reloads_open = true;
         loop {
+            // Without reloads (no SIGHUP handler, as in tests), the secret
+            // is still waited for.
             let reloaded = tokio::select! {
-                reloaded = reloads.recv() => match reloaded {
+                reloaded = reloads.recv(), if reloads_open => match reloaded {
                     Some(reloaded) => reloaded,
-                    None => break,
+                    None => {
+                        reloads_open = false;
+                        continue;
+                    }
                 },
                 Some(Ok(secret)) = reading.join_next(), if !reading.is_empty() => {
                     self.use_installation_secret(secret);
                     continue;
                 }
+                else => break,
             };
             match reloaded {
                 Ok(settings) => {

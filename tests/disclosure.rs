@@ -414,9 +414,9 @@ fn protected_numbers(addr: std::net::SocketAddr) -> Value {
 }
 
 /// Sends [`ROUNDED_PAGES`]'s visitors, each from a /24 of its own (the
-/// truncated address is part of the visitor), waits until ClickHouse holds
-/// them, and checks that an exact token sees them one by one.
-fn seed_rounded_pages(addr: std::net::SocketAddr, ch: &ClickHouse, db: &str) {
+/// truncated address is part of the visitor), and waits until ClickHouse
+/// holds them.
+fn send_rounded_pages(addr: std::net::SocketAddr, ch: &ClickHouse, db: &str) {
     let mut v = 0;
     for (i, n) in ROUNDED_PAGES.iter().enumerate() {
         for _ in 0..*n {
@@ -435,6 +435,12 @@ fn seed_rounded_pages(addr: std::net::SocketAddr, ch: &ClickHouse, db: &str) {
     wait_until(Duration::from_secs(20), "pageviews stored", || {
         ch.query_in(db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == format!("{total}\n")
     });
+}
+
+/// [`send_rounded_pages`], then checks that an exact token sees them one
+/// by one.
+fn seed_rounded_pages(addr: std::net::SocketAddr, ch: &ClickHouse, db: &str) {
+    send_rounded_pages(addr, ch, db);
     let exact = query_as(addr, TOKEN, protected_question());
     let mut seen: Vec<(String, Value)> = exact["results"]
         .as_array()
@@ -659,4 +665,43 @@ fn the_stored_rounding_secret_appears_in_no_log_metric_notice_or_audit_row() {
             );
         }
     }
+}
+
+/// With the stored secret unreadable at start-up (every read of
+/// `rounding_secret` cut by a proxy in front of ClickHouse, everything else
+/// passed), tamis starts and counts hits, but its stats API answers 503
+/// with `Retry-After` rather than round with any other key; once the read
+/// goes through, the secret is read in the background and the same
+/// question is answered, protected.
+#[test]
+fn stats_wait_for_an_unreadable_rounding_secret_and_answer_once_it_is_read() {
+    use common::proxy::{Fault, Matcher, Part, Proxy, Rule};
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("roundkey_unread");
+    let proxy = Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], ch.http_port)));
+    // Every request naming the table but the migration's CREATE.
+    let reads = Matcher::new(|line, body| {
+        let body = String::from_utf8_lossy(body);
+        (line.contains("rounding_secret") || body.contains("rounding_secret"))
+            && !body.contains("CREATE TABLE")
+    });
+    proxy.arm(Rule::new(reads, Fault::Cut(Part::Nothing)).times(1_000_000));
+    let text = config(ch, &db, None, "").replace(&ch.url, &proxy.url());
+    let server = InProcess::serve(&text, tamis::clock::Clock::system());
+    send_rounded_pages(server.addr, ch, &db);
+    assert!(proxy.faulted() > 0, "the secret's read was cut");
+    let refused = stats(server.addr, PROTECTED_TOKEN, protected_question());
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("10"));
+    assert!(refused.body.contains("rounding secret"), "{}", refused.body);
+    assert!(
+        stored_secrets(ch, &db).is_empty(),
+        "nothing drawn without a read"
+    );
+    proxy.disarm();
+    wait_until(Duration::from_secs(30), "the secret read", || {
+        stats(server.addr, PROTECTED_TOKEN, protected_question()).status == 200
+    });
+    protected_numbers(server.addr);
+    assert_eq!(stored_secrets(ch, &db).len(), 1);
 }

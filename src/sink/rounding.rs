@@ -74,8 +74,17 @@ pub async fn installation_secret(
         .await;
     wipe_string(text);
     written?;
+    // Another collector that found no secret either may be writing its
+    // own right now, within the same second: its row may sort first. Read
+    // back once its insert has surely landed, so that both take the same.
+    tokio::time::sleep(SETTLE).await;
     Ok(read(home).await?.0)
 }
+
+/// How long a collector that wrote a secret waits before reading back the
+/// earliest: far longer than an insert of one row takes. Paid once per
+/// installation.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// The earliest secret the replicas of `home` hold, and whether that is
 /// everything stored (see `salts::on_every_replica`).
