@@ -219,7 +219,7 @@ async fn connect(
 /// Builds the stages and starts their tasks, in start-up order: journal,
 /// ClickHouse, privacy operations, salts, delivery, rollups, the app.
 async fn build(
-    settings: Settings,
+    mut settings: Settings,
     options: &Options,
     reloads: mpsc::Receiver<Reloaded>,
 ) -> anyhow::Result<Built> {
@@ -237,8 +237,6 @@ async fn build(
     metrics
         .clickhouse_up
         .store(u64::from(connected), Ordering::Relaxed);
-    // The sites every stage reads; a reload replaces them.
-    let sites = crate::config::LiveSites::new(settings.sites.clone());
     // Which replica of each shard this collector asks first: its own, so
     // that collectors spread their writes.
     let spread = u64::from_le_bytes(
@@ -254,6 +252,22 @@ async fn build(
                 .join(crate::sink::nodes::REMEMBERED_FILE),
         ),
     );
+    // The installation's rounding secret, read (or drawn and stored, by
+    // the first collector) before the sites reach the stats API; without
+    // ClickHouse, the reloader reads it once ClickHouse answers and the
+    // stats API refuses protected answers until then (see `sink::rounding`).
+    let mut rounding_secret = None;
+    if connected && settings.needs_installation_secret() {
+        match crate::sink::rounding::installation_secret(&nodes, &options.clock).await {
+            Ok(found) => rounding_secret = found,
+            Err(error) => crate::sink::rounding::log_failure(&error),
+        }
+    }
+    if let Some(secret) = &rounding_secret {
+        settings.use_installation_secret(secret);
+    }
+    // The sites every stage reads; a reload replaces them.
+    let sites = crate::config::LiveSites::new(settings.sites.clone());
     let mut background = JoinSet::new();
 
     // Privacy operations: configuration change record, retention janitor
@@ -377,6 +391,7 @@ async fn build(
             running: Some(settings),
             app: app.clone(),
             sites,
+            rounding_secret,
             salts,
             wake_keeper,
             nodes: app.nodes.clone(),
@@ -405,6 +420,9 @@ struct Reloader {
     /// The sites the aggregator, the feeder, the salt keeper, the janitor,
     /// the rollups and the stats API read.
     sites: crate::config::LiveSites,
+    /// The installation's rounding secret once read (see `sink::rounding`);
+    /// `None` while unread or unused (a configured key).
+    rounding_secret: Option<crate::config::RoundingSecret>,
     salts: Arc<SaltStore>,
     wake_keeper: Arc<tokio::sync::Notify>,
     nodes: Arc<crate::sink::nodes::Nodes>,
@@ -421,7 +439,28 @@ impl Reloader {
     async fn run(mut self, mut reloads: mpsc::Receiver<Reloaded>) {
         // Audit records still being retried; cut short with this task.
         let mut recording = JoinSet::new();
-        while let Some(reloaded) = reloads.recv().await {
+        // The installation's rounding secret, read until it is when the
+        // sites need it and start-up could not read it.
+        let mut reading = JoinSet::new();
+        self.read_secret_if_needed(&mut reading);
+        let mut reloads_open = true;
+        loop {
+            // Without reloads (no SIGHUP handler, as in tests), the secret
+            // is still waited for.
+            let reloaded = tokio::select! {
+                reloaded = reloads.recv(), if reloads_open => match reloaded {
+                    Some(reloaded) => reloaded,
+                    None => {
+                        reloads_open = false;
+                        continue;
+                    }
+                },
+                Some(Ok(secret)) = reading.join_next(), if !reading.is_empty() => {
+                    self.use_installation_secret(secret);
+                    continue;
+                }
+                else => break,
+            };
             match reloaded {
                 Ok(settings) => {
                     if let Some(sections) = self.apply(settings).await {
@@ -440,8 +479,35 @@ impl Reloader {
                     tracing::error!(error = %format!("{error:#}"), "configuration reload refused; the running configuration stays");
                 }
             }
+            self.read_secret_if_needed(&mut reading);
         }
         while recording.join_next().await.is_some() {}
+    }
+
+    /// Starts reading the installation's rounding secret when a running
+    /// site needs it (no `query.rounding_key`) and it is neither read nor
+    /// being read.
+    fn read_secret_if_needed(&self, reading: &mut JoinSet<crate::config::RoundingSecret>) {
+        let needed = self
+            .running
+            .as_ref()
+            .is_some_and(Settings::needs_installation_secret);
+        if needed && self.rounding_secret.is_none() && reading.is_empty() {
+            reading.spawn(crate::sink::rounding::read_until_done(
+                self.nodes.clone(),
+                self.clock.clone(),
+            ));
+        }
+    }
+
+    /// Keys the running sites with the installation's rounding secret, read
+    /// after start-up: from now on the stats API answers for them.
+    fn use_installation_secret(&mut self, secret: crate::config::RoundingSecret) {
+        if let Some(running) = &mut self.running {
+            running.use_installation_secret(&secret);
+            self.sites.store(running.sites.clone());
+        }
+        self.rounding_secret = Some(secret);
     }
 
     /// Puts `new` in place as far as it can change at runtime; returns the
@@ -454,7 +520,10 @@ impl Reloader {
         for setting in &plan.needs_restart {
             tracing::warn!(setting = %setting, "configuration reload: this change needs a restart; left as it was");
         }
-        let settings = plan.settings;
+        let mut settings = plan.settings;
+        if let Some(secret) = &self.rounding_secret {
+            settings.use_installation_secret(secret);
+        }
         // Readers first, ingest last: by the time a hit names a new site,
         // the aggregator, the feeder and the salt keeper know it.
         self.sites.store(settings.sites.clone());

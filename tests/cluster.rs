@@ -122,8 +122,10 @@ fn migrate_makes_a_replicated_schema_on_every_node_and_resumes_after_a_node_was_
         "rollup_daily",
         "rollup_days",
         "rollup_goal_days",
+        "rounding_secret",
         "salt_destructions",
         "salts",
+        "shared_links",
         "traffic_hourly",
     ]
     .to_vec();

@@ -953,3 +953,122 @@ fn two_collectors_agree_on_one_salt_per_site_and_day_even_while_a_replica_holdin
         "0\n"
     );
 }
+
+/// Two collectors drawing the installation's rounding secret through
+/// different replicas of the home shard, neither replica copying the
+/// other, agree on one: the earliest on either replica, which both then
+/// read. It lives on the home shard only. With a replica holding the only
+/// secret down before the other fetched it, a collector draws none of its
+/// own (it could not be sure to agree) and reads the secret once the
+/// replica is back.
+#[test]
+fn two_collectors_agree_on_one_rounding_secret_even_while_a_replica_holding_it_is_down() {
+    let _serial = serial();
+    let mut cluster = Cluster::start();
+    let scratch = Scratch::new();
+    let db = format!("roundkey_{}", std::process::id());
+    let (_, settings) = migrate(&cluster, &scratch, &db);
+    let clock = tamis::clock::Clock::manual(utc("2026-11-23T15:00:00Z"));
+    let (a, b) = (collector(&settings, 0), collector(&settings, 1));
+    let rt = runtime();
+    let both_replicas = |sql: &str| {
+        for replica in [1, 2] {
+            cluster.query(1, replica, &sql.replace("DB", &db));
+        }
+    };
+    let secret = |nodes: &Nodes| {
+        rt.block_on(tamis::sink::rounding::installation_secret(nodes, &clock))
+            .expect("read")
+            .map(|s| hex(s.as_bytes()))
+    };
+    let stored = |replica: u32| -> Vec<String> {
+        let mut rows: Vec<(String, String)> = cluster
+            .query(
+                1,
+                replica,
+                &format!(
+                    "SELECT toString(created_at), secret FROM {db}.rounding_secret FORMAT TSV"
+                ),
+            )
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(c, s)| (c.to_string(), s.to_string()))
+            .collect();
+        rows.sort();
+        rows.into_iter().map(|(_, s)| s).collect()
+    };
+
+    // --- a race through both replicas, neither copying the other ----------
+    both_replicas("SYSTEM STOP FETCHES DB.rounding_secret");
+    let (ra, rb) = rt.block_on(async {
+        tokio::join!(
+            tamis::sink::rounding::installation_secret(&a, &clock),
+            tamis::sink::rounding::installation_secret(&b, &clock)
+        )
+    });
+    let ra = ra.expect("collector a").map(|s| hex(s.as_bytes()));
+    let rb = rb.expect("collector b").map(|s| hex(s.as_bytes()));
+    assert!(ra.is_some(), "collector a has a secret");
+    assert_eq!(ra, rb, "both collectors took the same secret");
+    let mut everything = stored(1);
+    everything.extend(stored(2));
+    everything.sort();
+    everything.dedup();
+    assert!(
+        everything.contains(ra.as_ref().unwrap()),
+        "the agreed secret is one stored"
+    );
+    both_replicas("SYSTEM START FETCHES DB.rounding_secret");
+    cluster.replicas_agree(
+        &db,
+        "rounding_secret",
+        &format!("SELECT secret FROM {db}.rounding_secret ORDER BY secret FORMAT TSV"),
+    );
+    assert_eq!(secret(&a), ra, "read again by a");
+    assert_eq!(secret(&b), ra, "read again by b");
+    assert_eq!(
+        cluster.query(
+            2,
+            1,
+            &format!("SELECT count() FROM {db}.rounding_secret FORMAT TSV")
+        ),
+        "0\n",
+        "the rounding secret lives on the home shard only"
+    );
+
+    // --- the only secret on a replica that goes down unfetched ------------
+    let db2 = format!("roundkey2_{}", std::process::id());
+    let (_, settings2) = migrate(&cluster, &scratch, &db2);
+    let (a2, b2) = (collector(&settings2, 0), collector(&settings2, 1));
+    // b learns where every node is while all answer, as a running
+    // collector has.
+    rt.block_on(b2.shards()).expect("the cluster's shards");
+    cluster.query(1, 2, &format!("SYSTEM STOP FETCHES {db2}.rounding_secret"));
+    let drawn = secret(&a2).expect("collector a draws one");
+    let pending = format!(
+        "SELECT inserts_in_queue FROM system.replicas WHERE database = '{db2}' AND table = 'rounding_secret' FORMAT TSV"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "replica r2 knows of the insert",
+        || cluster.query(1, 2, &pending).trim() == "1",
+    );
+    cluster.stop(1, 1, Stop::Kill);
+    assert_eq!(
+        secret(&b2),
+        None,
+        "collector b waits rather than draw its own"
+    );
+    assert_eq!(
+        cluster.query(
+            1,
+            2,
+            &format!("SELECT count() FROM {db2}.rounding_secret FORMAT TSV")
+        ),
+        "0\n",
+        "nothing written meanwhile"
+    );
+    cluster.restart(1, 1);
+    cluster.query(1, 2, &format!("SYSTEM START FETCHES {db2}.rounding_secret"));
+    assert_eq!(secret(&b2), Some(drawn), "collector b takes a's secret");
+}

@@ -381,3 +381,327 @@ fn exact_goal_answers_hide_the_few_visitors_who_missed_a_goal() {
         assert!(!numbers(answer).contains(&20.0), "{answer}");
     }
 }
+
+// --- the rounding key: the installation's stored secret ------------------
+//
+// Without `query.rounding_key`, the rounding is keyed by a secret drawn once
+// and stored in ClickHouse (`sink::rounding`). These run the real binary, so
+// that restarts, reloads and a second collector are real; the day is
+// today's, in the site's time zone.
+
+/// Visitors per page: none a multiple of 5, so each of the 36 counts (3
+/// metrics × 12 pages) is rounded up or down by its own draw. Two
+/// different keys give the same answer to all of them with a probability
+/// below 1e-8, so equal answers mean one key.
+const ROUNDED_PAGES: [u32; 12] = [6, 7, 8, 9, 11, 12, 13, 14, 16, 17, 18, 19];
+
+/// The protected question asked before and after each change.
+fn protected_question() -> Value {
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::America::Toronto)
+        .date_naive()
+        .to_string();
+    json!({"site_id": "example.org", "metrics": ["visitors", "visits", "pageviews"],
+        "dimensions": ["event:page"], "date_range": [today, today],
+        "include": {"totals": true}})
+}
+
+/// The protected answer's numbers: rows and totals.
+fn protected_numbers(addr: std::net::SocketAddr) -> Value {
+    let answer = query_as(addr, PROTECTED_TOKEN, protected_question());
+    assert_protected(&answer, 3);
+    json!({"results": answer["results"], "totals": answer["meta"]["totals"]})
+}
+
+/// Sends [`ROUNDED_PAGES`]'s visitors, each from a /24 of its own (the
+/// truncated address is part of the visitor), and waits until ClickHouse
+/// holds them.
+fn send_rounded_pages(addr: std::net::SocketAddr, ch: &ClickHouse, db: &str) {
+    let mut v = 0;
+    for (i, n) in ROUNDED_PAGES.iter().enumerate() {
+        for _ in 0..*n {
+            let r = send_hit(
+                addr,
+                &format!("100.70.{v}.1"),
+                FIREFOX,
+                &pageview(&format!("https://example.org/p{i}")),
+                &[],
+            );
+            assert_eq!(r.status, 202, "{}", r.body);
+            v += 1;
+        }
+    }
+    let total: u32 = ROUNDED_PAGES.iter().sum();
+    wait_until(Duration::from_secs(20), "pageviews stored", || {
+        ch.query_in(db, "SELECT sumMerge(pageviews) FROM traffic_hourly") == format!("{total}\n")
+    });
+}
+
+/// [`send_rounded_pages`], then checks that an exact token sees them one
+/// by one.
+fn seed_rounded_pages(addr: std::net::SocketAddr, ch: &ClickHouse, db: &str) {
+    send_rounded_pages(addr, ch, db);
+    let exact = query_as(addr, TOKEN, protected_question());
+    let mut seen: Vec<(String, Value)> = exact["results"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["dimensions"][0].as_str().unwrap_or("").to_string(),
+                r["metrics"].clone(),
+            )
+        })
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected: Vec<(String, Value)> = ROUNDED_PAGES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("/p{i}"), json!([n, n, n])))
+        .collect();
+    let mut expected = expected;
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen, expected,
+        "one visit of one pageview per visitor: {exact}"
+    );
+}
+
+/// The secrets stored in `db` (hex), oldest first.
+fn stored_secrets(ch: &ClickHouse, db: &str) -> Vec<String> {
+    ch.query_in(
+        db,
+        "SELECT secret FROM rounding_secret ORDER BY created_at, secret FORMAT TSV",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// A `[[token]]` table for a token named `name` (a new secret).
+fn token_table(name: &str) -> String {
+    format!(
+        "\n[[token]]\nname = \"{name}\"\nsecret_sha256 = \"{}\"\nsites = [\"example.org\"]\n",
+        sha256_hex(&format!("{name}-secret-token"))
+    )
+}
+
+fn sighup(server: &Binary) {
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(server.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// The regression: without `query.rounding_key` the key was derived from
+/// the tokens' digests, so a token added or removed (by SIGHUP or at a
+/// restart) drew every rounding anew, and asking before and after gave
+/// two draws to average. Now the same protected question gets the same
+/// answer across a reload that adds a token and a restart that removes
+/// one, and one secret stays stored.
+#[test]
+fn protected_answers_stay_the_same_when_tokens_change_without_a_rounding_key() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("roundkey_tokens");
+    let scratch = Scratch::new();
+    let mut server = Binary::serve(&scratch, &config(ch, &db, None, ""));
+    seed_rounded_pages(server.addr, ch, &db);
+    let before = protected_numbers(server.addr);
+    let secrets = stored_secrets(ch, &db);
+    assert_eq!(secrets.len(), 1, "one secret drawn: {secrets:?}");
+
+    // A token added by SIGHUP.
+    server.edit_config(|text| text + &token_table("added-by-reload"));
+    sighup(&server);
+    wait_until(Duration::from_secs(20), "the reload", || {
+        server.log_text().contains("configuration reloaded")
+    });
+    assert_eq!(protected_numbers(server.addr), before, "after the reload");
+
+    // A token removed and another added, then a restart.
+    let stopped = server.terminate(Duration::from_secs(30));
+    assert!(stopped.status.is_some(), "tamis stopped");
+    server.edit_config(|text| {
+        let other = text
+            .find("[[token]]\nname = \"other\"")
+            .expect("the other token");
+        let end = text[other..].find("\n\n").map_or(text.len(), |e| other + e);
+        format!(
+            "{}{}{}",
+            &text[..other],
+            &text[end..],
+            token_table("added-at-restart")
+        )
+    });
+    server.restart();
+    assert_eq!(protected_numbers(server.addr), before, "after the restart");
+    assert_eq!(
+        stored_secrets(ch, &db),
+        secrets,
+        "the same secret, no other"
+    );
+    server.stop();
+}
+
+/// Two collectors that start at once on one database, with different token
+/// lists, race to draw the secret; both take the earliest stored, so a
+/// question asked of either gets the same protected answer.
+#[test]
+fn two_collectors_on_one_clickhouse_give_the_same_protected_answers() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("roundkey_two");
+    let (scratch_a, scratch_b) = (Scratch::new(), Scratch::new());
+    let config_a = config(ch, &db, None, "");
+    let config_b = config(ch, &db, None, "") + &token_table("only-on-b");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Binary::serve(&scratch_a, &config_a));
+        let b = s.spawn(|| Binary::serve(&scratch_b, &config_b));
+        (
+            a.join().expect("collector a"),
+            b.join().expect("collector b"),
+        )
+    });
+    seed_rounded_pages(a.addr, ch, &db);
+    let from_a = protected_numbers(a.addr);
+    assert_eq!(
+        protected_numbers(b.addr),
+        from_a,
+        "collector b answers as a"
+    );
+    let secrets = stored_secrets(ch, &db);
+    assert!(
+        (1..=2).contains(&secrets.len()),
+        "each collector drew one at most: {secrets:?}"
+    );
+    a.stop();
+    b.stop();
+}
+
+/// A configured `query.rounding_key` wins over the stored secret: two
+/// installations with the same visits and their own stored secrets answer
+/// differently without it (each secret is drawn at random), and alike
+/// once both set the same key — which changes their roundings once (the
+/// migration path the README describes).
+#[test]
+fn a_configured_rounding_key_wins_over_the_stored_secret() {
+    let ch = ClickHouse::shared();
+    let key = "[query]\nrounding_key = \"5f1c0e9a7d3b24c68e0f1a2b3c4d5e6f\"\n";
+    let mut answers = Vec::new();
+    for name in ["roundkey_key_a", "roundkey_key_b"] {
+        let db = ch.create_database(name);
+        let scratch = Scratch::new();
+        let mut server = Binary::serve(&scratch, &config(ch, &db, None, ""));
+        seed_rounded_pages(server.addr, ch, &db);
+        let stored = protected_numbers(server.addr);
+        let secrets = stored_secrets(ch, &db);
+        server.terminate(Duration::from_secs(30));
+        server.edit_config(|text| format!("{key}{text}"));
+        server.restart();
+        let keyed = protected_numbers(server.addr);
+        assert_ne!(keyed, stored, "setting the key changes the roundings once");
+        server.terminate(Duration::from_secs(30));
+        server.restart();
+        assert_eq!(protected_numbers(server.addr), keyed, "and then they stay");
+        assert_eq!(
+            stored_secrets(ch, &db),
+            secrets,
+            "the stored secret is kept"
+        );
+        answers.push((stored, keyed, secrets));
+        server.stop();
+    }
+    let [(stored_a, keyed_a, secrets_a), (stored_b, keyed_b, secrets_b)] =
+        <[_; 2]>::try_from(answers).expect("two installations");
+    assert_ne!(
+        secrets_a, secrets_b,
+        "each installation draws its own secret"
+    );
+    assert_ne!(
+        stored_a, stored_b,
+        "each stored secret keys its own roundings"
+    );
+    assert_eq!(keyed_a, keyed_b, "the configured key alone decides");
+}
+
+/// The stored secret never leaves ClickHouse: not in the collector's log
+/// (at debug level), its metrics, its privacy facts, nor the audit log.
+#[test]
+fn the_stored_rounding_secret_appears_in_no_log_metric_notice_or_audit_row() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("roundkey_quiet");
+    let scratch = Scratch::new();
+    let mut server = Binary::serve(&scratch, &config(ch, &db, None, ""));
+    seed_rounded_pages(server.addr, ch, &db);
+    protected_numbers(server.addr);
+    server.terminate(Duration::from_secs(30));
+    server.restart();
+    protected_numbers(server.addr);
+    let secrets = stored_secrets(ch, &db);
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    let secret = secrets[0].to_ascii_lowercase();
+    assert_eq!(secret.len(), 64, "256 bits as hex");
+    let metrics = http(server.admin, "GET", "/metrics", &[], b"").body;
+    let facts = http(server.addr, "GET", "/privacy.json", &[], b"").body;
+    let audit = ch.query_in(&db, "SELECT * FROM audit_log FORMAT TSV");
+    let log = server.stop();
+    assert!(
+        log.contains("stats query"),
+        "the log is the collector's: {log}"
+    );
+    for (what, text) in [
+        ("log", &log),
+        ("/metrics", &metrics),
+        ("/privacy.json", &facts),
+        ("audit_log", &audit),
+    ] {
+        let text = text.to_ascii_lowercase();
+        // Any 8 consecutive bytes of it, as hex.
+        for start in (0..=48).step_by(2) {
+            assert!(
+                !text.contains(&secret[start..start + 16]),
+                "{what} holds part of the rounding secret"
+            );
+        }
+    }
+}
+
+/// With the stored secret unreadable at start-up (every read of
+/// `rounding_secret` cut by a proxy in front of ClickHouse, everything else
+/// passed), tamis starts and counts hits, but its stats API answers 503
+/// with `Retry-After` rather than round with any other key; once the read
+/// goes through, the secret is read in the background and the same
+/// question is answered, protected.
+#[test]
+fn stats_wait_for_an_unreadable_rounding_secret_and_answer_once_it_is_read() {
+    use common::proxy::{Fault, Matcher, Part, Proxy, Rule};
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("roundkey_unread");
+    let proxy = Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], ch.http_port)));
+    // Every request naming the table but the migration's CREATE.
+    let reads = Matcher::new(|line, body| {
+        let body = String::from_utf8_lossy(body);
+        (line.contains("rounding_secret") || body.contains("rounding_secret"))
+            && !body.contains("CREATE TABLE")
+    });
+    proxy.arm(Rule::new(reads, Fault::Cut(Part::Nothing)).times(1_000_000));
+    let text = config(ch, &db, None, "").replace(&ch.url, &proxy.url());
+    let server = InProcess::serve(&text, tamis::clock::Clock::system());
+    send_rounded_pages(server.addr, ch, &db);
+    assert!(proxy.faulted() > 0, "the secret's read was cut");
+    let refused = stats(server.addr, PROTECTED_TOKEN, protected_question());
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("10"));
+    assert!(refused.body.contains("rounding secret"), "{}", refused.body);
+    assert!(
+        stored_secrets(ch, &db).is_empty(),
+        "nothing drawn without a read"
+    );
+    proxy.disarm();
+    wait_until(Duration::from_secs(30), "the secret read", || {
+        stats(server.addr, PROTECTED_TOKEN, protected_question()).status == 200
+    });
+    protected_numbers(server.addr);
+    assert_eq!(stored_secrets(ch, &db).len(), 1);
+}

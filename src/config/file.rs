@@ -40,8 +40,8 @@ pub struct QueryConfig {
     /// The secret that keys the consistent random rounding of protected
     /// answers (at least 32 characters, e.g. `openssl rand -hex 32`). The
     /// same on every collector, kept across restarts: a new key draws every
-    /// rounding anew. Absent, one is derived from the tokens' digests (see
-    /// `settings::rounding_secret`) and `tamis check` warns.
+    /// rounding anew. Absent, the installation's secret stored in
+    /// ClickHouse keys it (`sink::rounding`, `settings::RoundingSecret`).
     pub rounding_key: Option<String>,
     /// ClickHouse's `max_execution_time` for every stats-API statement, in
     /// seconds.

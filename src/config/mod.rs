@@ -11,8 +11,8 @@ pub use file::{Config, ConsentMode, Disclosure, OnDenied, OnOptOut};
 pub use live::{Live, LiveSites, LiveTokens};
 pub use settings::{
     ClickHouseSettings, ClickHouseUrl, ClusterSettings, ConfigError, GeoSettings,
-    OrganizationSettings, QuerySettings, RoundingKey, ServerSettings, Settings, SiteSettings,
-    StorageSettings, TokenSettings, TrackerId, MAX_V4_PREFIX, MAX_V6_PREFIX,
+    OrganizationSettings, QuerySettings, RoundingKey, RoundingSecret, ServerSettings, Settings,
+    SiteSettings, StorageSettings, TokenSettings, TrackerId, MAX_V4_PREFIX, MAX_V6_PREFIX,
 };
 
 use std::path::Path;

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use super::file::{
     ClickHouseConfig, Config, ConsentMode, Disclosure, FunnelConfig, GoalConfig, OnDenied,
-    OnOptOut, OrganizationConfig, QueryConfig, SiteConfig, TokenConfig,
+    OnOptOut, OrganizationConfig, QueryConfig, SiteConfig,
 };
 use crate::goal::{Funnel, Goal, FUNNEL_STEPS, MAX_GOALS};
 use crate::ingest::cors::AllowedOrigins;
@@ -52,8 +52,9 @@ pub struct Settings {
     /// Months of audit rows, deletion reports and salt destruction records
     /// kept.
     pub audit_retention_months: u32,
-    /// Whether `query.rounding_key` is set (else the rounding key is
-    /// derived from the tokens' digests; `tamis check` warns).
+    /// Whether `query.rounding_key` is set (else the sites' rounding keys
+    /// come from the installation's stored secret, see
+    /// [`Settings::use_installation_secret`]).
     pub rounding_key_configured: bool,
     /// The stats API's bounds on each query.
     pub query: QuerySettings,
@@ -103,49 +104,79 @@ fn public_url(text: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
+/// The installation's rounding secret when `query.rounding_key` is not
+/// set: 256 random bits drawn once by the first collector and stored in
+/// ClickHouse (`sink::rounding`), so that every collector, every restart
+/// and every reload rounds with the same keys whatever the tokens are.
+/// Never printed, logged or bound into SQL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoundingSecret([u8; 32]);
+
+impl std::fmt::Debug for RoundingSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl RoundingSecret {
+    /// A new secret, from the operating system's random source.
+    pub fn generate() -> RoundingSecret {
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        RoundingSecret(bytes)
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> RoundingSecret {
+        RoundingSecret(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The secret the sites' keys are drawn from: the stored bytes under
+    /// the same derivation context as a configured key, told apart by
+    /// their label, so the two never give the same keys.
+    fn site_secret(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_derive_key(ROUNDING_CONTEXT);
+        hasher.update(b"installation");
+        hasher.update(&(self.0.len() as u64).to_le_bytes());
+        hasher.update(&self.0);
+        *hasher.finalize().as_bytes()
+    }
+}
+
 /// Shortest `query.rounding_key` accepted: 32 characters (128 bits as hex).
 pub const MIN_ROUNDING_KEY_LEN: usize = 32;
 
-/// The installation's rounding secret. A configured `query.rounding_key`
-/// when there is one. Otherwise it is derived from the tokens' SHA-256
-/// digests: they are the one secret every collector already shares through
-/// its configuration and keeps across restarts (unlike the daily salts,
-/// which rotate, or a key drawn at start-up, which would differ between
-/// collectors and let repeated asks average the rounding away). Its
-/// weakness — a token added or removed draws every rounding anew, and the
-/// reference configuration's public token makes it guessable — is why
-/// `tamis check` warns until a key is configured.
-fn rounding_secret(
-    configured: Option<&str>,
-    tokens: &[TokenConfig],
-) -> Result<[u8; 32], ConfigError> {
-    let mut hasher = blake3::Hasher::new_derive_key("tamis 2026 disclosure rounding secret");
-    match configured.map(str::trim) {
-        Some(k) if k.len() < MIN_ROUNDING_KEY_LEN || k.chars().any(char::is_whitespace) => {
-            return Err(invalid(
-                "query.rounding_key",
-                format!("must be at least {MIN_ROUNDING_KEY_LEN} characters without spaces (e.g. openssl rand -hex 32)"),
-            ))
-        }
-        Some(k) => {
-            hasher.update(b"configured");
-            hasher.update(&(k.len() as u64).to_le_bytes());
-            hasher.update(k.as_bytes());
-        }
-        None => {
-            let mut digests: Vec<String> = tokens
-                .iter()
-                .map(|t| t.secret_sha256.trim().to_ascii_lowercase())
-                .collect();
-            digests.sort();
-            hasher.update(b"derived from token digests");
-            for d in digests {
-                hasher.update(&(d.len() as u64).to_le_bytes());
-                hasher.update(d.as_bytes());
-            }
-        }
+const ROUNDING_CONTEXT: &str = "tamis 2026 disclosure rounding secret";
+
+/// The secret drawn from a configured `query.rounding_key`, or `None`
+/// when it is not set: the sites' keys then come from the installation's
+/// stored [`RoundingSecret`] ([`Settings::use_installation_secret`]), read
+/// from ClickHouse once it answers. A configured key wins, so an operator
+/// who sets one changes every rounding once, when it takes effect.
+fn rounding_secret(configured: Option<&str>) -> Result<Option<[u8; 32]>, ConfigError> {
+    let Some(k) = configured.map(str::trim) else {
+        return Ok(None);
+    };
+    if k.len() < MIN_ROUNDING_KEY_LEN || k.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            "query.rounding_key",
+            format!("must be at least {MIN_ROUNDING_KEY_LEN} characters without spaces (e.g. openssl rand -hex 32)"),
+        ));
     }
-    Ok(*hasher.finalize().as_bytes())
+    let mut hasher = blake3::Hasher::new_derive_key(ROUNDING_CONTEXT);
+    hasher.update(b"configured");
+    hasher.update(&(k.len() as u64).to_le_bytes());
+    hasher.update(k.as_bytes());
+    Ok(Some(*hasher.finalize().as_bytes()))
+}
+
+/// A site's rounding key under `secret`.
+fn site_rounding_key(secret: &[u8; 32], site_id: &str) -> RoundingKey {
+    RoundingKey(blake3::keyed_hash(secret, site_id.as_bytes()).into())
 }
 
 /// The notice's facts about the publishing body (see `OrganizationConfig`).
@@ -342,10 +373,26 @@ pub struct SiteSettings {
     pub goals: Vec<Goal>,
     /// Steps are indices into `goals`.
     pub funnels: Vec<Funnel>,
-    /// Keys the rounding of this site's protected answers.
-    pub rounding_key: RoundingKey,
+    /// Keys the rounding of this site's protected answers: from the
+    /// configured `query.rounding_key`, or from the installation's stored
+    /// secret once it is read (`None` until then; the stats API and the
+    /// export refuse to answer for the site meanwhile).
+    pub rounding_key: Option<RoundingKey>,
     /// The other trackers' site ids whose hits count for this site.
     pub trackers: Vec<TrackerId>,
+}
+
+impl SiteSettings {
+    /// The key this site's protected answers are rounded with. A site whose
+    /// key is not read yet never reaches a rounding (`query::Api::asked`
+    /// and `tamis export` refuse it first); should one ever, it gets a key
+    /// drawn at random for this process, which nobody can guess and which
+    /// no answer is ever published with knowingly.
+    pub fn rounding_key(&self) -> &RoundingKey {
+        static UNREAD: std::sync::LazyLock<RoundingKey> =
+            std::sync::LazyLock::new(|| RoundingKey(*RoundingSecret::generate().as_bytes()));
+        self.rounding_key.as_ref().unwrap_or(&UNREAD)
+    }
 }
 
 /// A site as another analytics product's tracker names it: tamis accepts
@@ -540,10 +587,10 @@ impl Settings {
         if config.sites.is_empty() {
             return Err(invalid("site", "at least one [[site]] is required"));
         }
-        let secret = rounding_secret(config.query.rounding_key.as_deref(), &config.tokens)?;
+        let secret = rounding_secret(config.query.rounding_key.as_deref())?;
         let mut sites = Vec::with_capacity(config.sites.len());
         for (i, site) in config.sites.into_iter().enumerate() {
-            let site = site_settings(i, site, &secret)?;
+            let site = site_settings(i, site, secret.as_ref())?;
             if sites.iter().any(|s: &Arc<SiteSettings>| s.id == site.id) {
                 return Err(invalid(
                     format!("site[{i}].id"),
@@ -610,6 +657,28 @@ impl Settings {
 
     pub fn site(&self, id: &str) -> Option<&Arc<SiteSettings>> {
         self.sites.iter().find(|s| s.id == id)
+    }
+
+    /// Keys the rounding of every site that has no key yet with the
+    /// installation's stored secret. Does nothing to sites keyed by a
+    /// configured `query.rounding_key`, which wins.
+    pub fn use_installation_secret(&mut self, secret: &RoundingSecret) {
+        if self.rounding_key_configured {
+            return;
+        }
+        let site_secret = secret.site_secret();
+        for site in &mut self.sites {
+            if site.rounding_key.is_none() {
+                let mut keyed = SiteSettings::clone(site);
+                keyed.rounding_key = Some(site_rounding_key(&site_secret, &keyed.id));
+                *site = Arc::new(keyed);
+            }
+        }
+    }
+
+    /// Whether some site still waits for the installation's secret.
+    pub fn needs_installation_secret(&self) -> bool {
+        self.sites.iter().any(|s| s.rounding_key.is_none())
     }
 }
 
@@ -792,7 +861,11 @@ fn organization_settings(o: OrganizationConfig) -> Result<OrganizationSettings, 
     })
 }
 
-fn site_settings(i: usize, s: SiteConfig, secret: &[u8; 32]) -> Result<SiteSettings, ConfigError> {
+fn site_settings(
+    i: usize,
+    s: SiteConfig,
+    secret: Option<&[u8; 32]>,
+) -> Result<SiteSettings, ConfigError> {
     let key = |field: &str| format!("site[{i}].{field}");
     let id = s.id.trim().to_ascii_lowercase();
     if id.is_empty() || id.len() > 253 || id.chars().any(|c| c.is_whitespace() || c == '/') {
@@ -939,7 +1012,7 @@ fn site_settings(i: usize, s: SiteConfig, secret: &[u8; 32]) -> Result<SiteSetti
         opt_out_url,
         goals,
         funnels,
-        rounding_key: RoundingKey(blake3::keyed_hash(secret, id.as_bytes()).into()),
+        rounding_key: secret.map(|secret| site_rounding_key(secret, &id)),
         id,
     })
 }
@@ -1454,5 +1527,64 @@ mod tests {
             &format!("{site}[[site.goal]]\npage='/a'\n[[site.funnel]]\nname='f'\nsteps=['Visit /a','Visit /a']"),
             Some("is a step twice"),
         );
+    }
+
+    /// The sites' rounding keys under `toml_text`, after the stored
+    /// `secret` is used.
+    fn keys(toml_text: &str, secret: &RoundingSecret) -> Vec<Option<RoundingKey>> {
+        let config: Config = toml::from_str(toml_text).expect("parses");
+        let mut settings = Settings::from_config(config, Path::new(".")).expect("valid");
+        settings.use_installation_secret(secret);
+        assert!(!settings.needs_installation_secret());
+        settings
+            .sites
+            .iter()
+            .map(|s| s.rounding_key.clone())
+            .collect()
+    }
+
+    /// Without `query.rounding_key` the keys wait for the stored secret and
+    /// then depend on it and the site alone: tokens added or removed change
+    /// nothing (they once derived the key). A configured key wins over the
+    /// secret.
+    #[test]
+    fn rounding_keys_come_from_the_stored_secret_unless_a_key_is_configured() {
+        let sites = "[[site]]\nid = 'a.org'\n[[site]]\nid = 'b.org'\n";
+        let token = |name: &str, digest: char| {
+            format!(
+                "[[token]]\nname = '{name}'\nsecret_sha256 = '{}'\nsites = ['a.org']\n",
+                digest.to_string().repeat(64)
+            )
+        };
+        let unread: Config = toml::from_str(sites).expect("parses");
+        let unread = Settings::from_config(unread, Path::new(".")).expect("valid");
+        assert!(unread.needs_installation_secret());
+        assert!(unread.sites.iter().all(|s| s.rounding_key.is_none()));
+
+        let secret = RoundingSecret::from_bytes([7; 32]);
+        let plain = keys(sites, &secret);
+        assert!(plain.iter().all(Option::is_some));
+        assert_ne!(plain[0], plain[1], "each site draws its own");
+        for tokens in [
+            token("x", '1'),
+            token("x", '1') + &token("y", '2'),
+            token("z", '3'),
+        ] {
+            assert_eq!(
+                keys(&format!("{sites}{tokens}"), &secret),
+                plain,
+                "{tokens}"
+            );
+        }
+        assert_ne!(keys(sites, &RoundingSecret::from_bytes([8; 32])), plain);
+
+        let configured = format!("[query]\nrounding_key = '{}'\n{sites}", "k".repeat(32));
+        let with_key = keys(&configured, &secret);
+        assert_eq!(
+            with_key,
+            keys(&configured, &RoundingSecret::from_bytes([8; 32]))
+        );
+        assert_ne!(with_key, plain);
+        assert_eq!(format!("{:?}", secret), "<redacted>");
     }
 }

@@ -115,7 +115,7 @@ fn licence_url(licence: &str) -> Option<&'static str> {
 }
 
 /// Runs the export; progress goes to stderr.
-pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
+pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()> {
     let site = settings
         .site(&options.site)
         .cloned()
@@ -132,6 +132,27 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
     }
 
     let nodes = Arc::new(crate::sink::nodes::Nodes::new(&settings.clickhouse, 0));
+    let clock = crate::clock::Clock::system();
+    // Rounded with the same key as the stats API's answers: the
+    // installation's stored secret unless `query.rounding_key` is set.
+    if settings.needs_installation_secret() {
+        let secret = crate::sink::rounding::installation_secret(&nodes, &clock)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "reading the installation's rounding secret: {}",
+                    crate::sink::rounding::describe(&e)
+                )
+            })?
+            .ok_or_else(|| {
+                anyhow::anyhow!("the installation's rounding secret cannot be read: a replica of its ClickHouse shard is out of reach and the others have not fetched everything from it; try again later")
+            })?;
+        settings.use_installation_secret(&secret);
+    }
+    let site = settings
+        .site(&options.site)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("`{}` is not a configured site id", options.site))?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     // `Api::run` records nothing itself; the export's one audit row is
     // written below. The writer is only there because `Api` holds one.
@@ -144,7 +165,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         nodes: nodes.clone(),
         sites: settings.sites.clone().into(),
         tokens: crate::config::live::Live::new(Vec::new()),
-        clock: crate::clock::Clock::system(),
+        clock,
         metrics,
         audit,
         rollups: true,

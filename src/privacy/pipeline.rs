@@ -381,11 +381,17 @@ pub fn language(accept_language: Option<&str>) -> String {
     }
 }
 
+/// The rounding key of [`test_site`]'s configuration.
+#[cfg(test)]
+pub(crate) const TEST_ROUNDING_KEY: &str = "0123456789abcdef0123456789abcdef";
+
 /// A site with PRIVACY.md's defaults, for tests of the steps.
 #[cfg(test)]
 pub(crate) fn test_site(id: &str) -> SiteSettings {
-    let config: crate::config::Config =
-        toml::from_str(&format!("[[site]]\nid = '{id}'")).expect("parses");
+    let config: crate::config::Config = toml::from_str(&format!(
+        "[query]\nrounding_key = '{TEST_ROUNDING_KEY}'\n[[site]]\nid = '{id}'"
+    ))
+    .expect("parses");
     let settings =
         crate::config::Settings::from_config(config, std::path::Path::new(".")).expect("valid");
     (*settings.sites[0]).clone()

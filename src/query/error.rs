@@ -59,6 +59,10 @@ pub enum ApiError {
     /// answers (`what`: what is unavailable). tamis refuses rather than
     /// answer without that shard's rows.
     ShardUnreachable { what: &'static str },
+    /// The site's rounding key comes from the installation's secret stored
+    /// in ClickHouse, which this collector has not read yet (ClickHouse
+    /// down since start-up): no answer is rounded with anything else.
+    RoundingSecretUnread,
 }
 
 impl ApiError {
@@ -80,7 +84,8 @@ impl ApiError {
             | ApiError::Time { .. }
             | ApiError::Memory { .. }
             | ApiError::Unavailable { .. }
-            | ApiError::ShardUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::ShardUnreachable { .. }
+            | ApiError::RoundingSecretUnread => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -91,7 +96,9 @@ impl ApiError {
             ApiError::TimedOut { .. } | ApiError::Time { .. } | ApiError::Memory { .. } => {
                 Some(RETRY_AFTER_BUSY)
             }
-            ApiError::ShardUnreachable { .. } => Some(RETRY_AFTER_SHARD),
+            ApiError::ShardUnreachable { .. } | ApiError::RoundingSecretUnread => {
+                Some(RETRY_AFTER_SHARD)
+            }
             _ => None,
         }
     }
@@ -128,6 +135,7 @@ impl ApiError {
             ApiError::ShardUnreachable { what } => format!(
                 "{what} unavailable right now: part of the data is on a ClickHouse shard none of whose replicas can be reached, and tamis does not answer with partial numbers; try again later"
             ),
+            ApiError::RoundingSecretUnread => "statistics are unavailable right now: the installation's rounding secret has not been read from ClickHouse yet; try again later".into(),
         }
     }
 
@@ -173,6 +181,7 @@ mod tests {
                 503,
                 Some("10"),
             ),
+            (ApiError::RoundingSecretUnread, 503, Some("10")),
             (ApiError::SiteNotFound, 404, None),
             (ApiError::Method { takes: "POST" }, 405, None),
         ];

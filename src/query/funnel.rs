@@ -126,7 +126,7 @@ pub fn steps(
 ) -> Vec<Step> {
     let k = f64::from(site.k_threshold);
     let rounding = disclosure::Rounding::for_cells(
-        &site.rounding_key,
+        site.rounding_key(),
         site.k_threshold,
         CELL.iter().map(|s| s.to_string()).collect(),
     );

@@ -185,6 +185,11 @@ impl Api {
             Some(site) if allowed.contains(&site.id) => site.clone(),
             _ => return Err(ApiError::SiteNotFound),
         };
+        // Every answer, exact ones included, waits for the key: one rule,
+        // and no protected answer ever rounded with a stand-in.
+        if site.rounding_key.is_none() {
+            return Err(ApiError::RoundingSecretUnread);
+        }
         Ok(Asked {
             token,
             disclosure,
@@ -1224,7 +1229,10 @@ mod tests {
         /// Site `a.org` in UTC with threshold `k` (also the pushdown
         /// tests').
         pub(in crate::query) fn site(k: u32) -> SiteSettings {
-            let text = format!("[[site]]\nid = 'a.org'\ntimezone = 'UTC'\nk_threshold = {k}");
+            let text = format!(
+                "[query]\nrounding_key = '{}'\n[[site]]\nid = 'a.org'\ntimezone = 'UTC'\nk_threshold = {k}",
+                crate::privacy::pipeline::TEST_ROUNDING_KEY
+            );
             let settings = crate::config::Settings::from_config(
                 toml::from_str(&text).expect("parses"),
                 std::path::Path::new("."),

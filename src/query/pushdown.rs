@@ -208,7 +208,7 @@ pub fn second_read(
         return None;
     };
     let exits = query.dimensions.contains(&Dimension::ExitPage);
-    let rounding = Rounding::new(&site.rounding_key, site.k_threshold, query);
+    let rounding = Rounding::new(site.rounding_key(), site.k_threshold, query);
     let slack = match disclosure {
         Disclosure::Protected => f64::from(counts * (rounding_base(site.k_threshold) - 1)),
         Disclosure::Exact => 0.0,

@@ -250,7 +250,7 @@ pub fn report(
         conversions,
     } = counted;
     let exits = query.dimensions.contains(&Dimension::ExitPage);
-    let rounding = disclosure::Rounding::new(&site.rounding_key, site.k_threshold, query);
+    let rounding = disclosure::Rounding::new(site.rounding_key(), site.k_threshold, query);
     // What is published of a cell's counts: rounded, or as counted.
     let published = |dims: &[String], b: &Base| {
         let mut p = match disclosure {
@@ -265,7 +265,7 @@ pub fn report(
     // denominators are cells of the query without its goals, rounded as
     // that query would round them.
     let plain = query.without_goals();
-    let plain_rounding = disclosure::Rounding::new(&site.rounding_key, site.k_threshold, &plain);
+    let plain_rounding = disclosure::Rounding::new(site.rounding_key(), site.k_threshold, &plain);
     let published_plain = |dims: &[String], b: &Base| match disclosure {
         Disclosure::Protected => plain_rounding.publish(dims, b, exits).visitors,
         Disclosure::Exact => b.visitors,

@@ -1,6 +1,7 @@
 //! The sink: everything that writes to ClickHouse. Migrations ([`schema`],
 //! [`migrate`]), the batch writer ([`writer`]), the shared daily salts
-//! ([`salts`]), the daily rollups of finished days ([`rollup`]) and the
+//! ([`salts`]), the installation's rounding secret ([`rounding`]), the daily
+//! rollups of finished days ([`rollup`]) and the
 //! privacy-operations records: retention ([`retention`]) and the audit log
 //! ([`audit`]). What a failed request means is decided in one place
 //! ([`refusal`]). Only this module and `query` use the `clickhouse` crate.
@@ -13,6 +14,7 @@ pub mod nodes;
 pub mod refusal;
 pub mod retention;
 pub mod rollup;
+pub mod rounding;
 pub mod rows;
 pub mod salts;
 pub mod schema;

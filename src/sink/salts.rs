@@ -220,7 +220,7 @@ impl SaltKeeper {
     ) -> Result<(), Error> {
         // Every replica's, so that a salt one has not fetched yet is
         // committed to all the same.
-        let (stored, _) = on_every_replica(home, |client| async move {
+        let (stored, _) = on_every_replica(home, "salts", |client| async move {
             client
                 .query("SELECT site_id, day, salt FROM salts ORDER BY site_id, day, created_at")
                 .fetch_all::<StoredSalt>()
@@ -391,7 +391,7 @@ impl SaltKeeper {
         day: NaiveDate,
     ) -> Result<Seen, Error> {
         let day_text = day.to_string();
-        let (rows, complete) = on_every_replica(home, |client| {
+        let (rows, complete) = on_every_replica(home, "salts", |client| {
             let day = &day_text;
             async move {
                 client
@@ -415,12 +415,17 @@ impl SaltKeeper {
     }
 }
 
-/// `read` on every replica of `shard`, the rows of those that answer put
+/// `read` (of `table`) on every replica of `shard`, the rows of those that
+/// answer put
 /// together, with whether they are all there is: every replica answered,
 /// or one that answered has fetched everything the others took
 /// ([`has_fetched_everything`], and then read again after that check, so
 /// that nothing taken before it is missed). Fails when none answers.
-async fn on_every_replica<T, F, Fut>(shard: &Shard, mut read: F) -> Result<(Vec<T>, bool), Error>
+pub(super) async fn on_every_replica<T, F, Fut>(
+    shard: &Shard,
+    table: &str,
+    mut read: F,
+) -> Result<(Vec<T>, bool), Error>
 where
     F: FnMut(clickhouse::Client) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<T>, clickhouse::error::Error>>,
@@ -445,7 +450,7 @@ where
         return Err(unreachable.into());
     }
     for node in answered {
-        match has_fetched_everything(&node.client).await {
+        match has_fetched_everything(&node.client, table).await {
             Ok(true) => {
                 rows.append(&mut read(node.client.clone()).await?);
                 return Ok((rows, true));
@@ -458,19 +463,21 @@ where
     Ok((rows, false))
 }
 
-/// Whether this replica of `salts` has fetched every insert its shard took:
+/// Whether this replica of `table` has fetched every insert its shard took:
 /// every entry of the shared replication log taken into its queue, and no
 /// insert left in that queue (`system.replicas`). An insert is acknowledged
 /// only once its entry is in that log, so what it lacks then is what was
 /// inserted after.
 async fn has_fetched_everything(
     client: &clickhouse::Client,
+    table: &str,
 ) -> Result<bool, clickhouse::error::Error> {
     let progress = client
         .query(
             "SELECT inserts_in_queue, log_pointer, log_max_index, zookeeper_path \
-             FROM system.replicas WHERE database = currentDatabase() AND table = 'salts'",
+             FROM system.replicas WHERE database = currentDatabase() AND table = ?",
         )
+        .bind(table)
         .fetch_all::<ReplicaProgress>()
         .await?;
     let Some(p) = progress.first() else {
@@ -538,8 +545,9 @@ fn from_days(days: u16) -> NaiveDate {
     DateTime::UNIX_EPOCH.date_naive() + chrono::Duration::days(i64::from(days))
 }
 
-/// Overwrites a salt's hex text before its memory is freed.
-fn wipe_string(s: String) {
+/// Overwrites a secret's hex text (a salt's, the rounding secret's) before
+/// its memory is freed.
+pub(super) fn wipe_string(s: String) {
     let mut bytes = s.into_bytes();
     wipe(&mut bytes);
 }
@@ -548,11 +556,11 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_hex(s: &str) -> Option<[u8; 32]> {
+pub(super) fn parse_hex(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }

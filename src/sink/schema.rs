@@ -552,6 +552,7 @@ pub fn migrations() -> Vec<Migration> {
         migration_9(),
         migration_10(),
         migration_11(),
+        migration_12(),
     ]
 }
 
@@ -718,6 +719,24 @@ fn migration_11() -> Migration {
              secret_sha256 String, password_hash String, expires_at DateTime, actor String",
             Engine::MergeTree,
             "PARTITION BY tuple() ORDER BY (link_id, at)",
+        )],
+    }
+}
+
+/// The installation's rounding secret (`sink::rounding`): drawn once by
+/// the first collector that needs it, read by every collector, kept for
+/// good. Rows, not a single value, because two collectors starting at once
+/// may both write one: every collector takes the earliest by (creation
+/// time, text).
+fn migration_12() -> Migration {
+    Migration {
+        version: 12,
+        name: "the installation's rounding secret",
+        statements: vec![table(
+            "rounding_secret",
+            "created_at DateTime, secret String",
+            Engine::MergeTree,
+            "ORDER BY (created_at, secret)",
         )],
     }
 }
