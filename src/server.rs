@@ -33,7 +33,8 @@ use crate::web::Face;
 /// What differs between production and tests.
 pub struct Options {
     pub clock: Clock,
-    /// How often salts are shared and expired ones destroyed.
+    /// How often salts are shared and expired ones destroyed, and the
+    /// rounding secret checked against the earliest stored.
     pub salt_period: Duration,
     /// How long open requests may take to finish at shutdown.
     pub drain: Duration,
@@ -392,6 +393,7 @@ async fn build(
             app: app.clone(),
             sites,
             rounding_secret,
+            secret_recheck: options.salt_period,
             salts,
             wake_keeper,
             nodes: app.nodes.clone(),
@@ -423,6 +425,9 @@ struct Reloader {
     /// The installation's rounding secret once read (see `sink::rounding`);
     /// `None` while unread or unused (a configured key).
     rounding_secret: Option<crate::config::RoundingSecret>,
+    /// How often the secret is checked against the earliest stored
+    /// (`Options::salt_period`; a read of one small table).
+    secret_recheck: Duration,
     salts: Arc<SaltStore>,
     wake_keeper: Arc<tokio::sync::Notify>,
     nodes: Arc<crate::sink::nodes::Nodes>,
@@ -443,6 +448,11 @@ impl Reloader {
         // sites need it and start-up could not read it.
         let mut reading = JoinSet::new();
         self.read_secret_if_needed(&mut reading);
+        // Once read, the secret is checked again now and then against the
+        // earliest stored (see `sink::rounding::earliest_stored`).
+        let mut checking = JoinSet::new();
+        let mut recheck = tokio::time::interval(self.secret_recheck);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reloads_open = true;
         loop {
             // Without reloads (no SIGHUP handler, as in tests), the secret
@@ -457,6 +467,21 @@ impl Reloader {
                 },
                 Some(Ok(secret)) = reading.join_next(), if !reading.is_empty() => {
                     self.use_installation_secret(secret);
+                    continue;
+                }
+                _ = recheck.tick(), if self.rounding_secret.is_some() && checking.is_empty() => {
+                    checking.spawn(crate::sink::rounding::earliest_stored(self.nodes.clone()));
+                    continue;
+                }
+                Some(checked) = checking.join_next(), if !checking.is_empty() => {
+                    match checked {
+                        Ok(Ok(Some(earliest))) if Some(&earliest) != self.rounding_secret.as_ref() => {
+                            tracing::warn!("another collector stored the installation's rounding secret first; rounding with that one from now on");
+                            self.use_installation_secret(earliest);
+                        }
+                        Ok(Err(error)) => tracing::debug!(error = %crate::sink::rounding::describe(&error), "rounding secret check skipped"),
+                        _ => {}
+                    }
                     continue;
                 }
                 else => break,

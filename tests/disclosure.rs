@@ -579,6 +579,40 @@ fn two_collectors_on_one_clickhouse_give_the_same_protected_answers() {
     b.stop();
 }
 
+/// Two collectors that each drew a secret at once agree because each reads
+/// back the earliest after a pause; should a rival's row land later than
+/// that, a collector's periodic check (`Options::salt_period`, 100 ms
+/// in-process) moves it to the earliest stored, the one every collector
+/// started since takes.
+#[test]
+fn a_collector_rounding_with_a_later_secret_moves_to_the_earliest_stored() {
+    let ch = ClickHouse::shared();
+    let db = ch.create_database("roundkey_recheck");
+    let clock = || tamis::clock::Clock::manual(chrono::Utc::now());
+    let first = InProcess::serve(&config(ch, &db, None, ""), clock());
+    seed_rounded_pages(first.addr, ch, &db);
+    let own = protected_numbers(first.addr);
+    // A rival's secret that sorts first, landing late.
+    ch.query_in(
+        &db,
+        &format!(
+            "INSERT INTO rounding_secret SELECT toDateTime(86400), '{}'",
+            "5a".repeat(32)
+        ),
+    );
+    let second = InProcess::serve(&config(ch, &db, None, ""), clock());
+    let earliest = protected_numbers(second.addr);
+    assert_ne!(
+        earliest, own,
+        "the two secrets round these counts differently"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the first collector on the earliest secret",
+        || protected_numbers(first.addr) == earliest,
+    );
+}
+
 /// A configured `query.rounding_key` wins over the stored secret: two
 /// installations with the same visits and their own stored secrets answer
 /// differently without it (each secret is drawn at random), and alike

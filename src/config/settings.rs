@@ -659,18 +659,21 @@ impl Settings {
         self.sites.iter().find(|s| s.id == id)
     }
 
-    /// Keys the rounding of every site that has no key yet with the
-    /// installation's stored secret. Does nothing to sites keyed by a
-    /// configured `query.rounding_key`, which wins.
+    /// Keys the rounding of every site with the installation's stored
+    /// secret (sites keyed with another secret before are keyed anew).
+    /// Does nothing when `query.rounding_key` is configured, which wins.
     pub fn use_installation_secret(&mut self, secret: &RoundingSecret) {
         if self.rounding_key_configured {
             return;
         }
+        // Every site, keyed already or not: the secret may be a new one
+        // (the earliest stored, found after another was read).
         let site_secret = secret.site_secret();
         for site in &mut self.sites {
-            if site.rounding_key.is_none() {
+            let key = site_rounding_key(&site_secret, &site.id);
+            if site.rounding_key.as_ref() != Some(&key) {
                 let mut keyed = SiteSettings::clone(site);
-                keyed.rounding_key = Some(site_rounding_key(&site_secret, &keyed.id));
+                keyed.rounding_key = Some(key);
                 *site = Arc::new(keyed);
             }
         }

@@ -86,6 +86,20 @@ pub async fn installation_secret(
 /// installation.
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// The earliest secret stored, when every replica of the home shard
+/// answered (`None` otherwise, or when none is stored): for the periodic
+/// check that a collector still uses the one every collector takes. Two
+/// collectors that drew theirs at once each read back after [`SETTLE`];
+/// should a rival's row land later than that, this check brings both to
+/// the earliest.
+pub async fn earliest_stored(nodes: Arc<Nodes>) -> Result<Option<RoundingSecret>, Error> {
+    let home = nodes.home().await?;
+    match read(home).await? {
+        (found, true) => Ok(found),
+        (_, false) => Ok(None),
+    }
+}
+
 /// The earliest secret the replicas of `home` hold, and whether that is
 /// everything stored (see `salts::on_every_replica`).
 async fn read(home: &Shard) -> Result<(Option<RoundingSecret>, bool), Error> {
