@@ -64,29 +64,9 @@ struct Link {
     secret: String,
 }
 
+/// Creates a link for example.org.
 fn create(rig: &Rig, extra: &[&str], env: &[(&str, &str)]) -> Link {
-    let base = format!("http://{}", rig.server.addr);
-    let mut args = vec![
-        "share",
-        "create",
-        "--site",
-        "example.org",
-        "--base-url",
-        &base,
-    ];
-    args.extend_from_slice(extra);
-    let (ok, out, err) = tamis(&rig.config, &args, env);
-    assert!(ok, "share create failed: {err}");
-    let url = out.trim();
-    let rest = url
-        .strip_prefix(&format!("{base}/share/"))
-        .unwrap_or_else(|| panic!("unexpected URL {url}"));
-    let (id, secret) = rest.split_once('#').expect("secret in the fragment");
-    assert_eq!(secret.len(), 64, "{url}");
-    Link {
-        id: id.into(),
-        secret: secret.into(),
-    }
+    create_for(rig, "example.org", extra, env)
 }
 
 /// Exchanges the link's secret (and password) for its session cookie.
@@ -547,8 +527,8 @@ fn on_a_cluster_a_revocation_is_confirmed_on_every_replica_and_every_collector_r
     );
 }
 
-/// Creates a link for `site` (the `create` helper's links are all for
-/// example.org).
+/// Creates a link for `site` with the CLI; its id and secret from the
+/// printed URL.
 fn create_for(rig: &Rig, site: &str, extra: &[&str], env: &[(&str, &str)]) -> Link {
     let base = format!("http://{}", rig.server.addr);
     let mut args = vec!["share", "create", "--site", site, "--base-url", &base];
@@ -560,6 +540,7 @@ fn create_for(rig: &Rig, site: &str, extra: &[&str], env: &[(&str, &str)]) -> Li
         .strip_prefix(&format!("{base}/share/"))
         .and_then(|rest| rest.split_once('#'))
         .unwrap_or_else(|| panic!("unexpected URL {url}"));
+    assert_eq!(secret.len(), 64, "{url}");
     Link {
         id: id.into(),
         secret: secret.into(),

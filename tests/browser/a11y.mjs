@@ -16,7 +16,7 @@
 //    and <html lang> per language.
 // Prints a JSON summary; throws on failure of the script itself.
 import { mkdirSync } from 'node:fs';
-import { launch, arg, DESKTOP_UA, PHONE_UA } from './lib.mjs';
+import { launch, arg, DESKTOP_UA, PHONE_UA, focusState, axeCheck } from './lib.mjs';
 
 const tamis = arg('tamis');
 const token = arg('token');
@@ -24,16 +24,6 @@ const site = arg('site');
 const emptySite = arg('empty-site');
 const shots = arg('screenshots');
 mkdirSync(shots, {recursive: true});
-
-let AxeBuilder;
-try {
-  ({ AxeBuilder } = await import('@axe-core/playwright'));
-} catch (e) {
-  throw new Error('npm module @axe-core/playwright not found: run ./deploy/setup.sh (it runs npm ci in the repository root)');
-}
-// WCAG 2.1 levels A and AA, as axe-core tags its rules
-// (https://github.com/dequelabs/axe-core/blob/develop/doc/API.md#axe-core-tags).
-const TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
 
 async function api(path, q) {
   const r = await fetch(tamis + path, {method: 'POST', headers: {Authorization: 'Bearer ' + token, 'Content-Type': 'application/json'},
@@ -47,13 +37,10 @@ const summary = {views: [], violations: [], passes: 0, screenshots: [], problems
 // One axe run over the whole page; every violation is kept with what a
 // person fixing it needs (rule, impact, elements, help page).
 async function check(p, view) {
-  const result = await new AxeBuilder({page: p}).withTags(TAGS).analyze();
+  const result = await axeCheck(p);
   summary.views.push(view);
-  summary.passes += result.passes.length;
-  for (const v of result.violations) {
-    summary.violations.push({view, id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
-      targets: v.nodes.map((n) => n.target.join(' ')).slice(0, 8), summary: v.nodes[0] && v.nodes[0].failureSummary});
-  }
+  summary.passes += result.passes;
+  for (const v of result.violations) summary.violations.push({view, ...v});
   const path = `${shots}/a11y-${view}.png`;
   await p.screenshot({path, fullPage: true});
   summary.screenshots.push(path);
@@ -165,41 +152,8 @@ try {
   await p.goto(`${tamis}/#period=day&site=${encodeURIComponent(site)}&lang=fr`);
   await p.waitForSelector('#signin:not([hidden])');
   const kb = summary.keyboard = {steps: [], unringed: []};
-  // What has focus, and whether its ring shows: a solid outline of 2px or
-  // more, at least 3:1 against the colour behind it (the outline is drawn
-  // outside the element, or inside a table cell: the ancestor's colour, or
-  // the element's own for an inset ring).
-  const focused = () => p.evaluate(() => {
-    const a = document.activeElement;
-    if (!a || a === document.body) return {id: 'body'};
-    const cs = getComputedStyle(a);
-    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
-    const bgOf = (e) => {
-      for (; e; e = e.parentElement) {
-        const c = rgb(getComputedStyle(e).backgroundColor);
-        if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
-      }
-      return [255, 255, 255];
-    };
-    const inset = parseFloat(cs.outlineOffset) < 0;
-    const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4) })
-      .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
-    const o = rgb(cs.outlineColor), b = bgOf(inset ? a : a.parentElement);
-    const [hi, lo] = [lum(o), lum(b)].sort((x, y) => y - x);
-    const box = a.getBoundingClientRect();
-    // A number per element, so that two alike (the "(other)" marks of two
-    // cards) count as two stops.
-    if (!a.dataset.kb) a.dataset.kb = String(window.__kb = (window.__kb || 0) + 1);
-    return {
-      kb: a.dataset.kb,
-      id: a.id || a.dataset.tab || a.dataset.jump || (a.className && String(a.className)) || a.tagName.toLowerCase(),
-      tag: a.tagName.toLowerCase(), text: (a.getAttribute('aria-label') || a.textContent || '').trim().slice(0, 40),
-      outline: cs.outlineStyle + ' ' + cs.outlineWidth + ' ' + cs.outlineColor,
-      contrast: Math.round((hi + 0.05) / (lo + 0.05) * 100) / 100,
-      ring: cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) >= 2 && (hi + 0.05) / (lo + 0.05) >= 3,
-      onScreen: box.width > 0 && box.height > 0,
-    };
-  });
+  // What has focus, and whether its ring shows (`focusState` in lib.mjs).
+  const focused = () => focusState(p);
   async function press(key, expect) {
     await p.keyboard.press(key);
     await p.waitForTimeout(30);

@@ -67,6 +67,7 @@ export function focusState(p) {
       .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
     const o = rgb(cs.outlineColor), b = bgOf(inset ? a : a.parentElement);
     const [hi, lo] = [lum(o), lum(b)].sort((x, y) => y - x);
+    const box = a.getBoundingClientRect();
     if (!a.dataset.kb) a.dataset.kb = String(window.__kb = (window.__kb || 0) + 1);
     return {
       kb: a.dataset.kb,
@@ -76,6 +77,31 @@ export function focusState(p) {
       contrast: Math.round((hi + 0.05) / (lo + 0.05) * 100) / 100,
       ring: cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) >= 2 && (hi + 0.05) / (lo + 0.05) >= 3,
       inMain: a.id !== 'main' && !!a.closest('#main'),
+      onScreen: box.width > 0 && box.height > 0,
     };
   });
+}
+
+// WCAG 2.1 levels A and AA, as axe-core tags its rules
+// (https://github.com/dequelabs/axe-core/blob/develop/doc/API.md#axe-core-tags).
+const WCAG_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
+let AxeBuilder;
+
+// One axe-core run (npm `@axe-core/playwright`) over page `p` with the
+// WCAG 2.1 A/AA rules: how many rules passed, and each violation with what
+// a person fixing it needs (rule, impact, elements, help page).
+export async function axeCheck(p) {
+  if (!AxeBuilder) {
+    try {
+      ({ AxeBuilder } = await import('@axe-core/playwright'));
+    } catch (e) {
+      throw new Error('npm module @axe-core/playwright not found: run ./deploy/setup.sh (it runs npm ci in the repository root)');
+    }
+  }
+  const result = await new AxeBuilder({page: p}).withTags(WCAG_TAGS).analyze();
+  return {
+    passes: result.passes.length,
+    violations: result.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
+      targets: v.nodes.map((n) => n.target.join(' ')).slice(0, 8), summary: v.nodes[0] && v.nodes[0].failureSummary})),
+  };
 }

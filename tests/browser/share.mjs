@@ -13,14 +13,14 @@
 //    cookie or markup.
 // 3. A revoked link and an unknown one: the message alone — no form, no
 //    data, no site.
-// 4. axe-core's WCAG 2.1 A/AA rules on every one of those views (tags as in
-//    a11y.mjs), and a keyboard-only run: skip link, password form (wrong
+// 4. axe-core's WCAG 2.1 A/AA rules on every one of those views (`axeCheck` in
+//    lib.mjs), and a keyboard-only run: skip link, password form (wrong
 //    then right), the period, a filter applied and removed, a visible focus
 //    ring on every stop.
 // Screenshots go to --screenshots. Prints a JSON summary; throws on failure.
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
-import { launch, arg, DESKTOP_UA, PHONE_UA, focusState } from './lib.mjs';
+import { launch, arg, DESKTOP_UA, PHONE_UA, focusState, axeCheck } from './lib.mjs';
 
 const url = arg('url');
 const secret = arg('secret');
@@ -31,16 +31,6 @@ const revokedUrl = arg('revoked-url');
 const unknownUrl = arg('unknown-url');
 const shots = arg('screenshots');
 mkdirSync(shots, {recursive: true});
-
-let AxeBuilder;
-try {
-  ({ AxeBuilder } = await import('@axe-core/playwright'));
-} catch (e) {
-  throw new Error('npm module @axe-core/playwright not found: run ./deploy/setup.sh (it runs npm ci in the repository root)');
-}
-// WCAG 2.1 levels A and AA, as axe-core tags its rules
-// (https://github.com/dequelabs/axe-core/blob/develop/doc/API.md#axe-core-tags).
-const TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
 
 const TEXT = {
   fr: {title: 'Tableau de bord partagé', label: 'Mot de passe', open: 'Ouvrir', wrong: 'Mot de passe incorrect', dead: 'Ce lien partagé n’ouvre aucun tableau de bord'},
@@ -64,12 +54,9 @@ function watch(p) {
 }
 
 async function axe(p, view) {
-  const result = await new AxeBuilder({page: p}).withTags(TAGS).analyze();
+  const result = await axeCheck(p);
   summary.axe.push(view);
-  for (const v of result.violations) {
-    summary.violations.push({view, id: v.id, impact: v.impact, help: v.help,
-      targets: v.nodes.map((n) => n.target.join(' ')).slice(0, 8), summary: v.nodes[0] && v.nodes[0].failureSummary});
-  }
+  for (const v of result.violations) summary.violations.push({view, ...v});
 }
 
 async function shot(p, name) {

@@ -3,13 +3,15 @@
 //! redaction. Kept, for tests only, as the oracle the scanner is compared
 //! with (`super::equivalence`); not to be changed.
 
-use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use percent_encoding::percent_decode_str;
 use regex::Regex;
 
-use super::{Campaign, HashMode, PageUrl, UrlError, CLICK_IDS, MAX_CAMPAIGN, MAX_PATH};
+// The helpers the scanner kept as they were are shared, not copied.
+use super::{
+    cut, decode, ipv6_len, looks_like_token, may_need_redaction, Campaign, HashMode, PageUrl,
+    UrlError, CLICK_IDS, MAX_CAMPAIGN, MAX_PATH,
+};
 use crate::config::SiteSettings;
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
@@ -109,10 +111,6 @@ pub fn reduce(raw: &str, site: &SiteSettings, hash_mode: HashMode) -> Result<Pag
     })
 }
 
-fn decode(s: &str) -> Cow<'_, str> {
-    percent_decode_str(s).decode_utf8_lossy()
-}
-
 /// Replaces personal-looking parts of a path or value by placeholders.
 pub fn redact(s: &str) -> String {
     if !may_need_redaction(s) {
@@ -138,83 +136,4 @@ pub fn redact(s: &str) -> String {
         }
     });
     DIGITS.replace_all(&s, "[number]").into_owned()
-}
-
-/// How much of a candidate is an IPv6 address: it parses as one once the
-/// dots and colons that punctuation may have glued to its end are left
-/// out, and it holds a hex digit (`::` alone is punctuation, not the
-/// unspecified address).
-fn ipv6_len(candidate: &str) -> Option<usize> {
-    if !candidate.bytes().any(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let parses = |s: &str| s.parse::<std::net::Ipv6Addr>().is_ok();
-    let dots = candidate.trim_end_matches('.');
-    let both = dots.trim_end_matches(':');
-    [candidate, dots, both]
-        .into_iter()
-        .find(|s| parses(s))
-        .map(str::len)
-}
-
-/// A single pass that rules out every pattern at once for the common
-/// path (no `@`, no run of 6 digits, no long run of letters and digits), so
-/// most pages never reach the regular expressions.
-fn may_need_redaction(s: &str) -> bool {
-    let (mut digits, mut alnum, mut word, mut colons) = (0, 0, 0, 0);
-    let mut previous = 0u8;
-    for b in s.bytes() {
-        // `@` may start an e-mail; a digit after `digit.` may be an address,
-        // and so may anything with two colons (IPv6).
-        colons += usize::from(b == b':');
-        if b == b'@' || (b.is_ascii_digit() && previous == b'.' && digits > 0) || colons >= 2 {
-            return true;
-        }
-        previous = b;
-        digits = if b.is_ascii_digit() {
-            digits + 1
-        } else if b == b'.' {
-            digits.min(1)
-        } else {
-            0
-        };
-        alnum = if b.is_ascii_alphanumeric() {
-            alnum + 1
-        } else {
-            0
-        };
-        word = if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            word + 1
-        } else {
-            0
-        };
-        if digits >= 6 || alnum >= 16 || word >= 24 {
-            return true;
-        }
-    }
-    false
-}
-
-/// A token mixes letters and digits with no word structure: a slug like
-/// `guide-du-citoyen-2025` has short hyphen-separated words, a session id
-/// like `a8f3K29xLq0Zp7Rt` does not.
-fn looks_like_token(s: &str) -> bool {
-    let digits = s.bytes().filter(u8::is_ascii_digit).count();
-    let letters = s.bytes().filter(u8::is_ascii_alphabetic).count();
-    if digits < 2 || letters == 0 {
-        return false;
-    }
-    let longest_word = s.split(['-', '_']).map(str::len).max().unwrap_or(0);
-    longest_word >= 16
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
