@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what is missing (with DB-IP's GeoIP
 # databases, whose every subdivision name privacy::geo's coverage test
-# maps), then `cargo test --release`
+# maps), then `cargo test --release --no-fail-fast` (every test binary runs,
+# so one failure does not hide the others)
 # (library, binary, integration and doc tests; the benchmarks are not run).
 # The integration tests start their own ClickHouse servers on free loopback
 # ports (tests/common/clickhouse.rs). Extra arguments go to `cargo test`.
@@ -14,7 +15,7 @@ start=$(date +%s)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 rc=0
-cargo test --release "$@" 2>&1 | tee "$log" || rc=$?
+cargo test --release --no-fail-fast "$@" 2>&1 | tee "$log" || rc=$?
 
 elapsed=$(($(date +%s) - start))
 echo "test: total time $((elapsed / 60))m$((elapsed % 60))s, cargo test exit code $rc"

@@ -835,7 +835,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(tables.len(), 15);
+        assert_eq!(tables.len(), 16);
         for t in &tables {
             let replicated = format!(
                 "ENGINE = Replicated{}('/clickhouse/tables/{{shard}}/db1.{}', '{{replica}}') {}",
