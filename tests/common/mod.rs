@@ -40,6 +40,38 @@ pub fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
+/// Removes `$1` once its standard input closes: when the test process exits
+/// in any way (the kernel closes the pipe's last writer), even killed.
+const SCRATCH_WATCHDOG: &str = r#"while read -r line; do :; done; rm -rf "$1""#;
+
+/// A folder for what outlives a single server but not the test process: the
+/// durable logs named by [`config`], which a restarted server must find
+/// again. Each log preallocates its segments, so leaving them behind filled
+/// the disk over repeated runs; a small `sh` watchdog removes the folder
+/// when the process ends, as [`clickhouse`] does for its servers.
+pub fn process_scratch() -> &'static Path {
+    static SCRATCH: std::sync::OnceLock<(PathBuf, std::process::ChildStdin)> =
+        std::sync::OnceLock::new();
+    let (dir, _pipe) = SCRATCH.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("tamis-test-")
+            .tempdir()
+            .expect("temporary directory")
+            .keep();
+        let mut watchdog = Command::new("sh")
+            .args(["-c", SCRATCH_WATCHDOG, "sh"])
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh, for the scratch folder's watchdog");
+        let pipe = watchdog.stdin.take().expect("watchdog pipe");
+        (dir, pipe)
+    });
+    dir
+}
+
 /// A scratch folder for one test: config, GeoIP file, logs.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
@@ -81,7 +113,7 @@ pub fn config(ch: &ClickHouse, database: &str, geoip: Option<&Path>, site_extra:
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let log_dir = std::env::temp_dir().join(format!("tamis-test-log-{database}-{nanos}"));
+    let log_dir = process_scratch().join(format!("log-{database}-{nanos}"));
     format!(
         r#"
 [server]
