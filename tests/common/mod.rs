@@ -50,9 +50,10 @@ const SCRATCH_WATCHDOG: &str = r#"while read -r line; do :; done; rm -rf "$1""#;
 /// the disk over repeated runs; a small `sh` watchdog removes the folder
 /// when the process ends, as [`clickhouse`] does for its servers.
 pub fn process_scratch() -> &'static Path {
-    static SCRATCH: std::sync::OnceLock<(PathBuf, std::process::ChildStdin)> =
+    // The watchdog is never waited for: it outlives the process on purpose.
+    static SCRATCH: std::sync::OnceLock<(PathBuf, std::process::ChildStdin, Child)> =
         std::sync::OnceLock::new();
-    let (dir, _pipe) = SCRATCH.get_or_init(|| {
+    let (dir, _pipe, _watchdog) = SCRATCH.get_or_init(|| {
         let dir = tempfile::Builder::new()
             .prefix("tamis-test-")
             .tempdir()
@@ -67,7 +68,7 @@ pub fn process_scratch() -> &'static Path {
             .spawn()
             .expect("sh, for the scratch folder's watchdog");
         let pipe = watchdog.stdin.take().expect("watchdog pipe");
-        (dir, pipe)
+        (dir, pipe, watchdog)
     });
     dir
 }
