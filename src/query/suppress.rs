@@ -97,6 +97,13 @@ impl Base {
         }
     }
 
+    /// A metric of this cell. The shares of a whole (percentage, bounce,
+    /// exit and conversion rates) are at most 100: counted exactly, a part
+    /// never exceeds its whole, but the protected mode rounds the two
+    /// independently (a row of 8 published as 10 over a total of 9
+    /// published as 5), and a public dashboard reading "200 %" looks
+    /// broken. The cap is computed from published numbers only, so it
+    /// tells nothing they do not.
     pub(crate) fn value(&self, metric: Metric, exits_as_visits: bool, total_visitors: f64) -> f64 {
         let visits = if exits_as_visits {
             self.exits
@@ -118,7 +125,7 @@ impl Base {
             Metric::Pageviews => self.pageviews,
             Metric::Events => self.events + self.pageviews,
             Metric::ViewsPerVisit => (per_visit(self.pageviews) * 100.0).round() / 100.0,
-            Metric::BounceRate => (per_visit(self.bounces) * 100.0).round(),
+            Metric::BounceRate => (per_visit(self.bounces) * 100.0).round().min(100.0),
             Metric::VisitDuration => per_visit(self.duration).round(),
             Metric::ConsentRate => share(0),
             Metric::ConsentDeniedRate => share(1),
@@ -126,7 +133,7 @@ impl Base {
             Metric::OptOutRate => share(3),
             Metric::Percentage => {
                 if total_visitors > 0.0 {
-                    (self.visitors / total_visitors * 1000.0).round() / 10.0
+                    ((self.visitors / total_visitors * 1000.0).round() / 10.0).min(100.0)
                 } else {
                     0.0
                 }
@@ -134,7 +141,7 @@ impl Base {
             // Plausible rounds it to one decimal.
             Metric::ExitRate => {
                 if self.pageviews > 0.0 {
-                    (self.exits / self.pageviews * 1000.0).round() / 10.0
+                    ((self.exits / self.pageviews * 1000.0).round() / 10.0).min(100.0)
                 } else {
                     0.0
                 }
@@ -155,10 +162,11 @@ impl Base {
 }
 
 /// Visitors in percent of `of`, to two decimals as Plausible writes
-/// conversion rates; NaN (written `null`) without a denominator.
+/// conversion rates; NaN (written `null`) without a denominator. At most
+/// 100, as every share of a whole (see [`Base::value`]).
 fn conversion_rate(visitors: f64, of: Option<f64>) -> f64 {
     match of {
-        Some(of) if of > 0.0 => (visitors / of * 10_000.0).round() / 100.0,
+        Some(of) if of > 0.0 => ((visitors / of * 10_000.0).round() / 100.0).min(100.0),
         Some(_) => 0.0,
         None => f64::NAN,
     }
@@ -537,6 +545,21 @@ mod tests {
         assert_eq!(v(Metric::OptOutRate), 0.0);
         assert_eq!(b.value(Metric::Visits, true, 16.0), 3.0);
         assert_eq!(Base::default().value(Metric::BounceRate, false, 0.0), 0.0);
+        // Rounded apart, a part can be published above its whole: its share
+        // is capped at 100 %.
+        let rounded = Base {
+            visitors: 10.0,
+            visits: 5.0,
+            pageviews: 5.0,
+            bounces: 10.0,
+            exits: 10.0,
+            ..Base::default()
+        };
+        assert_eq!(rounded.value(Metric::Percentage, false, 5.0), 100.0);
+        assert_eq!(rounded.value(Metric::BounceRate, false, 5.0), 100.0);
+        assert_eq!(rounded.value(Metric::ExitRate, false, 5.0), 100.0);
+        assert_eq!(conversion_rate(10.0, Some(5.0)), 100.0);
+        assert_eq!(conversion_rate(5.0, Some(10.0)), 50.0);
         // 95 s over 4 pairs, 130 % over 3: rounded as Plausible rounds.
         assert_eq!(v(Metric::TimeOnPage), 24.0);
         assert_eq!(v(Metric::ScrollDepth), 43.0);
