@@ -75,13 +75,7 @@ fn open(rig: &Rig, link: &Link, password: Option<&str>) -> Result<String, Respon
     if let Some(p) = password {
         body["password"] = json!(p);
     }
-    let r = http(
-        rig.server.addr,
-        "POST",
-        "/api/share/session",
-        &[("content-type", "application/json")],
-        body.to_string().as_bytes(),
-    );
+    let r = post_json(rig, "/api/share/session", &[], &body);
     if r.status != 200 {
         return Err(r);
     }
@@ -96,18 +90,30 @@ fn open(rig: &Rig, link: &Link, password: Option<&str>) -> Result<String, Respon
 }
 
 fn query(rig: &Rig, link: &Link, cookie: &str, site: &str) -> Response {
+    let body = json!({"site_id": site, "metrics": ["visitors", "pageviews"], "date_range": "day", "dimensions": ["event:page"]});
+    post_json(
+        rig,
+        "/api/v2/query",
+        &[("x-tamis-share", &link.id), ("cookie", cookie)],
+        &body,
+    )
+}
+
+/// POSTs `body` as JSON to `path` on the rig's server, with `headers`.
+fn post_json(
+    rig: &Rig,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> Response {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
     http(
         rig.server.addr,
         "POST",
-        "/api/v2/query",
-        &[
-            ("content-type", "application/json"),
-            ("x-tamis-share", &link.id),
-            ("cookie", cookie),
-        ],
-        json!({"site_id": site, "metrics": ["visitors", "pageviews"], "date_range": "day", "dimensions": ["event:page"]})
-            .to_string()
-            .as_bytes(),
+        path,
+        &all,
+        body.to_string().as_bytes(),
     )
 }
 
@@ -246,13 +252,7 @@ fn a_password_link_opens_only_with_its_password() {
             openapi_validator(&doc, "ShareSessionRequest").is_valid(&body),
             "{body}"
         );
-        http(
-            rig.server.addr,
-            "POST",
-            "/api/share/session",
-            &[("content-type", "application/json")],
-            body.to_string().as_bytes(),
-        )
+        post_json(&rig, "/api/share/session", &[], &body)
     };
     let refused = exchange(json!({"link": link.id, "secret": link.secret}));
     let opened = exchange(
