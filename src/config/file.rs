@@ -33,6 +33,24 @@ pub struct Config {
     pub query: QueryConfig,
 }
 
+/// Configuration text that is a secret (a password, a key): used as
+/// text, printed as `<redacted>` wherever the configuration is debugged.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<&str> for SecretText {
+    fn from(text: &str) -> SecretText {
+        SecretText(text.to_string())
+    }
+}
+
 /// The stats API's installation-wide settings.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +60,7 @@ pub struct QueryConfig {
     /// same on every collector, kept across restarts: a new key draws every
     /// rounding anew. Absent, the installation's secret stored in
     /// ClickHouse keys it (`sink::rounding`, `settings::RoundingSecret`).
-    pub rounding_key: Option<String>,
+    pub rounding_key: Option<SecretText>,
     /// ClickHouse's `max_execution_time` for every stats-API statement, in
     /// seconds.
     #[serde(default = "default_max_execution_time")]
@@ -254,7 +272,7 @@ pub struct ClickHouseConfig {
     #[serde(default = "default_user")]
     pub user: String,
     #[serde(default)]
-    pub password: String,
+    pub password: SecretText,
     /// A batch is written when it holds this many rows…
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
@@ -278,7 +296,7 @@ impl Default for ClickHouseConfig {
             url: None,
             database: default_database(),
             user: default_user(),
-            password: String::new(),
+            password: SecretText::default(),
             batch_rows: default_batch_rows(),
             flush_interval_ms: default_flush_ms(),
             timeout_ms: default_timeout_ms(),
@@ -446,7 +464,7 @@ impl Config {
             self.clickhouse.user = v;
         }
         if let Some(v) = lookup("TAMIS_CLICKHOUSE_PASSWORD") {
-            self.clickhouse.password = v;
+            self.clickhouse.password = SecretText(v);
         }
         if let Some(v) = lookup("TAMIS_CLICKHOUSE_CLUSTER") {
             self.clickhouse.cluster = (!v.is_empty()).then_some(v);
@@ -461,7 +479,7 @@ impl Config {
             self.storage.log_dir = v;
         }
         if let Some(v) = lookup("TAMIS_ROUNDING_KEY") {
-            self.query.rounding_key = (!v.is_empty()).then_some(v);
+            self.query.rounding_key = (!v.is_empty()).then_some(SecretText(v));
         }
     }
 }

@@ -587,7 +587,7 @@ impl Settings {
         if config.sites.is_empty() {
             return Err(invalid("site", "at least one [[site]] is required"));
         }
-        let secret = rounding_secret(config.query.rounding_key.as_deref())?;
+        let secret = rounding_secret(config.query.rounding_key.as_ref().map(|k| k.0.as_str()))?;
         let mut sites = Vec::with_capacity(config.sites.len());
         for (i, site) in config.sites.into_iter().enumerate() {
             let site = site_settings(i, site, secret.as_ref())?;
@@ -752,7 +752,7 @@ fn clickhouse_settings(c: ClickHouseConfig) -> Result<ClickHouseSettings, Config
         url,
         database: c.database,
         user: c.user,
-        password: c.password,
+        password: c.password.0,
         batch_rows: c.batch_rows,
         flush_interval: Duration::from_millis(c.flush_interval_ms),
         timeout: Duration::from_millis(
@@ -1368,6 +1368,11 @@ mod tests {
             "https://tamis:hunter2@ch.example:8443/".into(),
             "https://tamis:hunter2@ch2.example:8443/".into(),
         ];
+        config.query.rounding_key = Some("a-rounding-key-of-at-least-32-characters".into());
+        // The file's own structure prints neither the password nor the key.
+        let file = format!("{config:?}");
+        assert!(!file.contains("s3cret-pw"), "{file}");
+        assert!(!file.contains("a-rounding-key"), "{file}");
         let settings = Settings::from_config(config, Path::new(".")).unwrap();
         let ch = &settings.clickhouse;
         assert!(format!("{ch:?}").contains("https://***@ch2.example:8443"));
