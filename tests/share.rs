@@ -323,9 +323,10 @@ fn the_served_page_holds_no_secret_and_every_view_is_audited() {
 }
 
 /// Opening a password link without its password only makes the page ask
-/// for it: the secret was right and no password was guessed, so the
-/// network's sign-in throttle does not count it. Wrong passwords are
-/// guesses, and are throttled as wrong tokens are.
+/// for it, and a revoked link's right secret only shows that it is
+/// closed: no guess was made, so the network's sign-in throttle does not
+/// count them. Wrong passwords are guesses, throttled as wrong tokens
+/// are, and nothing but a right password forgets them.
 #[test]
 fn asking_for_the_password_is_free_and_wrong_passwords_are_throttled() {
     let rig = rig("share_throttle");
@@ -339,9 +340,26 @@ fn asking_for_the_password_is_free_and_wrong_passwords_are_throttled() {
         assert_eq!(asked.status, 401, "{}", asked.body);
         assert_eq!(asked.json()["password_required"], true);
     }
+    // A revoked link's right secret is no guess either: its page, reloaded,
+    // keeps saying that the link is closed.
+    let revoked = create(&rig, &[], &[]);
+    let (ok, _, err) = tamis(&rig.config, &["share", "revoke", &revoked.id], &[]);
+    assert!(ok, "{err}");
+    for _ in 0..8 {
+        assert_eq!(open(&rig, &revoked, None).unwrap_err().status, 401);
+    }
+    // Nothing between two wrong passwords forgets them: neither a request
+    // refused as malformed nor a link opened (a public link in hand must
+    // not buy more guesses at another's password).
+    let open_link = create(&rig, &[], &[]);
     let mut statuses = Vec::new();
     for _ in 0..8 {
         statuses.push(open(&rig, &link, Some("wrong")).unwrap_err().status);
+        let malformed = post_json(&rig, "/api/share/session", &[], &json!({}));
+        assert!(matches!(malformed.status, 400 | 429), "{}", malformed.body);
+        if malformed.status == 400 {
+            assert!(open(&rig, &open_link, None).is_ok());
+        }
     }
     let first_throttled = statuses.iter().position(|&s| s == 429);
     assert!(
@@ -351,6 +369,34 @@ fn asking_for_the_password_is_free_and_wrong_passwords_are_throttled() {
     let held = open(&rig, &link, Some("correct horse battery")).unwrap_err();
     assert_eq!(held.status, 429, "{}", held.body);
     assert!(held.header("retry-after").is_some());
+}
+
+/// The audit log reads no shared link: a share header there does not turn
+/// a guessed token's refusal (answered as an unknown path, 404) into a
+/// success that would forget the network's earlier guesses.
+#[test]
+fn a_share_header_on_the_audit_log_does_not_hide_guessed_tokens() {
+    let rig = rig("share_audit_guess");
+    let statuses: Vec<u16> = (0..8)
+        .map(|_| {
+            http(
+                rig.server.admin,
+                "GET",
+                "/api/v2/audit?since=1h",
+                &[
+                    ("authorization", "Bearer guessed-token"),
+                    ("x-tamis-share", "0000000000000000"),
+                ],
+                b"",
+            )
+            .status
+        })
+        .collect();
+    let first_throttled = statuses.iter().position(|&s| s == 429);
+    assert!(
+        first_throttled.is_some_and(|i| i > 0 && statuses[..i].iter().all(|&s| s == 404)),
+        "{statuses:?}"
+    );
 }
 
 /// `share create` points links at `server.public_url`; unset, at the

@@ -53,11 +53,20 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Marks the refusal of an exchange that gave the right secret and no
-/// password yet: the page asks for the password, and no guess was made,
-/// so the sign-in throttle does not count it.
-#[derive(Clone, Copy, Debug)]
-pub struct PasswordAsked;
+/// What an exchange's answer means for the sign-in throttle, where it is
+/// not what its status says (a 401 is a refused guess, anything else
+/// nothing; `web::App::api_call`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guess {
+    /// Refused, but no guess was made: the right secret of a revoked or
+    /// expired link (the page says so), or of a password link before its
+    /// password is typed (the page asks for it).
+    None,
+    /// A link's password was given right: the network's earlier refusals
+    /// are forgotten, as a valid token's are. Opening a link without a
+    /// password proves nothing (its URL may be public) and forgets none.
+    Proven,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,17 +149,23 @@ impl Api {
         };
         let now = self.clock.now();
         let secret = Secret::parse(&asked.secret);
-        let (link, secret) = match (link, secret) {
-            (Some(link), Some(secret))
-                if link.state(now) == State::Active && secret.matches(&link.secret_sha256) =>
-            {
-                (link, secret)
+        let link = match (link, secret) {
+            (Some(link), Some(secret)) if secret.matches(&link.secret_sha256) => {
+                if link.state(now) != State::Active {
+                    let mut r = ApiError::Unauthorized.response();
+                    r.extensions_mut().insert(Guess::None);
+                    return r;
+                }
+                link
             }
             _ => return ApiError::Unauthorized.response(),
         };
         if link.has_password() {
-            let given = asked.password.as_deref().unwrap_or("");
-            if !share::password_matches(given, &link.password_hash) {
+            let matched = match asked.password.clone() {
+                Some(given) => password_matches(given, link.password_hash.clone()).await,
+                None => false,
+            };
+            if !matched {
                 let mut r = Response::new(Full::new(Bytes::from(
                     json!({ "error": "password required", "password_required": true }).to_string(),
                 )));
@@ -158,13 +173,13 @@ impl Api {
                 r.headers_mut()
                     .insert("content-type", HeaderValue::from_static("application/json"));
                 if asked.password.is_none() {
-                    r.extensions_mut().insert(PasswordAsked);
+                    r.extensions_mut().insert(Guess::None);
                 }
                 return r;
             }
         }
         let until = link.session_until(now);
-        let value = link.session_cookie(&secret, until);
+        let value = link.session_cookie(until);
         let max_age = (until - now).num_seconds().max(0);
         let set_cookie = format!(
             "{}={value}; Path=/api/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict",
@@ -196,8 +211,27 @@ impl Api {
             }
             Err(_) => return ApiError::Unauthorized.response(),
         }
+        if link.has_password() {
+            r.extensions_mut().insert(Guess::Proven);
+        }
         r
     }
+}
+
+/// Password checks run one at a time.
+static PASSWORD_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// [`share::password_matches`] off the request threads: Argon2id takes
+/// tens of milliseconds and about 19 MiB, so a burst of guesses run on
+/// the runtime would stall ingest. One check at a time, queued; the
+/// throttle still counts each refusal.
+async fn password_matches(given: String, stored: String) -> bool {
+    let Ok(_permit) = PASSWORD_CHECKS.acquire().await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || share::password_matches(&given, &stored))
+        .await
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub struct NewLink {
 }
 
 /// The secret part of a link. Prints as `<redacted>` in `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret(String);
 
 impl std::fmt::Debug for Secret {
@@ -194,54 +194,55 @@ impl Link {
         self.expires_at.map_or(day, |t| t.min(day))
     }
 
-    /// The session cookie's value for this link: the secret, the end of
-    /// the session and a MAC over both keyed by the secret and the stored
-    /// password hash, so a session of a password link can be made only by
-    /// whoever passed the password check (or read the database, who can
-    /// read the statistics anyway).
-    pub fn session_cookie(&self, secret: &Secret, until: DateTime<Utc>) -> String {
+    /// The session cookie's value for this link: the end of the session
+    /// and a MAC over it keyed by the link's stored secret digest and
+    /// password hash. The secret itself stays out of the cookie (a leaked
+    /// cookie header is not the link), and a session of a password link
+    /// can be made only by whoever passed the password check (or read the
+    /// database, who can read the statistics anyway).
+    pub fn session_cookie(&self, until: DateTime<Utc>) -> String {
         format!(
-            "{}.{}.{}",
-            secret.0,
+            "{}.{}",
             until.timestamp(),
-            self.session_mac(secret, until.timestamp())
+            self.session_mac(until.timestamp())
         )
     }
 
-    fn session_mac(&self, secret: &Secret, until: i64) -> String {
+    fn session_mac(&self, until: i64) -> String {
         let mut key_input = Vec::new();
-        prefixed(&mut key_input, secret.0.as_bytes());
+        prefixed(&mut key_input, self.secret_sha256.as_bytes());
         prefixed(&mut key_input, self.password_hash.as_bytes());
-        let key = blake3::derive_key("tamis share session v1", &key_input);
+        let key = blake3::derive_key("tamis share session v2", &key_input);
         let mut message = Vec::new();
         prefixed(&mut message, self.id.as_bytes());
         prefixed(&mut message, until.to_string().as_bytes());
         blake3::keyed_hash(&key, &message).to_hex().to_string()
     }
 
-    /// Whether `cookie` is a live session of this link at `now`: its
-    /// secret is the link's, its MAC holds and its end is ahead. The link's
-    /// own state (revoked, expired) is checked by the caller.
+    /// Whether `cookie` is a live session of this link at `now`: its MAC
+    /// holds and its end is ahead, but no further than a session lasts
+    /// (with [`CLOCK_SLACK`] for collectors whose clocks differ). The
+    /// link's own state (revoked, expired) is checked by the caller.
     pub fn check_session(&self, cookie: &str, now: DateTime<Utc>) -> bool {
         let mut parts = cookie.split('.');
-        let (Some(secret), Some(until), Some(mac), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return false;
-        };
-        let Some(secret) = Secret::parse(secret) else {
+        let (Some(until), Some(mac), None) = (parts.next(), parts.next(), parts.next()) else {
             return false;
         };
         let Ok(until) = until.parse::<i64>() else {
             return false;
         };
-        if !secret.matches(&self.secret_sha256) || until <= now.timestamp() {
+        let latest = (now + SESSION_LIFETIME + CLOCK_SLACK).timestamp();
+        if until <= now.timestamp() || until > latest {
             return false;
         }
-        let expected = self.session_mac(&secret, until);
+        let expected = self.session_mac(until);
         bool::from(expected.as_bytes().ct_eq(mac.as_bytes()))
     }
 }
+
+/// How far ahead of this collector's clock another's may have set a
+/// session's end.
+const CLOCK_SLACK: Duration = Duration::minutes(5);
 
 fn prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
@@ -365,7 +366,7 @@ mod tests {
     fn ids_and_secrets_are_random_and_the_url_keeps_the_secret_in_the_fragment() {
         let (a, b) = (NewLink::generate(), NewLink::generate());
         assert_ne!(a.id, b.id);
-        assert_ne!(a.secret, b.secret);
+        assert_ne!(a.secret.expose(), b.secret.expose());
         assert!(valid_id(&a.id));
         assert!(Secret::parse(a.secret.expose()).is_some());
         let url = a.url("https://stats.example.org/");
@@ -387,12 +388,14 @@ mod tests {
         let secret = NewLink::generate().secret;
         let l = link("", &secret);
         let until = l.session_until(now());
-        let cookie = l.session_cookie(&secret, until);
+        let cookie = l.session_cookie(until);
         assert!(l.check_session(&cookie, now()));
         assert!(!l.check_session(&cookie, until));
-        // Another secret, a tampered end, or a password set since: refused.
-        let other = NewLink::generate().secret;
-        assert!(!l.check_session(&l.session_cookie(&other, until), now()));
+        assert!(!cookie.contains(secret.expose()), "the secret stays out");
+        // Another link's secret, a tampered end, or a password set since:
+        // refused.
+        let other = link("", &NewLink::generate().secret);
+        assert!(!l.check_session(&other.session_cookie(until), now()));
         let later = until + Duration::hours(1);
         let forged = cookie.replacen(
             &until.timestamp().to_string(),
@@ -402,6 +405,10 @@ mod tests {
         assert!(!l.check_session(&forged, until));
         assert!(!link("$argon2id$x", &secret).check_session(&cookie, now()));
         assert!(!l.check_session("garbage", now()));
+        // An end further than a session lasts is refused even with its MAC
+        // (a password-less link's key is known to whoever has the secret).
+        let far = now() + SESSION_LIFETIME + Duration::hours(1);
+        assert!(!l.check_session(&l.session_cookie(far), now()));
         assert!(!l.check_session(&format!("{cookie}.x"), now()));
     }
 

@@ -235,11 +235,13 @@ impl App {
             .map(|v| v.to_str().unwrap_or_default());
         let mut attempt = auth::attempt(authorization, &self.api.tokens.load());
         // A shared link's secret or session is a credential too: its
-        // refusals are throttled like a token's.
+        // refusals are throttled like a token's. The audit log is read
+        // with a token only, whatever else the request carries.
         let shared = matches!(endpoint, Endpoint::ShareSession)
-            || request
-                .headers()
-                .contains_key(crate::query::share::SHARE_HEADER);
+            || (!matches!(endpoint, Endpoint::Audit)
+                && request
+                    .headers()
+                    .contains_key(crate::query::share::SHARE_HEADER));
         let response = match endpoint {
             Endpoint::Query => self.api.handle(request).await,
             Endpoint::Funnel => self.api.funnel(request).await,
@@ -247,17 +249,18 @@ impl App {
             Endpoint::ShareSession => self.api.share_session(request).await,
             Endpoint::Audit => self.api.audit(request).await,
         };
+        // A refusal counts unless it guessed nothing; only a password
+        // given right forgets earlier refusals. A malformed request (400),
+        // a busy server (429, 503) or a public link opened in between
+        // would otherwise buy a new round of guesses at a password or a
+        // token.
         if shared {
-            attempt = if response
-                .extensions()
-                .get::<crate::query::share::PasswordAsked>()
-                .is_some()
-            {
-                Attempt::NoToken
-            } else if response.status() == StatusCode::UNAUTHORIZED {
-                Attempt::Refused
-            } else {
-                Attempt::Accepted
+            use crate::query::share::Guess;
+            attempt = match response.extensions().get::<Guess>() {
+                Some(Guess::Proven) => Attempt::Accepted,
+                Some(Guess::None) => Attempt::NoToken,
+                None if response.status() == StatusCode::UNAUTHORIZED => Attempt::Refused,
+                None => Attempt::NoToken,
             };
         }
         match attempt {
