@@ -437,6 +437,17 @@ fn send_rounded_pages(addr: std::net::SocketAddr, ch: &ClickHouse, db: &str) {
     });
 }
 
+/// A collector without `query.rounding_key` on a new database `name`,
+/// its pages seeded ([`seed_rounded_pages`]); the scratch folder holds its
+/// config and must outlive it.
+fn seeded_collector(ch: &ClickHouse, name: &str) -> (String, Scratch, Binary) {
+    let db = ch.create_database(name);
+    let scratch = Scratch::new();
+    let server = Binary::serve(&scratch, &config(ch, &db, None, ""));
+    seed_rounded_pages(server.addr, ch, &db);
+    (db, scratch, server)
+}
+
 /// [`send_rounded_pages`], then checks that an exact token sees them one
 /// by one.
 fn seed_rounded_pages(addr: std::net::SocketAddr, ch: &ClickHouse, db: &str) {
@@ -504,10 +515,7 @@ fn sighup(server: &Binary) {
 #[test]
 fn protected_answers_stay_the_same_when_tokens_change_without_a_rounding_key() {
     let ch = ClickHouse::shared();
-    let db = ch.create_database("roundkey_tokens");
-    let scratch = Scratch::new();
-    let mut server = Binary::serve(&scratch, &config(ch, &db, None, ""));
-    seed_rounded_pages(server.addr, ch, &db);
+    let (db, _scratch, mut server) = seeded_collector(ch, "roundkey_tokens");
     let before = protected_numbers(server.addr);
     let secrets = stored_secrets(ch, &db);
     assert_eq!(secrets.len(), 1, "one secret drawn: {secrets:?}");
@@ -624,10 +632,7 @@ fn a_configured_rounding_key_wins_over_the_stored_secret() {
     let key = "[query]\nrounding_key = \"5f1c0e9a7d3b24c68e0f1a2b3c4d5e6f\"\n";
     let mut answers = Vec::new();
     for name in ["roundkey_key_a", "roundkey_key_b"] {
-        let db = ch.create_database(name);
-        let scratch = Scratch::new();
-        let mut server = Binary::serve(&scratch, &config(ch, &db, None, ""));
-        seed_rounded_pages(server.addr, ch, &db);
+        let (db, _scratch, mut server) = seeded_collector(ch, name);
         let stored = protected_numbers(server.addr);
         let secrets = stored_secrets(ch, &db);
         server.terminate(Duration::from_secs(30));
@@ -664,10 +669,7 @@ fn a_configured_rounding_key_wins_over_the_stored_secret() {
 #[test]
 fn the_stored_rounding_secret_appears_in_no_log_metric_notice_or_audit_row() {
     let ch = ClickHouse::shared();
-    let db = ch.create_database("roundkey_quiet");
-    let scratch = Scratch::new();
-    let mut server = Binary::serve(&scratch, &config(ch, &db, None, ""));
-    seed_rounded_pages(server.addr, ch, &db);
+    let (db, _scratch, mut server) = seeded_collector(ch, "roundkey_quiet");
     protected_numbers(server.addr);
     server.terminate(Duration::from_secs(30));
     server.restart();
