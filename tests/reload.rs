@@ -1,8 +1,10 @@
 //! Reloading the configuration without a restart (issue 17, part 1):
 //! `kill -HUP` a real tamis after editing its file, as `systemctl reload`
 //! does with `ExecReload=/bin/kill -HUP $MAINPID` (systemd.service(5)).
-//! A site added is served at once, an open keep-alive connection stays
-//! usable, a visit in progress keeps counting as one, settings bound at
+//! A site added is served at once, a site's goals and privacy settings
+//! change for the hits after the reload (and not for those before), an
+//! open keep-alive connection stays usable, a visit in progress keeps
+//! counting as one, settings bound at
 //! start-up are reported as needing a restart, an invalid file is refused
 //! with `tamis check`'s error while the running configuration keeps
 //! serving, and each applied change is in the audit log.
@@ -80,6 +82,34 @@ fn hit_for(domain: &str, url: &str) -> String {
     json!({"n": "pageview", "u": url, "d": domain, "r": null}).to_string()
 }
 
+/// A custom event `name` on example.org.
+fn event(name: &str, url: &str) -> String {
+    json!({"n": name, "u": url, "d": "example.org", "r": null}).to_string()
+}
+
+/// A pageview sent with `Sec-GPC: 1` by the keep-alive connection's
+/// visitor (same address, same agent), on a connection of its own.
+fn gpc_pageview(addr: SocketAddr, url: &str) -> Response {
+    send_hit(
+        addr,
+        "198.51.100.7",
+        FIREFOX,
+        &pageview(url),
+        &[("Sec-GPC", "1")],
+    )
+}
+
+/// example.org's answer to an exact query for `metrics` by `dimensions`.
+fn results(addr: SocketAddr, metrics: &[&str], dimensions: &[&str]) -> serde_json::Value {
+    let r = stats(
+        addr,
+        TOKEN,
+        json!({"site_id": "example.org", "metrics": metrics, "dimensions": dimensions, "date_range": "day"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["results"].clone()
+}
+
 fn hup(server: &Binary) {
     let status = Command::new("kill")
         .arg("-HUP")
@@ -130,11 +160,13 @@ fn metric(server: &Binary, name: &str) -> String {
 }
 
 #[test]
-fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file() {
+fn sighup_changes_sites_goals_and_privacy_keeps_connections_and_visits_refuses_bad_files() {
     let ch = ClickHouse::shared();
     let db = ch.create_database("reload");
     let scratch = Scratch::new();
-    let text = config(ch, &db, None, "k_threshold = 1");
+    // example.org starts without goals or custom events, and ignoring
+    // Global Privacy Control; the reload honours it and adds a goal.
+    let text = config(ch, &db, None, "k_threshold = 1\nhonour_gpc = false");
     let server = Binary::serve(&scratch, &text);
     let config_path = scratch.path("tamis.toml");
 
@@ -161,14 +193,28 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
         (before.status, before.header("x-tamis-dropped")),
         (202, Some("unknown_site"))
     );
+    // GPC not honoured yet: the visitor's `Sec-GPC: 1` pageview counts, in
+    // the same visit. A custom event is not allowed yet (no `event_names`).
+    let r = gpc_pageview(server.addr, "https://example.org/gpc-before");
+    assert_eq!((r.status, r.header("x-tamis-dropped")), (202, None));
+    assert_eq!(
+        conn.hit("198.51.100.7", &event("Signup", "https://example.org/a")),
+        (202, Some("event_not_allowed".to_string()))
+    );
 
-    // The file gains a site with its token and a hostname for a site, and
-    // a setting that is bound at start-up (the flush interval) changes too.
+    // The file gains a site with its token; example.org gains a hostname,
+    // an allowed event with a goal on it, and honours GPC again; and a
+    // setting that is bound at start-up (the flush interval) changes too.
     server.edit_config(|text| {
-        let text = text.replace(
-            "hostnames = [\"example.org\", \"www.example.org\"]",
-            "hostnames = [\"example.org\", \"www.example.org\", \"shop.example.org\"]",
-        );
+        let text = text
+            .replace(
+                "hostnames = [\"example.org\", \"www.example.org\"]",
+                "hostnames = [\"example.org\", \"www.example.org\", \"shop.example.org\"]",
+            )
+            .replace(
+                "honour_gpc = false",
+                "honour_gpc = true\nevent_names = [\"Signup\"]\n\n[[site.goal]]\nevent = \"Signup\"",
+            );
         format!(
             "{}\n[[site]]\nid = \"new.example\"\nhostnames = [\"new.example\"]\nk_threshold = 1\n\n[[token]]\nname = \"new\"\nsecret_sha256 = \"{}\"\nsites = [\"new.example\"]\ndisclosure = \"exact\"\n",
             text.replace("flush_interval_ms = 200", "flush_interval_ms = 300"),
@@ -193,6 +239,17 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
     assert_eq!(
         conn.hit("198.51.100.7", &pageview("https://shop.example.org/")),
         (202, None)
+    );
+    // The event is allowed now, and GPC honoured: the same visitor's
+    // `Sec-GPC: 1` pageview is dropped as an opt-out.
+    assert_eq!(
+        conn.hit("198.51.100.7", &event("Signup", "https://example.org/b")),
+        (202, None)
+    );
+    let r = gpc_pageview(server.addr, "https://example.org/gpc-after");
+    assert_eq!(
+        (r.status, r.header("x-tamis-dropped")),
+        (202, Some("opt_out"))
     );
     // Hits for the new site are accepted and counted.
     // Three visitors: three /24 networks (addresses are truncated first).
@@ -219,13 +276,36 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
         "the new site's hits in ClickHouse",
         || totals(server.addr, NEW_TOKEN, "new.example") == Some((3.0, 3.0, 3.0)),
     );
-    // One visitor, one visit, three pages: the visit held in memory across
-    // the reload kept its salt and its session.
+    // One visitor, one visit, four pages (the GPC pageview sent before
+    // the reload among them): the visit held in memory across the reload
+    // kept its salt and its session.
     wait_until(
         Duration::from_secs(20),
         "example.org's visit in ClickHouse",
-        || totals(server.addr, TOKEN, "example.org") == Some((3.0, 1.0, 1.0)),
+        || totals(server.addr, TOKEN, "example.org") == Some((4.0, 1.0, 1.0)),
     );
+    // The goal added by the reload counts the event sent after it (the one
+    // sent before was dropped at ingest and stays uncounted): one visitor
+    // of one converted, once.
+    wait_until(Duration::from_secs(20), "the goal's conversion", || {
+        results(
+            server.addr,
+            &["visitors", "events", "conversion_rate"],
+            &["event:goal"],
+        ) == json!([{"dimensions": ["Signup"], "metrics": [1, 1, 100]}])
+    });
+    // The GPC pageview sent before the reload stays counted; the one after
+    // is not.
+    let pages = results(server.addr, &["pageviews"], &["event:page"]);
+    assert!(pages.to_string().contains("/gpc-before"), "{pages}");
+    assert!(!pages.to_string().contains("/gpc-after"), "{pages}");
+    // Each drop is counted by its reason: the event before the reload, the
+    // opt-out after it.
+    let dropped = "SELECT reason, sum(hits) FROM dropped_hourly WHERE site_id = 'example.org' \
+                   AND reason IN ('event_not_allowed', 'opt_out') GROUP BY reason ORDER BY reason FORMAT TSV";
+    wait_until(Duration::from_secs(20), "example.org's drops", || {
+        ch.query_in(&db, dropped) == "event_not_allowed\t1\nopt_out\t1\n"
+    });
     // The site list of the stats API follows the reload too.
     let sites = http(
         server.addr,
@@ -281,7 +361,7 @@ fn sighup_adds_a_site_keeps_connections_and_visits_and_refuses_an_invalid_file()
         "hits after the refused reload",
         || {
             totals(server.addr, NEW_TOKEN, "new.example") == Some((4.0, 4.0, 4.0))
-                && totals(server.addr, TOKEN, "example.org") == Some((4.0, 1.0, 1.0))
+                && totals(server.addr, TOKEN, "example.org") == Some((5.0, 1.0, 1.0))
         },
     );
 

@@ -117,16 +117,22 @@ fn post_json(
     )
 }
 
-fn seed(rig: &Rig, n: u32) {
-    for v in 0..n {
-        let r = send_hit(
-            rig.server.addr,
-            &format!("100.64.{v}.1"),
-            FIREFOX,
-            &pageview("https://example.org/popular"),
-            &[],
-        );
-        assert_eq!(r.status, 202, "{}", r.body);
+/// `visitors` visitors (each its own network) with one pageview on each
+/// page, stored before it returns.
+fn seed(rig: &Rig, pages: &[(&str, u32)]) {
+    let mut n = 0;
+    for (page, visitors) in pages {
+        for _ in 0..*visitors {
+            let r = send_hit(
+                rig.server.addr,
+                &format!("100.64.{n}.1"),
+                FIREFOX,
+                &pageview(&format!("https://example.org{page}")),
+                &[],
+            );
+            assert_eq!(r.status, 202, "{}", r.body);
+            n += 1;
+        }
     }
     let ch = ClickHouse::shared();
     wait_until(Duration::from_secs(10), "pageviews stored", || {
@@ -137,7 +143,8 @@ fn seed(rig: &Rig, n: u32) {
 #[test]
 fn a_shared_link_reads_its_site_in_protected_mode_and_no_other() {
     let rig = rig("share_reads");
-    seed(&rig, 12);
+    // Twelve visitors on /popular, and two on /rare: a cell below k (5).
+    seed(&rig, &[("/popular", 12), ("/rare", 2)]);
     let link = create(&rig, &["--name", "conseil"], &[]);
     let cookie = open(&rig, &link, None).expect("session opened");
 
@@ -153,6 +160,44 @@ fn a_shared_link_reads_its_site_in_protected_mode_and_no_other() {
     let rows = shared.json()["results"].as_array().unwrap().len();
     assert!(rows > 0, "{}", shared.body);
     assert_eq!(shared.json()["results"], protected.json()["results"]);
+    // The small page is withheld through the link as through the protected
+    // token: not named, its visitors merged into an `(other)` without
+    // numbers (2 is below k), and counted in `meta.suppressed_rows`; the
+    // popular page's 12 are rounded to a multiple of 5.
+    let meta = &shared.json()["meta"];
+    assert_eq!(
+        (&meta["disclosure"], &meta["suppressed_rows"]),
+        (&json!("protected"), &json!(1)),
+        "{}",
+        shared.body
+    );
+    assert_eq!(meta, &protected.json()["meta"]);
+    assert!(!shared.body.contains("/rare"), "{}", shared.body);
+    let results = shared.json()["results"].clone();
+    assert_eq!(
+        results[1],
+        json!({"dimensions": ["(other)"], "metrics": [null, null]})
+    );
+    assert_eq!(results[0]["dimensions"], json!(["/popular"]), "{results}");
+    let popular = results[0]["metrics"][0].as_u64().unwrap();
+    assert!(popular.is_multiple_of(5) && popular >= 10, "{results}");
+    // An exact token gets /popular's 12 as counted, but no number below
+    // k either: /rare's two visitors stay withheld in `(other)`.
+    let exact = stats(
+        rig.server.addr,
+        TOKEN,
+        json!({"site_id": "example.org", "metrics": ["visitors", "pageviews"], "date_range": "day", "dimensions": ["event:page"]}),
+    );
+    assert_eq!(exact.status, 200, "{}", exact.body);
+    assert_eq!(
+        exact.json()["results"],
+        json!([
+            {"dimensions": ["/popular"], "metrics": [12, 12]},
+            {"dimensions": ["(other)"], "metrics": [null, null]}
+        ]),
+        "{}",
+        exact.body
+    );
 
     // Another site is as unknown as a missing one.
     let other = query(&rig, &link, &cookie, "other.org");
@@ -686,9 +731,17 @@ fn a_shared_dashboard_opens_on_its_numbers_asks_its_password_accessibly_and_refu
         "axe (WCAG 2.1 A/AA) on the shared views:\n{}",
         r["violations_text"].as_str().unwrap_or_default()
     );
-    // Every view was checked: password form (empty, refused), dashboard and
-    // revoked page, in both languages at both widths.
-    assert_eq!(r["axe"].as_array().map(Vec::len), Some(16), "{r}");
+    // Every view was checked: the link without password (its new site and
+    // its older one, French on a phone), and the password form (empty,
+    // refused), dashboard and revoked page, in both languages at both
+    // widths.
+    assert_eq!(r["axe"].as_array().map(Vec::len), Some(18), "{r}");
+    for view in ["link-fr-phone", "link-older-fr-phone"] {
+        assert!(
+            r["axe"].as_array().unwrap().contains(&json!(view)),
+            "{view}: {r}"
+        );
+    }
     assert_eq!(r["new_site"]["period"], "day", "{r}");
     assert_eq!(r["older_site"]["period"], "28d", "{r}");
     for name in [

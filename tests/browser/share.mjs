@@ -138,6 +138,7 @@ try {
     // The footer names the one cookie this page holds.
     summary.footer = await p.textContent('.foot');
     assert.ok(summary.footer.includes('un seul témoin'), summary.footer);
+    await axe(p, 'link-fr-phone');
     await shot(p, 'share-fr-phone');
 
     // A site with older statistics opens on the last 28 days.
@@ -150,6 +151,7 @@ try {
     assert.equal(o.period, '28d', JSON.stringify(o));
     assert.ok(o.pageRows > 0 && /[1-9]/.test(o.visitors), 'no numbers on the older site: ' + JSON.stringify(o));
     summary.older_site = {period: o.period, visitors: o.visitors, page_rows: o.pageRows};
+    await axe(older, 'link-older-fr-phone');
     await ctx.close();
   }
 
