@@ -260,7 +260,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickHouseConfig {
     /// The server; absent: `http://127.0.0.1:8123`, or on a cluster the
@@ -288,6 +288,28 @@ pub struct ClickHouseConfig {
     /// Every node's HTTP URL, with `cluster`.
     #[serde(default)]
     pub urls: Vec<String>,
+}
+
+/// URLs print without their userinfo (`http://***@host`), as in
+/// [`super::settings::ClickHouseSettings`]: a URL may carry the password.
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::settings::redact_userinfo;
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url.as_deref().map(redact_userinfo))
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("batch_rows", &self.batch_rows)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("cluster", &self.cluster)
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_userinfo(u)).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Default for ClickHouseConfig {

@@ -1369,10 +1369,13 @@ mod tests {
             "https://tamis:hunter2@ch2.example:8443/".into(),
         ];
         config.query.rounding_key = Some("a-rounding-key-of-at-least-32-characters".into());
-        // The file's own structure prints neither the password nor the key.
+        // The file's own structure prints neither the password, the key
+        // nor the URLs' credentials.
         let file = format!("{config:?}");
         assert!(!file.contains("s3cret-pw"), "{file}");
         assert!(!file.contains("a-rounding-key"), "{file}");
+        assert!(!file.contains("hunter2"), "{file}");
+        assert!(file.contains("https://***@ch2.example:8443/"), "{file}");
         let settings = Settings::from_config(config, Path::new(".")).unwrap();
         let ch = &settings.clickhouse;
         assert!(format!("{ch:?}").contains("https://***@ch2.example:8443"));
