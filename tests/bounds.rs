@@ -2,8 +2,10 @@
 //! loose ends of the same handler): a paginated breakdown reads only the
 //! rows its page needs and answers exactly as a read of every row does;
 //! ClickHouse's per-query limits and tamis's own timeout answer clearly;
-//! a token has at most `query.max_running_per_token` queries running; a
-//! query body has 10 s to arrive. Real ClickHouse, the real tamis binary
+//! a token has at most `query.max_running_per_token` queries running, and
+//! a shared link at most `query.max_running_per_link` for all its viewers,
+//! each viewer's network a token's share of them; a query body has 10 s
+//! to arrive. Real ClickHouse, the real tamis binary
 //! (its log matters), real HTTP; a TCP proxy in front of ClickHouse
 //! measures what tamis receives and holds statements to make queries slow.
 //!
@@ -30,7 +32,7 @@ const STATS_STATEMENT: &str = "max_result_rows=";
 struct Seeded {
     proxy: Proxy,
     first: Binary,
-    _scratch: Scratch,
+    scratch: Scratch,
 }
 
 /// The seeded traffic, in one statement.
@@ -59,7 +61,7 @@ fn seeded(prefix: &str, query: &str) -> Seeded {
     Seeded {
         proxy,
         first,
-        _scratch: scratch,
+        scratch,
     }
 }
 
@@ -398,6 +400,123 @@ fn running_per_token() {
         200,
         "place freed after a failure"
     );
+}
+
+/// `query.max_running_per_link`: the viewers of one shared link are not
+/// kept waiting on each other. With a viewer's query held in ClickHouse,
+/// a second query from the same network (/24) answers 429 naming
+/// `max_running_per_token`, another network's viewer is admitted, and
+/// past the link's own limit a third network answers 429 naming
+/// `max_running_per_link`; once the held queries end, every viewer may ask.
+#[test]
+fn running_per_shared_link_and_viewer() {
+    let s = seeded(
+        "bounds_link",
+        "max_running_per_token = 1\nmax_running_per_link = 2",
+    );
+    let addr = s.first.addr;
+    let config = s.scratch.path("tamis.toml");
+    let base = format!("http://{addr}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamis"))
+        .args([
+            "share",
+            "create",
+            "--site",
+            "example.org",
+            "--base-url",
+            &base,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run tamis share create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (id, secret) = url
+        .strip_prefix(&format!("{base}/share/"))
+        .and_then(|rest| rest.split_once('#'))
+        .unwrap_or_else(|| panic!("unexpected URL {url}"));
+    let (id, secret) = (id.to_string(), secret.to_string());
+    let session = http(
+        addr,
+        "POST",
+        "/api/share/session",
+        &[("content-type", "application/json")],
+        json!({"link": id, "secret": secret}).to_string().as_bytes(),
+    );
+    assert_eq!(session.status, 200, "{}", session.body);
+    let cookie = session
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    // A viewer's query, from `network` (the proxy in front of tamis is
+    // trusted, so X-Forwarded-For names the viewer).
+    let ask = move |from: &str| {
+        http(
+            addr,
+            "POST",
+            "/api/v2/query",
+            &[
+                ("content-type", "application/json"),
+                ("x-tamis-share", &id),
+                ("cookie", &cookie),
+                ("x-forwarded-for", from),
+            ],
+            pages(5, 0).to_string().as_bytes(),
+        )
+    };
+    let message = |r: &Response| {
+        assert_eq!(r.status, 429, "{}", r.body);
+        assert_eq!(r.header("retry-after"), Some("1"));
+        r.json()["error"].as_str().unwrap_or_default().to_string()
+    };
+
+    s.proxy
+        .arm(Rule::new(Matcher::line(STATS_STATEMENT), Fault::Hold(Part::Nothing)).times(1000));
+    let first = std::thread::spawn({
+        let ask = ask.clone();
+        move || ask("192.0.2.10")
+    });
+    assert!(
+        s.proxy.wait_held(Duration::from_secs(20)),
+        "the first viewer's statement held"
+    );
+    let held = s.proxy.faulted();
+    let same_network = message(&ask("192.0.2.200"));
+    assert!(
+        same_network
+            .contains("this token already has 1 queries running (query.max_running_per_token)"),
+        "{same_network}"
+    );
+    let second = std::thread::spawn({
+        let ask = ask.clone();
+        move || ask("198.51.100.10")
+    });
+    assert!(
+        s.proxy.wait_faulted(held + 1, Duration::from_secs(20)),
+        "another network's viewer admitted while the first waits"
+    );
+    let past_link = message(&ask("203.0.113.10"));
+    assert!(
+        past_link.contains(
+            "this shared link already has 2 queries running (query.max_running_per_link)"
+        ),
+        "{past_link}"
+    );
+    s.proxy.disarm();
+    s.proxy.release();
+    for (viewer, answer) in [("first", first), ("second", second)] {
+        let r = answer.join().expect("held query");
+        assert_eq!(r.status, 200, "{viewer}: {}", r.body);
+    }
+    for from in ["192.0.2.200", "203.0.113.10"] {
+        assert_eq!(ask(from).status, 200, "{from}: places freed");
+    }
 }
 
 /// A stats query whose body never arrives whole is answered 408 after 10

@@ -80,6 +80,11 @@ pub struct QueryConfig {
     /// answered 429.
     #[serde(default = "default_max_running_per_token")]
     pub max_running_per_token: usize,
+    /// Stats queries one shared link may have running at once, all its
+    /// viewers together; each viewer's network has at most
+    /// `max_running_per_token` of them.
+    #[serde(default = "default_max_running_per_link")]
+    pub max_running_per_link: usize,
     /// Whether paginated breakdowns read only the rows their page needs
     /// (see `query::pushdown`); `false` reads every row, as tamis did
     /// before, and gives the same answers.
@@ -96,6 +101,7 @@ impl Default for QueryConfig {
             max_result_rows: default_max_result_rows(),
             timeout_ms: None,
             max_running_per_token: default_max_running_per_token(),
+            max_running_per_link: default_max_running_per_link(),
             pushdown: true,
         }
     }
@@ -112,6 +118,9 @@ fn default_max_result_rows() -> u64 {
 }
 fn default_max_running_per_token() -> usize {
     4
+}
+fn default_max_running_per_link() -> usize {
+    16
 }
 
 /// What a token's answers may show (see `query::disclosure`).
@@ -306,7 +315,11 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("cluster", &self.cluster)
             .field(
                 "urls",
-                &self.urls.iter().map(|u| redact_userinfo(u)).collect::<Vec<_>>(),
+                &self
+                    .urls
+                    .iter()
+                    .map(|u| redact_userinfo(u))
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }

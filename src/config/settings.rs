@@ -70,6 +70,8 @@ pub struct QuerySettings {
     /// tamis's limit on one whole query (every statement it takes).
     pub timeout: Duration,
     pub max_running_per_token: usize,
+    /// A shared link's running queries, all its viewers together.
+    pub max_running_per_link: usize,
     /// Whether paginated breakdowns read only the rows their page needs.
     pub pushdown: bool,
 }
@@ -697,6 +699,7 @@ fn query_settings(q: QueryConfig) -> Result<QuerySettings, ConfigError> {
             "query.max_running_per_token",
             q.max_running_per_token as u64,
         ),
+        ("query.max_running_per_link", q.max_running_per_link as u64),
     ] {
         if value == 0 {
             return Err(invalid(key, "must be at least 1"));
@@ -713,6 +716,7 @@ fn query_settings(q: QueryConfig) -> Result<QuerySettings, ConfigError> {
         max_result_rows: q.max_result_rows,
         timeout: Duration::from_millis(timeout_ms),
         max_running_per_token: q.max_running_per_token,
+        max_running_per_link: q.max_running_per_link,
         pushdown: q.pushdown,
     })
 }
@@ -1312,6 +1316,7 @@ mod tests {
             "max_result_rows",
             "timeout_ms",
             "max_running_per_token",
+            "max_running_per_link",
         ] {
             check(
                 &format!("[query]\n{key}=0\n[[site]]\nid='a.org'"),
@@ -1348,7 +1353,10 @@ mod tests {
             (10, 1 << 30, 1_000_000)
         );
         assert_eq!(q.timeout, Duration::from_secs(12));
-        assert_eq!((q.max_running_per_token, q.pushdown), (4, true));
+        assert_eq!(
+            (q.max_running_per_token, q.max_running_per_link, q.pushdown),
+            (4, 16, true)
+        );
         let text = "[query]\nmax_execution_time=30\n[[site]]\nid='a.org'";
         let settings =
             Settings::from_config(toml::from_str(text).unwrap(), Path::new(".")).unwrap();

@@ -22,6 +22,10 @@ const RETRY_AFTER_RUNNING: &str = "1";
 /// time a ClickHouse server takes to restart.
 const RETRY_AFTER_SHARD: &str = "10";
 
+/// The settings that bound running queries, as [`ApiError::Busy`] names them.
+pub const TOKEN_LIMIT: &str = "max_running_per_token";
+pub const LINK_LIMIT: &str = "max_running_per_link";
+
 #[derive(Debug)]
 pub enum ApiError {
     /// The endpoint takes another method (`use`: the one it takes).
@@ -43,8 +47,9 @@ pub enum ApiError {
     /// A funnel the site does not have (`known`: the site's funnels, as
     /// configured, never the client's text).
     FunnelNotFound { known: String },
-    /// The token already runs `query.max_running_per_token` queries.
-    Busy { running: usize },
+    /// The token (or the shared link, or this viewer of it) already runs
+    /// as many queries as `limit` (its setting's name) allows.
+    Busy { running: usize, limit: &'static str },
     /// tamis stopped the query after `query.timeout_ms`.
     TimedOut { ms: u128 },
     /// ClickHouse stopped it at `query.max_execution_time`.
@@ -116,9 +121,16 @@ impl ApiError {
             ApiError::SiteNotFound => "site not found".into(),
             ApiError::NoSuchEndpoint => "no such endpoint".into(),
             ApiError::FunnelNotFound { known } => format!("funnel: no such funnel; {known}"),
-            ApiError::Busy { running } => format!(
-                "this token already has {running} queries running (query.max_running_per_token): wait for one to finish, then try again"
-            ),
+            ApiError::Busy { running, limit } => {
+                let who = if *limit == LINK_LIMIT {
+                    "this shared link"
+                } else {
+                    "this token"
+                };
+                format!(
+                    "{who} already has {running} queries running (query.{limit}): wait for one to finish, then try again"
+                )
+            }
             ApiError::TimedOut { ms } => format!(
                 "the query did not finish within {ms} ms (query.timeout_ms): narrow the date range or add filters, or try again later"
             ),
@@ -162,7 +174,14 @@ mod tests {
     #[test]
     fn load_failures_say_when_to_retry_and_client_errors_do_not() {
         let cases = [
-            (ApiError::Busy { running: 4 }, 429, Some("1")),
+            (
+                ApiError::Busy {
+                    running: 4,
+                    limit: TOKEN_LIMIT,
+                },
+                429,
+                Some("1"),
+            ),
             (ApiError::TimedOut { ms: 30_000 }, 503, Some("10")),
             (ApiError::Time { secs: 20 }, 503, Some("10")),
             (ApiError::Memory { bytes: 1 << 30 }, 503, Some("10")),

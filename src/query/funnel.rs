@@ -216,6 +216,7 @@ impl Api {
             client,
             body,
             site,
+            viewer,
             ..
         } = match self.asked(request).await {
             Ok(asked) => asked,
@@ -226,9 +227,12 @@ impl Api {
             Err(refused) => return refused.response(),
         };
         let funnel = &site.funnels[query.funnel];
-        let Some(_permit) = self.limits.admit(&token) else {
-            tracing::info!(token = %token, site = %site.id, "funnel query refused: too many running");
-            return self.limits.too_many_running();
+        let _permit = match self.limits.admit(&token, viewer) {
+            Ok(permit) => permit,
+            Err(busy) => {
+                tracing::info!(token = %token, site = %site.id, "funnel query refused: too many running");
+                return busy.response();
+            }
         };
         let ran = tokio::time::timeout(
             self.limits.settings.timeout,

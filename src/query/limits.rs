@@ -15,8 +15,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
 
-use super::error::ApiError;
+use super::error::{ApiError, LINK_LIMIT, TOKEN_LIMIT};
 use crate::config::QuerySettings;
+use crate::privacy::ip::TruncatedIp;
 use crate::sink::refusal::clickhouse_code;
 
 /// How long the body of a stats query may take to arrive.
@@ -25,26 +26,51 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The configured bounds and the running queries per token.
 pub struct Limits {
     pub settings: QuerySettings,
-    /// Running stats queries by token name; a name is removed at zero.
-    running: Mutex<HashMap<String, usize>>,
+    running: Mutex<Running>,
 }
 
-/// One running query of a token, counted until dropped — however the query
-/// ends: answered, failed, timed out, or abandoned by its client (hyper
-/// drops the handler's future).
+/// Running stats queries; a key is removed at zero.
+#[derive(Default)]
+struct Running {
+    /// By token name, or by shared link (`share:<id>`) for all its viewers.
+    tokens: HashMap<String, usize>,
+    /// A shared link's by viewer: (link, the viewer's network, truncated
+    /// as the sign-in throttle keys it). Held in memory while a query
+    /// runs, never written or logged.
+    viewers: HashMap<(String, TruncatedIp), usize>,
+}
+
+impl Running {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.viewers.is_empty()
+    }
+}
+
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+/// One running query of a token (and, for a shared link, of its viewer),
+/// counted until dropped — however the query ends: answered, failed, timed
+/// out, or abandoned by its client (hyper drops the handler's future).
 pub struct Permit<'a> {
     limits: &'a Limits,
     token: String,
+    viewer: Option<(String, TruncatedIp)>,
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut running = self.limits.counts();
-        if let Some(n) = running.get_mut(&self.token) {
-            *n -= 1;
-            if *n == 0 {
-                running.remove(&self.token);
-            }
+        release(&mut running.tokens, &self.token);
+        if let Some(viewer) = &self.viewer {
+            release(&mut running.viewers, viewer);
         }
     }
 }
@@ -53,29 +79,51 @@ impl Limits {
     pub fn new(settings: &QuerySettings) -> Limits {
         Limits {
             settings: settings.clone(),
-            running: Mutex::new(HashMap::new()),
+            running: Mutex::new(Running::default()),
         }
     }
 
     /// The running counts. Each change is one step (one count up or
     /// down), so a lock poisoned by a panic elsewhere holds whole counts:
     /// the guard is taken back and used.
-    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A permit for one more query of `token`, or `None` when it already
-    /// has `max_running_per_token` running.
-    pub fn admit(&self, token: &str) -> Option<Permit<'_>> {
+    /// A permit for one more query of `token`, or the 429 that refuses it.
+    /// A token runs at most `max_running_per_token` queries. A shared link
+    /// (`viewer`: the network of the one asking) runs at most
+    /// `max_running_per_link` for all its viewers, each network at most
+    /// `max_running_per_token`: a public link's readers do not wait on
+    /// one another, and it still bounds what a public URL asks of
+    /// ClickHouse.
+    pub fn admit(&self, token: &str, viewer: Option<TruncatedIp>) -> Result<Permit<'_>, ApiError> {
+        let s = &self.settings;
         let mut running = self.counts();
-        let n = running.entry(token.to_string()).or_insert(0);
-        if *n >= self.settings.max_running_per_token {
-            return None;
+        let (cap, limit) = match viewer {
+            Some(_) => (s.max_running_per_link, LINK_LIMIT),
+            None => (s.max_running_per_token, TOKEN_LIMIT),
+        };
+        let busy = |running: usize, limit| Err(ApiError::Busy { running, limit });
+        if running.tokens.get(token).is_some_and(|&n| n >= cap) {
+            return busy(cap, limit);
         }
-        *n += 1;
-        Some(Permit {
+        let viewer = viewer.map(|v| (token.to_string(), v));
+        if let Some(key) = &viewer {
+            if running
+                .viewers
+                .get(key)
+                .is_some_and(|&n| n >= s.max_running_per_token)
+            {
+                return busy(s.max_running_per_token, TOKEN_LIMIT);
+            }
+            *running.viewers.entry(key.clone()).or_insert(0) += 1;
+        }
+        *running.tokens.entry(token.to_string()).or_insert(0) += 1;
+        Ok(Permit {
             limits: self,
             token: token.to_string(),
+            viewer,
         })
     }
 
@@ -93,14 +141,6 @@ impl Limits {
             .with_setting("max_result_rows", s.max_result_rows.to_string())
             .with_setting("result_overflow_mode", "throw")
             .with_setting("wait_end_of_query", "1")
-    }
-
-    /// 429 for a token over its running queries.
-    pub fn too_many_running(&self) -> Response<Full<Bytes>> {
-        ApiError::Busy {
-            running: self.settings.max_running_per_token,
-        }
-        .response()
     }
 
     /// 503 for a query that tamis stopped after `query.timeout_ms`.
@@ -253,20 +293,75 @@ mod tests {
             max_result_rows: 1_000_000,
             timeout: Duration::from_secs(12),
             max_running_per_token,
+            max_running_per_link: 3,
             pushdown: true,
         }
+    }
+
+    /// The 429's message, which names the limit reached.
+    fn refusal(admitted: Result<Permit<'_>, ApiError>) -> String {
+        let Err(refused) = admitted else {
+            panic!("admitted")
+        };
+        let response = refused.response();
+        assert_eq!(response.status(), 429);
+        format!("{:?}", response.body())
     }
 
     #[test]
     fn a_token_runs_at_most_its_limit_and_a_dropped_permit_frees_a_place() {
         let limits = Limits::new(&settings(2));
-        let a = limits.admit("t").expect("first");
-        let b = limits.admit("t").expect("second");
-        assert!(limits.admit("t").is_none(), "third refused");
-        assert!(limits.admit("u").is_some(), "another token is not counted");
+        let a = limits.admit("t", None).expect("first");
+        let b = limits.admit("t", None).expect("second");
+        let third = refusal(limits.admit("t", None));
+        assert!(
+            third
+                .contains("this token already has 2 queries running (query.max_running_per_token)"),
+            "{third}"
+        );
+        assert!(
+            limits.admit("u", None).is_ok(),
+            "another token is not counted"
+        );
         drop(a);
-        let c = limits.admit("t").expect("a place again");
+        let c = limits.admit("t", None).expect("a place again");
         drop((b, c));
+        assert!(limits.counts().is_empty(), "no count left");
+    }
+
+    /// A popular shared link: each viewer's network has a token's places,
+    /// all viewers together the link's, and nothing stays counted.
+    #[test]
+    fn a_shared_link_s_viewers_each_have_places_within_the_link_s() {
+        let limits = Limits::new(&settings(2));
+        let net = |ip: &str| crate::privacy::ip::truncate(ip.parse().unwrap(), 24, 48);
+        let (one, two, three) = (net("192.0.2.1"), net("198.51.100.1"), net("203.0.113.1"));
+        let a = limits.admit("share:x", Some(one)).expect("viewer one");
+        let b = limits
+            .admit("share:x", Some(one))
+            .expect("viewer one again");
+        let refused = refusal(limits.admit("share:x", Some(net("192.0.2.200"))));
+        assert!(
+            refused.contains("query.max_running_per_token"),
+            "same network: {refused}"
+        );
+        let c = limits
+            .admit("share:x", Some(two))
+            .expect("another viewer is not kept waiting");
+        let refused = refusal(limits.admit("share:x", Some(three)));
+        assert!(
+            refused.contains(
+                "this shared link already has 3 queries running (query.max_running_per_link)"
+            ),
+            "{refused}"
+        );
+        assert!(
+            limits.admit("share:y", Some(three)).is_ok(),
+            "another link is not counted"
+        );
+        drop(a);
+        let d = limits.admit("share:x", Some(three)).expect("a place again");
+        drop((b, c, d));
         assert!(limits.counts().is_empty(), "no count left");
     }
 
@@ -315,7 +410,7 @@ mod tests {
 
     #[test]
     fn answers_name_the_limit_and_never_clickhouse_text() {
-        let limits = Limits::new(&settings(4));
+        let limits = Limits::new(&settings(1));
         for (failure, status, retry) in [
             (Failure::Time, 503, Some("10")),
             (Failure::Memory, 503, Some("10")),
@@ -331,7 +426,11 @@ mod tests {
                 "{failure:?}"
             );
         }
-        let r = limits.too_many_running();
+        let _running = limits.admit("t", None).expect("a place");
+        let Err(refused) = limits.admit("t", None) else {
+            panic!("admitted over the limit")
+        };
+        let r = refused.response();
         assert_eq!(r.status(), hyper::StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers().get("retry-after").unwrap(), "1");
         assert_eq!(

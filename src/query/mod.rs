@@ -45,6 +45,7 @@ use crate::clock::Clock;
 use crate::config::{Disclosure, LiveSites, LiveTokens, SiteSettings};
 use crate::import::ga4::Report as ImportReport;
 use crate::metrics::Metrics;
+use crate::privacy::ip::TruncatedIp;
 use crate::sink::audit::{AuditEntry, AuditLog};
 use crate::sink::nodes::{Nodes, Tables};
 use auth::Access;
@@ -121,6 +122,9 @@ pub(crate) struct Asked {
     pub wants_csv: bool,
     pub body: Bytes,
     pub site: Arc<SiteSettings>,
+    /// A shared link's viewer, whose running queries are counted apart
+    /// (see [`limits::Limits::admit`]).
+    pub viewer: Option<TruncatedIp>,
 }
 
 impl Api {
@@ -149,14 +153,18 @@ impl Api {
         );
         // A shared link's session: its one site, in the protected mode
         // whatever the site's tokens may do (README "Privacy guarantees").
+        let mut viewer = None;
         let (token, allowed, disclosure, client) =
             match self.share_access(request.headers()).await? {
-                Some(share) => (
-                    share.actor,
-                    vec![share.site_id],
-                    Disclosure::Protected,
-                    "share",
-                ),
+                Some(share) => {
+                    viewer = request.extensions().get::<share::Viewer>().map(|v| v.0);
+                    (
+                        share.actor,
+                        vec![share.site_id],
+                        Disclosure::Protected,
+                        "share",
+                    )
+                }
                 None => match auth::authorize(authorization.as_deref(), &self.tokens.load()) {
                     Access::Unauthorized => return Err(ApiError::Unauthorized),
                     Access::Granted {
@@ -197,6 +205,7 @@ impl Api {
             wants_csv,
             body,
             site,
+            viewer,
         })
     }
 
@@ -208,6 +217,7 @@ impl Api {
             wants_csv,
             body,
             site,
+            viewer,
         } = match self.asked(request).await {
             Ok(asked) => asked,
             Err(refused) => return refused.response(),
@@ -219,9 +229,12 @@ impl Api {
         };
         query.csv |= wants_csv;
         // Counted until this function returns or its future is dropped.
-        let Some(_permit) = self.limits.admit(&token) else {
-            tracing::info!(token = %token, site = %site.id, "stats query refused: too many running");
-            return self.limits.too_many_running();
+        let _permit = match self.limits.admit(&token, viewer) {
+            Ok(permit) => permit,
+            Err(busy) => {
+                tracing::info!(token = %token, site = %site.id, "stats query refused: too many running");
+                return busy.response();
+            }
         };
         let ran = tokio::time::timeout(
             self.limits.settings.timeout,

@@ -22,6 +22,13 @@ use super::{limits, Api};
 use crate::share::{self, Link, Secret, State};
 use crate::sink::audit::AuditEntry;
 
+/// The network (truncated) a shared link's stats request came from, put
+/// in the request's extensions by the web layer: each viewer's running
+/// queries are counted apart (`query.max_running_per_link`). Held in
+/// memory for the query's time only.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer(pub crate::privacy::ip::TruncatedIp);
+
 /// Names the link a dashboard request is made with.
 pub const SHARE_HEADER: &str = "x-tamis-share";
 

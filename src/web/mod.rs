@@ -242,6 +242,13 @@ impl App {
                 && request
                     .headers()
                     .contains_key(crate::query::share::SHARE_HEADER));
+        let mut request = request;
+        if shared {
+            // For the link's running-query slots per viewer, in memory only.
+            request
+                .extensions_mut()
+                .insert(crate::query::share::Viewer(network));
+        }
         let response = match endpoint {
             Endpoint::Query => self.api.handle(request).await,
             Endpoint::Funnel => self.api.funnel(request).await,
