@@ -120,7 +120,7 @@ fn default_max_running_per_token() -> usize {
     4
 }
 fn default_max_running_per_link() -> usize {
-    16
+    8
 }
 
 /// What a token's answers may show (see `query::disclosure`).
@@ -304,22 +304,31 @@ pub struct ClickHouseConfig {
 impl std::fmt::Debug for ClickHouseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use super::settings::redact_userinfo;
+        // Every field named: a new one is a compile error here, not a
+        // field missing from the output.
+        let ClickHouseConfig {
+            url,
+            database,
+            user,
+            password,
+            batch_rows,
+            flush_interval_ms,
+            timeout_ms,
+            cluster,
+            urls,
+        } = self;
         f.debug_struct("ClickHouseConfig")
-            .field("url", &self.url.as_deref().map(redact_userinfo))
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("password", &self.password)
-            .field("batch_rows", &self.batch_rows)
-            .field("flush_interval_ms", &self.flush_interval_ms)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("cluster", &self.cluster)
+            .field("url", &url.as_deref().map(redact_userinfo))
+            .field("database", database)
+            .field("user", user)
+            .field("password", password)
+            .field("batch_rows", batch_rows)
+            .field("flush_interval_ms", flush_interval_ms)
+            .field("timeout_ms", timeout_ms)
+            .field("cluster", cluster)
             .field(
                 "urls",
-                &self
-                    .urls
-                    .iter()
-                    .map(|u| redact_userinfo(u))
-                    .collect::<Vec<_>>(),
+                &urls.iter().map(|u| redact_userinfo(u)).collect::<Vec<_>>(),
             )
             .finish()
     }

@@ -1355,7 +1355,7 @@ mod tests {
         assert_eq!(q.timeout, Duration::from_secs(12));
         assert_eq!(
             (q.max_running_per_token, q.max_running_per_link, q.pushdown),
-            (4, 16, true)
+            (4, 8, true)
         );
         let text = "[query]\nmax_execution_time=30\n[[site]]\nid='a.org'";
         let settings =

@@ -22,9 +22,16 @@ const RETRY_AFTER_RUNNING: &str = "1";
 /// time a ClickHouse server takes to restart.
 const RETRY_AFTER_SHARD: &str = "10";
 
-/// The settings that bound running queries, as [`ApiError::Busy`] names them.
-pub const TOKEN_LIMIT: &str = "max_running_per_token";
-pub const LINK_LIMIT: &str = "max_running_per_link";
+/// Which bound on running queries a query met ([`ApiError::Busy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunningLimit {
+    /// A token's `query.max_running_per_token`.
+    Token,
+    /// A shared link's `query.max_running_per_link`, all viewers together.
+    Link,
+    /// One viewer's network on a shared link: `max_running_per_token`.
+    Viewer,
+}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -49,7 +56,7 @@ pub enum ApiError {
     FunnelNotFound { known: String },
     /// The token (or the shared link, or this viewer of it) already runs
     /// as many queries as `limit` (its setting's name) allows.
-    Busy { running: usize, limit: &'static str },
+    Busy { running: usize, limit: RunningLimit },
     /// tamis stopped the query after `query.timeout_ms`.
     TimedOut { ms: u128 },
     /// ClickHouse stopped it at `query.max_execution_time`.
@@ -122,13 +129,16 @@ impl ApiError {
             ApiError::NoSuchEndpoint => "no such endpoint".into(),
             ApiError::FunnelNotFound { known } => format!("funnel: no such funnel; {known}"),
             ApiError::Busy { running, limit } => {
-                let who = if *limit == LINK_LIMIT {
-                    "this shared link"
-                } else {
-                    "this token"
+                let (who, setting) = match limit {
+                    RunningLimit::Token => ("this token already has", "max_running_per_token"),
+                    RunningLimit::Link => ("this shared link already has", "max_running_per_link"),
+                    RunningLimit::Viewer => (
+                        "your network already has this shared link's",
+                        "max_running_per_token",
+                    ),
                 };
                 format!(
-                    "{who} already has {running} queries running (query.{limit}): wait for one to finish, then try again"
+                    "{who} {running} queries running (query.{setting}): wait for one to finish, then try again"
                 )
             }
             ApiError::TimedOut { ms } => format!(
@@ -177,7 +187,7 @@ mod tests {
             (
                 ApiError::Busy {
                     running: 4,
-                    limit: TOKEN_LIMIT,
+                    limit: RunningLimit::Token,
                 },
                 429,
                 Some("1"),

@@ -1,7 +1,7 @@
 //! The stats API's bounds on one query: the ClickHouse settings every
 //! stats-API statement carries (time, memory, result rows), tamis's own
-//! timeout around a whole query, the count of queries each token has
-//! running, and how a query stopped by one of them — or failed otherwise —
+//! timeout around a whole query, the count of queries each token (and
+//! each shared link, and each viewer's network on it) has running, and how a query stopped by one of them — or failed otherwise —
 //! is answered and logged: from ClickHouse's error code
 //! ([`crate::sink::refusal::clickhouse_code`]), never from its text, which
 //! can quote a client's filter. Must not read statistics or decide what an
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
 
-use super::error::{ApiError, LINK_LIMIT, TOKEN_LIMIT};
+use super::error::{ApiError, RunningLimit};
 use crate::config::QuerySettings;
 use crate::privacy::ip::TruncatedIp;
 use crate::sink::refusal::clickhouse_code;
@@ -23,7 +23,7 @@ use crate::sink::refusal::clickhouse_code;
 /// How long the body of a stats query may take to arrive.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The configured bounds and the running queries per token.
+/// The configured bounds and the running queries per token and shared link.
 pub struct Limits {
     pub settings: QuerySettings,
     running: Mutex<Running>,
@@ -101,8 +101,8 @@ impl Limits {
         let s = &self.settings;
         let mut running = self.counts();
         let (cap, limit) = match viewer {
-            Some(_) => (s.max_running_per_link, LINK_LIMIT),
-            None => (s.max_running_per_token, TOKEN_LIMIT),
+            Some(_) => (s.max_running_per_link, RunningLimit::Link),
+            None => (s.max_running_per_token, RunningLimit::Token),
         };
         let busy = |running: usize, limit| Err(ApiError::Busy { running, limit });
         if running.tokens.get(token).is_some_and(|&n| n >= cap) {
@@ -115,7 +115,7 @@ impl Limits {
                 .get(key)
                 .is_some_and(|&n| n >= s.max_running_per_token)
             {
-                return busy(s.max_running_per_token, TOKEN_LIMIT);
+                return busy(s.max_running_per_token, RunningLimit::Viewer);
             }
             *running.viewers.entry(key.clone()).or_insert(0) += 1;
         }
@@ -342,7 +342,9 @@ mod tests {
             .expect("viewer one again");
         let refused = refusal(limits.admit("share:x", Some(net("192.0.2.200"))));
         assert!(
-            refused.contains("query.max_running_per_token"),
+            refused.contains(
+                "your network already has this shared link's 2 queries running (query.max_running_per_token)"
+            ),
             "same network: {refused}"
         );
         let c = limits

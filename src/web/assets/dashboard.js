@@ -99,7 +99,9 @@
       return fetch(path, init).then(function (r) {
         if (r.status === 429 && attempt < 5) {
           var wait = Math.min(10, Math.max(1, +r.headers.get('Retry-After') || 1));
-          return new Promise(function (resume) { setTimeout(resume, wait * 1000) })
+          // Up to a second more at random: the readers of a popular shared
+          // link told 429 together do not all come back together.
+          return new Promise(function (resume) { setTimeout(resume, wait * 1000 + Math.random() * 1000) })
             .then(function () { return send(attempt + 1) });
         }
         return r;
