@@ -138,6 +138,10 @@ try {
     // The footer names the one cookie this page holds.
     summary.footer = await p.textContent('.foot');
     assert.ok(summary.footer.includes('un seul témoin'), summary.footer);
+    // A link reads in the protected mode: the note says numbers are
+    // rounded, so a row above its total is not taken for a mistake.
+    summary.note = await p.textContent('#small-note');
+    assert.ok(summary.note.includes('arrondis à un multiple de 5'), summary.note);
     await axe(p, 'link-fr-phone');
     await shot(p, 'share-fr-phone');
 

@@ -776,6 +776,10 @@
       var top = topMetrics();
       return query({metrics: top, date_range: range()}).then(function (now) {
         if (gen !== generation) return;
+        // The protected mode rounds each number on its own: say so, or a
+        // row above its total reads as a mistake.
+        var base = now.meta.rounding_base;
+        $('small-note').textContent = t('smallNote', {k: k()}) + (base ? ' ' + t('roundedNote', {base: base}) : '');
         var from = now.query.date_range[0].slice(0, 10), to = now.query.date_range[1].slice(0, 10);
         $('range').textContent = formatRange(from, to);
         var span = daysBetween(from, to) + 1;
