@@ -1,8 +1,9 @@
 //! Reloading the configuration without a restart (issue 17, part 1):
 //! `kill -HUP` a real tamis after editing its file, as `systemctl reload`
 //! does with `ExecReload=/bin/kill -HUP $MAINPID` (systemd.service(5)).
-//! A site added is served at once, a site's goals and privacy settings
-//! change for the hits after the reload (and not for those before), an
+//! A site added is served at once, a site's allowed events and privacy
+//! settings change for the hits after the reload (and not for those
+//! before) and its new goal is read at once, an
 //! open keep-alive connection stays usable, a visit in progress keeps
 //! counting as one, settings bound at
 //! start-up are reported as needing a restart, an invalid file is refused

@@ -1,8 +1,9 @@
 //! The stats API's bounds on one query: the ClickHouse settings every
 //! stats-API statement carries (time, memory, result rows), tamis's own
 //! timeout around a whole query, the count of queries each token (and
-//! each shared link, and each viewer's network on it) has running, and how a query stopped by one of them — or failed otherwise —
-//! is answered and logged: from ClickHouse's error code
+//! each shared link, and each viewer's network on it) has running, and
+//! how a query stopped by one of them — or failed otherwise — is
+//! answered and logged: from ClickHouse's error code
 //! ([`crate::sink::refusal::clickhouse_code`]), never from its text, which
 //! can quote a client's filter. Must not read statistics or decide what an
 //! answer discloses.

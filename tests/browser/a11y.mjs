@@ -88,6 +88,10 @@ try {
       await check(p, `signin-refused-${tag}`);
       await signIn(p);
       summary.lang[tag] = await p.getAttribute('html', 'lang');
+      // An exact token's numbers are not rounded, and the note does not
+      // say they are.
+      const note = await p.textContent('#small-note');
+      if (!note || /arrondi|rounded/.test(note)) throw new Error(`${tag}: small-count note ${JSON.stringify(note)}`);
       if (!(await p.$('#card-goals')) || await p.$eval('#funnels', (f) => f.hidden)) throw new Error(`${tag}: goals or funnels not shown`);
       await p.waitForFunction(() => document.querySelectorAll('#funnel-list tbody tr').length > 0);
       await check(p, `dashboard-${tag}`);

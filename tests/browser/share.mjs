@@ -33,8 +33,8 @@ const shots = arg('screenshots');
 mkdirSync(shots, {recursive: true});
 
 const TEXT = {
-  fr: {title: 'Tableau de bord partagé', label: 'Mot de passe', open: 'Ouvrir', wrong: 'Mot de passe incorrect', dead: 'Ce lien partagé n’ouvre aucun tableau de bord'},
-  en: {title: 'Shared dashboard', label: 'Password', open: 'Open', wrong: 'Wrong password', dead: 'This shared link opens no dashboard'},
+  fr: {title: 'Tableau de bord partagé', label: 'Mot de passe', open: 'Ouvrir', wrong: 'Mot de passe incorrect', dead: 'Ce lien partagé n’ouvre aucun tableau de bord', rounded: 'arrondis aléatoirement à un multiple de 5'},
+  en: {title: 'Shared dashboard', label: 'Password', open: 'Open', wrong: 'Wrong password', dead: 'This shared link opens no dashboard', rounded: 'rounded randomly to a multiple of 5'},
 };
 const VIEWPORTS = {
   phone: {userAgent: PHONE_UA, viewport: {width: 390, height: 844}, deviceScaleFactor: 2, isMobile: true, hasTouch: true},
@@ -141,7 +141,7 @@ try {
     // A link reads in the protected mode: the note says numbers are
     // rounded, so a row above its total is not taken for a mistake.
     summary.note = await p.textContent('#small-note');
-    assert.ok(summary.note.includes('arrondis à un multiple de 5'), summary.note);
+    assert.ok(summary.note.includes('arrondis aléatoirement à un multiple de 5'), summary.note);
     await axe(p, 'link-fr-phone');
     await shot(p, 'share-fr-phone');
 
@@ -202,6 +202,9 @@ try {
       }
       const dash = await looks(p);
       assert.ok(dash.lang === lang && !dash.sitePicker && !dash.signout && /[1-9]/.test(dash.visitors), JSON.stringify(dash));
+      // The protected mode's rounding is said in the reader's language.
+      const note = await p.textContent('#small-note');
+      assert.ok(note.includes(T.rounded), note);
       await axe(p, `dashboard-${tag}`);
 
       // A revoked link, in a page of its own.
