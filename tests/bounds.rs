@@ -415,32 +415,8 @@ fn running_per_shared_link_and_viewer() {
         "max_running_per_token = 1\nmax_running_per_link = 2",
     );
     let addr = s.first.addr;
-    let config = s.scratch.path("tamis.toml");
-    let base = format!("http://{addr}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tamis"))
-        .args([
-            "share",
-            "create",
-            "--site",
-            "example.org",
-            "--base-url",
-            &base,
-        ])
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run tamis share create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (id, secret) = url
-        .strip_prefix(&format!("{base}/share/"))
-        .and_then(|rest| rest.split_once('#'))
-        .unwrap_or_else(|| panic!("unexpected URL {url}"));
-    let (id, secret) = (id.to_string(), secret.to_string());
+    let SharedLink { id, secret } =
+        create_shared_link(&s.scratch.path("tamis.toml"), addr, "example.org", &[], &[]);
     let session = http(
         addr,
         "POST",

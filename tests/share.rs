@@ -13,7 +13,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -44,25 +43,8 @@ fn rig(prefix: &str) -> Rig {
     }
 }
 
-fn tamis(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tamis"));
-    cmd.args(args).arg("--config").arg(config);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run tamis");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A created link: its id and secret, from the printed URL.
-struct Link {
-    id: String,
-    secret: String,
-}
+use common::run_tamis as tamis;
+use common::SharedLink as Link;
 
 /// Creates a link for example.org.
 fn create(rig: &Rig, extra: &[&str], env: &[(&str, &str)]) -> Link {
@@ -621,21 +603,7 @@ fn on_a_cluster_a_revocation_is_confirmed_on_every_replica_and_every_collector_r
 /// Creates a link for `site` with the CLI; its id and secret from the
 /// printed URL.
 fn create_for(rig: &Rig, site: &str, extra: &[&str], env: &[(&str, &str)]) -> Link {
-    let base = format!("http://{}", rig.server.addr);
-    let mut args = vec!["share", "create", "--site", site, "--base-url", &base];
-    args.extend_from_slice(extra);
-    let (ok, out, err) = tamis(&rig.config, &args, env);
-    assert!(ok, "share create failed: {err}");
-    let url = out.trim();
-    let (id, secret) = url
-        .strip_prefix(&format!("{base}/share/"))
-        .and_then(|rest| rest.split_once('#'))
-        .unwrap_or_else(|| panic!("unexpected URL {url}"));
-    assert_eq!(secret.len(), 64, "{url}");
-    Link {
-        id: id.into(),
-        secret: secret.into(),
-    }
+    create_shared_link(&rig.config, rig.server.addr, site, extra, env)
 }
 
 /// The shared views in Chromium (`tests/browser/share.mjs`), one tamis and

@@ -693,3 +693,52 @@ pub fn openapi_validator(doc: &serde_json::Value, name: &str) -> jsonschema::Val
     });
     jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
+
+/// Runs the tamis binary with `args` and `--config config`, `env` set;
+/// whether it succeeded, its standard output and its standard error.
+pub fn run_tamis(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tamis"));
+    cmd.args(args).arg("--config").arg(config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tamis");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A shared link `tamis share create` made: its id and secret, from the
+/// printed URL.
+pub struct SharedLink {
+    pub id: String,
+    pub secret: String,
+}
+
+/// Creates a shared link for `site` with the CLI (`extra` arguments,
+/// `env`), its URL based on the server at `addr`.
+pub fn create_shared_link(
+    config: &Path,
+    addr: SocketAddr,
+    site: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> SharedLink {
+    let base = format!("http://{addr}");
+    let mut args = vec!["share", "create", "--site", site, "--base-url", &base];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = run_tamis(config, &args, env);
+    assert!(ok, "share create failed: {err}");
+    let url = out.trim();
+    let (id, secret) = url
+        .strip_prefix(&format!("{base}/share/"))
+        .and_then(|rest| rest.split_once('#'))
+        .unwrap_or_else(|| panic!("unexpected URL {url}"));
+    assert_eq!(secret.len(), 64, "{url}");
+    SharedLink {
+        id: id.into(),
+        secret: secret.into(),
+    }
+}
