@@ -508,6 +508,12 @@ fn running_per_shared_link_and_viewer() {
     for from in ["192.0.2.200", "203.0.113.10"] {
         assert_eq!(ask(from).status, 200, "{from}: places freed");
     }
+    // The viewers' networks count places in memory only: tamis's log
+    // names none of them, whole or truncated.
+    let log = s.first.log_text();
+    for network in ["192.0.2.", "198.51.100.", "203.0.113."] {
+        assert!(!log.contains(network), "{network} in the log:\n{log}");
+    }
 }
 
 /// A stats query whose body never arrives whole is answered 408 after 10
