@@ -4,8 +4,9 @@
 //! ClickHouse's per-query limits and tamis's own timeout answer clearly;
 //! a token has at most `query.max_running_per_token` queries running, and
 //! a shared link at most `query.max_running_per_link` for all its viewers,
-//! each viewer's network a token's share of them; a query body has 10 s
-//! to arrive. Real ClickHouse, the real tamis binary
+//! each viewer's network a token's share of them, and the server at most
+//! `query.max_running` in all; ClickHouse's own cap on running queries is
+//! answered 503 with Retry-After; a query body has 10 s to arrive. Real ClickHouse, the real tamis binary
 //! (its log matters), real HTTP; a TCP proxy in front of ClickHouse
 //! measures what tamis receives and holds statements to make queries slow.
 //!
@@ -514,6 +515,124 @@ fn running_per_shared_link_and_viewer() {
     for network in ["192.0.2.", "198.51.100.", "203.0.113."] {
         assert!(!log.contains(network), "{network} in the log:\n{log}");
     }
+}
+
+/// `query.max_running`: the server's running queries, every token and
+/// link together. With one token's query held in ClickHouse and a cap of
+/// one, another token's query answers 503 with Retry-After naming the
+/// setting (the load is the server's, not that client's); once the held
+/// query ends, both tokens may query again.
+#[test]
+fn running_across_the_server() {
+    let s = seeded("bounds_server", "max_running = 1");
+    let addr = s.first.addr;
+    s.proxy.arm(Rule::new(
+        Matcher::line(STATS_STATEMENT),
+        Fault::Hold(Part::Nothing),
+    ));
+    let held = std::thread::spawn(move || stats(addr, TOKEN, pages(5, 0)));
+    assert!(
+        s.proxy.wait_held(Duration::from_secs(20)),
+        "a statement held"
+    );
+    let refused = stats(addr, PROTECTED_TOKEN, pages(5, 0));
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let message = refused.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains(
+            "the server already has 1 stats queries running, for all users together (query.max_running)"
+        ),
+        "{message}"
+    );
+    s.proxy.release();
+    let first = held.join().expect("held query");
+    assert_eq!(first.status, 200, "{}", first.body);
+    for token in [TOKEN, PROTECTED_TOKEN] {
+        assert_eq!(stats(addr, token, pages(5, 0)).status, 200, "place freed");
+    }
+}
+
+/// ClickHouse's own cap on running queries (`max_concurrent_queries`)
+/// reached: it refuses tamis's read with code 202, and tamis answers 503
+/// with Retry-After, as a passing load, logged as a warning with the code.
+/// A private server whose cap is 3, its places taken by three slow queries
+/// of the test's own; it refuses at once rather than after waiting up to
+/// `queue_max_wait_ms` (5 s in 18.16) for a place, so the slow queries
+/// need not outlast that wait.
+#[test]
+fn clickhouse_busy() {
+    let ch = ClickHouse::start_with(&[(
+        "config.d/busy.xml",
+        "<yandex><max_concurrent_queries>3</max_concurrent_queries>\
+         <profiles><default><queue_max_wait_ms>0</queue_max_wait_ms></default></profiles></yandex>"
+            .to_string(),
+    )]);
+    let db = ch.create_database("bounds_busy");
+    let scratch = Scratch::new();
+    let tamis = Binary::serve(&scratch, &config(&ch, &db, None, ""));
+    ch.query_in(&db, SEED);
+    assert_eq!(stats(tamis.addr, TOKEN, pages(5, 0)).status, 200);
+    // 5 blocks of one row, each sleeping 2 s (ClickHouse sleeps at most 3
+    // s per block): about 10 s each. One that ClickHouse refuses (a
+    // statement of tamis's own had a place) is sent again.
+    let server = SocketAddr::from(([127, 0, 0, 1], ch.http_port));
+    let sleepers: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || loop {
+                let r = http(
+                    server,
+                    "POST",
+                    "/?max_block_size=1",
+                    &[],
+                    b"SELECT sleep(2) FROM numbers(5)",
+                );
+                if !r.body.contains("Code: 202") {
+                    return r;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            })
+        })
+        .collect();
+    // Once the three hold every place, tamis's read is refused; until
+    // then it may get one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let refused = loop {
+        let r = stats(tamis.addr, TOKEN, pages(5, 0));
+        if r.status != 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(
+        refused.json()["error"],
+        "statistics are unavailable right now: ClickHouse is running as many queries as it allows (its max_concurrent_queries); try again in a moment"
+    );
+    for sleeper in sleepers {
+        let done = sleeper.join().expect("slow query");
+        assert_eq!(done.status, 200, "{}", done.body);
+    }
+    assert_eq!(
+        stats(tamis.addr, TOKEN, pages(5, 0)).status,
+        200,
+        "answers again once ClickHouse has room"
+    );
+    let log = tamis.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("stats query failed"))
+        .unwrap_or_else(|| panic!("no failure logged:\n{log}"));
+    assert!(
+        line.contains("WARN")
+            && line.contains("category=\"clickhouse_busy\"")
+            && line.contains("code=202"),
+        "{line}"
+    );
 }
 
 /// A stats query whose body never arrives whole is answered 408 after 10

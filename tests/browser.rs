@@ -890,8 +890,10 @@ fn dashboard_on_demo_data_matches_the_api() {
     );
     // Fewer running queries per token than the dashboard sends at once
     // (3): some of its requests are answered 429 and must be asked again
-    // after Retry-After, with every panel still filled.
-    let config = format!("{config}\n[query]\nmax_running_per_token = 2\n");
+    // after Retry-After, with every panel still filled. A second run below
+    // meets the server's limit instead.
+    let base = config;
+    let config = format!("{base}\n[query]\nmax_running_per_token = 2\n");
     let path = scratch.path("demo.toml");
     std::fs::write(&path, &config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tamis"))
@@ -973,6 +975,46 @@ fn dashboard_on_demo_data_matches_the_api() {
     assert!(
         !busy.is_empty(),
         "the running-queries limit was never reached: {r}"
+    );
+    assert_eq!(other, Vec::<&str>::new(), "{r}");
+    drop(server);
+
+    // The server's own limit (`query.max_running`) below what the
+    // dashboard sends at once, the token's above it: the third request is
+    // answered 503 with `Retry-After: 1`, a moment's wait, and asked again.
+    let config = format!("{base}\n[query]\nmax_running_per_token = 3\nmax_running = 2\n");
+    let server = Binary::serve(&scratch, &config);
+    let tamis = format!("http://{}", server.addr);
+    let r = node(
+        "dashboard.mjs",
+        &[
+            "--tamis",
+            &tamis,
+            "--token",
+            TOKEN,
+            "--site",
+            "ville.example",
+            "--period",
+            "28d",
+            "--screenshots",
+            artifacts().to_str().unwrap(),
+            "--prefix",
+            "demo-server-busy",
+        ],
+    );
+    assert_eq!(r["shown_totals"], r["api_totals"], "{r}");
+    let problems: Vec<&str> = r["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let (busy, other): (Vec<&str>, Vec<&str>) = problems
+        .into_iter()
+        .partition(|p| p.contains("status of 503 (Service Unavailable)"));
+    assert!(
+        !busy.is_empty(),
+        "the server's running-queries limit was never reached: {r}"
     );
     assert_eq!(other, Vec::<&str>::new(), "{r}");
 }

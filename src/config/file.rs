@@ -85,6 +85,10 @@ pub struct QueryConfig {
     /// `max_running_per_token` of them.
     #[serde(default = "default_max_running_per_link")]
     pub max_running_per_link: usize,
+    /// Stats queries the server runs at once, all tokens and shared links
+    /// together; more are answered 503 with `Retry-After`.
+    #[serde(default = "default_max_running")]
+    pub max_running: usize,
     /// Whether paginated breakdowns read only the rows their page needs
     /// (see `query::pushdown`); `false` reads every row, as tamis did
     /// before, and gives the same answers.
@@ -102,6 +106,7 @@ impl Default for QueryConfig {
             timeout_ms: None,
             max_running_per_token: default_max_running_per_token(),
             max_running_per_link: default_max_running_per_link(),
+            max_running: default_max_running(),
             pushdown: true,
         }
     }
@@ -121,6 +126,9 @@ fn default_max_running_per_token() -> usize {
 }
 fn default_max_running_per_link() -> usize {
     8
+}
+fn default_max_running() -> usize {
+    16
 }
 
 /// What a token's answers may show (see `query::disclosure`).

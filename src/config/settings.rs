@@ -72,6 +72,8 @@ pub struct QuerySettings {
     pub max_running_per_token: usize,
     /// A shared link's running queries, all its viewers together.
     pub max_running_per_link: usize,
+    /// The server's running queries, all tokens and links together.
+    pub max_running: usize,
     /// Whether paginated breakdowns read only the rows their page needs.
     pub pushdown: bool,
 }
@@ -700,6 +702,7 @@ fn query_settings(q: QueryConfig) -> Result<QuerySettings, ConfigError> {
             q.max_running_per_token as u64,
         ),
         ("query.max_running_per_link", q.max_running_per_link as u64),
+        ("query.max_running", q.max_running as u64),
     ] {
         if value == 0 {
             return Err(invalid(key, "must be at least 1"));
@@ -717,6 +720,7 @@ fn query_settings(q: QueryConfig) -> Result<QuerySettings, ConfigError> {
         timeout: Duration::from_millis(timeout_ms),
         max_running_per_token: q.max_running_per_token,
         max_running_per_link: q.max_running_per_link,
+        max_running: q.max_running,
         pushdown: q.pushdown,
     })
 }
@@ -1317,6 +1321,7 @@ mod tests {
             "timeout_ms",
             "max_running_per_token",
             "max_running_per_link",
+            "max_running",
         ] {
             check(
                 &format!("[query]\n{key}=0\n[[site]]\nid='a.org'"),
@@ -1354,8 +1359,13 @@ mod tests {
         );
         assert_eq!(q.timeout, Duration::from_secs(12));
         assert_eq!(
-            (q.max_running_per_token, q.max_running_per_link, q.pushdown),
-            (4, 8, true)
+            (
+                q.max_running_per_token,
+                q.max_running_per_link,
+                q.max_running,
+                q.pushdown
+            ),
+            (4, 8, 16, true)
         );
         let text = "[query]\nmax_execution_time=30\n[[site]]\nid='a.org'";
         let settings =

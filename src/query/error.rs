@@ -15,8 +15,8 @@ use crate::ingest::handler::json_error;
 /// Seconds a client should wait after a query that ClickHouse or tamis
 /// stopped for its time or memory: long enough for the load to change.
 const RETRY_AFTER_BUSY: &str = "10";
-/// After a refusal for too many running queries: one of them is likely
-/// done within a second.
+/// After a refusal for too many running queries (tamis's limits, or
+/// ClickHouse's own): one of them is likely done within a second.
 const RETRY_AFTER_RUNNING: &str = "1";
 /// After a read that a shard of the cluster could not answer: about the
 /// time a ClickHouse server takes to restart.
@@ -31,6 +31,8 @@ pub enum RunningLimit {
     Link,
     /// One viewer's network on a shared link: `max_running_per_token`.
     Viewer,
+    /// The server's `query.max_running`, every token and link together.
+    Server,
 }
 
 #[derive(Debug)]
@@ -54,8 +56,8 @@ pub enum ApiError {
     /// A funnel the site does not have (`known`: the site's funnels, as
     /// configured, never the client's text).
     FunnelNotFound { known: String },
-    /// The token (or the shared link, or this viewer of it) already runs
-    /// as many queries as `limit` (its setting's name) allows.
+    /// The token (or the shared link, or this viewer of it, or the whole
+    /// server) already runs as many queries as `limit` allows.
     Busy { running: usize, limit: RunningLimit },
     /// tamis stopped the query after `query.timeout_ms`.
     TimedOut { ms: u128 },
@@ -71,6 +73,9 @@ pub enum ApiError {
     /// answers (`what`: what is unavailable). tamis refuses rather than
     /// answer without that shard's rows.
     ShardUnreachable { what: &'static str },
+    /// ClickHouse refused the read: it already runs as many queries as its
+    /// `max_concurrent_queries` allows (`what`: what is unavailable).
+    ClickHouseBusy { what: &'static str },
     /// The site's rounding key comes from the installation's secret stored
     /// in ClickHouse, which this collector has not read yet (ClickHouse
     /// down since start-up): no answer is rounded with anything else.
@@ -88,6 +93,11 @@ impl ApiError {
             ApiError::SiteNotFound | ApiError::FunnelNotFound { .. } | ApiError::NoSuchEndpoint => {
                 StatusCode::NOT_FOUND
             }
+            // The server's load, not this client's: 503, as for ingest.
+            ApiError::Busy {
+                limit: RunningLimit::Server,
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             // The same query overflows again whatever the load: a client
             // error, without Retry-After.
@@ -97,6 +107,7 @@ impl ApiError {
             | ApiError::Memory { .. }
             | ApiError::Unavailable { .. }
             | ApiError::ShardUnreachable { .. }
+            | ApiError::ClickHouseBusy { .. }
             | ApiError::RoundingSecretUnread => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -104,7 +115,7 @@ impl ApiError {
     /// `Retry-After`, for failures that the load caused.
     fn retry_after(&self) -> Option<&'static str> {
         match self {
-            ApiError::Busy { .. } => Some(RETRY_AFTER_RUNNING),
+            ApiError::Busy { .. } | ApiError::ClickHouseBusy { .. } => Some(RETRY_AFTER_RUNNING),
             ApiError::TimedOut { .. } | ApiError::Time { .. } | ApiError::Memory { .. } => {
                 Some(RETRY_AFTER_BUSY)
             }
@@ -136,6 +147,11 @@ impl ApiError {
                         "your network already has this shared link's",
                         "max_running_per_token",
                     ),
+                    RunningLimit::Server => {
+                        return format!(
+                            "the server already has {running} stats queries running, for all users together (query.max_running): try again in a moment"
+                        )
+                    }
                 };
                 format!(
                     "{who} {running} queries running (query.{setting}): wait for one to finish, then try again"
@@ -156,6 +172,9 @@ impl ApiError {
             ApiError::Unavailable { what } => format!("{what} unavailable right now"),
             ApiError::ShardUnreachable { what } => format!(
                 "{what} unavailable right now: part of the data is on a ClickHouse shard none of whose replicas can be reached, and tamis does not answer with partial numbers; try again later"
+            ),
+            ApiError::ClickHouseBusy { what } => format!(
+                "{what} unavailable right now: ClickHouse is running as many queries as it allows (its max_concurrent_queries); try again in a moment"
             ),
             ApiError::RoundingSecretUnread => "statistics are unavailable right now: the installation's rounding secret has not been read from ClickHouse yet; try again later".into(),
         }
@@ -211,6 +230,21 @@ mod tests {
                 Some("10"),
             ),
             (ApiError::RoundingSecretUnread, 503, Some("10")),
+            (
+                ApiError::Busy {
+                    running: 16,
+                    limit: RunningLimit::Server,
+                },
+                503,
+                Some("1"),
+            ),
+            (
+                ApiError::ClickHouseBusy {
+                    what: "statistics are",
+                },
+                503,
+                Some("1"),
+            ),
             (ApiError::SiteNotFound, 404, None),
             (ApiError::Method { takes: "POST" }, 405, None),
         ];

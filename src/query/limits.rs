@@ -1,7 +1,8 @@
 //! The stats API's bounds on one query: the ClickHouse settings every
 //! stats-API statement carries (time, memory, result rows), tamis's own
 //! timeout around a whole query, the count of queries each token (and
-//! each shared link, and each viewer's network on it) has running, and
+//! each shared link, and each viewer's network on it) has running and the
+//! server's count of all of them, and
 //! how a query stopped by one of them — or failed otherwise — is
 //! answered and logged: from ClickHouse's error code
 //! ([`crate::sink::refusal::clickhouse_code`]), never from its text, which
@@ -24,7 +25,8 @@ use crate::sink::refusal::clickhouse_code;
 /// How long the body of a stats query may take to arrive.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The configured bounds and the running queries per token and shared link.
+/// The configured bounds and the running queries: per token and shared
+/// link, and in all.
 pub struct Limits {
     pub settings: QuerySettings,
     running: Mutex<Running>,
@@ -39,12 +41,14 @@ struct Running {
     /// as the sign-in throttle keys it). Held in memory while a query
     /// runs, never written or logged.
     viewers: HashMap<(String, TruncatedIp), usize>,
+    /// All of them, every token and link together.
+    all: usize,
 }
 
 impl Running {
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.viewers.is_empty()
+        self.tokens.is_empty() && self.viewers.is_empty() && self.all == 0
     }
 }
 
@@ -69,6 +73,7 @@ pub struct Permit<'a> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut running = self.limits.counts();
+        running.all -= 1;
         release(&mut running.tokens, &self.token);
         if let Some(viewer) = &self.viewer {
             release(&mut running.viewers, viewer);
@@ -91,13 +96,17 @@ impl Limits {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A permit for one more query of `token`, or the 429 that refuses it.
-    /// A token runs at most `max_running_per_token` queries. A shared link
-    /// (`viewer`: the network of the one asking) runs at most
+    /// A permit for one more query of `token`, or the answer that refuses
+    /// it. A token runs at most `max_running_per_token` queries. A shared
+    /// link (`viewer`: the network of the one asking) runs at most
     /// `max_running_per_link` for all its viewers, each network at most
     /// `max_running_per_token`: a public link's readers do not wait on
     /// one another, and it still bounds what a public URL asks of
-    /// ClickHouse.
+    /// ClickHouse. Past those, 429: the asker's own queries are the
+    /// cause. The server runs at most `max_running` in all, so that many
+    /// busy tokens and links together cannot fill ClickHouse's
+    /// `max_concurrent_queries` and crowd out inserts; past it, 503 (the
+    /// load is the server's). A refused query counts nowhere.
     pub fn admit(&self, token: &str, viewer: Option<TruncatedIp>) -> Result<Permit<'_>, ApiError> {
         let s = &self.settings;
         let mut running = self.counts();
@@ -118,9 +127,15 @@ impl Limits {
             {
                 return busy(s.max_running_per_token, RunningLimit::Viewer);
             }
+        }
+        if running.all >= s.max_running {
+            return busy(s.max_running, RunningLimit::Server);
+        }
+        if let Some(key) = &viewer {
             *running.viewers.entry(key.clone()).or_insert(0) += 1;
         }
         *running.tokens.entry(token.to_string()).or_insert(0) += 1;
+        running.all += 1;
         Ok(Permit {
             limits: self,
             token: token.to_string(),
@@ -164,7 +179,8 @@ impl Limits {
         query: &str,
     ) -> Response<Full<Bytes>> {
         let (failure, code) = Failure::of(error);
-        if failure.is_limit() {
+        // The load or the query's size, not a fault: a warning.
+        if failure.is_limit() || failure == Failure::Busy {
             tracing::warn!(token = %token, site = %site, category = failure.name(), code, "{query} failed");
         } else {
             tracing::error!(token = %token, site = %site, category = failure.name(), code, "{query} failed");
@@ -187,6 +203,7 @@ impl Limits {
                 rows: s.max_result_rows,
             },
             Failure::ShardUnreachable => ApiError::ShardUnreachable { what },
+            Failure::Busy => ApiError::ClickHouseBusy { what },
             Failure::Transport | Failure::ClickHouse | Failure::Other => {
                 ApiError::Unavailable { what }
             }
@@ -207,6 +224,9 @@ pub enum Failure {
     /// On a cluster, no replica of one of the shards a `Distributed` read
     /// needs could be reached: the answer would miss that shard's rows.
     ShardUnreachable,
+    /// ClickHouse already runs as many queries as it allows (its
+    /// `max_concurrent_queries`): a passing load, not this query's fault.
+    Busy,
     /// ClickHouse could not be reached or the connection broke.
     Transport,
     /// ClickHouse refused it for another reason.
@@ -234,9 +254,12 @@ impl Failure {
     /// TOO_MANY_ROWS_OR_BYTES (what `max_result_rows` raises, by version);
     /// 279 ALL_CONNECTION_TRIES_FAILED, what a `Distributed` read raises
     /// when no replica of a shard can be reached (a single server never
-    /// does: it connects to no other server).
+    /// does: it connects to no other server); 202
+    /// TOO_MANY_SIMULTANEOUS_QUERIES, ClickHouse's own cap on running
+    /// queries.
     pub fn from_code(code: u32) -> Failure {
         match code {
+            202 => Failure::Busy,
             159 | 160 => Failure::Time,
             241 => Failure::Memory,
             158 | 396 => Failure::Rows,
@@ -276,6 +299,7 @@ impl Failure {
             Failure::Memory => "memory_limit",
             Failure::Rows => "result_rows_limit",
             Failure::ShardUnreachable => "shard_unreachable",
+            Failure::Busy => "clickhouse_busy",
             Failure::Transport => "transport",
             Failure::ClickHouse => "clickhouse",
             Failure::Other => "other",
@@ -295,6 +319,7 @@ mod tests {
             timeout: Duration::from_secs(12),
             max_running_per_token,
             max_running_per_link: 3,
+            max_running: 100,
             pushdown: true,
         }
     }
@@ -368,6 +393,42 @@ mod tests {
         assert!(limits.counts().is_empty(), "no count left");
     }
 
+    /// `max_running` bounds every token and link together, with a 503
+    /// (the server's load), and only once a query would be admitted by its
+    /// own limits: a refusal counts nowhere.
+    #[test]
+    fn the_server_runs_at_most_max_running_in_all() {
+        let limits = Limits::new(&QuerySettings {
+            max_running: 3,
+            ..settings(2)
+        });
+        let net = |ip: &str| crate::privacy::ip::truncate(ip.parse().unwrap(), 24, 48);
+        let a = limits.admit("t", None).expect("t");
+        let b = limits.admit("u", None).expect("u");
+        let c = limits
+            .admit("share:x", Some(net("192.0.2.1")))
+            .expect("a viewer");
+        let Err(refused) = limits.admit("v", None) else {
+            panic!("admitted past max_running")
+        };
+        let r = refused.response();
+        assert_eq!(r.status(), hyper::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+        let body = format!("{:?}", r.body());
+        assert!(
+            body.contains("the server already has 3 stats queries running, for all users together (query.max_running)"),
+            "{body}"
+        );
+        assert!(
+            limits.admit("share:x", Some(net("198.51.100.1"))).is_err(),
+            "a link's viewer too"
+        );
+        drop(b);
+        let d = limits.admit("v", None).expect("a place again");
+        drop((a, c, d));
+        assert!(limits.counts().is_empty(), "no count left");
+    }
+
     #[test]
     fn limit_codes_and_others() {
         let check = |text: &str, expected: Failure, code: Option<u32>| {
@@ -408,6 +469,12 @@ mod tests {
             Failure::ShardUnreachable,
             Some(279),
         );
+        // ClickHouse's own cap on running queries (18.16's text).
+        check(
+            "Code: 202, e.displayText() = DB::Exception: Too many simultaneous queries. Maximum: 64",
+            Failure::Busy,
+            Some(202),
+        );
         check("garbage", Failure::Other, None);
     }
 
@@ -419,6 +486,7 @@ mod tests {
             (Failure::Memory, 503, Some("10")),
             (Failure::Rows, 422, None),
             (Failure::ShardUnreachable, 503, Some("10")),
+            (Failure::Busy, 503, Some("1")),
             (Failure::ClickHouse, 503, None),
         ] {
             let r = limits.failed(failure, "statistics are");

@@ -232,7 +232,11 @@ impl Api {
         let _permit = match self.limits.admit(&token, viewer) {
             Ok(permit) => permit,
             Err(busy) => {
-                tracing::info!(token = %token, site = %site.id, "stats query refused: too many running");
+                let limit = match &busy {
+                    ApiError::Busy { limit, .. } => Some(*limit),
+                    _ => None,
+                };
+                tracing::info!(token = %token, site = %site.id, limit = ?limit, "stats query refused: too many running");
                 return busy.response();
             }
         };

@@ -108,8 +108,21 @@ impl ClickHouse {
         }
     }
 
+    /// Like [`ClickHouse::start`], with `extra` files beside its config (as
+    /// for [`ClickHouse::start_on`]): a `config.d/*.xml` changes a setting.
+    pub fn start_with(extra: &[(&str, String)]) -> ClickHouse {
+        match Self::try_start_with(extra) {
+            Ok(server) => server,
+            Err(message) => panic!("{message}"),
+        }
+    }
+
     /// Like [`ClickHouse::start`], but returns the failure as text.
     pub fn try_start() -> Result<ClickHouse, String> {
+        Self::try_start_with(&[])
+    }
+
+    fn try_start_with(extra: &[(&str, String)]) -> Result<ClickHouse, String> {
         let command = server_command().ok_or_else(|| NOT_FOUND.to_string())?;
         let mut last_error = String::new();
         for attempt in 1..=START_ATTEMPTS {
@@ -119,7 +132,7 @@ impl ClickHouse {
                         "ClickHouse test server: cannot pick free ports: {e}"
                     ))
                 })
-                .and_then(|(http_port, tcp_port)| start_once(&command, http_port, tcp_port, &[]));
+                .and_then(|(http_port, tcp_port)| start_once(&command, http_port, tcp_port, extra));
             match started {
                 Ok(server) => return Ok(server),
                 Err(Failure::PortTaken(message)) if attempt < START_ATTEMPTS => {

@@ -97,8 +97,8 @@
     var done = function () { release(); setTimeout(function () { busy(-1) }) };
     var send = function (attempt) {
       return fetch(path, init).then(function (r) {
-        if (r.status === 429 && attempt < 5) {
-          var wait = Math.min(10, Math.max(1, +r.headers.get('Retry-After') || 1));
+        var wait = momentary(r);
+        if (wait && attempt < 5) {
           // Up to a second more at random: the readers of a popular shared
           // link told 429 together do not all come back together.
           return new Promise(function (resume) { setTimeout(resume, wait * 1000 + Math.random() * 1000) })
@@ -133,6 +133,17 @@
   // the dashboard sends at most MAX_RUNNING at a time, and when told 429
   // (another tab, a script with the same token) waits as Retry-After says
   // and asks again.
+  // The seconds to wait before asking again, for a refusal that a moment
+  // mends: 429 (this token's or link's running queries), or 503 with a
+  // Retry-After of at most 2 s (the server's or ClickHouse's running
+  // queries). A 503 that says to wait longer (a timeout, a shard down)
+  // would fail again as soon, and is shown.
+  function momentary(r) {
+    var after = +r.headers.get('Retry-After') || 0;
+    if (r.status === 429) return Math.min(10, Math.max(1, after || 1));
+    if (r.status === 503 && after >= 1 && after <= 2) return after;
+    return 0;
+  }
   var MAX_RUNNING = 3, running = 0, waiting = [];
   function slot() {
     return new Promise(function (go) {
