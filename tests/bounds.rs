@@ -5,10 +5,11 @@
 //! a token has at most `query.max_running_per_token` queries running, and
 //! a shared link at most `query.max_running_per_link` for all its viewers,
 //! each viewer's network a token's share of them, and the server at most
-//! `query.max_running` in all; ClickHouse's own cap on running queries is
-//! answered 503 with Retry-After; a query body has 10 s to arrive. Real ClickHouse, the real tamis binary
-//! (its log matters), real HTTP; a TCP proxy in front of ClickHouse
-//! measures what tamis receives and holds statements to make queries slow.
+//! `query.max_running` in all; ClickHouse's own cap on running queries
+//! is answered 503 with Retry-After; a query body has 10 s to arrive.
+//! Real ClickHouse, the real tamis binary (its log matters), real HTTP; a
+//! TCP proxy in front of ClickHouse measures what tamis receives and holds
+//! statements to make queries slow.
 //!
 //! The seeded traffic: 30,000 visitors of the last week on about 3,000
 //! pages of very unequal audience (one page has hundreds, the long tail
@@ -576,6 +577,41 @@ fn clickhouse_busy() {
     let tamis = Binary::serve(&scratch, &config(&ch, &db, None, ""));
     ch.query_in(&db, SEED);
     assert_eq!(stats(tamis.addr, TOKEN, pages(5, 0)).status, 200);
+    // A shared link's reader: tamis looks the link up in ClickHouse first.
+    let SharedLink { id, secret } = create_shared_link(
+        &scratch.path("tamis.toml"),
+        tamis.addr,
+        "example.org",
+        &[],
+        &[],
+    );
+    let session = http(
+        tamis.addr,
+        "POST",
+        "/api/share/session",
+        &[("content-type", "application/json")],
+        json!({"link": id, "secret": secret}).to_string().as_bytes(),
+    );
+    assert_eq!(session.status, 200, "{}", session.body);
+    let cookie = session
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let through_link = || {
+        http(
+            tamis.addr,
+            "POST",
+            "/api/v2/query",
+            &[
+                ("content-type", "application/json"),
+                ("x-tamis-share", &id),
+                ("cookie", &cookie),
+            ],
+            pages(5, 0).to_string().as_bytes(),
+        )
+    };
+    assert_eq!(through_link().status, 200);
     // 5 blocks of one row, each sleeping 2 s (ClickHouse sleeps at most 3
     // s per block): about 10 s each. One that ClickHouse refuses (a
     // statement of tamis's own had a place) is sent again.
@@ -613,6 +649,13 @@ fn clickhouse_busy() {
         refused.json()["error"],
         "statistics are unavailable right now: ClickHouse is running as many queries as it allows (its max_concurrent_queries); try again in a moment"
     );
+    let link_refused = through_link();
+    assert_eq!(link_refused.status, 503, "{}", link_refused.body);
+    assert_eq!(link_refused.header("retry-after"), Some("1"));
+    assert_eq!(
+        link_refused.json()["error"],
+        "shared links are unavailable right now: ClickHouse is running as many queries as it allows (its max_concurrent_queries); try again in a moment"
+    );
     for sleeper in sleepers {
         let done = sleeper.join().expect("slow query");
         assert_eq!(done.status, 200, "{}", done.body);
@@ -622,6 +665,7 @@ fn clickhouse_busy() {
         200,
         "answers again once ClickHouse has room"
     );
+    assert_eq!(through_link().status, 200, "the link too");
     let log = tamis.log_text();
     let line = log
         .lines()
@@ -631,6 +675,14 @@ fn clickhouse_busy() {
         line.contains("WARN")
             && line.contains("category=\"clickhouse_busy\"")
             && line.contains("code=202"),
+        "{line}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("shared link lookup failed"))
+        .unwrap_or_else(|| panic!("no lookup failure logged:\n{log}"));
+    assert!(
+        line.contains("category=\"clickhouse_busy\"") && line.contains("code=202"),
         "{line}"
     );
 }

@@ -960,6 +960,7 @@ fn dashboard_on_demo_data_matches_the_api() {
     assert_eq!(r["filtered_shown"], r["filtered_api"], "{r}");
     assert_eq!(r["overflow"], json!([]), "{r}");
     assert_eq!(r["phone_overflow"], 0, "{r}");
+    assert_eq!(r["inline_errors"], json!([]), "{r}");
     // The browser reports each 429 as a failed load; the dashboard asked
     // again and filled every panel (checked above). Anything else is a
     // problem.
@@ -1003,6 +1004,7 @@ fn dashboard_on_demo_data_matches_the_api() {
         ],
     );
     assert_eq!(r["shown_totals"], r["api_totals"], "{r}");
+    assert_eq!(r["inline_errors"], json!([]), "{r}");
     let problems: Vec<&str> = r["problems"]
         .as_array()
         .unwrap()

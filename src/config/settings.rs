@@ -617,6 +617,23 @@ impl Settings {
             if token.name.trim().is_empty() {
                 return Err(invalid(key("name"), "must not be empty"));
             }
+            // A token's name keys its running queries and names it in the
+            // audit log, where a shared link's reads are `share:<id>`.
+            if token.name.starts_with(crate::share::ACTOR_PREFIX) {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "must not start with `{}` (shared links' reads are named so in the audit log)",
+                        crate::share::ACTOR_PREFIX
+                    ),
+                ));
+            }
+            if tokens.iter().any(|t: &TokenSettings| t.name == token.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!("`{}` is the name of another token", token.name),
+                ));
+            }
             let secret_sha256 = parse_sha256(&token.secret_sha256).ok_or_else(|| {
                 invalid(
                     key("secret_sha256"),
@@ -1276,6 +1293,24 @@ mod tests {
                 "0".repeat(64)
             ),
             Some("token[0].sites"),
+        );
+        let token = |name: &str| {
+            format!(
+                "[[token]]\nname='{name}'\nsecret_sha256='{}'\nsites=['a.org']\n",
+                "0".repeat(64)
+            )
+        };
+        check(
+            &format!("[[site]]\nid='a.org'\n{}", token("share:x")),
+            Some("token[0].name"),
+        );
+        check(
+            &format!("[[site]]\nid='a.org'\n{}{}", token("t"), token("t")),
+            Some("token[1].name"),
+        );
+        check(
+            &format!("[[site]]\nid='a.org'\n{}{}", token("t"), token("shared")),
+            None,
         );
         check("", Some("at least one [[site]]"));
         check(

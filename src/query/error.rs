@@ -126,6 +126,14 @@ impl ApiError {
         }
     }
 
+    /// The bound a [`ApiError::Busy`] met, for log lines.
+    pub fn running_limit(&self) -> Option<RunningLimit> {
+        match self {
+            ApiError::Busy { limit, .. } => Some(*limit),
+            _ => None,
+        }
+    }
+
     pub fn message(&self) -> String {
         match self {
             ApiError::Method { takes } => format!("use {takes}"),

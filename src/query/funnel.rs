@@ -230,7 +230,7 @@ impl Api {
         let _permit = match self.limits.admit(&token, viewer) {
             Ok(permit) => permit,
             Err(busy) => {
-                tracing::info!(token = %token, site = %site.id, "funnel query refused: too many running");
+                tracing::info!(token = %token, site = %site.id, limit = ?busy.running_limit(), "funnel query refused: too many running");
                 return busy.response();
             }
         };

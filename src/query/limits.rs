@@ -89,9 +89,10 @@ impl Limits {
         }
     }
 
-    /// The running counts. Each change is one step (one count up or
-    /// down), so a lock poisoned by a panic elsewhere holds whole counts:
-    /// the guard is taken back and used.
+    /// The running counts. The counts a change touches are changed
+    /// together, with nothing between them that can panic, so a lock
+    /// poisoned by a panic elsewhere holds whole counts: the guard is taken
+    /// back and used.
     fn counts(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -191,6 +192,11 @@ impl Limits {
     /// The answer to a failed read (`what`: what was unavailable, for the
     /// generic answer), by its [`Failure`].
     pub fn failed(&self, failure: Failure, what: &'static str) -> Response<Full<Bytes>> {
+        self.refusal(failure, what).response()
+    }
+
+    /// The [`ApiError`] of a failed read, as [`Self::failed`] answers it.
+    pub fn refusal(&self, failure: Failure, what: &'static str) -> ApiError {
         let s = &self.settings;
         match failure {
             Failure::Time => ApiError::Time {
@@ -208,7 +214,6 @@ impl Limits {
                 ApiError::Unavailable { what }
             }
         }
-        .response()
     }
 }
 
@@ -419,8 +424,12 @@ mod tests {
             body.contains("the server already has 3 stats queries running, for all users together (query.max_running)"),
             "{body}"
         );
-        assert!(
-            limits.admit("share:x", Some(net("198.51.100.1"))).is_err(),
+        let Err(refused) = limits.admit("share:x", Some(net("198.51.100.1"))) else {
+            panic!("a link's viewer admitted past max_running")
+        };
+        assert_eq!(
+            refused.running_limit(),
+            Some(RunningLimit::Server),
             "a link's viewer too"
         );
         drop(b);

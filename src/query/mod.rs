@@ -232,11 +232,7 @@ impl Api {
         let _permit = match self.limits.admit(&token, viewer) {
             Ok(permit) => permit,
             Err(busy) => {
-                let limit = match &busy {
-                    ApiError::Busy { limit, .. } => Some(*limit),
-                    _ => None,
-                };
-                tracing::info!(token = %token, site = %site.id, limit = ?limit, "stats query refused: too many running");
+                tracing::info!(token = %token, site = %site.id, limit = ?busy.running_limit(), "stats query refused: too many running");
                 return busy.response();
             }
         };
@@ -390,12 +386,8 @@ impl Api {
                     self.metrics
                         .api_shard_unreachable
                         .fetch_add(1, Ordering::Relaxed);
-                    return self.limits.failed(failure, "the audit log is");
                 }
-                ApiError::Unavailable {
-                    what: "the audit log is",
-                }
-                .response()
+                self.limits.failed(failure, "the audit log is")
             }
         }
     }

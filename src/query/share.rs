@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::limits::Failure;
 use super::{limits, Api};
 use crate::share::{self, Link, Secret, State};
 use crate::sink::audit::AuditEntry;
@@ -93,10 +94,20 @@ impl Api {
         let events = crate::sink::shares::link_events(&self.nodes, id)
             .await
             .map_err(|error| {
-                tracing::warn!(error = %error, "shared link lookup failed");
-                ApiError::Unavailable {
-                    what: "shared links",
-                }
+                // ClickHouse's code and a category, never its text.
+                use crate::sink::nodes::{Error, TopologyError};
+                let (failure, code) = match &error {
+                    Error::ClickHouse(e) | Error::Topology(TopologyError::Node(_, e)) => {
+                        Failure::of(e)
+                    }
+                    // The cluster's layout: about the configuration only.
+                    Error::Topology(other) => {
+                        tracing::warn!(error = %other, "shared link lookup failed");
+                        return self.limits.refusal(Failure::Other, "shared links are");
+                    }
+                };
+                tracing::warn!(category = failure.name(), code, "shared link lookup failed");
+                self.limits.refusal(failure, "shared links are")
             })?;
         Ok(Link::from_events(&events).into_iter().next())
     }
@@ -120,7 +131,7 @@ impl Api {
         match self.link(&id).await? {
             Some(link) if link.state(now) == State::Active && link.check_session(session, now) => {
                 Ok(Some(ShareAccess {
-                    actor: format!("share:{}", link.id),
+                    actor: format!("{}{}", share::ACTOR_PREFIX, link.id),
                     site_id: link.site_id,
                 }))
             }
@@ -195,7 +206,7 @@ impl Api {
         self.audit.record(AuditEntry {
             at: now,
             kind: "share_view",
-            actor: format!("share:{}", link.id),
+            actor: format!("{}{}", share::ACTOR_PREFIX, link.id),
             client: "share",
             site_id: link.site_id.clone(),
             summary: format!("session opened name={}", link.name),

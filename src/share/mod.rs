@@ -72,6 +72,11 @@ impl NewLink {
     }
 }
 
+/// How a shared link's reads are named where a token's name would be (the
+/// audit log's actor, the key of its running queries): `share:<id>`. No
+/// configured token may take a name that starts so.
+pub const ACTOR_PREFIX: &str = "share:";
+
 /// A link id as the HTTP side accepts it: 16 lowercase hex digits.
 pub fn valid_id(id: &str) -> bool {
     id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

@@ -107,6 +107,12 @@ try {
     return bad;
   });
 
+  // A card whose request failed shows its error in place (a refusal the
+  // dashboard did not wait out, for one): none after the first load, nor
+  // at the end.
+  const inlineErrors = () => p.$$eval('.error-inline, #error:not([hidden])', (els) => els.map((e) => e.textContent));
+  summary.inline_errors = await inlineErrors();
+
   // Click-to-filter.
   if (filterPage) {
     await p.click(`#card-pages button.filter >> text="${filterPage}"`);
@@ -154,6 +160,7 @@ try {
   await p.keyboard.press('ArrowRight');
   await p.waitForFunction(() => document.activeElement && document.activeElement.dataset.tab === 'entry_pages');
   summary.keyboard_tab = await p.evaluate(() => document.activeElement.dataset.tab);
+  summary.inline_errors.push(...await inlineErrors());
   summary.problems = problems;
   summary.cookies = (await ctx.cookies()).length;
   summary.storage = await p.evaluate(() => localStorage.length + sessionStorage.length);

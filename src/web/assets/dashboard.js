@@ -128,11 +128,6 @@
     }, function () { throw new Error(t('network')) })
       .then(function (v) { done(); return v }, function (e) { done(); throw e });
   }
-  // The stats API runs a few queries per token at once
-  // (`query.max_running_per_token`, 4 by default) and answers 429 beyond:
-  // the dashboard sends at most MAX_RUNNING at a time, and when told 429
-  // (another tab, a script with the same token) waits as Retry-After says
-  // and asks again.
   // The seconds to wait before asking again, for a refusal that a moment
   // mends: 429 (this token's or link's running queries), or 503 with a
   // Retry-After of at most 2 s (the server's or ClickHouse's running
@@ -144,6 +139,11 @@
     if (r.status === 503 && after >= 1 && after <= 2) return after;
     return 0;
   }
+  // The stats API runs a few queries per token at once
+  // (`query.max_running_per_token`, 4 by default) and answers 429 beyond:
+  // the dashboard sends at most MAX_RUNNING at a time, and when told 429
+  // (another tab, a script with the same token) waits as Retry-After says
+  // and asks again.
   var MAX_RUNNING = 3, running = 0, waiting = [];
   function slot() {
     return new Promise(function (go) {
