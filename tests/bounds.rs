@@ -356,6 +356,54 @@ fn query_timeout() {
     assert!(s.first.log_text().contains("tamis_timeout"));
 }
 
+/// What `meanwhile` gets while a query of `held` runs (its first stats
+/// statement held at the proxy), and that query's answer once released.
+fn while_one_runs<T>(
+    s: &Seeded,
+    held: &'static str,
+    meanwhile: impl FnOnce() -> T,
+) -> (T, Response) {
+    let addr = s.first.addr;
+    s.proxy.arm(Rule::new(
+        Matcher::line(STATS_STATEMENT),
+        Fault::Hold(Part::Nothing),
+    ));
+    let first = std::thread::spawn(move || stats(addr, held, pages(5, 0)));
+    assert!(
+        s.proxy.wait_held(Duration::from_secs(20)),
+        "a statement held"
+    );
+    let got = meanwhile();
+    s.proxy.release();
+    (got, first.join().expect("held query"))
+}
+
+/// An answer's `error`.
+fn error_of(r: &Response) -> String {
+    r.json()["error"].as_str().unwrap_or_default().to_string()
+}
+
+/// A reader of a new shared link of example.org on tamis at `addr`
+/// (configured at `config`): the link's id and the reader's session
+/// cookie.
+fn link_reader(config: &std::path::Path, addr: SocketAddr) -> (String, String) {
+    let SharedLink { id, secret } = create_shared_link(config, addr, "example.org", &[], &[]);
+    let session = http(
+        addr,
+        "POST",
+        "/api/share/session",
+        &[("content-type", "application/json")],
+        json!({"link": id, "secret": secret}).to_string().as_bytes(),
+    );
+    assert_eq!(session.status, 200, "{}", session.body);
+    let cookie = session
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    (id, cookie)
+}
+
 /// `query.max_running_per_token`: with one query of a token held in
 /// ClickHouse, its next query answers 429 with Retry-After; another token
 /// is not counted; once the first ends (answered, or failed) the token
@@ -364,30 +412,20 @@ fn query_timeout() {
 fn running_per_token() {
     let s = seeded("bounds_running", "max_running_per_token = 1");
     let addr = s.first.addr;
-    s.proxy.arm(Rule::new(
-        Matcher::line(STATS_STATEMENT),
-        Fault::Hold(Part::Nothing),
-    ));
-    let held = std::thread::spawn(move || stats(addr, TOKEN, pages(5, 0)));
-    assert!(
-        s.proxy.wait_held(Duration::from_secs(20)),
-        "a statement held"
-    );
-    let refused = stats(addr, TOKEN, pages(5, 0));
+    let ((refused, other), first) = while_one_runs(&s, TOKEN, || {
+        (
+            stats(addr, TOKEN, pages(5, 0)),
+            stats(addr, PROTECTED_TOKEN, pages(5, 0)),
+        )
+    });
     assert_eq!(refused.status, 429, "{}", refused.body);
     assert_eq!(refused.header("retry-after"), Some("1"));
-    let message = refused.json()["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = error_of(&refused);
     assert!(
         message.contains("1 queries running") && message.contains("query.max_running_per_token"),
         "{message}"
     );
-    let other = stats(addr, PROTECTED_TOKEN, pages(5, 0));
     assert_eq!(other.status, 200, "another token: {}", other.body);
-    s.proxy.release();
-    let first = held.join().expect("held query");
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(stats(addr, TOKEN, pages(5, 0)).status, 200, "place freed");
 
@@ -417,21 +455,7 @@ fn running_per_shared_link_and_viewer() {
         "max_running_per_token = 1\nmax_running_per_link = 2",
     );
     let addr = s.first.addr;
-    let SharedLink { id, secret } =
-        create_shared_link(&s.scratch.path("tamis.toml"), addr, "example.org", &[], &[]);
-    let session = http(
-        addr,
-        "POST",
-        "/api/share/session",
-        &[("content-type", "application/json")],
-        json!({"link": id, "secret": secret}).to_string().as_bytes(),
-    );
-    assert_eq!(session.status, 200, "{}", session.body);
-    let cookie = session
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let (id, cookie) = link_reader(&s.scratch.path("tamis.toml"), addr);
     // A viewer's query, `from` an address (the proxy in front of tamis is
     // trusted, so X-Forwarded-For names the viewer).
     let ask = move |from: &str| {
@@ -527,30 +551,16 @@ fn running_per_shared_link_and_viewer() {
 fn running_across_the_server() {
     let s = seeded("bounds_server", "max_running = 1");
     let addr = s.first.addr;
-    s.proxy.arm(Rule::new(
-        Matcher::line(STATS_STATEMENT),
-        Fault::Hold(Part::Nothing),
-    ));
-    let held = std::thread::spawn(move || stats(addr, TOKEN, pages(5, 0)));
-    assert!(
-        s.proxy.wait_held(Duration::from_secs(20)),
-        "a statement held"
-    );
-    let refused = stats(addr, PROTECTED_TOKEN, pages(5, 0));
+    let (refused, first) = while_one_runs(&s, TOKEN, || stats(addr, PROTECTED_TOKEN, pages(5, 0)));
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(refused.header("retry-after"), Some("1"));
-    let message = refused.json()["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = error_of(&refused);
     assert!(
         message.contains(
             "the server already has 1 stats queries running, for all users together (query.max_running)"
         ),
         "{message}"
     );
-    s.proxy.release();
-    let first = held.join().expect("held query");
     assert_eq!(first.status, 200, "{}", first.body);
     for token in [TOKEN, PROTECTED_TOKEN] {
         assert_eq!(stats(addr, token, pages(5, 0)).status, 200, "place freed");
@@ -578,26 +588,7 @@ fn clickhouse_busy() {
     ch.query_in(&db, SEED);
     assert_eq!(stats(tamis.addr, TOKEN, pages(5, 0)).status, 200);
     // A shared link's reader: tamis looks the link up in ClickHouse first.
-    let SharedLink { id, secret } = create_shared_link(
-        &scratch.path("tamis.toml"),
-        tamis.addr,
-        "example.org",
-        &[],
-        &[],
-    );
-    let session = http(
-        tamis.addr,
-        "POST",
-        "/api/share/session",
-        &[("content-type", "application/json")],
-        json!({"link": id, "secret": secret}).to_string().as_bytes(),
-    );
-    assert_eq!(session.status, 200, "{}", session.body);
-    let cookie = session
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let (id, cookie) = link_reader(&scratch.path("tamis.toml"), tamis.addr);
     let through_link = || {
         http(
             tamis.addr,
