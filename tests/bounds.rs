@@ -475,7 +475,7 @@ fn running_per_shared_link_and_viewer() {
     let message = |r: &Response| {
         assert_eq!(r.status, 429, "{}", r.body);
         assert_eq!(r.header("retry-after"), Some("1"));
-        r.json()["error"].as_str().unwrap_or_default().to_string()
+        error_of(r)
     };
 
     s.proxy

@@ -381,7 +381,11 @@ impl Api {
             }
             Err(error) => {
                 let (failure, code) = Failure::of(&error);
-                tracing::error!(category = failure.name(), code, "audit log read failed");
+                if failure == Failure::Busy {
+                    tracing::warn!(category = failure.name(), code, "audit log read failed");
+                } else {
+                    tracing::error!(category = failure.name(), code, "audit log read failed");
+                }
                 if failure == Failure::ShardUnreachable {
                     self.metrics
                         .api_shard_unreachable
