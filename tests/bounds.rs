@@ -256,7 +256,7 @@ fn result_rows_limit() {
     query["filters"] = json!([["contains", "event:page", ["p"]]]);
     let r = stats(s.first.addr, TOKEN, query);
     assert_eq!(r.status, 422, "{}", r.body);
-    let message = r.json()["error"].as_str().unwrap_or_default().to_string();
+    let message = error_of(&r);
     assert!(
         message.contains("20 rows") && message.contains("query.max_result_rows"),
         "{message}"
@@ -271,10 +271,7 @@ fn result_rows_limit() {
     );
     assert_eq!(totals.status, 200, "{}", totals.body);
     let log = s.first.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("stats query failed"))
-        .unwrap_or_else(|| panic!("no failure logged:\n{log}"));
+    let line = logged(&log, "stats query failed");
     assert!(line.contains("result_rows_limit"), "{line}");
     assert!(
         line.contains("code=158") || line.contains("code=396"),
@@ -293,14 +290,11 @@ fn memory_limit() {
     let r = stats(s.first.addr, TOKEN, query);
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.header("retry-after"), Some("10"));
-    let message = r.json()["error"].as_str().unwrap_or_default().to_string();
+    let message = error_of(&r);
     assert!(message.contains("query.max_memory_usage"), "{message}");
     assert_clean(&r.body);
     let log = s.first.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("stats query failed"))
-        .unwrap_or_else(|| panic!("no failure logged:\n{log}"));
+    let line = logged(&log, "stats query failed");
     assert!(
         line.contains("memory_limit") && line.contains("code=241"),
         "{line}"
@@ -340,7 +334,7 @@ fn query_timeout() {
     let r = stats(s.first.addr, TOKEN, pages(5, 0));
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.header("retry-after"), Some("10"));
-    let message = r.json()["error"].as_str().unwrap_or_default().to_string();
+    let message = error_of(&r);
     assert!(
         message.contains("500 ms") && message.contains("query.timeout_ms"),
         "{message}"
@@ -376,6 +370,13 @@ fn while_one_runs<T>(
     let got = meanwhile();
     s.proxy.release();
     (got, first.join().expect("held query"))
+}
+
+/// The first line of `log` that says `what`.
+fn logged<'a>(log: &'a str, what: &str) -> &'a str {
+    log.lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("nothing logged says {what:?}:\n{log}"))
 }
 
 /// An answer's `error`.
@@ -658,20 +659,14 @@ fn clickhouse_busy() {
     );
     assert_eq!(through_link().status, 200, "the link too");
     let log = tamis.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("stats query failed"))
-        .unwrap_or_else(|| panic!("no failure logged:\n{log}"));
+    let line = logged(&log, "stats query failed");
     assert!(
         line.contains("WARN")
             && line.contains("category=\"clickhouse_busy\"")
             && line.contains("code=202"),
         "{line}"
     );
-    let line = log
-        .lines()
-        .find(|l| l.contains("shared link lookup failed"))
-        .unwrap_or_else(|| panic!("no lookup failure logged:\n{log}"));
+    let line = logged(&log, "shared link lookup failed");
     assert!(
         line.contains("category=\"clickhouse_busy\"") && line.contains("code=202"),
         "{line}"
@@ -714,10 +709,7 @@ fn failure_logs_carry_the_code_not_the_text() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["error"], "statistics are unavailable right now");
     let log = s.first.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("stats query failed"))
-        .unwrap_or_else(|| panic!("no failure logged:\n{log}"));
+    let line = logged(&log, "stats query failed");
     assert!(
         line.contains("category=\"clickhouse\"") && line.contains("code=427"),
         "{line}"

@@ -95,17 +95,7 @@ impl Api {
             .await
             .map_err(|error| {
                 // ClickHouse's code and a category, never its text.
-                use crate::sink::nodes::{Error, TopologyError};
-                let (failure, code) = match &error {
-                    Error::ClickHouse(e) | Error::Topology(TopologyError::Node(_, e)) => {
-                        Failure::of(e)
-                    }
-                    // The cluster's layout: about the configuration only.
-                    Error::Topology(other) => {
-                        tracing::warn!(error = %other, "shared link lookup failed");
-                        return self.limits.refusal(Failure::Other, "shared links are");
-                    }
-                };
+                let (failure, code) = Failure::of(&error);
                 tracing::warn!(category = failure.name(), code, "shared link lookup failed");
                 self.limits.refusal(failure, "shared links are")
             })?;

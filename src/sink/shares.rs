@@ -211,8 +211,12 @@ pub async fn events(nodes: &Nodes, site: Option<&str>) -> Result<Vec<Event>, Err
 }
 
 /// The events of the link `link_id`: read on every request made with a
-/// shared link, so that a revocation takes effect at once.
-pub async fn link_events(nodes: &Nodes, link_id: &str) -> Result<Vec<Event>, Error> {
+/// shared link, so that a revocation takes effect at once. Read from one
+/// server, whichever answers: its only failure is ClickHouse's.
+pub async fn link_events(
+    nodes: &Nodes,
+    link_id: &str,
+) -> Result<Vec<Event>, clickhouse::error::Error> {
     let sql = format!(
         "SELECT ?fields FROM {} WHERE link_id = ? ORDER BY at",
         nodes.table("shared_links")
